@@ -1,0 +1,525 @@
+//! The gateway's TOML configuration, validated before DPDK starts.
+//!
+//! Every error names the file, the line, the field and the reason, e.g.
+//! `configs/demo.toml:14: port[1].role: unknown role "public" (expected "cleartext" or "protected")`.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// A configuration error, located in its file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    /// 1-based line, when known.
+    pub line: Option<usize>,
+    /// Dotted field path, e.g. `port[0].mtu`.
+    pub field: String,
+    pub reason: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(l) = self.line {
+            write!(f, ":{l}")?;
+        }
+        if self.field.is_empty() {
+            write!(f, ": {}", self.reason)
+        } else {
+            write!(f, ": {}: {}", self.field, self.reason)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Which side of the gateway a port is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Private side: cleartext traffic to protect, decrypted traffic out.
+    Cleartext,
+    /// Public side: ESP in and out.
+    Protected,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Cleartext => "cleartext",
+            Role::Protected => "protected",
+        }
+    }
+}
+
+/// How a port's device reaches EAL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Device {
+    /// A virtual device: `--vdev SPEC`; its ethdev name is the part before the first comma.
+    Vdev { spec: String },
+    /// A PCI device: `-a ADDR`.
+    Pci { addr: String },
+}
+
+impl Device {
+    /// Parse a device string: a PCI address (`0000:01:00.0` or `01:00.0`,
+    /// optionally with `,devargs`) or a vdev spec (`net_pcap0,rx_pcap=...`).
+    pub fn parse(s: &str) -> Result<Device, String> {
+        let s = s.trim();
+        if s.is_empty() {
+            return Err("empty device".into());
+        }
+        let name = s.split(',').next().unwrap_or("");
+        if is_pci_addr(name) {
+            Ok(Device::Pci { addr: s.to_string() })
+        } else if name.starts_with("net_") || name.starts_with("crypto_") || name.starts_with("eth_") {
+            if name.chars().any(|c| c.is_whitespace()) {
+                return Err(format!("device name {name:?} contains white space"));
+            }
+            Ok(Device::Vdev { spec: s.to_string() })
+        } else {
+            Err(format!(
+                "{name:?} is neither a PCI address (e.g. 0000:01:00.0) nor a DPDK virtual device (e.g. net_pcap0,rx_pcap=in.pcap)"
+            ))
+        }
+    }
+
+    /// The ethdev name DPDK gives the port.
+    pub fn port_name(&self) -> &str {
+        match self {
+            Device::Vdev { spec } => spec.split(',').next().unwrap_or(spec),
+            Device::Pci { addr } => {
+                let a = addr.split(',').next().unwrap_or(addr);
+                a
+            }
+        }
+    }
+
+    /// The EAL arguments that bring the device up.
+    pub fn eal_args(&self) -> [String; 2] {
+        match self {
+            Device::Vdev { spec } => ["--vdev".into(), spec.clone()],
+            Device::Pci { addr } => ["-a".into(), addr.clone()],
+        }
+    }
+}
+
+fn is_pci_addr(s: &str) -> bool {
+    // [dddd:]bb:dd.f with hex digits.
+    let parts: Vec<&str> = s.split(':').collect();
+    let (bus, devfn) = match parts.as_slice() {
+        [dom, bus, devfn] if dom.len() == 4 && dom.chars().all(|c| c.is_ascii_hexdigit()) => (*bus, *devfn),
+        [bus, devfn] => (*bus, *devfn),
+        _ => return false,
+    };
+    let Some((dev, func)) = devfn.split_once('.') else { return false };
+    bus.len() == 2
+        && dev.len() == 2
+        && func.len() == 1
+        && [bus, dev, func].iter().all(|p| p.chars().all(|c| c.is_ascii_hexdigit()))
+}
+
+/// Smallest MTU a port may have (IPv6 minimum).
+pub const MIN_MTU: u16 = 1280;
+/// Largest MTU a port may have (jumbo).
+pub const MAX_MTU: u16 = 9600;
+
+/// A validated port.
+#[derive(Debug, Clone)]
+pub struct PortConfig {
+    pub name: String,
+    pub device: Device,
+    pub role: Role,
+    /// `None`: take the device's MTU.
+    pub mtu: Option<u16>,
+    pub rx_desc: u16,
+    pub tx_desc: u16,
+}
+
+/// Mbuf pool sizing.
+#[derive(Debug, Clone)]
+pub struct MempoolConfig {
+    pub mbufs: u32,
+    pub cache: u32,
+    /// Data room per mbuf, DPDK headroom included.
+    pub data_room: u16,
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub file: PathBuf,
+    pub eal_args: Vec<String>,
+    pub ports: Vec<PortConfig>,
+    pub worker_cores: Vec<usize>,
+    /// Sleep after a run of idle polls (0 = pure busy polling).
+    pub idle_sleep_us: u64,
+    pub mempool: MempoolConfig,
+    /// Foundation forwarding: egress port index per ingress port index.
+    pub forward: Vec<Option<usize>>,
+}
+
+// ---- raw TOML shape --------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    eal: RawEal,
+    #[serde(default)]
+    mempool: RawMempool,
+    workers: Spanned<RawWorkers>,
+    #[serde(default, rename = "port")]
+    ports: Vec<Spanned<RawPort>>,
+    #[serde(default)]
+    forward: Vec<Spanned<RawForward>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawEal {
+    #[serde(default)]
+    args: Vec<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawMempool {
+    mbufs: Option<Spanned<u32>>,
+    cache: Option<Spanned<u32>>,
+    data_room: Option<Spanned<u32>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWorkers {
+    cores: Spanned<Vec<Spanned<i64>>>,
+    #[serde(default)]
+    idle_sleep_us: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPort {
+    name: Spanned<String>,
+    device: Spanned<String>,
+    role: Spanned<String>,
+    mtu: Option<Spanned<i64>>,
+    rx_desc: Option<Spanned<i64>>,
+    tx_desc: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawForward {
+    from: Spanned<String>,
+    to: Spanned<String>,
+}
+
+/// Turns byte offsets into line numbers and builds errors.
+struct Locator<'a> {
+    file: &'a Path,
+    src: &'a str,
+}
+
+impl Locator<'_> {
+    fn line(&self, offset: usize) -> usize {
+        1 + self.src.as_bytes()[..offset.min(self.src.len())].iter().filter(|&&b| b == b'\n').count()
+    }
+    fn err<T>(&self, span: std::ops::Range<usize>, field: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+        let _ = std::marker::PhantomData::<T>;
+        ConfigError {
+            file: self.file.to_path_buf(),
+            line: Some(self.line(span.start)),
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+    fn at<T>(&self, s: &Spanned<T>, field: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+        self.err::<()>(s.span(), field, reason)
+    }
+}
+
+impl Config {
+    /// Read and validate a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let src = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.to_path_buf(),
+            line: None,
+            field: String::new(),
+            reason: format!("cannot read config: {e}"),
+        })?;
+        Self::parse(path, &src)
+    }
+
+    /// Parse and validate config text; `path` is used in error messages.
+    pub fn parse(path: &Path, src: &str) -> Result<Config, ConfigError> {
+        let loc = Locator { file: path, src };
+        let raw: RawConfig = toml::from_str(src).map_err(|e| {
+            let line = e.span().map(|s| loc.line(s.start));
+            ConfigError {
+                file: path.to_path_buf(),
+                line,
+                field: String::new(),
+                reason: e.message().trim().replace('\n', "; "),
+            }
+        })?;
+        Self::validate(&loc, raw)
+    }
+
+    fn validate(loc: &Locator<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
+        // Workers.
+        let workers = raw.workers.get_ref();
+        let cores_spanned = &workers.cores;
+        if cores_spanned.get_ref().is_empty() {
+            return Err(loc.at(cores_spanned, "workers.cores", "at least one worker core is needed"));
+        }
+        let mut seen = HashSet::new();
+        let mut worker_cores = Vec::new();
+        for (i, c) in cores_spanned.get_ref().iter().enumerate() {
+            let v = *c.get_ref();
+            if !(0..=1023).contains(&v) {
+                return Err(loc.at(c, format!("workers.cores[{i}]"), format!("core {v} is out of range 0..1023")));
+            }
+            if !seen.insert(v) {
+                return Err(loc.at(c, format!("workers.cores[{i}]"), format!("core {v} is used twice")));
+            }
+            worker_cores.push(v as usize);
+        }
+
+        // Ports.
+        if raw.ports.is_empty() {
+            return Err(ConfigError {
+                file: loc.file.to_path_buf(),
+                line: None,
+                field: "port".into(),
+                reason: "no [[port]] is configured".into(),
+            });
+        }
+        let mut ports = Vec::new();
+        let mut by_name: HashMap<String, usize> = HashMap::new();
+        let mut dev_names: HashMap<String, usize> = HashMap::new();
+        for (i, p) in raw.ports.iter().enumerate() {
+            let p = p.get_ref();
+            let f = |k: &str| format!("port[{i}].{k}");
+            let name = p.name.get_ref().trim().to_string();
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+                return Err(loc.at(
+                    &p.name,
+                    f("name"),
+                    format!("{name:?} is not a valid port name (letters, digits, '-', '_')"),
+                ));
+            }
+            if let Some(prev) = by_name.insert(name.clone(), i) {
+                return Err(loc.at(&p.name, f("name"), format!("name {name:?} is already used by port[{prev}]")));
+            }
+            let device = Device::parse(p.device.get_ref()).map_err(|r| loc.at(&p.device, f("device"), r))?;
+            if let Some(prev) = dev_names.insert(device.port_name().to_string(), i) {
+                return Err(loc.at(
+                    &p.device,
+                    f("device"),
+                    format!("device {:?} is already used by port[{prev}]", device.port_name()),
+                ));
+            }
+            let role = match p.role.get_ref().as_str() {
+                "cleartext" => Role::Cleartext,
+                "protected" => Role::Protected,
+                other => {
+                    return Err(loc.at(
+                        &p.role,
+                        f("role"),
+                        format!("unknown role {other:?} (expected \"cleartext\" or \"protected\")"),
+                    ))
+                }
+            };
+            let mtu = match &p.mtu {
+                None => None,
+                Some(m) => {
+                    let v = *m.get_ref();
+                    if !(MIN_MTU as i64..=MAX_MTU as i64).contains(&v) {
+                        return Err(loc.at(m, f("mtu"), format!("MTU {v} is out of range {MIN_MTU}..{MAX_MTU}")));
+                    }
+                    Some(v as u16)
+                }
+            };
+            let desc = |d: &Option<Spanned<i64>>, k: &str, default: u16| -> Result<u16, ConfigError> {
+                match d {
+                    None => Ok(default),
+                    Some(d) => {
+                        let v = *d.get_ref();
+                        if !(64..=16384).contains(&v) || (v as u64).count_ones() != 1 {
+                            Err(loc.at(d, f(k), format!("{v} descriptors: must be a power of two in 64..16384")))
+                        } else {
+                            Ok(v as u16)
+                        }
+                    }
+                }
+            };
+            ports.push(PortConfig {
+                name,
+                device,
+                role,
+                mtu,
+                rx_desc: desc(&p.rx_desc, "rx_desc", 1024)?,
+                tx_desc: desc(&p.tx_desc, "tx_desc", 1024)?,
+            });
+        }
+
+        // Forwarding pairs.
+        let mut forward = vec![None; ports.len()];
+        for (i, fw) in raw.forward.iter().enumerate() {
+            let fw = fw.get_ref();
+            let find = |s: &Spanned<String>, k: &str| {
+                by_name
+                    .get(s.get_ref().as_str())
+                    .copied()
+                    .ok_or_else(|| loc.at(s, format!("forward[{i}].{k}"), format!("no port named {:?}", s.get_ref())))
+            };
+            let from = find(&fw.from, "from")?;
+            let to = find(&fw.to, "to")?;
+            if forward[from].is_some() {
+                return Err(loc.at(
+                    &fw.from,
+                    format!("forward[{i}].from"),
+                    format!("port {:?} already forwards elsewhere", fw.from.get_ref()),
+                ));
+            }
+            forward[from] = Some(to);
+        }
+
+        // Mempool.
+        let mp = &raw.mempool;
+        let mbufs = match &mp.mbufs {
+            None => 16383,
+            Some(v) if (1023..=4_194_303).contains(v.get_ref()) => *v.get_ref(),
+            Some(v) => {
+                return Err(loc.at(v, "mempool.mbufs", format!("{} mbufs: must be in 1023..4194303", v.get_ref())))
+            }
+        };
+        let cache = match &mp.cache {
+            None => 256,
+            Some(v) if *v.get_ref() <= 512 => *v.get_ref(),
+            Some(v) => return Err(loc.at(v, "mempool.cache", format!("cache of {} mbufs: at most 512", v.get_ref()))),
+        };
+        let data_room = match &mp.data_room {
+            None => 2048 + 128,
+            Some(v) if (1024 + 128..=65535).contains(v.get_ref()) => *v.get_ref() as u16,
+            Some(v) => {
+                return Err(loc.at(v, "mempool.data_room", format!("{} bytes: must be in 1152..65535", v.get_ref())))
+            }
+        };
+
+        Ok(Config {
+            file: loc.file.to_path_buf(),
+            eal_args: raw.eal.args,
+            ports,
+            worker_cores,
+            idle_sleep_us: workers.idle_sleep_us,
+            mempool: MempoolConfig { mbufs, cache, data_room },
+            forward,
+        })
+    }
+
+    /// Line of the `workers.cores[i]` entry, for errors found after parsing
+    /// (e.g. a core the machine does not have).
+    pub fn core_error(&self, i: usize, reason: impl Into<String>) -> ConfigError {
+        let line = std::fs::read_to_string(&self.file).ok().and_then(|src| {
+            let raw: RawConfig = toml::from_str(&src).ok()?;
+            let c = raw.workers.get_ref().cores.get_ref().get(i)?;
+            Some(Locator { file: &self.file, src: &src }.line(c.span().start))
+        });
+        ConfigError { file: self.file.clone(), line, field: format!("workers.cores[{i}]"), reason: reason.into() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[eal]
+args = ["--no-pci"]
+
+[workers]
+cores = [0]
+
+[[port]]
+name = "clear0"
+device = "net_pcap0,rx_pcap=in.pcap,tx_pcap=out.pcap"
+role = "cleartext"
+mtu = 1500
+
+[[port]]
+name = "prot0"
+device = "0000:01:00.0"
+role = "protected"
+
+[[forward]]
+from = "clear0"
+to = "prot0"
+"#;
+
+    fn parse(s: &str) -> Result<Config, ConfigError> {
+        Config::parse(Path::new("test.toml"), s)
+    }
+
+    #[test]
+    fn good_config_parses() {
+        let c = parse(GOOD).unwrap();
+        assert_eq!(c.ports.len(), 2);
+        assert_eq!(c.ports[0].device.port_name(), "net_pcap0");
+        assert_eq!(c.ports[1].device, Device::Pci { addr: "0000:01:00.0".into() });
+        assert_eq!(c.ports[1].device.eal_args(), ["-a".to_string(), "0000:01:00.0".to_string()]);
+        assert_eq!(c.ports[0].mtu, Some(1500));
+        assert_eq!(c.ports[1].mtu, None);
+        assert_eq!(c.forward, vec![Some(1), None]);
+        assert_eq!(c.worker_cores, vec![0]);
+        assert_eq!(c.mempool.data_room, 2176);
+    }
+
+    /// Each broken config gives the expected line, field and a reason.
+    #[test]
+    fn errors_name_line_field_and_reason() {
+        let cases: &[(&str, &str, usize, &str, &str)] = &[
+            ("role = \"cleartext\"", "role = \"public\"", 11, "port[0].role", "unknown role \"public\""),
+            ("mtu = 1500", "mtu = 70000", 12, "port[0].mtu", "out of range"),
+            ("cores = [0]", "cores = [0, 0]", 6, "workers.cores[1]", "used twice"),
+            ("cores = [0]", "cores = []", 6, "workers.cores", "at least one"),
+            ("to = \"prot0\"", "to = \"nowhere\"", 21, "forward[0].to", "no port named \"nowhere\""),
+            ("name = \"prot0\"", "name = \"clear0\"", 15, "port[1].name", "already used"),
+            ("device = \"0000:01:00.0\"", "device = \"eth0\"", 16, "port[1].device", "neither a PCI address"),
+            ("mtu = 1500", "mtu = 1500\nspeed = 10", 13, "", "unknown field `speed`"),
+            ("mtu = 1500", "mtu = \"big\"", 12, "", "invalid type"),
+        ];
+        for (from, to, line, field, reason) in cases {
+            let src = GOOD.replacen(from, to, 1);
+            let e = parse(&src).expect_err(to);
+            assert_eq!(e.line, Some(*line), "{to}: {e}");
+            assert_eq!(e.field, *field, "{to}: {e}");
+            assert!(e.reason.contains(reason), "{to}: {e}");
+            assert!(e.to_string().starts_with(&format!("test.toml:{line}: ")), "{e}");
+        }
+    }
+
+    #[test]
+    fn missing_sections_are_reported() {
+        let e = parse("[eal]\nargs=[]\n").unwrap_err();
+        assert!(e.reason.contains("missing field `workers`"), "{e}");
+        let e = parse("[workers]\ncores=[1]\n").unwrap_err();
+        assert_eq!(e.field, "port");
+    }
+
+    #[test]
+    fn pci_addresses() {
+        for ok in ["0000:01:00.0", "01:00.0", "0000:af:1f.7,txq_inline=128"] {
+            assert!(matches!(Device::parse(ok), Ok(Device::Pci { .. })), "{ok}");
+        }
+        for bad in ["0000:01:00", "1:00.0", "zz:00.0", "eth0", ""] {
+            assert!(Device::parse(bad).is_err(), "{bad}");
+        }
+        assert_eq!(Device::parse("0000:01:00.0,x=1").unwrap().port_name(), "0000:01:00.0");
+    }
+}

@@ -1,0 +1,100 @@
+//! `espgw --config FILE [-- EAL args…]` — the gateway process.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use control::config::Config;
+use control::gateway::{self, GatewayError, RunOptions};
+
+/// IPsec ESP security gateway on DPDK.
+#[derive(Parser, Debug)]
+#[command(name = "espgw", version, about)]
+struct Cli {
+    /// Configuration file (TOML).
+    #[arg(short, long, value_name = "FILE")]
+    config: PathBuf,
+    /// Validate the configuration and exit without starting DPDK.
+    #[arg(long)]
+    check: bool,
+    /// Stop once no packet has arrived for this many milliseconds (pcap replay, tests).
+    #[arg(long, value_name = "MS")]
+    stop_when_idle: Option<u64>,
+    /// Stop after this many seconds.
+    #[arg(long, value_name = "SECONDS")]
+    duration: Option<f64>,
+    /// Also write the final report as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    report_json: Option<PathBuf>,
+    /// Print the EAL arguments that would be used and exit.
+    #[arg(long)]
+    print_eal_args: bool,
+    /// Extra EAL arguments, after `--`.
+    #[arg(last = true, value_name = "EAL_ARGS")]
+    eal: Vec<String>,
+}
+
+/// Exit codes scripts can rely on.
+mod exit {
+    pub const RUNTIME: u8 = 1;
+    pub const CONFIG: u8 = 2;
+    pub const LEAK: u8 = 3;
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let cfg = match Config::load(&cli.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("espgw: config error: {e}");
+            return ExitCode::from(exit::CONFIG);
+        }
+    };
+    if let Err(e) = gateway::check_cores(&cfg) {
+        eprintln!("espgw: config error: {e}");
+        return ExitCode::from(exit::CONFIG);
+    }
+    if cli.check {
+        println!(
+            "espgw: {} is valid ({} ports, {} workers)",
+            cli.config.display(),
+            cfg.ports.len(),
+            cfg.worker_cores.len()
+        );
+        return ExitCode::SUCCESS;
+    }
+    if cli.print_eal_args {
+        println!("{}", gateway::eal_args(&cfg, &cli.eal).join(" "));
+        return ExitCode::SUCCESS;
+    }
+    let opts = RunOptions {
+        extra_eal_args: cli.eal.clone(),
+        stop_when_idle: cli.stop_when_idle.map(Duration::from_millis),
+        duration: cli.duration.filter(|d| d.is_finite() && *d > 0.0).map(Duration::from_secs_f64),
+    };
+    match gateway::run(&cfg, &opts) {
+        Ok(report) => {
+            print!("{}", report.render());
+            if let Some(path) = &cli.report_json {
+                let json = serde_json::to_string_pretty(&report).expect("report serialises");
+                if let Err(e) = std::fs::write(path, json) {
+                    eprintln!("espgw: cannot write report to {}: {e}", path.display());
+                    return ExitCode::from(exit::RUNTIME);
+                }
+            }
+            if report.mbufs_in_use != 0 {
+                return ExitCode::from(exit::LEAK);
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e @ GatewayError::Config(_)) => {
+            eprintln!("espgw: config error: {e}");
+            ExitCode::from(exit::CONFIG)
+        }
+        Err(e) => {
+            eprintln!("espgw: error: {e}");
+            ExitCode::from(exit::RUNTIME)
+        }
+    }
+}

@@ -1,0 +1,11 @@
+//! espgw's data plane: packet logic over plain buffers, plus the one module
+//! (`dpdk`) that talks to DPDK through FFI.
+//!
+//! `unsafe` is denied everywhere but `dpdk`, which documents every use.
+#![deny(unsafe_code)]
+
+#[allow(unsafe_code)]
+pub mod dpdk;
+pub mod packet;
+pub mod stats;
+pub mod worker;

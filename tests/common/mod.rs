@@ -1,0 +1,138 @@
+//! Helpers for end-to-end tests: run the real `espgw` binary over DPDK
+//! virtual devices and look at what came out.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+pub use serde_json::Value;
+
+/// Path of the binary under test.
+pub fn espgw_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_espgw"))
+}
+
+/// A unique DPDK `--file-prefix` so parallel tests never share EAL runtime files.
+pub fn file_prefix(test: &str) -> String {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    format!("espgw-t-{test}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+}
+
+/// EAL args for a test process: no PCI, no hugepages, own prefix, quiet logs.
+pub fn eal_args_toml(test: &str) -> String {
+    format!(
+        r#"args = ["--no-pci", "--no-huge", "-m", "256", "--file-prefix", "{}", "--log-level", "*:error", "--no-telemetry"]"#,
+        file_prefix(test)
+    )
+}
+
+pub use control::traffic::*;
+
+/// Read a pcap the test expects to exist.
+pub fn read_frames(path: &Path) -> Vec<Vec<u8>> {
+    read_pcap(path).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Write a pcap or fail the test.
+pub fn write_frames(path: &Path, frames: &[Vec<u8>]) {
+    write_pcap(path, frames).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// A scratch directory for one test.
+pub struct Scratch {
+    pub dir: tempfile::TempDir,
+}
+
+impl Scratch {
+    pub fn new() -> Self {
+        Scratch { dir: tempfile::Builder::new().prefix("espgw-e2e-").tempdir().unwrap() }
+    }
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+    /// Write a config file and return its path.
+    pub fn config(&self, text: &str) -> PathBuf {
+        let p = self.path("espgw.toml");
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+    /// An empty pcap for ports that must not receive anything.
+    pub fn empty_pcap(&self) -> PathBuf {
+        let p = self.path("empty.pcap");
+        write_frames(&p, &[]);
+        p
+    }
+}
+
+/// Result of a finished espgw run.
+pub struct Run {
+    pub output: Output,
+    pub stdout: String,
+    pub stderr: String,
+    pub report: Option<Value>,
+}
+
+impl Run {
+    pub fn code(&self) -> Option<i32> {
+        self.output.status.code()
+    }
+    pub fn report(&self) -> &Value {
+        self.report.as_ref().unwrap_or_else(|| panic!("no report\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr))
+    }
+    /// A port's entry in the report, by configured name.
+    pub fn port(&self, name: &str) -> &Value {
+        self.report()["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("no port {name}"))
+    }
+    pub fn assert_ok(&self) {
+        assert_eq!(self.code(), Some(0), "espgw failed\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        assert_eq!(self.report()["mbufs_in_use"], 0, "mbuf leak\n{}", self.stdout);
+    }
+}
+
+/// Run espgw to completion with `args` (plus a JSON report).
+pub fn run_espgw(scratch: &Scratch, config: &Path, args: &[&str]) -> Run {
+    let report = scratch.path("report.json");
+    let _ = std::fs::remove_file(&report);
+    let output = Command::new(espgw_bin())
+        .arg("--config")
+        .arg(config)
+        .arg("--report-json")
+        .arg(&report)
+        .args(args)
+        .current_dir(scratch.dir.path())
+        .stdin(Stdio::null())
+        .output()
+        .expect("spawning espgw");
+    finish(output, &report)
+}
+
+/// Start espgw in the background (for signal tests).
+pub fn spawn_espgw(scratch: &Scratch, config: &Path, args: &[&str]) -> (Child, PathBuf) {
+    let report = scratch.path("report.json");
+    let child = Command::new(espgw_bin())
+        .arg("--config")
+        .arg(config)
+        .arg("--report-json")
+        .arg(&report)
+        .args(args)
+        .current_dir(scratch.dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawning espgw");
+    (child, report)
+}
+
+pub fn finish(output: Output, report: &Path) -> Run {
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    let report = std::fs::read_to_string(report).ok().and_then(|s| serde_json::from_str(&s).ok());
+    Run { output, stdout, stderr, report }
+}

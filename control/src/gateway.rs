@@ -68,6 +68,8 @@ pub struct PortReport {
     pub rx_bytes: u64,
     pub tx_packets: u64,
     pub tx_bytes: u64,
+    /// Packets still queued on RX at shutdown, freed without processing.
+    pub drained_at_exit: u64,
     #[serde(serialize_with = "ser_hw")]
     pub hw: PortStats,
 }
@@ -226,13 +228,13 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, GatewayError> {
     }
 
     let mut ports = Arc::try_unwrap(ports).unwrap_or_else(|_| unreachable!("workers joined, no other owner"));
-    let report = build_report(cfg, &ports, &mtus, &finished, &pool, stop_cause, elapsed);
-    // Closing releases every mbuf the drivers still hold; only then is the
-    // pool count meaningful.
-    for p in ports.iter_mut() {
+    let mut report = build_report(cfg, &ports, &mtus, &finished, &pool, stop_cause, elapsed);
+    // Drain what still waits in RX queues (not processed, reported apart),
+    // then close: only then is the pool count meaningful.
+    for (i, p) in ports.iter_mut().enumerate() {
+        report.ports[i].drained_at_exit = p.drain_rx(rx_queues[i]);
         p.close();
     }
-    let mut report = report;
     report.mbufs_in_use = pool.in_use();
     drop(ports);
     drop(pool);
@@ -289,6 +291,7 @@ fn build_report(
                 rx_bytes: sum(|c| c.rx_bytes.get()),
                 tx_packets: sum(|c| c.tx_packets.get()),
                 tx_bytes: sum(|c| c.tx_bytes.get()),
+                drained_at_exit: 0,
                 hw: p.stats(),
             }
         })

@@ -207,6 +207,24 @@ impl Mempool {
         NonNull::new(unsafe { sys::espgw_pktmbuf_alloc(self.ptr.as_ptr()) }).map(Mbuf)
     }
 
+    /// Fill the batch's free room with fresh mbufs in one bulk call; all or nothing.
+    pub fn alloc_bulk<const N: usize>(&self, batch: &mut MbufBatch<N>, n: usize) -> bool {
+        let n = n.min(batch.room());
+        if n == 0 {
+            return true;
+        }
+        // SAFETY: the slots after `len` are free; on success DPDK writes n owned mbufs there.
+        let rc = unsafe {
+            sys::espgw_pktmbuf_alloc_bulk(self.ptr.as_ptr(), batch.slots.as_mut_ptr().add(batch.len), n as u32)
+        };
+        if rc == 0 {
+            batch.len += n;
+            true
+        } else {
+            false
+        }
+    }
+
     /// Raw pointer, for port setup.
     fn as_ptr(&self) -> *mut sys::rte_mempool {
         self.ptr.as_ptr()
@@ -719,6 +737,26 @@ impl Port {
         let n = unsafe { sys::espgw_rx_burst(self.id, queue, batch.slots.as_mut_ptr().add(batch.len), room) };
         batch.len += n as usize;
         n as usize
+    }
+
+    /// Receive and free whatever is waiting on RX queues `0..queues` (used at
+    /// shutdown, after the workers stopped: some drivers, e.g. net_ring, keep
+    /// queued mbufs across close). Returns how many were freed.
+    pub fn drain_rx(&self, queues: u16) -> u64 {
+        let mut freed = 0u64;
+        let mut b: MbufBatch<64> = MbufBatch::new();
+        for q in 0..queues {
+            // Bounded: a generator device (net_null) never runs dry.
+            for _ in 0..1024 {
+                let n = self.rx_burst(q, &mut b);
+                b.free_all();
+                freed += n as u64;
+                if n == 0 {
+                    break;
+                }
+            }
+        }
+        freed
     }
 
     /// Send the whole batch on `queue`. What the driver takes is its to free;

@@ -4,8 +4,10 @@
 //! `unsafe` is denied everywhere but `dpdk`, which documents every use.
 #![deny(unsafe_code)]
 
+pub mod crypto;
 #[allow(unsafe_code)]
 pub mod dpdk;
+pub mod esp;
 pub mod packet;
 pub mod stats;
 pub mod worker;

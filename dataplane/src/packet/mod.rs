@@ -1,4 +1,5 @@
-//! Packet buffers and header views.
+//! Packet buffers and header helpers.
 pub mod buf;
+pub mod ip;
 
 pub use buf::{BufError, PacketBuf, VecBuf};

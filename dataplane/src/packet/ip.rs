@@ -1,0 +1,241 @@
+//! IPv4/IPv6 header helpers over byte slices. Accessors never panic on short
+//! input: callers check lengths first (`parse_*` do) and helpers take slices
+//! that are long enough by construction.
+
+/// IP protocol numbers espgw cares about.
+pub mod proto {
+    pub const HOPOPT: u8 = 0;
+    pub const ICMP: u8 = 1;
+    pub const IPV4: u8 = 4;
+    pub const TCP: u8 = 6;
+    pub const UDP: u8 = 17;
+    pub const IPV6: u8 = 41;
+    pub const ROUTING: u8 = 43;
+    pub const FRAGMENT: u8 = 44;
+    pub const ESP: u8 = 50;
+    pub const ICMPV6: u8 = 58;
+    pub const NONE: u8 = 59;
+    pub const DSTOPTS: u8 = 60;
+}
+
+pub const IPV4_HDR_LEN: usize = 20;
+pub const IPV6_HDR_LEN: usize = 40;
+/// IPv4 "don't fragment" flag in the flags/offset word.
+pub const IPV4_DF: u16 = 0x4000;
+/// IPv4 "more fragments" flag.
+pub const IPV4_MF: u16 = 0x2000;
+
+/// One's-complement sum of `data` (not yet folded or inverted).
+#[inline]
+pub fn sum16(data: &[u8], mut acc: u32) -> u32 {
+    let mut chunks = data.chunks_exact(2);
+    for c in &mut chunks {
+        acc += u32::from(u16::from_be_bytes([c[0], c[1]]));
+    }
+    if let [b] = chunks.remainder() {
+        acc += u32::from(*b) << 8;
+    }
+    acc
+}
+
+/// Fold and invert a one's-complement sum into a checksum.
+#[inline]
+pub fn fold(mut acc: u32) -> u16 {
+    while acc >> 16 != 0 {
+        acc = (acc & 0xffff) + (acc >> 16);
+    }
+    !(acc as u16)
+}
+
+/// Internet checksum of `data`.
+#[inline]
+pub fn checksum(data: &[u8]) -> u16 {
+    fold(sum16(data, 0))
+}
+
+/// Recompute the IPv4 header checksum in place (`hdr` = the whole header).
+#[inline]
+pub fn ipv4_set_checksum(hdr: &mut [u8]) {
+    hdr[10] = 0;
+    hdr[11] = 0;
+    let c = checksum(hdr);
+    hdr[10..12].copy_from_slice(&c.to_be_bytes());
+}
+
+/// Incremental checksum update (RFC 1624 eqn. 3) when a 16-bit word changes.
+#[inline]
+pub fn checksum_adjust(csum: u16, old: u16, new: u16) -> u16 {
+    let acc = u32::from(!csum) + u32::from(!old) + u32::from(new);
+    fold(acc)
+}
+
+/// IP version of a packet (first nibble), if any byte is there.
+#[inline]
+pub fn version(pkt: &[u8]) -> Option<u8> {
+    pkt.first().map(|b| b >> 4)
+}
+
+/// What an IPv4 header says about itself, validated against the buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ipv4Info {
+    pub header_len: usize,
+    pub total_len: usize,
+    pub protocol: u8,
+    pub flags_frag: u16,
+    pub tos: u8,
+}
+
+impl Ipv4Info {
+    pub fn df(&self) -> bool {
+        self.flags_frag & IPV4_DF != 0
+    }
+    /// A fragment (first or later) rather than a whole datagram.
+    pub fn is_fragment(&self) -> bool {
+        self.flags_frag & (IPV4_MF | 0x1fff) != 0
+    }
+}
+
+/// Parse an IPv4 header: version 4, IHL >= 5, header and total length inside
+/// the buffer (the buffer may be longer: link-layer padding).
+#[inline]
+pub fn parse_ipv4(pkt: &[u8]) -> Option<Ipv4Info> {
+    if pkt.len() < IPV4_HDR_LEN || pkt[0] >> 4 != 4 {
+        return None;
+    }
+    let header_len = usize::from(pkt[0] & 0x0f) * 4;
+    let total_len = usize::from(u16::from_be_bytes([pkt[2], pkt[3]]));
+    if header_len < IPV4_HDR_LEN || total_len < header_len || total_len > pkt.len() {
+        return None;
+    }
+    Some(Ipv4Info {
+        header_len,
+        total_len,
+        protocol: pkt[9],
+        flags_frag: u16::from_be_bytes([pkt[6], pkt[7]]),
+        tos: pkt[1],
+    })
+}
+
+/// What an IPv6 header says, with the extension headers espgw walks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ipv6Info {
+    /// 40 + payload length.
+    pub total_len: usize,
+    /// Offset of the first header after the ones walked (HBH, routing, dest opts).
+    pub l4_offset: usize,
+    /// Protocol at `l4_offset`.
+    pub l4_proto: u8,
+    /// Offset of the "next header" byte that names `l4_proto` (6 for the base header).
+    pub nh_field: usize,
+    pub traffic_class: u8,
+    /// A Fragment header was met.
+    pub fragment: bool,
+}
+
+/// Parse an IPv6 header and walk hop-by-hop, routing and destination-options
+/// headers (and note a fragment header) up to the upper-layer protocol.
+#[inline]
+pub fn parse_ipv6(pkt: &[u8]) -> Option<Ipv6Info> {
+    if pkt.len() < IPV6_HDR_LEN || pkt[0] >> 4 != 6 {
+        return None;
+    }
+    let total_len = IPV6_HDR_LEN + usize::from(u16::from_be_bytes([pkt[4], pkt[5]]));
+    if total_len > pkt.len() {
+        return None;
+    }
+    let traffic_class = (pkt[0] << 4) | (pkt[1] >> 4);
+    let mut nh = pkt[6];
+    let mut nh_field = 6;
+    let mut off = IPV6_HDR_LEN;
+    let mut fragment = false;
+    // At most a handful of extension headers; bound the walk.
+    for _ in 0..8 {
+        match nh {
+            proto::HOPOPT | proto::ROUTING | proto::DSTOPTS => {
+                let h = pkt.get(off..off + 2)?;
+                let len = (usize::from(h[1]) + 1) * 8;
+                if off + len > total_len {
+                    return None;
+                }
+                nh_field = off;
+                nh = h[0];
+                off += len;
+            }
+            proto::FRAGMENT => {
+                let h = pkt.get(off..off + 8)?;
+                fragment = true;
+                nh_field = off;
+                nh = h[0];
+                off += 8;
+            }
+            _ => break,
+        }
+    }
+    Some(Ipv6Info { total_len, l4_offset: off, l4_proto: nh, nh_field, traffic_class, fragment })
+}
+
+/// Set the traffic class of an IPv6 header.
+#[inline]
+pub fn ipv6_set_traffic_class(hdr: &mut [u8], tc: u8) {
+    hdr[0] = 0x60 | (tc >> 4);
+    hdr[1] = (tc << 4) | (hdr[1] & 0x0f);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checksum_known_header() {
+        // A textbook header (from RFC 1071 style examples, checksum b861).
+        let mut h = [
+            0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0, 0, 0xc0, 0xa8, 0x00, 0x01, 0xc0, 0xa8, 0x00,
+            0xc7,
+        ];
+        ipv4_set_checksum(&mut h);
+        assert_eq!(&h[10..12], &[0xb8, 0x61]);
+        assert_eq!(checksum(&h), 0);
+        // Incremental update equals recomputation.
+        let old = u16::from_be_bytes([h[8], h[9]]);
+        h[8] = 0x3f;
+        let new = u16::from_be_bytes([h[8], h[9]]);
+        let inc = checksum_adjust(u16::from_be_bytes([h[10], h[11]]), old, new);
+        ipv4_set_checksum(&mut h);
+        assert_eq!(inc.to_be_bytes(), [h[10], h[11]]);
+    }
+
+    #[test]
+    fn ipv4_parse_rejects_lies() {
+        let mut h = vec![0x45, 0, 0, 28, 0, 0, 0x40, 0, 64, 17, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2];
+        h.extend_from_slice(&[0; 8]);
+        let i = parse_ipv4(&h).unwrap();
+        assert_eq!((i.header_len, i.total_len, i.protocol, i.df(), i.is_fragment()), (20, 28, 17, true, false));
+        h[3] = 29; // total length beyond buffer
+        assert_eq!(parse_ipv4(&h), None);
+        h[3] = 28;
+        h[0] = 0x44; // IHL 4
+        assert_eq!(parse_ipv4(&h), None);
+        h[0] = 0x4f; // IHL 60 > total
+        assert_eq!(parse_ipv4(&h), None);
+        assert_eq!(parse_ipv4(&h[..10]), None);
+        h[0] = 0x45;
+        h[6] = 0x20; // MF
+        assert!(parse_ipv4(&h).unwrap().is_fragment());
+    }
+
+    #[test]
+    fn ipv6_walks_extension_headers() {
+        let mut p = vec![0x60, 0, 0, 0, 0, 24, proto::HOPOPT, 64];
+        p.extend_from_slice(&[0; 32]);
+        p.extend_from_slice(&[proto::ROUTING, 0, 0, 0, 0, 0, 0, 0]); // HBH, 8 bytes
+        p.extend_from_slice(&[proto::UDP, 0, 0, 0, 0, 0, 0, 0]); // routing, 8 bytes
+        p.extend_from_slice(&[0; 8]); // UDP header
+        let i = parse_ipv6(&p).unwrap();
+        assert_eq!((i.l4_offset, i.l4_proto, i.nh_field, i.fragment), (56, proto::UDP, 48, false));
+        p[5] = 200;
+        assert_eq!(parse_ipv6(&p), None);
+        p[5] = 24;
+        p[41] = 9; // HBH claims 80 bytes
+        assert_eq!(parse_ipv6(&p), None);
+    }
+}

@@ -1,0 +1,88 @@
+#!/usr/bin/env python3
+"""Independent ESP oracle for espgw's tests, built on scapy.layers.ipsec.
+
+Usage: esp_interop.py CASES.json RESULTS.json
+
+Each case names an SA (algorithm, keys, SPI, mode, tunnel endpoints, ESN)
+and carries:
+  - "ours":  an ESP packet espgw produced (hex), and "inner": the original
+             packet (hex). We decrypt "ours" with scapy and report the bytes.
+  - "seq":   a sequence number; we encrypt "inner" with scapy under it and
+             report the ESP packet so that espgw can decrypt it.
+Nothing here trusts espgw: keys and parameters go straight into scapy.
+"""
+import json
+import sys
+
+from scapy.layers.inet import IP
+from scapy.layers.inet6 import IPv6
+from scapy.layers.ipsec import ESP, SecurityAssociation
+
+ALGS = {
+    # espgw name: (scapy crypt_algo, scapy auth_algo)
+    "aes128-gcm16": ("AES-GCM", None),
+    "aes256-gcm16": ("AES-GCM", None),
+    "aes128-cbc-hmac-sha1-96": ("AES-CBC", "HMAC-SHA1-96"),
+    "aes256-cbc-hmac-sha1-96": ("AES-CBC", "HMAC-SHA1-96"),
+    "null-hmac-sha1-96": ("NULL", "HMAC-SHA1-96"),
+}
+
+
+def ip_class(raw: bytes):
+    return IP if raw[0] >> 4 == 4 else IPv6
+
+
+def make_sa(case, seq_for_esn):
+    crypt, auth = ALGS[case["algorithm"]]
+    tunnel = None
+    if case["mode"] == "tunnel":
+        src, dst = case["local"], case["remote"]
+        tunnel = IPv6(src=src, dst=dst) if ":" in src else IP(src=src, dst=dst)
+    kwargs = dict(
+        spi=case["spi"],
+        crypt_algo=crypt,
+        crypt_key=bytes.fromhex(case["enc_key"]) if crypt != "NULL" else None,
+        tunnel_header=tunnel,
+    )
+    if crypt == "AES-GCM":
+        kwargs["crypt_icv_size"] = 16
+    if auth:
+        kwargs["auth_algo"] = auth
+        kwargs["auth_key"] = bytes.fromhex(case["auth_key"])
+    if case["esn"]:
+        kwargs["esn_en"] = True
+        kwargs["esn"] = seq_for_esn >> 32
+    return SecurityAssociation(ESP, **kwargs)
+
+
+def run_case(case):
+    out = {"id": case["id"]}
+    inner = bytes.fromhex(case["inner"])
+    # 1. Decrypt what espgw sent.
+    ours = bytes.fromhex(case["ours"])
+    try:
+        sa = make_sa(case, case["ours_seq"])
+        dec = sa.decrypt(ip_class(ours)(ours))
+        out["decrypted"] = bytes(dec).hex()
+    except Exception as e:  # report, never hide
+        out["decrypt_error"] = f"{type(e).__name__}: {e}"
+    # 2. Encrypt the original for espgw to decrypt.
+    try:
+        seq = case["seq"]
+        sa = make_sa(case, seq)
+        enc = sa.encrypt(ip_class(inner)(inner), seq_num=seq & 0xFFFFFFFF)
+        out["encrypted"] = bytes(enc).hex()
+    except Exception as e:
+        out["encrypt_error"] = f"{type(e).__name__}: {e}"
+    return out
+
+
+def main():
+    cases = json.load(open(sys.argv[1]))
+    results = [run_case(c) for c in cases]
+    json.dump(results, open(sys.argv[2], "w"))
+    print(f"esp_interop: {len(results)} cases")
+
+
+if __name__ == "__main__":
+    main()

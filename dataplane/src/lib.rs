@@ -9,5 +9,6 @@ pub mod crypto;
 pub mod dpdk;
 pub mod esp;
 pub mod packet;
+pub mod policy;
 pub mod stats;
 pub mod worker;

@@ -425,36 +425,55 @@ impl Sa {
         Ok(())
     }
 
-    /// Encapsulate a burst: reserve numbers once, encrypt each packet.
-    /// `results[i]` tells what happened to `pkts[i]`.
+    /// Encapsulate a burst of this SA's packets: sequence numbers reserved in
+    /// one atomic step, lifetime charged in one step. `results[i]` tells what
+    /// happened to `pkts[i]`.
     pub fn encap_burst<B: PacketBuf>(&self, pkts: &mut [B], results: &mut [Result<(), EspError>]) {
         let n = pkts.len().min(results.len());
         match self.reserve(n) {
             Err(e) => results[..n].iter_mut().for_each(|r| *r = Err(e)),
             Ok(block) => {
+                let (mut ok, mut bytes) = (0u64, 0u64);
                 for i in 0..n {
+                    let len = pkts[i].len() as u64;
                     results[i] = if i < block.usable {
-                        self.encap(&mut pkts[i], block.first + i as u64)
+                        self.encap_one(&mut pkts[i], block.first + i as u64)
                     } else {
                         Err(self.expiry_reason())
                     };
+                    if results[i].is_ok() {
+                        ok += 1;
+                        bytes += len;
+                    }
+                }
+                if ok > 0 {
+                    // Already encrypted: a limit crossed here only flags the SA.
+                    let _ = self.charge(ok, bytes);
                 }
             }
         }
     }
 
-    /// Encapsulate one packet with sequence number `seq` (from [`Sa::reserve`]).
+    /// Encapsulate one packet with sequence number `seq` (from [`Sa::reserve`])
+    /// and charge it to the lifetime.
     pub fn encap<B: PacketBuf>(&self, pkt: &mut B, seq: u64) -> Result<(), EspError> {
-        let inner_len_before = pkt.len();
+        let len = pkt.len() as u64;
+        self.encap_one(pkt, seq)?;
+        let _ = self.charge(1, len);
+        Ok(())
+    }
+
+    /// Encapsulate without charging the lifetime (the burst API charges once).
+    #[inline]
+    fn encap_one<B: PacketBuf>(&self, pkt: &mut B, seq: u64) -> Result<(), EspError> {
         if self.lifetime.hard_bytes.is_some() && self.bytes_over_hard() {
             self.hard_expired.store(true, Ordering::Relaxed);
             return Err(EspError::HardLifetime);
         }
         match self.mode {
-            Mode::Tunnel { local, remote } => self.encap_tunnel(pkt, seq, local, remote)?,
-            Mode::Transport => self.encap_transport(pkt, seq)?,
+            Mode::Tunnel { local, remote } => self.encap_tunnel(pkt, seq, local, remote),
+            Mode::Transport => self.encap_transport(pkt, seq),
         }
-        self.charge(1, inner_len_before as u64)
     }
 
     fn encap_tunnel<B: PacketBuf>(&self, pkt: &mut B, seq: u64, local: IpAddr, remote: IpAddr) -> Result<(), EspError> {
@@ -605,9 +624,32 @@ impl Sa {
         Ok(())
     }
 
-    /// Decapsulate one inbound ESP packet in place. On success the buffer
-    /// holds the inner packet (tunnel) or the restored packet (transport).
+    /// Decapsulate one inbound ESP packet in place and charge it to the
+    /// lifetime. On success the buffer holds the inner packet (tunnel) or the
+    /// restored packet (transport).
     pub fn decap<B: PacketBuf>(&self, pkt: &mut B) -> Result<Decapped, EspError> {
+        let d = self.decap_one(pkt)?;
+        self.charge(1, d.payload_len as u64)?;
+        Ok(d)
+    }
+
+    /// Decapsulate a burst of this SA's packets; the lifetime is charged once.
+    pub fn decap_burst<B: PacketBuf>(&self, pkts: &mut [B], results: &mut [Result<Decapped, EspError>]) {
+        let (mut ok, mut bytes) = (0u64, 0u64);
+        for (p, r) in pkts.iter_mut().zip(results.iter_mut()) {
+            *r = self.decap_one(p);
+            if let Ok(d) = r {
+                ok += 1;
+                bytes += d.payload_len as u64;
+            }
+        }
+        if ok > 0 {
+            let _ = self.charge(ok, bytes);
+        }
+    }
+
+    #[inline]
+    fn decap_one<B: PacketBuf>(&self, pkt: &mut B) -> Result<Decapped, EspError> {
         let a = self.algorithm;
         let (iv_len, icv_len) = (a.iv_len(), a.icv_len());
         // Outer header.
@@ -731,8 +773,7 @@ impl Sa {
                 }
             }
         }
-        self.charge(1, payload_len as u64)?;
-        Ok(Decapped { seq, next_header })
+        Ok(Decapped { seq, next_header, payload_len })
     }
 }
 
@@ -743,6 +784,8 @@ pub struct Decapped {
     pub seq: u64,
     /// The ESP next header (4/41 in tunnel mode, the upper protocol in transport).
     pub next_header: u8,
+    /// Bytes of protected payload (what the lifetime counts).
+    pub payload_len: usize,
 }
 
 fn replay_err(e: ReplayError) -> EspError {
@@ -788,4 +831,4 @@ fn ecn_decap(inner: &mut [u8], version: u8, outer_tos: u8) -> Result<(), EspErro
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -8,6 +8,7 @@ pub mod crypto;
 #[allow(unsafe_code)]
 pub mod dpdk;
 pub mod esp;
+pub mod mtu;
 pub mod packet;
 pub mod policy;
 pub mod stats;

@@ -18,7 +18,7 @@
 pub mod replay;
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use thiserror::Error;
 use zeroize::Zeroizing;
@@ -264,6 +264,19 @@ pub struct Sa {
     bytes: AtomicU64,
     soft_expired: AtomicBool,
     hard_expired: AtomicBool,
+    /// Learned path MTU of the outer path (0 = none), RFC 4301 §8.2.
+    pmtu: AtomicU32,
+    /// When the learned path MTU ages out (ms, caller's clock).
+    pmtu_expires_ms: AtomicU64,
+}
+
+/// What an ICMP "too big" report did to an SA's path MTU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PmtuUpdate {
+    /// The path MTU went down to this value.
+    Lowered(u16),
+    /// Not lower than what we already use: ignored.
+    NotLower,
 }
 
 /// A block of consecutive outbound sequence numbers reserved at once.
@@ -315,6 +328,8 @@ impl Sa {
             bytes: AtomicU64::new(0),
             soft_expired: AtomicBool::new(false),
             hard_expired: AtomicBool::new(false),
+            pmtu: AtomicU32::new(0),
+            pmtu_expires_ms: AtomicU64::new(0),
         })
     }
 
@@ -367,6 +382,49 @@ impl Sa {
         };
         let pad = pad_len(payload_len, a.pad_align());
         outer + ESP_HDR_LEN + a.iv_len() + pad + 2 + a.icv_len()
+    }
+
+    /// The largest packet this SA can carry so that the ESP packet is at most
+    /// `limit` bytes: in tunnel mode the whole inner packet, in transport mode
+    /// the packet including its own IP header of `transport_hdr_len` bytes.
+    /// Exact for every algorithm: it inverts [`Sa::overhead`], padding included.
+    pub fn max_inner_len(&self, limit: usize, transport_hdr_len: usize) -> usize {
+        let a = self.algorithm;
+        let (outer, kept) = match self.mode {
+            Mode::Tunnel { local: IpAddr::V4(_), .. } => (IPV4_HDR_LEN, 0),
+            Mode::Tunnel { local: IpAddr::V6(_), .. } => (IPV6_HDR_LEN, 0),
+            Mode::Transport => (transport_hdr_len, transport_hdr_len),
+        };
+        // outer + ESP hdr + IV + roundup(payload + 2, align) + ICV <= limit
+        let fixed = outer + ESP_HDR_LEN + a.iv_len() + a.icv_len();
+        let Some(room) = limit.checked_sub(fixed) else { return 0 };
+        let align = a.pad_align();
+        ((room / align) * align).saturating_sub(2) + kept
+    }
+
+    /// The learned path MTU, if one is in force at `now_ms`.
+    #[inline]
+    pub fn path_mtu(&self, now_ms: u64) -> Option<u16> {
+        let m = self.pmtu.load(Ordering::Relaxed);
+        if m == 0 || now_ms >= self.pmtu_expires_ms.load(Ordering::Relaxed) {
+            None
+        } else {
+            Some(m as u16)
+        }
+    }
+
+    /// An ICMP need-frag / PTB quoted one of this SA's packets with `mtu`:
+    /// lower the path MTU (never below `floor`), to age out after `ageing_ms`.
+    /// A report that would raise it is ignored (RFC 1191 §6, RFC 8201 §5.4).
+    pub fn lower_path_mtu(&self, mtu: u16, floor: u16, current_limit: u16, now_ms: u64, ageing_ms: u64) -> PmtuUpdate {
+        let mtu = mtu.max(floor);
+        let current = self.path_mtu(now_ms).unwrap_or(current_limit).min(current_limit);
+        if mtu >= current {
+            return PmtuUpdate::NotLower;
+        }
+        self.pmtu.store(u32::from(mtu), Ordering::Relaxed);
+        self.pmtu_expires_ms.store(now_ms.saturating_add(ageing_ms), Ordering::Relaxed);
+        PmtuUpdate::Lowered(mtu)
     }
 
     /// Reserve `n` outbound sequence numbers in one atomic step. Numbers past

@@ -14,8 +14,8 @@ Nothing here trusts espgw: keys and parameters go straight into scapy.
 import json
 import sys
 
-from scapy.layers.inet import IP
-from scapy.layers.inet6 import IPv6
+from scapy.layers.inet import IP, defragment
+from scapy.layers.inet6 import IPv6, defragment6
 from scapy.layers.ipsec import ESP, SecurityAssociation
 
 ALGS = {
@@ -58,15 +58,27 @@ def make_sa(case, seq_for_esn):
 def run_case(case):
     out = {"id": case["id"]}
     inner = bytes.fromhex(case["inner"])
-    # 1. Decrypt what espgw sent.
-    ours = bytes.fromhex(case["ours"])
+    # 1. Decrypt what espgw sent (reassembling its fragments first, if any).
     try:
+        if "ours_fragments" in case:
+            frags = [bytes.fromhex(f) for f in case["ours_fragments"]]
+            if frags[0][0] >> 4 == 4:
+                whole = defragment([IP(f) for f in frags])
+                assert len(whole) == 1, f"defragment left {len(whole)} packets"
+                pkt = IP(bytes(whole[0]))
+            else:
+                pkt = IPv6(bytes(defragment6([IPv6(f) for f in frags])))
+        else:
+            ours = bytes.fromhex(case["ours"])
+            pkt = ip_class(ours)(ours)
         sa = make_sa(case, case["ours_seq"])
-        dec = sa.decrypt(ip_class(ours)(ours))
+        dec = sa.decrypt(pkt)
         out["decrypted"] = bytes(dec).hex()
     except Exception as e:  # report, never hide
         out["decrypt_error"] = f"{type(e).__name__}: {e}"
     # 2. Encrypt the original for espgw to decrypt.
+    if "seq" not in case:
+        return out
     try:
         seq = case["seq"]
         sa = make_sa(case, seq)

@@ -329,6 +329,10 @@ impl PolicyReader {
 pub struct PolicyDb {
     eroutes: BTreeMap<u32, Eroute>,
     sas: BTreeMap<u32, Arc<SaEntry>>,
+    /// (SPI, bound local address) → inbound SA id: uniqueness in O(1).
+    spi_index: FxHashMap<(u32, Option<IpAddr>), u32>,
+    /// SA id → eroutes that protect with it: delete checks in O(1).
+    sa_users: FxHashMap<u32, std::collections::BTreeSet<u32>>,
     defaults: Defaults,
     generation: u64,
     published: Arc<ArcSwap<Snapshot>>,
@@ -344,7 +348,15 @@ impl PolicyDb {
     /// An empty database (publishes an empty snapshot).
     pub fn new(defaults: Defaults) -> Self {
         let published = Arc::new(ArcSwap::from_pointee(Snapshot { defaults, ..Default::default() }));
-        PolicyDb { eroutes: BTreeMap::new(), sas: BTreeMap::new(), defaults, generation: 0, published }
+        PolicyDb {
+            eroutes: BTreeMap::new(),
+            sas: BTreeMap::new(),
+            spi_index: FxHashMap::default(),
+            sa_users: FxHashMap::default(),
+            defaults,
+            generation: 0,
+            published,
+        }
     }
 
     /// A reader for the workers.
@@ -371,9 +383,45 @@ impl PolicyDb {
             return Err(PolicyError::Exists { what: "SA", id });
         }
         let entry = self.make_sa(id, direction, local, eroute, cfg)?;
-        self.sas.insert(id, entry);
+        self.insert_sa(entry);
         self.publish();
         Ok(())
+    }
+
+    fn insert_sa(&mut self, entry: Arc<SaEntry>) {
+        if entry.direction == Direction::Inbound {
+            self.spi_index.insert((entry.sa.spi(), entry.local), entry.id);
+        }
+        self.sas.insert(entry.id, entry);
+    }
+
+    fn take_sa(&mut self, id: u32) -> Option<Arc<SaEntry>> {
+        let e = self.sas.remove(&id)?;
+        if e.direction == Direction::Inbound {
+            self.spi_index.remove(&(e.sa.spi(), e.local));
+        }
+        Some(e)
+    }
+
+    fn first_user(&self, sa: u32) -> Option<u32> {
+        self.sa_users.get(&sa).and_then(|s| s.iter().next().copied())
+    }
+
+    fn link(&mut self, e: &Eroute) {
+        if let Action::Protect { sa, .. } = e.action {
+            self.sa_users.entry(sa).or_default().insert(e.id);
+        }
+    }
+
+    fn unlink(&mut self, e: &Eroute) {
+        if let Action::Protect { sa, .. } = e.action {
+            if let Some(set) = self.sa_users.get_mut(&sa) {
+                set.remove(&e.id);
+                if set.is_empty() {
+                    self.sa_users.remove(&sa);
+                }
+            }
+        }
     }
 
     /// Replace an SA (rekey): new keys and state, same id; eroutes follow.
@@ -390,20 +438,19 @@ impl PolicyDb {
         }
         if direction == Direction::Inbound {
             // A replaced outbound SA must stay outbound if eroutes use it.
-            if let Some(e) = self.eroutes.values().find(|e| matches!(e.action, Action::Protect { sa, .. } if sa == id))
-            {
-                return Err(PolicyError::NotOutbound { eroute: e.id, sa: id });
+            if let Some(e) = self.first_user(id) {
+                return Err(PolicyError::NotOutbound { eroute: e, sa: id });
             }
         }
-        let old = self.sas.remove(&id).expect("checked");
+        let old = self.take_sa(id).expect("checked");
         match self.make_sa(id, direction, local, eroute, cfg) {
             Ok(entry) => {
-                self.sas.insert(id, entry);
+                self.insert_sa(entry);
                 self.publish();
                 Ok(())
             }
             Err(e) => {
-                self.sas.insert(id, old);
+                self.insert_sa(old);
                 Err(e)
             }
         }
@@ -440,10 +487,10 @@ impl PolicyDb {
         if !self.sas.contains_key(&id) {
             return Err(PolicyError::NotFound { what: "SA", id });
         }
-        if let Some(e) = self.eroutes.values().find(|e| matches!(e.action, Action::Protect { sa, .. } if sa == id)) {
-            return Err(PolicyError::InUse { sa: id, eroute: e.id });
+        if let Some(e) = self.first_user(id) {
+            return Err(PolicyError::InUse { sa: id, eroute: e });
         }
-        self.sas.remove(&id);
+        self.take_sa(id);
         self.publish();
         Ok(())
     }
@@ -468,6 +515,7 @@ impl PolicyDb {
             return Err(PolicyError::Exists { what: "eroute", id: e.id });
         }
         self.check_eroute(&e)?;
+        self.link(&e);
         self.eroutes.insert(e.id, e);
         self.publish();
         Ok(())
@@ -479,14 +527,18 @@ impl PolicyDb {
             return Err(PolicyError::NotFound { what: "eroute", id: e.id });
         }
         self.check_eroute(&e)?;
-        self.eroutes.insert(e.id, e);
+        if let Some(old) = self.eroutes.insert(e.id, e) {
+            self.unlink(&old);
+        }
+        self.link(&e);
         self.publish();
         Ok(())
     }
 
     /// Delete an eroute (and publish).
     pub fn remove_eroute(&mut self, id: u32) -> Result<(), PolicyError> {
-        self.eroutes.remove(&id).ok_or(PolicyError::NotFound { what: "eroute", id })?;
+        let old = self.eroutes.remove(&id).ok_or(PolicyError::NotFound { what: "eroute", id })?;
+        self.unlink(&old);
         self.publish();
         Ok(())
     }
@@ -574,7 +626,7 @@ impl Batch<'_> {
             return Err(PolicyError::Exists { what: "SA", id });
         }
         let entry = self.db.make_sa(id, direction, local, eroute, cfg)?;
-        self.db.sas.insert(id, entry);
+        self.db.insert_sa(entry);
         Ok(())
     }
     pub fn add_eroute(&mut self, e: Eroute) -> Result<(), PolicyError> {
@@ -582,6 +634,7 @@ impl Batch<'_> {
             return Err(PolicyError::Exists { what: "eroute", id: e.id });
         }
         self.db.check_eroute(&e)?;
+        self.db.link(&e);
         self.db.eroutes.insert(e.id, e);
         Ok(())
     }

@@ -319,3 +319,39 @@ fn concurrent_readers_never_see_torn_state() {
     drop(r);
     assert!(weak.iter().all(|w| w.upgrade().is_none()));
 }
+
+#[test]
+fn replace_sa_rekeys_and_keeps_indexes_right() {
+    let mut db = table();
+    let r = db.reader();
+    let k = key("10.1.1.1", "10.2.1.1", 17, 1, 2);
+    let spi_of = |r: &PolicyReader| match r.load().outbound(&k) {
+        Verdict::Protect { sa, .. } => sa.sa.spi(),
+        v => panic!("{v:?}"),
+    };
+    assert_eq!(spi_of(&r), 0x101);
+    db.replace_sa(1, Direction::Outbound, None, None, &sa_cfg(0x9001)).unwrap();
+    assert_eq!(spi_of(&r), 0x9001, "eroute follows the rekeyed SA");
+    assert_eq!(
+        db.replace_sa(1, Direction::Inbound, None, None, &sa_cfg(0x9002)),
+        Err(PolicyError::NotOutbound { eroute: 10, sa: 1 }),
+        "cannot turn a used outbound SA inbound"
+    );
+    // Inbound SPI index follows replace and delete.
+    db.add_sa(80, Direction::Inbound, None, None, &sa_cfg(0x8000)).unwrap();
+    db.replace_sa(80, Direction::Inbound, None, None, &sa_cfg(0x8001)).unwrap();
+    db.add_sa(81, Direction::Inbound, None, None, &sa_cfg(0x8000)).unwrap(); // old SPI is free again
+    assert_eq!(
+        db.add_sa(82, Direction::Inbound, None, None, &sa_cfg(0x8001)),
+        Err(PolicyError::SpiInUse { spi: 0x8001, other: 80 })
+    );
+    db.remove_sa(80).unwrap();
+    db.add_sa(82, Direction::Inbound, None, None, &sa_cfg(0x8001)).unwrap();
+    // Usage index follows eroute replace and delete.
+    db.replace_eroute(er(10, "10.1.0.0/16", "10.2.0.0/16", None, "any", "any", 100, Action::Pass)).unwrap();
+    db.remove_eroute(11).unwrap();
+    db.remove_sa(2).unwrap();
+    assert_eq!(db.remove_sa(3), Err(PolicyError::InUse { sa: 3, eroute: 16 }));
+    db.remove_eroute(16).unwrap();
+    assert_eq!(db.remove_sa(3), Err(PolicyError::InUse { sa: 3, eroute: 17 }));
+}

@@ -25,17 +25,37 @@ pub const IPV4_DF: u16 = 0x4000;
 /// IPv4 "more fragments" flag.
 pub const IPV4_MF: u16 = 0x2000;
 
-/// One's-complement sum of `data` (not yet folded or inverted).
+/// One's-complement sum of `data` (not yet folded or inverted), added to
+/// `acc`. Reads 8 bytes at a time into a 64-bit accumulator (RFC 1071 §2(B):
+/// the sum is byte-order independent, so big-endian words can be summed as
+/// wider integers and folded at the end).
 #[inline]
-pub fn sum16(data: &[u8], mut acc: u32) -> u32 {
-    let mut chunks = data.chunks_exact(2);
+pub fn sum16(data: &[u8], acc: u32) -> u32 {
+    // One's-complement addition: the carry out of bit 63 wraps around.
+    #[inline(always)]
+    fn add(a: u64, b: u64) -> u64 {
+        let (s, c) = a.overflowing_add(b);
+        s + u64::from(c)
+    }
+    let mut sum = u64::from(acc);
+    let mut chunks = data.chunks_exact(8);
     for c in &mut chunks {
-        acc += u32::from(u16::from_be_bytes([c[0], c[1]]));
+        sum = add(sum, u64::from_be_bytes(c.try_into().expect("8 bytes")));
     }
-    if let [b] = chunks.remainder() {
-        acc += u32::from(*b) << 8;
+    let rest = chunks.remainder();
+    let mut pairs = rest.chunks_exact(2);
+    for c in &mut pairs {
+        sum = add(sum, u64::from(u16::from_be_bytes([c[0], c[1]])));
     }
-    acc
+    if let [b] = pairs.remainder() {
+        sum = add(sum, u64::from(*b) << 8);
+    }
+    // Fold 64 → 32 bits, keeping the end-around carries.
+    let mut s = (sum & 0xffff_ffff) + (sum >> 32);
+    s = (s & 0xffff_ffff) + (s >> 32);
+    let mut s32 = s as u32;
+    s32 = (s32 & 0xffff) + (s32 >> 16);
+    s32
 }
 
 /// Fold and invert a one's-complement sum into a checksum.
@@ -202,6 +222,34 @@ mod tests {
         let inc = checksum_adjust(u16::from_be_bytes([h[10], h[11]]), old, new);
         ipv4_set_checksum(&mut h);
         assert_eq!(inc.to_be_bytes(), [h[10], h[11]]);
+    }
+
+    /// The wide sum agrees with a plain 16-bit reference on every length and
+    /// on inputs that force carries.
+    #[test]
+    fn wide_sum_matches_reference() {
+        fn reference(d: &[u8]) -> u16 {
+            let mut a = 0u32;
+            for c in d.chunks(2) {
+                a += u32::from(c[0]) << 8 | u32::from(*c.get(1).unwrap_or(&0));
+            }
+            fold(a)
+        }
+        let mut x = 0x1234_5678u32;
+        for len in 0..300 {
+            let d: Vec<u8> = (0..len)
+                .map(|_| {
+                    x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                    if len % 3 == 0 {
+                        0xff
+                    } else {
+                        (x >> 16) as u8
+                    }
+                })
+                .collect();
+            assert_eq!(checksum(&d), reference(&d), "len {len}");
+            assert_eq!(fold(sum16(&d, 0xfffe)), fold(sum16(&d, 0) + 0xfffe), "len {len} with acc");
+        }
     }
 
     #[test]

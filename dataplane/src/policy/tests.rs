@@ -187,18 +187,27 @@ fn inbound_sa_lookup_and_selector_check() {
     db.add_sa(61, Direction::Inbound, Some(here), Some(11), &sa_cfg(0x6001)).unwrap();
     db.add_sa(62, Direction::Inbound, Some(there), None, &sa_cfg(0x6001)).unwrap();
     let s = db.reader().load_full();
-    assert_eq!(s.inbound_sa(0x6000, there).map(|e| e.id), Some(60), "SPI alone");
-    assert_eq!(s.inbound_sa(0x6001, here).map(|e| e.id), Some(61), "SPI + destination");
-    assert_eq!(s.inbound_sa(0x6001, there).map(|e| e.id), Some(62));
-    assert_eq!(s.inbound_sa(0x6001, "10.0.0.1".parse().unwrap()).map(|e| e.id), None);
+    assert_eq!(s.inbound_sa(0x6000, there).map(|e| e.entry.id), Some(60), "SPI alone");
+    assert_eq!(s.inbound_sa(0x6001, here).map(|e| e.entry.id), Some(61), "SPI + destination");
+    assert_eq!(s.inbound_sa(0x6001, there).map(|e| e.entry.id), Some(62));
+    assert_eq!(s.inbound_sa(0x6001, "10.0.0.1".parse().unwrap()).map(|e| e.entry.id), None);
     assert!(s.inbound_sa(0x7777, here).is_none());
     // SA 60 carries eroute 10 (10.1/16 → 10.2/16) in reverse.
     let sa60 = s.inbound_sa(0x6000, here).unwrap();
-    assert!(s.inbound_allowed(sa60, &key("10.2.1.1", "10.1.1.1", 17, 1, 2)));
-    assert!(!s.inbound_allowed(sa60, &key("10.1.1.1", "10.2.1.1", 17, 1, 2)), "wrong direction");
-    assert!(!s.inbound_allowed(sa60, &key("10.5.1.1", "10.1.1.1", 17, 1, 2)), "source outside the eroute");
+    assert!(sa60.allows(&key("10.2.1.1", "10.1.1.1", 17, 1, 2)));
+    assert!(!sa60.allows(&key("10.1.1.1", "10.2.1.1", 17, 1, 2)), "wrong direction");
+    assert!(!sa60.allows(&key("10.5.1.1", "10.1.1.1", 17, 1, 2)), "source outside the eroute");
     let sa62 = s.inbound_sa(0x6001, there).unwrap();
-    assert!(s.inbound_allowed(sa62, &key("1.2.3.4", "5.6.7.8", 17, 1, 2)), "no eroute bound: anything");
+    assert!(sa62.allows(&key("1.2.3.4", "5.6.7.8", 17, 1, 2)), "no eroute bound: anything");
+    // The inbound check follows eroute changes, and fails closed when the eroute goes.
+    db.replace_eroute(er(10, "10.1.0.0/16", "10.4.0.0/16", None, "any", "any", 100, protect(1))).unwrap();
+    let s = db.reader().load_full();
+    let sa60 = s.inbound_sa(0x6000, here).unwrap();
+    assert!(sa60.allows(&key("10.4.1.1", "10.1.1.1", 17, 1, 2)));
+    assert!(!sa60.allows(&key("10.2.1.1", "10.1.1.1", 17, 1, 2)));
+    db.remove_eroute(10).unwrap();
+    let s = db.reader().load_full();
+    assert!(!s.inbound_sa(0x6000, here).unwrap().allows(&key("10.4.1.1", "10.1.1.1", 17, 1, 2)), "fail closed");
 }
 
 #[test]

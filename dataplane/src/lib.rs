@@ -10,6 +10,8 @@ pub mod dpdk;
 pub mod esp;
 pub mod mtu;
 pub mod packet;
+pub mod pipeline;
 pub mod policy;
+pub mod route;
 pub mod stats;
 pub mod worker;

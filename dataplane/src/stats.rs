@@ -36,24 +36,254 @@ impl Counter {
 pub enum DropReason {
     /// The driver refused the packet on transmit (TX ring full).
     TxRefused,
-    /// The packet arrived on a port with no forwarding/route for it.
+    /// No route (or no forwarding) for the destination.
     NoRoute,
+    /// No MAC address known for the next hop.
+    NoNeighbor,
     /// A multi-segment packet could not be made contiguous.
     MultiSegment,
+    /// Not IPv4/IPv6 (ARP, VLAN, LLDP, ...).
+    NotIp,
+    /// IP header malformed or lying about its length.
+    BadIp,
+    /// TTL / hop limit ran out.
+    TtlExpired,
+    /// An eroute (or the default) said drop.
+    PolicyDrop,
+    /// An eroute said trap (reported for a key daemon).
+    PolicyTrap,
+    /// Cleartext on the protected side when the default forbids it.
+    ClearOnProtected,
+    /// No inbound SA for the SPI (and destination).
+    NoSa,
+    /// Decrypted traffic did not match its SA's eroute (RFC 4301 §5.2).
+    InboundPolicy,
+    /// DF packet too big for the tunnel (an ICMP need-frag / PTB was sent).
+    TooBigDf,
+    /// ...and the ICMP error itself was rate-limited.
+    IcmpRateLimited,
+    /// No mbuf for a fragment or an ICMP error.
+    NoBuffer,
+    /// An ICMP too-big report about ESP that changed nothing (unknown SPI, not lower).
+    PmtuReportIgnored,
+    // ESP (see esp::EspError)
+    EspTruncated,
+    EspBadLength,
+    EspFragment,
+    EspWrongSpi,
+    ReplayTooOld,
+    ReplayDuplicate,
+    EspAuthFailed,
+    EspBadBlockLength,
+    EspBadPadLength,
+    EspBadPadding,
+    EspBadNextHeader,
+    EspDummy,
+    EspBadInner,
+    EspEcnDrop,
+    SaSeqExhausted,
+    SaHardLifetime,
+    EspNoRoom,
+    EspTooBig,
+    EspNotEsp,
+    // Reassembly (see mtu::ReasmDrop)
+    ReasmMalformed,
+    ReasmOverlap,
+    ReasmDuplicate,
+    ReasmTooManyFragments,
+    ReasmTimeout,
+    ReasmEvicted,
+    ReasmNoBuffer,
 }
 
 impl DropReason {
     /// All reasons, in counter-array order.
-    pub const ALL: [DropReason; 3] = [DropReason::TxRefused, DropReason::NoRoute, DropReason::MultiSegment];
+    pub const ALL: [DropReason; 42] = [
+        DropReason::TxRefused,
+        DropReason::NoRoute,
+        DropReason::NoNeighbor,
+        DropReason::MultiSegment,
+        DropReason::NotIp,
+        DropReason::BadIp,
+        DropReason::TtlExpired,
+        DropReason::PolicyDrop,
+        DropReason::PolicyTrap,
+        DropReason::ClearOnProtected,
+        DropReason::NoSa,
+        DropReason::InboundPolicy,
+        DropReason::TooBigDf,
+        DropReason::IcmpRateLimited,
+        DropReason::NoBuffer,
+        DropReason::PmtuReportIgnored,
+        DropReason::EspTruncated,
+        DropReason::EspBadLength,
+        DropReason::EspFragment,
+        DropReason::EspWrongSpi,
+        DropReason::ReplayTooOld,
+        DropReason::ReplayDuplicate,
+        DropReason::EspAuthFailed,
+        DropReason::EspBadBlockLength,
+        DropReason::EspBadPadLength,
+        DropReason::EspBadPadding,
+        DropReason::EspBadNextHeader,
+        DropReason::EspDummy,
+        DropReason::EspBadInner,
+        DropReason::EspEcnDrop,
+        DropReason::SaSeqExhausted,
+        DropReason::SaHardLifetime,
+        DropReason::EspNoRoom,
+        DropReason::EspTooBig,
+        DropReason::EspNotEsp,
+        DropReason::ReasmMalformed,
+        DropReason::ReasmOverlap,
+        DropReason::ReasmDuplicate,
+        DropReason::ReasmTooManyFragments,
+        DropReason::ReasmTimeout,
+        DropReason::ReasmEvicted,
+        DropReason::ReasmNoBuffer,
+    ];
     /// Number of reasons.
     pub const COUNT: usize = Self::ALL.len();
 
     /// Stable snake_case label.
     pub fn label(self) -> &'static str {
+        use crate::esp::EspError as E;
+        use crate::mtu::ReasmDrop as R;
         match self {
             DropReason::TxRefused => "tx_refused",
             DropReason::NoRoute => "no_route",
+            DropReason::NoNeighbor => "no_neighbor",
             DropReason::MultiSegment => "multi_segment",
+            DropReason::NotIp => "not_ip",
+            DropReason::BadIp => "bad_ip",
+            DropReason::TtlExpired => "ttl_expired",
+            DropReason::PolicyDrop => "policy_drop",
+            DropReason::PolicyTrap => "policy_trap",
+            DropReason::ClearOnProtected => "clear_on_protected",
+            DropReason::NoSa => "no_sa",
+            DropReason::InboundPolicy => "inbound_policy",
+            DropReason::TooBigDf => "too_big_df",
+            DropReason::IcmpRateLimited => "icmp_rate_limited",
+            DropReason::NoBuffer => "no_buffer",
+            DropReason::PmtuReportIgnored => "pmtu_report_ignored",
+            DropReason::EspTruncated => E::Truncated.label(),
+            DropReason::EspBadLength => E::BadLength.label(),
+            DropReason::EspFragment => E::Fragment.label(),
+            DropReason::EspWrongSpi => E::WrongSpi.label(),
+            DropReason::ReplayTooOld => E::ReplayTooOld.label(),
+            DropReason::ReplayDuplicate => E::ReplayDuplicate.label(),
+            DropReason::EspAuthFailed => E::AuthFailed.label(),
+            DropReason::EspBadBlockLength => E::BadBlockLength.label(),
+            DropReason::EspBadPadLength => E::BadPadLength.label(),
+            DropReason::EspBadPadding => E::BadPadding.label(),
+            DropReason::EspBadNextHeader => E::BadNextHeader.label(),
+            DropReason::EspDummy => E::Dummy.label(),
+            DropReason::EspBadInner => E::BadInner.label(),
+            DropReason::EspEcnDrop => E::EcnDrop.label(),
+            DropReason::SaSeqExhausted => E::SeqExhausted.label(),
+            DropReason::SaHardLifetime => E::HardLifetime.label(),
+            DropReason::EspNoRoom => E::NoRoom.label(),
+            DropReason::EspTooBig => E::TooBig.label(),
+            DropReason::EspNotEsp => E::NotEsp.label(),
+            DropReason::ReasmMalformed => R::Malformed.label(),
+            DropReason::ReasmOverlap => R::Overlap.label(),
+            DropReason::ReasmDuplicate => R::Duplicate.label(),
+            DropReason::ReasmTooManyFragments => R::TooManyFragments.label(),
+            DropReason::ReasmTimeout => R::Timeout.label(),
+            DropReason::ReasmEvicted => R::Evicted.label(),
+            DropReason::ReasmNoBuffer => R::NoBuffer.label(),
+        }
+    }
+
+    /// The counter for an ESP error.
+    pub fn from_esp(e: crate::esp::EspError) -> DropReason {
+        use crate::esp::EspError as E;
+        match e {
+            E::Truncated => DropReason::EspTruncated,
+            E::BadLength => DropReason::EspBadLength,
+            E::NotEsp => DropReason::EspNotEsp,
+            E::Fragment => DropReason::EspFragment,
+            E::WrongSpi => DropReason::EspWrongSpi,
+            E::ReplayTooOld => DropReason::ReplayTooOld,
+            E::ReplayDuplicate => DropReason::ReplayDuplicate,
+            E::AuthFailed => DropReason::EspAuthFailed,
+            E::BadBlockLength => DropReason::EspBadBlockLength,
+            E::BadPadLength => DropReason::EspBadPadLength,
+            E::BadPadding => DropReason::EspBadPadding,
+            E::BadNextHeader => DropReason::EspBadNextHeader,
+            E::Dummy => DropReason::EspDummy,
+            E::BadInner => DropReason::EspBadInner,
+            E::EcnDrop => DropReason::EspEcnDrop,
+            E::SeqExhausted => DropReason::SaSeqExhausted,
+            E::HardLifetime => DropReason::SaHardLifetime,
+            E::NoRoom => DropReason::EspNoRoom,
+            E::TooBig => DropReason::EspTooBig,
+        }
+    }
+
+    /// The counter for a reassembly drop.
+    pub fn from_reasm(r: crate::mtu::ReasmDrop) -> DropReason {
+        use crate::mtu::ReasmDrop as R;
+        match r {
+            R::Malformed => DropReason::ReasmMalformed,
+            R::Overlap => DropReason::ReasmOverlap,
+            R::Duplicate => DropReason::ReasmDuplicate,
+            R::TooManyFragments => DropReason::ReasmTooManyFragments,
+            R::Timeout => DropReason::ReasmTimeout,
+            R::Evicted => DropReason::ReasmEvicted,
+            R::NoBuffer => DropReason::ReasmNoBuffer,
+        }
+    }
+}
+
+/// Things that happen to packets other than drops, counted per worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Event {
+    /// Packets encrypted (outbound ESP).
+    Encrypted,
+    /// Packets decrypted (inbound ESP) and forwarded.
+    Decrypted,
+    /// Packets sent in clear by a pass eroute or default.
+    Passed,
+    /// Outer fragments made after encryption.
+    FragmentsMade,
+    /// Inner fragments made before encryption (eroute option).
+    InnerFragmentsMade,
+    /// Datagrams reassembled from outer fragments.
+    Reassembled,
+    /// ICMP need-frag / ICMPv6 PTB sent to senders.
+    IcmpTooBigSent,
+    /// Path MTU lowered by an ICMP report about our ESP.
+    PmtuLowered,
+    /// TCP SYN MSS values clamped.
+    MssClamped,
+}
+
+impl Event {
+    pub const ALL: [Event; 9] = [
+        Event::Encrypted,
+        Event::Decrypted,
+        Event::Passed,
+        Event::FragmentsMade,
+        Event::InnerFragmentsMade,
+        Event::Reassembled,
+        Event::IcmpTooBigSent,
+        Event::PmtuLowered,
+        Event::MssClamped,
+    ];
+    pub const COUNT: usize = Self::ALL.len();
+    pub fn label(self) -> &'static str {
+        match self {
+            Event::Encrypted => "encrypted",
+            Event::Decrypted => "decrypted",
+            Event::Passed => "passed",
+            Event::FragmentsMade => "fragments_made",
+            Event::InnerFragmentsMade => "inner_fragments_made",
+            Event::Reassembled => "reassembled",
+            Event::IcmpTooBigSent => "icmp_too_big_sent",
+            Event::PmtuLowered => "pmtu_lowered",
+            Event::MssClamped => "mss_clamped",
         }
     }
 }
@@ -78,6 +308,8 @@ pub struct WorkerStats {
     pub idle_polls: Counter,
     /// Drops, indexed by `DropReason as usize`.
     pub drops: [Counter; DropReason::COUNT],
+    /// Events, indexed by `Event as usize`.
+    pub events: [Counter; Event::COUNT],
     /// Per port, indexed by the gateway's port index.
     pub ports: Box<[PortCounters]>,
 }
@@ -88,7 +320,8 @@ impl WorkerStats {
         WorkerStats {
             busy_polls: Counter::default(),
             idle_polls: Counter::default(),
-            drops: Default::default(),
+            drops: std::array::from_fn(|_| Counter::default()),
+            events: std::array::from_fn(|_| Counter::default()),
             ports: (0..nports).map(|_| PortCounters::default()).collect(),
         }
     }
@@ -97,6 +330,14 @@ impl WorkerStats {
     #[inline]
     pub fn drop_one(&self, reason: DropReason) {
         self.drops[reason as usize].inc();
+    }
+
+    /// Count an event.
+    #[inline]
+    pub fn event(&self, e: Event, n: u64) {
+        if n > 0 {
+            self.events[e as usize].add(n);
+        }
     }
 
     /// Count `n` drops.
@@ -147,14 +388,29 @@ mod tests {
         s.drop_one(DropReason::NoRoute);
         s.drop_n(DropReason::TxRefused, 4);
         s.drop_n(DropReason::MultiSegment, 0);
+        s.event(Event::Encrypted, 3);
         assert_eq!(s.rx_packets(), 4);
         assert_eq!(s.tx_packets(), 2);
         assert_eq!(s.total_drops(), 5);
         assert_eq!(s.drops[DropReason::TxRefused as usize].get(), 4);
-        let labels: Vec<_> = DropReason::ALL.iter().map(|r| r.label()).collect();
-        assert_eq!(labels, ["tx_refused", "no_route", "multi_segment"]);
+        assert_eq!(s.events[Event::Encrypted as usize].get(), 3);
+        // Arrays are indexed by discriminant; labels are unique.
         for (i, r) in DropReason::ALL.iter().enumerate() {
             assert_eq!(*r as usize, i);
+        }
+        for (i, e) in Event::ALL.iter().enumerate() {
+            assert_eq!(*e as usize, i);
+        }
+        let mut labels: Vec<_> = DropReason::ALL.iter().map(|r| r.label()).collect();
+        labels.sort();
+        labels.dedup();
+        assert_eq!(labels.len(), DropReason::COUNT);
+        // Every ESP error and reassembly drop has its own counter.
+        for e in crate::esp::EspError::ALL {
+            assert_eq!(DropReason::from_esp(e).label(), e.label());
+        }
+        for r in crate::mtu::ReasmDrop::ALL {
+            assert_eq!(DropReason::from_reasm(r).label(), r.label());
         }
     }
 

@@ -392,10 +392,18 @@ pub struct Snapshot {
     v4: Arc<FamilyTable>,
     v6: Arc<FamilyTable>,
     sad: Arc<Sad>,
+    /// Outbound SAs by SPI (for ICMP too-big reports that quote our ESP).
+    out_by_spi: Arc<Sad>,
     pub defaults: Defaults,
 }
 
 impl Snapshot {
+    /// The outbound SA that sends with `spi`.
+    #[inline]
+    pub fn outbound_sa(&self, spi: u32) -> Option<&Arc<SaEntry>> {
+        self.out_by_spi.shards[Sad::shard(spi)].get(&spi).and_then(|s| s.all().first()).map(|x| &x.entry)
+    }
+
     /// The outbound verdict for a cleartext packet.
     #[inline]
     pub fn outbound(&self, k: &FlowKey) -> Verdict<'_> {
@@ -459,6 +467,7 @@ pub struct PolicyDb {
     v4: Arc<FamilyTable>,
     v6: Arc<FamilyTable>,
     sad: Arc<Sad>,
+    out_by_spi: Arc<Sad>,
     defaults: Defaults,
     generation: u64,
     published: Arc<ArcSwap<Snapshot>>,
@@ -483,6 +492,7 @@ impl PolicyDb {
             v4: Arc::default(),
             v6: Arc::default(),
             sad: Arc::default(),
+            out_by_spi: Arc::default(),
             defaults,
             generation: 0,
             published,
@@ -598,6 +608,8 @@ impl PolicyDb {
             }
             let selector = entry.eroute.and_then(|e| self.eroutes.get(&e)).map(|e| e.selector.mirrored());
             Arc::make_mut(&mut self.sad).upsert(InboundSa { local: entry.local, entry: entry.clone(), selector });
+        } else {
+            Arc::make_mut(&mut self.out_by_spi).upsert(InboundSa { local: None, entry: entry.clone(), selector: None });
         }
         self.sas.insert(entry.id, entry);
     }
@@ -612,6 +624,8 @@ impl PolicyDb {
                 }
             }
             Arc::make_mut(&mut self.sad).remove(e.sa.spi(), id);
+        } else {
+            Arc::make_mut(&mut self.out_by_spi).remove(e.sa.spi(), id);
         }
         Some(e)
     }
@@ -768,6 +782,7 @@ impl PolicyDb {
             v4: self.v4.clone(),
             v6: self.v6.clone(),
             sad: self.sad.clone(),
+            out_by_spi: self.out_by_spi.clone(),
             defaults: self.defaults,
         };
         self.published.store(Arc::new(snap));

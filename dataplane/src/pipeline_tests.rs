@@ -1,0 +1,407 @@
+//! The pipeline on plain buffers: two gateways back to back, MTU handling,
+//! policy verdicts and drop accounting — no DPDK.
+
+use super::*;
+use crate::crypto::Algorithm;
+use crate::esp::{tests::udp4, tests::udp6, SaConfig};
+use crate::mtu::VecAlloc;
+use crate::packet::VecBuf;
+use crate::policy::{Defaults, Direction, Eroute, PolicyDb, ProtectOptions, Selector};
+use crate::route::Route;
+
+const CLEAR: usize = 0;
+const PROT: usize = 1;
+const MAC_A_CLEAR: [u8; 6] = [2, 0xa, 0, 0, 0, 0];
+const MAC_A_PROT: [u8; 6] = [2, 0xa, 0, 0, 0, 1];
+const MAC_B_PROT: [u8; 6] = [2, 0xb, 0, 0, 0, 1];
+const MAC_B_CLEAR: [u8; 6] = [2, 0xb, 0, 0, 0, 0];
+const MAC_HOST_A: [u8; 6] = [2, 0xaa, 0, 0, 0, 9];
+const MAC_HOST_B: [u8; 6] = [2, 0xbb, 0, 0, 0, 9];
+
+#[derive(Default)]
+struct Sink(Vec<(usize, VecBuf)>);
+impl TxSink<VecBuf> for Sink {
+    fn send(&mut self, port: usize, pkt: VecBuf) {
+        self.0.push((port, pkt));
+    }
+}
+
+/// One gateway: its policy, routes and pipeline.
+struct Gw {
+    db: PolicyDb,
+    routes: RouteTable,
+    pipe: Pipeline<VecBuf>,
+    stats: WorkerStats,
+}
+
+impl Gw {
+    fn run(&mut self, port: usize, frames: Vec<VecBuf>, now: u64) -> Vec<(usize, VecBuf)> {
+        let snap = self.db.reader().load_full();
+        let mut sink = Sink::default();
+        for chunk in frames.chunks(BURST) {
+            let burst: Vec<VecBuf> = chunk.to_vec();
+            self.pipe.process(port, burst, &snap, &self.routes, now, &mut VecAlloc, &mut sink, &self.stats);
+        }
+        sink.0
+    }
+    fn drops(&self, r: DropReason) -> u64 {
+        self.stats.drops[r as usize].get()
+    }
+    fn event(&self, e: Event) -> u64 {
+        self.stats.events[e as usize].get()
+    }
+}
+
+/// Gateway pair: A (192.0.2.1) protects 10.0.1.0/24 → 10.0.2.0/24 towards B (198.51.100.1),
+/// both families (fd00:1::/64 → fd00:2::/64), with the given algorithm and options.
+fn pair(alg: Algorithm, options: ProtectOptions, prot_mtu: u16, clear_mtu: u16) -> (Gw, Gw) {
+    let ek: Vec<u8> = (0..alg.enc_key_len() as u8).collect();
+    let ak: Vec<u8> = (0..alg.auth_key_len() as u8).map(|x| x ^ 0x5a).collect();
+    let a_ip: IpAddr = "192.0.2.1".parse().unwrap();
+    let b_ip: IpAddr = "198.51.100.1".parse().unwrap();
+    let mk = |local: IpAddr, remote: IpAddr, spi| SaConfig::new(spi, alg, &ek, &ak, Mode::Tunnel { local, remote });
+    let sel = |s: &str, d: &str| Selector::nets(s.parse().unwrap(), d.parse().unwrap());
+    let build = |me: IpAddr,
+                 peer: IpAddr,
+                 out_spi,
+                 in_spi,
+                 my_net4: &str,
+                 peer_net4: &str,
+                 my_net6: &str,
+                 peer_net6: &str,
+                 macs: ([u8; 6], [u8; 6], [u8; 6], [u8; 6])| {
+        let mut db = PolicyDb::new(Defaults::default());
+        db.batch(|b| {
+            b.add_sa(1, Direction::Outbound, None, None, &mk(me, peer, out_spi)).unwrap();
+            b.add_eroute(Eroute {
+                id: 1,
+                selector: sel(my_net4, peer_net4),
+                priority: 1,
+                action: Action::Protect { sa: 1, options },
+            })
+            .unwrap();
+            b.add_eroute(Eroute {
+                id: 2,
+                selector: sel(my_net6, peer_net6),
+                priority: 1,
+                action: Action::Protect { sa: 1, options },
+            })
+            .unwrap();
+            // Carries both families, so bound to no single eroute here (see
+            // `verdicts_and_drops_are_counted` for a bound one).
+            b.add_sa(2, Direction::Inbound, Some(me), None, &mk(peer, me, in_spi)).unwrap();
+        });
+        let (my_clear, my_prot, host, peer_mac) = macs;
+        let routes = RouteTable::new(
+            vec![
+                Route { prefix: my_net4.parse().unwrap(), port: CLEAR, via: None },
+                Route { prefix: my_net6.parse().unwrap(), port: CLEAR, via: None },
+                Route { prefix: "0.0.0.0/0".parse().unwrap(), port: PROT, via: Some(peer) },
+            ],
+            [(peer, peer_mac)],
+            vec![Some(host), None],
+        );
+        let ports = vec![
+            PortInfo {
+                role: PortRole::Cleartext,
+                mtu: clear_mtu,
+                mac: my_clear,
+                addr_v4: Some("10.0.1.254".parse().unwrap()),
+                addr_v6: Some("fd00:1::fe".parse().unwrap()),
+            },
+            PortInfo { role: PortRole::Protected, mtu: prot_mtu, mac: my_prot, addr_v4: None, addr_v6: None },
+        ];
+        Gw {
+            db,
+            routes,
+            pipe: Pipeline::new(ports, ReasmConfig::default(), mtu::PMTU_AGEING_MS),
+            stats: WorkerStats::new(2),
+        }
+    };
+    let a = build(
+        a_ip,
+        b_ip,
+        0xa0b0,
+        0xb0a0,
+        "10.0.1.0/24",
+        "10.0.2.0/24",
+        "fd00:1::/64",
+        "fd00:2::/64",
+        (MAC_A_CLEAR, MAC_A_PROT, MAC_HOST_A, MAC_B_PROT),
+    );
+    let b = build(
+        b_ip,
+        a_ip,
+        0xb0a0,
+        0xa0b0,
+        "10.0.2.0/24",
+        "10.0.1.0/24",
+        "fd00:2::/64",
+        "fd00:1::/64",
+        (MAC_B_CLEAR, MAC_B_PROT, MAC_HOST_B, MAC_A_PROT),
+    );
+    (a, b)
+}
+
+fn eth(ip_pkt: &[u8], dst: [u8; 6], src: [u8; 6]) -> VecBuf {
+    let mut f = dst.to_vec();
+    f.extend_from_slice(&src);
+    f.extend_from_slice(if ip_pkt[0] >> 4 == 6 { &[0x86, 0xdd] } else { &[0x08, 0x00] });
+    f.extend_from_slice(ip_pkt);
+    let mut b = VecBuf::with_room(128, 128 + f.len() + 512);
+    b.append(f.len()).unwrap();
+    b.data_mut().copy_from_slice(&f);
+    b
+}
+
+/// A's host sends a packet from 10.0.1.5 to 10.0.2.7 (or v6).
+fn from_host_a(len: usize, df: bool, v6: bool, fill: u8) -> Vec<u8> {
+    let mut p = if v6 { udp6(len, 0, fill) } else { udp4(len, 0, df, fill) };
+    if v6 {
+        p[8..24].copy_from_slice(&"fd00:1::5".parse::<std::net::Ipv6Addr>().unwrap().octets());
+        p[24..40].copy_from_slice(&"fd00:2::7".parse::<std::net::Ipv6Addr>().unwrap().octets());
+    } else {
+        p[12..16].copy_from_slice(&[10, 0, 1, 5]);
+        p[16..20].copy_from_slice(&[10, 0, 2, 7]);
+        ip::ipv4_set_checksum(&mut p[..20]);
+    }
+    p
+}
+
+/// What B's host should receive: the packet after two router hops (TTL -2).
+fn after_two_hops(p: &[u8]) -> Vec<u8> {
+    let mut q = p.to_vec();
+    if q[0] >> 4 == 4 {
+        q[8] -= 2;
+        ip::ipv4_set_checksum(&mut q[..20]);
+    } else {
+        q[7] -= 2;
+    }
+    q
+}
+
+fn l3(b: &VecBuf) -> &[u8] {
+    &b.data()[14..]
+}
+
+#[test]
+fn two_gateways_round_trip_every_algorithm_both_families() {
+    for alg in Algorithm::ALL {
+        let (mut a, mut b) = pair(alg, ProtectOptions::default(), 1500, 1500);
+        let inner: Vec<Vec<u8>> = (0..40).map(|i| from_host_a(60 + i * 31, i % 2 == 0, i % 3 == 0, i as u8)).collect();
+        let out = a.run(CLEAR, inner.iter().map(|p| eth(p, MAC_A_CLEAR, MAC_HOST_A)).collect(), 0);
+        assert_eq!(out.len(), 40, "{alg:?}");
+        for (port, f) in &out {
+            assert_eq!(*port, PROT);
+            assert_eq!(&f.data()[..12], &[MAC_B_PROT, MAC_A_PROT].concat()[..], "L2 rewritten to the peer");
+            let o = ip::parse_ipv4(l3(f)).unwrap();
+            assert_eq!(o.protocol, proto::ESP);
+            assert_eq!(&l3(f)[12..20], &[192, 0, 2, 1, 198, 51, 100, 1]);
+        }
+        assert_eq!(a.event(Event::Encrypted), 40);
+        let delivered = b.run(PROT, out.into_iter().map(|(_, f)| f).collect(), 0);
+        assert_eq!(
+            delivered.len(),
+            40,
+            "{alg:?}: {:?}",
+            DropReason::ALL.iter().filter(|r| b.drops(**r) > 0).map(|r| (r.label(), b.drops(*r))).collect::<Vec<_>>()
+        );
+        for ((port, f), p) in delivered.iter().zip(&inner) {
+            assert_eq!(*port, CLEAR);
+            assert_eq!(&f.data()[..12], &[MAC_HOST_B, MAC_B_CLEAR].concat()[..]);
+            assert_eq!(l3(f), &after_two_hops(p)[..], "{alg:?}");
+        }
+        assert_eq!(b.event(Event::Decrypted), 40);
+        assert_eq!(a.stats.total_drops() + b.stats.total_drops(), 0);
+    }
+}
+
+/// DF packets that do not fit are refused with ICMP carrying the exact tunnel
+/// MTU, out of the port they came in on; the sender's next packet of that
+/// size goes through; without DF the ESP packet is fragmented and the peer
+/// reassembles it.
+#[test]
+fn df_refused_with_exact_mtu_else_fragmented_after_encryption() {
+    let (mut a, mut b) = pair(Algorithm::AesCbc128HmacSha1, ProtectOptions::default(), 1500, 9000);
+    let big_df = from_host_a(1500, true, false, 1);
+    let out = a.run(CLEAR, vec![eth(&big_df, MAC_A_CLEAR, MAC_HOST_A)], 0);
+    assert_eq!(out.len(), 1);
+    let (port, icmp) = &out[0];
+    assert_eq!(*port, CLEAR, "back to the sender's side");
+    assert_eq!(&icmp.data()[..6], &MAC_HOST_A);
+    let i = l3(icmp);
+    assert_eq!(&i[12..16], &[10, 0, 1, 254], "from the gateway's cleartext address");
+    assert_eq!(&i[16..20], &[10, 0, 1, 5]);
+    assert_eq!((i[20], i[21]), (3, 4));
+    let mtu = u16::from_be_bytes([i[26], i[27]]);
+    // CBC: 1500 - 20 - 8 - 16 - 12 = 1444 → 1440 aligned to 16 → 1438 with the trailer.
+    assert_eq!(mtu, 1438);
+    assert_eq!(a.drops(DropReason::TooBigDf), 1);
+    assert_eq!(a.event(Event::IcmpTooBigSent), 1);
+    // The sender obeys: exactly `mtu` bytes fit, in one ESP packet of at most 1500.
+    let fits = from_host_a(mtu.into(), true, false, 2);
+    let out = a.run(CLEAR, vec![eth(&fits, MAC_A_CLEAR, MAC_HOST_A)], 0);
+    assert_eq!(out.len(), 1);
+    assert!(l3(&out[0].1).len() <= 1500);
+    assert_eq!(a.event(Event::FragmentsMade), 0);
+    // IPv6 is never fragmented on path: PTB.
+    let big6 = from_host_a(1500, false, true, 3);
+    let out = a.run(CLEAR, vec![eth(&big6, MAC_A_CLEAR, MAC_HOST_A)], 0);
+    assert_eq!(l3(&out[0].1)[40], 2, "ICMPv6 Packet Too Big");
+    // No DF, and a 9000-byte cleartext side: encrypt once, fragment the ESP packet.
+    for size in [1500usize, 3000, 8900] {
+        let p = from_host_a(size, false, false, 4);
+        let out = a.run(CLEAR, vec![eth(&p, MAC_A_CLEAR, MAC_HOST_A)], 0);
+        assert!(out.len() >= 2, "{size}: fragmented");
+        for (port, f) in &out {
+            assert_eq!(*port, PROT);
+            assert!(l3(f).len() <= 1500);
+            assert_eq!(ip::checksum(&l3(f)[..20]), 0);
+        }
+        let got = b.run(PROT, out.into_iter().map(|(_, f)| f).collect(), 0);
+        assert_eq!(got.len(), 1, "{size}: reassembled and decrypted");
+        assert_eq!(l3(&got[0].1), &after_two_hops(&p)[..]);
+    }
+    assert_eq!(b.event(Event::Reassembled), 3);
+}
+
+#[test]
+fn fragment_before_encryption_needs_no_reassembly_at_the_peer() {
+    let opts = ProtectOptions { fragment_before_encryption: true, mss_clamp: false };
+    let (mut a, mut b) = pair(Algorithm::AesGcm128, opts, 1500, 9000);
+    let p = from_host_a(4000, false, false, 7);
+    let out = a.run(CLEAR, vec![eth(&p, MAC_A_CLEAR, MAC_HOST_A)], 0);
+    assert!(out.len() >= 3);
+    for (_, f) in &out {
+        let o = ip::parse_ipv4(l3(f)).unwrap();
+        assert!(!o.is_fragment(), "whole ESP packets");
+        assert!(l3(f).len() <= 1500);
+    }
+    assert!(a.event(Event::InnerFragmentsMade) >= 3);
+    let got = b.run(PROT, out.into_iter().map(|(_, f)| f).collect(), 0);
+    assert_eq!(b.event(Event::Reassembled), 0);
+    // B delivers the inner fragments; together they are the original payload.
+    let mut payload = vec![0u8; 4000 - 20];
+    for (_, f) in &got {
+        let d = l3(f);
+        let i = ip::parse_ipv4(d).unwrap();
+        let off = usize::from(i.flags_frag & 0x1fff) * 8;
+        payload[off..off + d.len() - 20].copy_from_slice(&d[20..]);
+    }
+    assert_eq!(payload, &p[20..]);
+}
+
+#[test]
+fn mss_clamp_and_pmtu_learning_through_the_pipeline() {
+    let opts = ProtectOptions { fragment_before_encryption: false, mss_clamp: true };
+    let (mut a, _) = pair(Algorithm::AesGcm128, opts, 1500, 1500);
+    // A TCP SYN with MSS 1460.
+    let mut syn = from_host_a(44, true, false, 0);
+    syn[9] = proto::TCP;
+    ip::ipv4_set_checksum(&mut syn[..20]);
+    let t = &mut syn[20..];
+    t.fill(0);
+    t[12] = 6 << 4;
+    t[13] = 0x02;
+    t[20..24].copy_from_slice(&[2, 4, 0x05, 0xb4]);
+    let out = a.run(CLEAR, vec![eth(&syn, MAC_A_CLEAR, MAC_HOST_A)], 0);
+    assert_eq!(out.len(), 1);
+    assert_eq!(a.event(Event::MssClamped), 1);
+    // An ICMP need-frag from a router on the outer path quoting our ESP packet.
+    let esp = l3(&out[0].1).to_vec();
+    let mut icmp = VecBuf::with_room(128, 2048);
+    mtu::build_frag_needed(&esp, 1400, "203.0.113.1".parse().unwrap(), 1, &mut icmp).unwrap();
+    // It is addressed to us (192.0.2.1) and arrives on the protected port.
+    let report = eth(icmp.data(), MAC_A_PROT, MAC_B_PROT);
+    let mut r = report.clone();
+    r.data_mut()[14 + 16..14 + 20].copy_from_slice(&[192, 0, 2, 1]);
+    let out = a.run(PROT, vec![r], 10);
+    assert!(out.is_empty());
+    assert_eq!(a.event(Event::PmtuLowered), 1);
+    // Now a DF packet that fitted 1500 is refused with the smaller tunnel MTU.
+    let p = from_host_a(1420, true, false, 1);
+    let out = a.run(CLEAR, vec![eth(&p, MAC_A_CLEAR, MAC_HOST_A)], 20);
+    let i = l3(&out[0].1);
+    assert_eq!((i[20], i[21]), (3, 4));
+    assert_eq!(u16::from_be_bytes([i[26], i[27]]), 1346, "1400 - 54 bytes of GCM tunnel overhead");
+    // A report quoting an unknown SPI is ignored and counted.
+    let mut bogus = report.clone();
+    bogus.data_mut()[14 + 28 + 20] ^= 0xff;
+    a.run(PROT, vec![bogus], 30);
+    assert_eq!(a.drops(DropReason::PmtuReportIgnored), 1);
+}
+
+#[test]
+fn verdicts_and_drops_are_counted() {
+    let (mut a, mut b) = pair(Algorithm::AesGcm128, ProtectOptions::default(), 1500, 1500);
+    // Default outbound action is drop; add a pass and a trap eroute.
+    let pass = Selector::nets("10.0.1.0/24".parse().unwrap(), "10.9.0.0/16".parse().unwrap());
+    let trap = Selector::nets("10.0.1.0/24".parse().unwrap(), "10.8.0.0/16".parse().unwrap());
+    a.db.add_eroute(Eroute { id: 10, selector: pass, priority: 1, action: Action::Pass }).unwrap();
+    a.db.add_eroute(Eroute { id: 11, selector: trap, priority: 1, action: Action::Trap }).unwrap();
+    let to = |d: [u8; 4], ttl: u8| {
+        let mut p = from_host_a(100, false, false, 0);
+        p[16..20].copy_from_slice(&d);
+        p[8] = ttl;
+        ip::ipv4_set_checksum(&mut p[..20]);
+        eth(&p, MAC_A_CLEAR, MAC_HOST_A)
+    };
+    let mut arp = to([10, 0, 2, 7], 64);
+    arp.data_mut()[12..14].copy_from_slice(&[0x08, 0x06]);
+    let mut lying = to([10, 0, 2, 7], 64);
+    lying.data_mut()[14 + 3] = 200; // IP total length beyond the frame
+    let frames =
+        vec![to([10, 9, 1, 1], 64), to([10, 8, 1, 1], 64), to([10, 7, 1, 1], 64), to([10, 0, 2, 7], 1), arp, lying];
+    let out = a.run(CLEAR, frames, 0);
+    assert_eq!(out.len(), 1, "only the pass packet");
+    assert_eq!(out[0].0, PROT, "pass traffic routed by the default route");
+    assert_eq!(a.event(Event::Passed), 1);
+    for (r, n) in [
+        (DropReason::PolicyTrap, 1),
+        (DropReason::PolicyDrop, 1),
+        (DropReason::TtlExpired, 1),
+        (DropReason::NotIp, 1),
+        (DropReason::BadIp, 1),
+    ] {
+        assert_eq!(a.drops(r), n, "{}", r.label());
+    }
+    // Inbound: unknown SPI, tampered ESP, replay, clear text, wrong inner selector.
+    let good = a.run(CLEAR, vec![eth(&from_host_a(200, false, false, 1), MAC_A_CLEAR, MAC_HOST_A)], 0).remove(0).1;
+    let mut bad_spi = good.clone();
+    bad_spi.data_mut()[14 + 20] ^= 1;
+    let mut tampered = good.clone();
+    let l = tampered.len();
+    tampered.data_mut()[l - 1] ^= 1;
+    let clear = eth(&from_host_a(100, false, false, 0), MAC_B_PROT, MAC_A_PROT);
+    let out = b.run(PROT, vec![bad_spi, tampered, good.clone(), good, clear], 0);
+    assert_eq!(out.len(), 1);
+    for (r, n) in [
+        (DropReason::NoSa, 1),
+        (DropReason::EspAuthFailed, 1),
+        (DropReason::ReplayDuplicate, 1),
+        (DropReason::ClearOnProtected, 1),
+    ] {
+        assert_eq!(b.drops(r), n, "{}", r.label());
+    }
+    // Bind B's inbound SA to its eroute 1 (10.0.2.0/24 → 10.0.1.0/24, mirrored),
+    // then send A's SA traffic outside it: 10.0.1.0/24 → 10.0.3.0/24.
+    let cfg = SaConfig::new(
+        0xa0b0,
+        Algorithm::AesGcm128,
+        &(0..20).collect::<Vec<u8>>(),
+        &[],
+        Mode::Tunnel { local: "192.0.2.1".parse().unwrap(), remote: "198.51.100.1".parse().unwrap() },
+    );
+    b.db.replace_sa(2, Direction::Inbound, Some("198.51.100.1".parse().unwrap()), Some(1), &cfg).unwrap();
+    let wide = Selector::nets("10.0.1.0/24".parse().unwrap(), "10.0.3.0/24".parse().unwrap());
+    a.db.add_eroute(Eroute {
+        id: 12,
+        selector: wide,
+        priority: 1,
+        action: Action::Protect { sa: 1, options: ProtectOptions::default() },
+    })
+    .unwrap();
+    let esp = a.run(CLEAR, vec![to([10, 0, 3, 3], 64)], 0);
+    assert_eq!(b.run(PROT, esp.into_iter().map(|(_, f)| f).collect(), 0).len(), 0);
+    assert_eq!(b.drops(DropReason::InboundPolicy), 1);
+}

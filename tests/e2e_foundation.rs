@@ -71,8 +71,10 @@ fn pcap_forwarding_is_byte_exact_and_counted() {
     assert!(run.stdout.contains("clear0") && run.stdout.contains("drops: none"), "{}", run.stdout);
 }
 
+/// Without a `[[forward]]` the pipeline decides; with no eroute the default
+/// outbound action (drop) applies, and every packet is counted.
 #[test]
-fn packets_without_a_forward_are_dropped_and_counted() {
+fn packets_without_forward_or_eroute_are_dropped_by_default_policy() {
     let s = Scratch::new();
     let frames = mixed_frames(50, 3);
     let input = s.path("in.pcap");
@@ -83,9 +85,9 @@ fn packets_without_a_forward_are_dropped_and_counted() {
     let cfg = s.config(&text);
     let run = run_espgw(&s, &cfg, &["--stop-when-idle", "300"]);
     run.assert_ok();
-    assert_eq!(run.report()["drops"]["no_route"], 50);
+    assert_eq!(run.report()["drops"]["policy_drop"], 50);
     assert_eq!(read_frames(&output).len(), 0);
-    assert!(run.stdout.contains("no_route"), "{}", run.stdout);
+    assert!(run.stdout.contains("policy_drop"), "{}", run.stdout);
 }
 
 /// pcap → net_ring (loops back into itself) → pcap: two hops through a ring port.

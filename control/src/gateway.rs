@@ -9,12 +9,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dataplane::dpdk::{DpdkError, Eal, Mempool, Port, PortSetup, PortStats};
-use dataplane::stats::{DropReason, WorkerStats};
-use dataplane::worker::{self, RxQueue, WorkerPlan};
+use dataplane::mtu::ReasmConfig;
+use dataplane::pipeline::{PortInfo, PortRole};
+use dataplane::policy::{Direction, PolicyDb, PolicyError};
+use dataplane::route::RouteTable;
+use dataplane::stats::{DropReason, Event, WorkerStats};
+use dataplane::worker::{self, RxQueue, Shared, WorkerPlan};
 use serde::Serialize;
 use thiserror::Error;
 
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, Role};
 
 /// Why the gateway could not run.
 #[derive(Debug, Error)]
@@ -29,6 +33,27 @@ pub enum GatewayError {
     Thread(#[from] std::io::Error),
     #[error("cannot install signal handler: {0}")]
     Signal(std::io::Error),
+    #[error("policy: {0}")]
+    Policy(#[from] PolicyError),
+}
+
+/// Load the config's SAs and eroutes into a policy database (published once).
+pub fn build_policy(cfg: &Config) -> Result<PolicyDb, PolicyError> {
+    let mut db = PolicyDb::new(cfg.policy.defaults);
+    let eroute_id = |name: &str| cfg.eroutes.iter().find(|e| e.name == name).map(|e| e.eroute.id);
+    db.batch(|b| {
+        for s in cfg.sas.iter().filter(|s| s.direction == Direction::Outbound) {
+            b.add_sa(s.id, s.direction, None, None, &s.cfg)?;
+        }
+        for e in &cfg.eroutes {
+            b.add_eroute(e.eroute)?;
+        }
+        for s in cfg.sas.iter().filter(|s| s.direction == Direction::Inbound) {
+            b.add_sa(s.id, s.direction, s.bind, s.eroute.as_deref().and_then(eroute_id), &s.cfg)?;
+        }
+        Ok::<(), PolicyError>(())
+    })?;
+    Ok(db)
 }
 
 /// Options from the command line that are not in the config.
@@ -49,6 +74,9 @@ pub struct RunReport {
     pub workers: Vec<WorkerReport>,
     #[serde(serialize_with = "ser_drops")]
     pub drops: Vec<(DropReason, u64)>,
+    #[serde(serialize_with = "ser_events")]
+    pub events: Vec<(Event, u64)>,
+    pub sas: Vec<SaReport>,
     pub mbufs_total: u32,
     pub mbufs_in_use: u32,
     pub stop_cause: &'static str,
@@ -72,6 +100,17 @@ pub struct PortReport {
     pub drained_at_exit: u64,
     #[serde(serialize_with = "ser_hw")]
     pub hw: PortStats,
+}
+
+/// Final usage of one SA.
+#[derive(Debug, Clone, Serialize)]
+pub struct SaReport {
+    pub name: String,
+    pub direction: &'static str,
+    pub spi: u32,
+    pub packets: u64,
+    pub bytes: u64,
+    pub path_mtu: Option<u16>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -127,10 +166,18 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, GatewayError> {
         signal_hook::flag::register(sig, stop.clone()).map_err(GatewayError::Signal)?;
     }
 
+    let db = build_policy(cfg)?;
     let eal = Eal::init(&eal_args(cfg, &opts.extra_eal_args))?;
     let nworkers = cfg.worker_cores.len();
-    let pool =
-        Mempool::new("espgw_mbufs", cfg.mempool.mbufs, cfg.mempool.cache, cfg.mempool.data_room, eal.socket_id())?;
+    let pool = Arc::new(Mempool::new(
+        "espgw_mbufs",
+        cfg.mempool.mbufs,
+        cfg.mempool.cache,
+        cfg.mempool.data_room,
+        eal.socket_id(),
+    )?);
+    // Jumbo mbufs for reassembled datagrams and big fragments/ICMP errors.
+    let jumbo = Arc::new(Mempool::new("espgw_jumbo", 1023, 32, 10240 + 128, eal.socket_id())?);
 
     // Ports: one RX queue per worker (RSS spreads by IP) where the device has
     // that many, and one TX queue per worker so no two workers share a queue.
@@ -176,8 +223,46 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, GatewayError> {
 
     print_startup(cfg, &ports, &mtus, &rx_queues);
 
+    let port_info: Vec<PortInfo> = cfg
+        .ports
+        .iter()
+        .zip(&ports)
+        .zip(&mtus)
+        .map(|((pc, p), &mtu)| PortInfo {
+            role: match pc.role {
+                Role::Cleartext => PortRole::Cleartext,
+                Role::Protected => PortRole::Protected,
+            },
+            mtu,
+            mac: pc.mac.unwrap_or_else(|| p.mac()),
+            addr_v4: pc.addresses.iter().find_map(|a| match a {
+                std::net::IpAddr::V4(v) => Some(*v),
+                _ => None,
+            }),
+            addr_v6: pc.addresses.iter().find_map(|a| match a {
+                std::net::IpAddr::V6(v) => Some(*v),
+                _ => None,
+            }),
+        })
+        .collect();
+    let routes = Arc::new(RouteTable::new(
+        cfg.routes.clone(),
+        cfg.neighbors.iter().copied(),
+        cfg.ports.iter().map(|p| p.peer_mac).collect(),
+    ));
     let ports = Arc::new(ports);
     let running = Arc::new(AtomicBool::new(true));
+    let shared = Shared {
+        ports: ports.clone(),
+        port_info,
+        policy: db.reader(),
+        routes,
+        pool: pool.clone(),
+        jumbo: Some(jumbo.clone()),
+        reasm: ReasmConfig::default(),
+        pmtu_ageing_ms: cfg.policy.pmtu_ageing_ms,
+        running: running.clone(),
+    };
     let idle_sleep = Duration::from_micros(cfg.idle_sleep_us);
     let mut handles = Vec::with_capacity(nworkers);
     for (w, &core) in cfg.worker_cores.iter().enumerate() {
@@ -186,8 +271,9 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, GatewayError> {
             .map(|p| RxQueue { port: p, queue: w as u16 })
             .collect();
         let plan = WorkerPlan { index: w, core, rx, forward: cfg.forward.clone(), idle_sleep };
-        handles.push(worker::spawn(plan, ports.clone(), running.clone())?);
+        handles.push(worker::spawn(plan, shared.clone())?);
     }
+    drop(shared);
 
     // Wait for a signal, the run time, or idleness. The main thread sleeps.
     let start = Instant::now();
@@ -229,15 +315,32 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, GatewayError> {
 
     let mut ports = Arc::try_unwrap(ports).unwrap_or_else(|_| unreachable!("workers joined, no other owner"));
     let mut report = build_report(cfg, &ports, &mtus, &finished, &pool, stop_cause, elapsed);
+    report.sas = db
+        .sas()
+        .map(|e| {
+            let u = e.sa.usage();
+            SaReport {
+                name: cfg.sas.iter().find(|s| s.id == e.id).map_or_else(|| e.id.to_string(), |s| s.name.clone()),
+                direction: if e.direction == Direction::Inbound { "in" } else { "out" },
+                spi: e.sa.spi(),
+                packets: u.packets,
+                bytes: u.bytes,
+                path_mtu: e.sa.path_mtu(dataplane::clock::now_ms()),
+            }
+        })
+        .collect();
     // Drain what still waits in RX queues (not processed, reported apart),
     // then close: only then is the pool count meaningful.
     for (i, p) in ports.iter_mut().enumerate() {
         report.ports[i].drained_at_exit = p.drain_rx(rx_queues[i]);
         p.close();
     }
-    report.mbufs_in_use = pool.in_use();
+    report.mbufs_in_use = pool.in_use() + jumbo.in_use();
+    report.mbufs_total = pool.size() + jumbo.size();
     drop(ports);
+    drop(db);
     drop(pool);
+    drop(jumbo);
     drop(eal);
     if let Some(e) = first_err {
         return Err(e.into());
@@ -310,10 +413,14 @@ fn build_report(
         .collect();
     let drops =
         DropReason::ALL.iter().map(|&r| (r, workers.iter().map(|(_, s)| s.drops[r as usize].get()).sum())).collect();
+    let events =
+        Event::ALL.iter().map(|&e| (e, workers.iter().map(|(_, s)| s.events[e as usize].get()).sum())).collect();
     RunReport {
         ports,
         workers: workers_r,
         drops,
+        events,
+        sas: Vec::new(),
         mbufs_total: pool.size(),
         mbufs_in_use: pool.in_use(),
         stop_cause,
@@ -367,6 +474,19 @@ impl RunReport {
                 w.busy_ratio * 100.0
             );
         }
+        let busy: Vec<String> =
+            self.events.iter().filter(|(_, n)| *n > 0).map(|(e, n)| format!("{} {n}", e.label())).collect();
+        if !busy.is_empty() {
+            let _ = writeln!(s, "ipsec: {}", busy.join(", "));
+        }
+        for sa in &self.sas {
+            let pmtu = sa.path_mtu.map_or(String::new(), |m| format!(", path MTU {m}"));
+            let _ = writeln!(
+                s,
+                "  sa {:<14} {:<3} spi 0x{:08x}: {} packets, {} bytes{pmtu}",
+                sa.name, sa.direction, sa.spi, sa.packets, sa.bytes
+            );
+        }
         let total_drops: u64 = self.drops.iter().map(|(_, n)| n).sum();
         if total_drops == 0 {
             let _ = writeln!(s, "drops: none");
@@ -394,6 +514,15 @@ fn ser_drops<S: serde::Serializer>(d: &[(DropReason, u64)], s: S) -> Result<S::O
     let mut m = s.serialize_map(Some(d.len()))?;
     for (r, n) in d {
         m.serialize_entry(r.label(), n)?;
+    }
+    m.end()
+}
+
+fn ser_events<S: serde::Serializer>(d: &[(Event, u64)], s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut m = s.serialize_map(Some(d.len()))?;
+    for (e, n) in d {
+        m.serialize_entry(e.label(), n)?;
     }
     m.end()
 }

@@ -450,6 +450,14 @@ impl<const N: usize> MbufBatch<N> {
             }
         }
     }
+    /// Move every mbuf out as an iterator; the batch is empty afterwards.
+    /// Whatever the iterator does not yield is freed when it is dropped.
+    pub fn take_all(&mut self) -> MbufDrain<N> {
+        let d = MbufDrain { slots: self.slots, pos: 0, len: self.len };
+        self.len = 0;
+        d
+    }
+
     /// Free every mbuf in the batch (one bulk call).
     pub fn free_all(&mut self) {
         if self.len > 0 {
@@ -463,6 +471,55 @@ impl<const N: usize> MbufBatch<N> {
 impl<const N: usize> Drop for MbufBatch<N> {
     fn drop(&mut self) {
         self.free_all();
+    }
+}
+
+/// The mbufs taken out of a batch, in order (see [`MbufBatch::take_all`]).
+pub struct MbufDrain<const N: usize> {
+    slots: [*mut sys::rte_mbuf; N],
+    pos: usize,
+    len: usize,
+}
+
+impl<const N: usize> Iterator for MbufDrain<N> {
+    type Item = Mbuf;
+    fn next(&mut self) -> Option<Mbuf> {
+        while self.pos < self.len {
+            let p = self.slots[self.pos];
+            self.pos += 1;
+            if let Some(p) = NonNull::new(p) {
+                return Some(Mbuf(p));
+            }
+        }
+        None
+    }
+}
+
+impl<const N: usize> Drop for MbufDrain<N> {
+    fn drop(&mut self) {
+        for m in self.by_ref() {
+            drop(m);
+        }
+    }
+}
+
+/// Mbufs for new packets (fragments, ICMP errors, reassembled datagrams):
+/// the regular pool, or the jumbo pool when the packet needs more room.
+pub struct PoolAlloc<'a> {
+    pub regular: &'a Mempool,
+    pub jumbo: Option<&'a Mempool>,
+}
+
+impl crate::mtu::BufAlloc for PoolAlloc<'_> {
+    type Buf = Mbuf;
+    fn alloc(&mut self, len: usize) -> Option<Mbuf> {
+        // Room for the packet, an Ethernet header and ESP growth behind the headroom.
+        let need = len + 14 + 128;
+        if need + usize::from(sys::RTE_PKTMBUF_HEADROOM as u16) <= usize::from(self.regular.data_room()) {
+            self.regular.alloc()
+        } else {
+            self.jumbo.filter(|j| need + 128 <= usize::from(j.data_room())).and_then(Mempool::alloc)
+        }
     }
 }
 

@@ -4,6 +4,7 @@
 //! `unsafe` is denied everywhere but `dpdk`, which documents every use.
 #![deny(unsafe_code)]
 
+pub mod clock;
 pub mod crypto;
 #[allow(unsafe_code)]
 pub mod dpdk;

@@ -1,19 +1,25 @@
-//! The poll loop: rx burst → decide → tx buffer per port → tx burst.
+//! The poll loop: rx burst → pipeline (or plain forwarding) → tx buffer per
+//! port → tx burst.
 //!
 //! One worker per configured core, pinned, registered with EAL. A worker owns
-//! its RX queues (one per port it polls), one TX queue on every port, and its
-//! counters; it shares nothing mutable with another worker.
+//! its RX queues (one per port it polls), one TX queue on every port, its
+//! reassembly table and its counters; it shares nothing mutable with another
+//! worker. The policy snapshot is loaded once per loop.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::dpdk::{DpdkError, MbufBatch, Port, ThreadRegistration};
+use crate::dpdk::{DpdkError, Mbuf, MbufBatch, Mempool, PoolAlloc, Port, ThreadRegistration};
+use crate::mtu::ReasmConfig;
+use crate::pipeline::{Pipeline, PortInfo, TxSink};
+use crate::policy::PolicyReader;
+use crate::route::RouteTable;
 use crate::stats::{DropReason, WorkerStats};
 
 /// Packets per RX burst.
-pub const BURST: usize = 32;
+pub const BURST: usize = crate::pipeline::BURST;
 /// Consecutive empty polls before an idle worker may sleep (when allowed).
 const IDLE_POLLS_BEFORE_SLEEP: u32 = 256;
 
@@ -35,10 +41,25 @@ pub struct WorkerPlan {
     pub core: usize,
     /// RX queues to poll.
     pub rx: Vec<RxQueue>,
-    /// Forwarding: egress port index for each ingress port index (`None` = drop, counted).
+    /// Plain forwarding (bypass): egress port for an ingress port, when set.
+    /// Ports without it go through the IPsec pipeline.
     pub forward: Vec<Option<usize>>,
     /// Sleep this long after a run of empty polls (0 = pure busy polling).
     pub idle_sleep: Duration,
+}
+
+/// Everything the workers share (read-only or lock-free).
+#[derive(Clone)]
+pub struct Shared {
+    pub ports: Arc<Vec<Port>>,
+    pub port_info: Vec<PortInfo>,
+    pub policy: PolicyReader,
+    pub routes: Arc<RouteTable>,
+    pub pool: Arc<Mempool>,
+    pub jumbo: Option<Arc<Mempool>>,
+    pub reasm: ReasmConfig,
+    pub pmtu_ageing_ms: u64,
+    pub running: Arc<AtomicBool>,
 }
 
 /// A running worker thread.
@@ -56,29 +77,77 @@ impl WorkerHandle {
     }
 }
 
-/// Start a worker: pin to its core, register with EAL, poll until `running` is false.
-pub fn spawn(plan: WorkerPlan, ports: Arc<Vec<Port>>, running: Arc<AtomicBool>) -> std::io::Result<WorkerHandle> {
-    let stats = Arc::new(WorkerStats::new(ports.len()));
+/// Start a worker: pin to its core, register with EAL, poll until stopped.
+pub fn spawn(plan: WorkerPlan, shared: Shared) -> std::io::Result<WorkerHandle> {
+    let stats = Arc::new(WorkerStats::new(shared.ports.len()));
     let (p, s) = (plan.clone(), stats.clone());
     let join = std::thread::Builder::new().name(format!("espgw-worker{}", plan.index)).spawn(move || {
         // Pinning can fail in restricted cpusets; the worker still runs, unpinned.
         let _ = core_affinity::set_for_current(core_affinity::CoreId { id: p.core });
         let _reg = ThreadRegistration::register()?;
-        poll_loop(&p, &ports, &s, &running);
+        poll_loop(&p, &shared, &s);
         Ok(())
     })?;
     Ok(WorkerHandle { plan, stats, join })
 }
 
+/// TX buffers of one worker, one per port, flushed when full and once per loop.
+struct TxBuffers<'a> {
+    ports: &'a [Port],
+    bufs: Vec<MbufBatch<BURST>>,
+    txq: u16,
+    stats: &'a WorkerStats,
+}
+
+impl TxBuffers<'_> {
+    fn flush(&mut self, port: usize) {
+        let batch = &mut self.bufs[port];
+        if batch.is_empty() {
+            return;
+        }
+        // Lengths are read before the driver owns the mbufs, so sent bytes are exact.
+        let mut lens = [0u32; BURST];
+        for (l, m) in lens.iter_mut().zip(batch.as_slice()) {
+            *l = m.pkt_len();
+        }
+        let (sent, refused) = self.ports[port].tx_burst(self.txq, batch);
+        let pc = &self.stats.ports[port];
+        pc.tx_packets.add(sent as u64);
+        pc.tx_bytes.add(lens[..sent].iter().map(|&l| u64::from(l)).sum());
+        self.stats.drop_n(DropReason::TxRefused, refused as u64);
+    }
+
+    fn flush_all(&mut self) {
+        for p in 0..self.bufs.len() {
+            self.flush(p);
+        }
+    }
+}
+
+impl TxSink<Mbuf> for TxBuffers<'_> {
+    #[inline]
+    fn send(&mut self, port: usize, pkt: Mbuf) {
+        if let Err(pkt) = self.bufs[port].push(pkt) {
+            self.flush(port);
+            let _ = self.bufs[port].push(pkt);
+        }
+    }
+}
+
 /// The loop itself. No allocation, no lock, no panic per packet.
-fn poll_loop(plan: &WorkerPlan, ports: &[Port], stats: &WorkerStats, running: &AtomicBool) {
-    let txq = plan.index as u16;
+fn poll_loop(plan: &WorkerPlan, sh: &Shared, stats: &WorkerStats) {
+    let ports = &sh.ports[..];
     let mut rx: MbufBatch<BURST> = MbufBatch::new();
-    // One TX buffer per port, flushed once per loop (or when full).
-    let mut tx: Vec<MbufBatch<BURST>> = (0..ports.len()).map(|_| MbufBatch::new()).collect();
+    let mut tx =
+        TxBuffers { ports, bufs: (0..ports.len()).map(|_| MbufBatch::new()).collect(), txq: plan.index as u16, stats };
+    let mut pipeline: Pipeline<Mbuf> = Pipeline::new(sh.port_info.clone(), sh.reasm, sh.pmtu_ageing_ms);
+    let mut alloc = PoolAlloc { regular: &sh.pool, jumbo: sh.jumbo.as_deref() };
+    let mut last_tick = 0u64;
     let mut idle_run = 0u32;
 
-    while running.load(Ordering::Relaxed) {
+    while sh.running.load(Ordering::Relaxed) {
+        let snap = sh.policy.load();
+        let now_ms = crate::clock::now_ms();
         let mut got_any = false;
         for q in &plan.rx {
             let n = ports[q.port].rx_burst(q.queue, &mut rx);
@@ -88,27 +157,35 @@ fn poll_loop(plan: &WorkerPlan, ports: &[Port], stats: &WorkerStats, running: &A
             got_any = true;
             let pc = &stats.ports[q.port];
             pc.rx_packets.add(n as u64);
-            let egress = plan.forward.get(q.port).copied().flatten();
-            rx.drain(|mut m| {
-                pc.rx_bytes.add(m.pkt_len() as u64);
-                let Some(out) = egress else {
-                    stats.drop_one(DropReason::NoRoute);
-                    return; // dropped: `m` is freed here
-                };
-                if m.linearize().is_err() {
+            let mut bytes = 0u64;
+            for m in rx.as_mut_slice() {
+                bytes += u64::from(m.pkt_len());
+            }
+            pc.rx_bytes.add(bytes);
+            // Multi-segment packets are made contiguous; those that cannot be
+            // (first segment too small) are dropped and counted, never passed on.
+            let burst = rx.take_all().filter_map(|mut m| match m.linearize() {
+                Ok(()) => Some(m),
+                Err(_) => {
                     stats.drop_one(DropReason::MultiSegment);
-                    return;
-                }
-                if let Err(m) = tx[out].push(m) {
-                    // Buffer full: flush, then queue.
-                    flush(&ports[out], txq, &mut tx[out], out, stats);
-                    let _ = tx[out].push(m);
+                    None
                 }
             });
+            match plan.forward.get(q.port).copied().flatten() {
+                Some(out) => {
+                    for m in burst {
+                        tx.send(out, m);
+                    }
+                }
+                None => pipeline.process(q.port, burst, &snap, &sh.routes, now_ms, &mut alloc, &mut tx, stats),
+            }
         }
-        for (i, b) in tx.iter_mut().enumerate() {
-            flush(&ports[i], txq, b, i, stats);
+        tx.flush_all();
+        if now_ms >= last_tick + 10 {
+            pipeline.tick(now_ms, stats);
+            last_tick = now_ms;
         }
+        drop(snap);
         if got_any {
             stats.busy_polls.inc();
             idle_run = 0;
@@ -120,24 +197,6 @@ fn poll_loop(plan: &WorkerPlan, ports: &[Port], stats: &WorkerStats, running: &A
             }
         }
     }
-    for (i, b) in tx.iter_mut().enumerate() {
-        flush(&ports[i], txq, b, i, stats);
-    }
-}
-
-#[inline]
-fn flush(port: &Port, txq: u16, batch: &mut MbufBatch<BURST>, port_idx: usize, stats: &WorkerStats) {
-    if batch.is_empty() {
-        return;
-    }
-    // Lengths are read before the driver owns the mbufs, so sent bytes are exact.
-    let mut lens = [0u32; BURST];
-    for (l, m) in lens.iter_mut().zip(batch.as_slice()) {
-        *l = m.pkt_len();
-    }
-    let (sent, refused) = port.tx_burst(txq, batch);
-    let pc = &stats.ports[port_idx];
-    pc.tx_packets.add(sent as u64);
-    pc.tx_bytes.add(lens[..sent].iter().map(|&l| l as u64).sum());
-    stats.drop_n(DropReason::TxRefused, refused as u64);
+    tx.flush_all();
+    // The reassembly table's fragments go back to the pool with `pipeline`.
 }

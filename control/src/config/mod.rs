@@ -10,6 +10,9 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::Spanned;
 
+mod ipsec;
+pub use ipsec::{ErouteSpec, PolicyConfig, SaSpec};
+
 /// A configuration error, located in its file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
@@ -137,6 +140,12 @@ pub struct PortConfig {
     pub mtu: Option<u16>,
     pub rx_desc: u16,
     pub tx_desc: u16,
+    /// Source MAC written on egress (default: the device's).
+    pub mac: Option<[u8; 6]>,
+    /// The gateway's own addresses on this port (source of ICMP errors).
+    pub addresses: Vec<std::net::IpAddr>,
+    /// Next-hop MAC when no `[[neighbor]]` entry matches (point-to-point peer, upstream router).
+    pub peer_mac: Option<[u8; 6]>,
 }
 
 /// Mbuf pool sizing.
@@ -158,8 +167,15 @@ pub struct Config {
     /// Sleep after a run of idle polls (0 = pure busy polling).
     pub idle_sleep_us: u64,
     pub mempool: MempoolConfig,
-    /// Foundation forwarding: egress port index per ingress port index.
+    /// Plain forwarding (bypass): egress port index per ingress port index.
     pub forward: Vec<Option<usize>>,
+    /// SAs, in config order (ids 1, 2, ...).
+    pub sas: Vec<SaSpec>,
+    /// Eroutes, in config order (ids 1, 2, ...).
+    pub eroutes: Vec<ErouteSpec>,
+    pub routes: Vec<dataplane::route::Route>,
+    pub neighbors: Vec<(std::net::IpAddr, [u8; 6])>,
+    pub policy: PolicyConfig,
 }
 
 // ---- raw TOML shape --------------------------------------------------------
@@ -176,6 +192,16 @@ struct RawConfig {
     ports: Vec<Spanned<RawPort>>,
     #[serde(default)]
     forward: Vec<Spanned<RawForward>>,
+    #[serde(default)]
+    policy: ipsec::RawPolicy,
+    #[serde(default, rename = "sa")]
+    sas: Vec<Spanned<ipsec::RawSa>>,
+    #[serde(default, rename = "eroute")]
+    eroutes: Vec<Spanned<ipsec::RawEroute>>,
+    #[serde(default, rename = "route")]
+    routes: Vec<Spanned<ipsec::RawRoute>>,
+    #[serde(default, rename = "neighbor")]
+    neighbors: Vec<Spanned<ipsec::RawNeighbor>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -210,6 +236,10 @@ struct RawPort {
     mtu: Option<Spanned<i64>>,
     rx_desc: Option<Spanned<i64>>,
     tx_desc: Option<Spanned<i64>>,
+    mac: Option<Spanned<String>>,
+    #[serde(default)]
+    addresses: Vec<Spanned<String>>,
+    peer_mac: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -358,6 +388,16 @@ impl Config {
                     }
                 }
             };
+            let mac = |m: &Option<Spanned<String>>, k: &str| -> Result<Option<[u8; 6]>, ConfigError> {
+                m.as_ref().map(|m| ipsec::parse_mac(m.get_ref()).map_err(|r| loc.at(m, f(k), r))).transpose()
+            };
+            let mut addresses = Vec::new();
+            for (j, a) in p.addresses.iter().enumerate() {
+                let ip: std::net::IpAddr = a.get_ref().parse().map_err(|_| {
+                    loc.at(a, f(&format!("addresses[{j}]")), format!("{:?} is not an IP address", a.get_ref()))
+                })?;
+                addresses.push(ip);
+            }
             ports.push(PortConfig {
                 name,
                 device,
@@ -365,6 +405,9 @@ impl Config {
                 mtu,
                 rx_desc: desc(&p.rx_desc, "rx_desc", 1024)?,
                 tx_desc: desc(&p.tx_desc, "tx_desc", 1024)?,
+                mac: mac(&p.mac, "mac")?,
+                addresses,
+                peer_mac: mac(&p.peer_mac, "peer_mac")?,
             });
         }
 
@@ -412,6 +455,9 @@ impl Config {
             }
         };
 
+        let port_names: Vec<String> = ports.iter().map(|p| p.name.clone()).collect();
+        let ipsec =
+            ipsec::validate(loc, &raw.policy, &raw.sas, &raw.eroutes, &raw.routes, &raw.neighbors, &port_names)?;
         Ok(Config {
             file: loc.file.to_path_buf(),
             eal_args: raw.eal.args,
@@ -420,6 +466,11 @@ impl Config {
             idle_sleep_us: workers.idle_sleep_us,
             mempool: MempoolConfig { mbufs, cache, data_room },
             forward,
+            sas: ipsec.sas,
+            eroutes: ipsec.eroutes,
+            routes: ipsec.routes,
+            neighbors: ipsec.neighbors,
+            policy: ipsec.policy,
         })
     }
 

@@ -1,0 +1,522 @@
+//! The IPsec part of the config: `[policy]`, `[[sa]]`, `[[eroute]]`,
+//! `[[route]]` and `[[neighbor]]`, validated into what the data plane takes.
+//!
+//! ```toml
+//! [[sa]]
+//! name = "to-b"
+//! direction = "out"            # or "in"
+//! spi = 0x1001
+//! algorithm = "aes128-gcm16"   # aes256-gcm16, aes128-cbc-hmac-sha1-96, aes256-cbc-hmac-sha1-96, null-hmac-sha1-96
+//! enc_key = "0x..."            # GCM: key + 4-byte salt
+//! auth_key = "0x..."           # HMAC key (CBC/NULL)
+//! mode = "tunnel"              # or "transport"
+//! local = "192.0.2.1"          # tunnel endpoints
+//! remote = "198.51.100.1"
+//! esn = false
+//! replay_window = 1024
+//! df = "copy"                  # set, clear
+//! eroute = "nets"              # inbound: the eroute decrypted traffic must match
+//!
+//! [[eroute]]
+//! name = "nets"
+//! src = "10.0.1.0/24"
+//! dst = "10.0.2.0/24"
+//! proto = "any"                # tcp, udp, icmp, or a number
+//! dport = "any"                # 443, 1000-2000
+//! action = "protect"           # pass, drop, trap
+//! sa = "to-b"
+//! mss_clamp = true
+//! fragment_before_encryption = false
+//!
+//! [[route]]
+//! prefix = "0.0.0.0/0"
+//! port = "public"
+//! via = "198.51.100.254"
+//!
+//! [[neighbor]]
+//! ip = "198.51.100.254"
+//! mac = "02:00:00:00:00:fe"
+//! ```
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use dataplane::crypto::{Algorithm, Backend};
+use dataplane::esp::{DfPolicy, Lifetime, Mode, SaConfig};
+use dataplane::policy::{Action, Defaults, Direction, Eroute, PortRange, Prefix, ProtectOptions, Selector};
+use dataplane::route::Route;
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::{ConfigError, Locator};
+
+/// A validated SA.
+#[derive(Debug, Clone)]
+pub struct SaSpec {
+    pub name: String,
+    pub id: u32,
+    pub direction: Direction,
+    /// Inbound: the outer destination it is bound to (`local` of a tunnel SA).
+    pub bind: Option<IpAddr>,
+    /// Inbound: the eroute (by name) whose selector decrypted traffic must match.
+    pub eroute: Option<String>,
+    pub cfg: SaConfig,
+}
+
+/// A validated eroute.
+#[derive(Debug, Clone)]
+pub struct ErouteSpec {
+    pub name: String,
+    pub eroute: Eroute,
+}
+
+/// `[policy]`.
+#[derive(Debug, Clone, Copy)]
+pub struct PolicyConfig {
+    pub defaults: Defaults,
+    pub pmtu_ageing_ms: u64,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPolicy {
+    default_outbound: Option<Spanned<String>>,
+    default_inbound_clear: Option<Spanned<String>>,
+    pmtu_ageing_s: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSa {
+    name: Spanned<String>,
+    direction: Spanned<String>,
+    spi: Spanned<i64>,
+    algorithm: Spanned<String>,
+    #[serde(default)]
+    backend: Option<Spanned<String>>,
+    #[serde(default)]
+    enc_key: Option<Spanned<String>>,
+    #[serde(default)]
+    auth_key: Option<Spanned<String>>,
+    mode: Spanned<String>,
+    local: Option<Spanned<String>>,
+    remote: Option<Spanned<String>>,
+    #[serde(default)]
+    esn: bool,
+    replay_window: Option<Spanned<i64>>,
+    df: Option<Spanned<String>>,
+    ttl: Option<Spanned<i64>>,
+    eroute: Option<Spanned<String>>,
+    soft_bytes: Option<u64>,
+    hard_bytes: Option<u64>,
+    soft_packets: Option<u64>,
+    hard_packets: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawEroute {
+    name: Spanned<String>,
+    src: Spanned<String>,
+    dst: Spanned<String>,
+    proto: Option<Spanned<toml::Value>>,
+    sport: Option<Spanned<toml::Value>>,
+    dport: Option<Spanned<toml::Value>>,
+    priority: Option<Spanned<i64>>,
+    action: Spanned<String>,
+    sa: Option<Spanned<String>>,
+    #[serde(default)]
+    mss_clamp: bool,
+    #[serde(default)]
+    fragment_before_encryption: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRoute {
+    prefix: Spanned<String>,
+    port: Spanned<String>,
+    via: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawNeighbor {
+    ip: Spanned<String>,
+    mac: Spanned<String>,
+}
+
+pub(super) struct Validated {
+    pub sas: Vec<SaSpec>,
+    pub eroutes: Vec<ErouteSpec>,
+    pub routes: Vec<Route>,
+    pub neighbors: Vec<(IpAddr, [u8; 6])>,
+    pub policy: PolicyConfig,
+}
+
+/// `aa:bb:cc:dd:ee:ff`.
+pub fn parse_mac(s: &str) -> Result<[u8; 6], String> {
+    let parts: Vec<&str> = s.split(':').collect();
+    let bad = || format!("{s:?} is not a MAC address (aa:bb:cc:dd:ee:ff)");
+    if parts.len() != 6 {
+        return Err(bad());
+    }
+    let mut m = [0u8; 6];
+    for (o, p) in m.iter_mut().zip(parts) {
+        if p.len() != 2 {
+            return Err(bad());
+        }
+        *o = u8::from_str_radix(p, 16).map_err(|_| bad())?;
+    }
+    Ok(m)
+}
+
+/// Hex key material, with or without `0x`, `:` or spaces. Never echoes it.
+fn parse_key(s: &str) -> Result<Vec<u8>, String> {
+    let t: String = s.trim().trim_start_matches("0x").chars().filter(|c| !matches!(c, ':' | ' ' | '_')).collect();
+    if t.len() % 2 != 0 {
+        return Err("key is not a whole number of hex bytes".into());
+    }
+    (0..t.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&t[i..i + 2], 16).map_err(|_| "key is not hexadecimal".to_string()))
+        .collect()
+}
+
+fn action_of(s: &str) -> Option<&'static str> {
+    ["protect", "pass", "drop", "trap"].into_iter().find(|a| *a == s)
+}
+
+fn default_action(loc: &Locator<'_>, v: &Option<Spanned<String>>, field: &str) -> Result<Action, ConfigError> {
+    match v {
+        None => Ok(Action::Drop),
+        Some(s) => match s.get_ref().as_str() {
+            "pass" => Ok(Action::Pass),
+            "drop" => Ok(Action::Drop),
+            other => Err(loc.at(s, field, format!("{other:?}: a default must be \"pass\" or \"drop\""))),
+        },
+    }
+}
+
+fn proto_of(v: &toml::Value) -> Result<Option<u8>, String> {
+    match v {
+        toml::Value::Integer(n) if (0..=255).contains(n) => Ok(Some(*n as u8)),
+        toml::Value::String(s) => match s.as_str() {
+            "any" => Ok(None),
+            "tcp" => Ok(Some(6)),
+            "udp" => Ok(Some(17)),
+            "icmp" => Ok(Some(1)),
+            "icmpv6" => Ok(Some(58)),
+            "sctp" => Ok(Some(132)),
+            "gre" => Ok(Some(47)),
+            other => Err(format!("unknown protocol {other:?} (any, tcp, udp, icmp, icmpv6, sctp, gre or 0..255)")),
+        },
+        other => Err(format!("{other} is not a protocol")),
+    }
+}
+
+fn ports_of(v: &toml::Value) -> Result<PortRange, String> {
+    match v {
+        toml::Value::Integer(n) if (0..=65535).contains(n) => Ok(PortRange::single(*n as u16)),
+        toml::Value::String(s) => s.parse(),
+        other => Err(format!("{other} is not a port or port range")),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(super) fn validate(
+    loc: &Locator<'_>,
+    policy: &RawPolicy,
+    raw_sas: &[Spanned<RawSa>],
+    raw_eroutes: &[Spanned<RawEroute>],
+    raw_routes: &[Spanned<RawRoute>],
+    raw_neighbors: &[Spanned<RawNeighbor>],
+    port_names: &[String],
+) -> Result<Validated, ConfigError> {
+    let defaults = Defaults {
+        outbound: default_action(loc, &policy.default_outbound, "policy.default_outbound")?,
+        inbound_clear: default_action(loc, &policy.default_inbound_clear, "policy.default_inbound_clear")?,
+    };
+    let pmtu_ageing_ms = match &policy.pmtu_ageing_s {
+        None => dataplane::mtu::PMTU_AGEING_MS,
+        Some(v) if (1..=86_400).contains(v.get_ref()) => *v.get_ref() as u64 * 1000,
+        Some(v) => return Err(loc.at(v, "policy.pmtu_ageing_s", format!("{} s: must be in 1..86400", v.get_ref()))),
+    };
+
+    // SAs.
+    let mut sas = Vec::new();
+    let mut sa_ids: HashMap<String, (u32, Direction)> = HashMap::new();
+    let mut spis: HashMap<(Direction, u32, Option<IpAddr>), usize> = HashMap::new();
+    for (i, s) in raw_sas.iter().enumerate() {
+        let s = s.get_ref();
+        let f = |k: &str| format!("sa[{i}].{k}");
+        let name = s.name.get_ref().clone();
+        if name.is_empty() {
+            return Err(loc.at(&s.name, f("name"), "empty name"));
+        }
+        if sa_ids.contains_key(&name) {
+            return Err(loc.at(&s.name, f("name"), format!("SA name {name:?} is used twice")));
+        }
+        let direction = match s.direction.get_ref().as_str() {
+            "in" => Direction::Inbound,
+            "out" => Direction::Outbound,
+            other => {
+                return Err(loc.at(&s.direction, f("direction"), format!("{other:?}: expected \"in\" or \"out\"")))
+            }
+        };
+        let spi = *s.spi.get_ref();
+        if !(256..=i64::from(u32::MAX)).contains(&spi) {
+            return Err(loc.at(
+                &s.spi,
+                f("spi"),
+                format!("SPI {spi} is outside 256..4294967295 (0..255 are reserved)"),
+            ));
+        }
+        let spi = spi as u32;
+        let algorithm = Algorithm::from_name(s.algorithm.get_ref()).ok_or_else(|| {
+            let names: Vec<_> = Algorithm::ALL.iter().map(|a| a.name()).collect();
+            loc.at(
+                &s.algorithm,
+                f("algorithm"),
+                format!("unknown algorithm {:?} (one of {})", s.algorithm.get_ref(), names.join(", ")),
+            )
+        })?;
+        let backend = match &s.backend {
+            None => Backend::Auto,
+            Some(b) => Backend::from_name(b.get_ref()).ok_or_else(|| {
+                loc.at(b, f("backend"), format!("unknown backend {:?} (auto, ring, rustcrypto)", b.get_ref()))
+            })?,
+        };
+        if backend == Backend::Ring && !algorithm.is_aead() {
+            return Err(loc.at(
+                s.backend.as_ref().expect("set"),
+                f("backend"),
+                format!("ring does not implement {}", algorithm.name()),
+            ));
+        }
+        let key = |k: &Option<Spanned<String>>, field: &str, want: usize| -> Result<Vec<u8>, ConfigError> {
+            match k {
+                None if want == 0 => Ok(Vec::new()),
+                None => {
+                    Err(loc.at(&s.algorithm, f(field), format!("{} needs {field} ({want} bytes)", algorithm.name())))
+                }
+                Some(k) => {
+                    let bytes = parse_key(k.get_ref()).map_err(|r| loc.at(k, f(field), r))?;
+                    if bytes.len() != want {
+                        let extra = if algorithm.is_aead() && field == "enc_key" { " (key + 4-byte salt)" } else { "" };
+                        return Err(loc.at(
+                            k,
+                            f(field),
+                            format!(
+                                "{} needs a {want}-byte {field}{extra}, got {} bytes",
+                                algorithm.name(),
+                                bytes.len()
+                            ),
+                        ));
+                    }
+                    Ok(bytes)
+                }
+            }
+        };
+        let enc_key = key(&s.enc_key, "enc_key", algorithm.enc_key_len())?;
+        let auth_key = key(&s.auth_key, "auth_key", algorithm.auth_key_len())?;
+        let addr = |a: &Option<Spanned<String>>, k: &str| -> Result<Option<IpAddr>, ConfigError> {
+            a.as_ref()
+                .map(|a| {
+                    a.get_ref()
+                        .parse::<IpAddr>()
+                        .map_err(|_| loc.at(a, f(k), format!("{:?} is not an IP address", a.get_ref())))
+                })
+                .transpose()
+        };
+        let (local, remote) = (addr(&s.local, "local")?, addr(&s.remote, "remote")?);
+        let mode = match s.mode.get_ref().as_str() {
+            "tunnel" => match (local, remote) {
+                (Some(l), Some(r)) if l.is_ipv4() == r.is_ipv4() => Mode::Tunnel { local: l, remote: r },
+                (Some(_), Some(_)) => {
+                    return Err(loc.at(&s.mode, f("remote"), "tunnel endpoints must be of one address family"))
+                }
+                _ => return Err(loc.at(&s.mode, f("mode"), "tunnel mode needs local and remote")),
+            },
+            "transport" => {
+                if local.is_some() || remote.is_some() {
+                    return Err(loc.at(&s.mode, f("mode"), "transport mode takes no local/remote"));
+                }
+                Mode::Transport
+            }
+            other => {
+                return Err(loc.at(&s.mode, f("mode"), format!("{other:?}: expected \"tunnel\" or \"transport\"")))
+            }
+        };
+        let bind = if direction == Direction::Inbound { local } else { None };
+        if let Some(prev) = spis.insert((direction, spi, bind), i) {
+            return Err(loc.at(
+                &s.spi,
+                f("spi"),
+                format!("SPI 0x{spi:08x} is already used by sa[{prev}] in the same direction"),
+            ));
+        }
+        let replay_window = match &s.replay_window {
+            None => dataplane::esp::replay::DEFAULT_WINDOW,
+            Some(w) if (64..=4096).contains(w.get_ref()) => *w.get_ref() as u32,
+            Some(w) => return Err(loc.at(w, f("replay_window"), format!("{} is outside 64..4096", w.get_ref()))),
+        };
+        let df = match s.df.as_ref().map(|d| d.get_ref().as_str()) {
+            None | Some("copy") => DfPolicy::Copy,
+            Some("set") => DfPolicy::Set,
+            Some("clear") => DfPolicy::Clear,
+            Some(other) => {
+                return Err(loc.at(
+                    s.df.as_ref().expect("set"),
+                    f("df"),
+                    format!("{other:?}: expected copy, set or clear"),
+                ))
+            }
+        };
+        let ttl = match &s.ttl {
+            None => 64,
+            Some(t) if (1..=255).contains(t.get_ref()) => *t.get_ref() as u8,
+            Some(t) => return Err(loc.at(t, f("ttl"), format!("{} is outside 1..255", t.get_ref()))),
+        };
+        if direction == Direction::Outbound && s.eroute.is_some() {
+            return Err(loc.at(
+                s.eroute.as_ref().expect("set"),
+                f("eroute"),
+                "only inbound SAs name an eroute (outbound SAs are named by eroutes)",
+            ));
+        }
+        let mut cfg = SaConfig::new(spi, algorithm, &enc_key, &auth_key, mode);
+        cfg.backend = backend;
+        cfg.esn = s.esn;
+        cfg.replay_window = replay_window;
+        cfg.df = df;
+        cfg.ttl = ttl;
+        cfg.lifetime = Lifetime {
+            soft_bytes: s.soft_bytes,
+            hard_bytes: s.hard_bytes,
+            soft_packets: s.soft_packets,
+            hard_packets: s.hard_packets,
+        };
+        let id = i as u32 + 1;
+        sa_ids.insert(name.clone(), (id, direction));
+        sas.push((SaSpec { name, id, direction, bind, eroute: None, cfg }, s.eroute.clone()));
+    }
+
+    // Eroutes.
+    let mut eroutes = Vec::new();
+    let mut eroute_names: HashMap<String, usize> = HashMap::new();
+    for (i, e) in raw_eroutes.iter().enumerate() {
+        let e = e.get_ref();
+        let f = |k: &str| format!("eroute[{i}].{k}");
+        let name = e.name.get_ref().clone();
+        if let Some(prev) = eroute_names.insert(name.clone(), i) {
+            return Err(loc.at(&e.name, f("name"), format!("eroute name {name:?} is already used by eroute[{prev}]")));
+        }
+        let src: Prefix = e.src.get_ref().parse().map_err(|r| loc.at(&e.src, f("src"), r))?;
+        let dst: Prefix = e.dst.get_ref().parse().map_err(|r| loc.at(&e.dst, f("dst"), r))?;
+        let proto = match &e.proto {
+            None => None,
+            Some(p) => proto_of(p.get_ref()).map_err(|r| loc.at(p, f("proto"), r))?,
+        };
+        let range = |v: &Option<Spanned<toml::Value>>, k: &str| -> Result<PortRange, ConfigError> {
+            v.as_ref().map_or(Ok(PortRange::ANY), |v| ports_of(v.get_ref()).map_err(|r| loc.at(v, f(k), r)))
+        };
+        let selector = Selector { src, dst, proto, sport: range(&e.sport, "sport")?, dport: range(&e.dport, "dport")? };
+        selector.validate().map_err(|r| loc.at(&e.dst, f("dst"), r))?;
+        let priority = match &e.priority {
+            None => 100,
+            Some(p) if (0..=i64::from(u32::MAX)).contains(p.get_ref()) => *p.get_ref() as u32,
+            Some(p) => return Err(loc.at(p, f("priority"), format!("{} is not a valid priority", p.get_ref()))),
+        };
+        let action = match action_of(e.action.get_ref()) {
+            Some("protect") => {
+                let Some(sa) = &e.sa else {
+                    return Err(loc.at(&e.action, f("sa"), "protect needs an sa"));
+                };
+                match sa_ids.get(sa.get_ref()) {
+                    None => return Err(loc.at(sa, f("sa"), format!("no SA named {:?}", sa.get_ref()))),
+                    Some((_, Direction::Inbound)) => {
+                        return Err(loc.at(
+                            sa,
+                            f("sa"),
+                            format!("SA {:?} is inbound; eroutes protect with outbound SAs", sa.get_ref()),
+                        ))
+                    }
+                    Some((id, Direction::Outbound)) => Action::Protect {
+                        sa: *id,
+                        options: ProtectOptions {
+                            fragment_before_encryption: e.fragment_before_encryption,
+                            mss_clamp: e.mss_clamp,
+                        },
+                    },
+                }
+            }
+            Some(other) => {
+                if let Some(sa) = &e.sa {
+                    return Err(loc.at(sa, f("sa"), format!("action {other:?} takes no SA")));
+                }
+                match other {
+                    "pass" => Action::Pass,
+                    "drop" => Action::Drop,
+                    _ => Action::Trap,
+                }
+            }
+            None => {
+                return Err(loc.at(
+                    &e.action,
+                    f("action"),
+                    format!("{:?}: expected protect, pass, drop or trap", e.action.get_ref()),
+                ))
+            }
+        };
+        eroutes.push(ErouteSpec { name, eroute: Eroute { id: i as u32 + 1, selector, priority, action } });
+    }
+
+    // Inbound SAs name their eroute.
+    let mut out_sas = Vec::new();
+    for (i, (mut spec, er)) in sas.into_iter().enumerate() {
+        if let Some(er) = er {
+            if !eroute_names.contains_key(er.get_ref()) {
+                return Err(loc.at(&er, format!("sa[{i}].eroute"), format!("no eroute named {:?}", er.get_ref())));
+            }
+            spec.eroute = Some(er.get_ref().clone());
+        }
+        out_sas.push(spec);
+    }
+
+    // Routes and neighbours.
+    let mut routes = Vec::new();
+    for (i, r) in raw_routes.iter().enumerate() {
+        let r = r.get_ref();
+        let f = |k: &str| format!("route[{i}].{k}");
+        let prefix: Prefix = r.prefix.get_ref().parse().map_err(|e| loc.at(&r.prefix, f("prefix"), e))?;
+        let port = port_names
+            .iter()
+            .position(|p| p == r.port.get_ref())
+            .ok_or_else(|| loc.at(&r.port, f("port"), format!("no port named {:?}", r.port.get_ref())))?;
+        let via = match &r.via {
+            None => None,
+            Some(v) => {
+                let ip: IpAddr = v
+                    .get_ref()
+                    .parse()
+                    .map_err(|_| loc.at(v, f("via"), format!("{:?} is not an IP address", v.get_ref())))?;
+                if ip.is_ipv6() != prefix.is_v6() {
+                    return Err(loc.at(v, f("via"), "next hop and prefix are of different families"));
+                }
+                Some(ip)
+            }
+        };
+        routes.push(Route { prefix, port, via });
+    }
+    let mut neighbors = Vec::new();
+    for (i, n) in raw_neighbors.iter().enumerate() {
+        let n = n.get_ref();
+        let ip: IpAddr = n.ip.get_ref().parse().map_err(|_| {
+            loc.at(&n.ip, format!("neighbor[{i}].ip"), format!("{:?} is not an IP address", n.ip.get_ref()))
+        })?;
+        let mac = parse_mac(n.mac.get_ref()).map_err(|r| loc.at(&n.mac, format!("neighbor[{i}].mac"), r))?;
+        neighbors.push((ip, mac));
+    }
+    Ok(Validated { sas: out_sas, eroutes, routes, neighbors, policy: PolicyConfig { defaults, pmtu_ageing_ms } })
+}

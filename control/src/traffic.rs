@@ -208,6 +208,51 @@ fn l4_summary(proto: u8, l4: &[u8], later_fragment: bool) -> String {
     }
 }
 
+/// The IP packet of a frame with TTL / hop limit and the IPv4 header
+/// checksum zeroed: what a router may change on the way.
+fn routed_invariant(frame: &[u8]) -> Option<Vec<u8>> {
+    let mut p = frame.get(14..)?.to_vec();
+    match p.first()? >> 4 {
+        4 if p.len() >= 20 => {
+            p[8] = 0;
+            p[10] = 0;
+            p[11] = 0;
+        }
+        6 if p.len() >= 40 => p[7] = 0,
+        _ => return None,
+    }
+    Some(p)
+}
+
+/// How two captures relate (see [`compare`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Comparison {
+    pub arrived: usize,
+    pub missing: usize,
+    pub unexpected: usize,
+}
+
+/// Match received frames against sent ones, ignoring link layer, TTL and the
+/// IPv4 header checksum (order-independent: reassembly may reorder).
+pub fn compare(sent: &[Vec<u8>], received: &[Vec<u8>]) -> Comparison {
+    let mut pool: std::collections::HashMap<Vec<u8>, usize> = std::collections::HashMap::new();
+    for f in sent.iter().filter_map(|f| routed_invariant(f)) {
+        *pool.entry(f).or_default() += 1;
+    }
+    let mut arrived = 0;
+    let mut unexpected = 0;
+    for f in received {
+        match routed_invariant(f).and_then(|k| pool.get_mut(&k).filter(|n| **n > 0)) {
+            Some(n) => {
+                *n -= 1;
+                arrived += 1;
+            }
+            None => unexpected += 1,
+        }
+    }
+    Comparison { arrived, missing: sent.len() - arrived, unexpected }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -25,7 +25,12 @@ enum Cmd {
         count: usize,
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Also add this many 3000-byte packets without DF (for a jumbo private side).
+        #[arg(long, default_value_t = 0)]
+        big: usize,
     },
+    /// Which packets of SENT arrived in RECEIVED unchanged (TTL and header checksum aside)?
+    Compare { sent: PathBuf, received: PathBuf },
     /// Print one line per packet, then a total.
     Show {
         file: PathBuf,
@@ -37,8 +42,21 @@ enum Cmd {
 
 fn main() -> ExitCode {
     match Cli::parse().cmd {
-        Cmd::Gen { out, count, seed } => {
-            let frames = traffic::mixed_frames(count, seed);
+        Cmd::Gen { out, count, seed, big } => {
+            let mut frames = traffic::mixed_frames(count, seed);
+            let mut rng = traffic::Rng::new(seed ^ 0xb16);
+            for i in 0..big {
+                frames.push(traffic::udp4_frame(
+                    3014,
+                    [10, 0, 1, 10],
+                    [10, 0, 2, 20],
+                    4000,
+                    5000,
+                    60000 + i as u16,
+                    false,
+                    &mut rng,
+                ));
+            }
             if let Err(e) = traffic::write_pcap(&out, &frames) {
                 eprintln!("espgw-pcap: {}: {e}", out.display());
                 return ExitCode::FAILURE;
@@ -54,14 +72,36 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
+            // A reader that stops early (`| head`) is fine: stop quietly.
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
             for (i, f) in frames.iter().take(max).enumerate() {
-                println!("  {:>4}  {}", i + 1, traffic::summarize(f));
+                if writeln!(out, "  {:>4}  {}", i + 1, traffic::summarize(f)).is_err() {
+                    return ExitCode::SUCCESS;
+                }
             }
             if frames.len() > max {
-                println!("  ...   ({} more)", frames.len() - max);
+                let _ = writeln!(out, "  ...   ({} more)", frames.len() - max);
             }
             let bytes: usize = frames.iter().map(Vec::len).sum();
-            println!("  {}: {} packets, {bytes} bytes", file.display(), frames.len());
+            let _ = writeln!(out, "  {}: {} packets, {bytes} bytes", file.display(), frames.len());
+        }
+        Cmd::Compare { sent, received } => {
+            let (a, b) = match (traffic::read_pcap(&sent), traffic::read_pcap(&received)) {
+                (Ok(a), Ok(b)) => (a, b),
+                (Err(e), _) | (_, Err(e)) => {
+                    eprintln!("espgw-pcap: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let c = traffic::compare(&a, &b);
+            println!(
+                "  {} of {} sent packets arrived unchanged (TTL aside); {} did not arrive; {} received packets were not sent",
+                c.arrived, a.len(), c.missing, c.unexpected
+            );
+            if c.unexpected > 0 {
+                return ExitCode::FAILURE;
+            }
         }
     }
     ExitCode::SUCCESS

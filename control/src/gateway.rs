@@ -65,6 +65,8 @@ pub struct RunOptions {
     pub stop_when_idle: Option<Duration>,
     /// Stop after this long regardless.
     pub duration: Option<Duration>,
+    /// Wait up to this long for all links to be up before forwarding.
+    pub wait_link: Option<Duration>,
 }
 
 /// Final numbers of a run.
@@ -221,6 +223,12 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, GatewayError> {
         ports.push(port);
     }
 
+    if let Some(w) = opts.wait_link {
+        let t = Instant::now();
+        while !ports.iter().all(|p| p.link().up) && t.elapsed() < w && !stop.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
     print_startup(cfg, &ports, &mtus, &rx_queues);
 
     let port_info: Vec<PortInfo> = cfg

@@ -24,6 +24,10 @@ struct Cli {
     /// Stop after this many seconds.
     #[arg(long, value_name = "SECONDS")]
     duration: Option<f64>,
+    /// Wait up to this many milliseconds for every port's link to come up
+    /// before forwarding (virtual links such as memif connect asynchronously).
+    #[arg(long, value_name = "MS")]
+    wait_link: Option<u64>,
     /// Also write the final report as JSON to this file.
     #[arg(long, value_name = "FILE")]
     report_json: Option<PathBuf>,
@@ -72,6 +76,7 @@ fn main() -> ExitCode {
         extra_eal_args: cli.eal.clone(),
         stop_when_idle: cli.stop_when_idle.map(Duration::from_millis),
         duration: cli.duration.filter(|d| d.is_finite() && *d > 0.0).map(Duration::from_secs_f64),
+        wait_link: cli.wait_link.map(Duration::from_millis),
     };
     match gateway::run(&cfg, &opts) {
         Ok(report) => {

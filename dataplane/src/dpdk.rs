@@ -796,6 +796,30 @@ impl Port {
         n as usize
     }
 
+    /// Send from the front of the batch on `queue`; what the driver refuses
+    /// stays in the batch, moved to the front, to be retried later (TX
+    /// backpressure). Returns how many were sent.
+    #[inline]
+    pub fn tx_burst_keep<const N: usize>(&self, queue: u16, batch: &mut MbufBatch<N>) -> usize {
+        let n = batch.len;
+        if n == 0 {
+            return 0;
+        }
+        let mut sent = 0usize;
+        while sent < n {
+            let chunk = (n - sent).min(u16::MAX as usize) as u16;
+            // SAFETY: slots[sent..n] are owned mbufs; the driver takes ownership of the ones it sends.
+            let k = unsafe { sys::espgw_tx_burst(self.id, queue, batch.slots.as_mut_ptr().add(sent), chunk) } as usize;
+            sent += k;
+            if k < chunk as usize {
+                break;
+            }
+        }
+        batch.slots.copy_within(sent..n, 0);
+        batch.len = n - sent;
+        sent
+    }
+
     /// Receive and free whatever is waiting on RX queues `0..queues` (used at
     /// shutdown, after the workers stopped: some drivers, e.g. net_ring, keep
     /// queued mbufs across close). Returns how many were freed.

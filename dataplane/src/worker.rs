@@ -91,10 +91,17 @@ pub fn spawn(plan: WorkerPlan, shared: Shared) -> std::io::Result<WorkerHandle> 
     Ok(WorkerHandle { plan, stats, join })
 }
 
-/// TX buffers of one worker, one per port, flushed when full and once per loop.
+/// Packets a worker may hold per port while the driver pushes back.
+pub const TX_BUFFER: usize = 256;
+
+/// TX buffers of one worker, one per port, flushed once per loop (and when
+/// full). What the driver refuses stays buffered and is retried on the next
+/// loop, so a short stall (a peer not polling yet, a full ring) loses
+/// nothing; only a packet that finds the buffer still full is dropped,
+/// counted as `tx_refused`.
 struct TxBuffers<'a> {
     ports: &'a [Port],
-    bufs: Vec<MbufBatch<BURST>>,
+    bufs: Vec<MbufBatch<TX_BUFFER>>,
     txq: u16,
     stats: &'a WorkerStats,
 }
@@ -106,20 +113,34 @@ impl TxBuffers<'_> {
             return;
         }
         // Lengths are read before the driver owns the mbufs, so sent bytes are exact.
-        let mut lens = [0u32; BURST];
+        let mut lens = [0u32; TX_BUFFER];
         for (l, m) in lens.iter_mut().zip(batch.as_slice()) {
             *l = m.pkt_len();
         }
-        let (sent, refused) = self.ports[port].tx_burst(self.txq, batch);
+        let sent = self.ports[port].tx_burst_keep(self.txq, batch);
         let pc = &self.stats.ports[port];
         pc.tx_packets.add(sent as u64);
         pc.tx_bytes.add(lens[..sent].iter().map(|&l| u64::from(l)).sum());
-        self.stats.drop_n(DropReason::TxRefused, refused as u64);
     }
 
     fn flush_all(&mut self) {
         for p in 0..self.bufs.len() {
             self.flush(p);
+        }
+    }
+
+    /// At shutdown: a few more tries, then free (and count) what is left.
+    fn drain(&mut self) {
+        for _ in 0..100 {
+            self.flush_all();
+            if self.bufs.iter().all(MbufBatch::is_empty) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        for b in &mut self.bufs {
+            self.stats.drop_n(DropReason::TxRefused, b.len() as u64);
+            b.free_all();
         }
     }
 }
@@ -129,7 +150,10 @@ impl TxSink<Mbuf> for TxBuffers<'_> {
     fn send(&mut self, port: usize, pkt: Mbuf) {
         if let Err(pkt) = self.bufs[port].push(pkt) {
             self.flush(port);
-            let _ = self.bufs[port].push(pkt);
+            if self.bufs[port].push(pkt).is_err() {
+                // Still full: the driver is not taking packets. Drop this one.
+                self.stats.drop_one(DropReason::TxRefused);
+            }
         }
     }
 }
@@ -197,6 +221,6 @@ fn poll_loop(plan: &WorkerPlan, sh: &Shared, stats: &WorkerStats) {
             }
         }
     }
-    tx.flush_all();
+    tx.drain();
     // The reassembly table's fragments go back to the pool with `pipeline`.
 }

@@ -111,6 +111,24 @@ fn eal_mempool_mbuf_port_ownership() {
     assert_eq!(pool.in_use() as usize, queued, "only what the ring holds is in use");
     let st = port.stats();
     assert_eq!(st.opackets as usize, 10 + queued);
+    // With the ring full, tx_burst_keep keeps what it cannot send, in order.
+    let mut kept: MbufBatch<8> = MbufBatch::new();
+    for i in 0..8u8 {
+        let mut m = pool.alloc().unwrap();
+        m.append(60).unwrap();
+        m.data_mut().fill(0xe0 + i);
+        kept.push(m).unwrap();
+    }
+    assert_eq!(port.tx_burst_keep(0, &mut kept), 0);
+    assert_eq!(kept.len(), 8, "nothing freed, nothing lost");
+    // Make room for exactly 3, then retry: the first 3 go, 5 stay at the front.
+    let mut three: MbufBatch<3> = MbufBatch::new();
+    assert_eq!(port.rx_burst(0, &mut three), 3);
+    drop(three);
+    assert_eq!(port.tx_burst_keep(0, &mut kept), 3);
+    assert_eq!(kept.len(), 5);
+    assert_eq!(kept.as_slice()[0].data()[0], 0xe3, "the unsent ones moved to the front, in order");
+    drop(kept);
     assert_eq!(port.drain_rx(1) as usize, queued, "drain frees what the ring held");
     port.close();
     assert_eq!(pool.in_use(), 0, "nothing left after drain + close");

@@ -192,23 +192,38 @@ type Shard = FxHashMap<u128, Bucket>;
 #[derive(Debug, Clone)]
 struct LenTable {
     len: u8,
+    /// Destination mask of this length, for the family.
+    mask: u128,
     count: usize,
     shards: Box<[Arc<Shard>]>,
 }
+
+/// Up to this many eroutes per family, lookups scan one flat sorted array:
+/// cheaper than hashing when the table is small.
+const SMALL: usize = 16;
 
 /// Eroutes of one family, longest destination prefix first.
 #[derive(Debug, Clone, Default)]
 struct FamilyTable {
     tables: Vec<LenTable>,
+    /// All rules, most specific first, while there are at most [`SMALL`].
+    small: Option<Arc<[Rule]>>,
 }
 
 impl FamilyTable {
     #[inline]
     fn lookup(&self, k: &FlowKey) -> Option<&Rule> {
-        let width = if k.v6 { 128 } else { 32 };
+        if let Some(rules) = &self.small {
+            return rules.iter().find(|r| r.eroute.selector.matches(k));
+        }
         for t in &self.tables {
-            let masked = k.dst & selector::mask(t.len, width);
-            if let Some(b) = t.shards[shard_of(masked)].get(&masked) {
+            let masked = k.dst & t.mask;
+            let shard = &t.shards[shard_of(masked)];
+            // Small tables leave most shards empty: skip the hash then.
+            if shard.is_empty() {
+                continue;
+            }
+            if let Some(b) = shard.get(&masked) {
                 if let Some(r) = b.rules().iter().find(|r| r.eroute.selector.matches(k)) {
                     return Some(r);
                 }
@@ -223,10 +238,18 @@ impl FamilyTable {
         let ti = match self.tables.iter().position(|t| t.len == len) {
             Some(i) => i,
             None => {
+                let width = if rule.eroute.selector.dst.is_v6() { 128 } else { 32 };
                 let at = self.tables.iter().position(|t| t.len < len).unwrap_or(self.tables.len());
                 let empty = Arc::new(Shard::default());
-                self.tables
-                    .insert(at, LenTable { len, count: 0, shards: (0..SHARDS).map(|_| empty.clone()).collect() });
+                self.tables.insert(
+                    at,
+                    LenTable {
+                        len,
+                        mask: selector::mask(len, width),
+                        count: 0,
+                        shards: (0..SHARDS).map(|_| empty.clone()).collect(),
+                    },
+                );
                 at
             }
         };
@@ -249,6 +272,23 @@ impl FamilyTable {
         if added {
             t.count += 1;
         }
+        self.refresh_small();
+    }
+
+    /// Rebuild the flat array when the family is small (in lookup order:
+    /// longest destination first, then specificity).
+    fn refresh_small(&mut self) {
+        let total: usize = self.tables.iter().map(|t| t.count).sum();
+        self.small = (total <= SMALL).then(|| {
+            let mut all: Vec<Rule> = Vec::with_capacity(total);
+            for t in &self.tables {
+                let mut these: Vec<Rule> =
+                    t.shards.iter().flat_map(|s| s.values().flat_map(|b| b.rules().iter().cloned())).collect();
+                these.sort_by_key(|r| specificity_key(&r.eroute));
+                all.extend(these);
+            }
+            all.into()
+        });
     }
 
     /// Remove the rule of eroute `e` (copy-on-write).
@@ -274,6 +314,7 @@ impl FamilyTable {
         if t.count == 0 {
             self.tables.remove(ti);
         }
+        self.refresh_small();
     }
 }
 

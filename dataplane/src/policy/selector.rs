@@ -10,6 +10,8 @@ use std::str::FromStr;
 pub struct Prefix {
     v6: bool,
     addr: u128,
+    /// Precomputed network mask (the lookup checks it on every candidate).
+    mask: u128,
     len: u8,
 }
 
@@ -23,12 +25,13 @@ impl Prefix {
         if len > width {
             return Err(format!("prefix length /{len} is longer than {width} bits"));
         }
-        Ok(Prefix { v6, addr: to_u128(addr) & mask(len, width), len })
+        let m = mask(len, width);
+        Ok(Prefix { v6, addr: to_u128(addr) & m, mask: m, len })
     }
 
     /// The whole address space of a family.
     pub fn any(v6: bool) -> Prefix {
-        Prefix { v6, addr: 0, len: 0 }
+        Prefix { v6, addr: 0, mask: 0, len: 0 }
     }
 
     pub fn is_v6(&self) -> bool {
@@ -54,7 +57,7 @@ impl Prefix {
     /// Does the prefix contain `a` (same family, bits as from `to_u128`)?
     #[inline]
     pub fn contains_bits(&self, v6: bool, a: u128) -> bool {
-        self.v6 == v6 && a & mask(self.len, self.width()) == self.addr
+        self.v6 == v6 && a & self.mask == self.addr
     }
 
     /// Does the prefix contain `ip`?

@@ -92,7 +92,26 @@ fn table() -> PolicyDb {
 
 #[test]
 fn most_specific_wins_then_priority_then_id() {
-    let db = table();
+    // Twice: as is (small tables: one flat sorted array) and with filler
+    // eroutes that push both families onto the hashed, sharded path.
+    for filler in [false, true] {
+        let mut db = table();
+        if filler {
+            db.batch(|b| {
+                for i in 0..40u32 {
+                    let v4 =
+                        er(1000 + i, "10.100.0.0/16", &format!("10.200.{i}.0/24"), None, "any", "any", 1, Action::Drop);
+                    let v6 = er(2000 + i, "fd99::/16", &format!("fd98:{i}::/32"), None, "any", "any", 1, Action::Drop);
+                    b.add_eroute(v4).unwrap();
+                    b.add_eroute(v6).unwrap();
+                }
+            });
+        }
+        check_semantics(&db);
+    }
+}
+
+fn check_semantics(db: &PolicyDb) {
     let s = db.reader().load_full();
     let cases: &[(FlowKey, (u32, &str), &str)] = &[
         (key("10.1.1.1", "10.2.1.1", 17, 1, 2), (10, "protect"), "the /16 pair"),

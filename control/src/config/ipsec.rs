@@ -334,7 +334,11 @@ pub(super) fn validate(
             "tunnel" => match (local, remote) {
                 (Some(l), Some(r)) if l.is_ipv4() == r.is_ipv4() => Mode::Tunnel { local: l, remote: r },
                 (Some(_), Some(_)) => {
-                    return Err(loc.at(&s.mode, f("remote"), "tunnel endpoints must be of one address family"))
+                    return Err(loc.at(
+                        s.remote.as_ref().expect("set"),
+                        f("remote"),
+                        "tunnel endpoints must be of one address family",
+                    ))
                 }
                 _ => return Err(loc.at(&s.mode, f("mode"), "tunnel mode needs local and remote")),
             },
@@ -422,7 +426,14 @@ pub(super) fn validate(
             v.as_ref().map_or(Ok(PortRange::ANY), |v| ports_of(v.get_ref()).map_err(|r| loc.at(v, f(k), r)))
         };
         let selector = Selector { src, dst, proto, sport: range(&e.sport, "sport")?, dport: range(&e.dport, "dport")? };
-        selector.validate().map_err(|r| loc.at(&e.dst, f("dst"), r))?;
+        if let Err(r) = selector.validate() {
+            // Point at the field that is wrong: the port range, or the prefix.
+            return Err(match (r.contains("port"), &e.dport, &e.sport) {
+                (true, Some(d), _) => loc.at(d, f("dport"), r),
+                (true, None, Some(sp)) => loc.at(sp, f("sport"), r),
+                _ => loc.at(&e.dst, f("dst"), r),
+            });
+        }
         let priority = match &e.priority {
             None => 100,
             Some(p) if (0..=i64::from(u32::MAX)).contains(p.get_ref()) => *p.get_ref() as u32,

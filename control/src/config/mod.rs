@@ -563,6 +563,149 @@ to = "prot0"
         assert_eq!(e.field, "port");
     }
 
+    const IPSEC: &str = r#"
+[workers]
+cores = [0]
+
+[[port]]
+name = "private"
+device = "net_null0"
+role = "cleartext"
+addresses = ["10.0.1.254"]
+
+[[port]]
+name = "public"
+device = "net_null1"
+role = "protected"
+peer_mac = "02:00:00:00:00:fe"
+
+[[sa]]
+name = "out"
+direction = "out"
+spi = 0x1001
+algorithm = "aes128-cbc-hmac-sha1-96"
+enc_key = "000102030405060708090a0b0c0d0e0f"
+auth_key = "0x a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3"
+mode = "tunnel"
+local = "192.0.2.1"
+remote = "198.51.100.1"
+
+[[sa]]
+name = "in"
+direction = "in"
+spi = 0x2001
+algorithm = "aes128-gcm16"
+enc_key = "000102030405060708090a0b0c0d0e0f10111213"
+mode = "tunnel"
+local = "192.0.2.1"
+remote = "198.51.100.1"
+eroute = "nets"
+
+[[eroute]]
+name = "nets"
+src = "10.0.1.0/24"
+dst = "10.0.2.0/24"
+proto = "tcp"
+dport = "1000-2000"
+action = "protect"
+sa = "out"
+mss_clamp = true
+
+[[route]]
+prefix = "0.0.0.0/0"
+port = "public"
+via = "198.51.100.254"
+
+[[neighbor]]
+ip = "198.51.100.254"
+mac = "02:00:00:00:00:aa"
+"#;
+
+    #[test]
+    fn ipsec_sections_parse() {
+        let c = parse(IPSEC).unwrap();
+        assert_eq!(c.sas.len(), 2);
+        assert_eq!(c.sas[0].cfg.spi, 0x1001);
+        assert_eq!(c.sas[0].cfg.auth_key.len(), 20);
+        assert_eq!(c.sas[1].eroute.as_deref(), Some("nets"));
+        assert_eq!(c.sas[1].bind, Some("192.0.2.1".parse().unwrap()));
+        let e = &c.eroutes[0].eroute;
+        assert_eq!(e.selector.proto, Some(6));
+        assert_eq!((e.selector.dport.lo, e.selector.dport.hi), (1000, 2000));
+        assert!(matches!(e.action, dataplane::policy::Action::Protect { sa: 1, options } if options.mss_clamp));
+        assert_eq!(c.routes[0].port, 1);
+        assert_eq!(c.neighbors[0].1, [2, 0, 0, 0, 0, 0xaa]);
+        assert_eq!(c.ports[1].peer_mac, Some([2, 0, 0, 0, 0, 0xfe]));
+        assert_eq!(c.ports[0].addresses, vec!["10.0.1.254".parse::<std::net::IpAddr>().unwrap()]);
+    }
+
+    /// Each broken IPsec setting names its line and field, says why, and never echoes a key.
+    #[test]
+    fn ipsec_errors_name_line_field_and_reason() {
+        let cases: &[(&str, &str, usize, &str, &str)] = &[
+            (
+                "enc_key = \"000102030405060708090a0b0c0d0e0f\"",
+                "enc_key = \"000102\"",
+                22,
+                "sa[0].enc_key",
+                "needs a 16-byte enc_key, got 3 bytes",
+            ),
+            (
+                "enc_key = \"000102030405060708090a0b0c0d0e0f10111213\"",
+                "enc_key = \"000102030405060708090a0b0c0d0e0f\"",
+                33,
+                "sa[1].enc_key",
+                "20-byte enc_key (key + 4-byte salt)",
+            ),
+            ("auth_key = \"0x a0a1", "auth_key = \"0x zz", 23, "sa[0].auth_key", "not hexadecimal"),
+            ("spi = 0x2001", "spi = 0x1001\nlocal_unused = 1", 32, "", "unknown field `local_unused`"),
+            ("spi = 0x1001", "spi = 7", 20, "sa[0].spi", "reserved"),
+            ("algorithm = \"aes128-gcm16\"", "algorithm = \"des\"", 32, "sa[1].algorithm", "unknown algorithm \"des\""),
+            ("direction = \"in\"", "direction = \"inbound\"", 30, "sa[1].direction", "expected \"in\" or \"out\""),
+            (
+                "remote = \"198.51.100.1\"\n\n[[sa]]",
+                "remote = \"2001:db8::1\"\n\n[[sa]]",
+                26,
+                "sa[0].remote",
+                "one address family",
+            ),
+            ("sa = \"out\"", "sa = \"nope\"", 46, "eroute[0].sa", "no SA named \"nope\""),
+            ("sa = \"out\"", "sa = \"in\"", 46, "eroute[0].sa", "is inbound"),
+            ("dst = \"10.0.2.0/24\"", "dst = \"10.0.2.0/33\"", 42, "eroute[0].dst", "longer than 32 bits"),
+            ("proto = \"tcp\"", "proto = \"tcpp\"", 43, "eroute[0].proto", "unknown protocol"),
+            ("proto = \"tcp\"\n", "", 43, "eroute[0].dport", "port ranges need protocol"),
+            ("eroute = \"nets\"", "eroute = \"other\"", 37, "sa[1].eroute", "no eroute named \"other\""),
+            ("port = \"public\"", "port = \"wan\"", 51, "route[0].port", "no port named \"wan\""),
+            ("via = \"198.51.100.254\"", "via = \"fe80::1\"", 52, "route[0].via", "different families"),
+            ("mac = \"02:00:00:00:00:aa\"", "mac = \"02:00:00:00:aa\"", 56, "neighbor[0].mac", "not a MAC address"),
+            ("peer_mac = \"02:00:00:00:00:fe\"", "peer_mac = \"nope\"", 15, "port[1].peer_mac", "not a MAC address"),
+            (
+                "action = \"protect\"",
+                "action = \"encrypt\"",
+                45,
+                "eroute[0].action",
+                "expected protect, pass, drop or trap",
+            ),
+        ];
+        for (from, to, line, field, reason) in cases {
+            assert!(IPSEC.contains(from), "fixture lacks {from:?}");
+            let src = IPSEC.replacen(from, to, 1);
+            let e = parse(&src).expect_err(to);
+            assert_eq!((e.line, e.field.as_str()), (Some(*line), *field), "{to}: {e}");
+            assert!(e.reason.contains(reason), "{to}: {e}");
+            // Keys never appear in errors.
+            assert!(!e.to_string().contains("0405060708"), "{e}");
+        }
+        // SPI reused in the same direction.
+        let dup = IPSEC
+            .replacen("spi = 0x2001", "spi = 0x1001\n", 1)
+            .replacen("direction = \"in\"", "direction = \"out\"", 1)
+            .replacen("eroute = \"nets\"", "", 1);
+        let e = parse(&dup).unwrap_err();
+        assert_eq!(e.field, "sa[1].spi");
+        assert!(e.reason.contains("already used by sa[0]"), "{e}");
+    }
+
     #[test]
     fn pci_addresses() {
         for ok in ["0000:01:00.0", "01:00.0", "0000:af:1f.7,txq_inline=128"] {

@@ -267,6 +267,7 @@ fn inbound_esp_from_scapy_comes_out_as_the_original_cleartext() {
 /// packets that need fragmentation after encryption.
 #[test]
 fn two_gateways_back_to_back_over_memif_with_two_workers() {
+    let _heavy = heavy_test_lock();
     let s = Scratch::new();
     let sock = s.path("wire.sock");
     let a_in = [traffic(120, 1, true, 2), traffic(120, 2, true, 1)];
@@ -362,6 +363,7 @@ fn two_gateways_back_to_back_over_memif_with_two_workers() {
 /// encrypted left on the protected port.
 #[test]
 fn testpmd_drives_the_gateway_and_counters_add_up() {
+    let _heavy = heavy_test_lock();
     let s = Scratch::new();
     let sock = s.path("gen.sock");
     let alg = &GCM128;
@@ -415,7 +417,7 @@ via = "{b}"
     let gw = Command::new(espgw_bin())
         .arg("--config")
         .arg(&cfg)
-        .args(["--duration", "6", "--report-json"])
+        .args(["--duration", "60", "--report-json"])
         .arg(s.path("report.json"))
         .current_dir(s.dir.path())
         .stdin(std::process::Stdio::null())
@@ -425,7 +427,7 @@ via = "{b}"
         .unwrap();
     std::thread::sleep(Duration::from_millis(500));
     let gen = Command::new("timeout")
-        .args(["-s", "INT", "3", "dpdk-testpmd", "--no-pci", "--no-huge", "-m", "512", "-l", "0,1"])
+        .args(["-s", "INT", "4", "dpdk-testpmd", "--no-pci", "--no-huge", "-m", "512", "-l", "0,1"])
         .arg(format!("--file-prefix={}", file_prefix("testpmd-gen")))
         .arg(format!("--vdev=net_memif0,role=client,socket={}", sock.display()))
         .args([
@@ -443,7 +445,12 @@ via = "{b}"
         .output()
         .expect("dpdk-testpmd (Debian package dpdk)");
     let gen_out = String::from_utf8_lossy(&gen.stdout);
+    // The generator is done: stop the gateway the way an operator would.
+    std::thread::sleep(Duration::from_millis(300));
+    let rc = Command::new("kill").arg("-TERM").arg(gw.id().to_string()).status().unwrap();
+    assert!(rc.success());
     let run = finish(gw.wait_with_output().unwrap(), &s.path("report.json"));
+    assert_eq!(run.report()["stop_cause"], "signal");
     run.assert_ok();
     let r = run.report();
     let rx = r["ports"][0]["rx_packets"].as_u64().unwrap();

@@ -4,6 +4,7 @@
 //! (or idleness, for replay runs) → stop workers → final report → close ports →
 //! check that every mbuf went back to its pool.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -253,18 +254,22 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, GatewayError> {
             }),
         })
         .collect();
-    let routes = Arc::new(RouteTable::new(
-        cfg.routes.clone(),
-        cfg.neighbors.iter().copied(),
-        cfg.ports.iter().map(|p| p.peer_mac).collect(),
-    ));
+    // Static neighbours win over learned ones (the operator said so).
+    let build_routes = |learned: &HashMap<std::net::IpAddr, [u8; 6]>| {
+        let all = learned.iter().map(|(a, m)| (*a, *m)).chain(cfg.neighbors.iter().copied());
+        RouteTable::new(cfg.routes.clone(), all, cfg.ports.iter().map(|p| p.peer_mac).collect())
+    };
+    let mut learned_neighbors: HashMap<std::net::IpAddr, [u8; 6]> = HashMap::new();
+    let routes = Arc::new(arc_swap::ArcSwap::from_pointee(build_routes(&learned_neighbors)));
+    let learned = Arc::new(dataplane::pipeline::LearnQueue::new(1024));
     let ports = Arc::new(ports);
     let running = Arc::new(AtomicBool::new(true));
     let shared = Shared {
         ports: ports.clone(),
         port_info,
         policy: db.reader(),
-        routes,
+        routes: routes.clone(),
+        learned: learned.clone(),
         pool: pool.clone(),
         jumbo: Some(jumbo.clone()),
         reasm: ReasmConfig::default(),
@@ -289,6 +294,14 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, GatewayError> {
     let mut last_change = Instant::now();
     let stop_cause = loop {
         std::thread::sleep(Duration::from_millis(20));
+        // Neighbours the workers learned: republish the route table when one is new or moved.
+        let mut changed = false;
+        while let Some((ip, mac)) = learned.pop() {
+            changed |= learned_neighbors.insert(ip, mac) != Some(mac);
+        }
+        if changed {
+            routes.store(Arc::new(build_routes(&learned_neighbors)));
+        }
         if stop.load(Ordering::Relaxed) {
             break "signal";
         }

@@ -10,6 +10,7 @@ pub mod crypto;
 pub mod dpdk;
 pub mod esp;
 pub mod mtu;
+pub mod neigh;
 pub mod packet;
 pub mod pipeline;
 pub mod policy;

@@ -20,9 +20,11 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
 use arrayvec::ArrayVec;
+use crossbeam_queue::ArrayQueue;
 
 use crate::esp::{Mode, PmtuUpdate};
 use crate::mtu::{self, BufAlloc, IcmpRateLimiter, ReasmConfig, ReasmOutcome, Reassembler, TooBig};
+use crate::neigh::{self, RequestLimiter};
 use crate::packet::ip::{self, proto};
 use crate::packet::PacketBuf;
 use crate::policy::{Action, FlowKey, SaEntry, Snapshot, Verdict};
@@ -58,13 +60,19 @@ pub trait TxSink<B> {
     fn send(&mut self, port: usize, pkt: B);
 }
 
-/// Per-worker pipeline state: reassembly table, ICMP rate limiter, settings.
+/// Neighbours learned from ARP/NDP, on their way to the main thread.
+pub type LearnQueue = ArrayQueue<(IpAddr, [u8; 6])>;
+
+/// Per-worker pipeline state: reassembly table, ICMP and ARP/NS rate
+/// limiters, settings.
 pub struct Pipeline<B: PacketBuf> {
     ports: Vec<PortInfo>,
     reasm: Reassembler<B>,
     icmp_limit: IcmpRateLimiter,
     icmp_id: u16,
     pmtu_ageing_ms: u64,
+    learned: Option<Arc<LearnQueue>>,
+    solicit_limit: RequestLimiter,
 }
 
 /// One SA group of a burst.
@@ -82,6 +90,115 @@ impl<B: PacketBuf> Pipeline<B> {
             icmp_limit: IcmpRateLimiter::new(1024, 100, 20),
             icmp_id: 1,
             pmtu_ageing_ms,
+            learned: None,
+            solicit_limit: RequestLimiter::new(256, 1000),
+        }
+    }
+
+    /// Send neighbours learned from ARP/NDP to this queue (the main thread
+    /// republishes the route table with them).
+    pub fn with_learning(mut self, q: Arc<LearnQueue>) -> Self {
+        self.learned = Some(q);
+        self
+    }
+
+    /// ARP and neighbour discovery: answer for our addresses, learn senders.
+    /// Returns the packet when it is something else.
+    fn neighbor_traffic<S: TxSink<B>>(
+        &mut self,
+        in_port: usize,
+        mut pkt: B,
+        tx: &mut S,
+        stats: &WorkerStats,
+    ) -> Option<B> {
+        let d = pkt.data();
+        if d.len() < ETH_HLEN {
+            return Some(pkt);
+        }
+        let et = u16::from_be_bytes([d[12], d[13]]);
+        if et == neigh::ETH_P_ARP {
+            let Some(a) = neigh::parse_arp(&d[ETH_HLEN..]) else {
+                stats.drop_one(DropReason::NotIp);
+                return None;
+            };
+            if !a.sender_ip.is_unspecified() {
+                self.learn(IpAddr::V4(a.sender_ip), a.sender_mac, stats);
+            }
+            let port = &self.ports[in_port];
+            if a.op == 1 && port.addr_v4 == Some(a.target_ip) {
+                let (mac, me) = (port.mac, a.target_ip);
+                if neigh::build_arp(&mut pkt, 2, a.sender_mac, mac, me, a.sender_mac, a.sender_ip).is_some() {
+                    tx.send(in_port, pkt);
+                    stats.event(Event::NeighborReplies, 1);
+                }
+            } else {
+                stats.event(Event::NeighborMessages, 1);
+            }
+            return None;
+        }
+        // IPv6 neighbour discovery: ICMPv6 135/136 with hop limit 255.
+        if et == ETH_P_IPV6 && d.len() > ETH_HLEN + 41 && d[ETH_HLEN + 6] == proto::ICMPV6 && d[ETH_HLEN + 7] == 255 {
+            if let Some(nd) = neigh::parse_nd(&d[ETH_HLEN..]) {
+                let src_mac: [u8; 6] = d[6..12].try_into().expect("6");
+                if let Some(ll) = nd.lladdr {
+                    let who = if nd.kind == 135 { nd.src } else { nd.target };
+                    if !who.is_unspecified() {
+                        self.learn(IpAddr::V6(who), ll, stats);
+                    }
+                }
+                let port = &self.ports[in_port];
+                if nd.kind == 135 && port.addr_v6 == Some(nd.target) {
+                    let (mac, me) = (port.mac, nd.target);
+                    // Solicited + override; to the asker (all-nodes if it had no address yet).
+                    let dst = if nd.src.is_unspecified() { "ff02::1".parse().expect("literal") } else { nd.src };
+                    if neigh::build_nd(&mut pkt, 136, src_mac, mac, me, dst, me, 0x60).is_some() {
+                        tx.send(in_port, pkt);
+                        stats.event(Event::NeighborReplies, 1);
+                    }
+                } else {
+                    stats.event(Event::NeighborMessages, 1);
+                }
+                return None;
+            }
+        }
+        Some(pkt)
+    }
+
+    fn learn(&self, ip: IpAddr, mac: [u8; 6], stats: &WorkerStats) {
+        if let Some(q) = &self.learned {
+            // Best effort: a full queue drops the update; the next message retries.
+            if q.push((ip, mac)).is_ok() {
+                stats.event(Event::NeighborsLearned, 1);
+            }
+        }
+    }
+
+    /// No MAC for the next hop: ask for it (rate-limited); the packet is dropped, counted.
+    fn solicit<A: BufAlloc<Buf = B>, S: TxSink<B>>(
+        &mut self,
+        e: NextHopError,
+        now_ms: u64,
+        alloc: &mut A,
+        tx: &mut S,
+        stats: &WorkerStats,
+    ) {
+        stats.drop_one(nh_drop(e));
+        let NextHopError::NoNeighbor { port, ip } = e else { return };
+        if !self.solicit_limit.allow(ip, now_ms) {
+            return;
+        }
+        let p = &self.ports[port];
+        let Some(mut out) = alloc.alloc(128) else { return };
+        let built = match ip {
+            IpAddr::V4(t) => p.addr_v4.and_then(|me| neigh::build_arp(&mut out, 1, [0xff; 6], p.mac, me, [0; 6], t)),
+            IpAddr::V6(t) => p.addr_v6.and_then(|me| {
+                let (sn, mac) = neigh::solicited_node(t);
+                neigh::build_nd(&mut out, 135, mac, p.mac, me, sn, t, 0)
+            }),
+        };
+        if built.is_some() {
+            tx.send(port, out);
+            stats.event(Event::NeighborRequests, 1);
         }
     }
 
@@ -136,7 +253,8 @@ impl<B: PacketBuf> Pipeline<B> {
         I: IntoIterator<Item = B>,
     {
         let mut groups: ArrayVec<Group<'s, B>, BURST> = ArrayVec::new();
-        for mut pkt in burst {
+        for pkt in burst {
+            let Some(mut pkt) = self.neighbor_traffic(in_port, pkt, tx, stats) else { continue };
             let Some(src_mac) = strip_l2(&mut pkt, stats) else { continue };
             let Some(k) = flow_key(pkt.data()) else {
                 stats.drop_one(DropReason::BadIp);
@@ -158,7 +276,7 @@ impl<B: PacketBuf> Pipeline<B> {
                 }
                 Verdict::Pass { .. } => {
                     if decrement_ttl(&mut pkt, stats) {
-                        self.forward_clear(pkt, addr_of(k.v6, k.dst), routes, tx, stats);
+                        self.forward_clear(pkt, addr_of(k.v6, k.dst), routes, now_ms, alloc, tx, stats);
                         stats.event(Event::Passed, 1);
                     }
                 }
@@ -203,7 +321,7 @@ impl<B: PacketBuf> Pipeline<B> {
             let nh = match routes.next_hop(outer_dst) {
                 Ok(nh) => nh,
                 Err(e) => {
-                    stats.drop_one(nh_drop(e));
+                    self.solicit(e, now_ms, alloc, tx, stats);
                     continue;
                 }
             };
@@ -376,11 +494,14 @@ impl<B: PacketBuf> Pipeline<B> {
     }
 
     /// Send a cleartext packet to its route.
-    fn forward_clear<S: TxSink<B>>(
-        &self,
+    #[allow(clippy::too_many_arguments)]
+    fn forward_clear<A: BufAlloc<Buf = B>, S: TxSink<B>>(
+        &mut self,
         mut pkt: B,
         dst: IpAddr,
         routes: &RouteTable,
+        now_ms: u64,
+        alloc: &mut A,
         tx: &mut S,
         stats: &WorkerStats,
     ) {
@@ -392,14 +513,14 @@ impl<B: PacketBuf> Pipeline<B> {
                     stats.drop_one(DropReason::NoBuffer);
                 }
             }
-            Err(e) => stats.drop_one(nh_drop(e)),
+            Err(e) => self.solicit(e, now_ms, alloc, tx, stats),
         }
     }
 
     #[allow(clippy::too_many_arguments)]
     fn inbound<'s, A, S, I>(
         &mut self,
-        _in_port: usize,
+        in_port: usize,
         burst: I,
         snap: &'s Snapshot,
         routes: &RouteTable,
@@ -414,7 +535,8 @@ impl<B: PacketBuf> Pipeline<B> {
     {
         type InGroup<'s, B> = (&'s crate::policy::InboundSa, ArrayVec<B, BURST>);
         let mut groups: ArrayVec<InGroup<'s, B>, BURST> = ArrayVec::new();
-        for mut pkt in burst {
+        for pkt in burst {
+            let Some(mut pkt) = self.neighbor_traffic(in_port, pkt, tx, stats) else { continue };
             if strip_l2(&mut pkt, stats).is_none() {
                 continue;
             }
@@ -475,7 +597,7 @@ impl<B: PacketBuf> Pipeline<B> {
             match snap.defaults.inbound_clear {
                 Action::Pass => {
                     if decrement_ttl(&mut pkt, stats) {
-                        self.forward_clear(pkt, addr_of(k.v6, k.dst), routes, tx, stats);
+                        self.forward_clear(pkt, addr_of(k.v6, k.dst), routes, now_ms, alloc, tx, stats);
                         stats.event(Event::Passed, 1);
                     }
                 }
@@ -502,7 +624,7 @@ impl<B: PacketBuf> Pipeline<B> {
                 }
                 stats.event(Event::Decrypted, 1);
                 if decrement_ttl(&mut pkt, stats) {
-                    self.forward_clear(pkt, addr_of(k.v6, k.dst), routes, tx, stats);
+                    self.forward_clear(pkt, addr_of(k.v6, k.dst), routes, now_ms, alloc, tx, stats);
                 }
             }
         }
@@ -512,7 +634,7 @@ impl<B: PacketBuf> Pipeline<B> {
 fn nh_drop(e: NextHopError) -> DropReason {
     match e {
         NextHopError::NoRoute => DropReason::NoRoute,
-        NextHopError::NoNeighbor => DropReason::NoNeighbor,
+        NextHopError::NoNeighbor { .. } => DropReason::NoNeighbor,
     }
 }
 

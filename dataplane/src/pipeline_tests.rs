@@ -405,3 +405,86 @@ fn verdicts_and_drops_are_counted() {
     assert_eq!(b.run(PROT, esp.into_iter().map(|(_, f)| f).collect(), 0).len(), 0);
     assert_eq!(b.drops(DropReason::InboundPolicy), 1);
 }
+
+#[test]
+fn arp_and_ndp_answer_learn_and_solicit() {
+    let (mut a, _) = pair(Algorithm::AesGcm128, ProtectOptions::default(), 1500, 1500);
+    let q = Arc::new(LearnQueue::new(16));
+    a.pipe = Pipeline::new(a.pipe.ports().to_vec(), ReasmConfig::default(), 1000).with_learning(q.clone());
+    // A host asks who has 10.0.1.254 (the gateway's private address).
+    let mut req = VecBuf::with_room(128, 256);
+    crate::neigh::build_arp(
+        &mut req,
+        1,
+        [0xff; 6],
+        MAC_HOST_A,
+        "10.0.1.5".parse().unwrap(),
+        [0; 6],
+        "10.0.1.254".parse().unwrap(),
+    )
+    .unwrap();
+    let out = a.run(CLEAR, vec![req], 0);
+    assert_eq!(out.len(), 1);
+    let (port, reply) = &out[0];
+    assert_eq!(*port, CLEAR);
+    let d = reply.data();
+    assert_eq!(&d[..12], &[MAC_HOST_A, MAC_A_CLEAR].concat()[..]);
+    let r = crate::neigh::parse_arp(&d[14..]).unwrap();
+    assert_eq!(
+        (r.op, r.sender_mac, r.sender_ip, r.target_ip),
+        (2, MAC_A_CLEAR, "10.0.1.254".parse().unwrap(), "10.0.1.5".parse().unwrap())
+    );
+    assert_eq!(q.pop(), Some(("10.0.1.5".parse().unwrap(), MAC_HOST_A)), "the asker is learned");
+    // A request for someone else is learned from, not answered.
+    let mut other = VecBuf::with_room(128, 256);
+    crate::neigh::build_arp(
+        &mut other,
+        1,
+        [0xff; 6],
+        MAC_HOST_A,
+        "10.0.1.6".parse().unwrap(),
+        [0; 6],
+        "10.0.1.7".parse().unwrap(),
+    )
+    .unwrap();
+    assert!(a.run(CLEAR, vec![other], 0).is_empty());
+    assert_eq!(q.pop().map(|x| x.0), Some("10.0.1.6".parse().unwrap()));
+    // IPv6: a neighbour solicitation for fd00:1::fe gets an advertisement.
+    let me: std::net::Ipv6Addr = "fd00:1::fe".parse().unwrap();
+    let host: std::net::Ipv6Addr = "fd00:1::5".parse().unwrap();
+    let (sn, sn_mac) = crate::neigh::solicited_node(me);
+    let mut ns = VecBuf::with_room(128, 256);
+    crate::neigh::build_nd(&mut ns, 135, sn_mac, MAC_HOST_A, host, sn, me, 0).unwrap();
+    let out = a.run(CLEAR, vec![ns], 0);
+    assert_eq!(out.len(), 1);
+    let na = crate::neigh::parse_nd(&out[0].1.data()[14..]).unwrap();
+    assert_eq!((na.kind, na.src, na.target, na.lladdr), (136, me, me, Some(MAC_A_CLEAR)));
+    assert_eq!(&out[0].1.data()[..6], &MAC_HOST_A);
+    assert_eq!(q.pop(), Some((std::net::IpAddr::V6(host), MAC_HOST_A)));
+    assert_eq!(a.event(Event::NeighborReplies), 2);
+
+    // Unknown next hop: the packet is dropped (counted) and an ARP request goes out, once.
+    let mut ports = a.pipe.ports().to_vec();
+    ports[PROT].addr_v4 = Some("192.0.2.1".parse().unwrap());
+    a.pipe = Pipeline::new(ports, ReasmConfig::default(), 1000);
+    a.routes = RouteTable::new(
+        vec![Route { prefix: "0.0.0.0/0".parse().unwrap(), port: PROT, via: Some("198.51.100.1".parse().unwrap()) }],
+        [],
+        vec![None, None],
+    );
+    let pkts = (0..3).map(|i| eth(&from_host_a(100, false, false, i), MAC_A_CLEAR, MAC_HOST_A)).collect();
+    let out = a.run(CLEAR, pkts, 0);
+    assert_eq!(a.drops(DropReason::NoNeighbor), 3);
+    assert_eq!(out.len(), 1, "one request, not one per packet");
+    let (port, req) = &out[0];
+    assert_eq!(*port, PROT);
+    assert_eq!(&req.data()[..6], &[0xff; 6]);
+    let r = crate::neigh::parse_arp(&req.data()[14..]).unwrap();
+    assert_eq!(
+        (r.op, r.sender_mac, r.sender_ip, r.target_ip),
+        (1, MAC_A_PROT, "192.0.2.1".parse().unwrap(), "198.51.100.1".parse().unwrap())
+    );
+    // A second later it asks again.
+    let out = a.run(CLEAR, vec![eth(&from_host_a(100, false, false, 9), MAC_A_CLEAR, MAC_HOST_A)], 1000);
+    assert_eq!(out.len(), 1);
+}

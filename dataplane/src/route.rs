@@ -69,7 +69,7 @@ impl RouteTable {
             .get(&nh)
             .copied()
             .or_else(|| self.port_default_mac.get(r.port).copied().flatten())
-            .ok_or(NextHopError::NoNeighbor)?;
+            .ok_or(NextHopError::NoNeighbor { port: r.port, ip: nh })?;
         Ok(NextHop { port: r.port, mac })
     }
 }
@@ -78,7 +78,11 @@ impl RouteTable {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NextHopError {
     NoRoute,
-    NoNeighbor,
+    /// The route is known but the next hop's MAC is not (yet): ask for it.
+    NoNeighbor {
+        port: usize,
+        ip: IpAddr,
+    },
 }
 
 #[cfg(test)]
@@ -115,6 +119,9 @@ mod tests {
         assert_eq!(t.next_hop("fd00::1".parse().unwrap()), Ok(NextHop { port: 0, mac: [2, 0, 0, 0, 0, 0xa0] }));
         assert_eq!(t.next_hop("2001:db8::1".parse().unwrap()), Err(NextHopError::NoRoute));
         let t2 = RouteTable::new(vec![r("0.0.0.0/0", 1, None)], [], vec![None, None]);
-        assert_eq!(t2.next_hop("1.1.1.1".parse().unwrap()), Err(NextHopError::NoNeighbor));
+        assert_eq!(
+            t2.next_hop("1.1.1.1".parse().unwrap()),
+            Err(NextHopError::NoNeighbor { port: 1, ip: "1.1.1.1".parse().unwrap() })
+        );
     }
 }

@@ -258,10 +258,18 @@ pub enum Event {
     PmtuLowered,
     /// TCP SYN MSS values clamped.
     MssClamped,
+    /// ARP replies / neighbour advertisements sent for our addresses.
+    NeighborReplies,
+    /// ARP requests / neighbour solicitations sent for next hops.
+    NeighborRequests,
+    /// Neighbours learned (sent to the main thread).
+    NeighborsLearned,
+    /// Other ARP/ND messages seen (not for us).
+    NeighborMessages,
 }
 
 impl Event {
-    pub const ALL: [Event; 9] = [
+    pub const ALL: [Event; 13] = [
         Event::Encrypted,
         Event::Decrypted,
         Event::Passed,
@@ -271,6 +279,10 @@ impl Event {
         Event::IcmpTooBigSent,
         Event::PmtuLowered,
         Event::MssClamped,
+        Event::NeighborReplies,
+        Event::NeighborRequests,
+        Event::NeighborsLearned,
+        Event::NeighborMessages,
     ];
     pub const COUNT: usize = Self::ALL.len();
     pub fn label(self) -> &'static str {
@@ -284,6 +296,10 @@ impl Event {
             Event::IcmpTooBigSent => "icmp_too_big_sent",
             Event::PmtuLowered => "pmtu_lowered",
             Event::MssClamped => "mss_clamped",
+            Event::NeighborReplies => "neighbor_replies",
+            Event::NeighborRequests => "neighbor_requests",
+            Event::NeighborsLearned => "neighbors_learned",
+            Event::NeighborMessages => "neighbor_messages",
         }
     }
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use crate::dpdk::{DpdkError, Mbuf, MbufBatch, Mempool, PoolAlloc, Port, ThreadRegistration};
 use crate::mtu::ReasmConfig;
-use crate::pipeline::{Pipeline, PortInfo, TxSink};
+use crate::pipeline::{LearnQueue, Pipeline, PortInfo, TxSink};
 use crate::policy::PolicyReader;
 use crate::route::RouteTable;
 use crate::stats::{DropReason, WorkerStats};
@@ -54,7 +54,10 @@ pub struct Shared {
     pub ports: Arc<Vec<Port>>,
     pub port_info: Vec<PortInfo>,
     pub policy: PolicyReader,
-    pub routes: Arc<RouteTable>,
+    /// Routes and neighbours, republished by the main thread as neighbours are learned.
+    pub routes: Arc<arc_swap::ArcSwap<RouteTable>>,
+    /// Neighbours learned by the workers, for the main thread.
+    pub learned: Arc<LearnQueue>,
     pub pool: Arc<Mempool>,
     pub jumbo: Option<Arc<Mempool>>,
     pub reasm: ReasmConfig,
@@ -164,13 +167,15 @@ fn poll_loop(plan: &WorkerPlan, sh: &Shared, stats: &WorkerStats) {
     let mut rx: MbufBatch<BURST> = MbufBatch::new();
     let mut tx =
         TxBuffers { ports, bufs: (0..ports.len()).map(|_| MbufBatch::new()).collect(), txq: plan.index as u16, stats };
-    let mut pipeline: Pipeline<Mbuf> = Pipeline::new(sh.port_info.clone(), sh.reasm, sh.pmtu_ageing_ms);
+    let mut pipeline: Pipeline<Mbuf> =
+        Pipeline::new(sh.port_info.clone(), sh.reasm, sh.pmtu_ageing_ms).with_learning(sh.learned.clone());
     let mut alloc = PoolAlloc { regular: &sh.pool, jumbo: sh.jumbo.as_deref() };
     let mut last_tick = 0u64;
     let mut idle_run = 0u32;
 
     while sh.running.load(Ordering::Relaxed) {
         let snap = sh.policy.load();
+        let routes = sh.routes.load();
         let now_ms = crate::clock::now_ms();
         let mut got_any = false;
         for q in &plan.rx {
@@ -201,7 +206,7 @@ fn poll_loop(plan: &WorkerPlan, sh: &Shared, stats: &WorkerStats) {
                         tx.send(out, m);
                     }
                 }
-                None => pipeline.process(q.port, burst, &snap, &sh.routes, now_ms, &mut alloc, &mut tx, stats),
+                None => pipeline.process(q.port, burst, &snap, &routes, now_ms, &mut alloc, &mut tx, stats),
             }
         }
         tx.flush_all();
@@ -210,6 +215,7 @@ fn poll_loop(plan: &WorkerPlan, sh: &Shared, stats: &WorkerStats) {
             last_tick = now_ms;
         }
         drop(snap);
+        drop(routes);
         if got_any {
             stats.busy_polls.inc();
             idle_run = 0;

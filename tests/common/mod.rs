@@ -13,6 +13,13 @@ pub fn espgw_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_espgw"))
 }
 
+/// Tests that run several busy-polling DPDK processes at once take this lock,
+/// so that on a 2-core machine they do not starve each other.
+pub fn heavy_test_lock() -> std::sync::MutexGuard<'static, ()> {
+    static HEAVY: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    HEAVY.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// A unique DPDK `--file-prefix` so parallel tests never share EAL runtime files.
 pub fn file_prefix(test: &str) -> String {
     static N: AtomicUsize = AtomicUsize::new(0);

@@ -46,13 +46,6 @@ impl Prefix {
     pub(crate) fn bits(&self) -> u128 {
         self.addr
     }
-    pub(crate) fn width(&self) -> u8 {
-        if self.v6 {
-            128
-        } else {
-            32
-        }
-    }
 
     /// Does the prefix contain `a` (same family, bits as from `to_u128`)?
     #[inline]

@@ -12,6 +12,7 @@ command -v cc >/dev/null 2>&1 || need_apt+=(gcc)
 if [ "${ESPGW_DEPS_TEST:-0}" = 1 ]; then
   command -v tcpdump >/dev/null 2>&1 || need_apt+=(tcpdump)
   command -v python3 >/dev/null 2>&1 || need_apt+=(python3 python3-pip)
+  command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 fi
 
 if [ ${#need_apt[@]} -gt 0 ]; then

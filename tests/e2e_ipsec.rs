@@ -468,3 +468,86 @@ via = "{b}"
     let sa = r["sas"].as_array().unwrap().iter().find(|s| s["name"] == "out").unwrap();
     assert_eq!(sa["packets"].as_u64().unwrap(), encrypted);
 }
+
+/// A Linux host in its own network namespace, behind a veth pair whose other
+/// end is the gateway's cleartext port (net_af_packet). The host's kernel
+/// must resolve the gateway's address by ARP (answered by espgw, which learns
+/// the host in turn), then its UDP datagrams come out of the protected port
+/// as ESP that scapy decrypts back to exactly what the host sent.
+#[test]
+fn linux_host_on_a_veth_talks_through_af_packet() {
+    let _heavy = heavy_test_lock();
+    let s = Scratch::new();
+    let tag = format!("{}", std::process::id() % 100_000);
+    let (ns, gw_if, host_if) = (format!("espgw-{tag}"), format!("eg{tag}"), format!("eh{tag}"));
+    let sh = |args: &[&str]| {
+        let st = Command::new(args[0]).args(&args[1..]).status().unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        assert!(st.success(), "{args:?} failed");
+    };
+    struct Cleanup(String, String);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = Command::new("ip").args(["link", "del", &self.1]).status();
+            let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+        }
+    }
+    let _cleanup = Cleanup(ns.clone(), gw_if.clone());
+    sh(&["ip", "netns", "add", &ns]);
+    sh(&["ip", "link", "add", &gw_if, "type", "veth", "peer", "name", &host_if]);
+    sh(&["ip", "link", "set", &host_if, "netns", &ns]);
+    sh(&["ip", "link", "set", &gw_if, "up"]);
+    sh(&["ip", "netns", "exec", &ns, "ip", "link", "set", &host_if, "up"]);
+    sh(&["ip", "netns", "exec", &ns, "ip", "addr", "add", "10.0.1.5/24", "dev", &host_if]);
+    sh(&["ip", "netns", "exec", &ns, "ip", "route", "add", "10.0.2.0/24", "via", "10.0.1.254"]);
+
+    let empty = s.empty_pcap();
+    let private = format!("net_af_packet0,iface={gw_if},qpairs=1");
+    let public = format!("net_pcap1,rx_pcap={},tx_pcap={}", empty.display(), s.path("public-out.pcap").display());
+    let mut cfg = gw_config("afpacket", &GCM128, true, &private, &public, "[1]");
+    cfg = cfg.replace("peer_mac = \"02:00:00:00:00:99\"\n", ""); // learn the host instead
+    cfg = cfg.replace("mtu = 9000", "mtu = 1500");
+    let cfg_path = s.config(&cfg);
+    let gw = Command::new(espgw_bin())
+        .arg("--config")
+        .arg(&cfg_path)
+        .args(["--wait-link", "5000", "--duration", "60", "--report-json"])
+        .arg(s.path("report.json"))
+        .current_dir(s.dir.path())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    // The host sends 20 datagrams of growing size to 10.0.2.7.
+    let sent = Command::new("ip")
+        .args(["netns", "exec", &ns, "python3", "-c"])
+        .arg(
+            "import socket,time\n\
+             s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n\
+             for i in range(20):\n\
+             \x20   s.sendto(bytes([i])*(50+i*60),('10.0.2.7',5000+i)); time.sleep(0.02)\n",
+        )
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(Command::new("kill").arg("-TERM").arg(gw.id().to_string()).status().unwrap().success());
+    let run = finish(gw.wait_with_output().unwrap(), &s.path("report.json"));
+    run.assert_ok();
+    let ev = &run.report()["events"];
+    assert!(ev["neighbor_replies"].as_u64().unwrap() >= 1, "espgw answered the host's ARP\n{}", run.stdout);
+    assert!(ev["neighbors_learned"].as_u64().unwrap() >= 1);
+    assert_eq!(ev["encrypted"], 20, "{}", run.stdout);
+    // What went out is ESP that scapy decrypts to the host's datagrams.
+    scapy("decrypt", &s.path("public-out.pcap"), &s.path("dec.pcap"), &GCM128, 0x1001, A_IP, B_IP);
+    let dec = read_frames(&s.path("dec.pcap"));
+    assert_eq!(dec.len(), 20);
+    for (i, f) in dec.iter().enumerate() {
+        let ip = &f[14..];
+        assert_eq!(&ip[12..20], &[10, 0, 1, 5, 10, 0, 2, 7]);
+        assert_eq!(ip[8], 63, "TTL 64 from the host, minus our hop");
+        assert_eq!(u16::from_be_bytes([ip[22], ip[23]]), 5000 + i as u16);
+        assert_eq!(&ip[28..], &vec![i as u8; 50 + i * 60][..], "datagram {i} intact");
+    }
+}

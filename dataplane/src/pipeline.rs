@@ -63,6 +63,17 @@ pub trait TxSink<B> {
 /// Neighbours learned from ARP/NDP, on their way to the main thread.
 pub type LearnQueue = ArrayQueue<(IpAddr, [u8; 6])>;
 
+/// What processing one burst needs besides the pipeline's own state: the
+/// route table snapshot, the clock, where new buffers come from, where
+/// finished packets go, and the worker's counters.
+pub struct BurstCtx<'a, A, S> {
+    pub routes: &'a RouteTable,
+    pub now_ms: u64,
+    pub alloc: &'a mut A,
+    pub tx: &'a mut S,
+    pub stats: &'a WorkerStats,
+}
+
 /// Per-worker pipeline state: reassembly table, ICMP and ARP/NS rate
 /// limiters, settings.
 pub struct Pipeline<B: PacketBuf> {
@@ -174,21 +185,14 @@ impl<B: PacketBuf> Pipeline<B> {
     }
 
     /// No MAC for the next hop: ask for it (rate-limited); the packet is dropped, counted.
-    fn solicit<A: BufAlloc<Buf = B>, S: TxSink<B>>(
-        &mut self,
-        e: NextHopError,
-        now_ms: u64,
-        alloc: &mut A,
-        tx: &mut S,
-        stats: &WorkerStats,
-    ) {
-        stats.drop_one(nh_drop(e));
+    fn solicit<A: BufAlloc<Buf = B>, S: TxSink<B>>(&mut self, e: NextHopError, cx: &mut BurstCtx<'_, A, S>) {
+        cx.stats.drop_one(nh_drop(e));
         let NextHopError::NoNeighbor { port, ip } = e else { return };
-        if !self.solicit_limit.allow(ip, now_ms) {
+        if !self.solicit_limit.allow(ip, cx.now_ms) {
             return;
         }
         let p = &self.ports[port];
-        let Some(mut out) = alloc.alloc(128) else { return };
+        let Some(mut out) = cx.alloc.alloc(128) else { return };
         let built = match ip {
             IpAddr::V4(t) => p.addr_v4.and_then(|me| neigh::build_arp(&mut out, 1, [0xff; 6], p.mac, me, [0; 6], t)),
             IpAddr::V6(t) => p.addr_v6.and_then(|me| {
@@ -197,8 +201,8 @@ impl<B: PacketBuf> Pipeline<B> {
             }),
         };
         if built.is_some() {
-            tx.send(port, out);
-            stats.event(Event::NeighborRequests, 1);
+            cx.tx.send(port, out);
+            cx.stats.event(Event::NeighborRequests, 1);
         }
     }
 
@@ -214,55 +218,35 @@ impl<B: PacketBuf> Pipeline<B> {
     }
 
     /// Process one burst received on `in_port`.
-    #[allow(clippy::too_many_arguments)]
-    pub fn process<A, S, I>(
-        &mut self,
-        in_port: usize,
-        burst: I,
-        snap: &Snapshot,
-        routes: &RouteTable,
-        now_ms: u64,
-        alloc: &mut A,
-        tx: &mut S,
-        stats: &WorkerStats,
-    ) where
+    pub fn process<A, S, I>(&mut self, in_port: usize, burst: I, snap: &Snapshot, cx: &mut BurstCtx<'_, A, S>)
+    where
         A: BufAlloc<Buf = B>,
         S: TxSink<B>,
         I: IntoIterator<Item = B>,
     {
         match self.ports[in_port].role {
-            PortRole::Cleartext => self.outbound(in_port, burst, snap, routes, now_ms, alloc, tx, stats),
-            PortRole::Protected => self.inbound(in_port, burst, snap, routes, now_ms, alloc, tx, stats),
+            PortRole::Cleartext => self.outbound(in_port, burst, snap, cx),
+            PortRole::Protected => self.inbound(in_port, burst, snap, cx),
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn outbound<'s, A, S, I>(
-        &mut self,
-        in_port: usize,
-        burst: I,
-        snap: &'s Snapshot,
-        routes: &RouteTable,
-        now_ms: u64,
-        alloc: &mut A,
-        tx: &mut S,
-        stats: &WorkerStats,
-    ) where
+    fn outbound<'s, A, S, I>(&mut self, in_port: usize, burst: I, snap: &'s Snapshot, cx: &mut BurstCtx<'_, A, S>)
+    where
         A: BufAlloc<Buf = B>,
         S: TxSink<B>,
         I: IntoIterator<Item = B>,
     {
         let mut groups: ArrayVec<Group<'s, B>, BURST> = ArrayVec::new();
         for pkt in burst {
-            let Some(mut pkt) = self.neighbor_traffic(in_port, pkt, tx, stats) else { continue };
-            let Some(src_mac) = strip_l2(&mut pkt, stats) else { continue };
+            let Some(mut pkt) = self.neighbor_traffic(in_port, pkt, cx.tx, cx.stats) else { continue };
+            let Some(src_mac) = strip_l2(&mut pkt, cx.stats) else { continue };
             let Some(k) = flow_key(pkt.data()) else {
-                stats.drop_one(DropReason::BadIp);
+                cx.stats.drop_one(DropReason::BadIp);
                 continue;
             };
             match snap.outbound(&k) {
                 Verdict::Protect { sa, options, .. } => {
-                    if !decrement_ttl(&mut pkt, stats) {
+                    if !decrement_ttl(&mut pkt, cx.stats) {
                         continue;
                     }
                     let gi = match groups.iter().position(|g| Arc::ptr_eq(g.sa, sa)) {
@@ -275,31 +259,22 @@ impl<B: PacketBuf> Pipeline<B> {
                     groups[gi].pkts.push((pkt, src_mac));
                 }
                 Verdict::Pass { .. } => {
-                    if decrement_ttl(&mut pkt, stats) {
-                        self.forward_clear(pkt, addr_of(k.v6, k.dst), routes, now_ms, alloc, tx, stats);
-                        stats.event(Event::Passed, 1);
+                    if decrement_ttl(&mut pkt, cx.stats) {
+                        self.forward_clear(pkt, addr_of(k.v6, k.dst), cx);
+                        cx.stats.event(Event::Passed, 1);
                     }
                 }
-                Verdict::Drop { .. } => stats.drop_one(DropReason::PolicyDrop),
-                Verdict::Trap { .. } => stats.drop_one(DropReason::PolicyTrap),
+                Verdict::Drop { .. } => cx.stats.drop_one(DropReason::PolicyDrop),
+                Verdict::Trap { .. } => cx.stats.drop_one(DropReason::PolicyTrap),
             }
         }
         for g in groups {
-            self.encrypt_group(in_port, g, routes, now_ms, alloc, tx, stats);
+            self.encrypt_group(in_port, g, cx);
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn encrypt_group<A, S>(
-        &mut self,
-        in_port: usize,
-        g: Group<'_, B>,
-        routes: &RouteTable,
-        now_ms: u64,
-        alloc: &mut A,
-        tx: &mut S,
-        stats: &WorkerStats,
-    ) where
+    fn encrypt_group<A, S>(&mut self, in_port: usize, g: Group<'_, B>, cx: &mut BurstCtx<'_, A, S>)
+    where
         A: BufAlloc<Buf = B>,
         S: TxSink<B>,
     {
@@ -313,24 +288,24 @@ impl<B: PacketBuf> Pipeline<B> {
                 Mode::Transport => match flow_key(pkt.data()) {
                     Some(k) => addr_of(k.v6, k.dst),
                     None => {
-                        stats.drop_one(DropReason::BadIp);
+                        cx.stats.drop_one(DropReason::BadIp);
                         continue;
                     }
                 },
             };
-            let nh = match routes.next_hop(outer_dst) {
+            let nh = match cx.routes.next_hop(outer_dst) {
                 Ok(nh) => nh,
                 Err(e) => {
-                    self.solicit(e, now_ms, alloc, tx, stats);
+                    self.solicit(e, cx);
                     continue;
                 }
             };
-            let limit = mtu::egress_limit(sa, self.ports[nh.port].mtu, now_ms);
+            let limit = mtu::egress_limit(sa, self.ports[nh.port].mtu, cx.now_ms);
             if g.options.mss_clamp {
                 let inner_mtu = mtu::tunnel_mtu(sa, limit, pkt.data());
                 let v6 = ip::version(pkt.data()) == Some(6);
                 if mtu::clamp_mss(pkt.data_mut(), mtu::mss_for(inner_mtu.into(), v6)).is_some() {
-                    stats.event(Event::MssClamped, 1);
+                    cx.stats.event(Event::MssClamped, 1);
                 }
             }
             match mtu::decide(sa, limit, pkt.data()) {
@@ -340,19 +315,19 @@ impl<B: PacketBuf> Pipeline<B> {
                     // encrypted piece fits; the peer reassembles nothing.
                     let inner_mtu = usize::from(mtu::tunnel_mtu(sa, limit, pkt.data()));
                     let mut n = 0u64;
-                    let r = mtu::fragment_ipv4(pkt.data(), inner_mtu, alloc, |f| {
+                    let r = mtu::fragment_ipv4(pkt.data(), inner_mtu, cx.alloc, |f| {
                         n += 1;
-                        self.encrypt_one(f, sa, nh, tx, stats);
+                        self.encrypt_one(f, sa, nh, cx.tx, cx.stats);
                     });
                     if r.is_err() {
-                        stats.drop_one(DropReason::NoBuffer);
+                        cx.stats.drop_one(DropReason::NoBuffer);
                     }
-                    stats.event(Event::InnerFragmentsMade, n);
+                    cx.stats.event(Event::InnerFragmentsMade, n);
                     continue;
                 }
                 TooBig::FragmentOuter => {}
                 TooBig::Refuse { mtu } => {
-                    self.refuse(in_port, &pkt, src_mac, mtu, now_ms, alloc, tx, stats);
+                    self.refuse(in_port, &pkt, src_mac, mtu, cx);
                     continue;
                 }
             }
@@ -367,8 +342,8 @@ impl<B: PacketBuf> Pipeline<B> {
         sa.encap_burst(&mut to_encrypt, &mut results[..n]);
         for ((pkt, nh), r) in to_encrypt.into_iter().zip(hops).zip(results) {
             match r {
-                Ok(()) => self.send_encrypted(pkt, sa, nh, now_ms, alloc, tx, stats),
-                Err(e) => stats.drop_one(DropReason::from_esp(e)),
+                Ok(()) => self.send_encrypted(pkt, sa, nh, cx),
+                Err(e) => cx.stats.drop_one(DropReason::from_esp(e)),
             }
         }
     }
@@ -397,28 +372,24 @@ impl<B: PacketBuf> Pipeline<B> {
 
     /// An encrypted packet: fragment it after encryption when it exceeds the
     /// egress limit, add L2, send.
-    #[allow(clippy::too_many_arguments)]
     fn send_encrypted<A, S>(
         &mut self,
         mut pkt: B,
         sa: &crate::esp::Sa,
         nh: crate::route::NextHop,
-        now_ms: u64,
-        alloc: &mut A,
-        tx: &mut S,
-        stats: &WorkerStats,
+        cx: &mut BurstCtx<'_, A, S>,
     ) where
         A: BufAlloc<Buf = B>,
         S: TxSink<B>,
     {
-        stats.event(Event::Encrypted, 1);
-        let limit = usize::from(mtu::egress_limit(sa, self.ports[nh.port].mtu, now_ms));
+        cx.stats.event(Event::Encrypted, 1);
+        let limit = usize::from(mtu::egress_limit(sa, self.ports[nh.port].mtu, cx.now_ms));
         let (src_mac, dst_mac) = (self.ports[nh.port].mac, nh.mac);
         if pkt.len() <= limit {
             if push_l2(&mut pkt, dst_mac, src_mac) {
-                tx.send(nh.port, pkt);
+                cx.tx.send(nh.port, pkt);
             } else {
-                stats.drop_one(DropReason::EspNoRoom);
+                cx.stats.drop_one(DropReason::EspNoRoom);
             }
             return;
         }
@@ -428,56 +399,46 @@ impl<B: PacketBuf> Pipeline<B> {
         let mut emit = |mut f: B| {
             n += 1;
             if push_l2(&mut f, dst_mac, src_mac) {
-                tx.send(nh.port, f);
+                cx.tx.send(nh.port, f);
             } else {
                 room_failed = true;
             }
         };
         let r = match ip::version(d) {
-            Some(4) => mtu::fragment_ipv4(d, limit, alloc, &mut emit),
+            Some(4) => mtu::fragment_ipv4(d, limit, cx.alloc, &mut emit),
             _ => {
                 // The ESP sequence number makes a unique fragment identification.
                 let id = ip::parse_ipv6(d)
                     .and_then(|i| d.get(i.l4_offset + 4..i.l4_offset + 8))
                     .map_or(0, |s| u32::from_be_bytes(s.try_into().expect("4")));
-                mtu::fragment_ipv6(d, limit, id, alloc, &mut emit)
+                mtu::fragment_ipv6(d, limit, id, cx.alloc, &mut emit)
             }
         };
         if r.is_err() || room_failed {
-            stats.drop_one(DropReason::NoBuffer);
+            cx.stats.drop_one(DropReason::NoBuffer);
         }
-        stats.event(Event::FragmentsMade, n);
+        cx.stats.event(Event::FragmentsMade, n);
     }
 
     /// Drop a DF packet that does not fit and tell its sender the tunnel MTU.
-    #[allow(clippy::too_many_arguments)]
-    fn refuse<A, S>(
-        &mut self,
-        in_port: usize,
-        pkt: &B,
-        src_mac: [u8; 6],
-        mtu: u16,
-        now_ms: u64,
-        alloc: &mut A,
-        tx: &mut S,
-        stats: &WorkerStats,
-    ) where
+    fn refuse<A, S>(&mut self, in_port: usize, pkt: &B, src_mac: [u8; 6], mtu: u16, cx: &mut BurstCtx<'_, A, S>)
+    where
         A: BufAlloc<Buf = B>,
         S: TxSink<B>,
     {
-        stats.drop_one(DropReason::TooBigDf);
+        cx.stats.drop_one(DropReason::TooBigDf);
         let d = pkt.data();
         if !mtu::may_answer(d) {
             return;
         }
         let Some(k) = flow_key(d) else { return };
-        if !self.icmp_limit.allow(k.src, now_ms) {
-            stats.drop_one(DropReason::IcmpRateLimited);
+        if !self.icmp_limit.allow(k.src, cx.now_ms) {
+            cx.stats.drop_one(DropReason::IcmpRateLimited);
             return;
         }
         let port = &self.ports[in_port];
-        let Some(mut out) = alloc.alloc(mtu::icmp::ICMP6_MAX) else {
-            stats.drop_one(DropReason::NoBuffer);
+        let Some(mut out) = cx.alloc.alloc(mtu::icmp::ICMP6_MAX) else {
+            cx.stats.drop_one(DropReason::NoBuffer);
             return;
         };
         let built = if k.v6 {
@@ -488,47 +449,32 @@ impl<B: PacketBuf> Pipeline<B> {
         };
         // Back to the sender on the link it came from.
         if built.is_some() && push_l2(&mut out, src_mac, port.mac) {
-            tx.send(in_port, out);
-            stats.event(Event::IcmpTooBigSent, 1);
+            cx.tx.send(in_port, out);
+            cx.stats.event(Event::IcmpTooBigSent, 1);
         }
     }
 
     /// Send a cleartext packet to its route.
-    #[allow(clippy::too_many_arguments)]
     fn forward_clear<A: BufAlloc<Buf = B>, S: TxSink<B>>(
         &mut self,
         mut pkt: B,
         dst: IpAddr,
-        routes: &RouteTable,
-        now_ms: u64,
-        alloc: &mut A,
-        tx: &mut S,
-        stats: &WorkerStats,
+        cx: &mut BurstCtx<'_, A, S>,
     ) {
-        match routes.next_hop(dst) {
+        match cx.routes.next_hop(dst) {
             Ok(nh) => {
                 if push_l2(&mut pkt, nh.mac, self.ports[nh.port].mac) {
-                    tx.send(nh.port, pkt);
+                    cx.tx.send(nh.port, pkt);
                 } else {
-                    stats.drop_one(DropReason::NoBuffer);
+                    cx.stats.drop_one(DropReason::NoBuffer);
                 }
             }
-            Err(e) => self.solicit(e, now_ms, alloc, tx, stats),
+            Err(e) => self.solicit(e, cx),
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn inbound<'s, A, S, I>(
-        &mut self,
-        in_port: usize,
-        burst: I,
-        snap: &'s Snapshot,
-        routes: &RouteTable,
-        now_ms: u64,
-        alloc: &mut A,
-        tx: &mut S,
-        stats: &WorkerStats,
-    ) where
+    fn inbound<'s, A, S, I>(&mut self, in_port: usize, burst: I, snap: &'s Snapshot, cx: &mut BurstCtx<'_, A, S>)
+    where
         A: BufAlloc<Buf = B>,
         S: TxSink<B>,
         I: IntoIterator<Item = B>,
@@ -536,40 +482,40 @@ impl<B: PacketBuf> Pipeline<B> {
         type InGroup<'s, B> = (&'s crate::policy::InboundSa, ArrayVec<B, BURST>);
         let mut groups: ArrayVec<InGroup<'s, B>, BURST> = ArrayVec::new();
         for pkt in burst {
-            let Some(mut pkt) = self.neighbor_traffic(in_port, pkt, tx, stats) else { continue };
-            if strip_l2(&mut pkt, stats).is_none() {
+            let Some(mut pkt) = self.neighbor_traffic(in_port, pkt, cx.tx, cx.stats) else { continue };
+            if strip_l2(&mut pkt, cx.stats).is_none() {
                 continue;
             }
             let d = pkt.data();
             if Reassembler::<B>::is_fragment(d) {
                 let mut evicted = 0;
-                let out = self.reasm.push(pkt, now_ms, alloc, &mut evicted);
-                stats.drop_n(DropReason::ReasmEvicted, evicted as u64);
+                let out = self.reasm.push(pkt, cx.now_ms, cx.alloc, &mut evicted);
+                cx.stats.drop_n(DropReason::ReasmEvicted, evicted as u64);
                 match out {
                     ReasmOutcome::Complete(b) => {
-                        stats.event(Event::Reassembled, 1);
+                        cx.stats.event(Event::Reassembled, 1);
                         pkt = b;
                     }
                     ReasmOutcome::Held => continue,
                     ReasmOutcome::Dropped { reason, fragments } => {
-                        stats.drop_n(DropReason::from_reasm(reason), fragments as u64);
+                        cx.stats.drop_n(DropReason::from_reasm(reason), fragments as u64);
                         continue;
                     }
                 }
             }
             let d = pkt.data();
             let Some(k) = flow_key(d) else {
-                stats.drop_one(DropReason::BadIp);
+                cx.stats.drop_one(DropReason::BadIp);
                 continue;
             };
             if k.proto == proto::ESP {
                 let l4 = l4_offset(d).unwrap_or(d.len());
                 let Some(spi) = d.get(l4..l4 + 4).map(|s| u32::from_be_bytes(s.try_into().expect("4"))) else {
-                    stats.drop_one(DropReason::EspTruncated);
+                    cx.stats.drop_one(DropReason::EspTruncated);
                     continue;
                 };
                 let Some(isa) = snap.inbound_sa(spi, addr_of(k.v6, k.dst)) else {
-                    stats.drop_one(DropReason::NoSa);
+                    cx.stats.drop_one(DropReason::NoSa);
                     continue;
                 };
                 let gi = match groups.iter().position(|(g, _)| Arc::ptr_eq(&g.entry, &isa.entry)) {
@@ -585,23 +531,23 @@ impl<B: PacketBuf> Pipeline<B> {
             if let Some(report) = mtu::parse_too_big(d) {
                 // About one of our ESP packets? Then it tunes that SA's path MTU.
                 let res = snap.outbound_sa(report.spi).and_then(|sa| {
-                    let nh = routes.next_hop(report.quoted_dst).ok()?;
-                    Some(mtu::apply_too_big(&sa.sa, &report, self.ports[nh.port].mtu, now_ms, self.pmtu_ageing_ms))
+                    let nh = cx.routes.next_hop(report.quoted_dst).ok()?;
+                    Some(mtu::apply_too_big(&sa.sa, &report, self.ports[nh.port].mtu, cx.now_ms, self.pmtu_ageing_ms))
                 });
                 match res {
-                    Some(PmtuUpdate::Lowered(_)) => stats.event(Event::PmtuLowered, 1),
-                    _ => stats.drop_one(DropReason::PmtuReportIgnored),
+                    Some(PmtuUpdate::Lowered(_)) => cx.stats.event(Event::PmtuLowered, 1),
+                    _ => cx.stats.drop_one(DropReason::PmtuReportIgnored),
                 }
                 continue;
             }
             match snap.defaults.inbound_clear {
                 Action::Pass => {
-                    if decrement_ttl(&mut pkt, stats) {
-                        self.forward_clear(pkt, addr_of(k.v6, k.dst), routes, now_ms, alloc, tx, stats);
-                        stats.event(Event::Passed, 1);
+                    if decrement_ttl(&mut pkt, cx.stats) {
+                        self.forward_clear(pkt, addr_of(k.v6, k.dst), cx);
+                        cx.stats.event(Event::Passed, 1);
                     }
                 }
-                _ => stats.drop_one(DropReason::ClearOnProtected),
+                _ => cx.stats.drop_one(DropReason::ClearOnProtected),
             }
         }
         for (isa, mut pkts) in groups {
@@ -611,20 +557,20 @@ impl<B: PacketBuf> Pipeline<B> {
             isa.entry.sa.decap_burst(&mut pkts, &mut results[..n]);
             for (mut pkt, r) in pkts.into_iter().zip(results) {
                 if let Err(e) = r {
-                    stats.drop_one(DropReason::from_esp(e));
+                    cx.stats.drop_one(DropReason::from_esp(e));
                     continue;
                 }
                 let Some(k) = flow_key(pkt.data()) else {
-                    stats.drop_one(DropReason::EspBadInner);
+                    cx.stats.drop_one(DropReason::EspBadInner);
                     continue;
                 };
                 if !isa.allows(&k) {
-                    stats.drop_one(DropReason::InboundPolicy);
+                    cx.stats.drop_one(DropReason::InboundPolicy);
                     continue;
                 }
-                stats.event(Event::Decrypted, 1);
-                if decrement_ttl(&mut pkt, stats) {
-                    self.forward_clear(pkt, addr_of(k.v6, k.dst), routes, now_ms, alloc, tx, stats);
+                cx.stats.event(Event::Decrypted, 1);
+                if decrement_ttl(&mut pkt, cx.stats) {
+                    self.forward_clear(pkt, addr_of(k.v6, k.dst), cx);
                 }
             }
         }

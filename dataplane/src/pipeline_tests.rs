@@ -40,7 +40,9 @@ impl Gw {
         let mut sink = Sink::default();
         for chunk in frames.chunks(BURST) {
             let burst: Vec<VecBuf> = chunk.to_vec();
-            self.pipe.process(port, burst, &snap, &self.routes, now, &mut VecAlloc, &mut sink, &self.stats);
+            let mut cx =
+                BurstCtx { routes: &self.routes, now_ms: now, alloc: &mut VecAlloc, tx: &mut sink, stats: &self.stats };
+            self.pipe.process(port, burst, &snap, &mut cx);
         }
         sink.0
     }

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use crate::dpdk::{DpdkError, Mbuf, MbufBatch, Mempool, PoolAlloc, Port, ThreadRegistration};
 use crate::mtu::ReasmConfig;
-use crate::pipeline::{LearnQueue, Pipeline, PortInfo, TxSink};
+use crate::pipeline::{BurstCtx, LearnQueue, Pipeline, PortInfo, TxSink};
 use crate::policy::PolicyReader;
 use crate::route::RouteTable;
 use crate::stats::{DropReason, WorkerStats};
@@ -206,7 +206,10 @@ fn poll_loop(plan: &WorkerPlan, sh: &Shared, stats: &WorkerStats) {
                         tx.send(out, m);
                     }
                 }
-                None => pipeline.process(q.port, burst, &snap, &routes, now_ms, &mut alloc, &mut tx, stats),
+                None => {
+                    let mut cx = BurstCtx { routes: &routes, now_ms, alloc: &mut alloc, tx: &mut tx, stats };
+                    pipeline.process(q.port, burst, &snap, &mut cx)
+                }
             }
         }
         tx.flush_all();

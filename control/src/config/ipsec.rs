@@ -382,12 +382,8 @@ pub(super) fn validate(
             Some(t) if (1..=255).contains(t.get_ref()) => *t.get_ref() as u8,
             Some(t) => return Err(loc.at(t, f("ttl"), format!("{} is outside 1..255", t.get_ref()))),
         };
-        if direction == Direction::Outbound && s.eroute.is_some() {
-            return Err(loc.at(
-                s.eroute.as_ref().expect("set"),
-                f("eroute"),
-                "only inbound SAs name an eroute (outbound SAs are named by eroutes)",
-            ));
+        if let (Direction::Outbound, Some(er)) = (direction, &s.eroute) {
+            return Err(loc.at(er, f("eroute"), "only inbound SAs name an eroute (outbound SAs are named by eroutes)"));
         }
         let mut cfg = SaConfig::new(spi, algorithm, &enc_key, &auth_key, mode);
         cfg.backend = backend;

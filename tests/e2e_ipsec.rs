@@ -304,24 +304,12 @@ fn two_gateways_back_to_back_over_memif_with_two_workers() {
     let b_path = s.path("b.toml");
     std::fs::write(&a_path, a_cfg).unwrap();
     std::fs::write(&b_path, b_cfg).unwrap();
-    let spawn = |cfg: &Path, report: &str| {
-        Command::new(espgw_bin())
-            .arg("--config")
-            .arg(cfg)
-            .args(["--wait-link", "10000", "--stop-when-idle", "2000", "--report-json"])
-            .arg(s.path(report))
-            .current_dir(s.dir.path())
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap()
-    };
-    let a = spawn(&a_path, "a.json");
+    let args = ["--wait-link", "10000", "--stop-when-idle", "2000"];
+    let (a, a_report) = spawn_espgw_named(&s, &a_path, "a.json", &args);
     std::thread::sleep(Duration::from_millis(200));
-    let b = spawn(&b_path, "b.json");
-    let ra = finish(a.wait_with_output().unwrap(), &s.path("a.json"));
-    let rb = finish(b.wait_with_output().unwrap(), &s.path("b.json"));
+    let (b, b_report) = spawn_espgw_named(&s, &b_path, "b.json", &args);
+    let ra = finish(a.wait_with_output().unwrap(), &a_report);
+    let rb = finish(b.wait_with_output().unwrap(), &b_report);
     ra.assert_ok();
     rb.assert_ok();
     assert_eq!(ra.report()["workers"].as_array().unwrap().len(), 2);
@@ -414,17 +402,7 @@ via = "{b}"
         b = B_IP,
     );
     let cfg = s.config(&cfg);
-    let gw = Command::new(espgw_bin())
-        .arg("--config")
-        .arg(&cfg)
-        .args(["--duration", "60", "--report-json"])
-        .arg(s.path("report.json"))
-        .current_dir(s.dir.path())
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let (gw, report) = spawn_espgw(&s, &cfg, &["--duration", "60"]);
     std::thread::sleep(Duration::from_millis(500));
     let gen = Command::new("timeout")
         .args(["-s", "INT", "4", "dpdk-testpmd", "--no-pci", "--no-huge", "-m", "512", "-l", "0,1"])
@@ -447,9 +425,7 @@ via = "{b}"
     let gen_out = String::from_utf8_lossy(&gen.stdout);
     // The generator is done: stop the gateway the way an operator would.
     std::thread::sleep(Duration::from_millis(300));
-    let rc = Command::new("kill").arg("-TERM").arg(gw.id().to_string()).status().unwrap();
-    assert!(rc.success());
-    let run = finish(gw.wait_with_output().unwrap(), &s.path("report.json"));
+    let run = stop_espgw(gw, &report);
     assert_eq!(run.report()["stop_cause"], "signal");
     run.assert_ok();
     let r = run.report();
@@ -507,17 +483,7 @@ fn linux_host_on_a_veth_talks_through_af_packet() {
     cfg = cfg.replace("peer_mac = \"02:00:00:00:00:99\"\n", ""); // learn the host instead
     cfg = cfg.replace("mtu = 9000", "mtu = 1500");
     let cfg_path = s.config(&cfg);
-    let gw = Command::new(espgw_bin())
-        .arg("--config")
-        .arg(&cfg_path)
-        .args(["--wait-link", "5000", "--duration", "60", "--report-json"])
-        .arg(s.path("report.json"))
-        .current_dir(s.dir.path())
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let (gw, report) = spawn_espgw(&s, &cfg_path, &["--wait-link", "5000", "--duration", "60"]);
     std::thread::sleep(Duration::from_millis(1500));
     // The host sends 20 datagrams of growing size to 10.0.2.7.
     let sent = Command::new("ip")
@@ -532,8 +498,7 @@ fn linux_host_on_a_veth_talks_through_af_packet() {
         .unwrap();
     assert!(sent.success());
     std::thread::sleep(Duration::from_millis(500));
-    assert!(Command::new("kill").arg("-TERM").arg(gw.id().to_string()).status().unwrap().success());
-    let run = finish(gw.wait_with_output().unwrap(), &s.path("report.json"));
+    let run = stop_espgw(gw, &report);
     run.assert_ok();
     let ev = &run.report()["events"];
     assert!(ev["neighbor_replies"].as_u64().unwrap() >= 1, "espgw answered the host's ARP\n{}", run.stdout);

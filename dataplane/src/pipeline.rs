@@ -281,26 +281,31 @@ impl<B: PacketBuf> Pipeline<B> {
         let sa = &g.sa.sa;
         // The egress port is decided by the OUTER destination: its MTU counts.
         let mut to_encrypt: ArrayVec<B, BURST> = ArrayVec::new();
-        let mut hops: ArrayVec<crate::route::NextHop, BURST> = ArrayVec::new();
+        let mut hops: ArrayVec<(crate::route::NextHop, u16), BURST> = ArrayVec::new();
+        // In tunnel mode every packet of the group has the same outer
+        // destination: route it and find its limit once per group.
+        let group_hop = match sa.mode() {
+            Mode::Tunnel { remote, .. } => Some(self.hop_and_limit(sa, remote, cx)),
+            Mode::Transport => None,
+        };
         for (mut pkt, src_mac) in g.pkts {
-            let outer_dst = match sa.mode() {
-                Mode::Tunnel { remote, .. } => remote,
-                Mode::Transport => match flow_key(pkt.data()) {
-                    Some(k) => addr_of(k.v6, k.dst),
+            let hop = match group_hop {
+                Some(h) => h,
+                None => match flow_key(pkt.data()) {
+                    Some(k) => self.hop_and_limit(sa, addr_of(k.v6, k.dst), cx),
                     None => {
                         cx.stats.drop_one(DropReason::BadIp);
                         continue;
                     }
                 },
             };
-            let nh = match cx.routes.next_hop(outer_dst) {
-                Ok(nh) => nh,
+            let (nh, limit) = match hop {
+                Ok(h) => h,
                 Err(e) => {
                     self.solicit(e, cx);
                     continue;
                 }
             };
-            let limit = mtu::egress_limit(sa, self.ports[nh.port].mtu, cx.now_ms);
             if g.options.mss_clamp {
                 let inner_mtu = mtu::tunnel_mtu(sa, limit, pkt.data());
                 let v6 = ip::version(pkt.data()) == Some(6);
@@ -332,7 +337,7 @@ impl<B: PacketBuf> Pipeline<B> {
                 }
             }
             to_encrypt.push(pkt);
-            hops.push(nh);
+            hops.push((nh, limit));
         }
         if to_encrypt.is_empty() {
             return;
@@ -340,12 +345,24 @@ impl<B: PacketBuf> Pipeline<B> {
         let mut results = [Ok(()); BURST];
         let n = to_encrypt.len();
         sa.encap_burst(&mut to_encrypt, &mut results[..n]);
-        for ((pkt, nh), r) in to_encrypt.into_iter().zip(hops).zip(results) {
+        for ((pkt, (nh, limit)), r) in to_encrypt.into_iter().zip(hops).zip(results) {
             match r {
-                Ok(()) => self.send_encrypted(pkt, sa, nh, cx),
+                Ok(()) => self.send_encrypted(pkt, nh, limit, cx),
                 Err(e) => cx.stats.drop_one(DropReason::from_esp(e)),
             }
         }
+    }
+
+    /// Egress port, next-hop MAC and the limit an outer packet to `outer_dst`
+    /// must fit: the port the OUTER route picks decides the MTU.
+    fn hop_and_limit<A, S>(
+        &self,
+        sa: &crate::esp::Sa,
+        outer_dst: IpAddr,
+        cx: &BurstCtx<'_, A, S>,
+    ) -> Result<(crate::route::NextHop, u16), NextHopError> {
+        let nh = cx.routes.next_hop(outer_dst)?;
+        Ok((nh, mtu::egress_limit(sa, self.ports[nh.port].mtu, cx.now_ms)))
     }
 
     /// Encrypt a single packet (inner fragments) and send it.
@@ -372,18 +389,13 @@ impl<B: PacketBuf> Pipeline<B> {
 
     /// An encrypted packet: fragment it after encryption when it exceeds the
     /// egress limit, add L2, send.
-    fn send_encrypted<A, S>(
-        &mut self,
-        mut pkt: B,
-        sa: &crate::esp::Sa,
-        nh: crate::route::NextHop,
-        cx: &mut BurstCtx<'_, A, S>,
-    ) where
+    fn send_encrypted<A, S>(&mut self, mut pkt: B, nh: crate::route::NextHop, limit: u16, cx: &mut BurstCtx<'_, A, S>)
+    where
         A: BufAlloc<Buf = B>,
         S: TxSink<B>,
     {
         cx.stats.event(Event::Encrypted, 1);
-        let limit = usize::from(mtu::egress_limit(sa, self.ports[nh.port].mtu, cx.now_ms));
+        let limit = usize::from(limit);
         let (src_mac, dst_mac) = (self.ports[nh.port].mac, nh.mac);
         if pkt.len() <= limit {
             if push_l2(&mut pkt, dst_mac, src_mac) {

@@ -119,9 +119,15 @@ pub fn run_espgw(scratch: &Scratch, config: &Path, args: &[&str]) -> Run {
     finish(output, &report)
 }
 
-/// Start espgw in the background (for signal tests).
+/// Start espgw in the background (signal tests, multi-process tests); the
+/// report goes to `report.json` in the scratch directory.
 pub fn spawn_espgw(scratch: &Scratch, config: &Path, args: &[&str]) -> (Child, PathBuf) {
-    let report = scratch.path("report.json");
+    spawn_espgw_named(scratch, config, "report.json", args)
+}
+
+/// Like [`spawn_espgw`], with its own report file (several gateways in one test).
+pub fn spawn_espgw_named(scratch: &Scratch, config: &Path, report: &str, args: &[&str]) -> (Child, PathBuf) {
+    let report = scratch.path(report);
     let child = Command::new(espgw_bin())
         .arg("--config")
         .arg(config)
@@ -135,6 +141,13 @@ pub fn spawn_espgw(scratch: &Scratch, config: &Path, args: &[&str]) -> (Child, P
         .spawn()
         .expect("spawning espgw");
     (child, report)
+}
+
+/// Stop a running espgw as an operator would (SIGTERM) and collect its run.
+pub fn stop_espgw(child: Child, report: &Path) -> Run {
+    let rc = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().expect("kill");
+    assert!(rc.success(), "could not signal espgw");
+    finish(child.wait_with_output().expect("espgw output"), report)
 }
 
 pub fn finish(output: Output, report: &Path) -> Run {

@@ -557,14 +557,7 @@ impl Sa {
         let head = outer_len + ESP_HDR_LEN + a.iv_len();
         let tail = pad + 2 + a.icv_len();
         let total = head + inner_len + tail;
-        if total > usize::from(u16::MAX) + if local.is_ipv4() { 0 } else { IPV6_HDR_LEN } {
-            return Err(EspError::TooBig);
-        }
-        if pkt.headroom() < head || pkt.tailroom() < tail {
-            return Err(EspError::NoRoom);
-        }
-        pkt.prepend(head).map_err(|_| EspError::NoRoom)?;
-        pkt.append(tail).map_err(|_| EspError::NoRoom)?;
+        grow(pkt, head, tail, total, local.is_ipv4())?;
         let buf = pkt.data_mut();
         // ESP header, IV, trailer.
         let esp = &mut buf[outer_len..];
@@ -634,14 +627,7 @@ impl Sa {
         let head = ESP_HDR_LEN + a.iv_len();
         let tail = pad + 2 + a.icv_len();
         let total = total_len + head + tail;
-        if total > usize::from(u16::MAX) + if v4 { 0 } else { IPV6_HDR_LEN } {
-            return Err(EspError::TooBig);
-        }
-        if pkt.headroom() < head || pkt.tailroom() < tail {
-            return Err(EspError::NoRoom);
-        }
-        pkt.prepend(head).map_err(|_| EspError::NoRoom)?;
-        pkt.append(tail).map_err(|_| EspError::NoRoom)?;
+        grow(pkt, head, tail, total, v4)?;
         let buf = pkt.data_mut();
         // Move the IP header (and IPv6 extension headers) to the new front.
         buf.copy_within(head..head + hdr_len, 0);
@@ -851,6 +837,20 @@ fn replay_err(e: ReplayError) -> EspError {
         ReplayError::TooOld => EspError::ReplayTooOld,
         ReplayError::Duplicate => EspError::ReplayDuplicate,
     }
+}
+
+/// Make room for ESP: `head` bytes in front, `tail` behind, for a packet of
+/// `total` bytes once encapsulated (which its IP length field must hold).
+#[inline]
+fn grow<B: PacketBuf>(pkt: &mut B, head: usize, tail: usize, total: usize, v4: bool) -> Result<(), EspError> {
+    if total > usize::from(u16::MAX) + if v4 { 0 } else { IPV6_HDR_LEN } {
+        return Err(EspError::TooBig);
+    }
+    if pkt.headroom() < head || pkt.tailroom() < tail {
+        return Err(EspError::NoRoom);
+    }
+    pkt.prepend(head).map_err(|_| EspError::NoRoom)?;
+    pkt.append(tail).map_err(|_| EspError::NoRoom)
 }
 
 /// Padding so that payload + pad + 2 is a multiple of `align`.

@@ -19,7 +19,10 @@ use dataplane::worker::{self, RxQueue, Shared, WorkerPlan};
 use serde::Serialize;
 use thiserror::Error;
 
+use crate::api::{self, ControlState};
 use crate::config::{Config, ConfigError, Role};
+use crate::live::{Live, PortMeta, WorkerMeta};
+use crate::store::PolicyStore;
 
 /// Why the gateway could not run.
 #[derive(Debug, Error)]
@@ -36,6 +39,8 @@ pub enum GatewayError {
     Signal(std::io::Error),
     #[error("policy: {0}")]
     Policy(#[from] PolicyError),
+    #[error("control API: {0}")]
+    Control(std::io::Error),
 }
 
 /// Load the config's SAs and eroutes into a policy database (published once).
@@ -169,7 +174,12 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, GatewayError> {
         signal_hook::flag::register(sig, stop.clone()).map_err(GatewayError::Signal)?;
     }
 
-    let db = build_policy(cfg)?;
+    let store = PolicyStore::from_config(cfg)?;
+    // Bind the API before DPDK starts: a taken address fails fast.
+    let control_server = match &cfg.control {
+        Some(c) => Some(api::bind(c.listen).map_err(GatewayError::Control)?),
+        None => None,
+    };
     let eal = Eal::init(&eal_args(cfg, &opts.extra_eal_args))?;
     let nworkers = cfg.worker_cores.len();
     let pool = Arc::new(Mempool::new(
@@ -267,7 +277,7 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, GatewayError> {
     let shared = Shared {
         ports: ports.clone(),
         port_info,
-        policy: db.reader(),
+        policy: store.db().reader(),
         routes: routes.clone(),
         learned: learned.clone(),
         pool: pool.clone(),
@@ -287,6 +297,41 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, GatewayError> {
         handles.push(worker::spawn(plan, shared.clone())?);
     }
     drop(shared);
+
+    // The control thread: API and /metrics over lock-free counters.
+    let live = Live::new(
+        ports.clone(),
+        cfg.ports
+            .iter()
+            .zip(&mtus)
+            .map(|(pc, &mtu)| PortMeta { name: pc.name.clone(), role: pc.role.as_str(), mtu })
+            .collect(),
+        handles
+            .iter()
+            .zip(&cfg.worker_cores)
+            .enumerate()
+            .map(|(index, (h, &core))| WorkerMeta { index, core, stats: h.stats.clone() })
+            .collect(),
+        vec![("mbufs", pool.clone()), ("jumbo", jumbo.clone())],
+        routes.clone(),
+    );
+    let control = Arc::new(ControlState {
+        store: std::sync::Mutex::new(store),
+        live: Some(live),
+        token: cfg.control.as_ref().and_then(|c| c.token.clone()),
+    });
+    let control_server = match control_server {
+        Some(server) => {
+            let s = api::serve(server, control.clone()).map_err(GatewayError::Control)?;
+            println!(
+                "espgw: control API on http://{}/api/v1 (metrics on /metrics{})",
+                s.addr,
+                if control.token.is_some() { ", bearer token required" } else { "" }
+            );
+            Some(s)
+        }
+        None => None,
+    };
 
     // Wait for a signal, the run time, or idleness. The main thread sleeps.
     let start = Instant::now();
@@ -322,6 +367,12 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, GatewayError> {
     };
     let elapsed = start.elapsed();
     running.store(false, Ordering::SeqCst);
+    if let Some(s) = control_server {
+        s.stop();
+    }
+    let control = Arc::try_unwrap(control).unwrap_or_else(|_| unreachable!("control thread joined, no other owner"));
+    let store = control.store.into_inner().unwrap_or_else(|p| p.into_inner());
+    drop(control.live);
 
     let mut finished: Vec<(WorkerPlan, Arc<WorkerStats>)> = Vec::with_capacity(handles.len());
     let mut first_err = None;
@@ -336,18 +387,16 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, GatewayError> {
 
     let mut ports = Arc::try_unwrap(ports).unwrap_or_else(|_| unreachable!("workers joined, no other owner"));
     let mut report = build_report(cfg, &ports, &mtus, &finished, &pool, stop_cause, elapsed);
-    report.sas = db
+    report.sas = store
         .sas()
-        .map(|e| {
-            let u = e.sa.usage();
-            SaReport {
-                name: cfg.sas.iter().find(|s| s.id == e.id).map_or_else(|| e.id.to_string(), |s| s.name.clone()),
-                direction: if e.direction == Direction::Inbound { "in" } else { "out" },
-                spi: e.sa.spi(),
-                packets: u.packets,
-                bytes: u.bytes,
-                path_mtu: e.sa.path_mtu(dataplane::clock::now_ms()),
-            }
+        .into_iter()
+        .map(|s| SaReport {
+            name: s.sa.name,
+            direction: s.sa.direction,
+            spi: s.sa.spi,
+            packets: s.state.packets,
+            bytes: s.state.bytes,
+            path_mtu: s.state.path_mtu,
         })
         .collect();
     // Drain what still waits in RX queues (not processed, reported apart),
@@ -359,7 +408,7 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, GatewayError> {
     report.mbufs_in_use = pool.in_use() + jumbo.in_use();
     report.mbufs_total = pool.size() + jumbo.size();
     drop(ports);
-    drop(db);
+    drop(store);
     drop(pool);
     drop(jumbo);
     drop(eal);

@@ -1,5 +1,10 @@
-//! espgw's control side: configuration, process bring-up and shutdown, and
-//! (in later modules) the HTTP API and metrics.
+//! espgw's control side: configuration, process bring-up and shutdown, the
+//! policy store, the HTTP API and Prometheus metrics.
+pub mod api;
 pub mod config;
 pub mod gateway;
+pub mod live;
+pub mod metrics;
+pub mod openapi;
+pub mod store;
 pub mod traffic;

@@ -247,15 +247,99 @@ pub(super) fn validate(
     let mut sas = Vec::new();
     let mut sa_ids: HashMap<String, (u32, Direction)> = HashMap::new();
     let mut spis: HashMap<(Direction, u32, Option<IpAddr>), usize> = HashMap::new();
-    for (i, s) in raw_sas.iter().enumerate() {
-        let s = s.get_ref();
-        let f = |k: &str| format!("sa[{i}].{k}");
+    for (i, raw) in raw_sas.iter().enumerate() {
+        let s = raw.get_ref();
+        let (mut spec, er) = sa_spec(loc, &format!("sa[{i}]"), s)?;
+        if sa_ids.contains_key(&spec.name) {
+            return Err(loc.at(&s.name, format!("sa[{i}].name"), format!("SA name {:?} is used twice", spec.name)));
+        }
+        let spi = spec.cfg.spi;
+        if let Some(prev) = spis.insert((spec.direction, spi, spec.bind), i) {
+            return Err(loc.at(
+                &s.spi,
+                format!("sa[{i}].spi"),
+                format!("SPI 0x{spi:08x} is already used by sa[{prev}] in the same direction"),
+            ));
+        }
+        spec.id = i as u32 + 1;
+        sa_ids.insert(spec.name.clone(), (spec.id, spec.direction));
+        sas.push((spec, er));
+    }
+
+    // Eroutes.
+    let mut eroutes = Vec::new();
+    let mut eroute_names: HashMap<String, usize> = HashMap::new();
+    for (i, raw) in raw_eroutes.iter().enumerate() {
+        let e = raw.get_ref();
+        let find_sa = |n: &str| sa_ids.get(n).copied();
+        let spec = eroute_spec(loc, &format!("eroute[{i}]"), e, i as u32 + 1, &find_sa)?;
+        if let Some(prev) = eroute_names.insert(spec.name.clone(), i) {
+            return Err(loc.at(
+                &e.name,
+                format!("eroute[{i}].name"),
+                format!("eroute name {:?} is already used by eroute[{prev}]", spec.name),
+            ));
+        }
+        eroutes.push(spec);
+    }
+
+    // Inbound SAs name their eroute.
+    let mut out_sas = Vec::new();
+    for (i, (mut spec, er)) in sas.into_iter().enumerate() {
+        if let Some(er) = er {
+            if !eroute_names.contains_key(er.get_ref()) {
+                return Err(loc.at(&er, format!("sa[{i}].eroute"), format!("no eroute named {:?}", er.get_ref())));
+            }
+            spec.eroute = Some(er.get_ref().clone());
+        }
+        out_sas.push(spec);
+    }
+
+    // Routes and neighbours.
+    let mut routes = Vec::new();
+    for (i, r) in raw_routes.iter().enumerate() {
+        let r = r.get_ref();
+        let f = |k: &str| format!("route[{i}].{k}");
+        let prefix: Prefix = r.prefix.get_ref().parse().map_err(|e| loc.at(&r.prefix, f("prefix"), e))?;
+        let port = port_names
+            .iter()
+            .position(|p| p == r.port.get_ref())
+            .ok_or_else(|| loc.at(&r.port, f("port"), format!("no port named {:?}", r.port.get_ref())))?;
+        let via = match &r.via {
+            None => None,
+            Some(v) => {
+                let ip: IpAddr = v
+                    .get_ref()
+                    .parse()
+                    .map_err(|_| loc.at(v, f("via"), format!("{:?} is not an IP address", v.get_ref())))?;
+                if ip.is_ipv6() != prefix.is_v6() {
+                    return Err(loc.at(v, f("via"), "next hop and prefix are of different families"));
+                }
+                Some(ip)
+            }
+        };
+        routes.push(Route { prefix, port, via });
+    }
+    let mut neighbors = Vec::new();
+    for (i, n) in raw_neighbors.iter().enumerate() {
+        let n = n.get_ref();
+        let ip: IpAddr = n.ip.get_ref().parse().map_err(|_| {
+            loc.at(&n.ip, format!("neighbor[{i}].ip"), format!("{:?} is not an IP address", n.ip.get_ref()))
+        })?;
+        let mac = parse_mac(n.mac.get_ref()).map_err(|r| loc.at(&n.mac, format!("neighbor[{i}].mac"), r))?;
+        neighbors.push((ip, mac));
+    }
+    Ok(Validated { sas: out_sas, eroutes, routes, neighbors, policy: PolicyConfig { defaults, pmtu_ageing_ms } })
+}
+
+/// Validate one `[[sa]]` table; `what` names it in errors (`sa[3]`, or `sa`
+/// for API input). Uniqueness of name and SPI is the caller's, which sees all
+/// SAs. The id is left 0 for the caller to assign.
+fn sa_spec(loc: &Locator<'_>, what: &str, s: &RawSa) -> Result<(SaSpec, Option<Spanned<String>>), ConfigError> {
+    let f = |k: &str| format!("{what}.{k}");
         let name = s.name.get_ref().clone();
         if name.is_empty() {
             return Err(loc.at(&s.name, f("name"), "empty name"));
-        }
-        if sa_ids.contains_key(&name) {
-            return Err(loc.at(&s.name, f("name"), format!("SA name {name:?} is used twice")));
         }
         let direction = match s.direction.get_ref().as_str() {
             "in" => Direction::Inbound,
@@ -353,13 +437,6 @@ pub(super) fn validate(
             }
         };
         let bind = if direction == Direction::Inbound { local } else { None };
-        if let Some(prev) = spis.insert((direction, spi, bind), i) {
-            return Err(loc.at(
-                &s.spi,
-                f("spi"),
-                format!("SPI 0x{spi:08x} is already used by sa[{prev}] in the same direction"),
-            ));
-        }
         let replay_window = match &s.replay_window {
             None => dataplane::esp::replay::DEFAULT_WINDOW,
             Some(w) if (64..=4096).contains(w.get_ref()) => *w.get_ref() as u32,
@@ -397,21 +474,23 @@ pub(super) fn validate(
             soft_packets: s.soft_packets,
             hard_packets: s.hard_packets,
         };
-        let id = i as u32 + 1;
-        sa_ids.insert(name.clone(), (id, direction));
-        sas.push((SaSpec { name, id, direction, bind, eroute: None, cfg }, s.eroute.clone()));
-    }
+    Ok((SaSpec { name, id: 0, direction, bind, eroute: None, cfg }, s.eroute.clone()))
+}
 
-    // Eroutes.
-    let mut eroutes = Vec::new();
-    let mut eroute_names: HashMap<String, usize> = HashMap::new();
-    for (i, e) in raw_eroutes.iter().enumerate() {
-        let e = e.get_ref();
-        let f = |k: &str| format!("eroute[{i}].{k}");
-        let name = e.name.get_ref().clone();
-        if let Some(prev) = eroute_names.insert(name.clone(), i) {
-            return Err(loc.at(&e.name, f("name"), format!("eroute name {name:?} is already used by eroute[{prev}]")));
-        }
+/// Validate one `[[eroute]]` table; `what` names it in errors. `find_sa`
+/// resolves an SA name to its id and direction.
+fn eroute_spec(
+    loc: &Locator<'_>,
+    what: &str,
+    e: &RawEroute,
+    id: u32,
+    find_sa: &dyn Fn(&str) -> Option<(u32, Direction)>,
+) -> Result<ErouteSpec, ConfigError> {
+    let f = |k: &str| format!("{what}.{k}");
+    let name = e.name.get_ref().clone();
+    if name.is_empty() {
+        return Err(loc.at(&e.name, f("name"), "empty name"));
+    }
         let src: Prefix = e.src.get_ref().parse().map_err(|r| loc.at(&e.src, f("src"), r))?;
         let dst: Prefix = e.dst.get_ref().parse().map_err(|r| loc.at(&e.dst, f("dst"), r))?;
         let proto = match &e.proto {
@@ -440,7 +519,7 @@ pub(super) fn validate(
                 let Some(sa) = &e.sa else {
                     return Err(loc.at(&e.action, f("sa"), "protect needs an sa"));
                 };
-                match sa_ids.get(sa.get_ref()) {
+                match find_sa(sa.get_ref()) {
                     None => return Err(loc.at(sa, f("sa"), format!("no SA named {:?}", sa.get_ref()))),
                     Some((_, Direction::Inbound)) => {
                         return Err(loc.at(
@@ -450,7 +529,7 @@ pub(super) fn validate(
                         ))
                     }
                     Some((id, Direction::Outbound)) => Action::Protect {
-                        sa: *id,
+                        sa: id,
                         options: ProtectOptions {
                             fragment_before_encryption: e.fragment_before_encryption,
                             mss_clamp: e.mss_clamp,
@@ -476,54 +555,53 @@ pub(super) fn validate(
                 ))
             }
         };
-        eroutes.push(ErouteSpec { name, eroute: Eroute { id: i as u32 + 1, selector, priority, action } });
-    }
+    Ok(ErouteSpec { name, eroute: Eroute { id, selector, priority, action } })
+}
 
-    // Inbound SAs name their eroute.
-    let mut out_sas = Vec::new();
-    for (i, (mut spec, er)) in sas.into_iter().enumerate() {
-        if let Some(er) = er {
-            if !eroute_names.contains_key(er.get_ref()) {
-                return Err(loc.at(&er, format!("sa[{i}].eroute"), format!("no eroute named {:?}", er.get_ref())));
-            }
-            spec.eroute = Some(er.get_ref().clone());
-        }
-        out_sas.push(spec);
-    }
+/// Where API input comes from, in its error messages.
+const API_ORIGIN: &str = "request";
 
-    // Routes and neighbours.
-    let mut routes = Vec::new();
-    for (i, r) in raw_routes.iter().enumerate() {
-        let r = r.get_ref();
-        let f = |k: &str| format!("route[{i}].{k}");
-        let prefix: Prefix = r.prefix.get_ref().parse().map_err(|e| loc.at(&r.prefix, f("prefix"), e))?;
-        let port = port_names
-            .iter()
-            .position(|p| p == r.port.get_ref())
-            .ok_or_else(|| loc.at(&r.port, f("port"), format!("no port named {:?}", r.port.get_ref())))?;
-        let via = match &r.via {
-            None => None,
-            Some(v) => {
-                let ip: IpAddr = v
-                    .get_ref()
-                    .parse()
-                    .map_err(|_| loc.at(v, f("via"), format!("{:?} is not an IP address", v.get_ref())))?;
-                if ip.is_ipv6() != prefix.is_v6() {
-                    return Err(loc.at(v, f("via"), "next hop and prefix are of different families"));
-                }
-                Some(ip)
-            }
-        };
-        routes.push(Route { prefix, port, via });
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OneSa {
+    sa: RawSa,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OneEroute {
+    eroute: RawEroute,
+}
+
+fn api_locator_err(src: &str, e: toml::de::Error) -> ConfigError {
+    let _ = src;
+    ConfigError {
+        file: API_ORIGIN.into(),
+        line: None,
+        field: String::new(),
+        reason: e.message().trim().replace('\n', "; "),
     }
-    let mut neighbors = Vec::new();
-    for (i, n) in raw_neighbors.iter().enumerate() {
-        let n = n.get_ref();
-        let ip: IpAddr = n.ip.get_ref().parse().map_err(|_| {
-            loc.at(&n.ip, format!("neighbor[{i}].ip"), format!("{:?} is not an IP address", n.ip.get_ref()))
-        })?;
-        let mac = parse_mac(n.mac.get_ref()).map_err(|r| loc.at(&n.mac, format!("neighbor[{i}].mac"), r))?;
-        neighbors.push((ip, mac));
-    }
-    Ok(Validated { sas: out_sas, eroutes, routes, neighbors, policy: PolicyConfig { defaults, pmtu_ageing_ms } })
+}
+
+/// One SA given alone (API input), as the TOML text of a table `[sa]` with the
+/// same fields as a config `[[sa]]`: the very same checks apply. Errors name
+/// the field as `sa.<field>`. The id is left 0; the eroute name (inbound) is
+/// in `eroute` and unchecked.
+pub fn parse_one_sa(src: &str) -> Result<SaSpec, ConfigError> {
+    let one: OneSa = toml::from_str(src).map_err(|e| api_locator_err(src, e))?;
+    let loc = Locator { file: std::path::Path::new(API_ORIGIN), src };
+    let (mut spec, er) = sa_spec(&loc, "sa", &one.sa)?;
+    spec.eroute = er.map(|e| e.into_inner());
+    Ok(spec)
+}
+
+/// One eroute given alone (API input), as the TOML text of a table `[eroute]`.
+pub fn parse_one_eroute(
+    src: &str,
+    id: u32,
+    find_sa: &dyn Fn(&str) -> Option<(u32, Direction)>,
+) -> Result<ErouteSpec, ConfigError> {
+    let one: OneEroute = toml::from_str(src).map_err(|e| api_locator_err(src, e))?;
+    let loc = Locator { file: std::path::Path::new(API_ORIGIN), src };
+    eroute_spec(&loc, "eroute", &one.eroute, id, find_sa)
 }

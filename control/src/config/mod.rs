@@ -11,7 +11,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 mod ipsec;
-pub use ipsec::{ErouteSpec, PolicyConfig, SaSpec};
+pub use ipsec::{parse_mac, parse_one_eroute, parse_one_sa, ErouteSpec, PolicyConfig, SaSpec};
 
 /// A configuration error, located in its file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -176,6 +176,28 @@ pub struct Config {
     pub routes: Vec<dataplane::route::Route>,
     pub neighbors: Vec<(std::net::IpAddr, [u8; 6])>,
     pub policy: PolicyConfig,
+    /// The HTTP API / metrics endpoint; `None` when the config has no `[control]`.
+    pub control: Option<ControlConfig>,
+}
+
+/// Default address of the HTTP API: loopback only.
+pub const DEFAULT_CONTROL_LISTEN: &str = "127.0.0.1:9470";
+
+/// `[control]`: where the HTTP API and `/metrics` listen, and who may use them.
+#[derive(Clone)]
+pub struct ControlConfig {
+    pub listen: std::net::SocketAddr,
+    /// Bearer token; required when `listen` is not a loopback address.
+    pub token: Option<zeroize::Zeroizing<String>>,
+}
+
+impl fmt::Debug for ControlConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ControlConfig")
+            .field("listen", &self.listen)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 // ---- raw TOML shape --------------------------------------------------------
@@ -202,6 +224,15 @@ struct RawConfig {
     routes: Vec<Spanned<ipsec::RawRoute>>,
     #[serde(default, rename = "neighbor")]
     neighbors: Vec<Spanned<ipsec::RawNeighbor>>,
+    control: Option<Spanned<RawControl>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawControl {
+    listen: Option<Spanned<String>>,
+    token: Option<Spanned<String>>,
+    token_file: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -271,6 +302,43 @@ impl Locator<'_> {
     fn at<T>(&self, s: &Spanned<T>, field: impl Into<String>, reason: impl Into<String>) -> ConfigError {
         self.err::<()>(s.span(), field, reason)
     }
+}
+
+/// `[control]`: a listen address, and a token (inline or from a file, relative
+/// to the config's folder) that is mandatory off loopback.
+fn control_config(loc: &Locator<'_>, c: &Spanned<RawControl>) -> Result<ControlConfig, ConfigError> {
+    let r = c.get_ref();
+    let listen = match &r.listen {
+        None => DEFAULT_CONTROL_LISTEN.parse().expect("valid default"),
+        Some(l) => l.get_ref().parse::<std::net::SocketAddr>().map_err(|_| {
+            loc.at(l, "control.listen", format!("{:?} is not an address:port (e.g. 127.0.0.1:9470)", l.get_ref()))
+        })?,
+    };
+    let token = match (&r.token, &r.token_file) {
+        (Some(t), Some(_)) => return Err(loc.at(t, "control.token", "give token or token_file, not both")),
+        (Some(t), None) => Some((t, t.get_ref().trim().to_string())),
+        (None, Some(f)) => {
+            let path = loc.file.parent().unwrap_or(Path::new(".")).join(f.get_ref());
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| loc.at(f, "control.token_file", format!("cannot read {}: {e}", path.display())))?;
+            Some((f, text.trim().to_string()))
+        }
+        (None, None) => None,
+    };
+    if let Some((at, t)) = &token {
+        if t.len() < 16 || t.chars().any(|ch| !ch.is_ascii_graphic()) {
+            return Err(loc.at(*at, "control.token", "a token must be at least 16 printable characters without spaces"));
+        }
+    }
+    if !listen.ip().is_loopback() && token.is_none() {
+        let at = r.listen.as_ref().map_or(c.span(), |l| l.span());
+        return Err(loc.err::<()>(
+            at,
+            "control.listen",
+            format!("{listen} is not a loopback address: set control.token or control.token_file"),
+        ));
+    }
+    Ok(ControlConfig { listen, token: token.map(|(_, t)| zeroize::Zeroizing::new(t)) })
 }
 
 impl Config {
@@ -455,6 +523,7 @@ impl Config {
             }
         };
 
+        let control = raw.control.as_ref().map(|c| control_config(loc, c)).transpose()?;
         let port_names: Vec<String> = ports.iter().map(|p| p.name.clone()).collect();
         let ipsec =
             ipsec::validate(loc, &raw.policy, &raw.sas, &raw.eroutes, &raw.routes, &raw.neighbors, &port_names)?;
@@ -471,6 +540,7 @@ impl Config {
             routes: ipsec.routes,
             neighbors: ipsec.neighbors,
             policy: ipsec.policy,
+            control,
         })
     }
 

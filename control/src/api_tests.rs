@@ -1,0 +1,268 @@
+//! The router, without sockets or DPDK: CRUD, errors, auth, and every answer
+//! checked against the OpenAPI document.
+
+use std::path::Path;
+
+use serde_json::{json, Value};
+
+use super::*;
+use crate::config::Config;
+use crate::openapi::{check_response, document};
+
+const BASE: &str = r#"
+[workers]
+cores = [0]
+
+[[port]]
+name = "clear"
+device = "net_null0"
+role = "cleartext"
+
+[[port]]
+name = "public"
+device = "net_null1"
+role = "protected"
+
+[[sa]]
+name = "to-b"
+direction = "out"
+spi = 0x1001
+algorithm = "aes128-gcm16"
+enc_key = "0x00112233445566778899aabbccddeeff01020304"
+mode = "tunnel"
+local = "192.0.2.1"
+remote = "198.51.100.1"
+
+[[eroute]]
+name = "nets"
+src = "10.0.1.0/24"
+dst = "10.0.2.0/24"
+action = "protect"
+sa = "to-b"
+"#;
+
+const SECRET_KEY: &str = "a1b2c3d4e5f60718293a4b5c6d7e8f90deadbeef";
+
+fn state(token: Option<&str>) -> ControlState {
+    let cfg = Config::parse(Path::new("t.toml"), BASE).unwrap();
+    ControlState {
+        store: Mutex::new(PolicyStore::from_config(&cfg).unwrap()),
+        live: None,
+        token: token.map(|t| Zeroizing::new(t.to_string())),
+    }
+}
+
+/// Send a request and check the answer against the OpenAPI document.
+fn call(st: &ControlState, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+    call_raw(st, method, path, body.map(|b| b.to_string()), None, Some("application/json"))
+}
+
+fn call_raw(
+    st: &ControlState,
+    method: &str,
+    path: &str,
+    body: Option<String>,
+    auth: Option<&str>,
+    ct: Option<&str>,
+) -> (u16, Value) {
+    let (p, q) = path.split_once('?').unwrap_or((path, ""));
+    let req = ApiRequest {
+        method: method.into(),
+        path: p.into(),
+        query: q.into(),
+        authorization: auth.map(str::to_string),
+        content_type: ct.map(str::to_string),
+        body: body.unwrap_or_default().into_bytes(),
+    };
+    let r = handle(st, &req);
+    assert!(!r.body.contains(SECRET_KEY), "a key came back: {}", r.body);
+    if let Some(pattern) = route_pattern(method, p) {
+        if r.status != 405 {
+            check_response(method, pattern, r.status, r.content_type, &r.body).unwrap();
+        }
+    }
+    let v = serde_json::from_str(&r.body).unwrap_or(Value::Null);
+    if r.status >= 400 {
+        assert!(v["error"].is_string() && v["reason"].is_string(), "error body: {}", r.body);
+    }
+    (r.status, v)
+}
+
+fn sa_in(name: &str, spi: u32) -> Value {
+    json!({
+        "name": name, "direction": "out", "spi": spi, "algorithm": "aes128-gcm16",
+        "enc_key": format!("0x{SECRET_KEY}"), "mode": "tunnel",
+        "local": "192.0.2.1", "remote": "198.51.100.7", "hard_packets": 1000
+    })
+}
+
+#[test]
+fn sa_and_eroute_lifecycle() {
+    let st = state(None);
+    let (s, v) = call(&st, "GET", "/api/v1/sas", None);
+    assert_eq!(s, 200);
+    assert_eq!(v[0]["name"], "to-b");
+    assert_eq!(v[0]["enc_key"], "<redacted>");
+
+    let (s, v) = call(&st, "POST", "/api/v1/sas", Some(sa_in("to-c", 0x2001)));
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(v["spi"], 0x2001);
+    assert_eq!(v["hard_packets"], 1000);
+    assert_eq!(v["state"]["packets"], 0);
+    let (s, _) = call(&st, "POST", "/api/v1/sas", Some(sa_in("to-c", 0x2002)));
+    assert_eq!(s, 409, "same name");
+    let (s, v) = call(&st, "POST", "/api/v1/sas", Some(sa_in("to-d", 0x2001)));
+    assert_eq!(s, 409, "same outbound SPI: {v}");
+
+    let er = json!({"name": "c-nets", "src": "10.0.1.0/24", "dst": "10.0.3.0/24", "proto": "tcp",
+                    "dport": "1000-2000", "action": "protect", "sa": "to-c", "mss_clamp": true});
+    let (s, v) = call(&st, "POST", "/api/v1/eroutes", Some(er.clone()));
+    assert_eq!(s, 201, "{v}");
+    assert_eq!((v["proto"].as_str(), v["dport"].as_str(), v["sa"].as_str()), (Some("tcp"), Some("1000-2000"), Some("to-c")));
+    assert_eq!(call(&st, "POST", "/api/v1/eroutes", Some(er)).0, 409);
+    // The published snapshot sees it.
+    {
+        let store = st.store();
+        let snap = store.db().reader().load_full();
+        let k =
+            dataplane::policy::FlowKey::new("10.0.1.5".parse().unwrap(), "10.0.3.9".parse().unwrap(), 6, 40000, 1500);
+        assert!(matches!(snap.outbound(&k), dataplane::policy::Verdict::Protect { .. }));
+    }
+
+    // Rekey: same name, new SPI.
+    let (s, v) = call(&st, "PUT", "/api/v1/sas/to-c", Some(sa_in("to-c", 0x2003)));
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["spi"], 0x2003);
+    assert_eq!(call(&st, "PUT", "/api/v1/sas/to-c", Some(sa_in("other", 0x2003))).0, 400);
+    assert_eq!(call(&st, "PUT", "/api/v1/sas/nope", Some(sa_in("nope", 0x2003))).0, 404);
+
+    // An SA in use cannot go, unless forced: then its eroute traps.
+    let (s, v) = call(&st, "DELETE", "/api/v1/sas/to-c", None);
+    assert_eq!(s, 409);
+    assert!(v["reason"].as_str().unwrap().contains("c-nets"), "{v}");
+    let (s, v) = call(&st, "DELETE", "/api/v1/sas/to-c?force=true", None);
+    assert_eq!(s, 200);
+    assert_eq!(v["eroutes_trapped"], json!(["c-nets"]));
+    let (s, v) = call(&st, "GET", "/api/v1/eroutes/c-nets", None);
+    assert_eq!((s, v["action"].as_str()), (200, Some("trap")));
+    assert_eq!(call(&st, "GET", "/api/v1/sas/to-c", None).0, 404);
+    assert_eq!(call(&st, "DELETE", "/api/v1/eroutes/c-nets", None).0, 200);
+    assert_eq!(call(&st, "DELETE", "/api/v1/eroutes/c-nets", None).0, 404);
+    let (s, v) = call(&st, "GET", "/api/v1/eroutes", None);
+    assert_eq!((s, v.as_array().unwrap().len()), (200, 1));
+
+    // Replace an eroute in place.
+    let er = json!({"name": "nets", "src": "10.0.1.0/24", "dst": "10.0.9.0/24", "action": "drop"});
+    let (s, v) = call(&st, "PUT", "/api/v1/eroutes/nets", Some(er));
+    assert_eq!((s, v["dst"].as_str(), v["id"].as_u64()), (200, Some("10.0.9.0/24"), Some(1)));
+    // Now nothing uses to-b: it can go.
+    assert_eq!(call(&st, "DELETE", "/api/v1/sas/to-b", None).0, 200);
+}
+
+#[test]
+fn inbound_sa_binds_to_an_eroute_by_name() {
+    let st = state(None);
+    let mut sa = sa_in("from-b", 0x3001);
+    sa["direction"] = json!("in");
+    sa["eroute"] = json!("nope");
+    let (s, v) = call(&st, "POST", "/api/v1/sas", Some(sa.clone()));
+    assert_eq!((s, v["field"].as_str()), (400, Some("eroute")), "{v}");
+    sa["eroute"] = json!("nets");
+    let (s, v) = call(&st, "POST", "/api/v1/sas", Some(sa.clone()));
+    assert_eq!((s, v["eroute"].as_str(), v["direction"].as_str()), (201, Some("nets"), Some("in")), "{v}");
+    sa["name"] = json!("from-b2");
+    let (s, v) = call(&st, "POST", "/api/v1/sas", Some(sa));
+    assert_eq!(s, 409, "inbound SPI for the same destination: {v}");
+}
+
+#[test]
+fn bad_input_names_the_field() {
+    let st = state(None);
+    let cases: Vec<(Value, Option<&str>, &str)> = vec![
+        (json!({"enc_key": "0x0011"}), Some("enc_key"), "needs a 20-byte enc_key"),
+        (json!({"spi": 7}), Some("spi"), "reserved"),
+        (json!({"algorithm": "rot13"}), Some("algorithm"), "unknown algorithm"),
+        (json!({"mode": "tunnel", "remote": "2001:db8::1"}), Some("remote"), "one address family"),
+        (json!({"color": "red"}), None, "unknown field"),
+        (json!({"esn": null}), Some("esn"), "null"),
+        (json!({"replay_window": 5000}), Some("replay_window"), "outside 64..4096"),
+    ];
+    for (patch, field, reason) in cases {
+        let mut sa = sa_in("bad", 0x4001);
+        for (k, v) in patch.as_object().unwrap() {
+            sa[k] = v.clone();
+        }
+        let (s, v) = call(&st, "POST", "/api/v1/sas", Some(sa));
+        assert_eq!(s, 400, "{v}");
+        assert_eq!(v["field"].as_str(), field, "{v}");
+        assert!(v["reason"].as_str().unwrap().contains(reason), "{v}");
+    }
+    let bad_eroutes: Vec<(Value, &str)> = vec![
+        (json!({"name": "x", "src": "10.0.0.0/33", "dst": "10.1.0.0/16", "action": "pass"}), "src"),
+        (json!({"name": "x", "src": "10.0.0.0/8", "dst": "10.1.0.0/16", "action": "protect", "sa": "ghost"}), "sa"),
+        (json!({"name": "x", "src": "10.0.0.0/8", "dst": "10.1.0.0/16", "action": "pass", "sa": "to-b"}), "sa"),
+        (json!({"name": "x", "src": "10.0.0.0/8", "dst": "10.1.0.0/16", "action": "encrypt"}), "action"),
+        (json!({"name": "x", "src": "10.0.0.0/8", "dst": "10.1.0.0/16", "action": "pass", "dport": "9-1"}), "dport"),
+    ];
+    for (e, field) in bad_eroutes {
+        let (s, v) = call(&st, "POST", "/api/v1/eroutes", Some(e));
+        assert_eq!((s, v["field"].as_str()), (400, Some(field)), "{v}");
+    }
+    let (s, v) = call_raw(&st, "POST", "/api/v1/sas", Some("{not json".into()), None, Some("application/json"));
+    assert_eq!(s, 400, "{v}");
+    let (s, _) = call_raw(&st, "POST", "/api/v1/sas", Some("[1,2]".into()), None, None);
+    assert_eq!(s, 400);
+    let (s, _) = call_raw(&st, "POST", "/api/v1/sas", Some("spi=1".into()), None, Some("text/plain"));
+    assert_eq!(s, 415);
+    assert_eq!(call(&st, "GET", "/api/v1/nothing", None).0, 404);
+    let r = handle(&st, &ApiRequest { method: "PATCH".into(), path: "/api/v1/sas".into(), ..Default::default() });
+    assert_eq!(r.status, 405);
+    assert_eq!(r.headers, vec![("Allow", "GET, POST".to_string())]);
+    // Live endpoints before the data plane runs.
+    assert_eq!(call(&st, "GET", "/api/v1/stats", None).0, 503);
+    assert_eq!(call(&st, "GET", "/metrics", None).0, 503);
+}
+
+#[test]
+fn a_token_guards_every_endpoint() {
+    let token = "s3cret-token-0123456789";
+    let st = state(Some(token));
+    for path in ["/api/v1/health", "/api/v1/sas", "/metrics"] {
+        let (s, _) = call_raw(&st, "GET", path, None, None, None);
+        assert_eq!(s, 401, "{path}");
+        let (s, _) = call_raw(&st, "GET", path, None, Some("Basic Zm9vOmJhcg=="), None);
+        assert_eq!(s, 401, "{path}");
+        let (s, _) = call_raw(&st, "GET", path, None, Some("Bearer wrong-token-0123456789"), None);
+        assert_eq!(s, 403, "{path}");
+    }
+    let (s, v) = call_raw(&st, "GET", "/api/v1/health", None, Some(&format!("Bearer {token}")), None);
+    assert_eq!((s, v["status"].as_str()), (200, Some("starting")));
+    let r = handle(&st, &ApiRequest { method: "GET".into(), path: "/api/v1/sas".into(), ..Default::default() });
+    assert!(r.headers.iter().any(|(k, v)| *k == "WWW-Authenticate" && v.starts_with("Bearer")));
+}
+
+/// The document lists exactly the routes the server has.
+#[test]
+fn openapi_lists_exactly_the_routes() {
+    let doc = document();
+    let mut documented = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for m in ["get", "post", "put", "delete", "patch"] {
+            if item.get(m).is_some() {
+                documented.push((m.to_ascii_uppercase(), path.clone()));
+            }
+        }
+    }
+    let mut served: Vec<(String, String)> = ROUTES.iter().map(|(m, p)| (m.to_string(), p.to_string())).collect();
+    documented.sort();
+    served.sort();
+    assert_eq!(documented, served);
+    // Every $ref resolves.
+    let text = OPENAPI;
+    for r in text.split("\"$ref\": \"").skip(1) {
+        let target = r.split('"').next().unwrap();
+        assert!(doc.pointer(target.trim_start_matches('#')).is_some(), "dangling $ref {target}");
+    }
+    let (s, v) = call(&state(None), "GET", "/api/v1/openapi.json", None);
+    assert_eq!((s, v["openapi"].as_str()), (200, Some("3.1.0")));
+}

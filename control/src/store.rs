@@ -1,0 +1,450 @@
+//! The control plane's view of policy: SAs and eroutes by name, their
+//! redacted descriptions, and the [`PolicyDb`] that publishes snapshots to the
+//! workers. Only the control side ever locks a `PolicyStore`; workers read the
+//! published snapshots without locks.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use dataplane::esp::{DfPolicy, Mode};
+use dataplane::policy::{Action, Direction, Eroute, PolicyDb, PolicyError, PortRange};
+use serde::Serialize;
+use thiserror::Error;
+
+use crate::config::{Config, ErouteSpec, SaSpec};
+
+/// Why a change was refused; each maps onto one HTTP status.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum StoreError {
+    /// Bad input (400); `field` names the offending field when known.
+    #[error("{reason}")]
+    Invalid { field: Option<String>, reason: String },
+    /// No such object (404).
+    #[error("{0}")]
+    NotFound(String),
+    /// Conflicts with what exists (409).
+    #[error("{0}")]
+    Conflict(String),
+}
+
+impl StoreError {
+    fn invalid(reason: impl Into<String>) -> Self {
+        StoreError::Invalid { field: None, reason: reason.into() }
+    }
+}
+
+/// An SA as the API shows it: everything but the keys.
+#[derive(Debug, Clone, Serialize)]
+pub struct SaView {
+    pub name: String,
+    pub id: u32,
+    pub direction: &'static str,
+    pub spi: u32,
+    pub algorithm: &'static str,
+    pub backend: &'static str,
+    pub mode: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub local: Option<IpAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remote: Option<IpAddr>,
+    pub esn: bool,
+    pub replay_window: u32,
+    pub df: &'static str,
+    pub ttl: u8,
+    /// Inbound: the eroute decrypted traffic must match.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub eroute: Option<String>,
+    pub soft_bytes: Option<u64>,
+    pub hard_bytes: Option<u64>,
+    pub soft_packets: Option<u64>,
+    pub hard_packets: Option<u64>,
+    /// Always `"<redacted>"`: keys go in, never out.
+    pub enc_key: &'static str,
+    pub auth_key: &'static str,
+}
+
+/// Live state of an SA (read from its atomics).
+#[derive(Debug, Clone, Serialize)]
+pub struct SaState {
+    pub packets: u64,
+    pub bytes: u64,
+    pub soft_expired: bool,
+    pub hard_expired: bool,
+    /// Outbound: the next sequence number to send.
+    pub next_seq: u64,
+    /// Inbound: the highest sequence number accepted.
+    pub replay_top: u64,
+    /// Outbound: the path MTU learned from ICMP, while it has not aged out.
+    pub path_mtu: Option<u16>,
+    /// Share of the hard lifetime used (0..1; 0 without a hard limit).
+    pub lifetime_used: f64,
+}
+
+/// An SA with its live state.
+#[derive(Debug, Clone, Serialize)]
+pub struct SaStatus {
+    #[serde(flatten)]
+    pub sa: SaView,
+    pub state: SaState,
+}
+
+/// An eroute as the API shows it (and takes it).
+#[derive(Debug, Clone, Serialize)]
+pub struct ErouteView {
+    pub name: String,
+    pub id: u32,
+    pub src: String,
+    pub dst: String,
+    pub proto: String,
+    pub sport: String,
+    pub dport: String,
+    pub priority: u32,
+    pub action: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sa: Option<String>,
+    pub mss_clamp: bool,
+    pub fragment_before_encryption: bool,
+}
+
+/// SAs and eroutes by name over a [`PolicyDb`].
+pub struct PolicyStore {
+    db: PolicyDb,
+    sas: BTreeMap<String, SaView>,
+    eroutes: BTreeMap<String, Eroute>,
+    next_sa_id: u32,
+    next_eroute_id: u32,
+}
+
+fn range_str(r: PortRange) -> String {
+    if r == PortRange::ANY {
+        "any".into()
+    } else if r.lo == r.hi {
+        r.lo.to_string()
+    } else {
+        format!("{}-{}", r.lo, r.hi)
+    }
+}
+
+fn proto_str(p: Option<u8>) -> String {
+    match p {
+        None => "any".into(),
+        Some(6) => "tcp".into(),
+        Some(17) => "udp".into(),
+        Some(1) => "icmp".into(),
+        Some(58) => "icmpv6".into(),
+        Some(132) => "sctp".into(),
+        Some(47) => "gre".into(),
+        Some(n) => n.to_string(),
+    }
+}
+
+fn sa_view(spec: &SaSpec) -> SaView {
+    let c = &spec.cfg;
+    let (mode, local, remote) = match c.mode {
+        Mode::Tunnel { local, remote } => ("tunnel", Some(local), Some(remote)),
+        Mode::Transport => ("transport", None, None),
+    };
+    SaView {
+        name: spec.name.clone(),
+        id: spec.id,
+        direction: dir_str(spec.direction),
+        spi: c.spi,
+        algorithm: c.algorithm.name(),
+        backend: c.backend.name(),
+        mode,
+        local,
+        remote,
+        esn: c.esn,
+        replay_window: c.replay_window,
+        df: match c.df {
+            DfPolicy::Copy => "copy",
+            DfPolicy::Set => "set",
+            DfPolicy::Clear => "clear",
+        },
+        ttl: c.ttl,
+        eroute: spec.eroute.clone(),
+        soft_bytes: c.lifetime.soft_bytes,
+        hard_bytes: c.lifetime.hard_bytes,
+        soft_packets: c.lifetime.soft_packets,
+        hard_packets: c.lifetime.hard_packets,
+        enc_key: "<redacted>",
+        auth_key: "<redacted>",
+    }
+}
+
+/// `"in"` / `"out"`.
+pub fn dir_str(d: Direction) -> &'static str {
+    match d {
+        Direction::Inbound => "in",
+        Direction::Outbound => "out",
+    }
+}
+
+impl PolicyStore {
+    /// Load a validated config (published once).
+    pub fn from_config(cfg: &Config) -> Result<PolicyStore, PolicyError> {
+        let db = crate::gateway::build_policy(cfg)?;
+        let sas = cfg.sas.iter().map(|s| (s.name.clone(), sa_view(s))).collect();
+        let eroutes = cfg.eroutes.iter().map(|e| (e.name.clone(), e.eroute)).collect();
+        Ok(PolicyStore {
+            db,
+            sas,
+            eroutes,
+            next_sa_id: cfg.sas.len() as u32 + 1,
+            next_eroute_id: cfg.eroutes.len() as u32 + 1,
+        })
+    }
+
+    /// The database (for the workers' reader and the final report).
+    pub fn db(&self) -> &PolicyDb {
+        &self.db
+    }
+
+    fn sa_name(&self, id: u32) -> Option<&str> {
+        self.sas.values().find(|s| s.id == id).map(|s| s.name.as_str())
+    }
+
+    fn eroute_name(&self, id: u32) -> Option<&str> {
+        self.eroutes.iter().find(|(_, e)| e.id == id).map(|(n, _)| n.as_str())
+    }
+
+    /// An SA name's id and direction (for eroute input).
+    pub fn find_sa(&self, name: &str) -> Option<(u32, Direction)> {
+        self.sas.get(name).map(|s| (s.id, if s.direction == "in" { Direction::Inbound } else { Direction::Outbound }))
+    }
+
+    /// Turn a database error into names the operator used.
+    fn explain(&self, e: PolicyError) -> StoreError {
+        let sa = |id: u32| self.sa_name(id).map_or_else(|| format!("#{id}"), |n| format!("{n:?}"));
+        let er = |id: u32| self.eroute_name(id).map_or_else(|| format!("#{id}"), |n| format!("{n:?}"));
+        match e {
+            PolicyError::NotFound { what: "SA", id } => StoreError::NotFound(format!("SA {} does not exist", sa(id))),
+            PolicyError::NotFound { what, id } => StoreError::NotFound(format!("{what} {} does not exist", er(id))),
+            PolicyError::Exists { what, id } => StoreError::Conflict(format!("{what} #{id} already exists")),
+            PolicyError::InUse { sa: s, eroute } => {
+                StoreError::Conflict(format!("SA {} is used by eroute {}", sa(s), er(eroute)))
+            }
+            PolicyError::SpiInUse { spi, other } => StoreError::Conflict(format!(
+                "SPI 0x{spi:08x} is already used by inbound SA {} for the same destination",
+                sa(other)
+            )),
+            PolicyError::NotOutbound { eroute, sa: s } => StoreError::Conflict(format!(
+                "eroute {} protects with SA {}, which would not be outbound",
+                er(eroute),
+                sa(s)
+            )),
+            PolicyError::Selector(r) => StoreError::invalid(format!("bad selector: {r}")),
+            PolicyError::Sa(r) => StoreError::invalid(format!("bad SA: {r}")),
+        }
+    }
+
+    /// Every SA, by name.
+    pub fn sas(&self) -> Vec<SaStatus> {
+        self.sas.values().map(|v| self.status(v)).collect()
+    }
+
+    /// One SA by name.
+    pub fn sa(&self, name: &str) -> Result<SaStatus, StoreError> {
+        self.sas.get(name).map(|v| self.status(v)).ok_or_else(|| StoreError::NotFound(format!("no SA named {name:?}")))
+    }
+
+    fn status(&self, v: &SaView) -> SaStatus {
+        let state = match self.db.sa(v.id) {
+            Some(e) => {
+                let u = e.sa.usage();
+                let ratio = |used: u64, limit: Option<u64>| limit.map_or(0.0, |l| used as f64 / l.max(1) as f64);
+                SaState {
+                    packets: u.packets,
+                    bytes: u.bytes,
+                    soft_expired: u.soft_expired,
+                    hard_expired: u.hard_expired,
+                    next_seq: u.next_seq,
+                    replay_top: u.replay_top,
+                    path_mtu: e.sa.path_mtu(dataplane::clock::now_ms()),
+                    lifetime_used: ratio(u.bytes, v.hard_bytes).max(ratio(u.packets, v.hard_packets)).min(1.0),
+                }
+            }
+            None => SaState {
+                packets: 0,
+                bytes: 0,
+                soft_expired: false,
+                hard_expired: false,
+                next_seq: 0,
+                replay_top: 0,
+                path_mtu: None,
+                lifetime_used: 0.0,
+            },
+        };
+        SaStatus { sa: v.clone(), state }
+    }
+
+    fn check_inbound_eroute(&self, spec: &SaSpec) -> Result<Option<u32>, StoreError> {
+        match (&spec.eroute, spec.direction) {
+            (None, _) => Ok(None),
+            (Some(_), Direction::Outbound) => Err(StoreError::Invalid {
+                field: Some("eroute".into()),
+                reason: "only inbound SAs name an eroute (outbound SAs are named by eroutes)".into(),
+            }),
+            (Some(n), Direction::Inbound) => self.eroutes.get(n).map(|e| Some(e.id)).ok_or_else(|| {
+                StoreError::Invalid { field: Some("eroute".into()), reason: format!("no eroute named {n:?}") }
+            }),
+        }
+    }
+
+    /// Add an SA (live).
+    pub fn add_sa(&mut self, mut spec: SaSpec) -> Result<SaStatus, StoreError> {
+        if self.sas.contains_key(&spec.name) {
+            return Err(StoreError::Conflict(format!("an SA named {:?} already exists", spec.name)));
+        }
+        if let Some(other) = self
+            .sas
+            .values()
+            .find(|s| s.spi == spec.cfg.spi && s.direction == dir_str(spec.direction) && s.direction == "out")
+        {
+            return Err(StoreError::Conflict(format!(
+                "SPI 0x{:08x} is already used by outbound SA {:?}",
+                spec.cfg.spi, other.name
+            )));
+        }
+        let eroute = self.check_inbound_eroute(&spec)?;
+        spec.id = self.next_sa_id;
+        self.db.add_sa(spec.id, spec.direction, spec.bind, eroute, &spec.cfg).map_err(|e| self.explain(e))?;
+        self.next_sa_id += 1;
+        let v = sa_view(&spec);
+        self.sas.insert(spec.name.clone(), v);
+        self.sa(&spec.name)
+    }
+
+    /// Replace an SA (rekey): same name and id, new keys and state.
+    pub fn replace_sa(&mut self, name: &str, mut spec: SaSpec) -> Result<SaStatus, StoreError> {
+        let Some(old) = self.sas.get(name) else {
+            return Err(StoreError::NotFound(format!("no SA named {name:?}")));
+        };
+        if spec.name != name {
+            return Err(StoreError::Invalid {
+                field: Some("name".into()),
+                reason: format!("the body names SA {:?} but the path names {name:?}", spec.name),
+            });
+        }
+        spec.id = old.id;
+        let eroute = self.check_inbound_eroute(&spec)?;
+        self.db.replace_sa(spec.id, spec.direction, spec.bind, eroute, &spec.cfg).map_err(|e| self.explain(e))?;
+        self.sas.insert(spec.name.clone(), sa_view(&spec));
+        self.sa(name)
+    }
+
+    /// Delete an SA. While eroutes protect with it this is a conflict, unless
+    /// `force`: then those eroutes become `trap` first (KLIPS turned an
+    /// eroute whose SA went away into `%trap`), so their traffic is dropped
+    /// and counted as `policy_trap` instead of leaking in clear.
+    pub fn delete_sa(&mut self, name: &str, force: bool) -> Result<Vec<String>, StoreError> {
+        let Some(v) = self.sas.get(name) else {
+            return Err(StoreError::NotFound(format!("no SA named {name:?}")));
+        };
+        let id = v.id;
+        let users: Vec<(String, Eroute)> = self
+            .eroutes
+            .iter()
+            .filter(|(_, e)| matches!(e.action, Action::Protect { sa, .. } if sa == id))
+            .map(|(n, e)| (n.clone(), *e))
+            .collect();
+        if !users.is_empty() && !force {
+            let names: Vec<&str> = users.iter().map(|(n, _)| n.as_str()).collect();
+            return Err(StoreError::Conflict(format!(
+                "SA {name:?} is used by eroute(s) {}; delete or change them first, or force (they become trap)",
+                names.join(", ")
+            )));
+        }
+        for (n, e) in &users {
+            let trapped = Eroute { action: Action::Trap, ..*e };
+            self.db.replace_eroute(trapped).map_err(|e| self.explain(e))?;
+            self.eroutes.insert(n.clone(), trapped);
+        }
+        self.db.remove_sa(id).map_err(|e| self.explain(e))?;
+        self.sas.remove(name);
+        Ok(users.into_iter().map(|(n, _)| n).collect())
+    }
+
+    /// Every eroute, by name.
+    pub fn eroutes(&self) -> Vec<ErouteView> {
+        self.eroutes.iter().map(|(n, e)| self.eroute_view(n, e)).collect()
+    }
+
+    /// One eroute by name.
+    pub fn eroute(&self, name: &str) -> Result<ErouteView, StoreError> {
+        self.eroutes
+            .get(name)
+            .map(|e| self.eroute_view(name, e))
+            .ok_or_else(|| StoreError::NotFound(format!("no eroute named {name:?}")))
+    }
+
+    fn eroute_view(&self, name: &str, e: &Eroute) -> ErouteView {
+        let (action, sa, o) = match e.action {
+            Action::Protect { sa, options } => ("protect", self.sa_name(sa).map(str::to_string), options),
+            Action::Pass => ("pass", None, Default::default()),
+            Action::Drop => ("drop", None, Default::default()),
+            Action::Trap => ("trap", None, Default::default()),
+        };
+        ErouteView {
+            name: name.to_string(),
+            id: e.id,
+            src: e.selector.src.to_string(),
+            dst: e.selector.dst.to_string(),
+            proto: proto_str(e.selector.proto),
+            sport: range_str(e.selector.sport),
+            dport: range_str(e.selector.dport),
+            priority: e.priority,
+            action,
+            sa,
+            mss_clamp: o.mss_clamp,
+            fragment_before_encryption: o.fragment_before_encryption,
+        }
+    }
+
+    /// The id a new eroute will get.
+    pub fn next_eroute_id(&self) -> u32 {
+        self.next_eroute_id
+    }
+
+    /// The id of an existing eroute.
+    pub fn eroute_id(&self, name: &str) -> Option<u32> {
+        self.eroutes.get(name).map(|e| e.id)
+    }
+
+    /// Add an eroute (live). Its id must come from [`Self::next_eroute_id`].
+    pub fn add_eroute(&mut self, spec: ErouteSpec) -> Result<ErouteView, StoreError> {
+        if self.eroutes.contains_key(&spec.name) {
+            return Err(StoreError::Conflict(format!("an eroute named {:?} already exists", spec.name)));
+        }
+        self.db.add_eroute(spec.eroute).map_err(|e| self.explain(e))?;
+        self.next_eroute_id = self.next_eroute_id.max(spec.eroute.id + 1);
+        self.eroutes.insert(spec.name.clone(), spec.eroute);
+        self.eroute(&spec.name)
+    }
+
+    /// Replace an eroute in place. Its id must come from [`Self::eroute_id`].
+    pub fn replace_eroute(&mut self, name: &str, spec: ErouteSpec) -> Result<ErouteView, StoreError> {
+        if !self.eroutes.contains_key(name) {
+            return Err(StoreError::NotFound(format!("no eroute named {name:?}")));
+        }
+        if spec.name != name {
+            return Err(StoreError::Invalid {
+                field: Some("name".into()),
+                reason: format!("the body names eroute {:?} but the path names {name:?}", spec.name),
+            });
+        }
+        self.db.replace_eroute(spec.eroute).map_err(|e| self.explain(e))?;
+        self.eroutes.insert(spec.name.clone(), spec.eroute);
+        self.eroute(name)
+    }
+
+    /// Delete an eroute. Inbound SAs bound to it then accept nothing (fail closed).
+    pub fn delete_eroute(&mut self, name: &str) -> Result<(), StoreError> {
+        let Some(e) = self.eroutes.get(name) else {
+            return Err(StoreError::NotFound(format!("no eroute named {name:?}")));
+        };
+        self.db.remove_eroute(e.id).map_err(|e| self.explain(e))?;
+        self.eroutes.remove(name);
+        Ok(())
+    }
+}

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install what espgw needs to build, run its demo and run its tests, when missing.
 # Debian 12 (bookworm): DPDK 22.11 and its PMDs, libclang for bindgen,
-# pkg-config; scapy (and cryptography) as the independent ESP oracle for tests.
+# pkg-config; scapy (and cryptography) as the independent ESP oracle for tests,
+# and Prometheus to scrape /metrics in tests.
 set -euo pipefail
 
 need_apt=()
@@ -13,6 +14,8 @@ if [ "${ESPGW_DEPS_TEST:-0}" = 1 ]; then
   command -v tcpdump >/dev/null 2>&1 || need_apt+=(tcpdump)
   command -v python3 >/dev/null 2>&1 || need_apt+=(python3 python3-pip)
   command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
+  # A real Prometheus server scrapes espgw in the control-plane tests.
+  command -v prometheus >/dev/null 2>&1 || need_apt+=(prometheus)
 fi
 
 if [ ${#need_apt[@]} -gt 0 ]; then

@@ -60,6 +60,11 @@ fn main() -> ExitCode {
         return ExitCode::from(exit::CONFIG);
     }
     if cli.check {
+        // Also load the policy as the gateway would (SAD/SPD consistency).
+        if let Err(e) = control::store::PolicyStore::from_config(&cfg) {
+            eprintln!("espgw: config error: {}: policy: {e}", cli.config.display());
+            return ExitCode::from(exit::CONFIG);
+        }
         println!(
             "espgw: {} is valid ({} ports, {} workers)",
             cli.config.display(),

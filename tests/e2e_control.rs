@@ -1,0 +1,540 @@
+//! The operator's side on the real binary: the HTTP API and `espgwctl`
+//! changing policy under live traffic, `/metrics` scraped by a real
+//! Prometheus server (and the Grafana dashboard's queries run through it),
+//! DPDK telemetry, and control config errors.
+
+mod common;
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use control::openapi::check_response;
+
+fn espgwctl_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_espgwctl"))
+}
+
+/// A loopback port nobody listens on right now.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+const TOKEN: &str = "test-token-5f1d0c2b9a8e7d6c";
+const GCM_KEY: &str = "0x00112233445566778899aabbccddeeff01020304";
+
+/// A gateway whose private port replays `in.pcap` forever (net_pcap
+/// `infinite_rx`) and whose public port is a `net_null` sink.
+fn gateway_config(s: &Scratch, test: &str, api_port: u16, token: bool, with_sa: bool) -> PathBuf {
+    let frames = mixed_frames(64, 7);
+    write_frames(&s.path("in.pcap"), &frames);
+    let eal = eal_args_toml(test).replace(", \"--no-telemetry\"", "");
+    let token_line = if token { format!("token = \"{TOKEN}\"") } else { String::new() };
+    let sa = if with_sa {
+        format!(
+            r#"
+[[sa]]
+name = "to-b"
+direction = "out"
+spi = 0x1001
+algorithm = "aes128-gcm16"
+enc_key = "{GCM_KEY}"
+mode = "tunnel"
+local = "192.0.2.1"
+remote = "198.51.100.1"
+
+[[eroute]]
+name = "nets"
+src = "10.0.0.0/8"
+dst = "0.0.0.0/0"
+action = "protect"
+sa = "to-b"
+"#
+        )
+    } else {
+        String::new()
+    };
+    s.config(&format!(
+        r#"
+[eal]
+{eal}
+
+[workers]
+cores = [1]
+
+[policy]
+default_outbound = "drop"
+
+[control]
+listen = "127.0.0.1:{api_port}"
+{token_line}
+
+[[port]]
+name = "private"
+device = "net_pcap0,rx_pcap={},infinite_rx=1"
+role = "cleartext"
+addresses = ["10.0.1.254"]
+peer_mac = "02:00:00:00:00:01"
+
+[[port]]
+name = "public"
+device = "net_null0,no-rx=1"
+role = "protected"
+addresses = ["192.0.2.1"]
+peer_mac = "02:00:00:00:0b:01"
+
+[[route]]
+prefix = "0.0.0.0/0"
+port = "public"
+via = "198.51.100.1"
+{sa}
+"#,
+        s.path("in.pcap").display()
+    ))
+}
+
+/// A minimal HTTP client for the API; every answer is checked against the
+/// OpenAPI document.
+struct Api {
+    base: String,
+    token: Option<String>,
+}
+
+impl Api {
+    fn request(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, String, String) {
+        let mut r = ureq::request(method, &format!("{}{path}", self.base)).timeout(Duration::from_secs(10));
+        if let Some(t) = &self.token {
+            r = r.set("Authorization", &format!("Bearer {t}"));
+        }
+        let res = match body {
+            Some(b) => r.set("Content-Type", "application/json").send_string(&b.to_string()),
+            None => r.call(),
+        };
+        let resp = match res {
+            Ok(r) | Err(ureq::Error::Status(_, r)) => r,
+            Err(e) => panic!("{method} {path}: {e}"),
+        };
+        let status = resp.status();
+        let ct = resp.content_type().to_string();
+        let body = resp.into_string().unwrap();
+        if let Some(p) = control::api::route_pattern(method, path) {
+            check_response(method, p, status, &ct, &body).unwrap_or_else(|e| panic!("{e}\n{body}"));
+        }
+        (status, ct, body)
+    }
+
+    fn get(&self, path: &str) -> Value {
+        let (status, _, body) = self.request("GET", path, None);
+        assert_eq!(status, 200, "GET {path}: {body}");
+        serde_json::from_str(&body).unwrap()
+    }
+
+    /// Wait until the API answers (the gateway is up).
+    fn wait_up(&self, child: &mut Child) {
+        let t = Instant::now();
+        loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                panic!("espgw exited early: {st}");
+            }
+            let mut r = ureq::get(&format!("{}/api/v1/health", self.base)).timeout(Duration::from_secs(2));
+            if let Some(t) = &self.token {
+                r = r.set("Authorization", &format!("Bearer {t}"));
+            }
+            if r.call().is_ok() {
+                return;
+            }
+            assert!(t.elapsed() < Duration::from_secs(30), "the API did not come up");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+fn ctl(api: &Api, args: &[&str]) -> (i32, String, String) {
+    let mut c = Command::new(espgwctl_bin());
+    c.arg("--api").arg(&api.base);
+    if let Some(t) = &api.token {
+        c.env("ESPGW_TOKEN", t);
+    }
+    let out = c.args(args).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn sa_packets(api: &Api, name: &str) -> Option<u64> {
+    let sas = api.get("/api/v1/sas");
+    sas.as_array().unwrap().iter().find(|s| s["name"] == name).map(|s| s["state"]["packets"].as_u64().unwrap())
+}
+
+fn drops(api: &Api, reason: &str) -> u64 {
+    api.get("/api/v1/stats")["drops"][reason].as_u64().unwrap()
+}
+
+/// Poll until `f` holds (traffic moves asynchronously).
+fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !f() {
+        assert!(t.elapsed() < Duration::from_secs(20), "timed out waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Live policy changes through `espgwctl`: traffic is dropped by default,
+/// flows once an SA and an eroute are added, and stops (counted) when the SA
+/// is deleted. Every API answer on the way matches the OpenAPI document.
+#[test]
+fn live_sa_add_and_delete_steer_traffic() {
+    let _heavy = heavy_test_lock();
+    let s = Scratch::new();
+    let port = free_port();
+    let cfg = gateway_config(&s, "ctl-live", port, false, false);
+    let (mut child, report) = spawn_espgw(&s, &cfg, &[]);
+    let api = Api { base: format!("http://127.0.0.1:{port}"), token: None };
+    api.wait_up(&mut child);
+
+    // No policy: everything is dropped by the default, and counted.
+    eventually("default drops", || drops(&api, "policy_drop") > 1000);
+    let health = api.get("/api/v1/health");
+    assert_eq!(health["status"], "ok");
+    assert_eq!(health["sas"], 0);
+
+    // Add an SA and an eroute with the CLI: traffic flows as ESP.
+    let (rc, out, err) = ctl(
+        &api,
+        &[
+            "sa", "add", "to-b", "--direction", "out", "--spi", "0x1001", "--algorithm", "aes128-gcm16", "--enc-key",
+            GCM_KEY, "--mode", "tunnel", "--local", "192.0.2.1", "--remote", "198.51.100.1",
+        ],
+    );
+    assert_eq!(rc, 0, "{out}{err}");
+    assert!(out.contains("esp0x1001@198.51.100.1"), "{out}");
+    let (rc, out, err) = ctl(
+        &api,
+        &["eroute", "add", "nets", "--src", "10.0.0.0/8", "--dst", "0.0.0.0/0", "--action", "protect", "--sa", "to-b"],
+    );
+    assert_eq!(rc, 0, "{out}{err}");
+    eventually("ESP through the new SA", || sa_packets(&api, "to-b").unwrap_or(0) > 1000);
+    let ports = api.get("/api/v1/ports");
+    let public = ports.as_array().unwrap().iter().find(|p| p["name"] == "public").unwrap();
+    assert!(public["tx_packets"].as_u64().unwrap() > 1000, "{public}");
+    assert!(api.get("/api/v1/stats")["events"]["encrypted"].as_u64().unwrap() > 1000);
+    let pmtu = api.get("/api/v1/pmtu");
+    assert_eq!(pmtu[0]["sa"], "to-b");
+    assert_eq!(pmtu[0]["effective"], 1500, "{pmtu}");
+
+    // The CLI's views: tables for people, JSON for scripts; keys never shown.
+    let (rc, look, _) = ctl(&api, &["look"]);
+    assert_eq!(rc, 0);
+    for want in ["eroutes:", "nets", "10.0.0.0/8 -> 0.0.0.0/0", "to-b (esp0x1001@198.51.100.1)", "path MTU:", "public"] {
+        assert!(look.contains(want), "look lacks {want:?}:\n{look}");
+    }
+    let (rc, json, _) = ctl(&api, &["--json", "sa", "list"]);
+    assert_eq!(rc, 0);
+    let v: Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v[0]["enc_key"], "<redacted>");
+    let (_, show, _) = ctl(&api, &["sa", "show", "to-b"]);
+    assert!(!show.contains("00112233445566778899aabbccddeeff"), "a key was printed:\n{show}");
+    let (rc, stats, _) = ctl(&api, &["stats"]);
+    assert!(rc == 0 && stats.contains("WORKER") && stats.contains("policy_drop"), "{stats}");
+
+    // Exit codes scripts can rely on.
+    assert_eq!(ctl(&api, &["sa", "show", "ghost"]).0, 3, "not found");
+    assert_eq!(ctl(&api, &["sa", "del", "to-b"]).0, 4, "in use: conflict");
+    let (rc, _, err) =
+        ctl(&api, &["sa", "add", "bad", "--direction", "out", "--spi", "0x1002", "--algorithm", "aes128-gcm16", "--enc-key", "0x00", "--mode", "transport"]);
+    assert_eq!(rc, 5, "rejected input");
+    assert!(err.contains("enc_key"), "{err}");
+    let (rc, _, _) = Command::new(espgwctl_bin())
+        .args(["--api", &format!("http://127.0.0.1:{}", free_port()), "health"])
+        .output()
+        .map(|o| (o.status.code().unwrap(), (), ()))
+        .unwrap();
+    assert_eq!(rc, 7, "unreachable");
+
+    // Delete the SA (forced: its eroute becomes trap). Traffic stops and is counted.
+    let (rc, out, err) = ctl(&api, &["sa", "del", "to-b", "--force"]);
+    assert_eq!(rc, 0, "{out}{err}");
+    assert!(out.contains("trap"), "{out}");
+    let encrypted_then = api.get("/api/v1/stats")["events"]["encrypted"].as_u64().unwrap();
+    eventually("trap drops", || drops(&api, "policy_trap") > 1000);
+    std::thread::sleep(Duration::from_millis(300));
+    let encrypted_now = api.get("/api/v1/stats")["events"]["encrypted"].as_u64().unwrap();
+    assert!(encrypted_now - encrypted_then < 64, "encryption went on after the SA was deleted");
+    assert_eq!(sa_packets(&api, "to-b"), None);
+
+    // The metrics endpoint is in the contract too.
+    let (status, ct, metrics) = api.request("GET", "/metrics", None);
+    assert_eq!(status, 200);
+    assert!(ct.starts_with("text/plain"));
+    assert!(metrics.contains("espgw_drops_total{reason=\"policy_trap\",worker=\"0\"}"), "{metrics}");
+
+    let run = stop_espgw(child, &report);
+    run.assert_ok();
+}
+
+/// A Prometheus query through its HTTP API.
+fn prom_query(base: &str, expr: &str) -> Value {
+    let r = ureq::get(&format!("{base}/api/v1/query")).query("query", expr).timeout(Duration::from_secs(10)).call();
+    let body = match r {
+        Ok(r) | Err(ureq::Error::Status(_, r)) => r.into_string().unwrap(),
+        Err(e) => panic!("prometheus: {e}"),
+    };
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["status"], "success", "query {expr}: {body}");
+    v["data"]["result"].clone()
+}
+
+fn prom_value(result: &Value) -> f64 {
+    result[0]["value"][1].as_str().and_then(|s| s.parse().ok()).unwrap_or(f64::NAN)
+}
+
+struct KillOnDrop(Child);
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Every PromQL expression in the Grafana dashboard, with its variables set
+/// to match everything.
+fn dashboard_queries(path: &Path) -> Vec<(String, String)> {
+    let d: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut out = Vec::new();
+    for p in d["panels"].as_array().unwrap() {
+        for t in p["targets"].as_array().into_iter().flatten() {
+            let e = t["expr"].as_str().unwrap();
+            let e = e.replace("$__rate_interval", "10s").replace("$sa", ".*").replace("$port", ".*").replace("$worker", ".*");
+            out.push((p["title"].as_str().unwrap().to_string(), e));
+        }
+    }
+    out
+}
+
+/// A real Prometheus server scrapes `/metrics` (with the bearer token) and
+/// the test reads values back through Prometheus's query API; then every
+/// query of the shipped Grafana dashboard runs against it and returns data.
+#[test]
+fn prometheus_scrapes_espgw_and_the_dashboard_queries_work() {
+    let _heavy = heavy_test_lock();
+    let s = Scratch::new();
+    let port = free_port();
+    let cfg = gateway_config(&s, "ctl-prom", port, true, true);
+    let (mut child, report) = spawn_espgw(&s, &cfg, &[]);
+    let api = Api { base: format!("http://127.0.0.1:{port}"), token: Some(TOKEN.into()) };
+    api.wait_up(&mut child);
+
+    let prom_port = free_port();
+    std::fs::write(
+        s.path("prometheus.yml"),
+        format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: espgw\n    authorization:\n      type: Bearer\n      credentials: {TOKEN}\n    static_configs:\n      - targets: ['127.0.0.1:{port}']\n"
+        ),
+    )
+    .unwrap();
+    let prom = Command::new("prometheus")
+        .arg(format!("--config.file={}", s.path("prometheus.yml").display()))
+        .arg(format!("--storage.tsdb.path={}", s.path("tsdb").display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
+        .arg("--log.level=warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("prometheus is installed (apt-get install prometheus; scripts/deps.sh does it)");
+    let _prom = KillOnDrop(prom);
+    let base = format!("http://127.0.0.1:{prom_port}");
+
+    // Scrapes succeed (with the token) and the SA's packets arrive.
+    eventually("prometheus sees espgw up with SA traffic", || {
+        let up = ureq::get(&format!("{base}/api/v1/query")).query("query", "up{job=\"espgw\"}").call();
+        if up.is_err() {
+            return false;
+        }
+        let r = prom_query(&base, "espgw_sa_packets_total{sa=\"to-b\",direction=\"out\"}");
+        !r.as_array().unwrap().is_empty() && prom_value(&r) > 0.0
+    });
+    assert_eq!(prom_value(&prom_query(&base, "up{job=\"espgw\"}")), 1.0, "scrape with the bearer token works");
+    assert_eq!(prom_value(&prom_query(&base, "espgw_sa_path_mtu_bytes{sa=\"to-b\"}")), 1500.0);
+    assert_eq!(prom_value(&prom_query(&base, "espgw_port_mtu_bytes{port=\"public\"}")), 1500.0);
+    assert!(prom_value(&prom_query(&base, "sum(espgw_port_tx_packets_total{port=\"public\"})")) > 0.0);
+    assert!(prom_value(&prom_query(&base, "espgw_esp_encrypted_packets_total")) > 0.0);
+    assert!(prom_value(&prom_query(&base, "espgw_fragments_created_total")) > 0.0, "big frames are fragmented after encryption");
+    assert!(prom_value(&prom_query(&base, "espgw_icmp_too_big_sent_total")) > 0.0, "DF frames get need-frag");
+    assert!(prom_value(&prom_query(&base, "sum(espgw_drops_total{reason=\"too_big_df\"})")) > 0.0);
+    assert!(prom_value(&prom_query(&base, "espgw_mempool_mbufs{pool=\"mbufs\"}")) > 1000.0);
+    let busy = prom_value(&prom_query(&base, "espgw_worker_busy_ratio{worker=\"0\"}"));
+    assert!((0.0..=1.0).contains(&busy), "{busy}");
+    assert_eq!(prom_query(&base, "espgw_replay_drops_total").as_array().unwrap().len(), 2);
+
+    // The dashboard's queries, after enough scrapes for rate() windows.
+    std::thread::sleep(Duration::from_secs(3));
+    let dash = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/grafana-espgw.json");
+    let queries = dashboard_queries(&dash);
+    assert!(queries.len() >= 8, "{queries:?}");
+    for (title, q) in &queries {
+        let r = prom_query(&base, q);
+        assert!(!r.as_array().unwrap().is_empty(), "dashboard panel {title:?}: {q} returned no data");
+    }
+
+    // Without the token Prometheus would fail: espgw answers 401 there.
+    let r = ureq::get(&format!("http://127.0.0.1:{port}/metrics")).call();
+    assert!(matches!(r, Err(ureq::Error::Status(401, _))));
+
+    let run = stop_espgw(child, &report);
+    run.assert_ok();
+}
+
+/// The Grafana dashboard: valid JSON, its datasource a variable, and every
+/// metric its queries name is one espgw exports.
+#[test]
+fn grafana_dashboard_uses_a_datasource_variable_and_real_metrics() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/grafana-espgw.json");
+    let d: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let vars = d["templating"]["list"].as_array().unwrap();
+    let ds = vars.iter().find(|v| v["type"] == "datasource").expect("a datasource variable");
+    assert_eq!(ds["query"], "prometheus");
+    let ds_ref = format!("${{{}}}", ds["name"].as_str().unwrap());
+    let metrics_src = include_str!("../control/src/metrics.rs");
+    let mut titles = Vec::new();
+    for p in d["panels"].as_array().unwrap() {
+        if p["type"] == "row" {
+            continue;
+        }
+        titles.push(p["title"].as_str().unwrap().to_lowercase());
+        assert_eq!(p["datasource"]["uid"].as_str(), Some(ds_ref.as_str()), "panel {}", p["title"]);
+        for t in p["targets"].as_array().unwrap() {
+            assert_eq!(t["datasource"]["uid"].as_str(), Some(ds_ref.as_str()));
+            let e = t["expr"].as_str().unwrap();
+            for name in e.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).filter(|w| w.starts_with("espgw_")) {
+                assert!(metrics_src.contains(&format!("\"{name}\"")), "panel {}: unknown metric {name}", p["title"]);
+            }
+        }
+    }
+    for want in ["port", "sa", "drops", "path mtu", "worker"] {
+        assert!(titles.iter().any(|t| t.contains(want)), "no panel about {want}: {titles:?}");
+    }
+}
+
+/// DPDK's telemetry socket stays available: `dpdk-telemetry.py` lists our ports.
+#[test]
+fn dpdk_telemetry_keeps_working() {
+    let s = Scratch::new();
+    let prefix = file_prefix("telemetry");
+    let cfg = s.config(&format!(
+        r#"
+[eal]
+args = ["--no-pci", "--no-huge", "-m", "256", "--file-prefix", "{prefix}", "--log-level", "*:error"]
+[workers]
+cores = [0]
+idle_sleep_us = 100
+[[port]]
+name = "a"
+device = "net_null0,no-rx=1"
+role = "cleartext"
+[[port]]
+name = "b"
+device = "net_null1,no-rx=1"
+role = "protected"
+"#
+    ));
+    let (child, report) = spawn_espgw(&s, &cfg, &[]);
+    let t = Instant::now();
+    let out = loop {
+        let mut c = Command::new("dpdk-telemetry.py")
+            .args(["-f", &prefix])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("dpdk-telemetry.py (package dpdk)");
+        use std::io::Write;
+        c.stdin.take().unwrap().write_all(b"/ethdev/list\n").unwrap();
+        let o = c.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&o.stdout).into_owned();
+        if text.contains("/ethdev/list") || t.elapsed() > Duration::from_secs(20) {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(out.contains("{\"/ethdev/list\": [0, 1]}"), "telemetry answer: {out}");
+    let run = stop_espgw(child, &report);
+    run.assert_ok();
+}
+
+/// Control-section errors stop the gateway before DPDK starts, and a taken
+/// API address is a clear runtime error.
+#[test]
+fn control_config_errors() {
+    let s = Scratch::new();
+    let base = |control: &str| {
+        format!(
+            "[eal]\n{}\n[workers]\ncores = [0]\n[control]\n{control}\n[[port]]\nname = \"a\"\ndevice = \"net_null0,no-rx=1\"\nrole = \"cleartext\"\n",
+            eal_args_toml("ctl-err")
+        )
+    };
+    let cases = [
+        ("listen = \"0.0.0.0:9470\"", "control.listen", "not a loopback address"),
+        ("listen = \"localhost\"", "control.listen", "not an address:port"),
+        ("token = \"short\"\nlisten = \"127.0.0.1:1\"", "control.token", "at least 16"),
+        ("token_file = \"missing.token\"", "control.token_file", "cannot read"),
+    ];
+    for (control, field, reason) in cases {
+        let cfg = s.config(&base(control));
+        let run = run_espgw(&s, &cfg, &[]);
+        assert_eq!(run.code(), Some(2), "{control}: {}", run.stderr);
+        assert!(run.stderr.contains(&format!("espgw.toml:6: {field}: ")), "{control}: {}", run.stderr);
+        assert!(run.stderr.contains(reason), "{}", run.stderr);
+        assert!(!run.stderr.contains("EAL"), "DPDK must not start: {}", run.stderr);
+    }
+    // Off loopback with a token from a file: valid.
+    std::fs::write(s.path("api.token"), "0123456789abcdef0123\n").unwrap();
+    let cfg = s.config(&base("listen = \"0.0.0.0:9470\"\ntoken_file = \"api.token\""));
+    let run = run_espgw(&s, &cfg, &["--check"]);
+    assert_eq!(run.code(), Some(0), "{}", run.stderr);
+    // The address is taken: a clear error, exit 1.
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let cfg = s.config(&base(&format!("listen = \"{}\"", taken.local_addr().unwrap())));
+    let run = run_espgw(&s, &cfg, &[]);
+    assert_eq!(run.code(), Some(1), "{}", run.stderr);
+    assert!(run.stderr.contains("cannot listen on 127.0.0.1:"), "{}", run.stderr);
+}
+
+/// The shipped two-gateway pairs mirror each other: each side's outbound SA
+/// is the other's inbound SA (SPI, algorithm, keys, endpoints swapped) and
+/// the protected networks are each other's mirror image.
+#[test]
+fn shipped_gateway_pairs_mirror_each_other() {
+    use control::config::Config;
+    use dataplane::esp::Mode;
+    use dataplane::policy::{Action, Direction};
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs");
+    for (a, b) in [("pair-west.toml", "pair-east.toml"), ("demo.toml", "demo-peer.toml")] {
+        let ca = Config::load(&dir.join(a)).unwrap();
+        let cb = Config::load(&dir.join(b)).unwrap();
+        for (x, y, xn, yn) in [(&ca, &cb, a, b), (&cb, &ca, b, a)] {
+            for out in x.sas.iter().filter(|s| s.direction == Direction::Outbound) {
+                let inb = y
+                    .sas
+                    .iter()
+                    .find(|s| s.direction == Direction::Inbound && s.cfg.spi == out.cfg.spi)
+                    .unwrap_or_else(|| panic!("{yn} has no inbound SA for {xn}'s {}", out.name));
+                assert_eq!(out.cfg.algorithm, inb.cfg.algorithm, "{xn} {}", out.name);
+                assert_eq!(*out.cfg.enc_key, *inb.cfg.enc_key, "{xn} {}: keys differ", out.name);
+                assert_eq!(*out.cfg.auth_key, *inb.cfg.auth_key, "{xn} {}", out.name);
+                assert_eq!(out.cfg.esn, inb.cfg.esn, "{xn} {}", out.name);
+                if let (Mode::Tunnel { local, remote }, Mode::Tunnel { local: il, remote: ir }) = (out.cfg.mode, inb.cfg.mode) {
+                    assert_eq!((local, remote), (ir, il), "{xn} {}: endpoints are not swapped in {yn}", out.name);
+                    assert_eq!(inb.bind, Some(remote), "{yn} {} must be bound to its own address", inb.name);
+                }
+                // The traffic it protects is what the peer's inbound SA accepts.
+                let er = x.eroutes.iter().find(|e| matches!(e.eroute.action, Action::Protect { sa, .. } if sa == out.id)).unwrap();
+                let peer_er = y.eroutes.iter().find(|e| Some(&e.name) == inb.eroute.as_ref()).unwrap();
+                assert_eq!(er.eroute.selector, peer_er.eroute.selector.mirrored(), "{xn} {} vs {yn} {}", er.name, peer_er.name);
+            }
+        }
+    }
+}

@@ -440,7 +440,14 @@ fn sa_spec(loc: &Locator<'_>, what: &str, s: &RawSa) -> Result<(SaSpec, Option<S
         let replay_window = match &s.replay_window {
             None => dataplane::esp::replay::DEFAULT_WINDOW,
             Some(w) if (64..=4096).contains(w.get_ref()) => *w.get_ref() as u32,
-            Some(w) => return Err(loc.at(w, f("replay_window"), format!("{} is outside 64..4096", w.get_ref()))),
+            // 0: no anti-replay (RFC 4303 §3.4.3), e.g. to replay a capture in a benchmark.
+            Some(w) if *w.get_ref() == 0 && !s.esn => 0,
+            Some(w) if *w.get_ref() == 0 => {
+                return Err(loc.at(w, f("replay_window"), "0 turns anti-replay off, which ESN cannot do without"))
+            }
+            Some(w) => {
+                return Err(loc.at(w, f("replay_window"), format!("{} is outside 64..4096 (or 0: no anti-replay)", w.get_ref())))
+            }
         };
         let df = match s.df.as_ref().map(|d| d.get_ref().as_str()) {
             None | Some("copy") => DfPolicy::Copy,

@@ -224,7 +224,9 @@ pub enum SaError {
     Crypto(#[from] CryptoError),
     #[error("tunnel endpoints must be of one address family")]
     MixedEndpoints,
-    #[error("replay window {0} is outside {min}..{max}", min = replay::MIN_WINDOW, max = replay::MAX_WINDOW)]
+    #[error("ESN needs the anti-replay window (replay window 0 turns it off)")]
+    EsnWithoutReplay,
+    #[error("replay window {0} is outside {min}..{max} (or 0: no anti-replay)", min = replay::MIN_WINDOW, max = replay::MAX_WINDOW)]
     ReplayWindow(u32),
     #[error("SPI 0..255 is reserved (RFC 4303 §2.1)")]
     ReservedSpi,
@@ -260,6 +262,9 @@ pub struct Sa {
     /// or 2^64-1 with ESN) or the hard packet limit, whichever is lower.
     seq_limit: u64,
     replay: ReplayWindow,
+    /// `replay_window = 0`: the receiver does not check sequence numbers
+    /// (RFC 4303 §3.4.3 lets it; benchmarks replaying a capture need it).
+    anti_replay: bool,
     packets: AtomicU64,
     bytes: AtomicU64,
     soft_expired: AtomicBool,
@@ -307,8 +312,13 @@ impl Sa {
                 return Err(SaError::MixedEndpoints);
             }
         }
-        if !(replay::MIN_WINDOW..=replay::MAX_WINDOW).contains(&cfg.replay_window) {
+        let anti_replay = cfg.replay_window != 0;
+        if anti_replay && !(replay::MIN_WINDOW..=replay::MAX_WINDOW).contains(&cfg.replay_window) {
             return Err(SaError::ReplayWindow(cfg.replay_window));
+        }
+        if !anti_replay && cfg.esn {
+            // ESN inference needs the window's top (RFC 4303 §2.2.1).
+            return Err(SaError::EsnWithoutReplay);
         }
         let transform = Transform::new(cfg.algorithm, cfg.backend, &cfg.enc_key, &cfg.auth_key, iv_seed)?;
         let space = if cfg.esn { u64::MAX } else { u64::from(u32::MAX) };
@@ -323,7 +333,8 @@ impl Sa {
             transform,
             next_seq: AtomicU64::new(1),
             seq_limit: cfg.lifetime.hard_packets.map_or(space, |h| h.min(space)),
-            replay: ReplayWindow::new(cfg.replay_window),
+            replay: ReplayWindow::new(if anti_replay { cfg.replay_window } else { replay::MIN_WINDOW }),
+            anti_replay,
             packets: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
             soft_expired: AtomicBool::new(false),
@@ -748,7 +759,9 @@ impl Sa {
         }
         let seq_hi = if self.esn { self.replay.infer_esn_high(seq_lo) } else { 0 };
         let seq = (u64::from(seq_hi) << 32) | u64::from(seq_lo);
-        self.replay.check(seq).map_err(replay_err)?;
+        if self.anti_replay {
+            self.replay.check(seq).map_err(replay_err)?;
+        }
         if self.lifetime.hard_packets.is_some_and(|h| self.packets.load(Ordering::Relaxed) >= h)
             || self.bytes_over_hard()
         {
@@ -759,7 +772,9 @@ impl Sa {
             let esp = &mut pkt.data_mut()[esp_off..];
             self.transform.open(esp, self.esn.then_some(seq_hi))?;
         }
-        self.replay.update(seq).map_err(replay_err)?;
+        if self.anti_replay {
+            self.replay.update(seq).map_err(replay_err)?;
+        }
 
         // Trailer.
         let ct_start = esp_off + ESP_HDR_LEN + iv_len;

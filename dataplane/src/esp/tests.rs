@@ -663,3 +663,27 @@ mod prop {
         }
     }
 }
+
+/// `replay_window = 0` turns anti-replay off (RFC 4303 §3.4.3): a replayed
+/// packet is accepted again (what a capture-replay benchmark needs); ESN
+/// cannot go without the window.
+#[test]
+fn anti_replay_can_be_turned_off() {
+    let (ek, ak) = keys(Algorithm::AesGcm128);
+    let mut cfg = SaConfig::new(0x1000, Algorithm::AesGcm128, &ek, &ak, tunnel4());
+    cfg.replay_window = 0;
+    let (out, inn) = (Sa::new(&cfg).unwrap(), Sa::new(&cfg).unwrap());
+    let mut b = VecBuf::from_slice(&udp4(64, 0, false, 9));
+    out.encap(&mut b, out.reserve(1).unwrap().first).unwrap();
+    let p = b.to_vec();
+    for _ in 0..3 {
+        inn.decap(&mut VecBuf::from_slice(&p)).unwrap();
+    }
+    // Authentication still holds.
+    let mut bad = p.clone();
+    let n = bad.len();
+    bad[n - 1] ^= 1;
+    assert_eq!(inn.decap(&mut VecBuf::from_slice(&bad)), Err(EspError::AuthFailed));
+    cfg.esn = true;
+    assert_eq!(Sa::new(&cfg).err(), Some(SaError::EsnWithoutReplay));
+}

@@ -7,13 +7,15 @@ use std::path::PathBuf;
 
 const MIN_DPDK: &str = "22.11";
 const INSTALL_HINT: &str = "espgw needs DPDK >= 22.11 and its headers.\n\
-    On Debian/Ubuntu: apt-get install -y dpdk dpdk-dev libdpdk-dev libclang-dev pkg-config\n\
+    On Debian/Ubuntu: apt-get install -y dpdk dpdk-dev libdpdk-dev libipsec-mb-dev libclang-dev pkg-config\n\
     (or run `make deps`, which does this for you).";
 
 fn main() {
     println!("cargo:rerun-if-changed=wrapper.h");
     println!("cargo:rerun-if-changed=shim.h");
     println!("cargo:rerun-if-changed=shim.c");
+    println!("cargo:rerun-if-changed=ipsec_mb_shim.h");
+    println!("cargo:rerun-if-changed=ipsec_mb_shim.c");
 
     // Shared linking: Debian's EAL loads PMDs (net_pcap, net_ring, ...) from its
     // driver directory at run time, so no `-d` is needed for vdevs.
@@ -43,6 +45,20 @@ fn main() {
         build.flag(f);
     }
     build.compile("espgw_dpdk_shim");
+
+    // intel-ipsec-mb (the library DPDK's crypto_aesni_mb PMD is built on):
+    // multi-buffer AES-CBC + HMAC-SHA1 and AES-GCM for the `ipsec-mb` backend.
+    if !std::path::Path::new("/usr/include/intel-ipsec-mb.h").exists() && env::var_os("IPSEC_MB_INCLUDE").is_none() {
+        eprintln!("\nerror: intel-ipsec-mb.h not found.\n{INSTALL_HINT}\n");
+        std::process::exit(1);
+    }
+    let mut imb = cc::Build::new();
+    imb.file("ipsec_mb_shim.c").include(".").opt_level(3).warnings(false);
+    if let Some(inc) = env::var_os("IPSEC_MB_INCLUDE") {
+        imb.include(inc);
+    }
+    imb.compile("espgw_ipsec_mb_shim");
+    println!("cargo:rustc-link-lib=IPSec_MB");
 
     let mut builder = bindgen::Builder::default()
         .header("wrapper.h")
@@ -132,6 +148,7 @@ fn main() {
         "RTE_ETHER_ADDR_LEN",
         "SOCKET_ID_ANY",
         "RTE_ETH_LINK_.*",
+        "ESPGW_IMB_.*",
     ] {
         builder = builder.allowlist_var(v);
     }

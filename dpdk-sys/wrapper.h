@@ -8,3 +8,4 @@
 #include <rte_mempool.h>
 #include <rte_ring.h>
 #include "shim.h"
+#include "ipsec_mb_shim.h"

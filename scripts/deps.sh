@@ -8,6 +8,7 @@ set -euo pipefail
 need_apt=()
 pkg-config --exists 'libdpdk >= 22.11' 2>/dev/null || need_apt+=(dpdk dpdk-dev libdpdk-dev pkg-config)
 command -v dpdk-testpmd >/dev/null 2>&1 || need_apt+=(dpdk)
+[ -e /usr/include/intel-ipsec-mb.h ] || need_apt+=(libipsec-mb-dev)
 ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || ls /usr/lib/x86_64-linux-gnu/libclang*.so* >/dev/null 2>&1 || need_apt+=(libclang-dev)
 command -v cc >/dev/null 2>&1 || need_apt+=(gcc)
 if [ "${ESPGW_DEPS_TEST:-0}" = 1 ]; then

@@ -20,6 +20,9 @@ use thiserror::Error;
 
 use crate::packet::{BufError, PacketBuf};
 
+#[path = "dpdk_ipsec_mb.rs"]
+pub mod ipsec_mb;
+
 /// Errors from DPDK calls, with the DPDK reason text.
 #[derive(Debug, Error)]
 pub enum DpdkError {

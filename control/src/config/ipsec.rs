@@ -368,9 +368,16 @@ fn sa_spec(loc: &Locator<'_>, what: &str, s: &RawSa) -> Result<(SaSpec, Option<S
         let backend = match &s.backend {
             None => Backend::Auto,
             Some(b) => Backend::from_name(b.get_ref()).ok_or_else(|| {
-                loc.at(b, f("backend"), format!("unknown backend {:?} (auto, ring, rustcrypto)", b.get_ref()))
+                loc.at(b, f("backend"), format!("unknown backend {:?} (auto, ring, rustcrypto, ipsec-mb)", b.get_ref()))
             })?,
         };
+        if backend == Backend::IpsecMb && algorithm == Algorithm::NullHmacSha1 {
+            return Err(loc.at(
+                s.backend.as_ref().expect("set"),
+                f("backend"),
+                format!("ipsec-mb does not implement {}", algorithm.name()),
+            ));
+        }
         if backend == Backend::Ring && !algorithm.is_aead() {
             return Err(loc.at(
                 s.backend.as_ref().expect("set"),

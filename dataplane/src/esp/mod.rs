@@ -503,17 +503,13 @@ impl Sa {
             Err(e) => results[..n].iter_mut().for_each(|r| *r = Err(e)),
             Ok(block) => {
                 let (mut ok, mut bytes) = (0u64, 0u64);
-                for i in 0..n {
-                    let len = pkts[i].len() as u64;
-                    results[i] = if i < block.usable {
-                        self.encap_one(&mut pkts[i], block.first + i as u64)
-                    } else {
-                        Err(self.expiry_reason())
-                    };
-                    if results[i].is_ok() {
-                        ok += 1;
-                        bytes += len;
-                    }
+                let mut start = 0;
+                while start < n {
+                    let end = (start + BATCH).min(n);
+                    let first = block.first + start as u64;
+                    let usable = block.usable.saturating_sub(start);
+                    ok += self.encap_batch(&mut pkts[start..end], first, usable, &mut results[start..end], &mut bytes);
+                    start = end;
                 }
                 if ok > 0 {
                     // Already encrypted: a limit crossed here only flags the SA.
@@ -532,9 +528,70 @@ impl Sa {
         Ok(())
     }
 
-    /// Encapsulate without charging the lifetime (the burst API charges once).
+    /// Up to [`BATCH`] packets with sequence numbers `first..`, of which the
+    /// first `usable` may be used: headers and trailers one by one, then one
+    /// call that seals them all. Returns how many succeeded; adds their
+    /// (inner) bytes to `bytes`.
+    fn encap_batch<B: PacketBuf>(
+        &self,
+        pkts: &mut [B],
+        first: u64,
+        usable: usize,
+        results: &mut [Result<(), EspError>],
+        bytes: &mut u64,
+    ) -> u64 {
+        let mut offs: [Option<usize>; BATCH] = [None; BATCH];
+        let mut lens = [0u64; BATCH];
+        for (i, p) in pkts.iter_mut().enumerate() {
+            lens[i] = p.len() as u64;
+            if i >= usable {
+                results[i] = Err(self.expiry_reason());
+                continue;
+            }
+            match self.encap_prepare(p, first + i as u64) {
+                Ok(off) => offs[i] = Some(off),
+                Err(e) => results[i] = Err(e),
+            }
+        }
+        let mut bufs: [&mut [u8]; BATCH] = std::array::from_fn(|_| &mut [][..]);
+        let mut his = [0u32; BATCH];
+        let mut idx = [0usize; BATCH];
+        let mut k = 0;
+        for (i, p) in pkts.iter_mut().enumerate() {
+            if let Some(off) = offs[i] {
+                bufs[k] = &mut p.data_mut()[off..];
+                his[k] = ((first + i as u64) >> 32) as u32;
+                idx[k] = i;
+                k += 1;
+            }
+        }
+        let mut crypt = [Ok(()); BATCH];
+        self.transform.seal_burst(&mut bufs[..k], self.esn.then_some(&his[..k]), &mut crypt[..k]);
+        let mut ok = 0;
+        for j in 0..k {
+            let i = idx[j];
+            results[i] = crypt[j].map_err(EspError::from);
+            if crypt[j].is_ok() {
+                ok += 1;
+                *bytes += lens[i];
+            }
+        }
+        ok
+    }
+
+    /// Encapsulate and seal one packet, without charging the lifetime.
     #[inline]
     fn encap_one<B: PacketBuf>(&self, pkt: &mut B, seq: u64) -> Result<(), EspError> {
+        let off = self.encap_prepare(pkt, seq)?;
+        let seq_hi = self.esn.then_some((seq >> 32) as u32);
+        self.transform.seal(&mut pkt.data_mut()[off..], seq_hi)?;
+        Ok(())
+    }
+
+    /// Everything but the crypto: headers, IV, padding, trailer. Returns the
+    /// offset of the ESP header (the buffer then runs to the end of the ICV).
+    #[inline]
+    fn encap_prepare<B: PacketBuf>(&self, pkt: &mut B, seq: u64) -> Result<usize, EspError> {
         if self.lifetime.hard_bytes.is_some() && self.bytes_over_hard() {
             self.hard_expired.store(true, Ordering::Relaxed);
             return Err(EspError::HardLifetime);
@@ -545,7 +602,7 @@ impl Sa {
         }
     }
 
-    fn encap_tunnel<B: PacketBuf>(&self, pkt: &mut B, seq: u64, local: IpAddr, remote: IpAddr) -> Result<(), EspError> {
+    fn encap_tunnel<B: PacketBuf>(&self, pkt: &mut B, seq: u64, local: IpAddr, remote: IpAddr) -> Result<usize, EspError> {
         let a = self.algorithm;
         // Inner packet: validate and cut link-layer padding.
         let (inner_len, next_header, tos, df) = {
@@ -606,10 +663,10 @@ impl Sa {
             }
             _ => return Err(EspError::BadInner), // excluded at SA creation
         }
-        Ok(())
+        Ok(outer_len)
     }
 
-    fn encap_transport<B: PacketBuf>(&self, pkt: &mut B, seq: u64) -> Result<(), EspError> {
+    fn encap_transport<B: PacketBuf>(&self, pkt: &mut B, seq: u64) -> Result<usize, EspError> {
         let a = self.algorithm;
         let (hdr_len, total_len, l4_proto, nh_field, v4) = {
             let d = pkt.data();
@@ -650,11 +707,11 @@ impl Sa {
         } else {
             buf[4..6].copy_from_slice(&((total - IPV6_HDR_LEN) as u16).to_be_bytes());
         }
-        Ok(())
+        Ok(hdr_len)
     }
 
     /// Fill ESP header, IV and trailer around a payload already in place at
-    /// `esp[ESP_HDR_LEN + iv_len..][..payload_len]`, then seal.
+    /// `esp[ESP_HDR_LEN + iv_len..][..payload_len]` (sealing comes after).
     #[inline]
     fn write_esp(
         &self,
@@ -674,8 +731,6 @@ impl Sa {
         }
         esp[t + pad] = pad as u8;
         esp[t + pad + 1] = next_header;
-        let seq_hi = self.esn.then_some((seq >> 32) as u32);
-        self.transform.seal(esp, seq_hi)?;
         Ok(())
     }
 
@@ -691,20 +746,71 @@ impl Sa {
     /// Decapsulate a burst of this SA's packets; the lifetime is charged once.
     pub fn decap_burst<B: PacketBuf>(&self, pkts: &mut [B], results: &mut [Result<Decapped, EspError>]) {
         let (mut ok, mut bytes) = (0u64, 0u64);
-        for (p, r) in pkts.iter_mut().zip(results.iter_mut()) {
-            *r = self.decap_one(p);
-            if let Ok(d) = r {
-                ok += 1;
-                bytes += d.payload_len as u64;
-            }
+        let n = pkts.len().min(results.len());
+        let mut start = 0;
+        while start < n {
+            let end = (start + BATCH).min(n);
+            self.decap_batch(&mut pkts[start..end], &mut results[start..end]);
+            start = end;
+        }
+        for d in results[..n].iter().flatten() {
+            ok += 1;
+            bytes += d.payload_len as u64;
         }
         if ok > 0 {
             let _ = self.charge(ok, bytes);
         }
     }
 
+    /// Up to [`BATCH`] packets: checks one by one, then one call that verifies
+    /// and decrypts them all (multi-buffer backends interleave them), then the
+    /// trailers.
+    fn decap_batch<B: PacketBuf>(&self, pkts: &mut [B], results: &mut [Result<Decapped, EspError>]) {
+        let mut pre: [Option<DecapPre>; BATCH] = [None; BATCH];
+        for (i, p) in pkts.iter_mut().enumerate() {
+            match self.decap_pre(p) {
+                Ok(x) => pre[i] = Some(x),
+                Err(e) => results[i] = Err(e),
+            }
+        }
+        let mut bufs: [&mut [u8]; BATCH] = std::array::from_fn(|_| &mut [][..]);
+        let mut his = [0u32; BATCH];
+        let mut idx = [0usize; BATCH];
+        let mut k = 0;
+        for (i, p) in pkts.iter_mut().enumerate() {
+            if let Some(x) = pre[i] {
+                bufs[k] = &mut p.data_mut()[x.esp_off..];
+                his[k] = x.seq_hi;
+                idx[k] = i;
+                k += 1;
+            }
+        }
+        let mut crypt = [Ok(()); BATCH];
+        self.transform.open_burst(&mut bufs[..k], self.esn.then_some(&his[..k]), &mut crypt[..k]);
+        drop(bufs);
+        for j in 0..k {
+            let i = idx[j];
+            results[i] = match crypt[j] {
+                Err(e) => Err(e.into()),
+                Ok(()) => self.decap_post(&mut pkts[i], pre[i].as_ref().expect("prepared")),
+            };
+        }
+    }
+
+    /// Decapsulate one packet: checks, then verify and decrypt, then the trailer.
     #[inline]
     fn decap_one<B: PacketBuf>(&self, pkt: &mut B) -> Result<Decapped, EspError> {
+        let pre = self.decap_pre(pkt)?;
+        {
+            let esp = &mut pkt.data_mut()[pre.esp_off..];
+            self.transform.open(esp, self.esn.then_some(pre.seq_hi))?;
+        }
+        self.decap_post(pkt, &pre)
+    }
+
+    /// Everything before decryption: outer header, SPI, replay check, lifetime.
+    #[inline]
+    fn decap_pre<B: PacketBuf>(&self, pkt: &mut B) -> Result<DecapPre, EspError> {
         let a = self.algorithm;
         let (iv_len, icv_len) = (a.iv_len(), a.icv_len());
         // Outer header.
@@ -768,10 +874,14 @@ impl Sa {
             self.hard_expired.store(true, Ordering::Relaxed);
             return Err(EspError::HardLifetime);
         }
-        {
-            let esp = &mut pkt.data_mut()[esp_off..];
-            self.transform.open(esp, self.esn.then_some(seq_hi))?;
-        }
+        Ok(DecapPre { esp_off, total_len, nh_field, v4, outer_tos, seq, seq_hi })
+    }
+
+    /// Everything after a verified decryption: replay update, trailer, inner packet.
+    #[inline]
+    fn decap_post<B: PacketBuf>(&self, pkt: &mut B, pre: &DecapPre) -> Result<Decapped, EspError> {
+        let (iv_len, icv_len) = (self.algorithm.iv_len(), self.algorithm.icv_len());
+        let DecapPre { esp_off, total_len, nh_field, v4, outer_tos, seq, .. } = *pre;
         if self.anti_replay {
             self.replay.update(seq).map_err(replay_err)?;
         }
@@ -836,6 +946,18 @@ impl Sa {
     }
 }
 
+/// What [`Sa::decap_pre`] found, for the steps after decryption.
+#[derive(Debug, Clone, Copy)]
+struct DecapPre {
+    esp_off: usize,
+    total_len: usize,
+    nh_field: usize,
+    v4: bool,
+    outer_tos: u8,
+    seq: u64,
+    seq_hi: u32,
+}
+
 /// What a successful decapsulation found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Decapped {
@@ -867,6 +989,9 @@ fn grow<B: PacketBuf>(pkt: &mut B, head: usize, tail: usize, total: usize, v4: b
     pkt.prepend(head).map_err(|_| EspError::NoRoom)?;
     pkt.append(tail).map_err(|_| EspError::NoRoom)
 }
+
+/// Packets per crypto call in the burst APIs (the pipeline's burst size).
+pub const BATCH: usize = 32;
 
 /// Padding so that payload + pad + 2 is a multiple of `align`.
 #[inline]

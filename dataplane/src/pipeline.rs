@@ -86,6 +86,10 @@ pub struct Pipeline<B: PacketBuf> {
     solicit_limit: RequestLimiter,
 }
 
+/// SA groups kept per burst; a burst with more SAs encrypts the oldest group
+/// early. Small so that the groups' storage stays small.
+const MAX_GROUPS: usize = 8;
+
 /// One SA group of a burst.
 struct Group<'s, B> {
     sa: &'s Arc<SaEntry>,
@@ -236,7 +240,7 @@ impl<B: PacketBuf> Pipeline<B> {
         S: TxSink<B>,
         I: IntoIterator<Item = B>,
     {
-        let mut groups: ArrayVec<Group<'s, B>, BURST> = ArrayVec::new();
+        let mut groups: ArrayVec<Group<'s, B>, MAX_GROUPS> = ArrayVec::new();
         for pkt in burst {
             let Some(mut pkt) = self.neighbor_traffic(in_port, pkt, cx.tx, cx.stats) else { continue };
             let Some(src_mac) = strip_l2(&mut pkt, cx.stats) else { continue };
@@ -252,6 +256,11 @@ impl<B: PacketBuf> Pipeline<B> {
                     let gi = match groups.iter().position(|g| Arc::ptr_eq(g.sa, sa)) {
                         Some(i) => i,
                         None => {
+                            if groups.is_full() {
+                                // More SAs in one burst than groups: encrypt one now.
+                                let g = groups.swap_remove(0);
+                                self.encrypt_group(in_port, g, cx);
+                            }
                             groups.push(Group { sa, options, pkts: ArrayVec::new() });
                             groups.len() - 1
                         }
@@ -268,7 +277,9 @@ impl<B: PacketBuf> Pipeline<B> {
                 Verdict::Trap { .. } => cx.stats.drop_one(DropReason::PolicyTrap),
             }
         }
-        for g in groups {
+        // drain, not into_iter: moving the whole ArrayVec by value copies all
+        // of its (mostly unused) storage on every burst.
+        for g in groups.drain(..) {
             self.encrypt_group(in_port, g, cx);
         }
     }
@@ -492,7 +503,7 @@ impl<B: PacketBuf> Pipeline<B> {
         I: IntoIterator<Item = B>,
     {
         type InGroup<'s, B> = (&'s crate::policy::InboundSa, ArrayVec<B, BURST>);
-        let mut groups: ArrayVec<InGroup<'s, B>, BURST> = ArrayVec::new();
+        let mut groups: ArrayVec<InGroup<'s, B>, MAX_GROUPS> = ArrayVec::new();
         for pkt in burst {
             let Some(mut pkt) = self.neighbor_traffic(in_port, pkt, cx.tx, cx.stats) else { continue };
             if strip_l2(&mut pkt, cx.stats).is_none() {
@@ -533,6 +544,10 @@ impl<B: PacketBuf> Pipeline<B> {
                 let gi = match groups.iter().position(|(g, _)| Arc::ptr_eq(&g.entry, &isa.entry)) {
                     Some(i) => i,
                     None => {
+                        if groups.is_full() {
+                            let (isa, mut pkts) = groups.swap_remove(0);
+                            self.decrypt_group(isa, &mut pkts, cx);
+                        }
                         groups.push((isa, ArrayVec::new()));
                         groups.len() - 1
                     }
@@ -562,12 +577,27 @@ impl<B: PacketBuf> Pipeline<B> {
                 _ => cx.stats.drop_one(DropReason::ClearOnProtected),
             }
         }
-        for (isa, mut pkts) in groups {
+        for (isa, mut pkts) in groups.drain(..) {
+            self.decrypt_group(isa, &mut pkts, cx);
+        }
+    }
+
+    /// Decrypt one SA's packets of a burst and send them on.
+    fn decrypt_group<A, S>(
+        &mut self,
+        isa: &crate::policy::InboundSa,
+        pkts: &mut ArrayVec<B, BURST>,
+        cx: &mut BurstCtx<'_, A, S>,
+    ) where
+        A: BufAlloc<Buf = B>,
+        S: TxSink<B>,
+    {
+        {
             let mut results: [Result<crate::esp::Decapped, crate::esp::EspError>; BURST] =
                 [Err(crate::esp::EspError::Truncated); BURST];
             let n = pkts.len();
-            isa.entry.sa.decap_burst(&mut pkts, &mut results[..n]);
-            for (mut pkt, r) in pkts.into_iter().zip(results) {
+            isa.entry.sa.decap_burst(pkts, &mut results[..n]);
+            for (mut pkt, r) in pkts.drain(..).zip(results) {
                 if let Err(e) = r {
                     cx.stats.drop_one(DropReason::from_esp(e));
                     continue;

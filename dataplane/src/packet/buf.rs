@@ -89,6 +89,15 @@ impl VecBuf {
         b
     }
 
+    /// Make this buffer hold `bytes` again, with default headroom, without
+    /// allocating (benchmarks recycle buffers). `bytes` must fit.
+    pub fn refill(&mut self, bytes: &[u8]) {
+        self.start = Self::DEFAULT_HEADROOM.min(self.mem.len());
+        self.end = (self.start + bytes.len()).min(self.mem.len());
+        let n = self.end - self.start;
+        self.mem[self.start..self.end].copy_from_slice(&bytes[..n]);
+    }
+
     /// The packet as an owned vector.
     pub fn to_vec(&self) -> Vec<u8> {
         self.data().to_vec()

@@ -1,7 +1,8 @@
 # espgw — the README's commands.
 #   make demo   install what is missing, build, run the gateway on DPDK virtual devices
 #   make test   every test: unit, integration, end-to-end (real DPDK)
-.PHONY: all deps test-deps build demo test fmt clippy bench
+#   make perf   the throughput harness (perf/harness.py; about 15 minutes)
+.PHONY: all deps test-deps build demo test fmt clippy bench perf
 
 CARGO ?= cargo
 
@@ -27,3 +28,7 @@ fmt:
 
 clippy:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+perf: deps
+	command -v valgrind >/dev/null 2>&1 || apt-get install -y -qq valgrind >/dev/null
+	python3 perf/harness.py --profile

@@ -130,7 +130,7 @@ fn main() {
         let mut cx = BurstCtx { routes: &routes, now_ms: 1, alloc: &mut VecAlloc, tx: &mut sink, stats: &stats };
         pipe.process(in_port, bufs.drain(..), snap, &mut cx);
         out += sink.0.len();
-        bufs.extend(sink.0.drain(..));
+        bufs.append(&mut sink.0);
         while bufs.len() < BURST {
             bufs.push(VecBuf::from_slice(&templates[0]));
         }

@@ -59,7 +59,7 @@ enum SaCmd {
     /// Show one SA.
     Show { name: String },
     /// Add an SA (or replace one with --replace: a rekey).
-    Add(SaAdd),
+    Add(Box<SaAdd>),
     /// Delete an SA; --force turns eroutes that use it into trap.
     Del {
         name: String,

@@ -787,7 +787,6 @@ impl Sa {
         }
         let mut crypt = [Ok(()); BATCH];
         self.transform.open_burst(&mut bufs[..k], self.esn.then_some(&his[..k]), &mut crypt[..k]);
-        drop(bufs);
         for j in 0..k {
             let i = idx[j];
             results[i] = match crypt[j] {

@@ -222,6 +222,8 @@ impl<B: PacketBuf> Pipeline<B> {
     }
 
     /// Process one burst received on `in_port`.
+    /// (Never inlined: one call per burst, and profiles see the pipeline apart.)
+    #[inline(never)]
     pub fn process<A, S, I>(&mut self, in_port: usize, burst: I, snap: &Snapshot, cx: &mut BurstCtx<'_, A, S>)
     where
         A: BufAlloc<Buf = B>,

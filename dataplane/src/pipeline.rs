@@ -358,12 +358,17 @@ impl<B: PacketBuf> Pipeline<B> {
         let mut results = [Ok(()); BURST];
         let n = to_encrypt.len();
         sa.encap_burst(&mut to_encrypt, &mut results[..n]);
-        for ((pkt, (nh, limit)), r) in to_encrypt.into_iter().zip(hops).zip(results) {
+        let mut encrypted = 0;
+        for ((pkt, (nh, limit)), r) in to_encrypt.drain(..).zip(hops.drain(..)).zip(results) {
             match r {
-                Ok(()) => self.send_encrypted(pkt, nh, limit, cx),
+                Ok(()) => {
+                    encrypted += 1;
+                    self.send_encrypted(pkt, nh, limit, cx)
+                }
                 Err(e) => cx.stats.drop_one(DropReason::from_esp(e)),
             }
         }
+        cx.stats.event(Event::Encrypted, encrypted);
     }
 
     /// Egress port, next-hop MAC and the limit an outer packet to `outer_dst`
@@ -407,7 +412,6 @@ impl<B: PacketBuf> Pipeline<B> {
         A: BufAlloc<Buf = B>,
         S: TxSink<B>,
     {
-        cx.stats.event(Event::Encrypted, 1);
         let limit = usize::from(limit);
         let (src_mac, dst_mac) = (self.ports[nh.port].mac, nh.mac);
         if pkt.len() <= limit {

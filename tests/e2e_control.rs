@@ -206,8 +206,23 @@ fn live_sa_add_and_delete_steer_traffic() {
     let (rc, out, err) = ctl(
         &api,
         &[
-            "sa", "add", "to-b", "--direction", "out", "--spi", "0x1001", "--algorithm", "aes128-gcm16", "--enc-key",
-            GCM_KEY, "--mode", "tunnel", "--local", "192.0.2.1", "--remote", "198.51.100.1",
+            "sa",
+            "add",
+            "to-b",
+            "--direction",
+            "out",
+            "--spi",
+            "0x1001",
+            "--algorithm",
+            "aes128-gcm16",
+            "--enc-key",
+            GCM_KEY,
+            "--mode",
+            "tunnel",
+            "--local",
+            "192.0.2.1",
+            "--remote",
+            "198.51.100.1",
         ],
     );
     assert_eq!(rc, 0, "{out}{err}");
@@ -229,7 +244,8 @@ fn live_sa_add_and_delete_steer_traffic() {
     // The CLI's views: tables for people, JSON for scripts; keys never shown.
     let (rc, look, _) = ctl(&api, &["look"]);
     assert_eq!(rc, 0);
-    for want in ["eroutes:", "nets", "10.0.0.0/8 -> 0.0.0.0/0", "to-b (esp0x1001@198.51.100.1)", "path MTU:", "public"] {
+    for want in ["eroutes:", "nets", "10.0.0.0/8 -> 0.0.0.0/0", "to-b (esp0x1001@198.51.100.1)", "path MTU:", "public"]
+    {
         assert!(look.contains(want), "look lacks {want:?}:\n{look}");
     }
     let (rc, json, _) = ctl(&api, &["--json", "sa", "list"]);
@@ -244,8 +260,24 @@ fn live_sa_add_and_delete_steer_traffic() {
     // Exit codes scripts can rely on.
     assert_eq!(ctl(&api, &["sa", "show", "ghost"]).0, 3, "not found");
     assert_eq!(ctl(&api, &["sa", "del", "to-b"]).0, 4, "in use: conflict");
-    let (rc, _, err) =
-        ctl(&api, &["sa", "add", "bad", "--direction", "out", "--spi", "0x1002", "--algorithm", "aes128-gcm16", "--enc-key", "0x00", "--mode", "transport"]);
+    let (rc, _, err) = ctl(
+        &api,
+        &[
+            "sa",
+            "add",
+            "bad",
+            "--direction",
+            "out",
+            "--spi",
+            "0x1002",
+            "--algorithm",
+            "aes128-gcm16",
+            "--enc-key",
+            "0x00",
+            "--mode",
+            "transport",
+        ],
+    );
     assert_eq!(rc, 5, "rejected input");
     assert!(err.contains("enc_key"), "{err}");
     let (rc, _, _) = Command::new(espgwctl_bin())
@@ -308,7 +340,11 @@ fn dashboard_queries(path: &Path) -> Vec<(String, String)> {
     for p in d["panels"].as_array().unwrap() {
         for t in p["targets"].as_array().into_iter().flatten() {
             let e = t["expr"].as_str().unwrap();
-            let e = e.replace("$__rate_interval", "10s").replace("$sa", ".*").replace("$port", ".*").replace("$worker", ".*");
+            let e = e
+                .replace("$__rate_interval", "10s")
+                .replace("$sa", ".*")
+                .replace("$port", ".*")
+                .replace("$worker", ".*");
             out.push((p["title"].as_str().unwrap().to_string(), e));
         }
     }
@@ -362,7 +398,10 @@ fn prometheus_scrapes_espgw_and_the_dashboard_queries_work() {
     assert_eq!(prom_value(&prom_query(&base, "espgw_port_mtu_bytes{port=\"public\"}")), 1500.0);
     assert!(prom_value(&prom_query(&base, "sum(espgw_port_tx_packets_total{port=\"public\"})")) > 0.0);
     assert!(prom_value(&prom_query(&base, "espgw_esp_encrypted_packets_total")) > 0.0);
-    assert!(prom_value(&prom_query(&base, "espgw_fragments_created_total")) > 0.0, "big frames are fragmented after encryption");
+    assert!(
+        prom_value(&prom_query(&base, "espgw_fragments_created_total")) > 0.0,
+        "big frames are fragmented after encryption"
+    );
     assert!(prom_value(&prom_query(&base, "espgw_icmp_too_big_sent_total")) > 0.0, "DF frames get need-frag");
     assert!(prom_value(&prom_query(&base, "sum(espgw_drops_total{reason=\"too_big_df\"})")) > 0.0);
     assert!(prom_value(&prom_query(&base, "espgw_mempool_mbufs{pool=\"mbufs\"}")) > 1000.0);
@@ -409,7 +448,8 @@ fn grafana_dashboard_uses_a_datasource_variable_and_real_metrics() {
         for t in p["targets"].as_array().unwrap() {
             assert_eq!(t["datasource"]["uid"].as_str(), Some(ds_ref.as_str()));
             let e = t["expr"].as_str().unwrap();
-            for name in e.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).filter(|w| w.starts_with("espgw_")) {
+            for name in e.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).filter(|w| w.starts_with("espgw_"))
+            {
                 assert!(metrics_src.contains(&format!("\"{name}\"")), "panel {}: unknown metric {name}", p["title"]);
             }
         }
@@ -526,14 +566,26 @@ fn shipped_gateway_pairs_mirror_each_other() {
                 assert_eq!(*out.cfg.enc_key, *inb.cfg.enc_key, "{xn} {}: keys differ", out.name);
                 assert_eq!(*out.cfg.auth_key, *inb.cfg.auth_key, "{xn} {}", out.name);
                 assert_eq!(out.cfg.esn, inb.cfg.esn, "{xn} {}", out.name);
-                if let (Mode::Tunnel { local, remote }, Mode::Tunnel { local: il, remote: ir }) = (out.cfg.mode, inb.cfg.mode) {
+                if let (Mode::Tunnel { local, remote }, Mode::Tunnel { local: il, remote: ir }) =
+                    (out.cfg.mode, inb.cfg.mode)
+                {
                     assert_eq!((local, remote), (ir, il), "{xn} {}: endpoints are not swapped in {yn}", out.name);
                     assert_eq!(inb.bind, Some(remote), "{yn} {} must be bound to its own address", inb.name);
                 }
                 // The traffic it protects is what the peer's inbound SA accepts.
-                let er = x.eroutes.iter().find(|e| matches!(e.eroute.action, Action::Protect { sa, .. } if sa == out.id)).unwrap();
+                let er = x
+                    .eroutes
+                    .iter()
+                    .find(|e| matches!(e.eroute.action, Action::Protect { sa, .. } if sa == out.id))
+                    .unwrap();
                 let peer_er = y.eroutes.iter().find(|e| Some(&e.name) == inb.eroute.as_ref()).unwrap();
-                assert_eq!(er.eroute.selector, peer_er.eroute.selector.mirrored(), "{xn} {} vs {yn} {}", er.name, peer_er.name);
+                assert_eq!(
+                    er.eroute.selector,
+                    peer_er.eroute.selector.mirrored(),
+                    "{xn} {} vs {yn} {}",
+                    er.name,
+                    peer_er.name
+                );
             }
         }
     }

@@ -184,7 +184,9 @@ fn check_auth(state: &ControlState, req: &ApiRequest) -> Option<ApiResponse> {
     let token = state.token.as_ref()?;
     let challenge = |r: ApiResponse| r.with_header("WWW-Authenticate", "Bearer realm=\"espgw\"");
     match req.authorization.as_deref().map(str::trim) {
-        None => Some(challenge(ApiResponse::error(401, "this API needs a bearer token (Authorization: Bearer ...)", None))),
+        None => {
+            Some(challenge(ApiResponse::error(401, "this API needs a bearer token (Authorization: Bearer ...)", None)))
+        }
         Some(h) => match h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")) {
             None => Some(challenge(ApiResponse::error(401, "only bearer tokens are accepted", None))),
             Some(t) if constant_time_eq(t.trim().as_bytes(), token.as_bytes()) => None,
@@ -203,7 +205,9 @@ fn json_to_toml_table(kind: &str, body: &[u8]) -> Result<String, ApiResponse> {
     }
     fn conv(v: &Value, path: &str) -> Result<toml::Value, ApiResponse> {
         Ok(match v {
-            Value::Null => return Err(ApiResponse::error(400, "null is not allowed; leave the field out", Some(path.into()))),
+            Value::Null => {
+                return Err(ApiResponse::error(400, "null is not allowed; leave the field out", Some(path.into())))
+            }
             Value::Bool(b) => toml::Value::Boolean(*b),
             Value::Number(n) => match (n.as_i64(), n.as_f64()) {
                 (Some(i), _) => toml::Value::Integer(i),
@@ -286,7 +290,9 @@ pub fn handle(state: &ControlState, req: &ApiRequest) -> ApiResponse {
             headers: Vec::new(),
         }),
         ("GET", "/api/v1/sas") => Ok(ApiResponse::json(200, &state.store().sas())),
-        ("GET", "/api/v1/sas/{name}") => state.store().sa(&name).map(|s| ApiResponse::json(200, &s)).map_err(Into::into),
+        ("GET", "/api/v1/sas/{name}") => {
+            state.store().sa(&name).map(|s| ApiResponse::json(200, &s)).map_err(Into::into)
+        }
         ("POST", "/api/v1/sas") => sa_write(state, req, None),
         ("PUT", "/api/v1/sas/{name}") => sa_write(state, req, Some(&name)),
         ("DELETE", "/api/v1/sas/{name}") => {
@@ -385,7 +391,8 @@ fn eroute_write(state: &ControlState, req: &ApiRequest, name: Option<&str>) -> R
 fn stats(state: &ControlState) -> Result<ApiResponse, ApiResponse> {
     let l = live(state)?;
     let sas = state.store().sas();
-    let drops: serde_json::Map<String, Value> = l.drops().into_iter().map(|(r, n)| (r.label().into(), n.into())).collect();
+    let drops: serde_json::Map<String, Value> =
+        l.drops().into_iter().map(|(r, n)| (r.label().into(), n.into())).collect();
     let events: serde_json::Map<String, Value> =
         l.events().into_iter().map(|(e, n)| (e.label().into(), n.into())).collect();
     let sa_counts: Vec<Value> = sas

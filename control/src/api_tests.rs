@@ -118,7 +118,10 @@ fn sa_and_eroute_lifecycle() {
                     "dport": "1000-2000", "action": "protect", "sa": "to-c", "mss_clamp": true});
     let (s, v) = call(&st, "POST", "/api/v1/eroutes", Some(er.clone()));
     assert_eq!(s, 201, "{v}");
-    assert_eq!((v["proto"].as_str(), v["dport"].as_str(), v["sa"].as_str()), (Some("tcp"), Some("1000-2000"), Some("to-c")));
+    assert_eq!(
+        (v["proto"].as_str(), v["dport"].as_str(), v["sa"].as_str()),
+        (Some("tcp"), Some("1000-2000"), Some("to-c"))
+    );
     assert_eq!(call(&st, "POST", "/api/v1/eroutes", Some(er)).0, 409);
     // The published snapshot sees it.
     {

@@ -167,7 +167,8 @@ impl Live {
         if l.at.is_some_and(|t| now.duration_since(t).as_millis() < 1000) {
             return;
         }
-        let polls: Vec<(u64, u64)> = self.workers.iter().map(|w| (w.stats.busy_polls.get(), w.stats.idle_polls.get())).collect();
+        let polls: Vec<(u64, u64)> =
+            self.workers.iter().map(|w| (w.stats.busy_polls.get(), w.stats.idle_polls.get())).collect();
         let ratio = polls
             .iter()
             .enumerate()
@@ -265,12 +266,8 @@ impl Live {
         sas.iter()
             .filter(|s| s.sa.direction == "out")
             .map(|s| {
-                let egress_mtu = s
-                    .sa
-                    .remote
-                    .and_then(|r| routes.route(r))
-                    .and_then(|r| self.port_meta.get(r.port))
-                    .map(|m| m.mtu);
+                let egress_mtu =
+                    s.sa.remote.and_then(|r| routes.route(r)).and_then(|r| self.port_meta.get(r.port)).map(|m| m.mtu);
                 PmtuStatus {
                     sa: s.sa.name.clone(),
                     spi: s.sa.spi,

@@ -30,7 +30,9 @@ fn event_metric(e: Event) -> (&'static str, &'static str) {
         ),
         Event::PmtuLowered => ("espgw_pmtu_lowered_total", "Path MTU reports that lowered an SA's path MTU."),
         Event::MssClamped => ("espgw_mss_clamped_total", "TCP SYNs whose MSS was clamped."),
-        Event::NeighborReplies => ("espgw_neighbor_replies_sent_total", "ARP replies and neighbour advertisements sent."),
+        Event::NeighborReplies => {
+            ("espgw_neighbor_replies_sent_total", "ARP replies and neighbour advertisements sent.")
+        }
         Event::NeighborRequests => {
             ("espgw_neighbor_requests_sent_total", "ARP requests and neighbour solicitations sent.")
         }
@@ -99,8 +101,10 @@ pub fn render(live: &Live, sas: &[SaStatus]) -> String {
     }
 
     // Workers.
-    let polls = counter(&reg, "espgw_worker_polls_total", "RX polls, by whether they found packets.", &["worker", "state"]);
-    let busy = gauge(&reg, "espgw_worker_busy_ratio", "Share of polls that found packets, over the last second.", &["worker"]);
+    let polls =
+        counter(&reg, "espgw_worker_polls_total", "RX polls, by whether they found packets.", &["worker", "state"]);
+    let busy =
+        gauge(&reg, "espgw_worker_busy_ratio", "Share of polls that found packets, over the last second.", &["worker"]);
     for w in live.workers() {
         let id = w.index.to_string();
         polls.with_label_values(&[&id, "busy"]).inc_by(w.busy_polls);
@@ -116,7 +120,8 @@ pub fn render(live: &Live, sas: &[SaStatus]) -> String {
             drops.with_label_values(&[&id, r.label()]).inc_by(w.stats.drops[r as usize].get());
         }
     }
-    let replay = counter(&reg, "espgw_replay_drops_total", "ESP packets dropped by the anti-replay window.", &["reason"]);
+    let replay =
+        counter(&reg, "espgw_replay_drops_total", "ESP packets dropped by the anti-replay window.", &["reason"]);
     for r in [DropReason::ReplayTooOld, DropReason::ReplayDuplicate] {
         let n: u64 = live.workers.iter().map(|w| w.stats.drops[r as usize].get()).sum();
         replay.with_label_values(&[r.label()]).inc_by(n);
@@ -131,9 +136,24 @@ pub fn render(live: &Live, sas: &[SaStatus]) -> String {
     // SAs.
     let sap = counter(&reg, "espgw_sa_packets_total", "Packets carried by the SA.", &["sa", "direction"]);
     let sab = counter(&reg, "espgw_sa_bytes_total", "Inner bytes carried by the SA.", &["sa", "direction"]);
-    let life = gauge(&reg, "espgw_sa_lifetime_used_ratio", "Share of the SA's hard lifetime used (0 without a limit).", &["sa", "direction"]);
-    let expired = igauge(&reg, "espgw_sa_expired", "1 once the SA's soft or hard lifetime has expired.", &["sa", "direction", "limit"]);
-    let pmtu = igauge(&reg, "espgw_sa_path_mtu_bytes", "Path MTU an outbound SA uses: learned from ICMP, else the egress port's MTU.", &["sa"]);
+    let life = gauge(
+        &reg,
+        "espgw_sa_lifetime_used_ratio",
+        "Share of the SA's hard lifetime used (0 without a limit).",
+        &["sa", "direction"],
+    );
+    let expired = igauge(
+        &reg,
+        "espgw_sa_expired",
+        "1 once the SA's soft or hard lifetime has expired.",
+        &["sa", "direction", "limit"],
+    );
+    let pmtu = igauge(
+        &reg,
+        "espgw_sa_path_mtu_bytes",
+        "Path MTU an outbound SA uses: learned from ICMP, else the egress port's MTU.",
+        &["sa"],
+    );
     for s in sas {
         let l = [s.sa.name.as_str(), s.sa.direction];
         sap.with_label_values(&l).inc_by(s.state.packets);

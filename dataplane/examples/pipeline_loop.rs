@@ -138,6 +138,9 @@ fn main() {
     }
     let ns = start.elapsed().as_nanos() as f64 / done as f64;
     assert_eq!(out, done, "every packet must come out (drops: {})", stats.total_drops());
-    println!("{{\"mode\":\"{mode}\",\"algorithm\":\"{}\",\"frame\":{frame},\"packets\":{done},\"ns_per_packet\":{ns:.1}}}", alg.name());
+    println!(
+        "{{\"mode\":\"{mode}\",\"algorithm\":\"{}\",\"frame\":{frame},\"packets\":{done},\"ns_per_packet\":{ns:.1}}}",
+        alg.name()
+    );
     let _ = bufs.first().map(|b| b.len());
 }

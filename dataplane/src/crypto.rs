@@ -190,14 +190,36 @@ pub struct Transform {
 // (it is the hot backend) and saves a pointer chase per packet.
 #[allow(clippy::large_enum_variant)]
 enum Imp {
-    GcmRing { key: ring::aead::LessSafeKey, salt: [u8; 4] },
-    Gcm128Rc { key: Box<aes_gcm::Aes128Gcm>, salt: [u8; 4] },
-    Gcm256Rc { key: Box<aes_gcm::Aes256Gcm>, salt: [u8; 4] },
-    Cbc128 { key: Box<aes::Aes128>, mac: Box<HmacSha1>, iv_gen: Box<aes::Aes128> },
-    Cbc256 { key: Box<aes::Aes256>, mac: Box<HmacSha1>, iv_gen: Box<aes::Aes128> },
-    Null { mac: Box<HmacSha1> },
+    GcmRing {
+        key: ring::aead::LessSafeKey,
+        salt: [u8; 4],
+    },
+    Gcm128Rc {
+        key: Box<aes_gcm::Aes128Gcm>,
+        salt: [u8; 4],
+    },
+    Gcm256Rc {
+        key: Box<aes_gcm::Aes256Gcm>,
+        salt: [u8; 4],
+    },
+    Cbc128 {
+        key: Box<aes::Aes128>,
+        mac: Box<HmacSha1>,
+        iv_gen: Box<aes::Aes128>,
+    },
+    Cbc256 {
+        key: Box<aes::Aes256>,
+        mac: Box<HmacSha1>,
+        iv_gen: Box<aes::Aes128>,
+    },
+    Null {
+        mac: Box<HmacSha1>,
+    },
     /// intel-ipsec-mb; CBC keeps its own IV generator.
-    Mb { keys: MbKeys, iv_gen: Option<Box<aes::Aes128>> },
+    Mb {
+        keys: MbKeys,
+        iv_gen: Option<Box<aes::Aes128>>,
+    },
 }
 
 impl std::fmt::Debug for Transform {
@@ -349,7 +371,13 @@ impl Transform {
         self.burst(false, bufs, seq_hi, results)
     }
 
-    fn burst(&self, seal: bool, bufs: &mut [&mut [u8]], seq_hi: Option<&[u32]>, results: &mut [Result<(), CryptoError>]) {
+    fn burst(
+        &self,
+        seal: bool,
+        bufs: &mut [&mut [u8]],
+        seq_hi: Option<&[u32]>,
+        results: &mut [Result<(), CryptoError>],
+    ) {
         let n = bufs.len().min(results.len());
         if let Imp::Mb { keys, .. } = &self.imp {
             let mut status = [MbStatus::Error; ipsec_mb::MAX_BURST];

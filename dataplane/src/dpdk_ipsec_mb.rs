@@ -126,7 +126,14 @@ impl MbKeys {
             let m = m?;
             // SAFETY: a live manager; key and auth_key are valid for the lengths given.
             let p = unsafe {
-                sys::espgw_imb_sa_new(m.as_ptr(), alg.code(), key.as_ptr(), key.len(), auth_key.as_ptr(), auth_key.len())
+                sys::espgw_imb_sa_new(
+                    m.as_ptr(),
+                    alg.code(),
+                    key.as_ptr(),
+                    key.len(),
+                    auth_key.as_ptr(),
+                    auth_key.len(),
+                )
             };
             NonNull::new(p).map(|ptr| MbKeys { ptr, alg })
         })

@@ -309,7 +309,13 @@ fn eroute_body(a: &ErouteAdd) -> Value {
 
 fn enc(name: &str) -> String {
     name.bytes()
-        .map(|b| if b.is_ascii_alphanumeric() || b"-._~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
         .collect()
 }
 
@@ -405,7 +411,10 @@ fn eroute_rows(eroutes: &[Value], sas: &[Value]) -> String {
                 x
             };
             let target = match e["sa"].as_str() {
-                Some(n) => sas.iter().find(|x| x["name"] == n).map_or_else(|| n.to_string(), |sa| format!("{n} ({})", said(sa))),
+                Some(n) => sas
+                    .iter()
+                    .find(|x| x["name"] == n)
+                    .map_or_else(|| n.to_string(), |sa| format!("{n} ({})", said(sa))),
                 None => format!("%{}", s(&e["action"])),
             };
             let packets = e["sa"]
@@ -539,8 +548,11 @@ fn run(cli: &Cli) -> Result<(), Failure> {
                 let q = if *force { "?force=true" } else { "" };
                 let v = c.call("DELETE", &format!("/api/v1/sas/{}{q}", enc(name)), None)?;
                 let trapped: Vec<String> = v["eroutes_trapped"].as_array().into_iter().flatten().map(s).collect();
-                let extra =
-                    if trapped.is_empty() { String::new() } else { format!(" (eroutes now trap: {})", trapped.join(", ")) };
+                let extra = if trapped.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (eroutes now trap: {})", trapped.join(", "))
+                };
                 print(&v, format!("SA {name} deleted{extra}\n"));
             }
         },
@@ -558,7 +570,10 @@ fn run(cli: &Cli) -> Result<(), Failure> {
                     c.call("POST", "/api/v1/eroutes", Some(&body))?
                 };
                 let verb = if a.replace { "replaced" } else { "added" };
-                print(&v, format!("eroute {} {verb}: {} -> {} {}\n", a.name, s(&v["src"]), s(&v["dst"]), s(&v["action"])));
+                print(
+                    &v,
+                    format!("eroute {} {verb}: {} -> {} {}\n", a.name, s(&v["src"]), s(&v["dst"]), s(&v["action"])),
+                );
             }
             ErouteCmd::Del { name } => {
                 let v = c.call("DELETE", &format!("/api/v1/eroutes/{}", enc(name)), None)?;

@@ -337,157 +337,143 @@ pub(super) fn validate(
 /// SAs. The id is left 0 for the caller to assign.
 fn sa_spec(loc: &Locator<'_>, what: &str, s: &RawSa) -> Result<(SaSpec, Option<Spanned<String>>), ConfigError> {
     let f = |k: &str| format!("{what}.{k}");
-        let name = s.name.get_ref().clone();
-        if name.is_empty() {
-            return Err(loc.at(&s.name, f("name"), "empty name"));
-        }
-        let direction = match s.direction.get_ref().as_str() {
-            "in" => Direction::Inbound,
-            "out" => Direction::Outbound,
-            other => {
-                return Err(loc.at(&s.direction, f("direction"), format!("{other:?}: expected \"in\" or \"out\"")))
-            }
-        };
-        let spi = *s.spi.get_ref();
-        if !(256..=i64::from(u32::MAX)).contains(&spi) {
-            return Err(loc.at(
-                &s.spi,
-                f("spi"),
-                format!("SPI {spi} is outside 256..4294967295 (0..255 are reserved)"),
-            ));
-        }
-        let spi = spi as u32;
-        let algorithm = Algorithm::from_name(s.algorithm.get_ref()).ok_or_else(|| {
-            let names: Vec<_> = Algorithm::ALL.iter().map(|a| a.name()).collect();
-            loc.at(
-                &s.algorithm,
-                f("algorithm"),
-                format!("unknown algorithm {:?} (one of {})", s.algorithm.get_ref(), names.join(", ")),
-            )
-        })?;
-        let backend = match &s.backend {
-            None => Backend::Auto,
-            Some(b) => Backend::from_name(b.get_ref()).ok_or_else(|| {
-                loc.at(b, f("backend"), format!("unknown backend {:?} (auto, ring, rustcrypto, ipsec-mb)", b.get_ref()))
-            })?,
-        };
-        if backend == Backend::IpsecMb && algorithm == Algorithm::NullHmacSha1 {
-            return Err(loc.at(
-                s.backend.as_ref().expect("set"),
-                f("backend"),
-                format!("ipsec-mb does not implement {}", algorithm.name()),
-            ));
-        }
-        if backend == Backend::Ring && !algorithm.is_aead() {
-            return Err(loc.at(
-                s.backend.as_ref().expect("set"),
-                f("backend"),
-                format!("ring does not implement {}", algorithm.name()),
-            ));
-        }
-        let key = |k: &Option<Spanned<String>>, field: &str, want: usize| -> Result<Vec<u8>, ConfigError> {
-            match k {
-                None if want == 0 => Ok(Vec::new()),
-                None => {
-                    Err(loc.at(&s.algorithm, f(field), format!("{} needs {field} ({want} bytes)", algorithm.name())))
-                }
-                Some(k) => {
-                    let bytes = parse_key(k.get_ref()).map_err(|r| loc.at(k, f(field), r))?;
-                    if bytes.len() != want {
-                        let extra = if algorithm.is_aead() && field == "enc_key" { " (key + 4-byte salt)" } else { "" };
-                        return Err(loc.at(
-                            k,
-                            f(field),
-                            format!(
-                                "{} needs a {want}-byte {field}{extra}, got {} bytes",
-                                algorithm.name(),
-                                bytes.len()
-                            ),
-                        ));
-                    }
-                    Ok(bytes)
-                }
-            }
-        };
-        let enc_key = key(&s.enc_key, "enc_key", algorithm.enc_key_len())?;
-        let auth_key = key(&s.auth_key, "auth_key", algorithm.auth_key_len())?;
-        let addr = |a: &Option<Spanned<String>>, k: &str| -> Result<Option<IpAddr>, ConfigError> {
-            a.as_ref()
-                .map(|a| {
-                    a.get_ref()
-                        .parse::<IpAddr>()
-                        .map_err(|_| loc.at(a, f(k), format!("{:?} is not an IP address", a.get_ref())))
-                })
-                .transpose()
-        };
-        let (local, remote) = (addr(&s.local, "local")?, addr(&s.remote, "remote")?);
-        let mode = match s.mode.get_ref().as_str() {
-            "tunnel" => match (local, remote) {
-                (Some(l), Some(r)) if l.is_ipv4() == r.is_ipv4() => Mode::Tunnel { local: l, remote: r },
-                (Some(_), Some(_)) => {
+    let name = s.name.get_ref().clone();
+    if name.is_empty() {
+        return Err(loc.at(&s.name, f("name"), "empty name"));
+    }
+    let direction = match s.direction.get_ref().as_str() {
+        "in" => Direction::Inbound,
+        "out" => Direction::Outbound,
+        other => return Err(loc.at(&s.direction, f("direction"), format!("{other:?}: expected \"in\" or \"out\""))),
+    };
+    let spi = *s.spi.get_ref();
+    if !(256..=i64::from(u32::MAX)).contains(&spi) {
+        return Err(loc.at(&s.spi, f("spi"), format!("SPI {spi} is outside 256..4294967295 (0..255 are reserved)")));
+    }
+    let spi = spi as u32;
+    let algorithm = Algorithm::from_name(s.algorithm.get_ref()).ok_or_else(|| {
+        let names: Vec<_> = Algorithm::ALL.iter().map(|a| a.name()).collect();
+        loc.at(
+            &s.algorithm,
+            f("algorithm"),
+            format!("unknown algorithm {:?} (one of {})", s.algorithm.get_ref(), names.join(", ")),
+        )
+    })?;
+    let backend = match &s.backend {
+        None => Backend::Auto,
+        Some(b) => Backend::from_name(b.get_ref()).ok_or_else(|| {
+            loc.at(b, f("backend"), format!("unknown backend {:?} (auto, ring, rustcrypto, ipsec-mb)", b.get_ref()))
+        })?,
+    };
+    if backend == Backend::IpsecMb && algorithm == Algorithm::NullHmacSha1 {
+        return Err(loc.at(
+            s.backend.as_ref().expect("set"),
+            f("backend"),
+            format!("ipsec-mb does not implement {}", algorithm.name()),
+        ));
+    }
+    if backend == Backend::Ring && !algorithm.is_aead() {
+        return Err(loc.at(
+            s.backend.as_ref().expect("set"),
+            f("backend"),
+            format!("ring does not implement {}", algorithm.name()),
+        ));
+    }
+    let key = |k: &Option<Spanned<String>>, field: &str, want: usize| -> Result<Vec<u8>, ConfigError> {
+        match k {
+            None if want == 0 => Ok(Vec::new()),
+            None => Err(loc.at(&s.algorithm, f(field), format!("{} needs {field} ({want} bytes)", algorithm.name()))),
+            Some(k) => {
+                let bytes = parse_key(k.get_ref()).map_err(|r| loc.at(k, f(field), r))?;
+                if bytes.len() != want {
+                    let extra = if algorithm.is_aead() && field == "enc_key" { " (key + 4-byte salt)" } else { "" };
                     return Err(loc.at(
-                        s.remote.as_ref().expect("set"),
-                        f("remote"),
-                        "tunnel endpoints must be of one address family",
-                    ))
+                        k,
+                        f(field),
+                        format!("{} needs a {want}-byte {field}{extra}, got {} bytes", algorithm.name(), bytes.len()),
+                    ));
                 }
-                _ => return Err(loc.at(&s.mode, f("mode"), "tunnel mode needs local and remote")),
-            },
-            "transport" => {
-                if local.is_some() || remote.is_some() {
-                    return Err(loc.at(&s.mode, f("mode"), "transport mode takes no local/remote"));
-                }
-                Mode::Transport
+                Ok(bytes)
             }
-            other => {
-                return Err(loc.at(&s.mode, f("mode"), format!("{other:?}: expected \"tunnel\" or \"transport\"")))
-            }
-        };
-        let bind = if direction == Direction::Inbound { local } else { None };
-        let replay_window = match &s.replay_window {
-            None => dataplane::esp::replay::DEFAULT_WINDOW,
-            Some(w) if (64..=4096).contains(w.get_ref()) => *w.get_ref() as u32,
-            // 0: no anti-replay (RFC 4303 §3.4.3), e.g. to replay a capture in a benchmark.
-            Some(w) if *w.get_ref() == 0 && !s.esn => 0,
-            Some(w) if *w.get_ref() == 0 => {
-                return Err(loc.at(w, f("replay_window"), "0 turns anti-replay off, which ESN cannot do without"))
-            }
-            Some(w) => {
-                return Err(loc.at(w, f("replay_window"), format!("{} is outside 64..4096 (or 0: no anti-replay)", w.get_ref())))
-            }
-        };
-        let df = match s.df.as_ref().map(|d| d.get_ref().as_str()) {
-            None | Some("copy") => DfPolicy::Copy,
-            Some("set") => DfPolicy::Set,
-            Some("clear") => DfPolicy::Clear,
-            Some(other) => {
+        }
+    };
+    let enc_key = key(&s.enc_key, "enc_key", algorithm.enc_key_len())?;
+    let auth_key = key(&s.auth_key, "auth_key", algorithm.auth_key_len())?;
+    let addr = |a: &Option<Spanned<String>>, k: &str| -> Result<Option<IpAddr>, ConfigError> {
+        a.as_ref()
+            .map(|a| {
+                a.get_ref()
+                    .parse::<IpAddr>()
+                    .map_err(|_| loc.at(a, f(k), format!("{:?} is not an IP address", a.get_ref())))
+            })
+            .transpose()
+    };
+    let (local, remote) = (addr(&s.local, "local")?, addr(&s.remote, "remote")?);
+    let mode = match s.mode.get_ref().as_str() {
+        "tunnel" => match (local, remote) {
+            (Some(l), Some(r)) if l.is_ipv4() == r.is_ipv4() => Mode::Tunnel { local: l, remote: r },
+            (Some(_), Some(_)) => {
                 return Err(loc.at(
-                    s.df.as_ref().expect("set"),
-                    f("df"),
-                    format!("{other:?}: expected copy, set or clear"),
+                    s.remote.as_ref().expect("set"),
+                    f("remote"),
+                    "tunnel endpoints must be of one address family",
                 ))
             }
-        };
-        let ttl = match &s.ttl {
-            None => 64,
-            Some(t) if (1..=255).contains(t.get_ref()) => *t.get_ref() as u8,
-            Some(t) => return Err(loc.at(t, f("ttl"), format!("{} is outside 1..255", t.get_ref()))),
-        };
-        if let (Direction::Outbound, Some(er)) = (direction, &s.eroute) {
-            return Err(loc.at(er, f("eroute"), "only inbound SAs name an eroute (outbound SAs are named by eroutes)"));
+            _ => return Err(loc.at(&s.mode, f("mode"), "tunnel mode needs local and remote")),
+        },
+        "transport" => {
+            if local.is_some() || remote.is_some() {
+                return Err(loc.at(&s.mode, f("mode"), "transport mode takes no local/remote"));
+            }
+            Mode::Transport
         }
-        let mut cfg = SaConfig::new(spi, algorithm, &enc_key, &auth_key, mode);
-        cfg.backend = backend;
-        cfg.esn = s.esn;
-        cfg.replay_window = replay_window;
-        cfg.df = df;
-        cfg.ttl = ttl;
-        cfg.lifetime = Lifetime {
-            soft_bytes: s.soft_bytes,
-            hard_bytes: s.hard_bytes,
-            soft_packets: s.soft_packets,
-            hard_packets: s.hard_packets,
-        };
+        other => return Err(loc.at(&s.mode, f("mode"), format!("{other:?}: expected \"tunnel\" or \"transport\""))),
+    };
+    let bind = if direction == Direction::Inbound { local } else { None };
+    let replay_window = match &s.replay_window {
+        None => dataplane::esp::replay::DEFAULT_WINDOW,
+        Some(w) if (64..=4096).contains(w.get_ref()) => *w.get_ref() as u32,
+        // 0: no anti-replay (RFC 4303 §3.4.3), e.g. to replay a capture in a benchmark.
+        Some(w) if *w.get_ref() == 0 && !s.esn => 0,
+        Some(w) if *w.get_ref() == 0 => {
+            return Err(loc.at(w, f("replay_window"), "0 turns anti-replay off, which ESN cannot do without"))
+        }
+        Some(w) => {
+            return Err(loc.at(
+                w,
+                f("replay_window"),
+                format!("{} is outside 64..4096 (or 0: no anti-replay)", w.get_ref()),
+            ))
+        }
+    };
+    let df = match s.df.as_ref().map(|d| d.get_ref().as_str()) {
+        None | Some("copy") => DfPolicy::Copy,
+        Some("set") => DfPolicy::Set,
+        Some("clear") => DfPolicy::Clear,
+        Some(other) => {
+            return Err(loc.at(s.df.as_ref().expect("set"), f("df"), format!("{other:?}: expected copy, set or clear")))
+        }
+    };
+    let ttl = match &s.ttl {
+        None => 64,
+        Some(t) if (1..=255).contains(t.get_ref()) => *t.get_ref() as u8,
+        Some(t) => return Err(loc.at(t, f("ttl"), format!("{} is outside 1..255", t.get_ref()))),
+    };
+    if let (Direction::Outbound, Some(er)) = (direction, &s.eroute) {
+        return Err(loc.at(er, f("eroute"), "only inbound SAs name an eroute (outbound SAs are named by eroutes)"));
+    }
+    let mut cfg = SaConfig::new(spi, algorithm, &enc_key, &auth_key, mode);
+    cfg.backend = backend;
+    cfg.esn = s.esn;
+    cfg.replay_window = replay_window;
+    cfg.df = df;
+    cfg.ttl = ttl;
+    cfg.lifetime = Lifetime {
+        soft_bytes: s.soft_bytes,
+        hard_bytes: s.hard_bytes,
+        soft_packets: s.soft_packets,
+        hard_packets: s.hard_packets,
+    };
     Ok((SaSpec { name, id: 0, direction, bind, eroute: None, cfg }, s.eroute.clone()))
 }
 
@@ -505,70 +491,70 @@ fn eroute_spec(
     if name.is_empty() {
         return Err(loc.at(&e.name, f("name"), "empty name"));
     }
-        let src: Prefix = e.src.get_ref().parse().map_err(|r| loc.at(&e.src, f("src"), r))?;
-        let dst: Prefix = e.dst.get_ref().parse().map_err(|r| loc.at(&e.dst, f("dst"), r))?;
-        let proto = match &e.proto {
-            None => None,
-            Some(p) => proto_of(p.get_ref()).map_err(|r| loc.at(p, f("proto"), r))?,
-        };
-        let range = |v: &Option<Spanned<toml::Value>>, k: &str| -> Result<PortRange, ConfigError> {
-            v.as_ref().map_or(Ok(PortRange::ANY), |v| ports_of(v.get_ref()).map_err(|r| loc.at(v, f(k), r)))
-        };
-        let selector = Selector { src, dst, proto, sport: range(&e.sport, "sport")?, dport: range(&e.dport, "dport")? };
-        if let Err(r) = selector.validate() {
-            // Point at the field that is wrong: the port range, or the prefix.
-            return Err(match (r.contains("port"), &e.dport, &e.sport) {
-                (true, Some(d), _) => loc.at(d, f("dport"), r),
-                (true, None, Some(sp)) => loc.at(sp, f("sport"), r),
-                _ => loc.at(&e.dst, f("dst"), r),
-            });
-        }
-        let priority = match &e.priority {
-            None => 100,
-            Some(p) if (0..=i64::from(u32::MAX)).contains(p.get_ref()) => *p.get_ref() as u32,
-            Some(p) => return Err(loc.at(p, f("priority"), format!("{} is not a valid priority", p.get_ref()))),
-        };
-        let action = match action_of(e.action.get_ref()) {
-            Some("protect") => {
-                let Some(sa) = &e.sa else {
-                    return Err(loc.at(&e.action, f("sa"), "protect needs an sa"));
-                };
-                match find_sa(sa.get_ref()) {
-                    None => return Err(loc.at(sa, f("sa"), format!("no SA named {:?}", sa.get_ref()))),
-                    Some((_, Direction::Inbound)) => {
-                        return Err(loc.at(
-                            sa,
-                            f("sa"),
-                            format!("SA {:?} is inbound; eroutes protect with outbound SAs", sa.get_ref()),
-                        ))
-                    }
-                    Some((id, Direction::Outbound)) => Action::Protect {
-                        sa: id,
-                        options: ProtectOptions {
-                            fragment_before_encryption: e.fragment_before_encryption,
-                            mss_clamp: e.mss_clamp,
-                        },
+    let src: Prefix = e.src.get_ref().parse().map_err(|r| loc.at(&e.src, f("src"), r))?;
+    let dst: Prefix = e.dst.get_ref().parse().map_err(|r| loc.at(&e.dst, f("dst"), r))?;
+    let proto = match &e.proto {
+        None => None,
+        Some(p) => proto_of(p.get_ref()).map_err(|r| loc.at(p, f("proto"), r))?,
+    };
+    let range = |v: &Option<Spanned<toml::Value>>, k: &str| -> Result<PortRange, ConfigError> {
+        v.as_ref().map_or(Ok(PortRange::ANY), |v| ports_of(v.get_ref()).map_err(|r| loc.at(v, f(k), r)))
+    };
+    let selector = Selector { src, dst, proto, sport: range(&e.sport, "sport")?, dport: range(&e.dport, "dport")? };
+    if let Err(r) = selector.validate() {
+        // Point at the field that is wrong: the port range, or the prefix.
+        return Err(match (r.contains("port"), &e.dport, &e.sport) {
+            (true, Some(d), _) => loc.at(d, f("dport"), r),
+            (true, None, Some(sp)) => loc.at(sp, f("sport"), r),
+            _ => loc.at(&e.dst, f("dst"), r),
+        });
+    }
+    let priority = match &e.priority {
+        None => 100,
+        Some(p) if (0..=i64::from(u32::MAX)).contains(p.get_ref()) => *p.get_ref() as u32,
+        Some(p) => return Err(loc.at(p, f("priority"), format!("{} is not a valid priority", p.get_ref()))),
+    };
+    let action = match action_of(e.action.get_ref()) {
+        Some("protect") => {
+            let Some(sa) = &e.sa else {
+                return Err(loc.at(&e.action, f("sa"), "protect needs an sa"));
+            };
+            match find_sa(sa.get_ref()) {
+                None => return Err(loc.at(sa, f("sa"), format!("no SA named {:?}", sa.get_ref()))),
+                Some((_, Direction::Inbound)) => {
+                    return Err(loc.at(
+                        sa,
+                        f("sa"),
+                        format!("SA {:?} is inbound; eroutes protect with outbound SAs", sa.get_ref()),
+                    ))
+                }
+                Some((id, Direction::Outbound)) => Action::Protect {
+                    sa: id,
+                    options: ProtectOptions {
+                        fragment_before_encryption: e.fragment_before_encryption,
+                        mss_clamp: e.mss_clamp,
                     },
-                }
+                },
             }
-            Some(other) => {
-                if let Some(sa) = &e.sa {
-                    return Err(loc.at(sa, f("sa"), format!("action {other:?} takes no SA")));
-                }
-                match other {
-                    "pass" => Action::Pass,
-                    "drop" => Action::Drop,
-                    _ => Action::Trap,
-                }
+        }
+        Some(other) => {
+            if let Some(sa) = &e.sa {
+                return Err(loc.at(sa, f("sa"), format!("action {other:?} takes no SA")));
             }
-            None => {
-                return Err(loc.at(
-                    &e.action,
-                    f("action"),
-                    format!("{:?}: expected protect, pass, drop or trap", e.action.get_ref()),
-                ))
+            match other {
+                "pass" => Action::Pass,
+                "drop" => Action::Drop,
+                _ => Action::Trap,
             }
-        };
+        }
+        None => {
+            return Err(loc.at(
+                &e.action,
+                f("action"),
+                format!("{:?}: expected protect, pass, drop or trap", e.action.get_ref()),
+            ))
+        }
+    };
     Ok(ErouteSpec { name, eroute: Eroute { id, selector, priority, action } })
 }
 

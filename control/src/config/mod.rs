@@ -327,7 +327,11 @@ fn control_config(loc: &Locator<'_>, c: &Spanned<RawControl>) -> Result<ControlC
     };
     if let Some((at, t)) = &token {
         if t.len() < 16 || t.chars().any(|ch| !ch.is_ascii_graphic()) {
-            return Err(loc.at(*at, "control.token", "a token must be at least 16 printable characters without spaces"));
+            return Err(loc.at(
+                *at,
+                "control.token",
+                "a token must be at least 16 printable characters without spaces",
+            ));
         }
     }
     if !listen.ip().is_loopback() && token.is_none() {

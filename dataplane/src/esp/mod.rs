@@ -17,6 +17,7 @@
 
 pub mod replay;
 
+use crossbeam_utils::CachePadded;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
@@ -256,8 +257,10 @@ pub struct Sa {
     ttl: u8,
     lifetime: Lifetime,
     transform: Transform,
-    /// Next outbound sequence number (starts at 1).
-    next_seq: AtomicU64,
+    /// Next outbound sequence number (starts at 1). The counters workers write
+    /// sit on cache lines of their own, so that writes by one worker do not
+    /// evict the read-mostly fields (keys, mode, SPI) from the others' caches.
+    next_seq: CachePadded<AtomicU64>,
     /// Highest sequence number this SA may use: the sequence space (2^32-1,
     /// or 2^64-1 with ESN) or the hard packet limit, whichever is lower.
     seq_limit: u64,
@@ -265,8 +268,8 @@ pub struct Sa {
     /// `replay_window = 0`: the receiver does not check sequence numbers
     /// (RFC 4303 §3.4.3 lets it; benchmarks replaying a capture need it).
     anti_replay: bool,
-    packets: AtomicU64,
-    bytes: AtomicU64,
+    packets: CachePadded<AtomicU64>,
+    bytes: CachePadded<AtomicU64>,
     soft_expired: AtomicBool,
     hard_expired: AtomicBool,
     /// Learned path MTU of the outer path (0 = none), RFC 4301 §8.2.
@@ -331,12 +334,12 @@ impl Sa {
             ttl: cfg.ttl,
             lifetime: cfg.lifetime,
             transform,
-            next_seq: AtomicU64::new(1),
+            next_seq: CachePadded::new(AtomicU64::new(1)),
             seq_limit: cfg.lifetime.hard_packets.map_or(space, |h| h.min(space)),
             replay: ReplayWindow::new(if anti_replay { cfg.replay_window } else { replay::MIN_WINDOW }),
             anti_replay,
-            packets: AtomicU64::new(0),
-            bytes: AtomicU64::new(0),
+            packets: CachePadded::new(AtomicU64::new(0)),
+            bytes: CachePadded::new(AtomicU64::new(0)),
             soft_expired: AtomicBool::new(false),
             hard_expired: AtomicBool::new(false),
             pmtu: AtomicU32::new(0),
@@ -602,7 +605,13 @@ impl Sa {
         }
     }
 
-    fn encap_tunnel<B: PacketBuf>(&self, pkt: &mut B, seq: u64, local: IpAddr, remote: IpAddr) -> Result<usize, EspError> {
+    fn encap_tunnel<B: PacketBuf>(
+        &self,
+        pkt: &mut B,
+        seq: u64,
+        local: IpAddr,
+        remote: IpAddr,
+    ) -> Result<usize, EspError> {
         let a = self.algorithm;
         // Inner packet: validate and cut link-layer padding.
         let (inner_len, next_header, tos, df) = {

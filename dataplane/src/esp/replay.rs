@@ -36,7 +36,8 @@ pub enum ReplayError {
 #[derive(Debug)]
 pub struct ReplayWindow {
     size: u64,
-    top: AtomicU64,
+    /// On its own cache line: written as the window moves, read per packet.
+    top: crossbeam_utils::CachePadded<AtomicU64>,
     slots: Box<[AtomicU64]>,
 }
 
@@ -47,7 +48,11 @@ impl ReplayWindow {
         // Enough slots that every block inside the window has its own slot,
         // plus one for the block being filled and one of slack.
         let n = (size as usize).div_ceil(32) + 2;
-        ReplayWindow { size, top: AtomicU64::new(0), slots: (0..n).map(|_| AtomicU64::new(0)).collect() }
+        ReplayWindow {
+            size,
+            top: crossbeam_utils::CachePadded::new(AtomicU64::new(0)),
+            slots: (0..n).map(|_| AtomicU64::new(0)).collect(),
+        }
     }
 
     /// Window size in packets.

@@ -739,7 +739,10 @@ fn bursts_match_across_backends_and_fail_one_by_one() {
                 // A replay of the whole burst: every packet is a duplicate.
                 let mut again: Vec<VecBuf> = sealed.iter().map(|p| VecBuf::from_slice(p)).collect();
                 inn.decap_burst(&mut again, &mut dres);
-                assert!(dres.iter().enumerate().all(|(i, r)| i == 17 || r == &Err(EspError::ReplayDuplicate)), "{dres:?}");
+                assert!(
+                    dres.iter().enumerate().all(|(i, r)| i == 17 || r == &Err(EspError::ReplayDuplicate)),
+                    "{dres:?}"
+                );
             }
         }
     }

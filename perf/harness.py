@@ -138,10 +138,13 @@ def setup_hugepages():
 _prefix = [0]
 
 
-def eal_mem():
+def eal_mem(shared=False):
+    """Memory and a unique file prefix. `shared`: the multi-process channel
+    stays (net_memif needs it), so hugepages without --in-memory."""
     _prefix[0] += 1
     pre = f"espgw-perf-{os.getpid()}-{_prefix[0]}"
-    return (["--in-memory"] if HUGE else ["--no-huge", "-m", "1024"]) + ["--file-prefix", pre]
+    huge = ["--huge-unlink"] if shared else ["--in-memory"]
+    return (huge if HUGE else ["--no-huge", "-m", "1024"]) + ["--file-prefix", pre]
 
 
 def key(alg, n):
@@ -177,10 +180,7 @@ def gateway_config(path, *, alg, direction, workers, nsas, rx_pcaps, capture=Non
     if capture:
         txq = f"tx_pcap={capture}"
     pcap_dev = f"net_pcap0,{rx},{txq}" + ("" if capture or len(rx_pcaps) == 0 else ",infinite_rx=1")
-    if capture:
-        null_dev = "net_null0,no-rx=1"
-    else:
-        null_dev = "net_null0,no-rx=1"
+    null_dev = "net_null0,no-rx=1"
     if direction == "out":
         private, public = pcap_dev, null_dev
     else:
@@ -383,7 +383,7 @@ def memif_run(seconds, frame=64):
     cfg = OUT / "memif.toml"
     cfg.write_text(f"""
 [eal]
-args = {json.dumps(eal_mem_shared() + ["--log-level", "*:error", "--no-telemetry"])}
+args = {json.dumps(eal_mem(shared=True) + ["--log-level", "*:error", "--no-telemetry"])}
 [mempool]
 mbufs = 16383
 [workers]
@@ -417,7 +417,7 @@ via = "198.51.100.254"
     # testpmd forwards on core 0 (its main lcore is 1), espgw's worker is on core 1.
     gen = subprocess.run(["timeout", "-s", "INT", str(seconds + 2), "dpdk-testpmd", "--no-pci", "-l", "0,1",
                           "--main-lcore", "1",
-                          *eal_mem_shared(), f"--vdev=net_memif0,role=client,socket={sock}", "--log-level", "*:error",
+                          *eal_mem(shared=True), f"--vdev=net_memif0,role=client,socket={sock}", "--log-level", "*:error",
                           "--", "--total-num-mbufs=16384", "--forward-mode=txonly", f"--txpkts={frame - 4}",
                           "--stats-period", "1", "-a"], capture_output=True, text=True, stdin=subprocess.DEVNULL)
     out = gw.communicate(timeout=60)[0]
@@ -429,13 +429,6 @@ via = "198.51.100.254"
     return {"espgw_mpps": r["events"]["encrypted"] / r["elapsed"] / 1e6,
             "testpmd_tx_mpps": statistics.median(gen_pps) / 1e6 if gen_pps else 0.0,
             "drops": sum(r["drops"].values())}
-
-
-def eal_mem_shared():
-    """memif needs the multi-process channel: a file prefix, not --in-memory."""
-    _prefix[0] += 1
-    pre = f"espgw-perf-{os.getpid()}-{_prefix[0]}"
-    return (["--huge-unlink"] if HUGE else ["--no-huge", "-m", "1024"]) + ["--file-prefix", pre]
 
 
 def profile():

@@ -252,9 +252,6 @@ fn live(state: &ControlState) -> Result<&Live, ApiResponse> {
 
 /// Route one request.
 pub fn handle(state: &ControlState, req: &ApiRequest) -> ApiResponse {
-    if let Some(l) = &state.live {
-        l.count_request();
-    }
     if let Some(denied) = check_auth(state, req) {
         return denied;
     }

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dataplane::dpdk::{DpdkError, Eal, Mempool, Port, PortSetup, PortStats};
+use dataplane::dpdk::{DpdkError, Eal, Mempool, Port, PortSetup};
 use dataplane::mtu::ReasmConfig;
 use dataplane::pipeline::{PortInfo, PortRole};
 use dataplane::policy::{Direction, PolicyDb, PolicyError};
@@ -21,7 +21,7 @@ use thiserror::Error;
 
 use crate::api::{self, ControlState};
 use crate::config::{Config, ConfigError, Role};
-use crate::live::{Live, PortMeta, WorkerMeta};
+use crate::live::{HwStats, Live, PortMeta, WorkerMeta};
 use crate::store::PolicyStore;
 
 /// Why the gateway could not run.
@@ -106,8 +106,7 @@ pub struct PortReport {
     pub tx_bytes: u64,
     /// Packets still queued on RX at shutdown, freed without processing.
     pub drained_at_exit: u64,
-    #[serde(serialize_with = "ser_hw")]
-    pub hw: PortStats,
+    pub hw: HwStats,
 }
 
 /// Final usage of one SA.
@@ -465,7 +464,7 @@ fn build_report(
                 tx_packets: sum(|c| c.tx_packets.get()),
                 tx_bytes: sum(|c| c.tx_bytes.get()),
                 drained_at_exit: 0,
-                hw: p.stats(),
+                hw: p.stats().into(),
             }
         })
         .collect();
@@ -603,22 +602,4 @@ fn ser_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error>
 
 fn ser_mac<S: serde::Serializer>(m: &[u8; 6], s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&fmt_mac(m))
-}
-
-fn ser_hw<S: serde::Serializer>(h: &PortStats, s: S) -> Result<S::Ok, S::Error> {
-    use serde::ser::SerializeMap;
-    let mut m = s.serialize_map(Some(8))?;
-    for (k, v) in [
-        ("ipackets", h.ipackets),
-        ("opackets", h.opackets),
-        ("ibytes", h.ibytes),
-        ("obytes", h.obytes),
-        ("imissed", h.imissed),
-        ("ierrors", h.ierrors),
-        ("oerrors", h.oerrors),
-        ("rx_nombuf", h.rx_nombuf),
-    ] {
-        m.serialize_entry(k, &v)?;
-    }
-    m.end()
 }

@@ -2,7 +2,6 @@
 //! counters (single-writer atomics, read without locks), mempools, and the
 //! route table for each SA's egress MTU. Nothing here ever blocks a worker.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -47,8 +46,6 @@ pub struct Live {
     pub pools: Vec<(&'static str, Arc<Mempool>)>,
     pub routes: Arc<ArcSwap<RouteTable>>,
     load: Mutex<LoadSample>,
-    /// Scrapes and API requests served (for the health endpoint).
-    pub requests: AtomicU64,
 }
 
 /// Counters of one port (summed over workers) and its device's view.
@@ -77,7 +74,7 @@ pub struct QueueStatus {
     pub tx_packets: u64,
 }
 
-/// The device's own counters.
+/// The device's own counters (API, metrics and the final report).
 #[derive(Debug, Clone, Serialize)]
 pub struct HwStats {
     pub ipackets: u64,
@@ -155,7 +152,6 @@ impl Live {
             pools,
             routes,
             load: Mutex::new(LoadSample::default()),
-            requests: AtomicU64::new(0),
         }
     }
 
@@ -281,9 +277,5 @@ impl Live {
 
     pub fn uptime_s(&self) -> f64 {
         self.started.elapsed().as_secs_f64()
-    }
-
-    pub fn count_request(&self) {
-        self.requests.fetch_add(1, Ordering::Relaxed);
     }
 }

@@ -64,7 +64,7 @@ pub struct SaView {
 }
 
 /// Live state of an SA (read from its atomics).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct SaState {
     pub packets: u64,
     pub bytes: u64,
@@ -264,16 +264,7 @@ impl PolicyStore {
                     lifetime_used: ratio(u.bytes, v.hard_bytes).max(ratio(u.packets, v.hard_packets)).min(1.0),
                 }
             }
-            None => SaState {
-                packets: 0,
-                bytes: 0,
-                soft_expired: false,
-                hard_expired: false,
-                next_seq: 0,
-                replay_top: 0,
-                path_mtu: None,
-                lifetime_used: 0.0,
-            },
+            None => SaState::default(),
         };
         SaStatus { sa: v.clone(), state }
     }

@@ -337,22 +337,15 @@ impl Transform {
     #[inline]
     pub fn make_iv(&self, seq: u64, iv: &mut [u8]) {
         match &self.imp {
-            Imp::GcmRing { .. } | Imp::Gcm128Rc { .. } | Imp::Gcm256Rc { .. } => {
+            Imp::GcmRing { .. } | Imp::Gcm128Rc { .. } | Imp::Gcm256Rc { .. } | Imp::Mb { iv_gen: None, .. } => {
                 iv[..8].copy_from_slice(&seq.to_be_bytes())
             }
-            Imp::Cbc128 { iv_gen, .. } | Imp::Cbc256 { iv_gen, .. } => {
+            Imp::Cbc128 { iv_gen, .. } | Imp::Cbc256 { iv_gen, .. } | Imp::Mb { iv_gen: Some(iv_gen), .. } => {
                 let mut block = aes::Block::default();
                 block[..8].copy_from_slice(&seq.to_be_bytes());
                 iv_gen.encrypt_block(&mut block);
                 iv[..16].copy_from_slice(&block);
             }
-            Imp::Mb { iv_gen: Some(iv_gen), .. } => {
-                let mut block = aes::Block::default();
-                block[..8].copy_from_slice(&seq.to_be_bytes());
-                iv_gen.encrypt_block(&mut block);
-                iv[..16].copy_from_slice(&block);
-            }
-            Imp::Mb { iv_gen: None, .. } => iv[..8].copy_from_slice(&seq.to_be_bytes()),
             Imp::Null { .. } => {}
         }
     }
@@ -386,12 +379,8 @@ impl Transform {
                 let end = (start + ipsec_mb::MAX_BURST).min(n);
                 let his = seq_hi.map(|h| &h[start..end]);
                 keys.burst(seal, &mut bufs[start..end], his, &mut status[..end - start]);
-                for (r, st) in results[start..end].iter_mut().zip(&status) {
-                    *r = match st {
-                        MbStatus::Ok => Ok(()),
-                        MbStatus::AuthFailed => Err(CryptoError::AuthFailed),
-                        MbStatus::Error => Err(self.shape_error(seal)),
-                    };
+                for (r, &st) in results[start..end].iter_mut().zip(&status) {
+                    *r = self.mb_result(st);
                 }
                 start = end;
             }
@@ -403,12 +392,13 @@ impl Transform {
         }
     }
 
-    /// What a buffer the multi-buffer backend refused was wrong with.
-    fn shape_error(&self, _seal: bool) -> CryptoError {
-        if self.algorithm.is_aead() {
-            CryptoError::TooShort
-        } else {
-            CryptoError::BadBlockLength
+    /// A multi-buffer status as a result; a refused buffer had the wrong shape.
+    fn mb_result(&self, st: MbStatus) -> Result<(), CryptoError> {
+        match st {
+            MbStatus::Ok => Ok(()),
+            MbStatus::AuthFailed => Err(CryptoError::AuthFailed),
+            MbStatus::Error if self.algorithm.is_aead() => Err(CryptoError::TooShort),
+            MbStatus::Error => Err(CryptoError::BadBlockLength),
         }
     }
 
@@ -421,11 +411,7 @@ impl Transform {
         let mut status = [MbStatus::Error];
         let his = seq_hi.map(|h| [h]);
         keys.burst(seal, &mut [esp], his.as_ref().map(|h| &h[..]), &mut status);
-        match status[0] {
-            MbStatus::Ok => Ok(()),
-            MbStatus::AuthFailed => Err(CryptoError::AuthFailed),
-            MbStatus::Error => Err(self.shape_error(seal)),
-        }
+        self.mb_result(status[0])
     }
 
     /// Encrypt and authenticate in place. `esp` runs from the ESP header to

@@ -573,8 +573,7 @@ struct OneEroute {
     eroute: RawEroute,
 }
 
-fn api_locator_err(src: &str, e: toml::de::Error) -> ConfigError {
-    let _ = src;
+fn api_parse_err(e: toml::de::Error) -> ConfigError {
     ConfigError {
         file: API_ORIGIN.into(),
         line: None,
@@ -588,7 +587,7 @@ fn api_locator_err(src: &str, e: toml::de::Error) -> ConfigError {
 /// the field as `sa.<field>`. The id is left 0; the eroute name (inbound) is
 /// in `eroute` and unchecked.
 pub fn parse_one_sa(src: &str) -> Result<SaSpec, ConfigError> {
-    let one: OneSa = toml::from_str(src).map_err(|e| api_locator_err(src, e))?;
+    let one: OneSa = toml::from_str(src).map_err(api_parse_err)?;
     let loc = Locator { file: std::path::Path::new(API_ORIGIN), src };
     let (mut spec, er) = sa_spec(&loc, "sa", &one.sa)?;
     spec.eroute = er.map(|e| e.into_inner());
@@ -601,7 +600,7 @@ pub fn parse_one_eroute(
     id: u32,
     find_sa: &dyn Fn(&str) -> Option<(u32, Direction)>,
 ) -> Result<ErouteSpec, ConfigError> {
-    let one: OneEroute = toml::from_str(src).map_err(|e| api_locator_err(src, e))?;
+    let one: OneEroute = toml::from_str(src).map_err(api_parse_err)?;
     let loc = Locator { file: std::path::Path::new(API_ORIGIN), src };
     eroute_spec(&loc, "eroute", &one.eroute, id, find_sa)
 }

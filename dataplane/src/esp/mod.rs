@@ -543,7 +543,7 @@ impl Sa {
         results: &mut [Result<(), EspError>],
         bytes: &mut u64,
     ) -> u64 {
-        let mut offs: [Option<usize>; BATCH] = [None; BATCH];
+        let mut prep: [Option<(usize, u32)>; BATCH] = [None; BATCH];
         let mut lens = [0u64; BATCH];
         for (i, p) in pkts.iter_mut().enumerate() {
             lens[i] = p.len() as u64;
@@ -551,32 +551,21 @@ impl Sa {
                 results[i] = Err(self.expiry_reason());
                 continue;
             }
-            match self.encap_prepare(p, first + i as u64) {
-                Ok(off) => offs[i] = Some(off),
+            let seq = first + i as u64;
+            match self.encap_prepare(p, seq) {
+                Ok(off) => prep[i] = Some((off, (seq >> 32) as u32)),
                 Err(e) => results[i] = Err(e),
             }
         }
-        let mut bufs: [&mut [u8]; BATCH] = std::array::from_fn(|_| &mut [][..]);
-        let mut his = [0u32; BATCH];
-        let mut idx = [0usize; BATCH];
-        let mut k = 0;
-        for (i, p) in pkts.iter_mut().enumerate() {
-            if let Some(off) = offs[i] {
-                bufs[k] = &mut p.data_mut()[off..];
-                his[k] = ((first + i as u64) >> 32) as u32;
-                idx[k] = i;
-                k += 1;
-            }
-        }
-        let mut crypt = [Ok(()); BATCH];
-        self.transform.seal_burst(&mut bufs[..k], self.esn.then_some(&his[..k]), &mut crypt[..k]);
+        let crypt = self.crypt_batch(true, pkts, &prep);
         let mut ok = 0;
-        for j in 0..k {
-            let i = idx[j];
-            results[i] = crypt[j].map_err(EspError::from);
-            if crypt[j].is_ok() {
-                ok += 1;
-                *bytes += lens[i];
+        for (i, c) in crypt.iter().enumerate().take(pkts.len()) {
+            if let Some(c) = c {
+                results[i] = c.map_err(EspError::from);
+                if c.is_ok() {
+                    ok += 1;
+                    *bytes += lens[i];
+                }
             }
         }
         ok
@@ -782,27 +771,51 @@ impl Sa {
                 Err(e) => results[i] = Err(e),
             }
         }
+        let prep = std::array::from_fn(|i| pre[i].map(|x| (x.esp_off, x.seq_hi)));
+        let crypt = self.crypt_batch(false, pkts, &prep);
+        for (i, c) in crypt.iter().enumerate().take(pkts.len()) {
+            if let (Some(c), Some(x)) = (c, &pre[i]) {
+                results[i] = match c {
+                    Err(e) => Err((*e).into()),
+                    Ok(()) => self.decap_post(&mut pkts[i], x),
+                };
+            }
+        }
+    }
+
+    /// One transform call over the packets of a batch that are ready for
+    /// crypto: `prep[i]` is `(ESP header offset, ESN high half)` for those.
+    /// Returns each prepared packet's result at its own index.
+    fn crypt_batch<B: PacketBuf>(
+        &self,
+        seal: bool,
+        pkts: &mut [B],
+        prep: &[Option<(usize, u32)>; BATCH],
+    ) -> [Option<Result<(), CryptoError>>; BATCH] {
         let mut bufs: [&mut [u8]; BATCH] = std::array::from_fn(|_| &mut [][..]);
         let mut his = [0u32; BATCH];
         let mut idx = [0usize; BATCH];
         let mut k = 0;
         for (i, p) in pkts.iter_mut().enumerate() {
-            if let Some(x) = pre[i] {
-                bufs[k] = &mut p.data_mut()[x.esp_off..];
-                his[k] = x.seq_hi;
+            if let Some((off, hi)) = prep[i] {
+                bufs[k] = &mut p.data_mut()[off..];
+                his[k] = hi;
                 idx[k] = i;
                 k += 1;
             }
         }
-        let mut crypt = [Ok(()); BATCH];
-        self.transform.open_burst(&mut bufs[..k], self.esn.then_some(&his[..k]), &mut crypt[..k]);
-        for j in 0..k {
-            let i = idx[j];
-            results[i] = match crypt[j] {
-                Err(e) => Err(e.into()),
-                Ok(()) => self.decap_post(&mut pkts[i], pre[i].as_ref().expect("prepared")),
-            };
+        let mut res = [Ok(()); BATCH];
+        let seq_hi = self.esn.then_some(&his[..k]);
+        if seal {
+            self.transform.seal_burst(&mut bufs[..k], seq_hi, &mut res[..k]);
+        } else {
+            self.transform.open_burst(&mut bufs[..k], seq_hi, &mut res[..k]);
         }
+        let mut out = [None; BATCH];
+        for j in 0..k {
+            out[idx[j]] = Some(res[j]);
+        }
+        out
     }
 
     /// Decapsulate one packet: checks, then verify and decrypt, then the trailer.

@@ -12,7 +12,7 @@ deps:
 	./scripts/deps.sh
 
 test-deps:
-	ESPGW_DEPS_TEST=1 ./scripts/deps.sh
+	./scripts/deps.sh test
 
 build: deps
 	$(CARGO) build --release --workspace
@@ -29,6 +29,6 @@ fmt:
 clippy:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-perf: deps
-	command -v valgrind >/dev/null 2>&1 || apt-get install -y -qq valgrind >/dev/null
+perf:
+	./scripts/deps.sh perf
 	python3 perf/harness.py --profile

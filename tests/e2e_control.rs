@@ -556,11 +556,11 @@ fn shipped_gateway_pairs_mirror_each_other() {
         let ca = Config::load(&dir.join(a)).unwrap();
         let cb = Config::load(&dir.join(b)).unwrap();
         for (x, y, xn, yn) in [(&ca, &cb, a, b), (&cb, &ca, b, a)] {
-            for out in x.sas.iter().filter(|s| s.direction == Direction::Outbound) {
+            for out in x.sas.iter().filter(|s| s.direction() == Direction::Outbound) {
                 let inb = y
                     .sas
                     .iter()
-                    .find(|s| s.direction == Direction::Inbound && s.cfg.spi == out.cfg.spi)
+                    .find(|s| s.direction() == Direction::Inbound && s.cfg.spi == out.cfg.spi)
                     .unwrap_or_else(|| panic!("{yn} has no inbound SA for {xn}'s {}", out.name));
                 assert_eq!(out.cfg.algorithm, inb.cfg.algorithm, "{xn} {}", out.name);
                 assert_eq!(*out.cfg.enc_key, *inb.cfg.enc_key, "{xn} {}: keys differ", out.name);
@@ -570,7 +570,7 @@ fn shipped_gateway_pairs_mirror_each_other() {
                     (out.cfg.mode, inb.cfg.mode)
                 {
                     assert_eq!((local, remote), (ir, il), "{xn} {}: endpoints are not swapped in {yn}", out.name);
-                    assert_eq!(inb.bind, Some(remote), "{yn} {} must be bound to its own address", inb.name);
+                    assert_eq!(inb.bind(), Some(remote), "{yn} {} must be bound to its own address", inb.name);
                 }
                 // The traffic it protects is what the peer's inbound SA accepts.
                 let er = x
@@ -578,7 +578,13 @@ fn shipped_gateway_pairs_mirror_each_other() {
                     .iter()
                     .find(|e| matches!(e.eroute.action, Action::Protect { sa, .. } if sa == out.id))
                     .unwrap();
-                let peer_er = y.eroutes.iter().find(|e| Some(&e.name) == inb.eroute.as_ref()).unwrap();
+                let control::config::SaRoleSpec::Inbound {
+                    check: control::config::InboundCheck::Eroutes(names), ..
+                } = &inb.role
+                else {
+                    panic!("{yn} {} checks no eroute", inb.name)
+                };
+                let peer_er = y.eroutes.iter().find(|e| e.name == names[0]).unwrap();
                 assert_eq!(
                     er.eroute.selector,
                     peer_er.eroute.selector.mirrored(),

@@ -254,10 +254,15 @@ fn inbound_esp_from_scapy_comes_out_as_the_original_cleartext() {
         assert_eq!((c.arrived, c.missing, c.unexpected), (inner.len(), 0, 0), "{}", alg.name);
         assert_eq!(run.report()["events"]["decrypted"], inner.len() as u64);
         assert!(run.report()["drops"].as_object().unwrap().values().all(|v| v == 0), "{}", run.stdout);
-        // Replayed: the same capture again is refused, each packet counted.
+        // Replayed into a restarted gateway: the replay window resumed from
+        // the state file, so every packet is refused and counted.
         let run2 = run_espgw(&s, &cfg, &["--stop-when-idle", "300"]);
         run2.assert_ok();
-        assert_eq!(run2.report()["events"]["decrypted"], inner.len() as u64, "a new process starts a new window");
+        let r2 = run2.report();
+        assert_eq!(r2["events"]["decrypted"], 0, "a restart must not reopen the replay window");
+        let replays =
+            r2["drops"]["replay_duplicate"].as_u64().unwrap() + r2["drops"]["replay_too_old"].as_u64().unwrap();
+        assert_eq!(replays, inner.len() as u64, "{}", run2.stdout);
     }
 }
 

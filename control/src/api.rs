@@ -105,6 +105,7 @@ impl From<StoreError> for ApiResponse {
             StoreError::Invalid { field, reason } => ApiResponse::error(400, reason, field),
             StoreError::NotFound(r) => ApiResponse::error(404, r, None),
             StoreError::Conflict(r) => ApiResponse::error(409, r, None),
+            StoreError::Unavailable(r) => ApiResponse::error(503, r, None),
         }
     }
 }

@@ -170,12 +170,62 @@ fn inbound_sa_binds_to_an_eroute_by_name() {
     sa["eroute"] = json!("nope");
     let (s, v) = call(&st, "POST", "/api/v1/sas", Some(sa.clone()));
     assert_eq!((s, v["field"].as_str()), (400, Some("eroute")), "{v}");
+    // No selectors at all: refused (RFC 4301 §5.2), naming the field.
+    let mut bare = sa.clone();
+    bare.as_object_mut().unwrap().remove("eroute");
+    let (s, v) = call(&st, "POST", "/api/v1/sas", Some(bare));
+    assert_eq!((s, v["field"].as_str()), (400, Some("eroute")), "{v}");
+    assert!(v["reason"].as_str().unwrap().contains("needs selectors"), "{v}");
     sa["eroute"] = json!("nets");
     let (s, v) = call(&st, "POST", "/api/v1/sas", Some(sa.clone()));
-    assert_eq!((s, v["eroute"].as_str(), v["direction"].as_str()), (201, Some("nets"), Some("in")), "{v}");
+    assert_eq!((s, v["eroute"][0].as_str(), v["direction"].as_str()), (201, Some("nets"), Some("in")), "{v}");
     sa["name"] = json!("from-b2");
-    let (s, v) = call(&st, "POST", "/api/v1/sas", Some(sa));
+    let (s, v) = call(&st, "POST", "/api/v1/sas", Some(sa.clone()));
     assert_eq!(s, 409, "inbound SPI for the same destination: {v}");
+    // Own selectors instead of an eroute; shown back as given.
+    let mut own = sa.clone();
+    own["name"] = json!("from-b3");
+    own["spi"] = json!(0x3003);
+    own.as_object_mut().unwrap().remove("eroute");
+    own["src"] = json!("10.0.2.0/24");
+    own["dst"] = json!("10.0.1.0/24");
+    own["proto"] = json!("udp");
+    let (s, v) = call(&st, "POST", "/api/v1/sas", Some(own));
+    assert_eq!((s, v["src"].as_str(), v["proto"].as_str()), (201, Some("10.0.2.0/24"), Some("udp")), "{v}");
+}
+
+/// The nonce rule through the API: one key drives one outbound SA; a
+/// replace with the same key keeps the counter; delete + add continues it;
+/// soft above hard and zero limits are refused.
+#[test]
+fn outbound_keys_never_restart_their_counter() {
+    let st = state(None);
+    let (s, _) = call(&st, "POST", "/api/v1/sas", Some(sa_in("to-c", 0x2001)));
+    assert_eq!(s, 201);
+    let (s, v) = call(&st, "POST", "/api/v1/sas", Some(sa_in("to-d", 0x2002)));
+    assert_eq!(s, 409, "same key as to-c: {v}");
+    assert!(v["reason"].as_str().unwrap().contains("already sends with these keys"), "{v}");
+    st.store().db().sa(2).unwrap().sa.advance_seq(1_805_814);
+    let mut again = sa_in("to-c", 0x2001);
+    again["ttl"] = json!(7);
+    let (s, v) = call(&st, "PUT", "/api/v1/sas/to-c", Some(again.clone()));
+    assert_eq!((s, v["state"]["next_seq"].as_u64()), (200, Some(1_805_814)), "{v}");
+    assert_eq!(call(&st, "DELETE", "/api/v1/sas/to-c", None).0, 200);
+    let (s, v) = call(&st, "POST", "/api/v1/sas", Some(sa_in("to-e", 0x2005)));
+    assert_eq!((s, v["state"]["next_seq"].as_u64()), (201, Some(1_805_814)), "{v}");
+    for (patch, field) in [
+        (json!({"soft_packets": 2000}), "soft_packets"),
+        (json!({"hard_packets": 0}), "hard_packets"),
+        (json!({"soft_bytes": 0}), "soft_bytes"),
+    ] {
+        let mut sa = sa_in("bad", 0x2009);
+        sa["enc_key"] = json!("0x0000000000000000000000000000000001020309");
+        for (k, v) in patch.as_object().unwrap() {
+            sa[k] = v.clone();
+        }
+        let (s, v) = call(&st, "POST", "/api/v1/sas", Some(sa));
+        assert_eq!((s, v["field"].as_str()), (400, Some(field)), "{v}");
+    }
 }
 
 #[test]
@@ -268,4 +318,108 @@ fn openapi_lists_exactly_the_routes() {
     }
     let (s, v) = call(&state(None), "GET", "/api/v1/openapi.json", None);
     assert_eq!((s, v["openapi"].as_str()), (200, Some("3.1.0")));
+}
+
+/// The nonce rule as a property: any sequence of API operations (add,
+/// replace with the same or another key, delete, re-add), restarts of the
+/// process on the same config and state file, and packets sent in between,
+/// never puts two ESP packets on the wire under one key with one IV.
+mod nonce_property {
+    use super::*;
+    use crate::state::{SharedState, StateFile};
+    use dataplane::packet::{PacketBuf, VecBuf};
+    use proptest::prelude::*;
+    use std::collections::HashSet;
+
+    /// A small pool of keys so that the operations keep running into each other.
+    const KEYS: [&str; 3] = [
+        "0x00112233445566778899aabbccddeeff01020304", // the config's to-b key
+        "0x1111111111111111111111111111111111111111",
+        "0x2222222222222222222222222222222222222222",
+    ];
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Add { sa: usize, key: usize },
+        Replace { sa: usize, key: usize, ttl: u8 },
+        Delete { sa: usize },
+        Send { packets: usize },
+        Restart,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (0..3usize, 0..3usize).prop_map(|(sa, key)| Op::Add { sa, key }),
+            (0..3usize, 0..3usize, 1..255u8).prop_map(|(sa, key, ttl)| Op::Replace { sa, key, ttl }),
+            (0..3usize).prop_map(|sa| Op::Delete { sa }),
+            (1..40usize).prop_map(|packets| Op::Send { packets }),
+            Just(Op::Restart),
+        ]
+    }
+
+    fn start(cfg: &Config) -> (ControlState, SharedState) {
+        let st = SharedState::new(StateFile::open(&cfg.state_file).unwrap());
+        let store = PolicyStore::from_config_with(cfg, Some(Box::new(st.clone()))).unwrap();
+        (ControlState { store: Mutex::new(store), live: None, token: None }, st)
+    }
+
+    fn sa_body(sa: usize, key: usize, ttl: u8) -> Value {
+        json!({
+            "name": format!("p{sa}"), "direction": "out", "spi": 0x7000 + sa, "algorithm": "aes128-gcm16",
+            "enc_key": KEYS[key], "mode": "tunnel", "local": "192.0.2.1", "remote": "198.51.100.7", "ttl": ttl
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn no_key_and_iv_pair_ever_leaves_twice(ops in proptest::collection::vec(op(), 1..40)) {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("gw.toml");
+            std::fs::write(&path, BASE).unwrap();
+            let cfg = Config::load(&path).unwrap();
+            let (mut ctl, mut st) = start(&cfg);
+            let mut seen: HashSet<(Vec<u8>, [u8; 8])> = HashSet::new();
+            let mut sent = 0usize;
+            for op in ops {
+                match op {
+                    Op::Add { sa, key } => {
+                        call(&ctl, "POST", "/api/v1/sas", Some(sa_body(sa, key, 64)));
+                    }
+                    Op::Replace { sa, key, ttl } => {
+                        call(&ctl, "PUT", &format!("/api/v1/sas/p{sa}"), Some(sa_body(sa, key, ttl)));
+                    }
+                    Op::Delete { sa } => {
+                        call(&ctl, "DELETE", &format!("/api/v1/sas/p{sa}"), None);
+                    }
+                    Op::Restart => {
+                        drop(ctl);
+                        drop(st);
+                        (ctl, st) = start(&cfg);
+                    }
+                    Op::Send { packets } => {
+                        let store = ctl.store();
+                        for e in store.db().sas() {
+                            if e.direction() != dataplane::policy::Direction::Outbound {
+                                continue;
+                            }
+                            for _ in 0..packets {
+                                let inner = [0x45, 0, 0, 28, 0, 0, 0, 0, 64, 17, 0, 0, 10, 0, 1, 1, 10, 0, 2, 2,
+                                             0, 1, 0, 2, 0, 8, 0, 0];
+                                let mut b = VecBuf::from_slice(&inner);
+                                if e.sa.encap(&mut b).is_ok() {
+                                    // GCM: the IV follows the 20-byte outer header and the ESP header.
+                                    let iv: [u8; 8] = b.data()[28..36].try_into().unwrap();
+                                    let key = e.sa.key_id().to_hex().into_bytes();
+                                    prop_assert!(seen.insert((key, iv)), "IV {iv:?} reused under one key");
+                                    sent += 1;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            let _ = sent;
+        }
+    }
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use dataplane::dpdk::{DpdkError, Eal, Mempool, Port, PortSetup};
 use dataplane::mtu::ReasmConfig;
 use dataplane::pipeline::{PortInfo, PortRole};
-use dataplane::policy::{Direction, PolicyDb, PolicyError};
+use dataplane::policy::PolicyError;
 use dataplane::route::RouteTable;
 use dataplane::stats::{DropReason, Event, WorkerStats};
 use dataplane::worker::{self, RxQueue, Shared, WorkerPlan};
@@ -22,6 +22,7 @@ use thiserror::Error;
 use crate::api::{self, ControlState};
 use crate::config::{Config, ConfigError, Role};
 use crate::live::{HwStats, Live, PortMeta, WorkerMeta};
+use crate::state::{SharedState, StateFile};
 use crate::store::PolicyStore;
 
 /// Why the gateway could not run.
@@ -41,25 +42,8 @@ pub enum GatewayError {
     Policy(#[from] PolicyError),
     #[error("control API: {0}")]
     Control(std::io::Error),
-}
-
-/// Load the config's SAs and eroutes into a policy database (published once).
-pub fn build_policy(cfg: &Config) -> Result<PolicyDb, PolicyError> {
-    let mut db = PolicyDb::new(cfg.policy.defaults);
-    let eroute_id = |name: &str| cfg.eroutes.iter().find(|e| e.name == name).map(|e| e.eroute.id);
-    db.batch(|b| {
-        for s in cfg.sas.iter().filter(|s| s.direction == Direction::Outbound) {
-            b.add_sa(s.id, s.direction, None, None, &s.cfg)?;
-        }
-        for e in &cfg.eroutes {
-            b.add_eroute(e.eroute)?;
-        }
-        for s in cfg.sas.iter().filter(|s| s.direction == Direction::Inbound) {
-            b.add_sa(s.id, s.direction, s.bind, s.eroute.as_deref().and_then(eroute_id), &s.cfg)?;
-        }
-        Ok::<(), PolicyError>(())
-    })?;
-    Ok(db)
+    #[error("state file {path}: {err}")]
+    State { path: String, err: std::io::Error },
 }
 
 /// Options from the command line that are not in the config.
@@ -173,7 +157,11 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, GatewayError> {
         signal_hook::flag::register(sig, stop.clone()).map_err(GatewayError::Signal)?;
     }
 
-    let store = PolicyStore::from_config(cfg)?;
+    // The state file first: without it sequence numbers could repeat.
+    let state = StateFile::open(&cfg.state_file)
+        .map(SharedState::new)
+        .map_err(|err| GatewayError::State { path: cfg.state_file.display().to_string(), err })?;
+    let store = PolicyStore::from_config_with(cfg, Some(Box::new(state.clone())))?;
     // Bind the API before DPDK starts: a taken address fails fast.
     let control_server = match &cfg.control {
         Some(c) => Some(api::bind(c.listen).map_err(GatewayError::Control)?),
@@ -336,6 +324,7 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, GatewayError> {
     let start = Instant::now();
     let mut last_rx = 0u64;
     let mut last_change = Instant::now();
+    let mut last_tops = Instant::now();
     let stop_cause = loop {
         std::thread::sleep(Duration::from_millis(20));
         // Neighbours the workers learned: republish the route table when one is new or moved.
@@ -345,6 +334,19 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, GatewayError> {
         }
         if changed {
             routes.store(Arc::new(build_routes(&learned_neighbors)));
+        }
+        // Sequence leases: persisted ahead of use; replay tops every second.
+        {
+            let mut store = control.store();
+            if let Err(e) = store.renew_leases() {
+                eprintln!("espgw: {e}");
+            }
+            if last_tops.elapsed() >= Duration::from_secs(1) {
+                last_tops = Instant::now();
+                if let Err(e) = state.lock().save_replay_tops(store.db()) {
+                    eprintln!("espgw: cannot save replay windows to {}: {e}", cfg.state_file.display());
+                }
+            }
         }
         if stop.load(Ordering::Relaxed) {
             break "signal";
@@ -406,6 +408,10 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, GatewayError> {
     }
     report.mbufs_in_use = pool.in_use() + jumbo.in_use();
     report.mbufs_total = pool.size() + jumbo.size();
+    // Workers are stopped: the windows' tops are final.
+    if let Err(e) = state.lock().save_replay_tops(store.db()) {
+        eprintln!("espgw: cannot save replay windows to {}: {e}", cfg.state_file.display());
+    }
     drop(ports);
     drop(store);
     drop(pool);
@@ -481,7 +487,7 @@ fn build_report(
         })
         .collect();
     let drops =
-        DropReason::ALL.iter().map(|&r| (r, workers.iter().map(|(_, s)| s.drops[r as usize].get()).sum())).collect();
+        DropReason::ALL.iter().map(|&r| (r, workers.iter().map(|(_, s)| s.drops[r.index()].get()).sum())).collect();
     let events =
         Event::ALL.iter().map(|&e| (e, workers.iter().map(|(_, s)| s.events[e as usize].get()).sum())).collect();
     RunReport {

@@ -6,5 +6,6 @@ pub mod gateway;
 pub mod live;
 pub mod metrics;
 pub mod openapi;
+pub mod state;
 pub mod store;
 pub mod traffic;

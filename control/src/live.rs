@@ -243,7 +243,7 @@ impl Live {
     pub fn drops(&self) -> Vec<(DropReason, u64)> {
         DropReason::ALL
             .iter()
-            .map(|&r| (r, self.workers.iter().map(|w| w.stats.drops[r as usize].get()).sum()))
+            .map(|&r| (r, self.workers.iter().map(|w| w.stats.drops[r.index()].get()).sum()))
             .collect()
     }
 

@@ -117,13 +117,13 @@ pub fn render(live: &Live, sas: &[SaStatus]) -> String {
     for w in &live.workers {
         let id = w.index.to_string();
         for r in DropReason::ALL {
-            drops.with_label_values(&[&id, r.label()]).inc_by(w.stats.drops[r as usize].get());
+            drops.with_label_values(&[&id, r.label()]).inc_by(w.stats.drops[r.index()].get());
         }
     }
     let replay =
         counter(&reg, "espgw_replay_drops_total", "ESP packets dropped by the anti-replay window.", &["reason"]);
     for r in [DropReason::ReplayTooOld, DropReason::ReplayDuplicate] {
-        let n: u64 = live.workers.iter().map(|w| w.stats.drops[r as usize].get()).sum();
+        let n: u64 = live.workers.iter().map(|w| w.stats.drops[r.index()].get()).sum();
         replay.with_label_values(&[r.label()]).inc_by(n);
     }
 

@@ -7,11 +7,13 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use dataplane::esp::{DfPolicy, Mode};
-use dataplane::policy::{Action, Direction, Eroute, PolicyDb, PolicyError, PortRange};
+use dataplane::policy::{
+    Action, Direction, Eroute, InboundPolicy, PolicyDb, PolicyError, PortRange, SaRole, StateStore,
+};
 use serde::Serialize;
 use thiserror::Error;
 
-use crate::config::{Config, ErouteSpec, SaSpec};
+use crate::config::{Config, ErouteSpec, InboundCheck, SaRoleSpec, SaSpec};
 
 /// Why a change was refused; each maps onto one HTTP status.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -25,6 +27,10 @@ pub enum StoreError {
     /// Conflicts with what exists (409).
     #[error("{0}")]
     Conflict(String),
+    /// The change cannot be made safe right now (503): the sequence-number
+    /// state could not be persisted.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 impl StoreError {
@@ -51,9 +57,20 @@ pub struct SaView {
     pub replay_window: u32,
     pub df: &'static str,
     pub ttl: u8,
-    /// Inbound: the eroute decrypted traffic must match.
+    /// Inbound: the eroutes decrypted traffic must match (mirrored)...
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub eroute: Option<String>,
+    pub eroute: Option<Vec<String>>,
+    /// ...or the SA's own selectors, as decrypted packets arrive.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub src: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dst: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proto: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sport: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dport: Option<String>,
     pub soft_bytes: Option<u64>,
     pub hard_bytes: Option<u64>,
     pub soft_packets: Option<u64>,
@@ -144,10 +161,15 @@ fn sa_view(spec: &SaSpec) -> SaView {
         Mode::Tunnel { local, remote } => ("tunnel", Some(local), Some(remote)),
         Mode::Transport => ("transport", None, None),
     };
+    let (eroute, own) = match &spec.role {
+        SaRoleSpec::Inbound { check: InboundCheck::Eroutes(names), .. } => (Some(names.clone()), None),
+        SaRoleSpec::Inbound { check: InboundCheck::Selectors(sels), .. } => (None, sels.first().copied()),
+        SaRoleSpec::Outbound => (None, None),
+    };
     SaView {
         name: spec.name.clone(),
         id: spec.id,
-        direction: dir_str(spec.direction),
+        direction: dir_str(spec.direction()),
         spi: c.spi,
         algorithm: c.algorithm.name(),
         backend: c.backend.name(),
@@ -162,7 +184,12 @@ fn sa_view(spec: &SaSpec) -> SaView {
             DfPolicy::Clear => "clear",
         },
         ttl: c.ttl,
-        eroute: spec.eroute.clone(),
+        eroute,
+        src: own.map(|s| s.src.to_string()),
+        dst: own.map(|s| s.dst.to_string()),
+        proto: own.map(|s| proto_str(s.proto)),
+        sport: own.map(|s| range_str(s.sport)),
+        dport: own.map(|s| range_str(s.dport)),
         soft_bytes: c.lifetime.soft_bytes,
         hard_bytes: c.lifetime.hard_bytes,
         soft_packets: c.lifetime.soft_packets,
@@ -170,6 +197,25 @@ fn sa_view(spec: &SaSpec) -> SaView {
         enc_key: "<redacted>",
         auth_key: "<redacted>",
     }
+}
+
+/// An SA spec's role in the database; `eroute_id` resolves eroute names.
+fn role_of(role: &SaRoleSpec, eroute_id: &dyn Fn(&str) -> Option<u32>) -> Result<SaRole, String> {
+    Ok(match role {
+        SaRoleSpec::Outbound => SaRole::Outbound,
+        SaRoleSpec::Inbound { bind, check } => SaRole::Inbound {
+            local: *bind,
+            policy: match check {
+                InboundCheck::Eroutes(names) => InboundPolicy::Eroutes(
+                    names
+                        .iter()
+                        .map(|n| eroute_id(n).ok_or_else(|| format!("no eroute named {n:?}")))
+                        .collect::<Result<_, _>>()?,
+                ),
+                InboundCheck::Selectors(s) => InboundPolicy::Selectors(s.clone()),
+            },
+        },
+    })
 }
 
 /// `"in"` / `"out"`.
@@ -181,9 +227,33 @@ pub fn dir_str(d: Direction) -> &'static str {
 }
 
 impl PolicyStore {
-    /// Load a validated config (published once).
+    /// Load a validated config (published once), without durable state
+    /// (checks, tools and tests).
     pub fn from_config(cfg: &Config) -> Result<PolicyStore, PolicyError> {
-        let db = crate::gateway::build_policy(cfg)?;
+        Self::from_config_with(cfg, None)
+    }
+
+    /// Load a validated config; with `state`, sequence counters and replay
+    /// windows resume from it and leases are persisted there before use.
+    pub fn from_config_with(cfg: &Config, state: Option<Box<dyn StateStore>>) -> Result<PolicyStore, PolicyError> {
+        let mut db = PolicyDb::new(cfg.policy.defaults);
+        if let Some(st) = state {
+            db = db.with_state_store(st);
+        }
+        let eroute_id = |name: &str| cfg.eroutes.iter().find(|e| e.name == name).map(|e| e.eroute.id);
+        db.batch(|b| {
+            // Outbound SAs first (eroutes name them), inbound SAs last (they name eroutes).
+            for s in cfg.sas.iter().filter(|s| s.direction() == Direction::Outbound) {
+                b.add_sa(s.id, SaRole::Outbound, &s.cfg)?;
+            }
+            for e in &cfg.eroutes {
+                b.add_eroute(e.eroute)?;
+            }
+            for s in cfg.sas.iter().filter(|s| s.direction() == Direction::Inbound) {
+                b.add_sa(s.id, role_of(&s.role, &eroute_id).map_err(PolicyError::Selector)?, &s.cfg)?;
+            }
+            Ok::<(), PolicyError>(())
+        })??;
         let sas = cfg.sas.iter().map(|s| (s.name.clone(), sa_view(s))).collect();
         let eroutes = cfg.eroutes.iter().map(|e| (e.name.clone(), e.eroute)).collect();
         Ok(PolicyStore {
@@ -198,6 +268,12 @@ impl PolicyStore {
     /// The database (for the workers' reader and the final report).
     pub fn db(&self) -> &PolicyDb {
         &self.db
+    }
+
+    /// Persist and grant sequence leases that run low (the control thread
+    /// calls this every few milliseconds).
+    pub fn renew_leases(&mut self) -> Result<usize, StoreError> {
+        self.db.renew_leases().map_err(|e| self.explain(e))
     }
 
     fn sa_name(&self, id: u32) -> Option<&str> {
@@ -235,6 +311,18 @@ impl PolicyStore {
             )),
             PolicyError::Selector(r) => StoreError::invalid(format!("bad selector: {r}")),
             PolicyError::Sa(r) => StoreError::invalid(format!("bad SA: {r}")),
+            PolicyError::KeyInUse { other } => StoreError::Conflict(format!(
+                "outbound SA {} already sends with these keys: one key, one outbound SA, or sequence \
+                 numbers (GCM nonces) would repeat; give this SA its own keys",
+                sa(other)
+            )),
+            PolicyError::NoSelectors => StoreError::Invalid {
+                field: Some("eroute".into()),
+                reason: "an inbound SA needs selectors (RFC 4301 §5.2): eroute names, or its own src and dst".into(),
+            },
+            PolicyError::Persist(r) => {
+                StoreError::Unavailable(format!("the sequence-number state cannot be persisted: {r}"))
+            }
         }
     }
 
@@ -269,17 +357,10 @@ impl PolicyStore {
         SaStatus { sa: v.clone(), state }
     }
 
-    fn check_inbound_eroute(&self, spec: &SaSpec) -> Result<Option<u32>, StoreError> {
-        match (&spec.eroute, spec.direction) {
-            (None, _) => Ok(None),
-            (Some(_), Direction::Outbound) => Err(StoreError::Invalid {
-                field: Some("eroute".into()),
-                reason: "only inbound SAs name an eroute (outbound SAs are named by eroutes)".into(),
-            }),
-            (Some(n), Direction::Inbound) => self.eroutes.get(n).map(|e| Some(e.id)).ok_or_else(|| {
-                StoreError::Invalid { field: Some("eroute".into()), reason: format!("no eroute named {n:?}") }
-            }),
-        }
+    /// The database role of an SA spec, with eroute names resolved.
+    fn role(&self, spec: &SaSpec) -> Result<SaRole, StoreError> {
+        role_of(&spec.role, &|n: &str| self.eroutes.get(n).map(|e| e.id))
+            .map_err(|reason| StoreError::Invalid { field: Some("eroute".into()), reason })
     }
 
     /// Add an SA (live).
@@ -290,16 +371,16 @@ impl PolicyStore {
         if let Some(other) = self
             .sas
             .values()
-            .find(|s| s.spi == spec.cfg.spi && s.direction == dir_str(spec.direction) && s.direction == "out")
+            .find(|s| s.spi == spec.cfg.spi && s.direction == dir_str(spec.direction()) && s.direction == "out")
         {
             return Err(StoreError::Conflict(format!(
                 "SPI 0x{:08x} is already used by outbound SA {:?}",
                 spec.cfg.spi, other.name
             )));
         }
-        let eroute = self.check_inbound_eroute(&spec)?;
+        let role = self.role(&spec)?;
         spec.id = self.next_sa_id;
-        self.db.add_sa(spec.id, spec.direction, spec.bind, eroute, &spec.cfg).map_err(|e| self.explain(e))?;
+        self.db.add_sa(spec.id, role, &spec.cfg).map_err(|e| self.explain(e))?;
         self.next_sa_id += 1;
         let v = sa_view(&spec);
         self.sas.insert(spec.name.clone(), v);
@@ -318,8 +399,8 @@ impl PolicyStore {
             });
         }
         spec.id = old.id;
-        let eroute = self.check_inbound_eroute(&spec)?;
-        self.db.replace_sa(spec.id, spec.direction, spec.bind, eroute, &spec.cfg).map_err(|e| self.explain(e))?;
+        let role = self.role(&spec)?;
+        self.db.replace_sa(spec.id, role, &spec.cfg).map_err(|e| self.explain(e))?;
         self.sas.insert(spec.name.clone(), sa_view(&spec));
         self.sa(name)
     }

@@ -10,7 +10,7 @@ impl Rng {
     pub fn new(seed: u64) -> Self {
         Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
     }
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         let mut x = self.0;
         x ^= x << 13;
         x ^= x >> 7;
@@ -19,7 +19,7 @@ impl Rng {
         x
     }
     pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
+        self.next_u64() % n
     }
 }
 
@@ -36,6 +36,7 @@ pub fn csum(data: &[u8]) -> u16 {
 }
 
 /// An Ethernet + IPv4 + UDP frame of exactly `frame_len` bytes (>= 42).
+#[allow(clippy::too_many_arguments)]
 pub fn udp4_frame(
     frame_len: usize,
     src: [u8; 4],
@@ -67,7 +68,7 @@ pub fn udp4_frame(
     f.extend_from_slice(&udp_len.to_be_bytes());
     f.extend_from_slice(&[0, 0]); // checksum optional for IPv4 UDP
     while f.len() < frame_len {
-        f.push(rng.next() as u8);
+        f.push(rng.next_u64() as u8);
     }
     f
 }

@@ -10,7 +10,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use dataplane::crypto::Algorithm;
 use dataplane::esp::{Mode, SaConfig};
 use dataplane::policy::{
-    Action, Defaults, Direction, Eroute, FlowKey, PolicyDb, PortRange, Prefix, ProtectOptions, Selector,
+    Action, Defaults, Eroute, FlowKey, PolicyDb, PortRange, Prefix, ProtectOptions, SaRole, Selector,
 };
 
 struct Rng(u64);
@@ -36,10 +36,12 @@ fn build(n: u32) -> (PolicyDb, Vec<FlowKey>) {
     let mode = Mode::Tunnel { local: "192.0.2.1".parse().unwrap(), remote: "198.51.100.1".parse().unwrap() };
     db.batch(|b| {
         for i in 0..n {
-            let cfg = SaConfig::new(0x1000 + i, Algorithm::AesGcm128, &[i as u8; 20], &[], mode);
-            b.add_sa(i, Direction::Outbound, None, None, &cfg).unwrap();
-            let cfg = SaConfig::new(0x1000_0000 + i, Algorithm::AesGcm128, &[i as u8; 20], &[], mode);
-            b.add_sa(n + i, Direction::Inbound, None, None, &cfg).unwrap();
+            // Unique keys: one key may drive one outbound SA only.
+            let key: Vec<u8> = i.to_le_bytes().iter().cycle().take(20).copied().collect();
+            let cfg = SaConfig::new(0x1000 + i, Algorithm::AesGcm128, &key, &[], mode);
+            b.add_sa(i, SaRole::Outbound, &cfg).unwrap();
+            let cfg = SaConfig::new(0x1000_0000 + i, Algorithm::AesGcm128, &key, &[], mode);
+            b.add_sa(n + i, SaRole::inbound_for(None, &[i]), &cfg).unwrap();
             let dst_len = if i % 3 == 0 { 32 } else { 24 };
             let src_len = [16u8, 20, 24][(i % 3) as usize];
             let dst = (rng.next() as u32) | 0x0a00_0000;
@@ -66,7 +68,8 @@ fn build(n: u32) -> (PolicyDb, Vec<FlowKey>) {
             let k = FlowKey::new(v4(host(src, src_len)), v4(host(dst, dst_len)), 6, 40000, 1500);
             keys.push(k);
         }
-    });
+    })
+    .unwrap();
     (db, keys)
 }
 

@@ -16,7 +16,7 @@ use dataplane::esp::{Mode, SaConfig};
 use dataplane::mtu::{ReasmConfig, VecAlloc};
 use dataplane::packet::{PacketBuf, VecBuf};
 use dataplane::pipeline::{BurstCtx, Pipeline, PortInfo, PortRole, TxSink, BURST};
-use dataplane::policy::{Action, Defaults, Direction, Eroute, PolicyDb, ProtectOptions, Selector};
+use dataplane::policy::{Action, Defaults, Eroute, PolicyDb, ProtectOptions, SaRole, Selector};
 use dataplane::route::{Route, RouteTable};
 use dataplane::stats::WorkerStats;
 
@@ -82,17 +82,18 @@ fn main() {
     // Gateway A encrypts; for `in`, gateway B (same SA inbound) decrypts what A made.
     let mut a = PolicyDb::new(Defaults::default());
     a.batch(|b| {
-        b.add_sa(1, Direction::Outbound, None, None, &cfg).unwrap();
+        b.add_sa(1, SaRole::Outbound, &cfg).unwrap();
         let action =
             if mode == "bypass" { Action::Pass } else { Action::Protect { sa: 1, options: ProtectOptions::default() } };
         b.add_eroute(Eroute { id: 1, selector: sel, priority: 100, action }).unwrap();
-    });
+    })
+    .unwrap();
     let mut b = PolicyDb::new(Defaults::default());
     cfg.replay_window = 0; // the same captured packets go round and round
     let mut cfg_b = cfg.clone();
     cfg_b.mode = Mode::Tunnel { local: b_ip, remote: a_ip };
     b.batch(|bt| {
-        bt.add_sa(9, Direction::Outbound, None, None, &cfg_b).unwrap();
+        bt.add_sa(9, SaRole::Outbound, &cfg_b).unwrap();
         bt.add_eroute(Eroute {
             id: 1,
             selector: sel.mirrored(),
@@ -100,8 +101,9 @@ fn main() {
             action: Action::Protect { sa: 9, options: ProtectOptions::default() },
         })
         .unwrap();
-        bt.add_sa(2, Direction::Inbound, Some(b_ip), Some(1), &cfg).unwrap();
-    });
+        bt.add_sa(2, SaRole::inbound_for(Some(b_ip), &[1]), &cfg).unwrap();
+    })
+    .unwrap();
     let stats = WorkerStats::new(2);
     let mut pipe: Pipeline<VecBuf> = Pipeline::new(ports.clone(), ReasmConfig::default(), 600_000);
     let snap_a = a.reader().load_full();

@@ -586,7 +586,7 @@ fn cbc_encrypt<E: BlockEncryptMut<BlockSize = aes::cipher::consts::U16>>(
     mut enc: E,
     body: &mut [u8],
 ) -> Result<(), CryptoError> {
-    if body.len() % 16 != 0 {
+    if !body.len().is_multiple_of(16) {
         return Err(CryptoError::BadBlockLength);
     }
     for block in body.chunks_exact_mut(16) {
@@ -599,7 +599,7 @@ fn cbc_decrypt<D: BlockDecryptMut<BlockSize = aes::cipher::consts::U16>>(
     mut dec: D,
     body: &mut [u8],
 ) -> Result<(), CryptoError> {
-    if body.len() % 16 != 0 || body.is_empty() {
+    if !body.len().is_multiple_of(16) || body.is_empty() {
         return Err(CryptoError::BadBlockLength);
     }
     for block in body.chunks_exact_mut(16) {

@@ -8,6 +8,7 @@ pub mod clock;
 pub mod crypto;
 #[allow(unsafe_code)]
 pub mod dpdk;
+pub mod drops;
 pub mod esp;
 pub mod mtu;
 pub mod neigh;

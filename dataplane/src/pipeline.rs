@@ -365,7 +365,7 @@ impl<B: PacketBuf> Pipeline<B> {
                     encrypted += 1;
                     self.send_encrypted(pkt, nh, limit, cx)
                 }
-                Err(e) => cx.stats.drop_one(DropReason::from_esp(e)),
+                Err(e) => cx.stats.drop_one(DropReason::from(e)),
             }
         }
         cx.stats.event(Event::Encrypted, encrypted);
@@ -392,8 +392,8 @@ impl<B: PacketBuf> Pipeline<B> {
         tx: &mut S,
         stats: &WorkerStats,
     ) {
-        match sa.reserve(1).and_then(|b| sa.encap(&mut pkt, b.first)) {
-            Ok(()) => {
+        match sa.encap(&mut pkt) {
+            Ok(_) => {
                 stats.event(Event::Encrypted, 1);
                 if push_l2(&mut pkt, nh.mac, self.ports[nh.port].mac) {
                     tx.send(nh.port, pkt);
@@ -401,7 +401,7 @@ impl<B: PacketBuf> Pipeline<B> {
                     stats.drop_one(DropReason::EspNoRoom);
                 }
             }
-            Err(e) => stats.drop_one(DropReason::from_esp(e)),
+            Err(e) => stats.drop_one(DropReason::from(e)),
         }
     }
 
@@ -527,7 +527,7 @@ impl<B: PacketBuf> Pipeline<B> {
                     }
                     ReasmOutcome::Held => continue,
                     ReasmOutcome::Dropped { reason, fragments } => {
-                        cx.stats.drop_n(DropReason::from_reasm(reason), fragments as u64);
+                        cx.stats.drop_n(DropReason::from(reason), fragments as u64);
                         continue;
                     }
                 }
@@ -605,7 +605,7 @@ impl<B: PacketBuf> Pipeline<B> {
             isa.entry.sa.decap_burst(pkts, &mut results[..n]);
             for (mut pkt, r) in pkts.drain(..).zip(results) {
                 if let Err(e) = r {
-                    cx.stats.drop_one(DropReason::from_esp(e));
+                    cx.stats.drop_one(DropReason::from(e));
                     continue;
                 }
                 let Some(k) = flow_key(pkt.data()) else {

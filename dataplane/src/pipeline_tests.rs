@@ -6,7 +6,7 @@ use crate::crypto::Algorithm;
 use crate::esp::{tests::udp4, tests::udp6, SaConfig};
 use crate::mtu::VecAlloc;
 use crate::packet::VecBuf;
-use crate::policy::{Defaults, Direction, Eroute, PolicyDb, ProtectOptions, Selector};
+use crate::policy::{Defaults, Eroute, PolicyDb, ProtectOptions, SaRole, Selector};
 use crate::route::Route;
 
 const CLEAR: usize = 0;
@@ -74,7 +74,7 @@ fn pair(alg: Algorithm, options: ProtectOptions, prot_mtu: u16, clear_mtu: u16) 
                  macs: ([u8; 6], [u8; 6], [u8; 6], [u8; 6])| {
         let mut db = PolicyDb::new(Defaults::default());
         db.batch(|b| {
-            b.add_sa(1, Direction::Outbound, None, None, &mk(me, peer, out_spi)).unwrap();
+            b.add_sa(1, SaRole::Outbound, &mk(me, peer, out_spi)).unwrap();
             b.add_eroute(Eroute {
                 id: 1,
                 selector: sel(my_net4, peer_net4),
@@ -89,10 +89,10 @@ fn pair(alg: Algorithm, options: ProtectOptions, prot_mtu: u16, clear_mtu: u16) 
                 action: Action::Protect { sa: 1, options },
             })
             .unwrap();
-            // Carries both families, so bound to no single eroute here (see
-            // `verdicts_and_drops_are_counted` for a bound one).
-            b.add_sa(2, Direction::Inbound, Some(me), None, &mk(peer, me, in_spi)).unwrap();
-        });
+            // Carries both families: checked against both eroutes.
+            b.add_sa(2, SaRole::inbound_for(Some(me), &[1, 2]), &mk(peer, me, in_spi)).unwrap();
+        })
+        .unwrap();
         let (my_clear, my_prot, host, peer_mac) = macs;
         let routes = RouteTable::new(
             vec![
@@ -394,7 +394,7 @@ fn verdicts_and_drops_are_counted() {
         &[],
         Mode::Tunnel { local: "192.0.2.1".parse().unwrap(), remote: "198.51.100.1".parse().unwrap() },
     );
-    b.db.replace_sa(2, Direction::Inbound, Some("198.51.100.1".parse().unwrap()), Some(1), &cfg).unwrap();
+    b.db.replace_sa(2, SaRole::inbound_for(Some("198.51.100.1".parse().unwrap()), &[1]), &cfg).unwrap();
     let wide = Selector::nets("10.0.1.0/24".parse().unwrap(), "10.0.3.0/24".parse().unwrap());
     a.db.add_eroute(Eroute {
         id: 12,

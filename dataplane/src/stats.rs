@@ -29,212 +29,7 @@ impl Counter {
     }
 }
 
-/// Why a packet was dropped. Every drop in espgw has one of these; the label
-/// is the Prometheus `reason` label and the name in reports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[repr(u8)]
-pub enum DropReason {
-    /// The driver refused the packet on transmit (TX ring full).
-    TxRefused,
-    /// No route (or no forwarding) for the destination.
-    NoRoute,
-    /// No MAC address known for the next hop.
-    NoNeighbor,
-    /// A multi-segment packet could not be made contiguous.
-    MultiSegment,
-    /// Not IPv4/IPv6 (ARP, VLAN, LLDP, ...).
-    NotIp,
-    /// IP header malformed or lying about its length.
-    BadIp,
-    /// TTL / hop limit ran out.
-    TtlExpired,
-    /// An eroute (or the default) said drop.
-    PolicyDrop,
-    /// An eroute said trap (reported for a key daemon).
-    PolicyTrap,
-    /// Cleartext on the protected side when the default forbids it.
-    ClearOnProtected,
-    /// No inbound SA for the SPI (and destination).
-    NoSa,
-    /// Decrypted traffic did not match its SA's eroute (RFC 4301 §5.2).
-    InboundPolicy,
-    /// DF packet too big for the tunnel (an ICMP need-frag / PTB was sent).
-    TooBigDf,
-    /// ...and the ICMP error itself was rate-limited.
-    IcmpRateLimited,
-    /// No mbuf for a fragment or an ICMP error.
-    NoBuffer,
-    /// An ICMP too-big report about ESP that changed nothing (unknown SPI, not lower).
-    PmtuReportIgnored,
-    // ESP (see esp::EspError)
-    EspTruncated,
-    EspBadLength,
-    EspFragment,
-    EspWrongSpi,
-    ReplayTooOld,
-    ReplayDuplicate,
-    EspAuthFailed,
-    EspBadBlockLength,
-    EspBadPadLength,
-    EspBadPadding,
-    EspBadNextHeader,
-    EspDummy,
-    EspBadInner,
-    EspEcnDrop,
-    SaSeqExhausted,
-    SaHardLifetime,
-    EspNoRoom,
-    EspTooBig,
-    EspNotEsp,
-    // Reassembly (see mtu::ReasmDrop)
-    ReasmMalformed,
-    ReasmOverlap,
-    ReasmDuplicate,
-    ReasmTooManyFragments,
-    ReasmTimeout,
-    ReasmEvicted,
-    ReasmNoBuffer,
-}
-
-impl DropReason {
-    /// All reasons, in counter-array order.
-    pub const ALL: [DropReason; 42] = [
-        DropReason::TxRefused,
-        DropReason::NoRoute,
-        DropReason::NoNeighbor,
-        DropReason::MultiSegment,
-        DropReason::NotIp,
-        DropReason::BadIp,
-        DropReason::TtlExpired,
-        DropReason::PolicyDrop,
-        DropReason::PolicyTrap,
-        DropReason::ClearOnProtected,
-        DropReason::NoSa,
-        DropReason::InboundPolicy,
-        DropReason::TooBigDf,
-        DropReason::IcmpRateLimited,
-        DropReason::NoBuffer,
-        DropReason::PmtuReportIgnored,
-        DropReason::EspTruncated,
-        DropReason::EspBadLength,
-        DropReason::EspFragment,
-        DropReason::EspWrongSpi,
-        DropReason::ReplayTooOld,
-        DropReason::ReplayDuplicate,
-        DropReason::EspAuthFailed,
-        DropReason::EspBadBlockLength,
-        DropReason::EspBadPadLength,
-        DropReason::EspBadPadding,
-        DropReason::EspBadNextHeader,
-        DropReason::EspDummy,
-        DropReason::EspBadInner,
-        DropReason::EspEcnDrop,
-        DropReason::SaSeqExhausted,
-        DropReason::SaHardLifetime,
-        DropReason::EspNoRoom,
-        DropReason::EspTooBig,
-        DropReason::EspNotEsp,
-        DropReason::ReasmMalformed,
-        DropReason::ReasmOverlap,
-        DropReason::ReasmDuplicate,
-        DropReason::ReasmTooManyFragments,
-        DropReason::ReasmTimeout,
-        DropReason::ReasmEvicted,
-        DropReason::ReasmNoBuffer,
-    ];
-    /// Number of reasons.
-    pub const COUNT: usize = Self::ALL.len();
-
-    /// Stable snake_case label.
-    pub fn label(self) -> &'static str {
-        use crate::esp::EspError as E;
-        use crate::mtu::ReasmDrop as R;
-        match self {
-            DropReason::TxRefused => "tx_refused",
-            DropReason::NoRoute => "no_route",
-            DropReason::NoNeighbor => "no_neighbor",
-            DropReason::MultiSegment => "multi_segment",
-            DropReason::NotIp => "not_ip",
-            DropReason::BadIp => "bad_ip",
-            DropReason::TtlExpired => "ttl_expired",
-            DropReason::PolicyDrop => "policy_drop",
-            DropReason::PolicyTrap => "policy_trap",
-            DropReason::ClearOnProtected => "clear_on_protected",
-            DropReason::NoSa => "no_sa",
-            DropReason::InboundPolicy => "inbound_policy",
-            DropReason::TooBigDf => "too_big_df",
-            DropReason::IcmpRateLimited => "icmp_rate_limited",
-            DropReason::NoBuffer => "no_buffer",
-            DropReason::PmtuReportIgnored => "pmtu_report_ignored",
-            DropReason::EspTruncated => E::Truncated.label(),
-            DropReason::EspBadLength => E::BadLength.label(),
-            DropReason::EspFragment => E::Fragment.label(),
-            DropReason::EspWrongSpi => E::WrongSpi.label(),
-            DropReason::ReplayTooOld => E::ReplayTooOld.label(),
-            DropReason::ReplayDuplicate => E::ReplayDuplicate.label(),
-            DropReason::EspAuthFailed => E::AuthFailed.label(),
-            DropReason::EspBadBlockLength => E::BadBlockLength.label(),
-            DropReason::EspBadPadLength => E::BadPadLength.label(),
-            DropReason::EspBadPadding => E::BadPadding.label(),
-            DropReason::EspBadNextHeader => E::BadNextHeader.label(),
-            DropReason::EspDummy => E::Dummy.label(),
-            DropReason::EspBadInner => E::BadInner.label(),
-            DropReason::EspEcnDrop => E::EcnDrop.label(),
-            DropReason::SaSeqExhausted => E::SeqExhausted.label(),
-            DropReason::SaHardLifetime => E::HardLifetime.label(),
-            DropReason::EspNoRoom => E::NoRoom.label(),
-            DropReason::EspTooBig => E::TooBig.label(),
-            DropReason::EspNotEsp => E::NotEsp.label(),
-            DropReason::ReasmMalformed => R::Malformed.label(),
-            DropReason::ReasmOverlap => R::Overlap.label(),
-            DropReason::ReasmDuplicate => R::Duplicate.label(),
-            DropReason::ReasmTooManyFragments => R::TooManyFragments.label(),
-            DropReason::ReasmTimeout => R::Timeout.label(),
-            DropReason::ReasmEvicted => R::Evicted.label(),
-            DropReason::ReasmNoBuffer => R::NoBuffer.label(),
-        }
-    }
-
-    /// The counter for an ESP error.
-    pub fn from_esp(e: crate::esp::EspError) -> DropReason {
-        use crate::esp::EspError as E;
-        match e {
-            E::Truncated => DropReason::EspTruncated,
-            E::BadLength => DropReason::EspBadLength,
-            E::NotEsp => DropReason::EspNotEsp,
-            E::Fragment => DropReason::EspFragment,
-            E::WrongSpi => DropReason::EspWrongSpi,
-            E::ReplayTooOld => DropReason::ReplayTooOld,
-            E::ReplayDuplicate => DropReason::ReplayDuplicate,
-            E::AuthFailed => DropReason::EspAuthFailed,
-            E::BadBlockLength => DropReason::EspBadBlockLength,
-            E::BadPadLength => DropReason::EspBadPadLength,
-            E::BadPadding => DropReason::EspBadPadding,
-            E::BadNextHeader => DropReason::EspBadNextHeader,
-            E::Dummy => DropReason::EspDummy,
-            E::BadInner => DropReason::EspBadInner,
-            E::EcnDrop => DropReason::EspEcnDrop,
-            E::SeqExhausted => DropReason::SaSeqExhausted,
-            E::HardLifetime => DropReason::SaHardLifetime,
-            E::NoRoom => DropReason::EspNoRoom,
-            E::TooBig => DropReason::EspTooBig,
-        }
-    }
-
-    /// The counter for a reassembly drop.
-    pub fn from_reasm(r: crate::mtu::ReasmDrop) -> DropReason {
-        use crate::mtu::ReasmDrop as R;
-        match r {
-            R::Malformed => DropReason::ReasmMalformed,
-            R::Overlap => DropReason::ReasmOverlap,
-            R::Duplicate => DropReason::ReasmDuplicate,
-            R::TooManyFragments => DropReason::ReasmTooManyFragments,
-            R::Timeout => DropReason::ReasmTimeout,
-            R::Evicted => DropReason::ReasmEvicted,
-            R::NoBuffer => DropReason::ReasmNoBuffer,
-        }
-    }
-}
+pub use crate::drops::DropReason;
 
 /// Things that happen to packets other than drops, counted per worker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -345,7 +140,7 @@ impl WorkerStats {
     /// Count one drop.
     #[inline]
     pub fn drop_one(&self, reason: DropReason) {
-        self.drops[reason as usize].inc();
+        self.drops[reason.index()].inc();
     }
 
     /// Count an event.
@@ -360,7 +155,7 @@ impl WorkerStats {
     #[inline]
     pub fn drop_n(&self, reason: DropReason, n: u64) {
         if n > 0 {
-            self.drops[reason as usize].add(n);
+            self.drops[reason.index()].add(n);
         }
     }
 
@@ -408,25 +203,10 @@ mod tests {
         assert_eq!(s.rx_packets(), 4);
         assert_eq!(s.tx_packets(), 2);
         assert_eq!(s.total_drops(), 5);
-        assert_eq!(s.drops[DropReason::TxRefused as usize].get(), 4);
+        assert_eq!(s.drops[DropReason::TxRefused.index()].get(), 4);
         assert_eq!(s.events[Event::Encrypted as usize].get(), 3);
-        // Arrays are indexed by discriminant; labels are unique.
-        for (i, r) in DropReason::ALL.iter().enumerate() {
-            assert_eq!(*r as usize, i);
-        }
         for (i, e) in Event::ALL.iter().enumerate() {
             assert_eq!(*e as usize, i);
-        }
-        let mut labels: Vec<_> = DropReason::ALL.iter().map(|r| r.label()).collect();
-        labels.sort();
-        labels.dedup();
-        assert_eq!(labels.len(), DropReason::COUNT);
-        // Every ESP error and reassembly drop has its own counter.
-        for e in crate::esp::EspError::ALL {
-            assert_eq!(DropReason::from_esp(e).label(), e.label());
-        }
-        for r in crate::mtu::ReasmDrop::ALL {
-            assert_eq!(DropReason::from_reasm(r).label(), r.label());
         }
     }
 

@@ -94,8 +94,7 @@ fn scapy_decrypts_ours_and_we_decrypt_scapys() {
                         let out = Sa::new(&cfg).unwrap();
                         out.advance_seq(base);
                         let mut b = VecBuf::from_slice(&inner);
-                        let ours_seq = out.reserve(1).unwrap().first;
-                        out.encap(&mut b, ours_seq).unwrap();
+                        let ours_seq = out.encap(&mut b).unwrap();
                         cases.push(Case { id, cfg, inner, ours_seq, ours: b.to_vec(), seq: base + 10 });
                     }
                 }
@@ -231,8 +230,7 @@ fn scapy_reassembles_and_decrypts_our_fragments() {
                 let mut b = VecBuf::with_room(128, 128 + len + 256);
                 b.append(len).unwrap();
                 b.data_mut().copy_from_slice(&inner);
-                let seq = out.reserve(1).unwrap().first;
-                out.encap(&mut b, seq).unwrap();
+                let seq = out.encap(&mut b).unwrap();
                 assert!(b.len() > limit, "case {id} must need fragmentation");
                 let mut frags = Vec::new();
                 if local.is_ipv4() {

@@ -15,7 +15,10 @@
 //! esn = false
 //! replay_window = 1024
 //! df = "copy"                  # set, clear
-//! eroute = "nets"              # inbound: the eroute decrypted traffic must match
+//! eroute = "nets"              # inbound: the eroute(s) decrypted traffic must match,
+//!                              # or ["nets4", "nets6"], or the SA's own selectors:
+//! # src = "10.0.2.0/24"        #   decrypted packets as they arrive (src = the peer's side)
+//! # dst = "10.0.1.0/24"        #   with optional proto / sport / dport
 //!
 //! [[eroute]]
 //! name = "nets"
@@ -55,12 +58,45 @@ use super::{ConfigError, Locator};
 pub struct SaSpec {
     pub name: String,
     pub id: u32,
-    pub direction: Direction,
-    /// Inbound: the outer destination it is bound to (`local` of a tunnel SA).
-    pub bind: Option<IpAddr>,
-    /// Inbound: the eroute (by name) whose selector decrypted traffic must match.
-    pub eroute: Option<String>,
+    pub role: SaRoleSpec,
     pub cfg: SaConfig,
+}
+
+impl SaSpec {
+    pub fn direction(&self) -> Direction {
+        match self.role {
+            SaRoleSpec::Outbound => Direction::Outbound,
+            SaRoleSpec::Inbound { .. } => Direction::Inbound,
+        }
+    }
+    /// Inbound: the outer destination it is bound to.
+    pub fn bind(&self) -> Option<IpAddr> {
+        match &self.role {
+            SaRoleSpec::Outbound => None,
+            SaRoleSpec::Inbound { bind, .. } => *bind,
+        }
+    }
+}
+
+/// An SA's direction, and what an inbound SA checks its traffic against.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SaRoleSpec {
+    Outbound,
+    Inbound {
+        /// The outer destination it is bound to (`local` of a tunnel SA).
+        bind: Option<IpAddr>,
+        check: InboundCheck,
+    },
+}
+
+/// The selectors an inbound SA's decrypted traffic must match (RFC 4301
+/// §5.2); never empty.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InboundCheck {
+    /// These eroutes (by name), mirrored.
+    Eroutes(Vec<String>),
+    /// Its own selectors, as the decrypted packets arrive.
+    Selectors(Vec<Selector>),
 }
 
 /// A validated eroute.
@@ -106,11 +142,16 @@ pub(super) struct RawSa {
     replay_window: Option<Spanned<i64>>,
     df: Option<Spanned<String>>,
     ttl: Option<Spanned<i64>>,
-    eroute: Option<Spanned<String>>,
-    soft_bytes: Option<u64>,
-    hard_bytes: Option<u64>,
-    soft_packets: Option<u64>,
-    hard_packets: Option<u64>,
+    eroute: Option<Spanned<toml::Value>>,
+    src: Option<Spanned<String>>,
+    dst: Option<Spanned<String>>,
+    proto: Option<Spanned<toml::Value>>,
+    sport: Option<Spanned<toml::Value>>,
+    dport: Option<Spanned<toml::Value>>,
+    soft_bytes: Option<Spanned<i64>>,
+    hard_bytes: Option<Spanned<i64>>,
+    soft_packets: Option<Spanned<i64>>,
+    hard_packets: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -174,7 +215,7 @@ pub fn parse_mac(s: &str) -> Result<[u8; 6], String> {
 /// Hex key material, with or without `0x`, `:` or spaces. Never echoes it.
 fn parse_key(s: &str) -> Result<Vec<u8>, String> {
     let t: String = s.trim().trim_start_matches("0x").chars().filter(|c| !matches!(c, ':' | ' ' | '_')).collect();
-    if t.len() % 2 != 0 {
+    if !t.len().is_multiple_of(2) {
         return Err("key is not a whole number of hex bytes".into());
     }
     (0..t.len())
@@ -249,12 +290,12 @@ pub(super) fn validate(
     let mut spis: HashMap<(Direction, u32, Option<IpAddr>), usize> = HashMap::new();
     for (i, raw) in raw_sas.iter().enumerate() {
         let s = raw.get_ref();
-        let (mut spec, er) = sa_spec(loc, &format!("sa[{i}]"), s)?;
+        let mut spec = sa_spec(loc, &format!("sa[{i}]"), s)?;
         if sa_ids.contains_key(&spec.name) {
             return Err(loc.at(&s.name, format!("sa[{i}].name"), format!("SA name {:?} is used twice", spec.name)));
         }
         let spi = spec.cfg.spi;
-        if let Some(prev) = spis.insert((spec.direction, spi, spec.bind), i) {
+        if let Some(prev) = spis.insert((spec.direction(), spi, spec.bind()), i) {
             return Err(loc.at(
                 &s.spi,
                 format!("sa[{i}].spi"),
@@ -262,8 +303,8 @@ pub(super) fn validate(
             ));
         }
         spec.id = i as u32 + 1;
-        sa_ids.insert(spec.name.clone(), (spec.id, spec.direction));
-        sas.push((spec, er));
+        sa_ids.insert(spec.name.clone(), (spec.id, spec.direction()));
+        sas.push(spec);
     }
 
     // Eroutes.
@@ -283,17 +324,16 @@ pub(super) fn validate(
         eroutes.push(spec);
     }
 
-    // Inbound SAs name their eroute.
-    let mut out_sas = Vec::new();
-    for (i, (mut spec, er)) in sas.into_iter().enumerate() {
-        if let Some(er) = er {
-            if !eroute_names.contains_key(er.get_ref()) {
-                return Err(loc.at(&er, format!("sa[{i}].eroute"), format!("no eroute named {:?}", er.get_ref())));
+    // Inbound SAs name existing eroutes.
+    for (i, spec) in sas.iter().enumerate() {
+        if let SaRoleSpec::Inbound { check: InboundCheck::Eroutes(names), .. } = &spec.role {
+            if let Some(n) = names.iter().find(|n| !eroute_names.contains_key(*n)) {
+                let at = raw_sas[i].get_ref().eroute.as_ref().expect("named eroutes come from the eroute field");
+                return Err(loc.at(at, format!("sa[{i}].eroute"), format!("no eroute named {n:?}")));
             }
-            spec.eroute = Some(er.get_ref().clone());
         }
-        out_sas.push(spec);
     }
+    let out_sas = sas;
 
     // Routes and neighbours.
     let mut routes = Vec::new();
@@ -333,9 +373,10 @@ pub(super) fn validate(
 }
 
 /// Validate one `[[sa]]` table; `what` names it in errors (`sa[3]`, or `sa`
-/// for API input). Uniqueness of name and SPI is the caller's, which sees all
-/// SAs. The id is left 0 for the caller to assign.
-fn sa_spec(loc: &Locator<'_>, what: &str, s: &RawSa) -> Result<(SaSpec, Option<Spanned<String>>), ConfigError> {
+/// for API input). Uniqueness of name and SPI, and the existence of named
+/// eroutes, are the caller's, which sees everything. The id is left 0 for
+/// the caller to assign.
+fn sa_spec(loc: &Locator<'_>, what: &str, s: &RawSa) -> Result<SaSpec, ConfigError> {
     let f = |k: &str| format!("{what}.{k}");
     let name = s.name.get_ref().clone();
     if name.is_empty() {
@@ -429,7 +470,6 @@ fn sa_spec(loc: &Locator<'_>, what: &str, s: &RawSa) -> Result<(SaSpec, Option<S
         }
         other => return Err(loc.at(&s.mode, f("mode"), format!("{other:?}: expected \"tunnel\" or \"transport\""))),
     };
-    let bind = if direction == Direction::Inbound { local } else { None };
     let replay_window = match &s.replay_window {
         None => dataplane::esp::replay::DEFAULT_WINDOW,
         Some(w) if (64..=4096).contains(w.get_ref()) => *w.get_ref() as u32,
@@ -459,22 +499,121 @@ fn sa_spec(loc: &Locator<'_>, what: &str, s: &RawSa) -> Result<(SaSpec, Option<S
         Some(t) if (1..=255).contains(t.get_ref()) => *t.get_ref() as u8,
         Some(t) => return Err(loc.at(t, f("ttl"), format!("{} is outside 1..255", t.get_ref()))),
     };
-    if let (Direction::Outbound, Some(er)) = (direction, &s.eroute) {
-        return Err(loc.at(er, f("eroute"), "only inbound SAs name an eroute (outbound SAs are named by eroutes)"));
-    }
+    let role = match direction {
+        Direction::Outbound => {
+            if let Some(er) = &s.eroute {
+                return Err(loc.at(
+                    er,
+                    f("eroute"),
+                    "only inbound SAs name eroutes (outbound SAs are named by eroutes)",
+                ));
+            }
+            if let Some(x) = s.src.as_ref().or(s.dst.as_ref()) {
+                let k = if s.src.is_some() { "src" } else { "dst" };
+                return Err(loc.at(x, f(k), "only inbound SAs carry selectors (outbound SAs are chosen by eroutes)"));
+            }
+            SaRoleSpec::Outbound
+        }
+        Direction::Inbound => SaRoleSpec::Inbound { bind: local, check: inbound_check(loc, what, s)? },
+    };
+    let lifetime = lifetime(loc, what, s)?;
     let mut cfg = SaConfig::new(spi, algorithm, &enc_key, &auth_key, mode);
     cfg.backend = backend;
     cfg.esn = s.esn;
     cfg.replay_window = replay_window;
     cfg.df = df;
     cfg.ttl = ttl;
-    cfg.lifetime = Lifetime {
-        soft_bytes: s.soft_bytes,
-        hard_bytes: s.hard_bytes,
-        soft_packets: s.soft_packets,
-        hard_packets: s.hard_packets,
+    cfg.lifetime = lifetime;
+    Ok(SaSpec { name, id: 0, role, cfg })
+}
+
+/// An inbound SA's selectors: named eroutes, or its own src/dst/proto/ports.
+fn inbound_check(loc: &Locator<'_>, what: &str, s: &RawSa) -> Result<InboundCheck, ConfigError> {
+    let f = |k: &str| format!("{what}.{k}");
+    let own = s.src.is_some() || s.dst.is_some();
+    match &s.eroute {
+        Some(er) if own => {
+            let at = s.src.as_ref().or(s.dst.as_ref()).expect("own");
+            let _ = er;
+            Err(loc.at(at, f("src"), "give eroute or src/dst, not both"))
+        }
+        Some(er) => {
+            let names: Vec<String> = match er.get_ref() {
+                toml::Value::String(n) => vec![n.clone()],
+                toml::Value::Array(a) => a
+                    .iter()
+                    .map(|v| v.as_str().map(str::to_string))
+                    .collect::<Option<_>>()
+                    .ok_or_else(|| loc.at(er, f("eroute"), "a list of eroute names is expected"))?,
+                _ => return Err(loc.at(er, f("eroute"), "an eroute name or a list of them is expected")),
+            };
+            if names.is_empty() || names.iter().any(String::is_empty) {
+                return Err(loc.at(er, f("eroute"), "an empty eroute list leaves the SA without selectors"));
+            }
+            Ok(InboundCheck::Eroutes(names))
+        }
+        None if own => {
+            let (Some(src), Some(dst)) = (&s.src, &s.dst) else {
+                let at = s.src.as_ref().or(s.dst.as_ref()).expect("own");
+                let k = if s.src.is_none() { "src" } else { "dst" };
+                return Err(loc.at(at, f(k), format!("own selectors need both src and dst ({k} is missing)")));
+            };
+            let prefix = |p: &Spanned<String>, k: &str| -> Result<Prefix, ConfigError> {
+                p.get_ref().parse().map_err(|r| loc.at(p, f(k), r))
+            };
+            let proto = match &s.proto {
+                None => None,
+                Some(p) => proto_of(p.get_ref()).map_err(|r| loc.at(p, f("proto"), r))?,
+            };
+            let range = |v: &Option<Spanned<toml::Value>>, k: &str| -> Result<PortRange, ConfigError> {
+                v.as_ref().map_or(Ok(PortRange::ANY), |v| ports_of(v.get_ref()).map_err(|r| loc.at(v, f(k), r)))
+            };
+            let sel = Selector {
+                src: prefix(src, "src")?,
+                dst: prefix(dst, "dst")?,
+                proto,
+                sport: range(&s.sport, "sport")?,
+                dport: range(&s.dport, "dport")?,
+            };
+            sel.validate().map_err(|r| loc.at(dst, f("dst"), r))?;
+            Ok(InboundCheck::Selectors(vec![sel]))
+        }
+        None => Err(loc.at(
+            &s.name,
+            f("eroute"),
+            "an inbound SA needs selectors (RFC 4301 §5.2): name its eroute(s) with eroute = \"name\" \
+             (or [\"v4\", \"v6\"]), or give its own src and dst",
+        )),
+    }
+}
+
+/// Soft and hard limits: each at least 1, soft never above hard.
+fn lifetime(loc: &Locator<'_>, what: &str, s: &RawSa) -> Result<Lifetime, ConfigError> {
+    let f = |k: &str| format!("{what}.{k}");
+    let limit = |v: &Option<Spanned<i64>>, k: &str| -> Result<Option<u64>, ConfigError> {
+        match v {
+            None => Ok(None),
+            Some(x) if *x.get_ref() >= 1 => Ok(Some(*x.get_ref() as u64)),
+            Some(x) => Err(loc.at(x, f(k), format!("{}: a limit must be at least 1", x.get_ref()))),
+        }
     };
-    Ok((SaSpec { name, id: 0, direction, bind, eroute: None, cfg }, s.eroute.clone()))
+    let lt = Lifetime {
+        soft_bytes: limit(&s.soft_bytes, "soft_bytes")?,
+        hard_bytes: limit(&s.hard_bytes, "hard_bytes")?,
+        soft_packets: limit(&s.soft_packets, "soft_packets")?,
+        hard_packets: limit(&s.hard_packets, "hard_packets")?,
+    };
+    for (soft, hard, sk, hk) in [
+        (&s.soft_bytes, lt.hard_bytes, "soft_bytes", "hard_bytes"),
+        (&s.soft_packets, lt.hard_packets, "soft_packets", "hard_packets"),
+    ] {
+        if let (Some(sv), Some(h)) = (soft, hard) {
+            if *sv.get_ref() as u64 > h {
+                return Err(loc.at(sv, f(sk), format!("{} is above {hk} = {h}", sv.get_ref())));
+            }
+        }
+    }
+    Ok(lt)
 }
 
 /// Validate one `[[eroute]]` table; `what` names it in errors. `find_sa`
@@ -584,14 +723,12 @@ fn api_parse_err(e: toml::de::Error) -> ConfigError {
 
 /// One SA given alone (API input), as the TOML text of a table `[sa]` with the
 /// same fields as a config `[[sa]]`: the very same checks apply. Errors name
-/// the field as `sa.<field>`. The id is left 0; the eroute name (inbound) is
-/// in `eroute` and unchecked.
+/// the field as `sa.<field>`. The id is left 0; eroute names (inbound) are
+/// unchecked.
 pub fn parse_one_sa(src: &str) -> Result<SaSpec, ConfigError> {
     let one: OneSa = toml::from_str(src).map_err(api_parse_err)?;
     let loc = Locator { file: std::path::Path::new(API_ORIGIN), src };
-    let (mut spec, er) = sa_spec(&loc, "sa", &one.sa)?;
-    spec.eroute = er.map(|e| e.into_inner());
-    Ok(spec)
+    sa_spec(&loc, "sa", &one.sa)
 }
 
 /// One eroute given alone (API input), as the TOML text of a table `[eroute]`.

@@ -11,7 +11,9 @@ use serde::Deserialize;
 use toml::Spanned;
 
 mod ipsec;
-pub use ipsec::{parse_mac, parse_one_eroute, parse_one_sa, ErouteSpec, PolicyConfig, SaSpec};
+pub use ipsec::{
+    parse_mac, parse_one_eroute, parse_one_sa, ErouteSpec, InboundCheck, PolicyConfig, SaRoleSpec, SaSpec,
+};
 
 /// A configuration error, located in its file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -178,6 +180,9 @@ pub struct Config {
     pub policy: PolicyConfig,
     /// The HTTP API / metrics endpoint; `None` when the config has no `[control]`.
     pub control: Option<ControlConfig>,
+    /// Where sequence-number leases and replay tops persist across restarts
+    /// (`[state] file`; default: next to the config, `<stem>.state`).
+    pub state_file: PathBuf,
 }
 
 /// Default address of the HTTP API: loopback only.
@@ -225,6 +230,14 @@ struct RawConfig {
     #[serde(default, rename = "neighbor")]
     neighbors: Vec<Spanned<ipsec::RawNeighbor>>,
     control: Option<Spanned<RawControl>>,
+    #[serde(default)]
+    state: RawState,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawState {
+    file: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -528,6 +541,17 @@ impl Config {
         };
 
         let control = raw.control.as_ref().map(|c| control_config(loc, c)).transpose()?;
+        let dir = loc.file.parent().unwrap_or(Path::new("."));
+        let state_file = match &raw.state.file {
+            Some(f) if f.get_ref().trim().is_empty() => {
+                return Err(loc.at(f, "state.file", "empty path (the state file keeps sequence numbers unique)"))
+            }
+            Some(f) => dir.join(f.get_ref()),
+            None => {
+                let stem = loc.file.file_stem().map_or("espgw".into(), |s| s.to_string_lossy().into_owned());
+                dir.join(format!("{stem}.state"))
+            }
+        };
         let port_names: Vec<String> = ports.iter().map(|p| p.name.clone()).collect();
         let ipsec =
             ipsec::validate(loc, &raw.policy, &raw.sas, &raw.eroutes, &raw.routes, &raw.neighbors, &port_names)?;
@@ -545,6 +569,7 @@ impl Config {
             neighbors: ipsec.neighbors,
             policy: ipsec.policy,
             control,
+            state_file,
         })
     }
 
@@ -701,8 +726,14 @@ mac = "02:00:00:00:00:aa"
         assert_eq!(c.sas.len(), 2);
         assert_eq!(c.sas[0].cfg.spi, 0x1001);
         assert_eq!(c.sas[0].cfg.auth_key.len(), 20);
-        assert_eq!(c.sas[1].eroute.as_deref(), Some("nets"));
-        assert_eq!(c.sas[1].bind, Some("192.0.2.1".parse().unwrap()));
+        assert_eq!(
+            c.sas[1].role,
+            SaRoleSpec::Inbound {
+                bind: Some("192.0.2.1".parse().unwrap()),
+                check: InboundCheck::Eroutes(vec!["nets".into()])
+            }
+        );
+        assert_eq!(c.state_file, Path::new("test.state"), "next to the config by default");
         let e = &c.eroutes[0].eroute;
         assert_eq!(e.selector.proto, Some(6));
         assert_eq!((e.selector.dport.lo, e.selector.dport.hi), (1000, 2000));
@@ -770,6 +801,45 @@ mac = "02:00:00:00:00:aa"
             // Keys never appear in errors.
             assert!(!e.to_string().contains("0405060708"), "{e}");
         }
+        // Selectors are mandatory for inbound SAs; lifetimes must make sense.
+        let cases: &[(&str, &str, usize, &str, &str)] = &[
+            ("eroute = \"nets\"", "", 29, "sa[1].eroute", "an inbound SA needs selectors"),
+            ("eroute = \"nets\"", "eroute = []", 37, "sa[1].eroute", "empty eroute list"),
+            ("eroute = \"nets\"", "eroute = [\"nets\", \"v6\"]", 37, "sa[1].eroute", "no eroute named \"v6\""),
+            ("eroute = \"nets\"", "eroute = \"nets\"\nsrc = \"10.0.2.0/24\"", 38, "sa[1].src", "not both"),
+            ("eroute = \"nets\"", "src = \"10.0.2.0/24\"", 37, "sa[1].dst", "need both src and dst"),
+            (
+                "remote = \"198.51.100.1\"\n\n[[sa]]",
+                "remote = \"198.51.100.1\"\ndst = \"10.0.0.0/8\"\n\n[[sa]]",
+                27,
+                "sa[0].dst",
+                "only inbound SAs carry selectors",
+            ),
+            ("eroute = \"nets\"", "eroute = \"nets\"\nhard_bytes = 0", 38, "sa[1].hard_bytes", "at least 1"),
+            (
+                "eroute = \"nets\"",
+                "eroute = \"nets\"\nsoft_packets = 10\nhard_packets = 5",
+                38,
+                "sa[1].soft_packets",
+                "above hard_packets = 5",
+            ),
+        ];
+        for (from, to, line, field, reason) in cases {
+            let src = IPSEC.replacen(from, to, 1);
+            let e = parse(&src).expect_err(to);
+            assert_eq!((e.line, e.field.as_str()), (Some(*line), *field), "{to}: {e}");
+            assert!(e.reason.contains(reason), "{to}: {e}");
+        }
+        // Own selectors and eroute lists are accepted.
+        let own =
+            IPSEC.replacen("eroute = \"nets\"", "src = \"10.0.2.0/24\"\ndst = \"10.0.1.0/24\"\nproto = \"udp\"", 1);
+        let c = parse(&own).unwrap();
+        assert!(
+            matches!(&c.sas[1].role, SaRoleSpec::Inbound { check: InboundCheck::Selectors(s), .. } if s[0].proto == Some(17))
+        );
+        let list = IPSEC.replacen("eroute = \"nets\"", "eroute = [\"nets\", \"nets\"]", 1);
+        assert!(parse(&list).is_ok());
+
         // SPI reused in the same direction.
         let dup = IPSEC
             .replacen("spi = 0x2001", "spi = 0x1001\n", 1)

@@ -131,28 +131,56 @@ impl ReplayWindow {
         }
     }
 
-    /// Infer the high 32 bits of an ESN from its low half (RFC 4303 Appendix A),
-    /// relative to the current window.
+    /// Infer the high 32 bits of an ESN from its low half (RFC 4303
+    /// Appendix A), relative to the current window.
     #[inline]
     pub fn infer_esn_high(&self, seq_lo: u32) -> u32 {
-        let top = self.top.load(Ordering::Acquire);
-        let th = (top >> 32) as u32;
-        let tl = top as u32;
-        let w = self.size as u32;
-        if tl >= w - 1 {
-            // Window inside one 2^32 subspace.
-            if seq_lo >= tl - (w - 1) {
-                th
-            } else {
-                th.wrapping_add(1)
-            }
+        infer_esn_high(self.top(), self.size as u32, seq_lo)
+    }
+
+    /// A window that resumes where another left off (a replace that keeps
+    /// the key, or a restart from persisted state): its top is `top` and
+    /// every number inside the window counts as seen, so nothing received
+    /// before can be accepted again. (A late genuine packet inside the window
+    /// is dropped as a duplicate: the price of never accepting a replay.)
+    pub fn resume(size: u32, top: u64) -> Self {
+        let w = Self::new(size);
+        if top == 0 {
+            return w;
+        }
+        w.top.store(top, Ordering::Release);
+        let lowest = top.saturating_sub(w.size - 1).max(1);
+        for block in lowest / 32..=top / 32 {
+            // Every bit of the block up to `top` (numbers above it are new).
+            let bits = if block == top / 32 { u32::MAX >> (31 - top % 32) } else { u32::MAX };
+            let slot = &w.slots[(block % w.slots.len() as u64) as usize];
+            slot.store((u64::from(block as u32) << 32) | u64::from(bits), Ordering::Relaxed);
+        }
+        w
+    }
+}
+
+/// RFC 4303 Appendix A2.2: the high half of the sequence number whose low
+/// half is `seq_lo`, for a window of `w` packets whose top is `top`. While
+/// the top is still in the first subspace, there is no subspace below it to
+/// infer (the RFC's `Th - 1` would wrap): such numbers belong to subspace 0.
+#[inline]
+pub fn infer_esn_high(top: u64, w: u32, seq_lo: u32) -> u32 {
+    let th = (top >> 32) as u32;
+    let tl = top as u32;
+    if tl >= w - 1 {
+        // Window inside one 2^32 subspace.
+        if seq_lo >= tl - (w - 1) {
+            th
         } else {
-            // Window spans two subspaces.
-            if seq_lo >= tl.wrapping_sub(w - 1) {
-                th.wrapping_sub(1)
-            } else {
-                th
-            }
+            th.wrapping_add(1)
+        }
+    } else {
+        // Window spans two subspaces.
+        if seq_lo >= tl.wrapping_sub(w - 1) {
+            th.saturating_sub(1)
+        } else {
+            th
         }
     }
 }
@@ -251,6 +279,24 @@ mod tests {
         assert_eq!(w.infer_esn_high(5), 1);
         assert_eq!(w.infer_esn_high(u32::MAX - 20), 0, "late packet from the previous subspace");
         assert_eq!(w.infer_esn_high(1000), 1);
+        // A fresh window: a first packet high in subspace 0 is in subspace 0,
+        // not in a subspace "-1".
+        let w = ReplayWindow::new(64);
+        assert_eq!(w.infer_esn_high(u32::MAX - 3), 0);
+        assert_eq!(w.infer_esn_high(7), 0);
+    }
+
+    #[test]
+    fn resumed_window_refuses_everything_up_to_its_top() {
+        let w = ReplayWindow::resume(64, 1000);
+        assert_eq!(w.top(), 1000);
+        for s in 900..=1000 {
+            assert!(w.check(s).is_err(), "{s} was possibly received before");
+        }
+        assert_eq!(accept(&w, 1001), Ok(()));
+        let w = ReplayWindow::resume(1024, 3);
+        assert!(w.check(1).is_err() && w.check(3).is_err());
+        assert_eq!(accept(&w, 4), Ok(()));
     }
 
     /// Several threads race to accept the same numbers (with local
@@ -275,7 +321,7 @@ mod tests {
                     // Pairs swapped on some steps: s+1 before s.
                     let mut s = 1u64;
                     while s < n {
-                        if (s + t) % 3 == 0 {
+                        if (s + t).is_multiple_of(3) {
                             try_one(s + 1);
                             try_one(s);
                         } else {

@@ -1,7 +1,8 @@
 //! ESP known answers, round trips and negative cases (pure Rust, no DPDK).
 
 use super::*;
-use crate::packet::VecBuf;
+use crate::packet::ip::{self, proto};
+use crate::packet::{PacketBuf, VecBuf};
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 fn h(s: &str) -> Vec<u8> {
@@ -224,13 +225,12 @@ fn round_trips_everywhere() {
                                 udp4(len, 0x2e << 2 | 1, len % 2 == 0, len as u8)
                             };
                             let mut b = VecBuf::from_slice(&orig);
-                            let seq = out.reserve(1).unwrap().first;
-                            out.encap(&mut b, seq).unwrap_or_else(|e| panic!("{a:?} {mode_name} esn={esn}: {e}"));
+                            let seq = out.encap(&mut b).unwrap_or_else(|e| panic!("{a:?} {mode_name} esn={esn}: {e}"));
                             let grown = b.len() - orig.len();
                             let payload =
                                 if let Mode::Transport = mode { len - if inner6 { 40 } else { 20 } } else { len };
                             assert_eq!(grown, out.overhead(payload), "overhead {a:?} {mode_name} {len}");
-                            let ct = &b.data()[..];
+                            let ct = b.data();
                             assert_ne!(&ct[ct.len() - 20..], &orig[orig.len() - 20..]);
                             check_outer(&b, &orig, mode, inner6, a);
                             let d = inn.decap(&mut b).unwrap_or_else(|e| {
@@ -295,7 +295,7 @@ fn df_policy_and_ecn() {
         cfg.df = policy;
         let sa = Sa::new(&cfg).unwrap();
         let mut b = VecBuf::from_slice(&udp4(100, 0, inner_df, 1));
-        sa.encap(&mut b, 1).unwrap();
+        sa.encap(&mut b).unwrap();
         assert_eq!(ip::parse_ipv4(b.data()).unwrap().df(), want, "{policy:?} inner_df={inner_df}");
     }
     // RFC 6040 decap: outer CE marks an ECT inner packet, drops a not-ECT one.
@@ -310,7 +310,7 @@ fn df_policy_and_ecn() {
         let (out, inn) = sa_pair(Algorithm::AesGcm128, tunnel4(), false, Backend::Auto);
         let orig = udp4(80, 0xb8 | inner_ecn, false, 9);
         let mut b = VecBuf::from_slice(&orig);
-        out.encap(&mut b, out.reserve(1).unwrap().first).unwrap();
+        out.encap(&mut b).unwrap();
         // A router on the path marks the outer header.
         let d = b.data_mut();
         d[1] = (d[1] & !3) | outer_ecn;
@@ -328,7 +328,11 @@ fn encrypted(a: Algorithm, mode: Mode) -> (Sa, Vec<u8>, Vec<u8>) {
     let (out, inn) = sa_pair(a, mode, false, Backend::Auto);
     let orig = udp4(200, 0, false, 0x55);
     let mut b = VecBuf::from_slice(&orig);
-    out.encap(&mut b, 7).unwrap();
+    {
+        out.advance_seq(7);
+        out.encap(&mut b)
+    }
+    .unwrap();
     (inn, b.to_vec(), orig)
 }
 
@@ -415,7 +419,7 @@ fn negative_cases_have_their_own_reasons() {
             pt.extend_from_slice(pad);
             pt.push(pad_len);
             pt.push(nh);
-            while pt.len() % align != 0 {
+            while !pt.len().is_multiple_of(align) {
                 pt.insert(inner.len(), 0); // keep alignment; only reached by bad cases
             }
             pt
@@ -455,7 +459,7 @@ fn replay_too_old_and_reordering() {
     let mut pkts: Vec<Vec<u8>> = (0..1100)
         .map(|i| {
             let mut b = VecBuf::from_slice(&udp4(64, 0, false, i as u8));
-            out.encap(&mut b, out.reserve(1).unwrap().first).unwrap();
+            out.encap(&mut b).unwrap();
             b.to_vec()
         })
         .collect();
@@ -469,7 +473,11 @@ fn replay_too_old_and_reordering() {
     let old = {
         let mut b = VecBuf::from_slice(&udp4(64, 0, false, 1));
         let (o2, _) = sa_pair(Algorithm::AesGcm128, tunnel4(), false, Backend::Auto);
-        o2.encap(&mut b, 4).unwrap();
+        {
+            o2.advance_seq(4);
+            o2.encap(&mut b)
+        }
+        .unwrap();
         b.to_vec()
     };
     assert_eq!(inn.decap(&mut VecBuf::from_slice(&old)), Err(EspError::ReplayTooOld));
@@ -507,9 +515,8 @@ fn sequence_space_is_never_wrapped() {
     inn.replay_window().update(start - 1).unwrap();
     for i in 0..4u64 {
         let mut b = VecBuf::from_slice(&udp4(64, 0, false, i as u8));
-        let seq = out.reserve(1).unwrap().first;
+        let seq = out.encap(&mut b).unwrap();
         assert_eq!(seq, start + i);
-        out.encap(&mut b, seq).unwrap();
         assert_eq!(
             u32::from_be_bytes(b.data()[24..28].try_into().unwrap()),
             seq as u32,
@@ -553,7 +560,7 @@ fn lifetimes_soft_flag_and_hard_stop() {
     let mut results = Vec::new();
     for _ in 0..7 {
         let mut b = VecBuf::from_slice(&udp4(100, 0, false, 0));
-        let r = sa.reserve(1).and_then(|s| sa.encap(&mut b, s.first));
+        let r = sa.encap(&mut b).map(|_| ());
         results.push(r);
         if results.len() == 3 {
             assert!(sa.usage().soft_expired, "soft after 3");
@@ -572,13 +579,13 @@ fn lifetimes_soft_flag_and_hard_stop() {
     let mut got = Vec::new();
     for _ in 0..4 {
         let mut b = VecBuf::from_slice(&udp4(100, 0, false, 0));
-        out.encap(&mut b, out.reserve(1).unwrap().first).unwrap();
+        out.encap(&mut b).unwrap();
         got.push(inn.decap(&mut b).map(|_| ()));
     }
     assert_eq!(
         got,
-        [Ok(()), Ok(()), Ok(()), Err(EspError::HardLifetime)],
-        "300 bytes passed the 250 hard limit after the third"
+        [Ok(()), Ok(()), Err(EspError::HardLifetime), Err(EspError::HardLifetime)],
+        "a third 100-byte packet would pass the 250-byte hard limit: never processed"
     );
     let u = inn.usage();
     assert!(u.soft_expired && u.hard_expired);
@@ -621,7 +628,7 @@ mod prop {
             let (out, inn) = sa_pair(a, mode, false, Backend::Auto);
             let orig = udp4(len, 0, false, 0x77);
             let mut b = VecBuf::from_slice(&orig);
-            out.encap(&mut b, 1).unwrap();
+            out.encap(&mut b).unwrap();
             let mut p = b.to_vec();
             let mut changed = false;
             for (pos, x) in flips {
@@ -656,10 +663,10 @@ mod prop {
         fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
             let (_, inn) = sa_pair(Algorithm::AesCbc128HmacSha1, tunnel4(), true, Backend::Auto);
             let _ = inn.decap(&mut VecBuf::from_slice(&bytes));
-            let _ = inn.encap(&mut VecBuf::from_slice(&bytes), 1);
+            let _ = inn.encap(&mut VecBuf::from_slice(&bytes));
             let (_, tr) = sa_pair(Algorithm::AesGcm128, Mode::Transport, false, Backend::Auto);
             let _ = tr.decap(&mut VecBuf::from_slice(&bytes));
-            let _ = tr.encap(&mut VecBuf::from_slice(&bytes), 1);
+            let _ = tr.encap(&mut VecBuf::from_slice(&bytes));
         }
     }
 }
@@ -674,7 +681,7 @@ fn anti_replay_can_be_turned_off() {
     cfg.replay_window = 0;
     let (out, inn) = (Sa::new(&cfg).unwrap(), Sa::new(&cfg).unwrap());
     let mut b = VecBuf::from_slice(&udp4(64, 0, false, 9));
-    out.encap(&mut b, out.reserve(1).unwrap().first).unwrap();
+    out.encap(&mut b).unwrap();
     let p = b.to_vec();
     for _ in 0..3 {
         inn.decap(&mut VecBuf::from_slice(&p)).unwrap();
@@ -745,5 +752,93 @@ fn bursts_match_across_backends_and_fail_one_by_one() {
                 );
             }
         }
+    }
+}
+
+/// RFC 4303 Appendix A per packet: a burst that straddles 2^32 decrypts
+/// even when the receiver's window is far behind (a fresh or replaced SA),
+/// and a forged packet in the middle of the burst cannot steer the
+/// inference of the genuine ones.
+#[test]
+fn esn_burst_across_2_to_the_32_is_inferred_per_packet() {
+    for backend in backends(Algorithm::AesGcm128) {
+        let (ek, _) = keys(Algorithm::AesGcm128);
+        let mut cfg = SaConfig::new(0x1000, Algorithm::AesGcm128, &ek, &[], tunnel4());
+        cfg.esn = true;
+        cfg.backend = backend;
+        for fresh in [true, false] {
+            let out = Sa::new(&cfg).unwrap();
+            let inn = Sa::new(&cfg).unwrap();
+            let start = (1u64 << 32) - 16;
+            out.advance_seq(start);
+            if !fresh {
+                // A window left behind by a few thousand lost packets.
+                inn.replay_window().update(start - 5000).unwrap();
+            }
+            let plain: Vec<Vec<u8>> = (0..32).map(|i| udp4(60 + i, 0, false, i as u8)).collect();
+            let mut bufs: Vec<VecBuf> = plain.iter().map(|p| VecBuf::from_slice(p)).collect();
+            let mut res = vec![Ok(()); 32];
+            out.encap_burst(&mut bufs, &mut res);
+            assert!(res.iter().all(Result::is_ok));
+            // A forged packet claiming a number far ahead sits in the middle.
+            let mut forged = bufs[5].to_vec();
+            forged[24..28].copy_from_slice(&0x9000_0000u32.to_be_bytes());
+            let n = forged.len();
+            forged[n - 1] ^= 0xff;
+            bufs.insert(6, VecBuf::from_slice(&forged));
+            let mut dres = vec![Err(EspError::Truncated); 33];
+            inn.decap_burst(&mut bufs, &mut dres);
+            assert_eq!(dres[6], Err(EspError::AuthFailed), "{backend:?}");
+            bufs.remove(6);
+            let _ = dres.remove(6);
+            for (i, r) in dres.iter().enumerate() {
+                let d = r.unwrap_or_else(|e| panic!("{backend:?} fresh={fresh} packet {i}: {e}"));
+                assert_eq!(d.seq, start + i as u64);
+                assert_eq!(bufs[i].to_vec(), plain[i]);
+            }
+            assert_eq!(inn.usage().replay_top, start + 31);
+        }
+    }
+}
+
+/// Hard lifetimes inbound stop exactly at the limit, burst or not, and only
+/// authenticated packets are charged (forgeries cannot use an SA up).
+#[test]
+fn inbound_hard_lifetime_is_exact_through_bursts() {
+    let (ek, _) = keys(Algorithm::AesGcm128);
+    for (lt, offered, want_pkts, max_bytes) in [
+        (Lifetime { hard_packets: Some(60), ..Default::default() }, 64, 60, u64::MAX),
+        (Lifetime { hard_bytes: Some(5000), ..Default::default() }, 16, 11, 5000),
+    ] {
+        let cfg = SaConfig::new(0x6100, Algorithm::AesGcm128, &ek, &[], tunnel4());
+        let out = Sa::new(&cfg).unwrap();
+        let inn = Sa::new(&SaConfig { lifetime: lt, ..cfg.clone() }).unwrap();
+        let mut bufs: Vec<VecBuf> = (0..offered).map(|i| VecBuf::from_slice(&udp4(436, 0, false, i as u8))).collect();
+        let mut res = vec![Ok(()); offered];
+        out.encap_burst(&mut bufs, &mut res);
+        // Forged copies first: they must not count.
+        let mut forged: Vec<VecBuf> = bufs
+            .iter()
+            .map(|b| {
+                let mut v = b.to_vec();
+                let n = v.len();
+                v[n - 2] ^= 1;
+                VecBuf::from_slice(&v)
+            })
+            .collect();
+        let mut fres = vec![Err(EspError::Truncated); offered];
+        inn.decap_burst(&mut forged, &mut fres);
+        assert!(fres.iter().all(|r| *r == Err(EspError::AuthFailed)));
+        assert_eq!(inn.usage().packets, 0);
+        let mut dres = vec![Err(EspError::Truncated); offered];
+        inn.decap_burst(&mut bufs, &mut dres);
+        let ok = dres.iter().filter(|r| r.is_ok()).count();
+        assert_eq!(ok, want_pkts, "{lt:?}");
+        assert!(dres[..want_pkts].iter().all(Result::is_ok), "a prefix is admitted");
+        assert!(dres[want_pkts..].iter().all(|r| *r == Err(EspError::HardLifetime)));
+        let u = inn.usage();
+        assert_eq!(u.packets, want_pkts as u64);
+        assert!(u.bytes <= max_bytes, "{} bytes past the limit", u.bytes);
+        assert!(u.hard_expired);
     }
 }

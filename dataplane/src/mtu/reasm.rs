@@ -29,47 +29,7 @@ impl Default for ReasmConfig {
     }
 }
 
-/// Why fragments were dropped (each a counter label).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ReasmDrop {
-    /// Malformed fragment (bad lengths, offset past 64 KiB, unaligned middle piece).
-    Malformed,
-    /// Overlapped another fragment: the datagram is dropped.
-    Overlap,
-    /// Same piece again: this copy dropped, the datagram kept.
-    Duplicate,
-    /// More fragments than allowed for one datagram.
-    TooManyFragments,
-    /// Datagram not complete in time.
-    Timeout,
-    /// Evicted to make room (slots or bytes).
-    Evicted,
-    /// No buffer for the reassembled packet.
-    NoBuffer,
-}
-
-impl ReasmDrop {
-    pub const ALL: [ReasmDrop; 7] = [
-        ReasmDrop::Malformed,
-        ReasmDrop::Overlap,
-        ReasmDrop::Duplicate,
-        ReasmDrop::TooManyFragments,
-        ReasmDrop::Timeout,
-        ReasmDrop::Evicted,
-        ReasmDrop::NoBuffer,
-    ];
-    pub fn label(self) -> &'static str {
-        match self {
-            ReasmDrop::Malformed => "reasm_malformed",
-            ReasmDrop::Overlap => "reasm_overlap",
-            ReasmDrop::Duplicate => "reasm_duplicate",
-            ReasmDrop::TooManyFragments => "reasm_too_many_fragments",
-            ReasmDrop::Timeout => "reasm_timeout",
-            ReasmDrop::Evicted => "reasm_evicted",
-            ReasmDrop::NoBuffer => "reasm_no_buffer",
-        }
-    }
-}
+pub use crate::drops::ReasmDrop;
 
 /// What happened to a pushed fragment.
 #[derive(Debug)]

@@ -47,7 +47,7 @@ fn tunnel_mtu_is_exact_at_every_byte_around_the_boundary() {
                     for size in (usize::from(mtu) - 20)..=(usize::from(mtu) + 20) {
                         let inner = if v6 { udp6(size, 0, 1) } else { udp4(size, 0, true, 1) };
                         let mut b = VecBuf::from_slice(&inner);
-                        s.encap(&mut b, s.reserve(1).unwrap().first).unwrap();
+                        s.encap(&mut b).unwrap();
                         let fits = b.len() <= usize::from(limit);
                         assert_eq!(
                             fits,
@@ -297,7 +297,7 @@ fn path_mtu_learning_and_ageing() {
     let s = sa(Algorithm::AesGcm128, modes()[0].1);
     // Our ESP packet, as a router on the path quotes it.
     let mut esp = VecBuf::from_slice(&udp4(1400, 0, true, 1));
-    s.encap(&mut esp, s.reserve(1).unwrap().first).unwrap();
+    s.encap(&mut esp).unwrap();
     let mut icmp = VecBuf::with_room(128, 2048);
     build_frag_needed(esp.data(), 1300, Ipv4Addr::new(203, 0, 113, 9), 5, &mut icmp).unwrap();
     // The router sends it to our outer source address.
@@ -331,7 +331,7 @@ fn path_mtu_learning_and_ageing() {
     // IPv6: a PTB quoting our ESPv6 packet.
     let s6 = sa(Algorithm::AesGcm128, modes()[1].1);
     let mut esp6 = VecBuf::from_slice(&udp6(1400, 0, 1));
-    s6.encap(&mut esp6, 1).unwrap();
+    s6.encap(&mut esp6).unwrap();
     let mut ptb = VecBuf::with_room(128, 2048);
     build_packet_too_big(esp6.data(), 1350, "2001:db8::99".parse().unwrap(), &mut ptb).unwrap();
     let r6 = parse_too_big(ptb.data()).unwrap();

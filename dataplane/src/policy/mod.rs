@@ -44,7 +44,7 @@ use arc_swap::{ArcSwap, Guard};
 use rustc_hash::FxHashMap;
 use thiserror::Error;
 
-use crate::esp::{Sa, SaConfig, SaError};
+use crate::esp::{window_size, KeyId, ReplayWindow, Sa, SaConfig, SaContinuity, SaError, SeqSpace, Usage};
 pub use selector::{to_u128, FlowKey, PortRange, Prefix, Selector};
 
 /// What an eroute does with matching traffic.
@@ -86,16 +86,155 @@ pub enum Direction {
     Outbound,
 }
 
+/// What decrypted traffic an inbound SA may carry (RFC 4301 §5.2 makes the
+/// check mandatory). Never empty: an inbound SA without selectors would
+/// accept anything its peer sends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InboundPolicy {
+    /// The mirrored selectors of these eroutes (two for a dual-stack tunnel).
+    Eroutes(Vec<u32>),
+    /// Selectors of its own, written as the decrypted packets appear (source
+    /// on the peer's side, destination on ours).
+    Selectors(Vec<Selector>),
+}
+
+/// An SA's direction and, for an inbound SA, where it is bound and what it
+/// may carry. Outbound SAs are chosen by eroutes and carry what they send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SaRole {
+    Outbound,
+    Inbound {
+        /// The outer destination it is bound to (`None` = any; SPI alone).
+        local: Option<IpAddr>,
+        policy: InboundPolicy,
+    },
+}
+
+impl SaRole {
+    /// An inbound SA bound to `local` that checks against these eroutes.
+    pub fn inbound_for(local: Option<IpAddr>, eroutes: &[u32]) -> SaRole {
+        SaRole::Inbound { local, policy: InboundPolicy::Eroutes(eroutes.to_vec()) }
+    }
+
+    pub fn direction(&self) -> Direction {
+        match self {
+            SaRole::Outbound => Direction::Outbound,
+            SaRole::Inbound { .. } => Direction::Inbound,
+        }
+    }
+    fn local(&self) -> Option<IpAddr> {
+        match self {
+            SaRole::Outbound => None,
+            SaRole::Inbound { local, .. } => *local,
+        }
+    }
+    fn eroutes(&self) -> &[u32] {
+        match self {
+            SaRole::Inbound { policy: InboundPolicy::Eroutes(e), .. } => e,
+            _ => &[],
+        }
+    }
+}
+
 /// An SA as the database holds it.
 #[derive(Debug)]
 pub struct SaEntry {
     pub id: u32,
-    pub direction: Direction,
-    /// Inbound: the outer destination it is bound to (`None` = any; SPI alone).
-    pub local: Option<IpAddr>,
-    /// Inbound: the eroute whose (mirrored) selector decrypted traffic must match.
-    pub eroute: Option<u32>,
+    pub role: SaRole,
     pub sa: Sa,
+}
+
+impl SaEntry {
+    pub fn direction(&self) -> Direction {
+        self.role.direction()
+    }
+    /// Inbound: the outer destination it is bound to.
+    pub fn local(&self) -> Option<IpAddr> {
+        self.role.local()
+    }
+}
+
+/// Where the nonce rule's state is made durable (the control plane's state
+/// file). The database asks it where a key's counter and an SA's replay
+/// window resume, and persists a lease before any number under it is used.
+pub trait StateStore: Send {
+    /// Where `key`'s outbound counter resumes (1 when never used).
+    fn seq_floor(&self, key: &KeyId) -> u64;
+    /// Where the replay window of inbound SPI `spi` under `key` resumes (0: nothing received).
+    fn replay_floor(&self, key: &KeyId, spi: u32) -> u64;
+    /// Make these leases durable: numbers up to the second field may be used
+    /// under the key. Only after `Ok` does the database allow them.
+    fn persist_leases(&mut self, leases: &[(KeyId, u64)]) -> std::io::Result<()>;
+}
+
+/// Numbers leased per key at once, and renewed when less than half is left.
+/// A restart skips at most this many numbers of a key (2^24 of the 2^32 a
+/// non-ESN SA has: 256 crashes before one SA's space is gone).
+pub const SEQ_LEASE: u64 = 1 << 24;
+
+/// The state that outlives an SA: every outbound key's counter, and every
+/// inbound (key, SPI)'s replay window, so that a replace, a delete + add or a
+/// reload never starts them over.
+#[derive(Default)]
+struct Ledger {
+    seq: FxHashMap<KeyId, Arc<SeqSpace>>,
+    replay: FxHashMap<(KeyId, u32), Arc<ReplayWindow>>,
+    store: Option<Box<dyn StateStore>>,
+}
+
+impl std::fmt::Debug for Ledger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ledger")
+            .field("keys", &self.seq.len())
+            .field("windows", &self.replay.len())
+            .field("persistent", &self.store.is_some())
+            .finish()
+    }
+}
+
+impl Ledger {
+    /// The counter of `key` (made on first use, resuming from the store).
+    fn seq(&mut self, key: KeyId) -> Arc<SeqSpace> {
+        let store = &self.store;
+        self.seq
+            .entry(key)
+            .or_insert_with(|| match store {
+                // Nothing may be sent until the first lease is persisted.
+                Some(st) => Arc::new(SeqSpace::unleased(st.seq_floor(&key))),
+                None => Arc::new(SeqSpace::new()),
+            })
+            .clone()
+    }
+
+    /// The replay window of inbound `spi` under `key`, of `size` packets.
+    fn replay(&mut self, key: KeyId, spi: u32, size: u32) -> Arc<ReplayWindow> {
+        let floor = self.store.as_ref().map_or(0, |st| st.replay_floor(&key, spi));
+        let w = self.replay.entry((key, spi)).or_insert_with(|| Arc::new(ReplayWindow::resume(size, floor)));
+        if w.size() != u64::from(size) {
+            // A new window size: a new window that refuses all the old one saw.
+            *w = Arc::new(ReplayWindow::resume(size, w.top()));
+        }
+        w.clone()
+    }
+
+    /// Persist and grant leases for every key whose lease runs low.
+    fn renew(&mut self) -> std::io::Result<usize> {
+        let Some(store) = &mut self.store else { return Ok(0) };
+        let due: Vec<(KeyId, u64)> = self
+            .seq
+            .iter()
+            .filter(|(_, s)| s.next().saturating_add(SEQ_LEASE / 2) > s.leased())
+            .map(|(k, s)| (*k, s.next().saturating_add(SEQ_LEASE)))
+            .collect();
+        if due.is_empty() {
+            return Ok(0);
+        }
+        store.persist_leases(&due)?;
+        for (k, upto) in &due {
+            self.seq[k].set_lease(*upto);
+        }
+        Ok(due.len())
+    }
 }
 
 /// Default actions when no eroute matches.
@@ -114,7 +253,7 @@ impl Default for Defaults {
 }
 
 /// Why a change was refused. Maps onto API status codes: `NotFound` 404,
-/// `Exists`/`InUse`/`SpiInUse` 409, the rest 400.
+/// `Exists`/`InUse`/`SpiInUse`/`KeyInUse` 409, `Persist` 500, the rest 400.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum PolicyError {
     #[error("{what} {id} does not exist")]
@@ -131,6 +270,12 @@ pub enum PolicyError {
     Selector(String),
     #[error("bad SA: {0}")]
     Sa(#[from] SaError),
+    #[error("outbound SA {other} already sends with this key: two SAs under one key would repeat sequence numbers (GCM nonces)")]
+    KeyInUse { other: u32 },
+    #[error("an inbound SA needs selectors (RFC 4301 §5.2): name its eroutes or give its own")]
+    NoSelectors,
+    #[error("cannot persist sequence numbers: {0}")]
+    Persist(String),
 }
 
 /// The result of an outbound lookup.
@@ -324,26 +469,23 @@ fn specificity_key(e: &Eroute) -> (std::cmp::Reverse<u8>, bool, u32, u32, u32, u
     (std::cmp::Reverse(s.src.len()), s.proto.is_none(), s.dport.width(), s.sport.width(), e.priority, e.id)
 }
 
-/// An inbound SA as the data path finds it: the SA and the (mirrored)
-/// selector that its decrypted traffic must match.
+/// An inbound SA as the data path finds it: the SA and the selectors that
+/// its decrypted traffic must match.
 #[derive(Debug, Clone)]
 pub struct InboundSa {
     pub entry: Arc<SaEntry>,
-    /// Copy of `entry.local`, so the lookup never touches the SA's cache line.
+    /// Copy of `entry.local()`, so the lookup never touches the SA's cache line.
     local: Option<IpAddr>,
-    selector: Option<Selector>,
+    selectors: Arc<[Selector]>,
 }
 
 impl InboundSa {
     /// RFC 4301 §5.2: does decrypted traffic match the policy of the SA that
-    /// carried it? An SA bound to no eroute accepts anything; one bound to an
-    /// eroute that no longer exists accepts nothing (fail closed).
+    /// carried it? Every inbound SA has selectors; one whose eroutes were all
+    /// deleted has none left and accepts nothing (fail closed).
     #[inline]
     pub fn allows(&self, inner: &FlowKey) -> bool {
-        match &self.selector {
-            Some(sel) => sel.matches(inner),
-            None => self.entry.eroute.is_none(),
-        }
+        self.selectors.iter().any(|s| s.matches(inner))
     }
 }
 
@@ -501,10 +643,13 @@ pub struct PolicyDb {
     sas: BTreeMap<u32, Arc<SaEntry>>,
     /// (SPI, bound local address) → inbound SA id: uniqueness in O(1).
     spi_index: FxHashMap<(u32, Option<IpAddr>), u32>,
+    /// Key → the live outbound SA sending with it (one at most).
+    key_users: FxHashMap<KeyId, u32>,
     /// SA id → eroutes that protect with it.
     sa_users: FxHashMap<u32, BTreeSet<u32>>,
     /// Eroute id → inbound SAs whose traffic it checks.
     inbound_users: FxHashMap<u32, BTreeSet<u32>>,
+    ledger: Ledger,
     v4: Arc<FamilyTable>,
     v6: Arc<FamilyTable>,
     sad: Arc<Sad>,
@@ -528,8 +673,10 @@ impl PolicyDb {
             eroutes: BTreeMap::new(),
             sas: BTreeMap::new(),
             spi_index: FxHashMap::default(),
+            key_users: FxHashMap::default(),
             sa_users: FxHashMap::default(),
             inbound_users: FxHashMap::default(),
+            ledger: Ledger::default(),
             v4: Arc::default(),
             v6: Arc::default(),
             sad: Arc::default(),
@@ -538,6 +685,31 @@ impl PolicyDb {
             generation: 0,
             published,
         }
+    }
+
+    /// Make sequence counters and replay windows durable through `store`:
+    /// counters resume from it and may only use leased (persisted) numbers.
+    /// Set before the first SA is added.
+    pub fn with_state_store(mut self, store: Box<dyn StateStore>) -> Self {
+        self.ledger.store = Some(store);
+        self
+    }
+
+    /// Persist and grant leases for every key whose lease runs low. The
+    /// control plane calls this often (every few ms); adding an SA calls it
+    /// before publishing, so no published SA waits for its first lease.
+    pub fn renew_leases(&mut self) -> Result<usize, PolicyError> {
+        self.ledger.renew().map_err(|e| PolicyError::Persist(e.to_string()))
+    }
+
+    /// Every key's counter (next number, lease), for the state file and tests.
+    pub fn seq_spaces(&self) -> impl Iterator<Item = (&KeyId, &Arc<SeqSpace>)> {
+        self.ledger.seq.iter()
+    }
+
+    /// Every inbound replay window by (key, SPI), for the state file.
+    pub fn replay_windows(&self) -> impl Iterator<Item = (&(KeyId, u32), &Arc<ReplayWindow>)> {
+        self.ledger.replay.iter()
     }
 
     /// A reader for the workers.
@@ -552,59 +724,51 @@ impl PolicyDb {
     }
 
     /// Add an SA (and publish).
-    pub fn add_sa(
-        &mut self,
-        id: u32,
-        direction: Direction,
-        local: Option<IpAddr>,
-        eroute: Option<u32>,
-        cfg: &SaConfig,
-    ) -> Result<(), PolicyError> {
-        self.add_sa_unpublished(id, direction, local, eroute, cfg)?;
+    pub fn add_sa(&mut self, id: u32, role: SaRole, cfg: &SaConfig) -> Result<(), PolicyError> {
+        self.add_sa_unpublished(id, role, cfg)?;
+        if let Err(e) = self.renew_leases() {
+            // Never publish an SA whose numbers are not durable.
+            self.take_sa(id);
+            return Err(e);
+        }
         self.publish();
         Ok(())
     }
 
-    fn add_sa_unpublished(
-        &mut self,
-        id: u32,
-        direction: Direction,
-        local: Option<IpAddr>,
-        eroute: Option<u32>,
-        cfg: &SaConfig,
-    ) -> Result<(), PolicyError> {
+    fn add_sa_unpublished(&mut self, id: u32, role: SaRole, cfg: &SaConfig) -> Result<(), PolicyError> {
         if self.sas.contains_key(&id) {
             return Err(PolicyError::Exists { what: "SA", id });
         }
-        let entry = self.make_sa(id, direction, local, eroute, cfg)?;
+        let entry = self.make_sa(id, role, cfg, None)?;
         self.insert_sa(entry);
         Ok(())
     }
 
-    /// Replace an SA (rekey): new keys and state, same id; eroutes follow.
-    pub fn replace_sa(
-        &mut self,
-        id: u32,
-        direction: Direction,
-        local: Option<IpAddr>,
-        eroute: Option<u32>,
-        cfg: &SaConfig,
-    ) -> Result<(), PolicyError> {
-        if !self.sas.contains_key(&id) {
+    /// Replace an SA: same id, new parameters; eroutes follow. With the same
+    /// keys the SA continues where it was (sequence counter, replay window,
+    /// usage); with new keys it starts the new key's own counter.
+    pub fn replace_sa(&mut self, id: u32, role: SaRole, cfg: &SaConfig) -> Result<(), PolicyError> {
+        let Some(old) = self.sas.get(&id).cloned() else {
             return Err(PolicyError::NotFound { what: "SA", id });
-        }
-        if direction == Direction::Inbound {
+        };
+        if role.direction() == Direction::Inbound {
             // A replaced outbound SA must stay outbound if eroutes use it.
             if let Some(e) = self.first_user(id) {
                 return Err(PolicyError::NotOutbound { eroute: e, sa: id });
             }
         }
-        let old = self.take_sa(id).expect("checked");
-        match self.make_sa(id, direction, local, eroute, cfg) {
+        let taken = self.take_sa(id).expect("checked");
+        match self.make_sa(id, role, cfg, Some(&old)) {
             Ok(entry) => {
                 self.insert_sa(entry);
                 // Eroutes that protect with it point at the new SA.
                 let users: Vec<u32> = self.sa_users.get(&id).map(|s| s.iter().copied().collect()).unwrap_or_default();
+                if let Err(e) = self.renew_leases() {
+                    // Keep the old SA: the new key's numbers are not durable.
+                    self.take_sa(id);
+                    self.insert_sa(taken);
+                    return Err(e);
+                }
                 for e in users {
                     let er = self.eroutes[&e];
                     self.upsert_rule(&er);
@@ -613,60 +777,120 @@ impl PolicyDb {
                 Ok(())
             }
             Err(e) => {
-                self.insert_sa(old);
+                self.insert_sa(taken);
                 Err(e)
             }
         }
     }
 
     fn make_sa(
-        &self,
+        &mut self,
         id: u32,
-        direction: Direction,
-        local: Option<IpAddr>,
-        eroute: Option<u32>,
+        role: SaRole,
         cfg: &SaConfig,
+        replacing: Option<&SaEntry>,
     ) -> Result<Arc<SaEntry>, PolicyError> {
-        if direction == Direction::Inbound {
-            if let Some(&other) = self.spi_index.get(&(cfg.spi, local)) {
-                return Err(PolicyError::SpiInUse { spi: cfg.spi, other });
+        let key = cfg.key_id();
+        match &role {
+            SaRole::Inbound { local, policy } => {
+                if let Some(&other) = self.spi_index.get(&(cfg.spi, *local)) {
+                    return Err(PolicyError::SpiInUse { spi: cfg.spi, other });
+                }
+                match policy {
+                    InboundPolicy::Eroutes(ids) => {
+                        if ids.is_empty() {
+                            return Err(PolicyError::NoSelectors);
+                        }
+                        if let Some(&e) = ids.iter().find(|e| !self.eroutes.contains_key(e)) {
+                            return Err(PolicyError::NotFound { what: "eroute", id: e });
+                        }
+                    }
+                    InboundPolicy::Selectors(sels) => {
+                        if sels.is_empty() {
+                            return Err(PolicyError::NoSelectors);
+                        }
+                        for sel in sels {
+                            sel.validate().map_err(PolicyError::Selector)?;
+                        }
+                    }
+                }
+            }
+            SaRole::Outbound => {
+                if let Some(&other) = self.key_users.get(&key) {
+                    return Err(PolicyError::KeyInUse { other });
+                }
             }
         }
-        if let Some(e) = eroute {
-            if !self.eroutes.contains_key(&e) {
-                return Err(PolicyError::NotFound { what: "eroute", id: e });
+        // Usage carries over only when the SA keeps its keys and SPI.
+        let usage = match replacing {
+            Some(old) if old.sa.key_id() == key && old.sa.spi() == cfg.spi => {
+                let u = old.sa.usage_counters();
+                Usage::resume(u.packets(), u.bytes())
+            }
+            _ => Usage::default(),
+        };
+        let from = SaContinuity {
+            seq: self.ledger.seq(key),
+            replay: self.ledger.replay(key, cfg.spi, window_size(cfg)),
+            usage,
+        };
+        let sa = Sa::with_continuity(cfg, from)?;
+        Ok(Arc::new(SaEntry { id, role, sa }))
+    }
+
+    /// The selectors an inbound SA checks, resolved from its policy.
+    fn inbound_selectors(&self, role: &SaRole) -> Arc<[Selector]> {
+        match role {
+            SaRole::Outbound => Arc::from([]),
+            SaRole::Inbound { policy: InboundPolicy::Selectors(s), .. } => s.as_slice().into(),
+            SaRole::Inbound { policy: InboundPolicy::Eroutes(ids), .. } => {
+                ids.iter().filter_map(|e| self.eroutes.get(e)).map(|e| e.selector.mirrored()).collect()
             }
         }
-        let sa = Sa::new(cfg)?;
-        Ok(Arc::new(SaEntry { id, direction, local, eroute, sa }))
     }
 
     fn insert_sa(&mut self, entry: Arc<SaEntry>) {
-        if entry.direction == Direction::Inbound {
-            self.spi_index.insert((entry.sa.spi(), entry.local), entry.id);
-            if let Some(e) = entry.eroute {
-                self.inbound_users.entry(e).or_default().insert(entry.id);
+        match entry.direction() {
+            Direction::Inbound => {
+                self.spi_index.insert((entry.sa.spi(), entry.local()), entry.id);
+                for &e in entry.role.eroutes() {
+                    self.inbound_users.entry(e).or_default().insert(entry.id);
+                }
+                let selectors = self.inbound_selectors(&entry.role);
+                Arc::make_mut(&mut self.sad).upsert(InboundSa {
+                    local: entry.local(),
+                    entry: entry.clone(),
+                    selectors,
+                });
             }
-            let selector = entry.eroute.and_then(|e| self.eroutes.get(&e)).map(|e| e.selector.mirrored());
-            Arc::make_mut(&mut self.sad).upsert(InboundSa { local: entry.local, entry: entry.clone(), selector });
-        } else {
-            Arc::make_mut(&mut self.out_by_spi).upsert(InboundSa { local: None, entry: entry.clone(), selector: None });
+            Direction::Outbound => {
+                self.key_users.insert(entry.sa.key_id(), entry.id);
+                Arc::make_mut(&mut self.out_by_spi).upsert(InboundSa {
+                    local: None,
+                    entry: entry.clone(),
+                    selectors: Arc::from([]),
+                });
+            }
         }
         self.sas.insert(entry.id, entry);
     }
 
     fn take_sa(&mut self, id: u32) -> Option<Arc<SaEntry>> {
         let e = self.sas.remove(&id)?;
-        if e.direction == Direction::Inbound {
-            self.spi_index.remove(&(e.sa.spi(), e.local));
-            if let Some(er) = e.eroute {
-                if let Some(set) = self.inbound_users.get_mut(&er) {
-                    set.remove(&id);
+        match e.direction() {
+            Direction::Inbound => {
+                self.spi_index.remove(&(e.sa.spi(), e.local()));
+                for er in e.role.eroutes() {
+                    if let Some(set) = self.inbound_users.get_mut(er) {
+                        set.remove(&id);
+                    }
                 }
+                Arc::make_mut(&mut self.sad).remove(e.sa.spi(), id);
             }
-            Arc::make_mut(&mut self.sad).remove(e.sa.spi(), id);
-        } else {
-            Arc::make_mut(&mut self.out_by_spi).remove(e.sa.spi(), id);
+            Direction::Outbound => {
+                self.key_users.remove(&e.sa.key_id());
+                Arc::make_mut(&mut self.out_by_spi).remove(e.sa.spi(), id);
+            }
         }
         Some(e)
     }
@@ -675,7 +899,8 @@ impl PolicyDb {
         self.sa_users.get(&sa).and_then(|s| s.iter().next().copied())
     }
 
-    /// Delete an SA (refused while an eroute protects with it).
+    /// Delete an SA (refused while an eroute protects with it). Its key's
+    /// counter stays in the ledger: adding the key again continues it.
     pub fn remove_sa(&mut self, id: u32) -> Result<(), PolicyError> {
         if !self.sas.contains_key(&id) {
             return Err(PolicyError::NotFound { what: "SA", id });
@@ -693,7 +918,7 @@ impl PolicyDb {
         if let Action::Protect { sa, .. } = e.action {
             match self.sas.get(&sa) {
                 None => return Err(PolicyError::NotFound { what: "SA", id: sa }),
-                Some(s) if s.direction != Direction::Outbound => {
+                Some(s) if s.direction() != Direction::Outbound => {
                     return Err(PolicyError::NotOutbound { eroute: e.id, sa })
                 }
                 Some(_) => {}
@@ -719,10 +944,10 @@ impl PolicyDb {
 
     fn refresh_inbound(&mut self, eroute: u32) {
         let users: Vec<u32> = self.inbound_users.get(&eroute).map(|s| s.iter().copied().collect()).unwrap_or_default();
-        let selector = self.eroutes.get(&eroute).map(|e| e.selector.mirrored());
         for id in users {
             if let Some(entry) = self.sas.get(&id).cloned() {
-                Arc::make_mut(&mut self.sad).upsert(InboundSa { local: entry.local, entry, selector });
+                let selectors = self.inbound_selectors(&entry.role);
+                Arc::make_mut(&mut self.sad).upsert(InboundSa { local: entry.local(), entry, selectors });
             }
         }
     }
@@ -777,7 +1002,8 @@ impl PolicyDb {
         Ok(())
     }
 
-    /// Delete an eroute (and publish).
+    /// Delete an eroute (and publish). Inbound SAs that checked their traffic
+    /// against it lose those selectors (with none left they accept nothing).
     pub fn remove_eroute(&mut self, id: u32) -> Result<(), PolicyError> {
         let old = self.eroutes.remove(&id).ok_or(PolicyError::NotFound { what: "eroute", id })?;
         self.unlink(&old);
@@ -787,11 +1013,13 @@ impl PolicyDb {
         Ok(())
     }
 
-    /// Apply several changes and publish once (bulk loads).
-    pub fn batch<R>(&mut self, f: impl FnOnce(&mut Batch<'_>) -> R) -> R {
+    /// Apply several changes and publish once (bulk loads). Leases for new
+    /// keys are persisted before the snapshot is published.
+    pub fn batch<R>(&mut self, f: impl FnOnce(&mut Batch<'_>) -> R) -> Result<R, PolicyError> {
         let r = f(&mut Batch { db: self });
+        let renewed = self.renew_leases();
         self.publish();
-        r
+        renewed.map(|_| r)
     }
 
     /// An eroute by id.
@@ -836,15 +1064,8 @@ pub struct Batch<'a> {
 }
 
 impl Batch<'_> {
-    pub fn add_sa(
-        &mut self,
-        id: u32,
-        direction: Direction,
-        local: Option<IpAddr>,
-        eroute: Option<u32>,
-        cfg: &SaConfig,
-    ) -> Result<(), PolicyError> {
-        self.db.add_sa_unpublished(id, direction, local, eroute, cfg)
+    pub fn add_sa(&mut self, id: u32, role: SaRole, cfg: &SaConfig) -> Result<(), PolicyError> {
+        self.db.add_sa_unpublished(id, role, cfg)
     }
     pub fn add_eroute(&mut self, e: Eroute) -> Result<(), PolicyError> {
         self.db.add_eroute_unpublished(e)

@@ -13,9 +13,12 @@ fn p(s: &str) -> Prefix {
 
 fn sa_cfg(spi: u32) -> SaConfig {
     let mode = Mode::Tunnel { local: "192.0.2.1".parse().unwrap(), remote: "198.51.100.1".parse().unwrap() };
-    SaConfig::new(spi, Algorithm::AesGcm128, &[spi as u8; 20], &[], mode)
+    // A key of its own per SPI: one key drives one outbound SA only.
+    let key: Vec<u8> = spi.to_be_bytes().iter().cycle().take(20).copied().collect();
+    SaConfig::new(spi, Algorithm::AesGcm128, &key, &[], mode)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn er(
     id: u32,
     src: &str,
@@ -52,10 +55,7 @@ fn key(src: &str, dst: &str, proto: u8, sport: u16, dport: u16) -> FlowKey {
 fn verdict(s: &Snapshot, k: &FlowKey) -> (u32, &'static str) {
     match s.outbound(k) {
         Verdict::Protect { eroute, sa, .. } => {
-            assert_eq!(
-                Some(&Action::Protect { sa: sa.id, options: ProtectOptions::default() }).map(|a| a),
-                Some(&eroute.action)
-            );
+            assert_eq!(Some(&Action::Protect { sa: sa.id, options: ProtectOptions::default() }), Some(&eroute.action));
             (eroute.id, "protect")
         }
         Verdict::Pass { eroute } => (eroute.map_or(0, |e| e.id), "pass"),
@@ -68,7 +68,7 @@ fn table() -> PolicyDb {
     let mut db = PolicyDb::new(Defaults { outbound: Action::Pass, inbound_clear: Action::Drop });
     db.batch(|b| {
         for id in [1, 2, 3] {
-            b.add_sa(id, Direction::Outbound, None, None, &sa_cfg(0x100 + id)).unwrap();
+            b.add_sa(id, SaRole::Outbound, &sa_cfg(0x100 + id)).unwrap();
         }
         for e in [
             er(10, "10.1.0.0/16", "10.2.0.0/16", None, "any", "any", 100, protect(1)),
@@ -86,7 +86,8 @@ fn table() -> PolicyDb {
         ] {
             b.add_eroute(e).unwrap();
         }
-    });
+    })
+    .unwrap();
     db
 }
 
@@ -105,7 +106,8 @@ fn most_specific_wins_then_priority_then_id() {
                     b.add_eroute(v4).unwrap();
                     b.add_eroute(v6).unwrap();
                 }
-            });
+            })
+            .unwrap();
         }
         check_semantics(&db);
     }
@@ -162,10 +164,7 @@ fn default_actions_and_live_changes() {
 #[test]
 fn refused_changes_say_why() {
     let mut db = table();
-    assert_eq!(
-        db.add_sa(1, Direction::Outbound, None, None, &sa_cfg(0x999)),
-        Err(PolicyError::Exists { what: "SA", id: 1 })
-    );
+    assert_eq!(db.add_sa(1, SaRole::Outbound, &sa_cfg(0x999)), Err(PolicyError::Exists { what: "SA", id: 1 }));
     assert_eq!(db.remove_sa(1), Err(PolicyError::InUse { sa: 1, eroute: 10 }));
     assert_eq!(db.remove_sa(77), Err(PolicyError::NotFound { what: "SA", id: 77 }));
     assert_eq!(
@@ -184,17 +183,33 @@ fn refused_changes_say_why() {
         db.add_eroute(er(41, "10.0.0.0/8", "10.0.0.0/8", None, "any", "80", 1, Action::Pass)),
         Err(PolicyError::Selector(_))
     ));
-    db.add_sa(50, Direction::Inbound, None, Some(10), &sa_cfg(0x5000)).unwrap();
+    db.add_sa(50, SaRole::inbound_for(None, &[10]), &sa_cfg(0x5000)).unwrap();
     assert_eq!(
         db.add_eroute(er(42, "10.0.0.0/8", "10.0.0.0/8", None, "any", "any", 1, protect(50))),
         Err(PolicyError::NotOutbound { eroute: 42, sa: 50 })
     );
     assert_eq!(
-        db.add_sa(51, Direction::Inbound, None, None, &sa_cfg(0x5000)),
+        db.add_sa(51, SaRole::inbound_for(None, &[11]), &sa_cfg(0x5000)),
         Err(PolicyError::SpiInUse { spi: 0x5000, other: 50 })
     );
-    assert!(matches!(db.add_sa(52, Direction::Outbound, None, None, &sa_cfg(7)), Err(PolicyError::Sa(_))));
+    assert!(matches!(db.add_sa(52, SaRole::Outbound, &sa_cfg(7)), Err(PolicyError::Sa(_))));
     assert_eq!(PolicyError::InUse { sa: 1, eroute: 10 }.to_string(), "SA 1 is used by eroute 10");
+    // Inbound SAs without selectors are refused (RFC 4301 §5.2).
+    for policy in [InboundPolicy::Eroutes(vec![]), InboundPolicy::Selectors(vec![])] {
+        assert_eq!(
+            db.add_sa(53, SaRole::Inbound { local: None, policy }, &sa_cfg(0x5300)),
+            Err(PolicyError::NoSelectors)
+        );
+    }
+    assert_eq!(
+        db.add_sa(53, SaRole::inbound_for(None, &[99]), &sa_cfg(0x5300)),
+        Err(PolicyError::NotFound { what: "eroute", id: 99 })
+    );
+    // One key, one outbound SA: a second would run its own counter from 1.
+    assert_eq!(
+        db.add_sa(54, SaRole::Outbound, &SaConfig { spi: 0x5400, ..sa_cfg(0x101) }),
+        Err(PolicyError::KeyInUse { other: 1 })
+    );
 }
 
 #[test]
@@ -202,9 +217,11 @@ fn inbound_sa_lookup_and_selector_check() {
     let mut db = table();
     let here: IpAddr = "192.0.2.1".parse().unwrap();
     let there: IpAddr = "192.0.2.99".parse().unwrap();
-    db.add_sa(60, Direction::Inbound, None, Some(10), &sa_cfg(0x6000)).unwrap();
-    db.add_sa(61, Direction::Inbound, Some(here), Some(11), &sa_cfg(0x6001)).unwrap();
-    db.add_sa(62, Direction::Inbound, Some(there), None, &sa_cfg(0x6001)).unwrap();
+    db.add_sa(60, SaRole::inbound_for(None, &[10]), &sa_cfg(0x6000)).unwrap();
+    db.add_sa(61, SaRole::inbound_for(Some(here), &[11]), &sa_cfg(0x6001)).unwrap();
+    let anything = Selector::nets(p("0.0.0.0/0"), p("0.0.0.0/0"));
+    let own = SaRole::Inbound { local: Some(there), policy: InboundPolicy::Selectors(vec![anything]) };
+    db.add_sa(62, own, &sa_cfg(0x6001)).unwrap();
     let s = db.reader().load_full();
     assert_eq!(s.inbound_sa(0x6000, there).map(|e| e.entry.id), Some(60), "SPI alone");
     assert_eq!(s.inbound_sa(0x6001, here).map(|e| e.entry.id), Some(61), "SPI + destination");
@@ -217,7 +234,8 @@ fn inbound_sa_lookup_and_selector_check() {
     assert!(!sa60.allows(&key("10.1.1.1", "10.2.1.1", 17, 1, 2)), "wrong direction");
     assert!(!sa60.allows(&key("10.5.1.1", "10.1.1.1", 17, 1, 2)), "source outside the eroute");
     let sa62 = s.inbound_sa(0x6001, there).unwrap();
-    assert!(sa62.allows(&key("1.2.3.4", "5.6.7.8", 17, 1, 2)), "no eroute bound: anything");
+    assert!(sa62.allows(&key("1.2.3.4", "5.6.7.8", 17, 1, 2)), "its own selectors: IPv4 anything");
+    assert!(!sa62.allows(&key("fd00::1", "fd00::2", 17, 1, 2)), "but not IPv6");
     // The inbound check follows eroute changes, and fails closed when the eroute goes.
     db.replace_eroute(er(10, "10.1.0.0/16", "10.4.0.0/16", None, "any", "any", 100, protect(1))).unwrap();
     let s = db.reader().load_full();
@@ -232,7 +250,7 @@ fn inbound_sa_lookup_and_selector_check() {
 #[test]
 fn deleted_sa_is_freed_once_no_reader_holds_it() {
     let mut db = table();
-    db.add_sa(70, Direction::Outbound, None, None, &sa_cfg(0x7000)).unwrap();
+    db.add_sa(70, SaRole::Outbound, &sa_cfg(0x7000)).unwrap();
     db.add_eroute(er(70, "10.70.0.0/16", "10.71.0.0/16", None, "any", "any", 1, protect(70))).unwrap();
     let r = db.reader();
     let held = r.load_full(); // a worker in the middle of a burst
@@ -244,7 +262,7 @@ fn deleted_sa_is_freed_once_no_reader_holds_it() {
     match held.outbound(&k) {
         Verdict::Protect { sa, .. } => {
             let mut b = crate::packet::VecBuf::from_slice(&crate::esp::tests::udp4(100, 0, false, 1));
-            sa.sa.encap(&mut b, sa.sa.reserve(1).unwrap().first).unwrap();
+            sa.sa.encap(&mut b).unwrap();
         }
         v => panic!("{v:?}"),
     }
@@ -306,7 +324,7 @@ fn concurrent_readers_never_see_torn_state() {
         let v = round / K + 1;
         let sa_id = i * 100_000 + v;
         let sel = Selector::nets(p(&format!("10.{i}.0.0/16")), p(&format!("10.{}.0.0/16", 100 + i)));
-        db.add_sa(sa_id, Direction::Outbound, None, None, &sa_cfg(0x10_0000 + i * 0x1_0000 + v)).unwrap();
+        db.add_sa(sa_id, SaRole::Outbound, &sa_cfg(0x10_0000 + i * 0x1_0000 + v)).unwrap();
         let e = Eroute { id: i, selector: sel, priority: v, action: protect(sa_id) };
         match round % 7 {
             0 => {
@@ -358,23 +376,21 @@ fn replace_sa_rekeys_and_keeps_indexes_right() {
         v => panic!("{v:?}"),
     };
     assert_eq!(spi_of(&r), 0x101);
-    db.replace_sa(1, Direction::Outbound, None, None, &sa_cfg(0x9001)).unwrap();
+    db.replace_sa(1, SaRole::Outbound, &sa_cfg(0x9001)).unwrap();
     assert_eq!(spi_of(&r), 0x9001, "eroute follows the rekeyed SA");
     assert_eq!(
-        db.replace_sa(1, Direction::Inbound, None, None, &sa_cfg(0x9002)),
+        db.replace_sa(1, SaRole::inbound_for(None, &[10]), &sa_cfg(0x9002)),
         Err(PolicyError::NotOutbound { eroute: 10, sa: 1 }),
         "cannot turn a used outbound SA inbound"
     );
     // Inbound SPI index follows replace and delete.
-    db.add_sa(80, Direction::Inbound, None, None, &sa_cfg(0x8000)).unwrap();
-    db.replace_sa(80, Direction::Inbound, None, None, &sa_cfg(0x8001)).unwrap();
-    db.add_sa(81, Direction::Inbound, None, None, &sa_cfg(0x8000)).unwrap(); // old SPI is free again
-    assert_eq!(
-        db.add_sa(82, Direction::Inbound, None, None, &sa_cfg(0x8001)),
-        Err(PolicyError::SpiInUse { spi: 0x8001, other: 80 })
-    );
+    let inb = || SaRole::inbound_for(None, &[10]);
+    db.add_sa(80, inb(), &sa_cfg(0x8000)).unwrap();
+    db.replace_sa(80, inb(), &sa_cfg(0x8001)).unwrap();
+    db.add_sa(81, inb(), &sa_cfg(0x8000)).unwrap(); // old SPI is free again
+    assert_eq!(db.add_sa(82, inb(), &sa_cfg(0x8001)), Err(PolicyError::SpiInUse { spi: 0x8001, other: 80 }));
     db.remove_sa(80).unwrap();
-    db.add_sa(82, Direction::Inbound, None, None, &sa_cfg(0x8001)).unwrap();
+    db.add_sa(82, inb(), &sa_cfg(0x8001)).unwrap();
     // Usage index follows eroute replace and delete.
     db.replace_eroute(er(10, "10.1.0.0/16", "10.2.0.0/16", None, "any", "any", 100, Action::Pass)).unwrap();
     db.remove_eroute(11).unwrap();
@@ -382,4 +398,95 @@ fn replace_sa_rekeys_and_keeps_indexes_right() {
     assert_eq!(db.remove_sa(3), Err(PolicyError::InUse { sa: 3, eroute: 16 }));
     db.remove_eroute(16).unwrap();
     assert_eq!(db.remove_sa(3), Err(PolicyError::InUse { sa: 3, eroute: 17 }));
+}
+
+/// The nonce rule at the database: a key's counter survives replace (same
+/// key), delete + add and a second SPI, and never goes back.
+#[test]
+fn a_keys_counter_never_restarts() {
+    let mut db = table();
+    let sa1 = |db: &PolicyDb| db.sa(1).unwrap().sa.usage().next_seq;
+    db.sa(1).unwrap().sa.advance_seq(1_805_814);
+    // Replace with the same key (another TTL): the counter continues.
+    let same = SaConfig { ttl: 9, ..sa_cfg(0x101) };
+    db.replace_sa(1, SaRole::Outbound, &same).unwrap();
+    assert_eq!(sa1(&db), 1_805_814);
+    // Replace with a new key: a new counter; back to the old key: continues.
+    db.replace_sa(1, SaRole::Outbound, &sa_cfg(0x9101)).unwrap();
+    assert_eq!(sa1(&db), 1);
+    db.replace_sa(1, SaRole::Outbound, &same).unwrap();
+    assert_eq!(sa1(&db), 1_805_814);
+    // Delete + add under another id and SPI with the same key: continues.
+    let users: Vec<u32> =
+        db.eroutes().filter(|e| matches!(e.action, Action::Protect { sa: 1, .. })).map(|e| e.id).collect();
+    for e in users {
+        db.remove_eroute(e).unwrap();
+    }
+    db.remove_sa(1).unwrap();
+    db.add_sa(90, SaRole::Outbound, &SaConfig { spi: 0x9090, ..same.clone() }).unwrap();
+    assert_eq!(db.sa(90).unwrap().sa.usage().next_seq, 1_805_814);
+    // The inbound window survives a replace that keeps key and SPI.
+    db.add_sa(91, SaRole::inbound_for(None, &[11]), &sa_cfg(0x9191)).unwrap();
+    db.sa(91).unwrap().sa.replay_window().update(5000).unwrap();
+    db.replace_sa(91, SaRole::inbound_for(None, &[11, 12]), &sa_cfg(0x9191)).unwrap();
+    assert_eq!(db.sa(91).unwrap().sa.usage().replay_top, 5000);
+    assert!(db.sa(91).unwrap().sa.replay_window().check(5000).is_err());
+}
+
+/// Leases: with a state store, no number is usable before it is persisted,
+/// and a restart resumes from the persisted lease.
+#[test]
+fn leases_are_persisted_before_use() {
+    #[derive(Default, Clone)]
+    struct Mem(Arc<std::sync::Mutex<std::collections::HashMap<KeyId, u64>>>);
+    impl StateStore for Mem {
+        fn seq_floor(&self, key: &KeyId) -> u64 {
+            self.0.lock().unwrap().get(key).copied().unwrap_or(1)
+        }
+        fn replay_floor(&self, _: &KeyId, _: u32) -> u64 {
+            0
+        }
+        fn persist_leases(&mut self, leases: &[(KeyId, u64)]) -> std::io::Result<()> {
+            let mut m = self.0.lock().unwrap();
+            for (k, v) in leases {
+                m.insert(*k, *v);
+            }
+            Ok(())
+        }
+    }
+    let disk = Mem::default();
+    let mut db = PolicyDb::new(Defaults::default()).with_state_store(Box::new(disk.clone()));
+    db.add_sa(1, SaRole::Outbound, &sa_cfg(0x101)).unwrap();
+    let sa = db.sa(1).unwrap().clone();
+    let key = sa.sa.key_id();
+    assert_eq!(disk.0.lock().unwrap()[&key], 1 + SEQ_LEASE, "persisted before publish");
+    assert_eq!(sa.sa.seq_space().leased(), 1 + SEQ_LEASE);
+    // Use most of the lease: renewal pushes it forward, persisted first.
+    sa.sa.advance_seq(SEQ_LEASE - 10);
+    assert_eq!(db.renew_leases().unwrap(), 1);
+    let persisted = disk.0.lock().unwrap()[&key];
+    assert_eq!(persisted, SEQ_LEASE - 10 + SEQ_LEASE);
+    assert_eq!(db.renew_leases().unwrap(), 0, "nothing due");
+    // "Restart": a new database on the same store resumes at the lease.
+    let mut db2 = PolicyDb::new(Defaults::default()).with_state_store(Box::new(disk.clone()));
+    db2.add_sa(1, SaRole::Outbound, &sa_cfg(0x101)).unwrap();
+    assert_eq!(db2.sa(1).unwrap().sa.usage().next_seq, persisted);
+    // A store that cannot write refuses the SA instead of risking reuse.
+    struct Broken;
+    impl StateStore for Broken {
+        fn seq_floor(&self, _: &KeyId) -> u64 {
+            1
+        }
+        fn replay_floor(&self, _: &KeyId, _: u32) -> u64 {
+            0
+        }
+        fn persist_leases(&mut self, _: &[(KeyId, u64)]) -> std::io::Result<()> {
+            Err(std::io::Error::other("disk full"))
+        }
+    }
+    let mut db3 = PolicyDb::new(Defaults::default()).with_state_store(Box::new(Broken));
+    assert!(matches!(db3.add_sa(1, SaRole::Outbound, &sa_cfg(0x101)), Err(PolicyError::Persist(_))));
+    assert!(db3.sa(1).is_none(), "not added");
+    let (_, space) = db3.seq_spaces().next().unwrap();
+    assert_eq!(space.reserve(1, u64::MAX), Err(crate::esp::seq::SeqError::NotPersisted));
 }

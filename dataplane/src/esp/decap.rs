@@ -1,0 +1,291 @@
+//! Inbound ESP: outer header and replay checks packet by packet, one
+//! verify-and-decrypt call per batch, then trailers, the replay window and
+//! the lifetime — charged only for packets that authenticated, so forged
+//! packets can neither move the window nor use up an SA.
+//!
+//! ESN (RFC 4303 Appendix A): the high half of each packet's sequence number
+//! is inferred from the window *as that packet would find it*, i.e. with the
+//! earlier packets of its burst accepted. A batch therefore ends early when a
+//! packet's inference would differ between the window before the batch and
+//! the window after the earlier packets: the earlier ones are verified and
+//! recorded first, and the packet starts the next batch against the updated
+//! (authenticated) window. Forged packets cannot steer the inference of
+//! genuine ones; at worst they split a batch.
+
+use super::replay::{infer_esn_high, ReplayError};
+use super::{EspError, Mode, Sa, BATCH};
+use crate::crypto::ESP_HDR_LEN;
+use crate::packet::ip::{self, proto, IPV4_HDR_LEN, IPV6_HDR_LEN};
+use crate::packet::PacketBuf;
+
+impl Sa {
+    /// Decapsulate one inbound ESP packet in place (a burst of one).
+    pub fn decap<B: PacketBuf>(&self, pkt: &mut B) -> Result<Decapped, EspError> {
+        let mut r = [Err(EspError::Truncated)];
+        self.decap_burst(std::slice::from_mut(pkt), &mut r);
+        r[0]
+    }
+
+    /// Decapsulate a burst of this SA's packets. On success `pkts[i]` holds
+    /// the inner packet (tunnel) or the restored packet (transport).
+    pub fn decap_burst<B: PacketBuf>(&self, pkts: &mut [B], results: &mut [Result<Decapped, EspError>]) {
+        let n = pkts.len().min(results.len());
+        let mut start = 0;
+        while start < n {
+            let end = (start + BATCH).min(n);
+            start += self.decap_batch(&mut pkts[start..end], &mut results[start..end]);
+        }
+    }
+
+    /// Up to [`BATCH`] packets: checks one by one, then one call that
+    /// verifies and decrypts them all, then trailers, window and lifetime.
+    /// Returns how many packets it took (fewer than given when an ESN
+    /// inference must wait for the window to move; never 0).
+    fn decap_batch<B: PacketBuf>(&self, pkts: &mut [B], results: &mut [Result<Decapped, EspError>]) -> usize {
+        let mut pre: [Option<DecapPre>; BATCH] = [None; BATCH];
+        let top = self.replay.top();
+        // The window's top with the batch's earlier packets counted as accepted.
+        let mut provisional = top;
+        let mut taken = 0;
+        for (i, p) in pkts.iter_mut().enumerate() {
+            let outer = match self.parse_outer(p) {
+                Ok(o) => o,
+                Err(e) => {
+                    results[i] = Err(e);
+                    taken = i + 1;
+                    continue;
+                }
+            };
+            let w = self.replay.size() as u32;
+            if self.esn && i > 0 && infer_esn_high(top, w, outer.seq_lo) != infer_esn_high(provisional, w, outer.seq_lo)
+            {
+                break;
+            }
+            taken = i + 1;
+            match self.decap_check(outer, top) {
+                Ok(x) => {
+                    provisional = provisional.max(x.seq);
+                    pre[i] = Some(x);
+                }
+                Err(e) => results[i] = Err(e),
+            }
+        }
+        let pkts = &mut pkts[..taken];
+        let prep = std::array::from_fn(|i| pre[i].map(|x| (x.esp_off, x.seq_hi)));
+        let crypt = self.crypt_batch(false, pkts, &prep);
+        for (i, c) in crypt.iter().enumerate().take(taken) {
+            if let (Some(c), Some(x)) = (c, &pre[i]) {
+                results[i] = match c {
+                    Err(e) => Err((*e).into()),
+                    Ok(()) => self.decap_post(&mut pkts[i], x),
+                };
+            }
+        }
+        self.charge_inbound(&mut results[..taken]);
+        taken
+    }
+
+    /// Charge the authenticated packets of a batch to the lifetime, in
+    /// order; those past a hard limit are refused.
+    fn charge_inbound(&self, results: &mut [Result<Decapped, EspError>]) {
+        let lens = results.iter().filter_map(|r| r.as_ref().ok()).map(|d| d.payload_len as u64);
+        let mut admitted = self.usage.admit(&self.lifetime, lens);
+        for r in results.iter_mut() {
+            if r.is_ok() {
+                if admitted == 0 {
+                    *r = Err(EspError::HardLifetime);
+                } else {
+                    admitted -= 1;
+                }
+            }
+        }
+    }
+
+    /// The outer header: where ESP starts, SPI and the low sequence half.
+    #[inline]
+    fn parse_outer<B: PacketBuf>(&self, pkt: &mut B) -> Result<Outer, EspError> {
+        let a = self.algorithm;
+        let (iv_len, icv_len) = (a.iv_len(), a.icv_len());
+        let (esp_off, total_len, nh_field, v4, outer_tos) = {
+            let d = pkt.data();
+            match ip::version(d) {
+                Some(4) => {
+                    let i = ip::parse_ipv4(d).ok_or(if d.len() < IPV4_HDR_LEN {
+                        EspError::Truncated
+                    } else {
+                        EspError::BadLength
+                    })?;
+                    if i.is_fragment() {
+                        return Err(EspError::Fragment);
+                    }
+                    if i.protocol != proto::ESP {
+                        return Err(EspError::NotEsp);
+                    }
+                    (i.header_len, i.total_len, 9, true, i.tos)
+                }
+                Some(6) => {
+                    let i = ip::parse_ipv6(d).ok_or(if d.len() < IPV6_HDR_LEN {
+                        EspError::Truncated
+                    } else {
+                        EspError::BadLength
+                    })?;
+                    if i.fragment {
+                        return Err(EspError::Fragment);
+                    }
+                    if i.l4_proto != proto::ESP {
+                        return Err(EspError::NotEsp);
+                    }
+                    (i.l4_offset, i.total_len, i.nh_field, false, i.traffic_class)
+                }
+                _ => return Err(EspError::Truncated),
+            }
+        };
+        pkt.trim(pkt.len() - total_len).map_err(|_| EspError::BadLength)?;
+        let esp_len = total_len - esp_off;
+        // Header + IV + at least one alignment unit of ciphertext (which holds
+        // the 2-byte trailer) + ICV.
+        let min_ct = a.pad_align().max(4);
+        if esp_len < ESP_HDR_LEN + iv_len + min_ct + icv_len {
+            return Err(EspError::Truncated);
+        }
+        let e = &pkt.data()[esp_off..];
+        let spi = u32::from_be_bytes([e[0], e[1], e[2], e[3]]);
+        if spi != self.spi {
+            return Err(EspError::WrongSpi);
+        }
+        let seq_lo = u32::from_be_bytes([e[4], e[5], e[6], e[7]]);
+        Ok(Outer { esp_off, total_len, nh_field, v4, outer_tos, seq_lo })
+    }
+
+    /// Before decryption: the full sequence number against the window as it
+    /// stood at `top`, and the hard lifetime.
+    #[inline]
+    fn decap_check(&self, o: Outer, top: u64) -> Result<DecapPre, EspError> {
+        let seq_hi = if self.esn { infer_esn_high(top, self.replay.size() as u32, o.seq_lo) } else { 0 };
+        let seq = (u64::from(seq_hi) << 32) | u64::from(o.seq_lo);
+        if self.anti_replay {
+            self.replay.check(seq).map_err(replay_err)?;
+        }
+        if self.usage.hard_expired() {
+            return Err(EspError::HardLifetime);
+        }
+        Ok(DecapPre {
+            esp_off: o.esp_off,
+            total_len: o.total_len,
+            nh_field: o.nh_field,
+            v4: o.v4,
+            outer_tos: o.outer_tos,
+            seq,
+            seq_hi,
+        })
+    }
+
+    /// Everything after a verified decryption: replay update, trailer, inner packet.
+    #[inline]
+    fn decap_post<B: PacketBuf>(&self, pkt: &mut B, pre: &DecapPre) -> Result<Decapped, EspError> {
+        let (iv_len, icv_len) = (self.algorithm.iv_len(), self.algorithm.icv_len());
+        let DecapPre { esp_off, total_len, nh_field, v4, outer_tos, seq, .. } = *pre;
+        if self.anti_replay {
+            self.replay.update(seq).map_err(replay_err)?;
+        }
+
+        // Trailer.
+        let ct_start = esp_off + ESP_HDR_LEN + iv_len;
+        let ct_end = total_len - icv_len;
+        let (pad, next_header) = {
+            let d = pkt.data();
+            (usize::from(d[ct_end - 2]), d[ct_end - 1])
+        };
+        if pad + 2 > ct_end - ct_start {
+            return Err(EspError::BadPadLength);
+        }
+        let payload_end = ct_end - 2 - pad;
+        if pkt.data()[payload_end..payload_end + pad].iter().enumerate().any(|(i, &b)| b != (i + 1) as u8) {
+            return Err(EspError::BadPadding);
+        }
+        let payload_len = payload_end - ct_start;
+
+        match self.mode {
+            Mode::Tunnel { .. } => {
+                let inner_v = match next_header {
+                    proto::IPV4 => 4,
+                    proto::IPV6 => 6,
+                    proto::NONE => return Err(EspError::Dummy),
+                    _ => return Err(EspError::BadNextHeader),
+                };
+                pkt.trim(total_len - payload_end).map_err(|_| EspError::BadLength)?;
+                pkt.adj(ct_start).map_err(|_| EspError::BadLength)?;
+                let d = pkt.data_mut();
+                let ok = match inner_v {
+                    4 => ip::parse_ipv4(d).is_some_and(|i| i.total_len == payload_len),
+                    _ => ip::parse_ipv6(d).is_some_and(|i| i.total_len == payload_len),
+                };
+                if !ok {
+                    return Err(EspError::BadInner);
+                }
+                super::ecn::decap(d, inner_v, outer_tos)?;
+            }
+            Mode::Transport => {
+                if next_header == proto::NONE {
+                    return Err(EspError::Dummy);
+                }
+                let shift = ESP_HDR_LEN + iv_len;
+                pkt.trim(total_len - payload_end).map_err(|_| EspError::BadLength)?;
+                let d = pkt.data_mut();
+                d.copy_within(0..esp_off, shift);
+                pkt.adj(shift).map_err(|_| EspError::BadLength)?;
+                let d = pkt.data_mut();
+                d[nh_field] = next_header;
+                let new_total = esp_off + payload_len;
+                if v4 {
+                    d[2..4].copy_from_slice(&(new_total as u16).to_be_bytes());
+                    ip::ipv4_set_checksum(&mut d[..esp_off]);
+                } else {
+                    d[4..6].copy_from_slice(&((new_total - IPV6_HDR_LEN) as u16).to_be_bytes());
+                }
+            }
+        }
+        Ok(Decapped { seq, next_header, payload_len })
+    }
+}
+
+/// The outer header of an ESP packet.
+#[derive(Debug, Clone, Copy)]
+struct Outer {
+    esp_off: usize,
+    total_len: usize,
+    nh_field: usize,
+    v4: bool,
+    outer_tos: u8,
+    seq_lo: u32,
+}
+
+/// What [`Sa::decap_check`] found, for the steps after decryption.
+#[derive(Debug, Clone, Copy)]
+struct DecapPre {
+    esp_off: usize,
+    total_len: usize,
+    nh_field: usize,
+    v4: bool,
+    outer_tos: u8,
+    seq: u64,
+    seq_hi: u32,
+}
+
+/// What a successful decapsulation found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decapped {
+    /// Full (ESN-inferred) sequence number.
+    pub seq: u64,
+    /// The ESP next header (4/41 in tunnel mode, the upper protocol in transport).
+    pub next_header: u8,
+    /// Bytes of protected payload (what the lifetime counts).
+    pub payload_len: usize,
+}
+
+fn replay_err(e: ReplayError) -> EspError {
+    match e {
+        ReplayError::TooOld => EspError::ReplayTooOld,
+        ReplayError::Duplicate => EspError::ReplayDuplicate,
+    }
+}

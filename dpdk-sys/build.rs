@@ -91,6 +91,11 @@ fn main() {
         "rte_lcore_count",
         "rte_thread_register",
         "rte_thread_unregister",
+        "rte_eal_remote_launch",
+        "rte_eal_wait_lcore",
+        "rte_get_main_lcore",
+        "rte_lcore_is_enabled",
+        "rte_lcore_to_cpu_id",
         "rte_eth_dev_count_avail",
         "rte_eth_dev_get_port_by_name",
         "rte_eth_dev_get_name_by_port",
@@ -133,6 +138,7 @@ fn main() {
         "rte_eth_xstat",
         "rte_eth_xstat_name",
         "rte_ether_addr",
+        "lcore_function_t",
     ] {
         builder = builder.allowlist_type(t);
     }
@@ -149,6 +155,7 @@ fn main() {
         "SOCKET_ID_ANY",
         "RTE_ETH_LINK_.*",
         "ESPGW_IMB_.*",
+        "RTE_MBUF_F_RX_IP_CKSUM_.*",
     ] {
         builder = builder.allowlist_var(v);
     }

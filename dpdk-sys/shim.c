@@ -28,3 +28,4 @@ uint64_t espgw_rss_udp_tcp_mask(void) { return RTE_ETH_RSS_UDP | RTE_ETH_RSS_TCP
 uint64_t espgw_rx_offload_multi_seg(void) { return RTE_ETH_RX_OFFLOAD_SCATTER; }
 uint64_t espgw_tx_offload_multi_segs(void) { return RTE_ETH_TX_OFFLOAD_MULTI_SEGS; }
 uint64_t espgw_tx_offload_mbuf_fast_free(void) { return RTE_ETH_TX_OFFLOAD_MBUF_FAST_FREE; }
+uint64_t espgw_rx_offload_ipv4_cksum(void) { return RTE_ETH_RX_OFFLOAD_IPV4_CKSUM; }

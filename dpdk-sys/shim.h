@@ -30,4 +30,5 @@ uint64_t espgw_rss_udp_tcp_mask(void);
 uint64_t espgw_rx_offload_multi_seg(void);
 uint64_t espgw_tx_offload_multi_segs(void);
 uint64_t espgw_tx_offload_mbuf_fast_free(void);
+uint64_t espgw_rx_offload_ipv4_cksum(void);
 #endif

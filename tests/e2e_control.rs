@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use control::openapi::check_response;
+use espgw_testkit::openapi::check_response;
 
 fn espgwctl_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_espgwctl"))
@@ -549,8 +549,8 @@ fn control_config_errors() {
 #[test]
 fn shipped_gateway_pairs_mirror_each_other() {
     use control::config::Config;
-    use dataplane::esp::Mode;
-    use dataplane::policy::{Action, Direction};
+    use espgw_core::esp::Mode;
+    use espgw_core::policy::{Action, Direction};
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs");
     for (a, b) in [("pair-west.toml", "pair-east.toml"), ("demo.toml", "demo-peer.toml")] {
         let ca = Config::load(&dir.join(a)).unwrap();

@@ -30,14 +30,14 @@ pub const OPENAPI: &str = include_str!("../../docs/openapi.json");
 pub const MAX_BODY: usize = 64 * 1024;
 
 /// What the control thread shares with the rest of the process.
-pub struct ControlState {
+pub struct ControlState<'a> {
     pub store: Mutex<PolicyStore>,
     /// `None` before the data plane runs (unit tests): live endpoints answer 503.
-    pub live: Option<Live>,
+    pub live: Option<Live<'a>>,
     pub token: Option<Zeroizing<String>>,
 }
 
-impl ControlState {
+impl ControlState<'_> {
     pub fn store(&self) -> MutexGuard<'_, PolicyStore> {
         self.store.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -181,7 +181,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// 401 without credentials, 403 with wrong ones, `None` when allowed.
-fn check_auth(state: &ControlState, req: &ApiRequest) -> Option<ApiResponse> {
+fn check_auth(state: &ControlState<'_>, req: &ApiRequest) -> Option<ApiResponse> {
     let token = state.token.as_ref()?;
     let challenge = |r: ApiResponse| r.with_header("WWW-Authenticate", "Bearer realm=\"espgw\"");
     match req.authorization.as_deref().map(str::trim) {
@@ -247,12 +247,12 @@ fn query_flag(query: &str, key: &str) -> bool {
     query.split('&').any(|kv| kv == key || kv == format!("{key}=true") || kv == format!("{key}=1"))
 }
 
-fn live(state: &ControlState) -> Result<&Live, ApiResponse> {
+fn live<'s>(state: &'s ControlState<'_>) -> Result<&'s Live<'s>, ApiResponse> {
     state.live.as_ref().ok_or_else(|| ApiResponse::error(503, "the data plane is not running", None))
 }
 
 /// Route one request.
-pub fn handle(state: &ControlState, req: &ApiRequest) -> ApiResponse {
+pub fn handle(state: &ControlState<'_>, req: &ApiRequest) -> ApiResponse {
     if let Some(denied) = check_auth(state, req) {
         return denied;
     }
@@ -332,7 +332,7 @@ pub fn handle(state: &ControlState, req: &ApiRequest) -> ApiResponse {
     result.unwrap_or_else(|e| e)
 }
 
-fn health(state: &ControlState) -> Result<ApiResponse, ApiResponse> {
+fn health(state: &ControlState<'_>) -> Result<ApiResponse, ApiResponse> {
     let store = state.store();
     let (nsa, ner) = (store.sas().len(), store.eroutes().len());
     drop(store);
@@ -357,7 +357,7 @@ fn health(state: &ControlState) -> Result<ApiResponse, ApiResponse> {
     Ok(ApiResponse::json(200, &v))
 }
 
-fn sa_write(state: &ControlState, req: &ApiRequest, name: Option<&str>) -> Result<ApiResponse, ApiResponse> {
+fn sa_write(state: &ControlState<'_>, req: &ApiRequest, name: Option<&str>) -> Result<ApiResponse, ApiResponse> {
     let src = json_to_toml_table("sa", &req.body)?;
     let spec = parse_one_sa(&src).map_err(|e| input_error(e, "sa"))?;
     let mut store = state.store();
@@ -368,7 +368,7 @@ fn sa_write(state: &ControlState, req: &ApiRequest, name: Option<&str>) -> Resul
     .map_err(Into::into)
 }
 
-fn eroute_write(state: &ControlState, req: &ApiRequest, name: Option<&str>) -> Result<ApiResponse, ApiResponse> {
+fn eroute_write(state: &ControlState<'_>, req: &ApiRequest, name: Option<&str>) -> Result<ApiResponse, ApiResponse> {
     let src = json_to_toml_table("eroute", &req.body)?;
     let mut store = state.store();
     let id = match name {
@@ -386,7 +386,7 @@ fn eroute_write(state: &ControlState, req: &ApiRequest, name: Option<&str>) -> R
     .map_err(Into::into)
 }
 
-fn stats(state: &ControlState) -> Result<ApiResponse, ApiResponse> {
+fn stats(state: &ControlState<'_>) -> Result<ApiResponse, ApiResponse> {
     let l = live(state)?;
     let sas = state.store().sas();
     let drops: serde_json::Map<String, Value> =
@@ -418,19 +418,17 @@ fn stats(state: &ControlState) -> Result<ApiResponse, ApiResponse> {
 }
 
 /// A running control thread.
-pub struct ControlServer {
+pub struct ControlServer<'scope> {
     pub addr: SocketAddr,
     stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    thread: std::thread::ScopedJoinHandle<'scope, ()>,
 }
 
-impl ControlServer {
+impl ControlServer<'_> {
     /// Stop serving and join the thread.
-    pub fn stop(mut self) {
+    pub fn stop(self) {
         self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        let _ = self.thread.join();
     }
 }
 
@@ -439,18 +437,22 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<tiny_http::Server> {
     tiny_http::Server::http(addr).map_err(|e| std::io::Error::other(format!("cannot listen on {addr}: {e}")))
 }
 
-/// Serve on a thread until stopped.
-pub fn serve(server: tiny_http::Server, state: Arc<ControlState>) -> std::io::Result<ControlServer> {
+/// Serve on a thread of `scope` until stopped.
+pub fn serve<'scope, 'env>(
+    scope: &'scope std::thread::Scope<'scope, 'env>,
+    server: tiny_http::Server,
+    state: &'env ControlState<'_>,
+) -> std::io::Result<ControlServer<'scope>> {
     let bound = server.server_addr().to_ip().ok_or_else(|| std::io::Error::other("not an IP listener"))?;
     let stop = Arc::new(AtomicBool::new(false));
     let stop2 = stop.clone();
-    let thread = std::thread::Builder::new().name("espgw-control".into()).spawn(move || {
+    let thread = std::thread::Builder::new().name("espgw-control".into()).spawn_scoped(scope, move || {
         while !stop2.load(Ordering::Relaxed) {
             if let Some(l) = &state.live {
                 l.sample_load();
             }
             match server.recv_timeout(Duration::from_millis(100)) {
-                Ok(Some(rq)) => respond(&state, rq),
+                Ok(Some(rq)) => respond(state, rq),
                 Ok(None) => {}
                 Err(e) => {
                     eprintln!("espgw: control API: {e}");
@@ -459,10 +461,10 @@ pub fn serve(server: tiny_http::Server, state: Arc<ControlState>) -> std::io::Re
             }
         }
     })?;
-    Ok(ControlServer { addr: bound, stop, thread: Some(thread) })
+    Ok(ControlServer { addr: bound, stop, thread })
 }
 
-fn respond(state: &ControlState, mut rq: tiny_http::Request) {
+fn respond(state: &ControlState<'_>, mut rq: tiny_http::Request) {
     let header = |name: &str| {
         rq.headers().iter().find(|h| h.field.as_str().as_str().eq_ignore_ascii_case(name)).map(|h| h.value.to_string())
     };

@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 
 use super::*;
 use crate::config::Config;
-use crate::openapi::{check_response, document};
+use espgw_testkit::openapi::{check_response, document};
 
 const BASE: &str = r#"
 [workers]
@@ -43,7 +43,7 @@ sa = "to-b"
 
 const SECRET_KEY: &str = "a1b2c3d4e5f60718293a4b5c6d7e8f90deadbeef";
 
-fn state(token: Option<&str>) -> ControlState {
+fn state(token: Option<&str>) -> ControlState<'static> {
     let cfg = Config::parse(Path::new("t.toml"), BASE).unwrap();
     ControlState {
         store: Mutex::new(PolicyStore::from_config(&cfg).unwrap()),
@@ -53,12 +53,12 @@ fn state(token: Option<&str>) -> ControlState {
 }
 
 /// Send a request and check the answer against the OpenAPI document.
-fn call(st: &ControlState, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+fn call(st: &ControlState<'_>, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
     call_raw(st, method, path, body.map(|b| b.to_string()), None, Some("application/json"))
 }
 
 fn call_raw(
-    st: &ControlState,
+    st: &ControlState<'_>,
     method: &str,
     path: &str,
     body: Option<String>,
@@ -128,8 +128,8 @@ fn sa_and_eroute_lifecycle() {
         let store = st.store();
         let snap = store.db().reader().load_full();
         let k =
-            dataplane::policy::FlowKey::new("10.0.1.5".parse().unwrap(), "10.0.3.9".parse().unwrap(), 6, 40000, 1500);
-        assert!(matches!(snap.outbound(&k), dataplane::policy::Verdict::Protect { .. }));
+            espgw_core::policy::FlowKey::new("10.0.1.5".parse().unwrap(), "10.0.3.9".parse().unwrap(), 6, 40000, 1500);
+        assert!(matches!(snap.outbound(&k), espgw_core::policy::Verdict::Protect { .. }));
     }
 
     // Rekey: same name, new SPI.
@@ -327,7 +327,7 @@ fn openapi_lists_exactly_the_routes() {
 mod nonce_property {
     use super::*;
     use crate::state::{SharedState, StateFile};
-    use dataplane::packet::{PacketBuf, VecBuf};
+    use espgw_core::packet::{PacketBuf, VecBuf};
     use proptest::prelude::*;
     use std::collections::HashSet;
 
@@ -357,7 +357,7 @@ mod nonce_property {
         ]
     }
 
-    fn start(cfg: &Config) -> (ControlState, SharedState) {
+    fn start(cfg: &Config) -> (ControlState<'static>, SharedState) {
         let st = SharedState::new(StateFile::open(&cfg.state_file).unwrap());
         let store = PolicyStore::from_config_with(cfg, Some(Box::new(st.clone()))).unwrap();
         (ControlState { store: Mutex::new(store), live: None, token: None }, st)
@@ -400,7 +400,7 @@ mod nonce_property {
                     Op::Send { packets } => {
                         let store = ctl.store();
                         for e in store.db().sas() {
-                            if e.direction() != dataplane::policy::Direction::Outbound {
+                            if e.direction() != espgw_core::policy::Direction::Outbound {
                                 continue;
                             }
                             for _ in 0..packets {

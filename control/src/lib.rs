@@ -5,7 +5,5 @@ pub mod config;
 pub mod gateway;
 pub mod live;
 pub mod metrics;
-pub mod openapi;
 pub mod state;
 pub mod store;
-pub mod traffic;

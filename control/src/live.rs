@@ -6,9 +6,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
-use dataplane::dpdk::{Mempool, Port, PortStats};
-use dataplane::route::RouteTable;
-use dataplane::stats::{DropReason, Event, WorkerStats};
+use espgw_core::route::RouteTable;
+use espgw_core::stats::{DropReason, Event, WorkerStats};
+use espgw_dpdk::{Mempool, Port, PortStats};
 use serde::Serialize;
 
 use crate::store::SaStatus;
@@ -36,14 +36,15 @@ struct LoadSample {
     ratio: Vec<f64>,
 }
 
-/// Everything live the API and `/metrics` report.
-pub struct Live {
+/// Everything live the API and `/metrics` report. It borrows the ports and
+/// pools (the control thread runs in a scope inside the gateway's run).
+pub struct Live<'a> {
     pub started: Instant,
     pub started_unix: f64,
-    pub ports: Arc<Vec<Port>>,
+    pub ports: &'a [Port<'a>],
     pub port_meta: Vec<PortMeta>,
     pub workers: Vec<WorkerMeta>,
-    pub pools: Vec<(&'static str, Arc<Mempool>)>,
+    pub pools: Vec<(&'static str, &'a Mempool<'a>)>,
     pub routes: Arc<ArcSwap<RouteTable>>,
     load: Mutex<LoadSample>,
 }
@@ -135,14 +136,14 @@ pub struct PmtuStatus {
     pub effective: Option<u16>,
 }
 
-impl Live {
+impl<'a> Live<'a> {
     pub fn new(
-        ports: Arc<Vec<Port>>,
+        ports: &'a [Port<'a>],
         port_meta: Vec<PortMeta>,
         workers: Vec<WorkerMeta>,
-        pools: Vec<(&'static str, Arc<Mempool>)>,
+        pools: Vec<(&'static str, &'a Mempool<'a>)>,
         routes: Arc<ArcSwap<RouteTable>>,
-    ) -> Live {
+    ) -> Live<'a> {
         Live {
             started: Instant::now(),
             started_unix: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64()),
@@ -192,7 +193,7 @@ impl Live {
             .zip(&self.port_meta)
             .enumerate()
             .map(|(i, (p, m))| {
-                let sum = |f: fn(&dataplane::stats::PortCounters) -> u64| -> u64 {
+                let sum = |f: fn(&espgw_core::stats::PortCounters) -> u64| -> u64 {
                     self.workers.iter().map(|w| f(&w.stats.ports[i])).sum()
                 };
                 let link = p.link();
@@ -203,7 +204,7 @@ impl Live {
                     mtu: m.mtu,
                     link_up: link.up,
                     link_speed_mbps: link.speed_mbps,
-                    mac: crate::gateway::fmt_mac(&p.mac()),
+                    mac: crate::config::fmt_mac(&p.mac()),
                     rx_packets: sum(|c| c.rx_packets.get()),
                     rx_bytes: sum(|c| c.rx_bytes.get()),
                     tx_packets: sum(|c| c.tx_packets.get()),
@@ -241,15 +242,16 @@ impl Live {
 
     /// Drops by reason, summed over workers (every reason, zeros included).
     pub fn drops(&self) -> Vec<(DropReason, u64)> {
-        DropReason::ALL
-            .iter()
-            .map(|&r| (r, self.workers.iter().map(|w| w.stats.drops[r.index()].get()).sum()))
-            .collect()
+        espgw_core::stats::sum_drops(&self.worker_stats())
     }
 
     /// Events, summed over workers.
     pub fn events(&self) -> Vec<(Event, u64)> {
-        Event::ALL.iter().map(|&e| (e, self.workers.iter().map(|w| w.stats.events[e as usize].get()).sum())).collect()
+        espgw_core::stats::sum_events(&self.worker_stats())
+    }
+
+    fn worker_stats(&self) -> Vec<&WorkerStats> {
+        self.workers.iter().map(|w| &*w.stats).collect()
     }
 
     pub fn pools(&self) -> Vec<PoolStatus> {

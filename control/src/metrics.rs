@@ -9,7 +9,7 @@ use prometheus::{Encoder, GaugeVec, IntCounterVec, IntGaugeVec, Opts, Registry, 
 
 use crate::live::Live;
 use crate::store::SaStatus;
-use dataplane::stats::{DropReason, Event};
+use espgw_core::stats::{DropReason, Event};
 
 /// Metric name and help for each data-path event.
 fn event_metric(e: Event) -> (&'static str, &'static str) {
@@ -60,7 +60,7 @@ fn igauge(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVe
 }
 
 /// Render every metric in the Prometheus text format.
-pub fn render(live: &Live, sas: &[SaStatus]) -> String {
+pub fn render(live: &Live<'_>, sas: &[SaStatus]) -> String {
     let reg = Registry::new();
 
     let info = igauge(&reg, "espgw_build_info", "espgw version (value is always 1).", &["version"]);

@@ -29,8 +29,8 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use dataplane::esp::KeyId;
-use dataplane::policy::{PolicyDb, StateStore};
+use espgw_core::esp::KeyId;
+use espgw_core::policy::{PolicyDb, StateStore};
 
 const MAGIC: &str = "espgw-state v1";
 
@@ -246,7 +246,7 @@ impl StateStore for SharedState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dataplane::crypto::Algorithm;
+    use espgw_core::crypto::Algorithm;
 
     fn key(b: u8) -> KeyId {
         KeyId::of(Algorithm::AesGcm128, &[b; 20], &[])

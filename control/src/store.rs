@@ -6,8 +6,8 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use dataplane::esp::{DfPolicy, Mode};
-use dataplane::policy::{
+use espgw_core::esp::{DfPolicy, Mode};
+use espgw_core::policy::{
     Action, Direction, Eroute, InboundPolicy, PolicyDb, PolicyError, PortRange, SaRole, StateStore,
 };
 use serde::Serialize;
@@ -348,7 +348,7 @@ impl PolicyStore {
                     hard_expired: u.hard_expired,
                     next_seq: u.next_seq,
                     replay_top: u.replay_top,
-                    path_mtu: e.sa.path_mtu(dataplane::clock::now_ms()),
+                    path_mtu: e.sa.path_mtu(espgw_core::clock::now_ms()),
                     lifetime_used: ratio(u.bytes, v.hard_bytes).max(ratio(u.packets, v.hard_packets)).min(1.0),
                 }
             }

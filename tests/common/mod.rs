@@ -34,7 +34,7 @@ pub fn eal_args_toml(test: &str) -> String {
     )
 }
 
-pub use control::traffic::*;
+pub use espgw_testkit::traffic::*;
 
 /// Read a pcap the test expects to exist.
 pub fn read_frames(path: &Path) -> Vec<Vec<u8>> {

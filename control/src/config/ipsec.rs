@@ -44,10 +44,10 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 
-use dataplane::crypto::{Algorithm, Backend};
-use dataplane::esp::{DfPolicy, Lifetime, Mode, SaConfig};
-use dataplane::policy::{Action, Defaults, Direction, Eroute, PortRange, Prefix, ProtectOptions, Selector};
-use dataplane::route::Route;
+use espgw_core::crypto::{Algorithm, Backend};
+use espgw_core::esp::{DfPolicy, Lifetime, Mode, SaConfig};
+use espgw_core::policy::{Action, Defaults, Direction, Eroute, PortRange, Prefix, ProtectOptions, Selector};
+use espgw_core::route::Route;
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -212,6 +212,11 @@ pub fn parse_mac(s: &str) -> Result<[u8; 6], String> {
     Ok(m)
 }
 
+/// `aa:bb:cc:dd:ee:ff`.
+pub fn fmt_mac(m: &[u8; 6]) -> String {
+    m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+}
+
 /// Hex key material, with or without `0x`, `:` or spaces. Never echoes it.
 fn parse_key(s: &str) -> Result<Vec<u8>, String> {
     let t: String = s.trim().trim_start_matches("0x").chars().filter(|c| !matches!(c, ':' | ' ' | '_')).collect();
@@ -279,7 +284,7 @@ pub(super) fn validate(
         inbound_clear: default_action(loc, &policy.default_inbound_clear, "policy.default_inbound_clear")?,
     };
     let pmtu_ageing_ms = match &policy.pmtu_ageing_s {
-        None => dataplane::mtu::PMTU_AGEING_MS,
+        None => espgw_core::mtu::PMTU_AGEING_MS,
         Some(v) if (1..=86_400).contains(v.get_ref()) => *v.get_ref() as u64 * 1000,
         Some(v) => return Err(loc.at(v, "policy.pmtu_ageing_s", format!("{} s: must be in 1..86400", v.get_ref()))),
     };
@@ -471,7 +476,7 @@ fn sa_spec(loc: &Locator<'_>, what: &str, s: &RawSa) -> Result<SaSpec, ConfigErr
         other => return Err(loc.at(&s.mode, f("mode"), format!("{other:?}: expected \"tunnel\" or \"transport\""))),
     };
     let replay_window = match &s.replay_window {
-        None => dataplane::esp::replay::DEFAULT_WINDOW,
+        None => espgw_core::esp::replay::DEFAULT_WINDOW,
         Some(w) if (64..=4096).contains(w.get_ref()) => *w.get_ref() as u32,
         // 0: no anti-replay (RFC 4303 §3.4.3), e.g. to replay a capture in a benchmark.
         Some(w) if *w.get_ref() == 0 && !s.esn => 0,

@@ -12,7 +12,7 @@ use toml::Spanned;
 
 mod ipsec;
 pub use ipsec::{
-    parse_mac, parse_one_eroute, parse_one_sa, ErouteSpec, InboundCheck, PolicyConfig, SaRoleSpec, SaSpec,
+    fmt_mac, parse_mac, parse_one_eroute, parse_one_sa, ErouteSpec, InboundCheck, PolicyConfig, SaRoleSpec, SaSpec,
 };
 
 /// A configuration error, located in its file.
@@ -175,7 +175,7 @@ pub struct Config {
     pub sas: Vec<SaSpec>,
     /// Eroutes, in config order (ids 1, 2, ...).
     pub eroutes: Vec<ErouteSpec>,
-    pub routes: Vec<dataplane::route::Route>,
+    pub routes: Vec<espgw_core::route::Route>,
     pub neighbors: Vec<(std::net::IpAddr, [u8; 6])>,
     pub policy: PolicyConfig,
     /// The HTTP API / metrics endpoint; `None` when the config has no `[control]`.
@@ -252,7 +252,7 @@ struct RawControl {
 #[serde(deny_unknown_fields)]
 struct RawEal {
     #[serde(default)]
-    args: Vec<String>,
+    args: Vec<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -403,6 +403,25 @@ impl Config {
                 return Err(loc.at(c, format!("workers.cores[{i}]"), format!("core {v} is used twice")));
             }
             worker_cores.push(v as usize);
+        }
+
+        // EAL args: espgw places the lcores itself (workers on their own).
+        for (i, a) in raw.eal.args.iter().enumerate() {
+            let v = a.get_ref().as_str();
+            let lcore_opt = matches!(v, "-l" | "-c" | "--lcores" | "--main-lcore" | "--master-lcore")
+                || v.starts_with("--lcores=")
+                || v.starts_with("--main-lcore=")
+                || ((v.starts_with("-l") || v.starts_with("-c")) && v.len() > 2 && !v.starts_with("--"));
+            if lcore_opt {
+                return Err(loc.at(
+                    a,
+                    format!("eal.args[{i}]"),
+                    format!(
+                        "{v:?}: espgw places the lcores from workers.cores (main lcore 0, worker i on lcore i+1); \
+                         remove this option"
+                    ),
+                ));
+            }
         }
 
         // Ports.
@@ -557,7 +576,7 @@ impl Config {
             ipsec::validate(loc, &raw.policy, &raw.sas, &raw.eroutes, &raw.routes, &raw.neighbors, &port_names)?;
         Ok(Config {
             file: loc.file.to_path_buf(),
-            eal_args: raw.eal.args,
+            eal_args: raw.eal.args.into_iter().map(Spanned::into_inner).collect(),
             ports,
             worker_cores,
             idle_sleep_us: workers.idle_sleep_us,
@@ -737,7 +756,7 @@ mac = "02:00:00:00:00:aa"
         let e = &c.eroutes[0].eroute;
         assert_eq!(e.selector.proto, Some(6));
         assert_eq!((e.selector.dport.lo, e.selector.dport.hi), (1000, 2000));
-        assert!(matches!(e.action, dataplane::policy::Action::Protect { sa: 1, options } if options.mss_clamp));
+        assert!(matches!(e.action, espgw_core::policy::Action::Protect { sa: 1, options } if options.mss_clamp));
         assert_eq!(c.routes[0].port, 1);
         assert_eq!(c.neighbors[0].1, [2, 0, 0, 0, 0, 0xaa]);
         assert_eq!(c.ports[1].peer_mac, Some([2, 0, 0, 0, 0, 0xfe]));

@@ -1,0 +1,339 @@
+//! The gateway process: bring-up, workers, supervision, shutdown.
+//!
+//! [`run`] reads as the life of the process, one step per function:
+//!
+//! 1. bring-up (no DPDK yet): signals, the state file, the policy store, the
+//!    API listener — a config or state problem fails before EAL starts;
+//! 2. data plane ([`bringup`]): EAL with workers on their own lcores, pools,
+//!    ports;
+//! 3. spawn: workers on their lcores and the control thread, both inside
+//!    scopes, so they borrow the ports, pools and counters instead of owning
+//!    shares of them;
+//! 4. supervise: the main thread sleeps and does housekeeping (learned
+//!    neighbours, sequence leases, replay tops) until a stop condition;
+//! 5. shutdown: the scopes join everything; the report is read; RX is
+//!    drained and ports closed; the pool count then proves no mbuf leaked.
+//!    Teardown order (ports, pools, EAL) is the reverse of declaration,
+//!    enforced by the borrows.
+
+pub mod bringup;
+pub mod report;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use espgw_core::mtu::ReasmConfig;
+use espgw_core::pipeline::LearnQueue;
+use espgw_core::policy::PolicyError;
+use espgw_core::route::RouteTable;
+use espgw_core::stats::WorkerStats;
+use espgw_dpdk::worker::{self, Rx, Shared, WorkerPlan};
+use espgw_dpdk::{DpdkError, Eal, LcoreHandle, LcoreScope};
+use thiserror::Error;
+
+use crate::api::{self, ControlState};
+use crate::config::{Config, ConfigError};
+use crate::live::{Live, PortMeta, WorkerMeta};
+use crate::state::{SharedState, StateFile};
+use crate::store::PolicyStore;
+pub use bringup::{check_cores, eal_args};
+use bringup::{Pools, Ports};
+pub use report::{PortReport, RunReport, SaReport, WorkerReport};
+
+/// Why the gateway could not run.
+#[derive(Debug, Error)]
+pub enum GatewayError {
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    #[error("{0}")]
+    Dpdk(#[from] DpdkError),
+    #[error("port {port} ({device}): {reason}")]
+    PortSetup { port: String, device: String, reason: String },
+    #[error("cannot start a thread: {0}")]
+    Thread(#[from] std::io::Error),
+    #[error("cannot install signal handler: {0}")]
+    Signal(std::io::Error),
+    #[error("policy: {0}")]
+    Policy(#[from] PolicyError),
+    #[error("control API: {0}")]
+    Control(std::io::Error),
+    #[error("state file {path}: {err}")]
+    State { path: String, err: std::io::Error },
+    #[error("{workers} worker core(s) configured but EAL gave {lcores} worker lcore(s)")]
+    Lcores { workers: usize, lcores: usize },
+}
+
+/// Options from the command line that are not in the config.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Extra EAL arguments (after `--`).
+    pub extra_eal_args: Vec<String>,
+    /// Stop once no packet has arrived for this long (replay and test runs).
+    pub stop_when_idle: Option<Duration>,
+    /// Stop after this long regardless.
+    pub duration: Option<Duration>,
+    /// Wait up to this long for all links to be up before forwarding.
+    pub wait_link: Option<Duration>,
+}
+
+/// Run the gateway until stopped; returns the final report.
+pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, GatewayError> {
+    // 1. Bring-up without DPDK.
+    check_cores(cfg)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, stop.clone()).map_err(GatewayError::Signal)?;
+    }
+    // The state file first: without it sequence numbers could repeat.
+    let state = StateFile::open(&cfg.state_file)
+        .map(SharedState::new)
+        .map_err(|err| GatewayError::State { path: cfg.state_file.display().to_string(), err })?;
+    let store = PolicyStore::from_config_with(cfg, Some(Box::new(state.clone())))?;
+    let listener = cfg.control.as_ref().map(|c| api::bind(c.listen)).transpose().map_err(GatewayError::Control)?;
+
+    // 2. The data plane.
+    let eal = Eal::init(&eal_args(cfg, &opts.extra_eal_args))?;
+    let pools = Pools::new(&eal, cfg)?;
+    let mut ports = bringup::ports(&eal, cfg, &pools.regular)?;
+    wait_link(&ports, opts, &stop);
+    bringup::print_startup(cfg, &ports);
+    let neighbors = Neighbors::new(cfg);
+    let learned = Arc::new(LearnQueue::new(1024));
+    let running = AtomicBool::new(true);
+    let stats: Vec<Arc<WorkerStats>> =
+        cfg.worker_cores.iter().map(|_| Arc::new(WorkerStats::new(ports.ports.len()))).collect();
+    let shared = Shared {
+        port_info: bringup::port_info(cfg, &ports),
+        policy: store.db().reader(),
+        routes: neighbors.routes.clone(),
+        learned: learned.clone(),
+        pool: &pools.regular,
+        jumbo: Some(&pools.jumbo),
+        reasm: ReasmConfig::for_pool(pools.regular.size(), usize::from(cfg.mempool.data_room), cfg.worker_cores.len()),
+        pmtu_ageing_ms: cfg.policy.pmtu_ageing_ms,
+        running: &running,
+    };
+
+    // 3 + 4. Workers on their lcores, the control thread, supervision.
+    let start = Instant::now();
+    let (stop_cause, store, worker_results) = eal.scope(|lcores| {
+        // Whatever happens in here, workers are told to stop before the
+        // scope waits for them.
+        struct StopWorkers<'a>(&'a AtomicBool);
+        impl Drop for StopWorkers<'_> {
+            fn drop(&mut self) {
+                self.0.store(false, Ordering::SeqCst);
+            }
+        }
+        let _stop_workers = StopWorkers(&running);
+        let handles = spawn_workers(lcores, &eal, cfg, &ports, &shared, &stats)?;
+        let live = Live::new(
+            &ports.ports,
+            cfg.ports
+                .iter()
+                .zip(&ports.mtus)
+                .map(|(pc, &mtu)| PortMeta { name: pc.name.clone(), role: pc.role.as_str(), mtu })
+                .collect(),
+            stats
+                .iter()
+                .zip(&cfg.worker_cores)
+                .enumerate()
+                .map(|(index, (s, &core))| WorkerMeta { index, core, stats: s.clone() })
+                .collect(),
+            vec![("mbufs", &pools.regular), ("jumbo", &pools.jumbo)],
+            neighbors.routes.clone(),
+        );
+        let control = ControlState {
+            store: Mutex::new(store),
+            live: Some(live),
+            token: cfg.control.as_ref().and_then(|c| c.token.clone()),
+        };
+        let cause = std::thread::scope(|threads| -> Result<_, GatewayError> {
+            let server = match listener {
+                Some(l) => {
+                    let s = api::serve(threads, l, &control).map_err(GatewayError::Control)?;
+                    println!(
+                        "espgw: control API on http://{}/api/v1 (metrics on /metrics{})",
+                        s.addr,
+                        if control.token.is_some() { ", bearer token required" } else { "" }
+                    );
+                    Some(s)
+                }
+                None => None,
+            };
+            let cause = supervise(cfg, opts, &stop, &control, &neighbors, &learned, &state, &stats, start);
+            running.store(false, Ordering::SeqCst);
+            if let Some(s) = server {
+                s.stop();
+            }
+            Ok(cause)
+        })?;
+        let store = control.store.into_inner().unwrap_or_else(|p| p.into_inner());
+        let results: Vec<Result<(), DpdkError>> = handles.into_iter().map(LcoreHandle::join).collect();
+        Ok::<_, GatewayError>((cause, store, results))
+    })?;
+    let elapsed = start.elapsed();
+
+    // 5. Shutdown: every worker has stopped; their queues are back.
+    let mut report = report::build(cfg, &ports, &stats, stop_cause, elapsed);
+    report.sas = store
+        .sas()
+        .into_iter()
+        .map(|s| SaReport {
+            name: s.sa.name,
+            direction: s.sa.direction,
+            spi: s.sa.spi,
+            packets: s.state.packets,
+            bytes: s.state.bytes,
+            path_mtu: s.state.path_mtu,
+        })
+        .collect();
+    // Drain what still waits in RX queues (not processed, reported apart),
+    // then close: only then is the pool count meaningful.
+    for (i, p) in ports.ports.iter_mut().enumerate() {
+        report.ports[i].drained_at_exit = p.drain_rx();
+        p.close();
+    }
+    report.mbufs_in_use = pools.in_use();
+    report.mbufs_total = pools.size();
+    // Workers are stopped: the windows' tops are final.
+    if let Err(e) = state.lock().save_replay_tops(store.db()) {
+        eprintln!("espgw: cannot save replay windows to {}: {e}", cfg.state_file.display());
+    }
+    if let Some(e) = worker_results.into_iter().find_map(Result::err) {
+        return Err(e.into());
+    }
+    Ok(report)
+}
+
+/// Wait (bounded) until every link is up, for virtual links that connect late.
+fn wait_link(ports: &Ports<'_>, opts: &RunOptions, stop: &AtomicBool) {
+    if let Some(w) = opts.wait_link {
+        let t = Instant::now();
+        while !ports.ports.iter().all(|p| p.link().up) && t.elapsed() < w && !stop.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+/// Start one worker per configured core on its lcore, each with its own RX
+/// queue on every port that has one for it and its own TX queue on every port.
+fn spawn_workers<'scope, 'q, 'p>(
+    lcores: &'scope LcoreScope<'scope, '_>,
+    eal: &Eal,
+    cfg: &Config,
+    ports: &'q Ports<'p>,
+    shared: &'scope Shared<'p, '_>,
+    stats: &'scope [Arc<WorkerStats>],
+) -> Result<Vec<LcoreHandle<'scope, ()>>, GatewayError>
+where
+    'q: 'scope,
+{
+    let lcore_ids = eal.worker_lcores();
+    if lcore_ids.len() < cfg.worker_cores.len() {
+        return Err(GatewayError::Lcores { workers: cfg.worker_cores.len(), lcores: lcore_ids.len() });
+    }
+    let mut handles = Vec::with_capacity(cfg.worker_cores.len());
+    for (w, &lcore) in lcore_ids.iter().take(cfg.worker_cores.len()).enumerate() {
+        let q = w as u16;
+        let mut rx = Vec::new();
+        for (p, port) in ports.ports.iter().enumerate() {
+            if q < ports.rx_queues[p] {
+                rx.push(Rx { port: p, queue: port.rx_queue(q)? });
+            }
+        }
+        let tx = ports.ports.iter().map(|port| port.tx_queue(q)).collect::<Result<Vec<_>, _>>()?;
+        let plan =
+            WorkerPlan { index: w, forward: cfg.forward.clone(), idle_sleep: Duration::from_micros(cfg.idle_sleep_us) };
+        let st = &stats[w];
+        handles.push(lcores.spawn(lcore, move || worker::poll_loop(&plan, shared, rx, tx, st))?);
+    }
+    Ok(handles)
+}
+
+/// Neighbours: static ones from the config (they win) and those the workers
+/// learn, published with the routes as one table.
+struct Neighbors<'c> {
+    cfg: &'c Config,
+    learned: Mutex<HashMap<IpAddr, [u8; 6]>>,
+    routes: Arc<arc_swap::ArcSwap<RouteTable>>,
+}
+
+impl<'c> Neighbors<'c> {
+    fn new(cfg: &'c Config) -> Self {
+        let learned = HashMap::new();
+        let routes = Arc::new(arc_swap::ArcSwap::from_pointee(Self::table(cfg, &learned)));
+        Neighbors { cfg, learned: Mutex::new(learned), routes }
+    }
+
+    fn table(cfg: &Config, learned: &HashMap<IpAddr, [u8; 6]>) -> RouteTable {
+        let all = learned.iter().map(|(a, m)| (*a, *m)).chain(cfg.neighbors.iter().copied());
+        RouteTable::new(cfg.routes.clone(), all, cfg.ports.iter().map(|p| p.peer_mac).collect())
+    }
+
+    /// Take what the workers learned; republish when a neighbour is new or moved.
+    fn absorb(&self, q: &LearnQueue) {
+        let mut learned = self.learned.lock().unwrap_or_else(|p| p.into_inner());
+        let mut changed = false;
+        while let Some((ip, mac)) = q.pop() {
+            changed |= learned.insert(ip, mac) != Some(mac);
+        }
+        if changed {
+            self.routes.store(Arc::new(Self::table(self.cfg, &learned)));
+        }
+    }
+}
+
+/// The main thread's loop: housekeeping every 20 ms until a signal, the run
+/// time, or idleness. Returns why it stopped.
+#[allow(clippy::too_many_arguments)]
+fn supervise(
+    cfg: &Config,
+    opts: &RunOptions,
+    stop: &AtomicBool,
+    control: &ControlState<'_>,
+    neighbors: &Neighbors<'_>,
+    learned: &LearnQueue,
+    state: &SharedState,
+    stats: &[Arc<WorkerStats>],
+    start: Instant,
+) -> &'static str {
+    let mut last_rx = 0u64;
+    let mut last_change = Instant::now();
+    let mut last_tops = Instant::now();
+    loop {
+        std::thread::sleep(Duration::from_millis(20));
+        neighbors.absorb(learned);
+        // Sequence leases: persisted ahead of use; replay tops every second.
+        {
+            let mut store = control.store();
+            if let Err(e) = store.renew_leases() {
+                eprintln!("espgw: {e}");
+            }
+            if last_tops.elapsed() >= Duration::from_secs(1) {
+                last_tops = Instant::now();
+                if let Err(e) = state.lock().save_replay_tops(store.db()) {
+                    eprintln!("espgw: cannot save replay windows to {}: {e}", cfg.state_file.display());
+                }
+            }
+        }
+        if stop.load(Ordering::Relaxed) {
+            return "signal";
+        }
+        if opts.duration.is_some_and(|d| start.elapsed() >= d) {
+            return "duration";
+        }
+        if let Some(idle) = opts.stop_when_idle {
+            let rx: u64 = stats.iter().map(|s| s.rx_packets()).sum();
+            if rx != last_rx {
+                last_rx = rx;
+                last_change = Instant::now();
+            } else if last_change.elapsed() >= idle {
+                return "idle";
+            }
+        }
+    }
+}

@@ -1,0 +1,199 @@
+//! The packet buffer abstraction the whole pipeline is written against.
+//!
+//! Implemented by [`VecBuf`] (plain memory, for unit tests and tools) and by
+//! `espgw_dpdk::Mbuf` (a single-segment DPDK mbuf). Everything above this trait is
+//! pure Rust that never needs EAL to be tested.
+
+use thiserror::Error;
+
+/// Why a buffer could not be resized.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum BufError {
+    /// Not enough headroom in front of the data.
+    #[error("not enough headroom")]
+    NoHeadroom,
+    /// Not enough tailroom behind the data.
+    #[error("not enough tailroom")]
+    NoTailroom,
+    /// Asked to remove more bytes than the packet has.
+    #[error("packet shorter than requested cut")]
+    TooShort,
+}
+
+/// What the NIC found when it checked a received IPv4 header checksum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HwChecksum {
+    /// Not checked (no offload, not IPv4, or not a received packet):
+    /// software verifies.
+    #[default]
+    Unknown,
+    Good,
+    Bad,
+}
+
+/// A contiguous packet with room to grow at both ends. Implementations give
+/// exclusive access: `data_mut` never writes bytes another owner can see.
+pub trait PacketBuf {
+    /// The packet bytes.
+    fn data(&self) -> &[u8];
+    /// The packet bytes, writable.
+    fn data_mut(&mut self) -> &mut [u8];
+    /// Bytes free in front of the data.
+    fn headroom(&self) -> usize;
+    /// Bytes free behind the data.
+    fn tailroom(&self) -> usize;
+    /// Grow the packet by `n` bytes at the front. The new bytes hold whatever
+    /// was there; the caller writes them.
+    fn prepend(&mut self, n: usize) -> Result<(), BufError>;
+    /// Grow the packet by `n` bytes at the back (contents unspecified).
+    fn append(&mut self, n: usize) -> Result<(), BufError>;
+    /// Remove `n` bytes from the front.
+    fn adj(&mut self, n: usize) -> Result<(), BufError>;
+    /// Remove `n` bytes from the back.
+    fn trim(&mut self, n: usize) -> Result<(), BufError>;
+
+    /// The NIC's verdict on the IPv4 header checksum, where it offers one.
+    fn hw_ip_checksum(&self) -> HwChecksum {
+        HwChecksum::Unknown
+    }
+
+    /// Packet length in bytes.
+    fn len(&self) -> usize {
+        self.data().len()
+    }
+    /// True when the packet holds no bytes.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Set the packet length to `len`, growing or shrinking at the back.
+    fn set_len(&mut self, len: usize) -> Result<(), BufError> {
+        let cur = self.len();
+        if len >= cur {
+            self.append(len - cur)
+        } else {
+            self.trim(cur - len)
+        }
+    }
+}
+
+/// A heap-backed packet buffer with fixed capacity, laid out like an mbuf:
+/// `[headroom | data | tailroom]`. Used by tests and offline tools.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VecBuf {
+    mem: Vec<u8>,
+    start: usize,
+    end: usize,
+}
+
+impl VecBuf {
+    /// Default headroom, the same as DPDK's `RTE_PKTMBUF_HEADROOM`.
+    pub const DEFAULT_HEADROOM: usize = 128;
+    /// Default total size, like a default mbuf data room.
+    pub const DEFAULT_CAPACITY: usize = 2048 + Self::DEFAULT_HEADROOM;
+
+    /// An empty buffer with `headroom` bytes in front and `capacity` in all.
+    pub fn with_room(headroom: usize, capacity: usize) -> Self {
+        let headroom = headroom.min(capacity);
+        VecBuf { mem: vec![0; capacity], start: headroom, end: headroom }
+    }
+
+    /// A buffer holding `bytes`, with default headroom and at least default capacity.
+    pub fn from_slice(bytes: &[u8]) -> Self {
+        let cap = (Self::DEFAULT_HEADROOM + bytes.len() + 256).max(Self::DEFAULT_CAPACITY);
+        let mut b = Self::with_room(Self::DEFAULT_HEADROOM, cap);
+        b.end = b.start + bytes.len();
+        b.mem[b.start..b.end].copy_from_slice(bytes);
+        b
+    }
+
+    /// Make this buffer hold `bytes` again, with default headroom, without
+    /// allocating (benchmarks recycle buffers). `bytes` must fit.
+    pub fn refill(&mut self, bytes: &[u8]) {
+        self.start = Self::DEFAULT_HEADROOM.min(self.mem.len());
+        self.end = (self.start + bytes.len()).min(self.mem.len());
+        let n = self.end - self.start;
+        self.mem[self.start..self.end].copy_from_slice(&bytes[..n]);
+    }
+
+    /// The packet as an owned vector.
+    pub fn to_vec(&self) -> Vec<u8> {
+        self.data().to_vec()
+    }
+}
+
+impl PacketBuf for VecBuf {
+    fn data(&self) -> &[u8] {
+        &self.mem[self.start..self.end]
+    }
+    fn data_mut(&mut self) -> &mut [u8] {
+        &mut self.mem[self.start..self.end]
+    }
+    fn headroom(&self) -> usize {
+        self.start
+    }
+    fn tailroom(&self) -> usize {
+        self.mem.len() - self.end
+    }
+    fn prepend(&mut self, n: usize) -> Result<(), BufError> {
+        if n > self.start {
+            return Err(BufError::NoHeadroom);
+        }
+        self.start -= n;
+        Ok(())
+    }
+    fn append(&mut self, n: usize) -> Result<(), BufError> {
+        if n > self.tailroom() {
+            return Err(BufError::NoTailroom);
+        }
+        self.end += n;
+        Ok(())
+    }
+    fn adj(&mut self, n: usize) -> Result<(), BufError> {
+        if n > self.end - self.start {
+            return Err(BufError::TooShort);
+        }
+        self.start += n;
+        Ok(())
+    }
+    fn trim(&mut self, n: usize) -> Result<(), BufError> {
+        if n > self.end - self.start {
+            return Err(BufError::TooShort);
+        }
+        self.end -= n;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grow_and_shrink_both_ends() {
+        let mut b = VecBuf::from_slice(&[1, 2, 3]);
+        assert_eq!(b.headroom(), 128);
+        b.prepend(2).unwrap();
+        b.data_mut()[..2].copy_from_slice(&[9, 8]);
+        assert_eq!(b.data(), &[9, 8, 1, 2, 3]);
+        b.append(1).unwrap();
+        b.data_mut()[5] = 7;
+        assert_eq!(b.data(), &[9, 8, 1, 2, 3, 7]);
+        b.adj(3).unwrap();
+        b.trim(1).unwrap();
+        assert_eq!(b.data(), &[2, 3]);
+        assert_eq!(b.set_len(4), Ok(()));
+        assert_eq!(b.len(), 4);
+    }
+
+    #[test]
+    fn refuses_out_of_room() {
+        let mut b = VecBuf::with_room(4, 8);
+        assert_eq!(b.prepend(5), Err(BufError::NoHeadroom));
+        assert_eq!(b.append(5), Err(BufError::NoTailroom));
+        assert_eq!(b.adj(1), Err(BufError::TooShort));
+        assert_eq!(b.trim(1), Err(BufError::TooShort));
+        b.append(4).unwrap();
+        b.prepend(4).unwrap();
+        assert_eq!(b.len(), 8);
+    }
+}

@@ -1,0 +1,234 @@
+//! Per-worker counters, cache-line padded, lock-free.
+//!
+//! Each counter has exactly one writer (the worker that owns it), so an
+//! increment is a relaxed load + store rather than an atomic read-modify-write:
+//! no bus lock on the data path. Readers (control thread, shutdown report)
+//! load with `Relaxed` and sum across workers.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A single-writer counter.
+#[derive(Default, Debug)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    /// Add `n`. Only the owning worker calls this.
+    #[inline]
+    pub fn add(&self, n: u64) {
+        self.0.store(self.0.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+    }
+    /// Add one.
+    #[inline]
+    pub fn inc(&self) {
+        self.add(1);
+    }
+    /// Current value.
+    #[inline]
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+pub use crate::drops::DropReason;
+
+/// Things that happen to packets other than drops, counted per worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Event {
+    /// Packets encrypted (outbound ESP).
+    Encrypted,
+    /// Packets decrypted (inbound ESP) and forwarded.
+    Decrypted,
+    /// Packets sent in clear by a pass eroute or default.
+    Passed,
+    /// Outer fragments made after encryption.
+    FragmentsMade,
+    /// Inner fragments made before encryption (eroute option).
+    InnerFragmentsMade,
+    /// Datagrams reassembled from outer fragments.
+    Reassembled,
+    /// ICMP need-frag / ICMPv6 PTB sent to senders.
+    IcmpTooBigSent,
+    /// Path MTU lowered by an ICMP report about our ESP.
+    PmtuLowered,
+    /// TCP SYN MSS values clamped.
+    MssClamped,
+    /// ARP replies / neighbour advertisements sent for our addresses.
+    NeighborReplies,
+    /// ARP requests / neighbour solicitations sent for next hops.
+    NeighborRequests,
+    /// Neighbours learned (sent to the main thread).
+    NeighborsLearned,
+    /// Other ARP/ND messages seen (not for us).
+    NeighborMessages,
+}
+
+impl Event {
+    pub const ALL: [Event; 13] = [
+        Event::Encrypted,
+        Event::Decrypted,
+        Event::Passed,
+        Event::FragmentsMade,
+        Event::InnerFragmentsMade,
+        Event::Reassembled,
+        Event::IcmpTooBigSent,
+        Event::PmtuLowered,
+        Event::MssClamped,
+        Event::NeighborReplies,
+        Event::NeighborRequests,
+        Event::NeighborsLearned,
+        Event::NeighborMessages,
+    ];
+    pub const COUNT: usize = Self::ALL.len();
+    pub fn label(self) -> &'static str {
+        match self {
+            Event::Encrypted => "encrypted",
+            Event::Decrypted => "decrypted",
+            Event::Passed => "passed",
+            Event::FragmentsMade => "fragments_made",
+            Event::InnerFragmentsMade => "inner_fragments_made",
+            Event::Reassembled => "reassembled",
+            Event::IcmpTooBigSent => "icmp_too_big_sent",
+            Event::PmtuLowered => "pmtu_lowered",
+            Event::MssClamped => "mss_clamped",
+            Event::NeighborReplies => "neighbor_replies",
+            Event::NeighborRequests => "neighbor_requests",
+            Event::NeighborsLearned => "neighbors_learned",
+            Event::NeighborMessages => "neighbor_messages",
+        }
+    }
+}
+
+/// Packet and byte counters of one port as seen by one worker.
+#[derive(Default, Debug)]
+#[repr(align(64))]
+pub struct PortCounters {
+    pub rx_packets: Counter,
+    pub rx_bytes: Counter,
+    pub tx_packets: Counter,
+    pub tx_bytes: Counter,
+}
+
+/// Everything one worker counts. Padded so two workers never share a line.
+#[derive(Debug)]
+#[repr(align(64))]
+pub struct WorkerStats {
+    /// Polls that received at least one packet.
+    pub busy_polls: Counter,
+    /// Polls that received nothing.
+    pub idle_polls: Counter,
+    /// Drops, indexed by `DropReason as usize`.
+    pub drops: [Counter; DropReason::COUNT],
+    /// Events, indexed by `Event as usize`.
+    pub events: [Counter; Event::COUNT],
+    /// Per port, indexed by the gateway's port index.
+    pub ports: Box<[PortCounters]>,
+}
+
+impl WorkerStats {
+    /// Counters for a gateway with `nports` ports.
+    pub fn new(nports: usize) -> Self {
+        WorkerStats {
+            busy_polls: Counter::default(),
+            idle_polls: Counter::default(),
+            drops: std::array::from_fn(|_| Counter::default()),
+            events: std::array::from_fn(|_| Counter::default()),
+            ports: (0..nports).map(|_| PortCounters::default()).collect(),
+        }
+    }
+
+    /// Count one drop.
+    #[inline]
+    pub fn drop_one(&self, reason: DropReason) {
+        self.drops[reason.index()].inc();
+    }
+
+    /// Count an event.
+    #[inline]
+    pub fn event(&self, e: Event, n: u64) {
+        if n > 0 {
+            self.events[e as usize].add(n);
+        }
+    }
+
+    /// Count `n` drops.
+    #[inline]
+    pub fn drop_n(&self, reason: DropReason, n: u64) {
+        if n > 0 {
+            self.drops[reason.index()].add(n);
+        }
+    }
+
+    /// Total drops over all reasons.
+    pub fn total_drops(&self) -> u64 {
+        self.drops.iter().map(Counter::get).sum()
+    }
+
+    /// Packets received over all ports.
+    pub fn rx_packets(&self) -> u64 {
+        self.ports.iter().map(|p| p.rx_packets.get()).sum()
+    }
+
+    /// Packets sent over all ports.
+    pub fn tx_packets(&self) -> u64 {
+        self.ports.iter().map(|p| p.tx_packets.get()).sum()
+    }
+
+    /// Share of polls that found work, 0..=1.
+    pub fn busy_ratio(&self) -> f64 {
+        let b = self.busy_polls.get() as f64;
+        let i = self.idle_polls.get() as f64;
+        if b + i == 0.0 {
+            0.0
+        } else {
+            b / (b + i)
+        }
+    }
+}
+
+/// Drops by reason summed over workers (every reason, zeros included).
+pub fn sum_drops<S: AsRef<WorkerStats>>(workers: &[S]) -> Vec<(DropReason, u64)> {
+    DropReason::ALL.iter().map(|&r| (r, workers.iter().map(|w| w.as_ref().drops[r.index()].get()).sum())).collect()
+}
+
+/// Events summed over workers (every event, zeros included).
+pub fn sum_events<S: AsRef<WorkerStats>>(workers: &[S]) -> Vec<(Event, u64)> {
+    Event::ALL.iter().map(|&e| (e, workers.iter().map(|w| w.as_ref().events[e as usize].get()).sum())).collect()
+}
+
+impl AsRef<WorkerStats> for WorkerStats {
+    fn as_ref(&self) -> &WorkerStats {
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_sum_and_label() {
+        let s = WorkerStats::new(2);
+        s.ports[0].rx_packets.add(3);
+        s.ports[1].rx_packets.inc();
+        s.ports[1].tx_packets.add(2);
+        s.drop_one(DropReason::NoRoute);
+        s.drop_n(DropReason::TxRefused, 4);
+        s.drop_n(DropReason::MultiSegment, 0);
+        s.event(Event::Encrypted, 3);
+        assert_eq!(s.rx_packets(), 4);
+        assert_eq!(s.tx_packets(), 2);
+        assert_eq!(s.total_drops(), 5);
+        assert_eq!(s.drops[DropReason::TxRefused.index()].get(), 4);
+        assert_eq!(s.events[Event::Encrypted as usize].get(), 3);
+        for (i, e) in Event::ALL.iter().enumerate() {
+            assert_eq!(*e as usize, i);
+        }
+    }
+
+    #[test]
+    fn worker_stats_do_not_share_cache_lines() {
+        assert_eq!(std::mem::align_of::<WorkerStats>(), 64);
+        assert_eq!(std::mem::align_of::<PortCounters>(), 64);
+    }
+}

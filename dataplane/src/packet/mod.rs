@@ -1,5 +1,0 @@
-//! Packet buffers and header helpers.
-pub mod buf;
-pub mod ip;
-
-pub use buf::{BufError, PacketBuf, VecBuf};

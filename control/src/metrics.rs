@@ -9,37 +9,7 @@ use prometheus::{Encoder, GaugeVec, IntCounterVec, IntGaugeVec, Opts, Registry, 
 
 use crate::live::Live;
 use crate::store::SaStatus;
-use espgw_core::stats::{DropReason, Event};
-
-/// Metric name and help for each data-path event.
-fn event_metric(e: Event) -> (&'static str, &'static str) {
-    match e {
-        Event::Encrypted => ("espgw_esp_encrypted_packets_total", "Packets encrypted into ESP."),
-        Event::Decrypted => ("espgw_esp_decrypted_packets_total", "ESP packets decrypted and accepted."),
-        Event::Passed => ("espgw_passed_packets_total", "Packets forwarded in clear by a pass eroute or default."),
-        Event::FragmentsMade => {
-            ("espgw_fragments_created_total", "Fragments made of ESP packets after encryption to fit the egress MTU.")
-        }
-        Event::InnerFragmentsMade => {
-            ("espgw_inner_fragments_created_total", "Fragments made of inner packets before encryption.")
-        }
-        Event::Reassembled => ("espgw_reassembled_datagrams_total", "Datagrams reassembled from fragments."),
-        Event::IcmpTooBigSent => (
-            "espgw_icmp_too_big_sent_total",
-            "ICMP fragmentation-needed (IPv4) and packet-too-big (IPv6) messages sent.",
-        ),
-        Event::PmtuLowered => ("espgw_pmtu_lowered_total", "Path MTU reports that lowered an SA's path MTU."),
-        Event::MssClamped => ("espgw_mss_clamped_total", "TCP SYNs whose MSS was clamped."),
-        Event::NeighborReplies => {
-            ("espgw_neighbor_replies_sent_total", "ARP replies and neighbour advertisements sent.")
-        }
-        Event::NeighborRequests => {
-            ("espgw_neighbor_requests_sent_total", "ARP requests and neighbour solicitations sent.")
-        }
-        Event::NeighborsLearned => ("espgw_neighbors_learned_total", "Neighbour entries learned."),
-        Event::NeighborMessages => ("espgw_neighbor_messages_total", "ARP/NDP messages received."),
-    }
-}
+use espgw_core::stats::DropReason;
 
 fn counter(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
@@ -129,7 +99,7 @@ pub fn render(live: &Live<'_>, sas: &[SaStatus]) -> String {
 
     // Events (fragments, reassembly, ICMP, ...), summed over workers.
     for (e, n) in live.events() {
-        let (name, help) = event_metric(e);
+        let (name, help) = (e.metric(), e.help());
         counter(&reg, name, help, &[]).with_label_values(&[] as &[&str]).inc_by(n);
     }
 

@@ -151,6 +151,8 @@ drop_reasons! {
         BadNextHeader => EspBadNextHeader, "esp_bad_next_header", "next header not allowed for this SA's mode",
         Dummy => EspDummy, "esp_dummy", "dummy packet (next header 59)",
         BadInner => EspBadInner, "esp_bad_inner", "decrypted inner packet is malformed",
+        BadInnerChecksum => EspBadInnerChecksum, "esp_bad_inner_checksum",
+            "decrypted inner IPv4 header checksum is wrong",
         EcnDrop => EspEcnDrop, "esp_ecn_drop", "ECN: outer CE on a not-ECT inner packet (RFC 6040)",
         SeqExhausted => SaSeqExhausted, "sa_seq_exhausted", "sequence number space exhausted: SA expired",
         HardLifetime => SaHardLifetime, "sa_hard_lifetime", "SA hard lifetime reached",

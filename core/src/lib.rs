@@ -15,3 +15,4 @@ pub mod pipeline;
 pub mod policy;
 pub mod route;
 pub mod stats;
+pub mod wire;

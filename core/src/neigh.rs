@@ -159,10 +159,21 @@ impl RequestLimiter {
         }
     }
 
+    /// Did we ask for `ip` within the last `window_ms`? (An answer we did
+    /// not ask for is not learned: Linux's `arp_accept = 0`.)
+    pub fn asked(&self, ip: IpAddr, now_ms: u64, window_ms: u64) -> bool {
+        let (k, t) = self.slots[self.slot(ip)];
+        k == ip && now_ms.saturating_sub(t) < window_ms
+    }
+
+    fn slot(&self, ip: IpAddr) -> usize {
+        let h = crate::policy::to_u128(ip);
+        ((h ^ (h >> 64)) as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) as usize % self.slots.len()
+    }
+
     /// Should we ask for `ip` now?
     pub fn allow(&mut self, ip: IpAddr, now_ms: u64) -> bool {
-        let h = crate::policy::to_u128(ip);
-        let i = ((h ^ (h >> 64)) as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) as usize % self.slots.len();
+        let i = self.slot(ip);
         let (k, t) = &mut self.slots[i];
         if *k == ip && now_ms.saturating_sub(*t) < self.interval_ms {
             return false;

@@ -31,72 +31,71 @@ impl Counter {
 
 pub use crate::drops::DropReason;
 
-/// Things that happen to packets other than drops, counted per worker.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[repr(u8)]
-pub enum Event {
-    /// Packets encrypted (outbound ESP).
-    Encrypted,
-    /// Packets decrypted (inbound ESP) and forwarded.
-    Decrypted,
-    /// Packets sent in clear by a pass eroute or default.
-    Passed,
-    /// Outer fragments made after encryption.
-    FragmentsMade,
-    /// Inner fragments made before encryption (eroute option).
-    InnerFragmentsMade,
-    /// Datagrams reassembled from outer fragments.
-    Reassembled,
-    /// ICMP need-frag / ICMPv6 PTB sent to senders.
-    IcmpTooBigSent,
-    /// Path MTU lowered by an ICMP report about our ESP.
-    PmtuLowered,
-    /// TCP SYN MSS values clamped.
-    MssClamped,
-    /// ARP replies / neighbour advertisements sent for our addresses.
-    NeighborReplies,
-    /// ARP requests / neighbour solicitations sent for next hops.
-    NeighborRequests,
-    /// Neighbours learned (sent to the main thread).
-    NeighborsLearned,
-    /// Other ARP/ND messages seen (not for us).
-    NeighborMessages,
+macro_rules! events {
+    ($( $(#[doc = $doc:literal])+ $v:ident => $label:literal, $metric:literal, $help:literal, )*) => {
+        /// Things that happen to packets other than drops, counted per
+        /// worker. One list: the label, the Prometheus metric and its help
+        /// all come from it.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[repr(u8)]
+        pub enum Event {
+            $( $(#[doc = $doc])+ $v, )*
+        }
+
+        impl Event {
+            pub const ALL: &'static [Event] = &[ $( Event::$v, )* ];
+            pub const COUNT: usize = Self::ALL.len();
+            /// Stable snake_case label (reports, API).
+            pub const fn label(self) -> &'static str {
+                match self { $( Event::$v => $label, )* }
+            }
+            /// The Prometheus counter that exposes it.
+            pub const fn metric(self) -> &'static str {
+                match self { $( Event::$v => $metric, )* }
+            }
+            /// The counter's help text.
+            pub const fn help(self) -> &'static str {
+                match self { $( Event::$v => $help, )* }
+            }
+        }
+    };
 }
 
-impl Event {
-    pub const ALL: [Event; 13] = [
-        Event::Encrypted,
-        Event::Decrypted,
-        Event::Passed,
-        Event::FragmentsMade,
-        Event::InnerFragmentsMade,
-        Event::Reassembled,
-        Event::IcmpTooBigSent,
-        Event::PmtuLowered,
-        Event::MssClamped,
-        Event::NeighborReplies,
-        Event::NeighborRequests,
-        Event::NeighborsLearned,
-        Event::NeighborMessages,
-    ];
-    pub const COUNT: usize = Self::ALL.len();
-    pub fn label(self) -> &'static str {
-        match self {
-            Event::Encrypted => "encrypted",
-            Event::Decrypted => "decrypted",
-            Event::Passed => "passed",
-            Event::FragmentsMade => "fragments_made",
-            Event::InnerFragmentsMade => "inner_fragments_made",
-            Event::Reassembled => "reassembled",
-            Event::IcmpTooBigSent => "icmp_too_big_sent",
-            Event::PmtuLowered => "pmtu_lowered",
-            Event::MssClamped => "mss_clamped",
-            Event::NeighborReplies => "neighbor_replies",
-            Event::NeighborRequests => "neighbor_requests",
-            Event::NeighborsLearned => "neighbors_learned",
-            Event::NeighborMessages => "neighbor_messages",
-        }
-    }
+events! {
+    /// Packets encrypted (outbound ESP).
+    Encrypted => "encrypted", "espgw_esp_encrypted_packets_total", "Packets encrypted into ESP.",
+    /// Packets decrypted (inbound ESP) and accepted by their SA's selectors.
+    Decrypted => "decrypted", "espgw_esp_decrypted_packets_total", "ESP packets decrypted and accepted.",
+    /// Packets sent in clear by a pass eroute or default.
+    Passed => "passed", "espgw_passed_packets_total", "Packets forwarded in clear by a pass eroute or default.",
+    /// Outer fragments made after encryption.
+    FragmentsMade => "fragments_made", "espgw_fragments_created_total",
+        "Fragments made of ESP packets after encryption to fit the egress MTU.",
+    /// Fragments made of cleartext packets forwarded to a smaller MTU.
+    ClearFragmentsMade => "clear_fragments_made", "espgw_clear_fragments_created_total",
+        "Fragments made of cleartext packets forwarded to a port with a smaller MTU.",
+    /// Inner fragments made before encryption (eroute option).
+    InnerFragmentsMade => "inner_fragments_made", "espgw_inner_fragments_created_total",
+        "Fragments made of inner packets before encryption.",
+    /// Datagrams reassembled from outer fragments.
+    Reassembled => "reassembled", "espgw_reassembled_datagrams_total", "Datagrams reassembled from fragments.",
+    /// ICMP need-frag / ICMPv6 PTB sent to senders.
+    IcmpTooBigSent => "icmp_too_big_sent", "espgw_icmp_too_big_sent_total",
+        "ICMP fragmentation-needed (IPv4) and packet-too-big (IPv6) messages sent.",
+    /// Path MTU lowered by an ICMP report about our ESP.
+    PmtuLowered => "pmtu_lowered", "espgw_pmtu_lowered_total", "Path MTU reports that lowered an SA's path MTU.",
+    /// TCP SYN MSS values clamped.
+    MssClamped => "mss_clamped", "espgw_mss_clamped_total", "TCP SYNs whose MSS was clamped.",
+    /// ARP replies / neighbour advertisements sent for our addresses.
+    NeighborReplies => "neighbor_replies", "espgw_neighbor_replies_sent_total",
+        "ARP replies and neighbour advertisements sent.",
+    /// ARP requests / neighbour solicitations sent for next hops.
+    NeighborRequests => "neighbor_requests", "espgw_neighbor_requests_sent_total",
+        "ARP requests and neighbour solicitations sent.",
+    /// Neighbours learned (sent to the main thread).
+    NeighborsLearned => "neighbors_learned", "espgw_neighbors_learned_total", "Neighbour entries learned.",
+    /// Other ARP/ND messages seen (not for us).
+    NeighborMessages => "neighbor_messages", "espgw_neighbor_messages_total", "ARP/NDP messages received.",
 }
 
 /// Packet and byte counters of one port as seen by one worker.

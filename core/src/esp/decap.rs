@@ -15,8 +15,9 @@
 use super::replay::{infer_esn_high, ReplayError};
 use super::{EspError, Mode, Sa, BATCH};
 use crate::crypto::ESP_HDR_LEN;
+use crate::drops::DropReason;
 use crate::packet::ip::{self, proto, IPV4_HDR_LEN, IPV6_HDR_LEN};
-use crate::packet::PacketBuf;
+use crate::packet::{HwChecksum, Meta, PacketBuf};
 
 impl Sa {
     /// Decapsulate one inbound ESP packet in place (a burst of one).
@@ -205,7 +206,7 @@ impl Sa {
         }
         let payload_len = payload_end - ct_start;
 
-        match self.mode {
+        let inner = match self.mode {
             Mode::Tunnel { .. } => {
                 let inner_v = match next_header {
                     proto::IPV4 => 4,
@@ -216,14 +217,16 @@ impl Sa {
                 pkt.trim(total_len - payload_end).map_err(|_| EspError::BadLength)?;
                 pkt.adj(ct_start).map_err(|_| EspError::BadLength)?;
                 let d = pkt.data_mut();
-                let ok = match inner_v {
-                    4 => ip::parse_ipv4(d).is_some_and(|i| i.total_len == payload_len),
-                    _ => ip::parse_ipv6(d).is_some_and(|i| i.total_len == payload_len),
-                };
-                if !ok {
+                // The inner packet is an ingress of its own: checked once, here.
+                let mut m = Meta::parse(d, HwChecksum::Unknown).map_err(|e| match e {
+                    DropReason::BadIpChecksum => EspError::BadInnerChecksum,
+                    _ => EspError::BadInner,
+                })?;
+                if (m.is_v6() != (inner_v == 6)) || usize::from(m.total_len) != payload_len {
                     return Err(EspError::BadInner);
                 }
-                super::ecn::decap(d, inner_v, outer_tos)?;
+                m.tos = super::ecn::decap(d, inner_v, outer_tos)?;
+                m
             }
             Mode::Transport => {
                 if next_header == proto::NONE {
@@ -243,9 +246,11 @@ impl Sa {
                 } else {
                     d[4..6].copy_from_slice(&((new_total - IPV6_HDR_LEN) as u16).to_be_bytes());
                 }
+                // The restored header's checksum was just computed.
+                Meta::parse(d, HwChecksum::Good).map_err(|_| EspError::BadInner)?
             }
-        }
-        Ok(Decapped { seq, next_header, payload_len })
+        };
+        Ok(Decapped { seq, next_header, payload_len, inner })
     }
 }
 
@@ -281,6 +286,8 @@ pub struct Decapped {
     pub next_header: u8,
     /// Bytes of protected payload (what the lifetime counts).
     pub payload_len: usize,
+    /// The record of the packet now in the buffer (checked like any ingress).
+    pub inner: Meta,
 }
 
 fn replay_err(e: ReplayError) -> EspError {

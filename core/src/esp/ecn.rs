@@ -6,7 +6,8 @@ use crate::packet::ip;
 
 /// Fold the outer ECN (`outer_tos & 3`) into `inner` (an IPv4 or IPv6
 /// header, `version` 4 or 6); the IPv4 checksum is updated incrementally.
-pub(super) fn decap(inner: &mut [u8], version: u8, outer_tos: u8) -> Result<(), EspError> {
+/// Returns the inner TOS / traffic class as it now is.
+pub(super) fn decap(inner: &mut [u8], version: u8, outer_tos: u8) -> Result<u8, EspError> {
     const CE: u8 = 3;
     const ECT1: u8 = 1;
     let outer = outer_tos & 3;
@@ -30,6 +31,7 @@ pub(super) fn decap(inner: &mut [u8], version: u8, outer_tos: u8) -> Result<(), 
         } else {
             ip::ipv6_set_traffic_class(inner, tos);
         }
+        return Ok(tos);
     }
-    Ok(())
+    Ok(tos)
 }

@@ -2,12 +2,11 @@
 //! per burst, headers and trailers packet by packet, then one seal call per
 //! batch (multi-buffer backends interleave the packets).
 
-use std::net::IpAddr;
-
-use super::{pad_len, seq::SeqError, DfPolicy, EspError, Mode, Sa, BATCH};
+use super::{pad_len, seq::SeqError, DfPolicy, EspError, Mode, Outer, Sa, BATCH};
 use crate::crypto::{CryptoError, ESP_HDR_LEN};
-use crate::packet::ip::{self, proto, IPV4_DF, IPV4_HDR_LEN, IPV6_HDR_LEN};
-use crate::packet::PacketBuf;
+use crate::packet::ip::{self, proto, IPV4_HDR_LEN, IPV6_HDR_LEN};
+use crate::packet::{Meta, PacketBuf};
+use crate::wire::Ipv6Repr;
 
 impl Sa {
     /// Encapsulate a burst of this SA's packets (IP packets from byte 0).
@@ -15,13 +14,42 @@ impl Sa {
     /// passed), then one atomic step reserves the sequence numbers of the
     /// admitted packets. `results[i]` tells what happened to `pkts[i]`.
     pub fn encap_burst<B: PacketBuf>(&self, pkts: &mut [B], results: &mut [Result<(), EspError>]) {
-        self.encap_burst_numbered(pkts, results);
+        let mut metas = [Meta::default(); BATCH];
+        let mut start = 0;
+        while start < pkts.len().min(results.len()) {
+            let end = (start + BATCH).min(pkts.len()).min(results.len());
+            let mut ok = [true; BATCH];
+            for (i, p) in pkts[start..end].iter().enumerate() {
+                match Meta::parse(p.data(), crate::packet::HwChecksum::Good) {
+                    Ok(m) => metas[i] = m,
+                    Err(_) => ok[i] = false,
+                }
+            }
+            self.encap_burst_numbered(&mut pkts[start..end], &metas[..end - start], &mut results[start..end]);
+            for (r, ok) in results[start..end].iter_mut().zip(ok) {
+                if !ok {
+                    *r = Err(EspError::BadInner);
+                }
+            }
+            start = end;
+        }
     }
 
-    /// [`Self::encap_burst`], returning the first sequence number used (0 if none).
-    fn encap_burst_numbered<B: PacketBuf>(&self, pkts: &mut [B], results: &mut [Result<(), EspError>]) -> u64 {
-        let n = pkts.len().min(results.len());
-        let admitted = self.usage.admit(&self.lifetime, pkts[..n].iter().map(|p| p.len() as u64));
+    /// Encapsulate a burst whose records ingress already made
+    /// (`metas[i]` describes `pkts[i]`): no packet is parsed again.
+    pub fn encap_burst_meta<B: PacketBuf>(&self, pkts: &mut [B], metas: &[Meta], results: &mut [Result<(), EspError>]) {
+        self.encap_burst_numbered(pkts, metas, results);
+    }
+
+    /// [`Self::encap_burst_meta`], returning the first sequence number used (0 if none).
+    fn encap_burst_numbered<B: PacketBuf>(
+        &self,
+        pkts: &mut [B],
+        metas: &[Meta],
+        results: &mut [Result<(), EspError>],
+    ) -> u64 {
+        let n = pkts.len().min(results.len()).min(metas.len());
+        let admitted = self.usage.admit(&self.lifetime, metas[..n].iter().map(|m| u64::from(m.total_len)));
         for r in &mut results[admitted..n] {
             *r = Err(self.expiry_reason());
         }
@@ -48,7 +76,12 @@ impl Sa {
         let mut start = 0;
         while start < block.usable {
             let end = (start + BATCH).min(block.usable);
-            self.encap_batch(&mut pkts[start..end], block.first + start as u64, &mut results[start..end]);
+            self.encap_batch(
+                &mut pkts[start..end],
+                &metas[start..end],
+                block.first + start as u64,
+                &mut results[start..end],
+            );
             start = end;
         }
         block.first
@@ -56,8 +89,9 @@ impl Sa {
 
     /// Encapsulate one packet (a burst of one); returns its sequence number.
     pub fn encap<B: PacketBuf>(&self, pkt: &mut B) -> Result<u64, EspError> {
+        let meta = Meta::parse(pkt.data(), crate::packet::HwChecksum::Good).map_err(|_| EspError::BadInner)?;
         let mut r = [Ok(())];
-        let first = self.encap_burst_numbered(std::slice::from_mut(pkt), &mut r);
+        let first = self.encap_burst_numbered(std::slice::from_mut(pkt), &[meta], &mut r);
         r[0].map(|()| first)
     }
 
@@ -74,11 +108,17 @@ impl Sa {
 
     /// Up to [`BATCH`] packets with sequence numbers `first..`: headers and
     /// trailers one by one, then one call that seals them all.
-    fn encap_batch<B: PacketBuf>(&self, pkts: &mut [B], first: u64, results: &mut [Result<(), EspError>]) {
+    fn encap_batch<B: PacketBuf>(
+        &self,
+        pkts: &mut [B],
+        metas: &[Meta],
+        first: u64,
+        results: &mut [Result<(), EspError>],
+    ) {
         let mut prep: [Option<(usize, u32)>; BATCH] = [None; BATCH];
-        for (i, p) in pkts.iter_mut().enumerate() {
+        for (i, (p, m)) in pkts.iter_mut().zip(metas).enumerate() {
             let seq = first + i as u64;
-            match self.encap_prepare(p, seq) {
+            match self.encap_prepare(p, seq, m) {
                 Ok(off) => prep[i] = Some((off, (seq >> 32) as u32)),
                 Err(e) => results[i] = Err(e),
             }
@@ -91,13 +131,17 @@ impl Sa {
         }
     }
 
-    /// Everything but the crypto: headers, IV, padding, trailer. Returns the
-    /// offset of the ESP header (the buffer then runs to the end of the ICV).
+    /// Everything but the crypto: headers, IV, padding, trailer, from the
+    /// inner packet's record (no parse). Returns the offset of the ESP
+    /// header (the buffer then runs to the end of the ICV).
     #[inline]
-    fn encap_prepare<B: PacketBuf>(&self, pkt: &mut B, seq: u64) -> Result<usize, EspError> {
+    fn encap_prepare<B: PacketBuf>(&self, pkt: &mut B, seq: u64, inner: &Meta) -> Result<usize, EspError> {
+        let total_len = usize::from(inner.total_len);
+        // Link-layer padding beyond the IP length goes.
+        pkt.trim(pkt.len().checked_sub(total_len).ok_or(EspError::BadInner)?).map_err(|_| EspError::BadInner)?;
         match self.mode {
-            Mode::Tunnel { local, remote } => self.encap_tunnel(pkt, seq, local, remote),
-            Mode::Transport => self.encap_transport(pkt, seq),
+            Mode::Tunnel { local, .. } => self.encap_tunnel(pkt, seq, local.is_ipv4(), inner),
+            Mode::Transport => self.encap_transport(pkt, seq, inner),
         }
     }
 
@@ -105,96 +149,46 @@ impl Sa {
         &self,
         pkt: &mut B,
         seq: u64,
-        local: IpAddr,
-        remote: IpAddr,
+        outer_v4: bool,
+        inner: &Meta,
     ) -> Result<usize, EspError> {
         let a = self.algorithm;
-        // Inner packet: validate and cut link-layer padding.
-        let (inner_len, next_header, tos, df) = {
-            let d = pkt.data();
-            match ip::version(d) {
-                Some(4) => {
-                    let i = ip::parse_ipv4(d).ok_or(EspError::BadInner)?;
-                    (i.total_len, proto::IPV4, i.tos, i.df())
-                }
-                Some(6) => {
-                    let i = ip::parse_ipv6(d).ok_or(EspError::BadInner)?;
-                    (i.total_len, proto::IPV6, i.traffic_class, true)
-                }
-                _ => return Err(EspError::BadInner),
-            }
-        };
-        pkt.trim(pkt.len() - inner_len).map_err(|_| EspError::BadInner)?;
-        let outer_len = if local.is_ipv4() { IPV4_HDR_LEN } else { IPV6_HDR_LEN };
+        let inner_len = usize::from(inner.total_len);
+        let next_header = if inner.is_v6() { proto::IPV6 } else { proto::IPV4 };
+        let outer_len = if outer_v4 { IPV4_HDR_LEN } else { IPV6_HDR_LEN };
         let pad = pad_len(inner_len, a.pad_align());
         let head = outer_len + ESP_HDR_LEN + a.iv_len();
         let tail = pad + 2 + a.icv_len();
         let total = head + inner_len + tail;
-        grow(pkt, head, tail, total, local.is_ipv4())?;
+        grow(pkt, head, tail, total, outer_v4)?;
         let buf = pkt.data_mut();
         // ESP header, IV, trailer.
-        let esp = &mut buf[outer_len..];
-        self.write_esp(esp, seq, inner_len, pad, next_header)?;
+        self.write_esp(&mut buf[outer_len..], seq, inner_len, pad, next_header)?;
         // Outer header: DSCP copied, ECN copied (RFC 6040 normal mode).
-        match (local, remote) {
-            (IpAddr::V4(s), IpAddr::V4(d)) => {
+        match &self.outer {
+            Outer::V4(t) => {
                 let df = match self.df {
-                    DfPolicy::Copy => df,
+                    DfPolicy::Copy => inner.df,
                     DfPolicy::Set => true,
                     DfPolicy::Clear => false,
                 };
-                let h = &mut buf[..IPV4_HDR_LEN];
-                h[0] = 0x45;
-                h[1] = tos;
-                h[2..4].copy_from_slice(&(total as u16).to_be_bytes());
                 // Identification: the low bits of the sequence number are unique per SA.
-                h[4..6].copy_from_slice(&(seq as u16).to_be_bytes());
-                h[6..8].copy_from_slice(&(if df { IPV4_DF } else { 0 }).to_be_bytes());
-                h[8] = self.ttl;
-                h[9] = proto::ESP;
-                h[12..16].copy_from_slice(&s.octets());
-                h[16..20].copy_from_slice(&d.octets());
-                ip::ipv4_set_checksum(h);
+                t.emit(buf, inner.tos, total as u16, seq as u16, df);
             }
-            (IpAddr::V6(s), IpAddr::V6(d)) => {
-                let h = &mut buf[..IPV6_HDR_LEN];
-                h[..4].copy_from_slice(&[0x60, 0, 0, 0]);
-                ip::ipv6_set_traffic_class(h, tos);
-                h[4..6].copy_from_slice(&((total - IPV6_HDR_LEN) as u16).to_be_bytes());
-                h[6] = proto::ESP;
-                h[7] = self.ttl;
-                h[8..24].copy_from_slice(&s.octets());
-                h[24..40].copy_from_slice(&d.octets());
-            }
-            _ => return Err(EspError::BadInner), // excluded at SA creation
+            Outer::V6(r) => Ipv6Repr { traffic_class: inner.tos, payload_len: total - IPV6_HDR_LEN, ..*r }.emit(buf),
+            Outer::None => return Err(EspError::BadInner), // tunnel SAs always have one
         }
         Ok(outer_len)
     }
 
-    fn encap_transport<B: PacketBuf>(&self, pkt: &mut B, seq: u64) -> Result<usize, EspError> {
+    fn encap_transport<B: PacketBuf>(&self, pkt: &mut B, seq: u64, inner: &Meta) -> Result<usize, EspError> {
+        if inner.is_fragment() {
+            // RFC 4303 §3.3: transport mode never applies to fragments.
+            return Err(EspError::Fragment);
+        }
         let a = self.algorithm;
-        let (hdr_len, total_len, l4_proto, nh_field, v4) = {
-            let d = pkt.data();
-            match ip::version(d) {
-                Some(4) => {
-                    let i = ip::parse_ipv4(d).ok_or(EspError::BadInner)?;
-                    if i.is_fragment() {
-                        // RFC 4303 §3.3: transport mode never applies to fragments.
-                        return Err(EspError::Fragment);
-                    }
-                    (i.header_len, i.total_len, i.protocol, 9, true)
-                }
-                Some(6) => {
-                    let i = ip::parse_ipv6(d).ok_or(EspError::BadInner)?;
-                    if i.fragment {
-                        return Err(EspError::Fragment);
-                    }
-                    (i.l4_offset, i.total_len, i.l4_proto, i.nh_field, false)
-                }
-                _ => return Err(EspError::BadInner),
-            }
-        };
-        pkt.trim(pkt.len() - total_len).map_err(|_| EspError::BadInner)?;
+        let (hdr_len, total_len, nh_field, v4) =
+            (inner.header_len(), usize::from(inner.total_len), usize::from(inner.nh_field), !inner.is_v6());
         let payload_len = total_len - hdr_len;
         let pad = pad_len(payload_len, a.pad_align());
         let head = ESP_HDR_LEN + a.iv_len();
@@ -205,7 +199,7 @@ impl Sa {
         // Move the IP header (and IPv6 extension headers) to the new front.
         buf.copy_within(head..head + hdr_len, 0);
         buf[nh_field] = proto::ESP;
-        self.write_esp(&mut buf[hdr_len..], seq, payload_len, pad, l4_proto)?;
+        self.write_esp(&mut buf[hdr_len..], seq, payload_len, pad, inner.key.proto)?;
         if v4 {
             buf[2..4].copy_from_slice(&(total as u16).to_be_bytes());
             ip::ipv4_set_checksum(&mut buf[..hdr_len]);

@@ -198,7 +198,6 @@ pub struct Sa {
     mode: Mode,
     esn: bool,
     df: DfPolicy,
-    ttl: u8,
     lifetime: Lifetime,
     transform: Transform,
     key_id: KeyId,
@@ -212,6 +211,19 @@ pub struct Sa {
     anti_replay: bool,
     usage: Usage,
     pmtu: PathMtu,
+    /// Tunnel mode: the outer header, prepared once.
+    outer: Outer,
+}
+
+/// A tunnel SA's outer header, prepared at creation.
+#[derive(Debug, Clone, Copy)]
+enum Outer {
+    /// IPv4: fixed fields and their checksum sum precomputed.
+    V4(crate::wire::ipv4::Ipv4Template),
+    /// IPv6: everything but traffic class and length.
+    V6(crate::wire::Ipv6Repr),
+    /// Transport mode: the packet keeps its own header.
+    None,
 }
 
 impl Sa {
@@ -258,7 +270,6 @@ impl Sa {
             mode: cfg.mode,
             esn: cfg.esn,
             df: cfg.df,
-            ttl: cfg.ttl,
             lifetime: cfg.lifetime,
             transform,
             key_id: cfg.key_id(),
@@ -268,6 +279,20 @@ impl Sa {
             anti_replay,
             usage: from.usage,
             pmtu: PathMtu::default(),
+            outer: match cfg.mode {
+                Mode::Tunnel { local: IpAddr::V4(s), remote: IpAddr::V4(d) } => {
+                    Outer::V4(crate::wire::ipv4::Ipv4Template::new(s, d, crate::packet::ip::proto::ESP, cfg.ttl))
+                }
+                Mode::Tunnel { local: IpAddr::V6(s), remote: IpAddr::V6(d) } => Outer::V6(crate::wire::Ipv6Repr {
+                    src: s,
+                    dst: d,
+                    next_header: crate::packet::ip::proto::ESP,
+                    traffic_class: 0,
+                    hop_limit: cfg.ttl,
+                    payload_len: 0,
+                }),
+                _ => Outer::None,
+            },
         })
     }
 

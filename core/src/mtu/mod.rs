@@ -28,7 +28,7 @@ pub use mss::{clamp_mss, mss_for};
 pub use reasm::{Freed, ReasmConfig, ReasmDrop, ReasmOutcome, Reassembler};
 
 use crate::esp::{Mode, PmtuUpdate, Sa};
-use crate::packet::ip;
+use crate::packet::Meta;
 
 /// Smallest path MTU an IPv4 outer path may be lowered to (RFC 1191 uses 68;
 /// a tunnel below 576 is useless, and lowering further only helps attackers).
@@ -47,12 +47,9 @@ pub fn egress_limit(sa: &Sa, port_mtu: u16, now_ms: u64) -> u16 {
 
 /// The tunnel MTU to announce for `inner` (the packet that did not fit): the
 /// largest inner packet of the same kind that fits in `limit` after `sa`.
-pub fn tunnel_mtu(sa: &Sa, limit: u16, inner: &[u8]) -> u16 {
+pub fn tunnel_mtu(sa: &Sa, limit: u16, inner: &Meta) -> u16 {
     let hdr = match sa.mode() {
-        Mode::Transport => match ip::version(inner) {
-            Some(4) => ip::parse_ipv4(inner).map_or(20, |i| i.header_len),
-            _ => ip::parse_ipv6(inner).map_or(40, |i| i.l4_offset),
-        },
+        Mode::Transport => inner.header_len(),
         Mode::Tunnel { .. } => 0,
     };
     sa.max_inner_len(usize::from(limit), hdr).min(usize::from(u16::MAX)) as u16
@@ -69,31 +66,21 @@ pub enum TooBig {
     Refuse { mtu: u16 },
 }
 
-/// Decide for an inner packet of `inner_len` bytes with DF `df` (IPv6 always
-/// counts as DF) once encrypted with `sa` under `limit`.
-pub fn decide(sa: &Sa, limit: u16, inner: &[u8]) -> TooBig {
+/// Decide for the inner packet `inner` (IPv6 always counts as DF) once
+/// encrypted with `sa` under `limit`.
+pub fn decide(sa: &Sa, limit: u16, inner: &Meta) -> TooBig {
+    let len = usize::from(inner.total_len);
     let payload = match sa.mode() {
-        Mode::Tunnel { .. } => inner.len(),
-        Mode::Transport => inner.len() - tunnel_hdr(inner),
+        Mode::Tunnel { .. } => len,
+        Mode::Transport => len - inner.header_len(),
     };
-    if inner.len() + sa.overhead(payload) <= usize::from(limit) {
+    if len + sa.overhead(payload) <= usize::from(limit) {
         return TooBig::Fits;
     }
-    let df = match ip::version(inner) {
-        Some(4) => ip::parse_ipv4(inner).is_none_or(|i| i.df()),
-        _ => true,
-    };
-    if df {
+    if inner.df {
         TooBig::Refuse { mtu: tunnel_mtu(sa, limit, inner) }
     } else {
         TooBig::FragmentOuter
-    }
-}
-
-fn tunnel_hdr(inner: &[u8]) -> usize {
-    match ip::version(inner) {
-        Some(4) => ip::parse_ipv4(inner).map_or(20, |i| i.header_len),
-        _ => ip::parse_ipv6(inner).map_or(40, |i| i.l4_offset),
     }
 }
 

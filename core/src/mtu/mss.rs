@@ -3,28 +3,16 @@
 //! cure for the whole PMTU problem. The checksum is updated incrementally.
 
 use crate::packet::ip::{self, proto};
+use crate::packet::{Frag, Meta};
 
 /// Clamp the MSS of a TCP SYN in `pkt` (IPv4 or IPv6, starting at the IP
-/// header) to `max_mss`. Returns the old MSS when it was lowered.
-pub fn clamp_mss(pkt: &mut [u8], max_mss: u16) -> Option<u16> {
-    let (l4, v4) = match ip::version(pkt)? {
-        4 => {
-            let i = ip::parse_ipv4(pkt)?;
-            if i.protocol != proto::TCP || i.flags_frag & 0x1fff != 0 {
-                return None;
-            }
-            (i.header_len, true)
-        }
-        6 => {
-            let i = ip::parse_ipv6(pkt)?;
-            if i.l4_proto != proto::TCP || i.fragment {
-                return None;
-            }
-            (i.l4_offset, false)
-        }
-        _ => return None,
-    };
-    let _ = v4;
+/// header, described by `m`) to `max_mss`. Returns the old MSS when it was
+/// lowered.
+pub fn clamp_mss(pkt: &mut [u8], m: &Meta, max_mss: u16) -> Option<u16> {
+    if m.key.proto != proto::TCP || m.frag == Frag::Later {
+        return None;
+    }
+    let l4 = m.header_len();
     let tcp = pkt.get_mut(l4..)?;
     if tcp.len() < 20 || tcp[13] & 0x02 == 0 {
         return None; // not a SYN

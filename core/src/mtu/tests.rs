@@ -5,8 +5,12 @@ use super::*;
 use crate::crypto::Algorithm;
 use crate::esp::tests::{udp4, udp6};
 use crate::esp::{Mode, Sa, SaConfig};
-use crate::packet::ip::proto;
-use crate::packet::{PacketBuf, VecBuf};
+use crate::packet::ip::{self, proto};
+use crate::packet::{HwChecksum, Meta, PacketBuf, VecBuf};
+
+fn meta(p: &[u8]) -> Meta {
+    Meta::parse(p, HwChecksum::Good).unwrap()
+}
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 fn modes() -> Vec<(&'static str, Mode)> {
@@ -43,7 +47,7 @@ fn tunnel_mtu_is_exact_at_every_byte_around_the_boundary() {
             for v6 in [false, true] {
                 for limit in [1280u16, 1400, 1500] {
                     let probe = if v6 { udp6(200, 0, 0) } else { udp4(200, 0, true, 0) };
-                    let mtu = tunnel_mtu(&s, limit, &probe);
+                    let mtu = tunnel_mtu(&s, limit, &meta(&probe));
                     for size in (usize::from(mtu) - 20)..=(usize::from(mtu) + 20) {
                         let inner = if v6 { udp6(size, 0, 1) } else { udp4(size, 0, true, 1) };
                         let mut b = VecBuf::from_slice(&inner);
@@ -55,7 +59,7 @@ fn tunnel_mtu_is_exact_at_every_byte_around_the_boundary() {
                             "{a:?} {mname} v6={v6} limit {limit}: size {size} → {} (mtu {mtu})",
                             b.len()
                         );
-                        let d = decide(&s, limit, &inner);
+                        let d = decide(&s, limit, &meta(&inner));
                         if fits {
                             assert_eq!(d, TooBig::Fits);
                         } else {
@@ -92,10 +96,10 @@ fn tunnel_mtu_is_exact_at_every_byte_around_the_boundary() {
 fn without_df_the_outer_packet_is_fragmented() {
     let s = sa(Algorithm::AesGcm128, modes()[0].1);
     let inner = udp4(1500, 0, false, 3);
-    assert_eq!(decide(&s, 1500, &inner), TooBig::FragmentOuter);
+    assert_eq!(decide(&s, 1500, &meta(&inner)), TooBig::FragmentOuter);
     let inner = udp4(1500, 0, true, 3);
     assert_eq!(
-        decide(&s, 1500, &inner),
+        decide(&s, 1500, &meta(&inner)),
         TooBig::Refuse { mtu: 1446 },
         "1500 - 20 outer - 8 ESP - 8 IV - 16 ICV = 1448 (aligned), - 2 trailer"
     );
@@ -322,7 +326,7 @@ fn path_mtu_learning_and_ageing() {
     assert_eq!(egress_limit(&s, 1500, t0 + 3 + PMTU_AGEING_MS), 1500);
     // The announced tunnel MTU follows the learned path MTU.
     let inner = udp4(1400, 0, true, 1);
-    assert_eq!(decide(&s, egress_limit(&s, 1500, t0 + 4 + PMTU_AGEING_MS), &inner), TooBig::Fits);
+    assert_eq!(decide(&s, egress_limit(&s, 1500, t0 + 4 + PMTU_AGEING_MS), &meta(&inner)), TooBig::Fits);
     // Things that are not reports about ESP are not parsed as such.
     assert_eq!(parse_too_big(&udp4(100, 0, false, 0)), None);
     let mut not_esp = VecBuf::with_room(128, 2048);
@@ -386,28 +390,70 @@ fn mss_clamp_on_syns() {
         let mut p = syn(v6, &linux, 0x02);
         assert!(tcp_csum_ok(&p));
         let max = mss_for(1438, v6);
-        assert_eq!(clamp_mss(&mut p, max), Some(1460));
+        assert_eq!(
+            {
+                let m = meta(&p);
+                clamp_mss(&mut p, &m, max)
+            },
+            Some(1460)
+        );
         let l4 = if v6 { 40 } else { 20 };
         assert_eq!(u16::from_be_bytes([p[l4 + 22], p[l4 + 23]]), max);
         assert!(tcp_csum_ok(&p), "checksum updated incrementally (v6={v6})");
         // SYN-ACK too.
         let mut p = syn(v6, &linux, 0x12);
-        assert_eq!(clamp_mss(&mut p, max), Some(1460));
+        assert_eq!(
+            {
+                let m = meta(&p);
+                clamp_mss(&mut p, &m, max)
+            },
+            Some(1460)
+        );
         assert!(tcp_csum_ok(&p));
         // Smaller MSS untouched; non-SYN untouched; no MSS option untouched.
         let mut p = syn(v6, &[2, 4, 0x02, 0x00], 0x02);
-        assert_eq!(clamp_mss(&mut p, max), None);
+        assert_eq!(
+            {
+                let m = meta(&p);
+                clamp_mss(&mut p, &m, max)
+            },
+            None
+        );
         let mut p = syn(v6, &linux, 0x10);
-        assert_eq!(clamp_mss(&mut p, max), None);
+        assert_eq!(
+            {
+                let m = meta(&p);
+                clamp_mss(&mut p, &m, max)
+            },
+            None
+        );
         let mut p = syn(v6, &[1, 1, 1, 1], 0x02);
-        assert_eq!(clamp_mss(&mut p, max), None);
+        assert_eq!(
+            {
+                let m = meta(&p);
+                clamp_mss(&mut p, &m, max)
+            },
+            None
+        );
         // MSS at an odd offset (after one NOP).
         let mut p = syn(v6, &[1, 2, 4, 0x05, 0xb4, 1, 1, 1], 0x02);
-        assert_eq!(clamp_mss(&mut p, 1000), Some(1460));
+        assert_eq!(
+            {
+                let m = meta(&p);
+                clamp_mss(&mut p, &m, 1000)
+            },
+            Some(1460)
+        );
         assert!(tcp_csum_ok(&p), "odd offset (v6={v6})");
         // Lying option lengths never panic.
         let mut p = syn(v6, &[2, 40, 5, 180], 0x02);
-        assert_eq!(clamp_mss(&mut p, 1000), None);
+        assert_eq!(
+            {
+                let m = meta(&p);
+                clamp_mss(&mut p, &m, 1000)
+            },
+            None
+        );
     }
     assert_eq!(mss_for(1438, false), 1398);
     assert_eq!(mss_for(1438, true), 1378);

@@ -9,6 +9,8 @@ pub mod proto {
     pub const IPV4: u8 = 4;
     pub const TCP: u8 = 6;
     pub const UDP: u8 = 17;
+    pub const GRE: u8 = 47;
+    pub const SCTP: u8 = 132;
     pub const IPV6: u8 = 41;
     pub const ROUTING: u8 = 43;
     pub const FRAGMENT: u8 = 44;
@@ -122,24 +124,18 @@ impl Ipv4Info {
     }
 }
 
-/// Parse an IPv4 header: version 4, IHL >= 5, header and total length inside
-/// the buffer (the buffer may be longer: link-layer padding).
+/// Parse an IPv4 header through its checked view ([`crate::wire::Ipv4Packet`]):
+/// version 4, IHL >= 5, header and total length inside the buffer (the buffer
+/// may be longer: link-layer padding).
 #[inline]
 pub fn parse_ipv4(pkt: &[u8]) -> Option<Ipv4Info> {
-    if pkt.len() < IPV4_HDR_LEN || pkt[0] >> 4 != 4 {
-        return None;
-    }
-    let header_len = usize::from(pkt[0] & 0x0f) * 4;
-    let total_len = usize::from(u16::from_be_bytes([pkt[2], pkt[3]]));
-    if header_len < IPV4_HDR_LEN || total_len < header_len || total_len > pkt.len() {
-        return None;
-    }
+    let p = crate::wire::Ipv4Packet::new_checked(pkt).ok()?;
     Some(Ipv4Info {
-        header_len,
-        total_len,
-        protocol: pkt[9],
-        flags_frag: u16::from_be_bytes([pkt[6], pkt[7]]),
-        tos: pkt[1],
+        header_len: p.header_len(),
+        total_len: p.total_len(),
+        protocol: p.protocol(),
+        flags_frag: p.flags_frag(),
+        tos: p.tos(),
     })
 }
 
@@ -159,46 +155,20 @@ pub struct Ipv6Info {
     pub fragment: bool,
 }
 
-/// Parse an IPv6 header and walk hop-by-hop, routing and destination-options
-/// headers (and note a fragment header) up to the upper-layer protocol.
+/// Parse an IPv6 header and walk its extension headers, through the checked
+/// view ([`crate::wire::Ipv6Packet`]).
 #[inline]
 pub fn parse_ipv6(pkt: &[u8]) -> Option<Ipv6Info> {
-    if pkt.len() < IPV6_HDR_LEN || pkt[0] >> 4 != 6 {
-        return None;
-    }
-    let total_len = IPV6_HDR_LEN + usize::from(u16::from_be_bytes([pkt[4], pkt[5]]));
-    if total_len > pkt.len() {
-        return None;
-    }
-    let traffic_class = (pkt[0] << 4) | (pkt[1] >> 4);
-    let mut nh = pkt[6];
-    let mut nh_field = 6;
-    let mut off = IPV6_HDR_LEN;
-    let mut fragment = false;
-    // At most a handful of extension headers; bound the walk.
-    for _ in 0..8 {
-        match nh {
-            proto::HOPOPT | proto::ROUTING | proto::DSTOPTS => {
-                let h = pkt.get(off..off + 2)?;
-                let len = (usize::from(h[1]) + 1) * 8;
-                if off + len > total_len {
-                    return None;
-                }
-                nh_field = off;
-                nh = h[0];
-                off += len;
-            }
-            proto::FRAGMENT => {
-                let h = pkt.get(off..off + 8)?;
-                fragment = true;
-                nh_field = off;
-                nh = h[0];
-                off += 8;
-            }
-            _ => break,
-        }
-    }
-    Some(Ipv6Info { total_len, l4_offset: off, l4_proto: nh, nh_field, traffic_class, fragment })
+    let p = crate::wire::Ipv6Packet::new_checked(pkt).ok()?;
+    let l = p.layout();
+    Some(Ipv6Info {
+        total_len: p.total_len(),
+        l4_offset: l.l4_offset,
+        l4_proto: l.l4_proto,
+        nh_field: l.nh_field,
+        traffic_class: p.traffic_class(),
+        fragment: l.fragment.is_some(),
+    })
 }
 
 /// Set the traffic class of an IPv6 header.

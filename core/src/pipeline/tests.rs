@@ -3,11 +3,16 @@
 
 use super::*;
 use crate::crypto::Algorithm;
+use crate::esp::Mode;
 use crate::esp::{tests::udp4, tests::udp6, SaConfig};
+use crate::mtu;
 use crate::mtu::VecAlloc;
+use crate::packet::ip::{self, proto};
 use crate::packet::VecBuf;
+use crate::policy::Action;
 use crate::policy::{Defaults, Eroute, PolicyDb, ProtectOptions, SaRole, Selector};
 use crate::route::Route;
+use crate::stats::Event;
 
 const CLEAR: usize = 0;
 const PROT: usize = 1;
@@ -437,7 +442,8 @@ fn arp_and_ndp_answer_learn_and_solicit() {
         (2, MAC_A_CLEAR, "10.0.1.254".parse().unwrap(), "10.0.1.5".parse().unwrap())
     );
     assert_eq!(q.pop(), Some(("10.0.1.5".parse().unwrap(), MAC_HOST_A)), "the asker is learned");
-    // A request for someone else is learned from, not answered.
+    // A request for someone else is neither answered nor learned from
+    // (Linux's arp_accept = 0: anyone on the link could send it).
     let mut other = VecBuf::with_room(128, 256);
     crate::neigh::build_arp(
         &mut other,
@@ -450,7 +456,24 @@ fn arp_and_ndp_answer_learn_and_solicit() {
     )
     .unwrap();
     assert!(a.run(CLEAR, vec![other], 0).is_empty());
-    assert_eq!(q.pop().map(|x| x.0), Some("10.0.1.6".parse().unwrap()));
+    assert_eq!(q.pop(), None, "not learned");
+    // Nor is a reply nobody asked for.
+    let arp_reply = |ip: &str, mac: [u8; 6]| {
+        let mut r = VecBuf::with_room(128, 256);
+        crate::neigh::build_arp(
+            &mut r,
+            2,
+            MAC_A_CLEAR,
+            mac,
+            ip.parse().unwrap(),
+            MAC_A_CLEAR,
+            "10.0.1.254".parse().unwrap(),
+        )
+        .unwrap();
+        r
+    };
+    assert!(a.run(CLEAR, vec![arp_reply("10.0.1.1", [2, 0xee, 0, 0, 0, 1])], 0).is_empty());
+    assert_eq!(q.pop(), None, "an unsolicited reply is not learned");
     // IPv6: a neighbour solicitation for fd00:1::fe gets an advertisement.
     let me: std::net::Ipv6Addr = "fd00:1::fe".parse().unwrap();
     let host: std::net::Ipv6Addr = "fd00:1::5".parse().unwrap();
@@ -489,4 +512,23 @@ fn arp_and_ndp_answer_learn_and_solicit() {
     // A second later it asks again.
     let out = a.run(CLEAR, vec![eth(&from_host_a(100, false, false, 9), MAC_A_CLEAR, MAC_HOST_A)], 1000);
     assert_eq!(out.len(), 1);
+    // The answer to that question is learned.
+    let q = Arc::new(LearnQueue::new(16));
+    let ports = a.pipe.ports().to_vec();
+    let mut p = Pipeline::new(ports, ReasmConfig::default(), 1000).with_learning(q.clone());
+    std::mem::swap(&mut a.pipe, &mut p);
+    a.run(CLEAR, vec![eth(&from_host_a(100, false, false, 9), MAC_A_CLEAR, MAC_HOST_A)], 5000);
+    let mut ans = VecBuf::with_room(128, 256);
+    crate::neigh::build_arp(
+        &mut ans,
+        2,
+        MAC_A_PROT,
+        MAC_B_PROT,
+        "198.51.100.1".parse().unwrap(),
+        MAC_A_PROT,
+        "192.0.2.1".parse().unwrap(),
+    )
+    .unwrap();
+    a.run(PROT, vec![ans], 5100);
+    assert_eq!(q.pop(), Some(("198.51.100.1".parse().unwrap(), MAC_B_PROT)), "the answer we asked for is learned");
 }

@@ -1,0 +1,271 @@
+//! The packet pipeline over one received burst, generic over the buffer type:
+//! the same code runs on `VecBuf`s in unit tests and on mbufs in the worker.
+//!
+//! Every packet is parsed once, at [`ingress`]: L2, the checked IP header
+//! (checksum, lengths, fragment bounds) and its selectors go into a
+//! [`Meta`] record that every later stage reads.
+//!
+//! - From a cleartext port ([`outbound`]): eroute lookup → protect (grouped
+//!   by SA, MTU decision against the egress the *outer* route picks, one
+//!   sequence reservation and one crypto call per group) | pass | drop | trap.
+//! - From a protected port ([`inbound`]): reassembly of outer fragments →
+//!   SAD lookup → decryption per SA group → the inner packet must match its
+//!   SA's selectors → forwarded. ICMP too-big reports about our ESP lower
+//!   the SA's path MTU.
+//! - One egress for every cleartext packet ([`egress`]): route, the
+//!   protected-port rule (nothing leaves a protected port in clear unless a
+//!   pass eroute allowed exactly that packet), the egress port's MTU
+//!   (fragment, or ICMP need-frag / PTB to the source), TTL, L2, TX.
+//!
+//! Traffic addressed to the gateway itself is dropped and counted
+//! (`for_gateway`): there is no host path yet, and it is never forwarded.
+//!
+//! Packets that need the outbound policy after the burst (decrypted
+//! traffic routed to a protected port, ICMP errors for sources across a
+//! tunnel) wait in a small deferred list and are classified at the end of
+//! the burst, at most [`DEFERRED_ROUNDS`] times.
+//!
+//! Nothing here allocates on the heap per packet (fixed-capacity arrays,
+//! buffers from the [`BufAlloc`]), takes a lock or panics; every packet ends
+//! sent or counted under a [`DropReason`].
+
+mod egress;
+mod inbound;
+mod ingress;
+mod neighbor;
+mod outbound;
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
+
+use arrayvec::ArrayVec;
+use crossbeam_queue::ArrayQueue;
+
+use crate::mtu::{BufAlloc, IcmpRateLimiter, ReasmConfig, Reassembler};
+use crate::neigh::RequestLimiter;
+use crate::packet::{Meta, PacketBuf};
+use crate::policy::{FlowKey, Snapshot};
+use crate::route::RouteTable;
+use crate::stats::{DropReason, WorkerStats};
+
+/// Packets per burst the pipeline handles at once.
+pub const BURST: usize = 32;
+/// Rounds of deferred packets per burst (decrypted → hub → ICMP about it).
+pub const DEFERRED_ROUNDS: usize = 2;
+/// SA groups kept per burst; a burst with more SAs encrypts the oldest group
+/// early. Small so that the groups' storage stays small.
+const MAX_GROUPS: usize = 8;
+
+/// Which side of the gateway a port is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PortRole {
+    Cleartext,
+    Protected,
+}
+
+/// What the pipeline needs to know about a port.
+#[derive(Debug, Clone)]
+pub struct PortInfo {
+    pub role: PortRole,
+    pub mtu: u16,
+    pub mac: [u8; 6],
+    /// The gateway's own addresses on this port (source of ICMP errors).
+    pub addr_v4: Option<Ipv4Addr>,
+    pub addr_v6: Option<Ipv6Addr>,
+}
+
+/// Where finished packets go (a TX buffer per port on DPDK).
+pub trait TxSink<B> {
+    fn send(&mut self, port: usize, pkt: B);
+}
+
+/// Neighbours learned from ARP/NDP, on their way to the main thread.
+pub type LearnQueue = ArrayQueue<(IpAddr, [u8; 6])>;
+
+/// What processing one burst needs besides the pipeline's own state: the
+/// route table snapshot, the clock, where new buffers come from, where
+/// finished packets go, and the worker's counters.
+pub struct BurstCtx<'a, A, S> {
+    pub routes: &'a RouteTable,
+    pub now_ms: u64,
+    pub alloc: &'a mut A,
+    pub tx: &'a mut S,
+    pub stats: &'a WorkerStats,
+}
+
+/// Where a packet came from: it decides where an ICMP error about it goes,
+/// and whether forwarding it is a router hop (TTL).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Origin {
+    /// Received on a port from this neighbour: errors go back the same way.
+    Link { port: usize, mac: [u8; 6] },
+    /// Decrypted from a tunnel: errors are routed (back through the tunnel).
+    Tunnel,
+    /// Made by the gateway (an ICMP error): no TTL decrement.
+    Local,
+}
+
+/// A packet on its way: the buffer (starting at the IP header), its record,
+/// and where it came from.
+pub(crate) struct Pkt<B> {
+    pub buf: B,
+    pub meta: Meta,
+    pub origin: Origin,
+}
+
+/// Per-worker pipeline state: reassembly table, ICMP and ARP/NS rate
+/// limiters, the gateway's own addresses, settings.
+pub struct Pipeline<B: PacketBuf> {
+    ports: Vec<PortInfo>,
+    /// Every address of the gateway (selector encoding: family + bits).
+    own: ArrayVec<(bool, u128), 16>,
+    reasm: Reassembler<B>,
+    icmp_limit: IcmpRateLimiter,
+    icmp_id: u16,
+    pmtu_ageing_ms: u64,
+    learned: Option<Arc<LearnQueue>>,
+    solicit_limit: RequestLimiter,
+    /// Packets for the outbound policy after this burst.
+    deferred: ArrayVec<Pkt<B>, { 2 * BURST }>,
+}
+
+impl<B: PacketBuf> Pipeline<B> {
+    pub fn new(ports: Vec<PortInfo>, reasm: ReasmConfig, pmtu_ageing_ms: u64) -> Self {
+        let mut own = ArrayVec::new();
+        for p in &ports {
+            if let Some(a) = p.addr_v4 {
+                let _ = own.try_push((false, u128::from(u32::from(a))));
+            }
+            if let Some(a) = p.addr_v6 {
+                let _ = own.try_push((true, u128::from(a)));
+            }
+        }
+        Pipeline {
+            ports,
+            own,
+            reasm: Reassembler::new(reasm),
+            icmp_limit: IcmpRateLimiter::new(1024, 100, 20),
+            icmp_id: 1,
+            pmtu_ageing_ms,
+            learned: None,
+            solicit_limit: RequestLimiter::new(256, 1000),
+            deferred: ArrayVec::new(),
+        }
+    }
+
+    /// Send neighbours learned from ARP/NDP to this queue (the main thread
+    /// republishes the route table with them).
+    pub fn with_learning(mut self, q: Arc<LearnQueue>) -> Self {
+        self.learned = Some(q);
+        self
+    }
+
+    /// The ports, as configured.
+    pub fn ports(&self) -> &[PortInfo] {
+        &self.ports
+    }
+
+    /// Periodic work: time out reassembly. Call every few milliseconds.
+    pub fn tick(&mut self, now_ms: u64, stats: &WorkerStats) {
+        let n = self.reasm.expire(now_ms);
+        stats.drop_n(DropReason::ReasmTimeout, n as u64);
+    }
+
+    /// The worker stops: fragments still waiting for the rest of their
+    /// datagram are freed and counted, so that every received packet is
+    /// accounted for at exit too.
+    pub fn shutdown(&mut self, stats: &WorkerStats) {
+        let n = self.reasm.clear();
+        stats.drop_n(crate::mtu::ReasmDrop::AtExit.into(), n as u64);
+    }
+
+    /// Is this the gateway's own address?
+    #[inline]
+    fn is_own(&self, v6: bool, a: u128) -> bool {
+        self.own.iter().any(|&(f, x)| f == v6 && x == a)
+    }
+
+    /// Process one burst received on `in_port`.
+    /// (Never inlined: one call per burst, and profiles see the pipeline apart.)
+    #[inline(never)]
+    pub fn process<A, S, I>(&mut self, in_port: usize, burst: I, snap: &Snapshot, cx: &mut BurstCtx<'_, A, S>)
+    where
+        A: BufAlloc<Buf = B>,
+        S: TxSink<B>,
+        I: IntoIterator<Item = B>,
+    {
+        match self.ports[in_port].role {
+            PortRole::Cleartext => {
+                let mut pkts: ArrayVec<Pkt<B>, BURST> = ArrayVec::new();
+                for b in burst {
+                    if let Some(p) = self.ingress(in_port, b, cx) {
+                        pkts.push(p);
+                        if pkts.is_full() {
+                            self.outbound(std::mem::take(&mut pkts), snap, cx);
+                        }
+                    }
+                }
+                self.outbound(pkts, snap, cx);
+            }
+            PortRole::Protected => self.inbound(in_port, burst, snap, cx),
+        }
+        for _ in 0..DEFERRED_ROUNDS {
+            if self.deferred.is_empty() {
+                break;
+            }
+            let mut round: ArrayVec<Pkt<B>, { 2 * BURST }> = ArrayVec::new();
+            std::mem::swap(&mut round, &mut self.deferred);
+            let mut it = round.into_iter();
+            loop {
+                let chunk: ArrayVec<Pkt<B>, BURST> = it.by_ref().take(BURST).collect();
+                if chunk.is_empty() {
+                    break;
+                }
+                self.outbound(chunk, snap, cx);
+            }
+        }
+        // Whatever a last round deferred again has nowhere to go.
+        let left = self.deferred.len();
+        self.deferred.clear();
+        cx.stats.drop_n(DropReason::ClearToProtected, left as u64);
+    }
+
+    /// Keep a packet for the outbound policy at the end of the burst.
+    fn defer(&mut self, pkt: Pkt<B>, stats: &WorkerStats) {
+        if self.deferred.try_push(pkt).is_err() {
+            stats.drop_one(DropReason::NoBuffer);
+        }
+    }
+}
+
+/// Routers decrement TTL / hop limit (of a packet whose record says it is
+/// above 1); the record follows.
+#[inline]
+pub(crate) fn decrement_ttl<B: PacketBuf>(buf: &mut B, m: &mut Meta) {
+    let d = buf.data_mut();
+    if m.key.v6 {
+        d[7] = d[7].saturating_sub(1);
+    } else if let Ok(mut p) = crate::wire::Ipv4Packet::new_checked(d) {
+        p.decrement_ttl();
+    }
+    m.ttl = m.ttl.saturating_sub(1);
+}
+
+/// An address from the selector encoding.
+#[inline]
+pub(crate) fn addr_of(v6: bool, a: u128) -> IpAddr {
+    if v6 {
+        IpAddr::V6(a.into())
+    } else {
+        IpAddr::V4((a as u32).into())
+    }
+}
+
+/// The selectors of an IP packet (ports only for the first fragment), for
+/// tools and tests; the pipeline reads them from the packet's [`Meta`].
+pub fn flow_key(d: &[u8]) -> Option<FlowKey> {
+    Meta::parse(d, crate::packet::HwChecksum::Good).ok().map(|m| m.key)
+}
+
+#[cfg(test)]
+mod tests;

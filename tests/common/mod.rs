@@ -36,6 +36,8 @@ pub fn eal_args_toml(test: &str) -> String {
 
 pub use espgw_testkit::traffic::*;
 
+pub mod ipsec;
+
 /// Read a pcap the test expects to exist.
 pub fn read_frames(path: &Path) -> Vec<Vec<u8>> {
     read_pcap(path).unwrap_or_else(|e| panic!("{e}"))

@@ -113,8 +113,9 @@ fn pair(alg: Algorithm, options: ProtectOptions, prot_mtu: u16, clear_mtu: u16) 
                 role: PortRole::Cleartext,
                 mtu: clear_mtu,
                 mac: my_clear,
-                addr_v4: Some("10.0.1.254".parse().unwrap()),
-                addr_v6: Some("fd00:1::fe".parse().unwrap()),
+                // x.y.z.254 and <prefix>::fe of the gateway's own networks.
+                addr_v4: Some(my_net4.replace(".0/24", ".254").parse().unwrap()),
+                addr_v6: Some(my_net6.replace("::/64", "::fe").parse().unwrap()),
             },
             PortInfo { role: PortRole::Protected, mtu: prot_mtu, mac: my_prot, addr_v4: None, addr_v6: None },
         ];
@@ -531,4 +532,204 @@ fn arp_and_ndp_answer_learn_and_solicit() {
     .unwrap();
     a.run(PROT, vec![ans], 5100);
     assert_eq!(q.pop(), Some(("198.51.100.1".parse().unwrap(), MAC_B_PROT)), "the answer we asked for is learned");
+}
+
+// ---- Issue 12: the promises a hostile peer and a careless operator tested ----
+
+fn drops_summary(g: &Gw) -> Vec<(&'static str, u64)> {
+    DropReason::ALL.iter().filter(|r| g.drops(**r) > 0).map(|r| (r.label(), g.drops(*r))).collect()
+}
+
+/// Bad IPv4 header checksums are dropped on every ingress: cleartext before
+/// encryption, ESP before decryption, and the inner packet after it.
+#[test]
+fn bad_checksums_are_dropped_on_every_ingress() {
+    let (mut a, mut b) = pair(Algorithm::AesGcm128, ProtectOptions::default(), 1500, 1500);
+    let mut bad = from_host_a(200, false, false, 1);
+    crate::packet::meta::corrupt_checksum(&mut bad);
+    assert!(a.run(CLEAR, vec![eth(&bad, MAC_A_CLEAR, MAC_HOST_A)], 0).is_empty(), "not encrypted");
+    assert_eq!(a.drops(DropReason::BadIpChecksum), 1);
+    assert_eq!(a.event(Event::Encrypted), 0);
+    // ESP with a wrong outer checksum is not decrypted.
+    let good = a.run(CLEAR, vec![eth(&from_host_a(200, false, false, 2), MAC_A_CLEAR, MAC_HOST_A)], 0).remove(0).1;
+    let mut esp_bad = good.clone();
+    esp_bad.data_mut()[14 + 10] ^= 0x5a;
+    assert!(b.run(PROT, vec![esp_bad], 0).is_empty());
+    assert_eq!((b.drops(DropReason::BadIpChecksum), b.event(Event::Decrypted)), (1, 0));
+    assert_eq!(b.run(PROT, vec![good], 0).len(), 1, "the same packet with a good checksum goes through");
+    // An inner packet whose checksum was wrong before encryption (sealed by a
+    // peer that does not check): dropped after decryption.
+    let sa = &a.db.sa(1).unwrap().sa;
+    let mut inner = VecBuf::from_slice(&from_host_a(120, false, false, 3));
+    crate::packet::meta::corrupt_checksum(inner.data_mut());
+    let m = crate::packet::Meta::parse(inner.data(), crate::packet::HwChecksum::Good).unwrap();
+    let mut r = [Ok(())];
+    sa.encap_burst_meta(std::slice::from_mut(&mut inner), &[m], &mut r);
+    r[0].unwrap();
+    let frame = eth(inner.data(), MAC_B_PROT, MAC_A_PROT);
+    assert!(b.run(PROT, vec![frame], 0).is_empty());
+    assert_eq!(b.drops(DropReason::EspBadInnerChecksum), 1);
+}
+
+/// A fragment that would reach past 65 535 bytes is neither encrypted nor forwarded.
+#[test]
+fn fragments_past_64k_are_dropped() {
+    let (mut a, _) = pair(Algorithm::AesGcm128, ProtectOptions::default(), 1500, 1500);
+    let mut p = from_host_a(120, false, false, 1);
+    p[6..8].copy_from_slice(&((65512 / 8) as u16).to_be_bytes());
+    ip::ipv4_set_checksum(&mut p[..20]);
+    assert!(a.run(CLEAR, vec![eth(&p, MAC_A_CLEAR, MAC_HOST_A)], 0).is_empty());
+    assert_eq!(a.drops(DropReason::BadFragment), 1);
+}
+
+/// Traffic addressed to the gateway itself is dropped under its own reason,
+/// never forwarded: from the cleartext side, decrypted from a tunnel, and as
+/// transport-mode ESP whose payload is for the gateway.
+#[test]
+fn traffic_for_the_gateway_is_never_forwarded() {
+    let (mut a, mut b) = pair(Algorithm::AesGcm128, ProtectOptions::default(), 1500, 1500);
+    let mut ping = from_host_a(84, false, false, 1);
+    ping[16..20].copy_from_slice(&[10, 0, 1, 254]); // A's own cleartext address
+    ip::ipv4_set_checksum(&mut ping[..20]);
+    assert!(a.run(CLEAR, vec![eth(&ping, MAC_A_CLEAR, MAC_HOST_A)], 0).is_empty());
+    assert_eq!(a.drops(DropReason::ForGateway), 1);
+    // Through the tunnel to B's own cleartext address (inside the eroute).
+    let mut to_b = from_host_a(84, false, false, 2);
+    to_b[16..20].copy_from_slice(&[10, 0, 2, 254]);
+    ip::ipv4_set_checksum(&mut to_b[..20]);
+    let esp = a.run(CLEAR, vec![eth(&to_b, MAC_A_CLEAR, MAC_HOST_A)], 0);
+    assert_eq!(esp.len(), 1);
+    assert!(b.run(PROT, esp.into_iter().map(|(_, f)| f).collect(), 0).is_empty(), "not reflected anywhere");
+    assert_eq!(b.drops(DropReason::ForGateway), 1);
+    // Transport-mode ESP to B's public address, carrying a packet for B.
+    let mut ports = b.pipe.ports().to_vec();
+    ports[PROT].addr_v4 = Some("198.51.100.1".parse().unwrap());
+    b.pipe = Pipeline::new(ports, ReasmConfig::default(), 1000);
+    let key = [0x77u8; 20];
+    let cfg = SaConfig::new(0x7777, Algorithm::AesGcm128, &key, &[], Mode::Transport);
+    let anything = Selector::nets("0.0.0.0/0".parse().unwrap(), "0.0.0.0/0".parse().unwrap());
+    let own = SaRole::Inbound { local: None, policy: crate::policy::InboundPolicy::Selectors(vec![anything]) };
+    b.db.add_sa(7, own, &cfg).unwrap();
+    let sender = crate::esp::Sa::new(&cfg).unwrap();
+    let mut p = from_host_a(120, false, false, 3);
+    p[12..20].copy_from_slice(&[192, 0, 2, 1, 198, 51, 100, 1]);
+    ip::ipv4_set_checksum(&mut p[..20]);
+    let mut t = VecBuf::from_slice(&p);
+    sender.encap(&mut t).unwrap();
+    assert!(b.run(PROT, vec![eth(t.data(), MAC_B_PROT, MAC_A_PROT)], 0).is_empty());
+    assert_eq!(b.drops(DropReason::ForGateway), 2, "{:?}", drops_summary(&b));
+    // And clear traffic to the gateway's public address, with inbound clear allowed.
+    b.db.set_defaults(Defaults { inbound_clear: Action::Pass, ..Defaults::default() });
+    assert!(b.run(PROT, vec![eth(&p, MAC_B_PROT, MAC_A_PROT)], 0).is_empty());
+    assert_eq!(b.drops(DropReason::ForGateway), 3);
+}
+
+/// Nothing leaves a protected port in clear unless a pass eroute allowed
+/// exactly that packet: decrypted traffic routed back to the public side is
+/// dropped by the outbound policy, passed only by a pass eroute, and
+/// re-encrypted when a protect eroute covers it (a hub).
+#[test]
+fn decrypted_traffic_never_leaves_a_protected_port_in_clear() {
+    let (mut a, mut b) = pair(Algorithm::AesGcm128, ProtectOptions::default(), 1500, 1500);
+    // B's inbound SA accepts anything from A's network (a careless but
+    // legal operator choice); A tunnels 10.0.1.0/24 → 8.8.8.8 and → 10.0.5.0/24.
+    let wide = Selector::nets("10.0.1.0/24".parse().unwrap(), "0.0.0.0/0".parse().unwrap());
+    let cfg = SaConfig::new(
+        0xa0b0,
+        Algorithm::AesGcm128,
+        &(0..20).collect::<Vec<u8>>(),
+        &[],
+        Mode::Tunnel { local: "192.0.2.1".parse().unwrap(), remote: "198.51.100.1".parse().unwrap() },
+    );
+    let role = SaRole::Inbound {
+        local: Some("198.51.100.1".parse().unwrap()),
+        policy: crate::policy::InboundPolicy::Selectors(vec![wide]),
+    };
+    b.db.replace_sa(2, role, &cfg).unwrap();
+    for (id, dst) in [(20, "8.8.8.8/32"), (21, "10.0.5.0/24")] {
+        let sel = Selector::nets("10.0.1.0/24".parse().unwrap(), dst.parse().unwrap());
+        let action = Action::Protect { sa: 1, options: ProtectOptions::default() };
+        a.db.add_eroute(Eroute { id, selector: sel, priority: 1, action }).unwrap();
+    }
+    let to = |d: [u8; 4], fill: u8| {
+        let mut p = from_host_a(100, false, false, fill);
+        p[16..20].copy_from_slice(&d);
+        ip::ipv4_set_checksum(&mut p[..20]);
+        eth(&p, MAC_A_CLEAR, MAC_HOST_A)
+    };
+    let esp: Vec<VecBuf> = a.run(CLEAR, vec![to([8, 8, 8, 8], 1)], 0).into_iter().map(|(_, f)| f).collect();
+    assert!(b.run(PROT, esp.clone(), 0).is_empty(), "10.0.1.5 → 8.8.8.8 must not go out of the public port in clear");
+    assert_eq!(b.drops(DropReason::PolicyDrop), 1, "{:?}", drops_summary(&b));
+    // A pass eroute for exactly that traffic lets it out in clear.
+    let pass = Selector::nets("10.0.1.0/24".parse().unwrap(), "8.8.8.8/32".parse().unwrap());
+    b.db.add_eroute(Eroute { id: 30, selector: pass, priority: 1, action: Action::Pass }).unwrap();
+    let esp: Vec<VecBuf> = a.run(CLEAR, vec![to([8, 8, 8, 8], 2)], 0).into_iter().map(|(_, f)| f).collect();
+    let out = b.run(PROT, esp, 0);
+    assert_eq!(out.len(), 1);
+    assert_eq!((out[0].0, &l3(&out[0].1)[16..20]), (PROT, &[8u8, 8, 8, 8][..]), "passed, in clear, by the eroute");
+    // A protect eroute makes B a hub: decrypted, re-encrypted, sent on.
+    let hub = Selector::nets("10.0.1.0/24".parse().unwrap(), "10.0.5.0/24".parse().unwrap());
+    let action = Action::Protect { sa: 1, options: ProtectOptions::default() };
+    b.db.add_eroute(Eroute { id: 31, selector: hub, priority: 1, action }).unwrap();
+    let esp: Vec<VecBuf> = a.run(CLEAR, vec![to([10, 0, 5, 5], 3)], 0).into_iter().map(|(_, f)| f).collect();
+    let out = b.run(PROT, esp, 0);
+    assert_eq!(out.len(), 1);
+    assert_eq!(l3(&out[0].1)[9], proto::ESP, "re-encrypted, never in clear");
+    assert_eq!(b.event(Event::Encrypted), 1);
+}
+
+/// Every egress applies its MTU: decrypted packets bigger than the
+/// cleartext port are fragmented when DF is clear, and otherwise refused
+/// with ICMP need-frag that goes back through the tunnel by policy, quoting
+/// the header as received.
+#[test]
+fn decrypted_packets_meet_the_cleartext_mtu() {
+    let (mut a, mut b) = pair(Algorithm::AesGcm128, ProtectOptions::default(), 1500, 1500);
+    let mut ports = b.pipe.ports().to_vec();
+    ports[CLEAR].mtu = 1280;
+    b.pipe = Pipeline::new(ports, ReasmConfig::default(), 1000);
+    // DF clear: fragmented onto the 1280-byte port.
+    let p = from_host_a(1400, false, false, 1);
+    let esp: Vec<VecBuf> =
+        a.run(CLEAR, vec![eth(&p, MAC_A_CLEAR, MAC_HOST_A)], 0).into_iter().map(|(_, f)| f).collect();
+    let out = b.run(PROT, esp, 0);
+    assert_eq!(out.len(), 2);
+    for (port, f) in &out {
+        assert_eq!(*port, CLEAR);
+        assert!(l3(f).len() <= 1280, "{}", l3(f).len());
+    }
+    assert_eq!(b.event(Event::ClearFragmentsMade), 2);
+    // DF set: refused; the ICMP goes back to 10.0.1.5 encrypted.
+    let p = from_host_a(1400, true, false, 2);
+    let esp: Vec<VecBuf> =
+        a.run(CLEAR, vec![eth(&p, MAC_A_CLEAR, MAC_HOST_A)], 0).into_iter().map(|(_, f)| f).collect();
+    let arrived = {
+        // What B decrypts: A decremented the TTL once.
+        let mut q = p.clone();
+        q[8] -= 1;
+        ip::ipv4_set_checksum(&mut q[..20]);
+        q
+    };
+    let out = b.run(PROT, esp, 0);
+    assert_eq!(b.drops(DropReason::TooBigDf), 1);
+    assert_eq!(out.len(), 1, "{:?}", drops_summary(&b));
+    assert_eq!((out[0].0, l3(&out[0].1)[9]), (PROT, proto::ESP), "the ICMP goes through the tunnel");
+    let back = a.run(PROT, out.into_iter().map(|(_, f)| f).collect(), 0);
+    assert_eq!(back.len(), 1, "{:?}", drops_summary(&a));
+    let icmp = l3(&back[0].1);
+    assert_eq!(back[0].0, CLEAR);
+    assert_eq!(&icmp[12..20], &[10, 0, 2, 254, 10, 0, 1, 5], "from B's cleartext address to the sender");
+    assert_eq!((icmp[20], icmp[21], u16::from_be_bytes([icmp[26], icmp[27]])), (3, 4, 1280));
+    assert_eq!(&icmp[28..48], &arrived[..20], "quotes the header as B received it");
+}
+
+/// ICMP errors quote the header as received (RFC 1812 §4.3.2.3): the TTL is
+/// not yet decremented.
+#[test]
+fn icmp_quotes_the_original_ttl() {
+    let (mut a, _) = pair(Algorithm::AesGcm128, ProtectOptions::default(), 1500, 1500);
+    let big = from_host_a(1500, true, false, 1);
+    let out = a.run(CLEAR, vec![eth(&big, MAC_A_CLEAR, MAC_HOST_A)], 0);
+    let i = l3(&out[0].1);
+    assert_eq!(&i[28..48], &big[..20], "the quoted header is the one the sender sent");
 }

@@ -733,3 +733,16 @@ fn icmp_quotes_the_original_ttl() {
     let i = l3(&out[0].1);
     assert_eq!(&i[28..48], &big[..20], "the quoted header is the one the sender sent");
 }
+
+/// Fragments still waiting for the rest of their datagram when the worker
+/// stops are freed and counted, so every received packet is accounted for.
+#[test]
+fn fragments_held_at_exit_are_counted() {
+    let (mut a, mut b) = pair(Algorithm::AesGcm128, ProtectOptions::default(), 1500, 9000);
+    let esp = a.run(CLEAR, vec![eth(&from_host_a(3000, false, false, 1), MAC_A_CLEAR, MAC_HOST_A)], 0);
+    assert!(esp.len() >= 2);
+    // Only the first piece arrives.
+    assert!(b.run(PROT, vec![esp.into_iter().next().unwrap().1], 0).is_empty());
+    b.pipe.shutdown(&b.stats);
+    assert_eq!(b.drops(DropReason::ReasmAtExit), 1);
+}

@@ -196,42 +196,10 @@ fn check_auth(state: &ControlState<'_>, req: &ApiRequest) -> Option<ApiResponse>
     }
 }
 
-/// Convert a JSON object into the TOML text of a one-table document
-/// `[kind]`, so that API input goes through the config's own validation.
-fn json_to_toml_table(kind: &str, body: &[u8]) -> Result<String, ApiResponse> {
-    let v: Value = serde_json::from_slice(body)
-        .map_err(|e| ApiResponse::error(400, format!("the body is not valid JSON: {e}"), None))?;
-    if !v.is_object() {
-        return Err(ApiResponse::error(400, format!("the body must be a JSON object describing one {kind}"), None));
-    }
-    fn conv(v: &Value, path: &str) -> Result<toml::Value, ApiResponse> {
-        Ok(match v {
-            Value::Null => {
-                return Err(ApiResponse::error(400, "null is not allowed; leave the field out", Some(path.into())))
-            }
-            Value::Bool(b) => toml::Value::Boolean(*b),
-            Value::Number(n) => match (n.as_i64(), n.as_f64()) {
-                (Some(i), _) => toml::Value::Integer(i),
-                (None, Some(_)) if n.is_u64() => {
-                    return Err(ApiResponse::error(400, format!("{n} is too large"), Some(path.into())))
-                }
-                (None, Some(f)) => toml::Value::Float(f),
-                _ => return Err(ApiResponse::error(400, format!("{n} is not a number"), Some(path.into()))),
-            },
-            Value::String(s) => toml::Value::String(s.clone()),
-            Value::Array(a) => toml::Value::Array(a.iter().map(|x| conv(x, path)).collect::<Result<_, _>>()?),
-            Value::Object(o) => {
-                let mut t = toml::map::Map::new();
-                for (k, x) in o {
-                    t.insert(k.clone(), conv(x, k)?);
-                }
-                toml::Value::Table(t)
-            }
-        })
-    }
-    let mut doc = toml::map::Map::new();
-    doc.insert(kind.to_string(), conv(&v, "")?);
-    toml::to_string(&toml::Value::Table(doc)).map_err(|e| ApiResponse::error(400, e.to_string(), None))
+/// The request body as JSON.
+fn body_json(req: &ApiRequest) -> Result<Value, ApiResponse> {
+    serde_json::from_slice(&req.body)
+        .map_err(|e| ApiResponse::error(400, format!("the body is not valid JSON: {e}"), None))
 }
 
 fn need_json(req: &ApiRequest) -> Option<ApiResponse> {
@@ -358,8 +326,7 @@ fn health(state: &ControlState<'_>) -> Result<ApiResponse, ApiResponse> {
 }
 
 fn sa_write(state: &ControlState<'_>, req: &ApiRequest, name: Option<&str>) -> Result<ApiResponse, ApiResponse> {
-    let src = json_to_toml_table("sa", &req.body)?;
-    let spec = parse_one_sa(&src).map_err(|e| input_error(e, "sa"))?;
+    let spec = parse_one_sa(&body_json(req)?).map_err(|e| input_error(e, "sa"))?;
     let mut store = state.store();
     match name {
         None => store.add_sa(spec).map(|s| ApiResponse::json(201, &s)),
@@ -369,7 +336,7 @@ fn sa_write(state: &ControlState<'_>, req: &ApiRequest, name: Option<&str>) -> R
 }
 
 fn eroute_write(state: &ControlState<'_>, req: &ApiRequest, name: Option<&str>) -> Result<ApiResponse, ApiResponse> {
-    let src = json_to_toml_table("eroute", &req.body)?;
+    let body = body_json(req)?;
     let mut store = state.store();
     let id = match name {
         None => store.next_eroute_id(),
@@ -377,7 +344,7 @@ fn eroute_write(state: &ControlState<'_>, req: &ApiRequest, name: Option<&str>) 
     };
     let spec = {
         let find = |n: &str| store.find_sa(n);
-        parse_one_eroute(&src, id, &find).map_err(|e| input_error(e, "eroute"))?
+        parse_one_eroute(&body, id, &find).map_err(|e| input_error(e, "eroute"))?
     };
     match name {
         None => store.add_eroute(spec).map(|e| ApiResponse::json(201, &e)),

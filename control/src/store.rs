@@ -143,16 +143,7 @@ fn range_str(r: PortRange) -> String {
 }
 
 fn proto_str(p: Option<u8>) -> String {
-    match p {
-        None => "any".into(),
-        Some(6) => "tcp".into(),
-        Some(17) => "udp".into(),
-        Some(1) => "icmp".into(),
-        Some(58) => "icmpv6".into(),
-        Some(132) => "sctp".into(),
-        Some(47) => "gre".into(),
-        Some(n) => n.to_string(),
-    }
+    p.map_or_else(|| "any".into(), espgw_core::packet::ip::proto::name)
 }
 
 fn sa_view(spec: &SaSpec) -> SaView {

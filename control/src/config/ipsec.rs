@@ -46,6 +46,7 @@ use std::net::IpAddr;
 
 use espgw_core::crypto::{Algorithm, Backend};
 use espgw_core::esp::{DfPolicy, Lifetime, Mode, SaConfig};
+use espgw_core::packet::ip::proto;
 use espgw_core::policy::{Action, Defaults, Direction, Eroute, PortRange, Prefix, ProtectOptions, Selector};
 use espgw_core::route::Route;
 use serde::Deserialize;
@@ -247,16 +248,11 @@ fn default_action(loc: &Locator<'_>, v: &Option<Spanned<String>>, field: &str) -
 fn proto_of(v: &toml::Value) -> Result<Option<u8>, String> {
     match v {
         toml::Value::Integer(n) if (0..=255).contains(n) => Ok(Some(*n as u8)),
-        toml::Value::String(s) => match s.as_str() {
-            "any" => Ok(None),
-            "tcp" => Ok(Some(6)),
-            "udp" => Ok(Some(17)),
-            "icmp" => Ok(Some(1)),
-            "icmpv6" => Ok(Some(58)),
-            "sctp" => Ok(Some(132)),
-            "gre" => Ok(Some(47)),
-            other => Err(format!("unknown protocol {other:?} (any, tcp, udp, icmp, icmpv6, sctp, gre or 0..255)")),
-        },
+        toml::Value::String(s) if s == "any" => Ok(None),
+        toml::Value::String(s) => proto::by_name(s).map(Some).ok_or_else(|| {
+            let names: Vec<&str> = proto::NAMES.iter().map(|(n, _)| *n).collect();
+            format!("unknown protocol {s:?} (any, {} or 0..255)", names.join(", "))
+        }),
         other => Err(format!("{other} is not a protocol")),
     }
 }
@@ -717,32 +713,44 @@ struct OneEroute {
     eroute: RawEroute,
 }
 
-fn api_parse_err(e: toml::de::Error) -> ConfigError {
-    ConfigError {
-        file: API_ORIGIN.into(),
-        line: None,
-        field: String::new(),
-        reason: e.message().trim().replace('\n', "; "),
+/// Deserialise API input (a JSON object) into the raw type of `kind`.
+fn from_json<T: serde::de::DeserializeOwned>(kind: &str, v: &serde_json::Value) -> Result<T, ConfigError> {
+    let err = |field: String, reason: String| ConfigError { file: API_ORIGIN.into(), line: None, field, reason };
+    if !v.is_object() {
+        return Err(err(String::new(), format!("the body must be a JSON object describing one {kind}")));
     }
+    if let Some(f) = super::json::first_null(v) {
+        return Err(err(format!("{kind}.{f}"), "null is not allowed; leave the field out".into()));
+    }
+    let doc = serde_json::json!({ kind: v });
+    T::deserialize(super::json::JsonDe(doc)).map_err(|e| err(String::new(), super::json::message(&e)))
 }
 
-/// One SA given alone (API input), as the TOML text of a table `[sa]` with the
-/// same fields as a config `[[sa]]`: the very same checks apply. Errors name
-/// the field as `sa.<field>`. The id is left 0; eroute names (inbound) are
-/// unchecked.
-pub fn parse_one_sa(src: &str) -> Result<SaSpec, ConfigError> {
-    let one: OneSa = toml::from_str(src).map_err(api_parse_err)?;
-    let loc = Locator { file: std::path::Path::new(API_ORIGIN), src };
-    sa_spec(&loc, "sa", &one.sa)
+/// Locate API input errors by field only (it has no lines).
+fn api_loc() -> Locator<'static> {
+    Locator { file: std::path::Path::new(API_ORIGIN), src: "" }
 }
 
-/// One eroute given alone (API input), as the TOML text of a table `[eroute]`.
+fn no_line(mut e: ConfigError) -> ConfigError {
+    e.line = None;
+    e
+}
+
+/// One SA given alone (API input, a JSON object with the fields of a config
+/// `[[sa]]`): the very same checks apply. Errors name the field as
+/// `sa.<field>`. The id is left 0; eroute names (inbound) are unchecked.
+pub fn parse_one_sa(v: &serde_json::Value) -> Result<SaSpec, ConfigError> {
+    let one: OneSa = from_json("sa", v)?;
+    sa_spec(&api_loc(), "sa", &one.sa).map_err(no_line)
+}
+
+/// One eroute given alone (API input, a JSON object with the fields of a
+/// config `[[eroute]]`).
 pub fn parse_one_eroute(
-    src: &str,
+    v: &serde_json::Value,
     id: u32,
     find_sa: &dyn Fn(&str) -> Option<(u32, Direction)>,
 ) -> Result<ErouteSpec, ConfigError> {
-    let one: OneEroute = toml::from_str(src).map_err(api_parse_err)?;
-    let loc = Locator { file: std::path::Path::new(API_ORIGIN), src };
-    eroute_spec(&loc, "eroute", &one.eroute, id, find_sa)
+    let one: OneEroute = from_json("eroute", v)?;
+    eroute_spec(&api_loc(), "eroute", &one.eroute, id, find_sa).map_err(no_line)
 }

@@ -11,6 +11,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 mod ipsec;
+mod json;
 pub use ipsec::{
     fmt_mac, parse_mac, parse_one_eroute, parse_one_sa, ErouteSpec, InboundCheck, PolicyConfig, SaRoleSpec, SaSpec,
 };

@@ -18,6 +18,21 @@ pub mod proto {
     pub const ICMPV6: u8 = 58;
     pub const NONE: u8 = 59;
     pub const DSTOPTS: u8 = 60;
+
+    /// The protocols selectors may name, by config name (one list: parsing
+    /// and display both use it).
+    pub const NAMES: &[(&str, u8)] =
+        &[("tcp", TCP), ("udp", UDP), ("icmp", ICMP), ("icmpv6", ICMPV6), ("sctp", SCTP), ("gre", GRE), ("esp", ESP)];
+
+    /// A protocol by config name.
+    pub fn by_name(name: &str) -> Option<u8> {
+        NAMES.iter().find(|(n, _)| *n == name).map(|(_, p)| *p)
+    }
+
+    /// A protocol's config name, or its number.
+    pub fn name(p: u8) -> String {
+        NAMES.iter().find(|(_, x)| *x == p).map_or_else(|| p.to_string(), |(n, _)| n.to_string())
+    }
 }
 
 pub const IPV4_HDR_LEN: usize = 20;

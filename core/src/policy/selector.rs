@@ -183,7 +183,7 @@ impl Selector {
         if self.src.is_v6() != self.dst.is_v6() {
             return Err("source and destination prefixes are of different families".into());
         }
-        let ported = matches!(self.proto, Some(6 | 17 | 132));
+        let ported = self.proto.is_some_and(crate::wire::l4::has_ports);
         if !ported && (self.sport != PortRange::ANY || self.dport != PortRange::ANY) {
             return Err("port ranges need protocol tcp, udp or sctp".into());
         }

@@ -34,6 +34,7 @@ TEST_PKGS=(
 )
 PERF_PKGS=(
   valgrind        # callgrind instruction counts
+  linux-perf      # cpu-clock profiles (perf record)
   dpdk-doc        # ipsec-secgw example sources, built side by side
   libpcap-dev
 )

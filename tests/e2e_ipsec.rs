@@ -83,6 +83,9 @@ fn inbound_esp_from_scapy_comes_out_as_the_original_cleartext() {
         let c = compare(&inner, &out);
         assert_eq!((c.arrived, c.missing, c.unexpected), (inner.len(), 0, 0), "{}", alg.name);
         assert_eq!(run.report()["events"]["decrypted"], inner.len() as u64);
+        // `auto` resolves to intel-ipsec-mb in the real binary (the fastest measured).
+        let sa = run.report()["sas"].as_array().unwrap().iter().find(|s| s["name"] == "in").unwrap().clone();
+        assert_eq!(sa["backend"], "ipsec-mb", "{sa}");
         assert!(run.report()["drops"].as_object().unwrap().values().all(|v| v == 0), "{}", run.stdout);
         // Replayed into a restarted gateway: the replay window resumed from
         // the state file, so every packet is refused and counted.

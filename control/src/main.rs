@@ -48,6 +48,8 @@ mod exit {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // intel-ipsec-mb as the `ipsec-mb` backend (and `auto` where it runs).
+    espgw_dpdk::ipsec_mb::register();
     let cfg = match Config::load(&cli.config) {
         Ok(c) => c,
         Err(e) => {

@@ -95,6 +95,8 @@ pub struct SaState {
     pub path_mtu: Option<u16>,
     /// Share of the hard lifetime used (0..1; 0 without a hard limit).
     pub lifetime_used: f64,
+    /// The crypto backend in use (what `auto` resolved to).
+    pub backend: &'static str,
 }
 
 /// An SA with its live state.
@@ -341,6 +343,7 @@ impl PolicyStore {
                     replay_top: u.replay_top,
                     path_mtu: e.sa.path_mtu(espgw_core::clock::now_ms()),
                     lifetime_used: ratio(u.bytes, v.hard_bytes).max(ratio(u.packets, v.hard_packets)).min(1.0),
+                    backend: e.sa.backend().name(),
                 }
             }
             None => SaState::default(),

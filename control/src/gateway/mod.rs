@@ -189,6 +189,7 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, GatewayError> {
             packets: s.state.packets,
             bytes: s.state.bytes,
             path_mtu: s.state.path_mtu,
+            backend: s.state.backend,
         })
         .collect();
     // Drain what still waits in RX queues (not processed, reported apart),

@@ -52,6 +52,8 @@ pub struct SaReport {
     pub packets: u64,
     pub bytes: u64,
     pub path_mtu: Option<u16>,
+    /// The crypto backend that ran it.
+    pub backend: &'static str,
 }
 
 #[derive(Debug, Clone, Serialize)]

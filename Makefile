@@ -24,6 +24,9 @@ test: test-deps
 	$(CARGO) test --workspace --all-targets
 	# The core crate needs no DPDK: its tests pass with pkg-config pointing nowhere.
 	PKG_CONFIG_PATH=/nonexistent PKG_CONFIG_LIBDIR=/nonexistent $(CARGO) test -p espgw-core --lib -q
+	# Instructions per packet (callgrind) must not grow past their guards.
+	$(CARGO) build --release -q -p espgw-dpdk --example pipeline_loop
+	python3 perf/instructions.py --check
 
 fmt:
 	$(CARGO) fmt --all

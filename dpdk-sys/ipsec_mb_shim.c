@@ -49,6 +49,8 @@ const char *espgw_imb_arch_name(void *mgr) {
     return "NOAESNI";
 }
 
+static int cbc_template_ok(IMB_MGR *m, const struct espgw_imb_sa *sa);
+
 void *espgw_imb_sa_new(void *mgr, int alg, const uint8_t *key, size_t key_len, const uint8_t *auth_key,
                        size_t auth_len) {
     IMB_MGR *m = (IMB_MGR *)mgr;
@@ -79,6 +81,8 @@ void *espgw_imb_sa_new(void *mgr, int alg, const uint8_t *key, size_t key_len, c
             block[i] ^= auth_key[i];
         IMB_SHA1_ONE_BLOCK(m, block, sa->opad);
         imb_clear_mem(block, sizeof(block));
+        if (!cbc_template_ok(m, sa))
+            goto bad;
         break;
     }
     case ESPGW_IMB_GCM128:
@@ -99,6 +103,7 @@ void *espgw_imb_sa_new(void *mgr, int alg, const uint8_t *key, size_t key_len, c
     }
     return sa;
 bad:
+    imb_clear_mem(sa, sizeof(*sa));
     free(sa);
     return NULL;
 }
@@ -110,82 +115,134 @@ void espgw_imb_sa_free(void *p) {
     }
 }
 
+/* Fill a CBC + HMAC-SHA1-96 job for the ESP packet at b (see the header for
+ * the layout). hash_len runs to the end of the ciphertext (+4 with ESN). */
+static void cbc_job(IMB_JOB *job, const struct espgw_imb_sa *sa, int encrypt, uint8_t *b, uint32_t body_end,
+                    uint32_t hash_len, uint8_t *tag) {
+    job->src = b;
+    job->dst = b + 8 + 16;
+    job->cipher_start_src_offset_in_bytes = 8 + 16;
+    job->msg_len_to_cipher_in_bytes = body_end - 8 - 16;
+    job->key_len_in_bytes = sa->key_len;
+    job->cipher_direction = encrypt ? IMB_DIR_ENCRYPT : IMB_DIR_DECRYPT;
+    job->chain_order = encrypt ? IMB_ORDER_CIPHER_HASH : IMB_ORDER_HASH_CIPHER;
+    job->auth_tag_output = tag;
+    job->auth_tag_output_len_in_bytes = 12;
+    job->cipher_mode = IMB_CIPHER_CBC;
+    job->hash_alg = IMB_AUTH_HMAC_SHA_1;
+    job->enc_keys = sa->enc_keys;
+    job->dec_keys = sa->dec_keys;
+    job->iv = b + 8;
+    job->iv_len_in_bytes = 16;
+    job->hash_start_src_offset_in_bytes = 0;
+    job->msg_len_to_hash_in_bytes = hash_len;
+    job->u.HMAC._hashed_auth_key_xor_ipad = sa->ipad;
+    job->u.HMAC._hashed_auth_key_xor_opad = sa->opad;
+}
+
+/* Validate the SA's job template once, with the library's checked submit, so
+ * that the data path can use IMB_SUBMIT_JOB_NOCHECK (as DPDK's aesni_mb PMD
+ * does per session): the per-packet fields are lengths the caller checked. */
+static int cbc_template_ok(IMB_MGR *m, const struct espgw_imb_sa *sa) {
+    DECLARE_ALIGNED(uint8_t pkt[8 + 16 + 32 + 16], 16);
+    uint8_t tag[16];
+    int ok = 1;
+    memset(pkt, 0, sizeof(pkt));
+    for (int encrypt = 1; encrypt >= 0; encrypt--) {
+        IMB_JOB *job = IMB_GET_NEXT_JOB(m);
+        cbc_job(job, sa, encrypt, pkt, 8 + 16 + 32, 8 + 16 + 32, tag);
+        job = IMB_SUBMIT_JOB(m);
+        while (job != NULL) {
+            ok &= job->status == IMB_STATUS_COMPLETED;
+            job = IMB_GET_COMPLETED_JOB(m);
+        }
+        while ((job = IMB_FLUSH_JOB(m)) != NULL)
+            ok &= job->status == IMB_STATUS_COMPLETED;
+    }
+    return ok && imb_get_errno(m) == 0;
+}
+
+static uint8_t ct_equal(const uint8_t *a, const uint8_t *b, uint32_t n) {
+    uint8_t diff = 0;
+    for (uint32_t k = 0; k < n; k++)
+        diff |= (uint8_t)(a[k] ^ b[k]);
+    return diff == 0;
+}
+
+/* GCM through the library's direct API: on the AVX2/AVX-512 code paths GCM is
+ * one call per packet anyway, and the direct call skips the job queue. The
+ * tag is written straight to the ICV when sealing. */
+static void gcm_burst(IMB_MGR *m, const struct espgw_imb_sa *sa, int encrypt, uint8_t *const *bufs,
+                      const uint32_t *lens, const uint32_t *seq_hi, uint8_t *status, uint32_t n) {
+    struct gcm_context_data ctx;
+    uint8_t nonce[12], aad[12], tag[16];
+    /* ctx (GHASH state, last keystream block) is overwritten by every call
+     * and holds no key: not cleared per burst, as in DPDK's aesni_gcm PMD. */
+    memcpy(nonce, sa->salt, 4);
+    for (uint32_t i = 0; i < n; i++) {
+        uint8_t *b = bufs[i];
+        uint32_t body_end = lens[i] - 16;
+        uint32_t ct_len = body_end - 16;
+        uint8_t *ct = b + 16;
+        uint64_t aad_len = 8;
+        memcpy(nonce + 4, b + 8, 8);
+        memcpy(aad, b, 4);
+        if (seq_hi != NULL) {
+            uint32_t hi = __builtin_bswap32(seq_hi[i]);
+            memcpy(aad + 4, &hi, 4);
+            memcpy(aad + 8, b + 4, 4);
+            aad_len = 12;
+        } else {
+            memcpy(aad + 4, b + 4, 4);
+        }
+        if (encrypt) {
+            if (sa->alg == ESPGW_IMB_GCM128)
+                IMB_AES128_GCM_ENC(m, &sa->gcm, &ctx, ct, ct, ct_len, nonce, aad, aad_len, b + body_end, 16);
+            else
+                IMB_AES256_GCM_ENC(m, &sa->gcm, &ctx, ct, ct, ct_len, nonce, aad, aad_len, b + body_end, 16);
+            status[i] = ESPGW_IMB_OK;
+        } else {
+            if (sa->alg == ESPGW_IMB_GCM128)
+                IMB_AES128_GCM_DEC(m, &sa->gcm, &ctx, ct, ct, ct_len, nonce, aad, aad_len, tag, 16);
+            else
+                IMB_AES256_GCM_DEC(m, &sa->gcm, &ctx, ct, ct, ct_len, nonce, aad, aad_len, tag, 16);
+            status[i] = ct_equal(tag, b + body_end, 16) ? ESPGW_IMB_OK : ESPGW_IMB_AUTH_FAILED;
+        }
+    }
+}
+
 uint32_t espgw_imb_burst(void *mgr, const void *sap, int encrypt, uint8_t *const *bufs, const uint32_t *lens,
                          const uint32_t *seq_hi, uint8_t *status, uint32_t n) {
     IMB_MGR *m = (IMB_MGR *)mgr;
     const struct espgw_imb_sa *sa = (const struct espgw_imb_sa *)sap;
-    int gcm = sa->alg == ESPGW_IMB_GCM128 || sa->alg == ESPGW_IMB_GCM256;
-    uint32_t iv_len = gcm ? 8 : 16, icv_len = gcm ? 16 : 12;
-    /* Per-packet scratch: computed tag, received ICV, GCM nonce and AAD. */
-    uint8_t tag[ESPGW_IMB_MAX_BURST][16];
-    uint8_t rx_icv[ESPGW_IMB_MAX_BURST][16];
-    uint8_t nonce[ESPGW_IMB_MAX_BURST][12];
-    uint8_t aad[ESPGW_IMB_MAX_BURST][12];
     if (n > ESPGW_IMB_MAX_BURST)
         n = ESPGW_IMB_MAX_BURST;
+    if (sa->alg == ESPGW_IMB_GCM128 || sa->alg == ESPGW_IMB_GCM256) {
+        gcm_burst(m, sa, encrypt, bufs, lens, seq_hi, status, n);
+        return n;
+    }
 
+    /* CBC + HMAC-SHA1-96: multi-buffer jobs, flushed once per burst. */
+    uint8_t tag[ESPGW_IMB_MAX_BURST][16];
+    uint8_t rx_icv[ESPGW_IMB_MAX_BURST][12];
     for (uint32_t i = 0; i < n; i++) {
         uint8_t *b = bufs[i];
-        uint32_t body_end = lens[i] - icv_len;
-        uint32_t ct_len = body_end - 8 - iv_len;
+        uint32_t body_end = lens[i] - 12;
+        uint32_t hash_len = body_end;
         status[i] = ESPGW_IMB_ERROR;
         if (!encrypt)
-            memcpy(rx_icv[i], b + body_end, icv_len);
-        IMB_JOB *job = IMB_GET_NEXT_JOB(m);
-        job->src = b;
-        job->dst = b + 8 + iv_len;
-        job->cipher_start_src_offset_in_bytes = 8 + iv_len;
-        job->msg_len_to_cipher_in_bytes = ct_len;
-        job->key_len_in_bytes = sa->key_len;
-        job->cipher_direction = encrypt ? IMB_DIR_ENCRYPT : IMB_DIR_DECRYPT;
-        job->chain_order = encrypt ? IMB_ORDER_CIPHER_HASH : IMB_ORDER_HASH_CIPHER;
-        job->auth_tag_output = tag[i];
-        job->auth_tag_output_len_in_bytes = icv_len;
-        job->user_data = (void *)(uintptr_t)i;
-        if (gcm) {
-            memcpy(nonce[i], sa->salt, 4);
-            memcpy(nonce[i] + 4, b + 8, 8);
-            uint32_t aad_len = 8;
-            memcpy(aad[i], b, 4);
-            if (seq_hi != NULL) {
-                uint32_t hi = __builtin_bswap32(seq_hi[i]);
-                memcpy(aad[i] + 4, &hi, 4);
-                memcpy(aad[i] + 8, b + 4, 4);
-                aad_len = 12;
-            } else {
-                memcpy(aad[i] + 4, b + 4, 4);
-            }
-            job->cipher_mode = IMB_CIPHER_GCM;
-            job->hash_alg = IMB_AUTH_AES_GMAC;
-            job->enc_keys = &sa->gcm;
-            job->dec_keys = &sa->gcm;
-            job->iv = nonce[i];
-            job->iv_len_in_bytes = 12;
-            job->hash_start_src_offset_in_bytes = 8 + iv_len;
-            job->msg_len_to_hash_in_bytes = ct_len;
-            job->u.GCM.aad = aad[i];
-            job->u.GCM.aad_len_in_bytes = aad_len;
-        } else {
-            uint32_t hash_len = body_end;
-            if (seq_hi != NULL) {
-                /* The ESN high half follows the ciphertext for the ICV only:
-                 * it goes where the ICV will be (saved above when opening). */
-                uint32_t hi = __builtin_bswap32(seq_hi[i]);
-                memcpy(b + body_end, &hi, 4);
-                hash_len += 4;
-            }
-            job->cipher_mode = IMB_CIPHER_CBC;
-            job->hash_alg = IMB_AUTH_HMAC_SHA_1;
-            job->enc_keys = sa->enc_keys;
-            job->dec_keys = sa->dec_keys;
-            job->iv = b + 8;
-            job->iv_len_in_bytes = 16;
-            job->hash_start_src_offset_in_bytes = 0;
-            job->msg_len_to_hash_in_bytes = hash_len;
-            job->u.HMAC._hashed_auth_key_xor_ipad = sa->ipad;
-            job->u.HMAC._hashed_auth_key_xor_opad = sa->opad;
+            memcpy(rx_icv[i], b + body_end, 12);
+        if (seq_hi != NULL) {
+            /* The ESN high half follows the ciphertext for the ICV only:
+             * it goes where the ICV will be (saved above when opening). */
+            uint32_t hi = __builtin_bswap32(seq_hi[i]);
+            memcpy(b + body_end, &hi, 4);
+            hash_len += 4;
         }
-        job = IMB_SUBMIT_JOB(m);
+        IMB_JOB *job = IMB_GET_NEXT_JOB(m);
+        cbc_job(job, sa, encrypt, b, body_end, hash_len, tag[i]);
+        job->user_data = (void *)(uintptr_t)i;
+        job = IMB_SUBMIT_JOB_NOCHECK(m);
         while (job != NULL) {
             status[(uintptr_t)job->user_data] =
                 job->status == IMB_STATUS_COMPLETED ? ESPGW_IMB_OK : ESPGW_IMB_ERROR;
@@ -199,15 +256,13 @@ uint32_t espgw_imb_burst(void *mgr, const void *sap, int encrypt, uint8_t *const
     for (uint32_t i = 0; i < n; i++) {
         if (status[i] != ESPGW_IMB_OK)
             continue;
-        uint8_t *icv = bufs[i] + lens[i] - icv_len;
+        uint8_t *icv = bufs[i] + lens[i] - 12;
         if (encrypt) {
-            memcpy(icv, tag[i], icv_len);
+            memcpy(icv, tag[i], 12);
         } else {
-            uint8_t diff = 0;
-            for (uint32_t k = 0; k < icv_len; k++)
-                diff |= (uint8_t)(tag[i][k] ^ rx_icv[i][k]);
-            memcpy(icv, rx_icv[i], icv_len);
-            if (diff != 0)
+            uint8_t same = ct_equal(tag[i], rx_icv[i], 12);
+            memcpy(icv, rx_icv[i], 12);
+            if (!same)
                 status[i] = ESPGW_IMB_AUTH_FAILED;
         }
     }

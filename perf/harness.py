@@ -299,6 +299,63 @@ def run_testpmd(pcap, seconds):
     return statistics.median(pps[1:] if len(pps) > 2 else pps)
 
 
+SECGW = OUT / "secgw" / "build" / "ipsec-secgw"
+# ipsec-secgw's names for our algorithms: the SA line's crypto part.
+SECGW_ALGS = {
+    "aes128-gcm16": lambda k: f"aead_algo aes-128-gcm aead_key {k}",
+    "aes256-gcm16": lambda k: f"aead_algo aes-256-gcm aead_key {k}",
+    "aes128-cbc-hmac-sha1-96": lambda k: f"cipher_algo aes-128-cbc cipher_key {k} auth_algo sha1-hmac "
+                                         f"auth_key {':'.join(f'{b:02x}' for b in range(20))}",
+}
+
+
+def secgw_config(path, alg, direction, bypass=False):
+    """ipsec-secgw doing what espgw does in gateway_config(): port 0 private
+    (protected in secgw's words), port 1 public (unprotected); the same SPI,
+    keys and tunnel ends, so each decrypts the other's ESP; cpu-crypto with
+    intel-ipsec-mb (crypto_aesni_mb), as DPDK recommends for software crypto."""
+    hexkey = lambda n: ":".join(f"{b:02x}" for b in bytes.fromhex(key(alg, n)[2:]))
+    crypto = SECGW_ALGS[alg]
+    lines = []
+    if bypass:
+        lines.append("sp ipv4 out esp bypass pri 1 dst 10.0.2.0/24 sport 0:65535 dport 0:65535")
+        lines.append("rt ipv4 dst 10.0.2.0/24 port 1")
+    else:
+        lines.append("sp ipv4 out esp protect 4097 pri 1 dst 10.0.2.0/24 sport 0:65535 dport 0:65535")
+        lines.append(f"sa out 4097 {crypto(hexkey(0))} mode ipv4-tunnel src 192.0.2.1 dst 198.51.100.1 type cpu-crypto")
+        lines.append("rt ipv4 dst 198.51.100.0/24 port 1")
+    # Inbound (secgw wants an inbound SA and policy in every config).
+    lines.append("sp ipv4 in esp protect 4097 pri 1 dst 10.0.2.0/24 sport 0:65535 dport 0:65535")
+    lines.append(f"sa in 4097 {crypto(hexkey(0))} mode ipv4-tunnel src 192.0.2.1 dst 198.51.100.1 type cpu-crypto")
+    lines.append("rt ipv4 dst 10.0.0.0/8 port 0")
+    lines.append("neigh port 0 02:00:00:00:00:01")
+    lines.append("neigh port 1 02:00:00:00:0b:01")
+    Path(path).write_text("\n".join(lines) + "\n")
+    return path
+
+
+def run_secgw(alg, direction, pcap, seconds, bypass=False):
+    """Packets per second ipsec-secgw sends, one worker (lcore 1), the capture
+    replayed into the port the traffic enters, net_null where it leaves."""
+    cfg = secgw_config(OUT / "secgw.cfg", alg, direction, bypass)
+    pcap_dev = f"net_pcap0,rx_pcap={pcap},infinite_rx=1"
+    # Port 0 = private, port 1 = public: vdevs are numbered in command-line order.
+    devs = [pcap_dev, "net_null0,no-rx=1"] if direction == "out" else ["net_null0,no-rx=1", pcap_dev]
+    cmd = [str(SECGW), "-l", "1", "--no-pci", *eal_mem(), "--log-level", "*:error",
+           "--vdev", devs[0], "--vdev", devs[1], "--vdev", "crypto_aesni_mb", "--",
+           "-p", "0x3", "-P", "-u", "0x2", "--config", "(0,0,1),(1,0,1)", "-f", str(cfg), "-l", "-t", "1"]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    time.sleep(seconds + 3.0)
+    os.killpg(p.pid, signal.SIGINT)
+    out = p.communicate(timeout=30)[0]
+    sent = [int(x) for x in re.findall(r"Total packets sent:\s+(\d+)", out)]
+    rates = [b - a for a, b in zip(sent, sent[1:]) if b > a]
+    if len(rates) < 2:
+        sys.exit(f"ipsec-secgw gave no rate:\n{out[-2000:]}")
+    # The stats screen prints every second; drop the first (start-up) interval.
+    return statistics.median(rates[1:])
+
+
 def crypto_len(alg, frame):
     """Ciphertext bytes ESP processes for a frame of `frame` bytes (tunnel mode)."""
     pad_align = ALGS[alg][2]
@@ -458,6 +515,7 @@ def main():
     ap.add_argument("--algs", default=",".join(ALGS))
     ap.add_argument("--sizes", default=",".join(SIZES))
     ap.add_argument("--no-build", action="store_true")
+    ap.add_argument("--one-worker", action="store_true", help="skip the two-worker points")
     ap.add_argument("--profile", action="store_true",
                     help="also count instructions per packet under callgrind (bypass, GCM, CBC at 64 B)")
     a = ap.parse_args()
@@ -469,10 +527,15 @@ def main():
     if not a.no_build:
         log("building release binaries")
         subprocess.run(["cargo", "build", "--release", "-q", "-p", "control", "--bin", "espgw"], cwd=ROOT, check=True)
-        subprocess.run(["cargo", "build", "--release", "-q", "-p", "dataplane", "--example", "crypto_loop",
+        subprocess.run(["cargo", "build", "--release", "-q", "-p", "espgw-dpdk", "--example", "crypto_loop",
                         "--example", "pipeline_loop"], cwd=ROOT, check=True)
+        log("building ipsec-secgw from dpdk-doc (perf/build_secgw.sh)")
+        subprocess.run([str(ROOT / "perf" / "build_secgw.sh")], cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
     setup_hugepages()
     hz = cpu_hz()
+    with_secgw = SECGW.exists()
+    if not with_secgw:
+        log("no ipsec-secgw build: the side-by-side column stays empty (run perf/build_secgw.sh)")
 
     log("captures: cleartext, and ESP made by espgw for the inbound runs")
     for s in sizes:
@@ -488,9 +551,10 @@ def main():
     # Points: (kind, alg, size, direction, workers, nsas)
     points = [("ipsec", alg, s, d, 1, 1) for alg in algs for s in sizes for d in ("out", "in")]
     points += [("ipsec", "aes128-gcm16", s, d, 2, n) for s in sizes for d in ("out", "in") for n in (1, 2)] \
-        if "aes128-gcm16" in algs else []
+        if "aes128-gcm16" in algs and not a.one_worker else []
     points += [("bypass", "-", "64", "out", 1, 0)] if "64" in sizes else []
     results = {p: [] for p in points}
+    secgw = {p: [] for p in points}  # ipsec-secgw on the same point, run right after espgw
     io = {}       # pcap -> [pps]
     crypto = {}   # (alg, op, backend, frame) -> [ns]
 
@@ -523,10 +587,15 @@ def main():
                                  workers=w, nsas=n, rx_pcaps=rx, bypass=(kind == "bypass"))
             r = run_espgw(cfg, a.seconds)
             results[pt].append(r)
+            side = ""
+            if with_secgw and w == 1:
+                sg = run_secgw("aes128-gcm16" if kind == "bypass" else alg, d, rx[0], a.seconds, bypass=(kind == "bypass"))
+                secgw[pt].append(sg)
+                side = f", ipsec-secgw {sg / 1e6:.2f} Mpps ({r['pps'] / sg:.2f}x)"
             done += 1
             eta = (time.time() - t0) / done * (n_total - done)
             dropped = "" if r["drops"] == 0 else " ({} drops)".format(r["drops"])
-            log(f"  [{done}/{n_total}] {kind} {alg} {s} {d} {w}w {n}sa: {r['pps'] / 1e6:.2f} Mpps{dropped} — eta {eta:.0f} s")
+            log(f"  [{done}/{n_total}] {kind} {alg} {s} {d} {w}w {n}sa: {r['pps'] / 1e6:.2f} Mpps{dropped}{side} — eta {eta:.0f} s")
 
     profile_rows = profile() if a.profile else []
     memif = memif_run(a.seconds) if "64" in sizes and "aes128-gcm16" in algs else None
@@ -539,11 +608,15 @@ def main():
         mpps = med(pps) / 1e6
         gbps = mpps * mean_frame(s) * 8 / 1000
         cyc = hz * w / med(pps) if pps else 0
+        # espgw / ipsec-secgw: the median of the per-repeat ratios (each pair
+        # ran back to back, so both saw the same machine regime).
+        ratios = [r["pps"] / sg for r, sg in zip(results[pt], secgw[pt])]
+        side = dict(secgw_mpps=med(secgw[pt]) / 1e6 if secgw[pt] else 0.0, vs_secgw=med(ratios) if ratios else 0.0)
         if kind == "bypass":
             t_io = 1 / med(io[clear_pcap(s, 0)])
             rows.append(dict(kind="bypass", alg="-", size=s, dir="out", workers=w, sas=0, mpps=mpps, spread=spread(pps),
                              gbps=gbps, cycles=cyc, io_mpps=1e-6 / t_io, crypto="-", crypto_mpps=0, bound_mpps=1e-6 / t_io,
-                             pct=100 * mpps / (1e-6 / t_io)))
+                             pct=100 * mpps / (1e-6 / t_io), **side))
             continue
         op = "seal" if d == "out" else "open"
         pcap = clear_pcap(s, 0) if d == "out" else esp_pcap(alg, s, 0, 1)
@@ -556,19 +629,20 @@ def main():
         bound = 1 / (t_io + best)
         rows.append(dict(kind="ipsec", alg=alg, size=s, dir=d, workers=w, sas=n, mpps=mpps, spread=spread(pps), gbps=gbps,
                          cycles=cyc, io_mpps=1e-6 / t_io, crypto=best_be, crypto_mpps=1e-6 / best,
-                         bound_mpps=bound / 1e6 * w, pct=100 * mpps / (bound / 1e6 * w)))
+                         bound_mpps=bound / 1e6 * w, pct=100 * mpps / (bound / 1e6 * w), **side))
 
     csv_path = OUT / "results.csv"
     with open(csv_path, "w", newline="") as f:
         wr = csv.DictWriter(f, fieldnames=list(rows[0].keys()))
         wr.writeheader()
         wr.writerows(rows)
-    md = ["| kind | algorithm | frame | dir | workers | SAs | Mpps | spread | Gbit/s | cycles/pkt | I/O bound Mpps | best crypto | crypto Mpps | bound Mpps | % of bound |",
-          "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|"]
+    md = ["| kind | algorithm | frame | dir | workers | SAs | Mpps | spread | Gbit/s | cycles/pkt | I/O bound Mpps | best crypto | crypto Mpps | bound Mpps | % of bound | ipsec-secgw Mpps | espgw / secgw |",
+          "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|"]
     for r in rows:
         md.append(f"| {r['kind']} | {r['alg']} | {r['size']} | {r['dir']} | {r['workers']} | {r['sas']} | {r['mpps']:.2f} | "
                   f"±{r['spread'] / 2:.0f} % | {r['gbps']:.2f} | {r['cycles']:.0f} | {r['io_mpps']:.2f} | {r['crypto']} | "
-                  f"{r['crypto_mpps']:.2f} | {r['bound_mpps']:.2f} | {r['pct']:.0f} % |")
+                  f"{r['crypto_mpps']:.2f} | {r['bound_mpps']:.2f} | {r['pct']:.0f} % | "
+                  + (f"{r['secgw_mpps']:.2f} | {r['vs_secgw']:.2f} |" if r["secgw_mpps"] else "- | - |"))
     # Crypto table: every backend per size.
     md += ["", "| algorithm | op | frame | " + " | ".join(["aesni_mb (crypto-perf) Mops", "ring Mops", "rustcrypto Mops", "ipsec-mb (ours) Mops"]) + " |",
            "|---|---|---:|---:|---:|---:|---:|"]

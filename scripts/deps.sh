@@ -31,9 +31,9 @@ TEST_PKGS=(
   tcpdump
   iproute2        # network namespaces and veths for host tests
   prometheus      # a real Prometheus scrapes /metrics; promtool tests the alert rules
+  valgrind        # callgrind instruction counts: the per-packet regression guard
 )
 PERF_PKGS=(
-  valgrind        # callgrind instruction counts
   linux-perf      # cpu-clock profiles (perf record)
   dpdk-doc        # ipsec-secgw example sources, built side by side
   libpcap-dev

@@ -11,6 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
+use control::client::Endpoint;
 use espgw_testkit::openapi::check_response;
 
 fn espgwctl_bin() -> PathBuf {
@@ -31,7 +32,9 @@ fn gateway_config(s: &Scratch, test: &str, api_port: u16, token: bool, with_sa: 
     let frames = mixed_frames(64, 7);
     write_frames(&s.path("in.pcap"), &frames);
     let eal = eal_args_toml(test).replace(", \"--no-telemetry\"", "");
-    let token_line = if token { format!("token = \"{TOKEN}\"") } else { String::new() };
+    // The control socket always; TCP (which always needs the token) when asked.
+    let tcp_lines =
+        if token { format!("listen = \"127.0.0.1:{api_port}\"\ntoken = \"{TOKEN}\"") } else { String::new() };
     let sa = if with_sa {
         format!(
             r#"
@@ -68,8 +71,8 @@ cores = [1]
 default_outbound = "drop"
 
 [control]
-listen = "127.0.0.1:{api_port}"
-{token_line}
+socket = "api.sock"
+{tcp_lines}
 
 [[port]]
 name = "private"
@@ -95,30 +98,42 @@ via = "198.51.100.1"
     ))
 }
 
-/// A minimal HTTP client for the API; every answer is checked against the
-/// OpenAPI document.
+/// A client for the API over its socket or TCP (control::client, what
+/// espgwctl speaks); every answer is checked against the OpenAPI document.
 struct Api {
-    base: String,
+    ep: Endpoint,
     token: Option<String>,
 }
 
 impl Api {
-    fn request(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, String, String) {
-        let mut r = ureq::request(method, &format!("{}{path}", self.base)).timeout(Duration::from_secs(10));
-        if let Some(t) = &self.token {
-            r = r.set("Authorization", &format!("Bearer {t}"));
+    fn socket(s: &Scratch) -> Api {
+        Api { ep: Endpoint::Unix(s.path("api.sock")), token: None }
+    }
+
+    fn tcp(port: u16) -> Api {
+        Api { ep: Endpoint::Tcp(format!("127.0.0.1:{port}")), token: Some(TOKEN.into()) }
+    }
+
+    /// espgwctl's arguments that reach this API.
+    fn ctl_args(&self) -> Vec<String> {
+        match &self.ep {
+            Endpoint::Unix(p) => vec!["--socket".into(), p.display().to_string()],
+            Endpoint::Tcp(h) => vec!["--api".into(), format!("http://{h}")],
         }
-        let res = match body {
-            Some(b) => r.set("Content-Type", "application/json").send_string(&b.to_string()),
-            None => r.call(),
-        };
-        let resp = match res {
-            Ok(r) | Err(ureq::Error::Status(_, r)) => r,
-            Err(e) => panic!("{method} {path}: {e}"),
-        };
-        let status = resp.status();
-        let ct = resp.content_type().to_string();
-        let body = resp.into_string().unwrap();
+    }
+
+    fn request(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, String, String) {
+        let b = body.map(|b| b.to_string().into_bytes());
+        let a = control::client::request(
+            &self.ep,
+            method,
+            path,
+            self.token.as_deref(),
+            b.as_deref(),
+            Duration::from_secs(10),
+        )
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        let (status, ct, body) = (a.status, a.content_type.clone(), a.text());
         if let Some(p) = control::api::route_pattern(method, path) {
             check_response(method, p, status, &ct, &body).unwrap_or_else(|e| panic!("{e}\n{body}"));
         }
@@ -138,11 +153,15 @@ impl Api {
             if let Some(st) = child.try_wait().unwrap() {
                 panic!("espgw exited early: {st}");
             }
-            let mut r = ureq::get(&format!("{}/api/v1/health", self.base)).timeout(Duration::from_secs(2));
-            if let Some(t) = &self.token {
-                r = r.set("Authorization", &format!("Bearer {t}"));
-            }
-            if r.call().is_ok() {
+            let r = control::client::request(
+                &self.ep,
+                "GET",
+                "/api/v1/health",
+                self.token.as_deref(),
+                None,
+                Duration::from_secs(2),
+            );
+            if r.is_ok_and(|a| a.status == 200) {
                 return;
             }
             assert!(t.elapsed() < Duration::from_secs(30), "the API did not come up");
@@ -153,7 +172,7 @@ impl Api {
 
 fn ctl(api: &Api, args: &[&str]) -> (i32, String, String) {
     let mut c = Command::new(espgwctl_bin());
-    c.arg("--api").arg(&api.base);
+    c.args(api.ctl_args());
     if let Some(t) = &api.token {
         c.env("ESPGW_TOKEN", t);
     }
@@ -193,7 +212,7 @@ fn live_sa_add_and_delete_steer_traffic() {
     let port = free_port();
     let cfg = gateway_config(&s, "ctl-live", port, false, false);
     let (mut child, report) = spawn_espgw(&s, &cfg, &[]);
-    let api = Api { base: format!("http://127.0.0.1:{port}"), token: None };
+    let api = Api::socket(&s);
     api.wait_up(&mut child);
 
     // No policy: everything is dropped by the default, and counted.
@@ -306,6 +325,19 @@ fn live_sa_add_and_delete_steer_traffic() {
 
     let run = stop_espgw(child, &report);
     run.assert_ok();
+    // Every change made through the API left one audit line naming who
+    // (the socket peer's uid) and what, never the key.
+    let audit: Vec<&str> = run.stderr.lines().filter(|l| l.contains("espgw::audit")).collect();
+    assert!(
+        audit
+            .iter()
+            .any(|l| l.contains("POST") && l.contains("/api/v1/sas") && l.contains("uid ") && l.contains("applied")),
+        "{}",
+        run.stderr
+    );
+    assert!(audit.iter().any(|l| l.contains("DELETE") && l.contains("/api/v1/sas/to-b")), "{}", run.stderr);
+    assert!(audit.iter().any(|l| l.contains("refused") && l.contains("status=400")), "{}", run.stderr);
+    assert!(!run.stderr.contains(&GCM_KEY[2..]) && !run.stdout.contains(&GCM_KEY[2..]), "a key was logged");
 }
 
 /// A Prometheus query through its HTTP API.
@@ -361,7 +393,7 @@ fn prometheus_scrapes_espgw_and_the_dashboard_queries_work() {
     let port = free_port();
     let cfg = gateway_config(&s, "ctl-prom", port, true, true);
     let (mut child, report) = spawn_espgw(&s, &cfg, &[]);
-    let api = Api { base: format!("http://127.0.0.1:{port}"), token: Some(TOKEN.into()) };
+    let api = Api::tcp(port);
     api.wait_up(&mut child);
 
     let prom_port = free_port();
@@ -518,7 +550,9 @@ fn control_config_errors() {
         )
     };
     let cases = [
-        ("listen = \"0.0.0.0:9470\"", "control.listen", "not a loopback address"),
+        ("listen = \"0.0.0.0:9470\"", "control.listen", "needs control.token"),
+        ("listen = \"127.0.0.1:9470\"", "control.listen", "loopback too"),
+        ("socket_group = \"no-such-group-here\"", "control.socket_group", "no group"),
         ("listen = \"localhost\"", "control.listen", "not an address:port"),
         ("token = \"short\"\nlisten = \"127.0.0.1:1\"", "control.token", "at least 16"),
         ("token_file = \"missing.token\"", "control.token_file", "cannot read"),
@@ -538,7 +572,7 @@ fn control_config_errors() {
     assert_eq!(run.code(), Some(0), "{}", run.stderr);
     // The address is taken: a clear error, exit 1.
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
-    let cfg = s.config(&base(&format!("listen = \"{}\"", taken.local_addr().unwrap())));
+    let cfg = s.config(&base(&format!("listen = \"{}\"\ntoken = \"{TOKEN}\"", taken.local_addr().unwrap())));
     let run = run_espgw(&s, &cfg, &[]);
     assert_eq!(run.code(), Some(1), "{}", run.stderr);
     assert!(run.stderr.contains("cannot listen on 127.0.0.1:"), "{}", run.stderr);
@@ -596,4 +630,189 @@ fn shipped_gateway_pairs_mirror_each_other() {
             }
         }
     }
+}
+
+/// The event stream a key daemon listens to, on the real binary: a `%trap`
+/// eroute hit under traffic gives (rate-limited) ACQUIREs with the packet's
+/// selectors; an SA reaching its soft and hard packet limits gives one event
+/// each; API changes give `config_change`; `espgwctl events` prints them.
+#[test]
+fn events_report_acquires_expiry_and_changes() {
+    let _heavy = heavy_test_lock();
+    let s = Scratch::new();
+    let cfg = gateway_config(&s, "ctl-events", free_port(), false, false);
+    let (mut child, report) = spawn_espgw(&s, &cfg, &[]);
+    let api = Api::socket(&s);
+    api.wait_up(&mut child);
+
+    // Listen first: over the socket with the library client, and with espgwctl.
+    let (tx, rx) = std::sync::mpsc::channel::<Value>();
+    let ep = api.ep.clone();
+    std::thread::spawn(move || {
+        let (status, mut r) = control::client::stream(&ep, "/api/v1/events", None).unwrap();
+        assert_eq!(status, 200);
+        let mut line = String::new();
+        while std::io::BufRead::read_line(&mut r, &mut line).unwrap_or(0) > 0 {
+            if let Some(d) = line.trim_end().strip_prefix("data: ") {
+                if tx.send(serde_json::from_str(d).unwrap()).is_err() {
+                    return;
+                }
+            }
+            line.clear();
+        }
+    });
+    let ctl_events = Command::new(espgwctl_bin())
+        .args(api.ctl_args())
+        .args(["events", "--types", "acquire", "--count", "1"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+
+    // A trap eroute over the replayed traffic.
+    let (rc, out, err) =
+        ctl(&api, &["eroute", "add", "wanted", "--src", "10.0.0.0/8", "--dst", "0.0.0.0/0", "--action", "trap"]);
+    assert_eq!(rc, 0, "{out}{err}");
+    let mut seen: Vec<Value> = Vec::new();
+    let mut wait_for = |what: &str, f: &dyn Fn(&Value) -> bool| -> Value {
+        let t = Instant::now();
+        loop {
+            if let Some(v) = seen.iter().find(|v| f(v)) {
+                return v.clone();
+            }
+            let left =
+                Duration::from_secs(15).checked_sub(t.elapsed()).unwrap_or_else(|| panic!("no {what}: {seen:?}"));
+            if let Ok(v) = rx.recv_timeout(left) {
+                seen.push(v);
+            }
+        }
+    };
+    let change = wait_for("config_change", &|v| v["type"] == "config_change");
+    assert_eq!((change["method"].as_str(), change["path"].as_str()), (Some("POST"), Some("/api/v1/eroutes")));
+    let acq = wait_for("acquire", &|v| v["type"] == "acquire");
+    assert_eq!(acq["eroute"], "wanted");
+    assert!(acq["src"].as_str().unwrap().starts_with("10."), "{acq}");
+    assert!(acq["proto"].as_u64().is_some() && acq["dst"].is_string(), "{acq}");
+    std::thread::sleep(Duration::from_millis(1500));
+    let out = ctl_events.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(printed.starts_with("acquire") && printed.contains("eroute=wanted"), "{printed}");
+
+    // An SA with packet limits: soft, then hard expiry, one event each.
+    let (rc, out, err) = ctl(
+        &api,
+        &[
+            "sa",
+            "add",
+            "short",
+            "--direction",
+            "out",
+            "--spi",
+            "0x3001",
+            "--algorithm",
+            "aes128-gcm16",
+            "--enc-key",
+            GCM_KEY,
+            "--mode",
+            "tunnel",
+            "--local",
+            "192.0.2.1",
+            "--remote",
+            "198.51.100.1",
+            "--soft-packets",
+            "20000",
+            "--hard-packets",
+            "40000",
+        ],
+    );
+    assert_eq!(rc, 0, "{out}{err}");
+    let (rc, out, err) = ctl(
+        &api,
+        &[
+            "eroute",
+            "add",
+            "wanted",
+            "--replace",
+            "--src",
+            "10.0.0.0/8",
+            "--dst",
+            "0.0.0.0/0",
+            "--action",
+            "protect",
+            "--sa",
+            "short",
+        ],
+    );
+    assert_eq!(rc, 0, "{out}{err}");
+    let soft = wait_for("soft expiry", &|v| v["type"] == "sa_soft_expired");
+    assert_eq!((soft["sa"].as_str(), soft["limit"].as_str()), (Some("short"), Some("packets")));
+    let hard = wait_for("hard expiry", &|v| v["type"] == "sa_hard_expired");
+    assert_eq!(hard["sa"], "short");
+    std::thread::sleep(Duration::from_millis(1500));
+    while let Ok(v) = rx.try_recv() {
+        seen.push(v);
+    }
+    let hards = seen.iter().filter(|v| v["type"] == "sa_hard_expired").count();
+    assert_eq!(hards, 1, "one event per expiry: {seen:?}");
+    let seqs: Vec<u64> = seen.iter().map(|v| v["seq"].as_u64().unwrap()).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "events in order: {seqs:?}");
+
+    let run = stop_espgw(child, &report);
+    run.assert_ok();
+    assert!(run.stderr.contains("espgw::event"), "events are logged too");
+}
+
+/// `kill -HUP` re-reads the config: added SAs and eroutes appear (as API
+/// changes would), an unchanged SA keeps its counters, a broken file is
+/// logged with file:line and changes nothing, removed ones go.
+#[test]
+fn sighup_reloads_the_config_file() {
+    let _heavy = heavy_test_lock();
+    let s = Scratch::new();
+    let cfg = gateway_config(&s, "ctl-hup", free_port(), false, true);
+    let (mut child, report) = spawn_espgw(&s, &cfg, &[]);
+    let api = Api::socket(&s);
+    api.wait_up(&mut child);
+    eventually("ESP through to-b", || sa_packets(&api, "to-b").unwrap_or(0) > 1000);
+    let hup = |child: &Child| {
+        let st = Command::new("kill").args(["-HUP", &child.id().to_string()]).status().unwrap();
+        assert!(st.success());
+    };
+    let original = std::fs::read_to_string(&cfg).unwrap();
+    let with_c = format!(
+        "{original}\n[[sa]]\nname = \"to-c\"\ndirection = \"out\"\nspi = 0x1009\nalgorithm = \"aes128-gcm16\"\n\
+         enc_key = \"0x{}\"\nmode = \"tunnel\"\nlocal = \"192.0.2.1\"\nremote = \"198.51.100.9\"\n\n\
+         [[eroute]]\nname = \"c-nets\"\nsrc = \"10.0.0.0/8\"\ndst = \"10.99.0.0/16\"\naction = \"protect\"\nsa = \"to-c\"\n",
+        "ab".repeat(20)
+    );
+    std::fs::write(&cfg, &with_c).unwrap();
+    let before = sa_packets(&api, "to-b").unwrap();
+    hup(&child);
+    eventually("to-c added by the reload", || sa_packets(&api, "to-c").is_some());
+    assert_eq!(api.get("/api/v1/eroutes/c-nets")["sa"], "to-c");
+    assert!(sa_packets(&api, "to-b").unwrap() >= before, "to-b was left alone (counters kept)");
+
+    // A broken file: logged with file:line, nothing changes, still running.
+    std::fs::write(
+        &cfg,
+        with_c.replace("algorithm = \"aes128-gcm16\"\nenc_key = \"0xabab", "algorithm = \"rot13\"\nenc_key = \"0xabab"),
+    )
+    .unwrap();
+    hup(&child);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(child.try_wait().unwrap().is_none(), "SIGHUP must not kill the gateway");
+    assert!(sa_packets(&api, "to-c").is_some());
+
+    // Back to the original: to-c and its eroute go.
+    std::fs::write(&cfg, &original).unwrap();
+    hup(&child);
+    eventually("to-c removed by the reload", || sa_packets(&api, "to-c").is_none());
+    let (status, _, _) = api.request("GET", "/api/v1/eroutes/c-nets", None);
+    assert_eq!(status, 404);
+
+    let run = stop_espgw(child, &report);
+    run.assert_ok();
+    assert!(run.stderr.contains("reload refused"), "{}", run.stderr);
+    assert!(run.stderr.contains("espgw.toml:") && run.stderr.contains("rot13"), "file:line named: {}", run.stderr);
 }

@@ -1,19 +1,16 @@
 //! The HTTP API and `/metrics`, served by one control thread.
 //!
 //! Routing is a pure function from [`ApiRequest`] to [`ApiResponse`] so that
-//! it is unit-tested without sockets or DPDK; [`serve`] only moves requests
-//! between `tiny_http` and [`handle`]. The control thread runs on the main
-//! lcore (never a worker's) and only takes the policy store's lock, which the
-//! workers never touch: they read published snapshots.
+//! it is unit-tested without sockets or DPDK; [`crate::server`] only moves
+//! requests between hyper and [`handle`] (and decides, from headers, what may
+//! not reach it). The control thread runs on the main lcore (never a
+//! worker's) and only takes the policy store's lock, which the workers never
+//! touch: they read published snapshots.
 //!
 //! The contract is `docs/openapi.json`, served at `/api/v1/openapi.json` and
 //! checked against this router by the tests.
 
-use std::io::Read;
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::sync::{Mutex, MutexGuard};
 
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -32,6 +29,8 @@ pub const MAX_BODY: usize = 64 * 1024;
 /// What the control thread shares with the rest of the process.
 pub struct ControlState<'a> {
     pub store: Mutex<PolicyStore>,
+    /// The event stream (`GET /api/v1/events`).
+    pub events: crate::events::EventBus,
     /// `None` before the data plane runs (unit tests): live endpoints answer 503.
     pub live: Option<Live<'a>>,
     pub token: Option<Zeroizing<String>>,
@@ -53,6 +52,9 @@ pub struct ApiRequest {
     pub authorization: Option<String>,
     pub content_type: Option<String>,
     pub body: Vec<u8>,
+    /// It came over the control socket, whose file permissions already
+    /// decided who may connect: no token needed (as with strongSwan's vici).
+    pub via_socket: bool,
 }
 
 /// A response: status, content type and body.
@@ -80,6 +82,7 @@ impl ApiResponse {
             403 => "forbidden",
             404 => "not_found",
             405 => "method_not_allowed",
+            408 => "request_timeout",
             409 => "conflict",
             413 => "payload_too_large",
             415 => "unsupported_media_type",
@@ -135,6 +138,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/v1/stats"),
     ("GET", "/api/v1/ports"),
     ("GET", "/api/v1/pmtu"),
+    // Served by the HTTP layer (an endless stream): server.rs.
+    ("GET", "/api/v1/events"),
     ("GET", "/metrics"),
 ];
 
@@ -181,7 +186,10 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// 401 without credentials, 403 with wrong ones, `None` when allowed.
-fn check_auth(state: &ControlState<'_>, req: &ApiRequest) -> Option<ApiResponse> {
+pub fn check_auth(state: &ControlState<'_>, req: &ApiRequest) -> Option<ApiResponse> {
+    if req.via_socket {
+        return None;
+    }
     let token = state.token.as_ref()?;
     let challenge = |r: ApiResponse| r.with_header("WWW-Authenticate", "Bearer realm=\"espgw\"");
     match req.authorization.as_deref().map(str::trim) {
@@ -213,6 +221,105 @@ fn need_json(req: &ApiRequest) -> Option<ApiResponse> {
 
 fn query_flag(query: &str, key: &str) -> bool {
     query.split('&').any(|kv| kv == key || kv == format!("{key}=true") || kv == format!("{key}=1"))
+}
+
+/// A query parameter's (percent-decoded) value.
+fn query_value(query: &str, key: &str) -> Option<String> {
+    query.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        (k == key).then(|| percent_decode(&v.replace('+', " "))).flatten()
+    })
+}
+
+/// Page size when the client names none, and the largest it may ask for.
+pub const DEFAULT_PAGE: usize = 1000;
+pub const MAX_PAGE: usize = 10_000;
+
+/// `limit` and `cursor` of a list request.
+fn paging(query: &str) -> Result<(usize, Option<String>), ApiResponse> {
+    let limit = match query_value(query, "limit") {
+        None => DEFAULT_PAGE,
+        Some(l) => match l.parse::<usize>() {
+            Ok(n) if (1..=MAX_PAGE).contains(&n) => n,
+            _ => return Err(ApiResponse::error(400, format!("limit must be 1..={MAX_PAGE}"), Some("limit".into()))),
+        },
+    };
+    Ok((limit, query_value(query, "cursor")))
+}
+
+/// Encode a name for a query string.
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// A list answer: the page as a JSON array; when more follow, a
+/// `Link: <...>; rel="next"` header (RFC 8288) whose cursor is the last name.
+fn page_answer<T: Serialize>(
+    path: &str,
+    query: &str,
+    limit: usize,
+    page: &[T],
+    last: Option<&str>,
+    more: bool,
+) -> ApiResponse {
+    let mut r = ApiResponse::json(200, &page);
+    if let (true, Some(last)) = (more, last) {
+        let mut q: Vec<String> = query
+            .split('&')
+            .filter(|kv| !kv.is_empty() && !kv.starts_with("cursor=") && !kv.starts_with("limit="))
+            .map(String::from)
+            .collect();
+        q.push(format!("limit={limit}"));
+        q.push(format!("cursor={}", percent_encode(last)));
+        r = r.with_header("Link", format!("<{path}?{}>; rel=\"next\"", q.join("&")));
+    }
+    r
+}
+
+fn list_sas(state: &ControlState<'_>, req: &ApiRequest) -> Result<ApiResponse, ApiResponse> {
+    let (limit, cursor) = paging(&req.query)?;
+    let name = query_value(&req.query, "name");
+    let spi = match query_value(&req.query, "spi") {
+        None => None,
+        Some(v) => Some(crate::config::parse_u32_field(&v).ok_or_else(|| {
+            ApiResponse::error(400, format!("{v:?} is not an SPI (decimal or 0x-hex)"), Some("spi".into()))
+        })?),
+    };
+    let peer = match query_value(&req.query, "peer") {
+        None => None,
+        Some(v) => Some(
+            v.parse::<std::net::IpAddr>()
+                .map_err(|_| ApiResponse::error(400, format!("{v:?} is not an IP address"), Some("peer".into())))?,
+        ),
+    };
+    let direction = query_value(&req.query, "direction");
+    if direction.as_deref().is_some_and(|d| d != "in" && d != "out") {
+        return Err(ApiResponse::error(400, "direction is \"in\" or \"out\"", Some("direction".into())));
+    }
+    let (page, more) = state.store().sas_page(cursor.as_deref(), limit, |v| {
+        name.as_deref().is_none_or(|n| v.name.contains(n))
+            && spi.is_none_or(|s| v.spi == s)
+            && peer.is_none_or(|p| v.remote == Some(p) || v.local == Some(p))
+            && direction.as_deref().is_none_or(|d| v.direction == d)
+    });
+    let last = page.last().map(|s| s.sa.name.clone());
+    Ok(page_answer(&req.path, &req.query, limit, &page, last.as_deref(), more))
+}
+
+fn list_eroutes(state: &ControlState<'_>, req: &ApiRequest) -> Result<ApiResponse, ApiResponse> {
+    let (limit, cursor) = paging(&req.query)?;
+    let name = query_value(&req.query, "name");
+    let sa = query_value(&req.query, "sa");
+    let (page, more) = state.store().eroutes_page(cursor.as_deref(), limit, |e| {
+        name.as_deref().is_none_or(|n| e.name.contains(n)) && sa.as_deref().is_none_or(|s| e.sa.as_deref() == Some(s))
+    });
+    let last = page.last().map(|e| e.name.clone());
+    Ok(page_answer(&req.path, &req.query, limit, &page, last.as_deref(), more))
 }
 
 fn live<'s>(state: &'s ControlState<'_>) -> Result<&'s Live<'s>, ApiResponse> {
@@ -255,7 +362,7 @@ pub fn handle(state: &ControlState<'_>, req: &ApiRequest) -> ApiResponse {
             body: OPENAPI.to_string(),
             headers: Vec::new(),
         }),
-        ("GET", "/api/v1/sas") => Ok(ApiResponse::json(200, &state.store().sas())),
+        ("GET", "/api/v1/sas") => list_sas(state, req),
         ("GET", "/api/v1/sas/{name}") => {
             state.store().sa(&name).map(|s| ApiResponse::json(200, &s)).map_err(Into::into)
         }
@@ -269,7 +376,7 @@ pub fn handle(state: &ControlState<'_>, req: &ApiRequest) -> ApiResponse {
                 .map(|trapped| ApiResponse::json(200, &json!({ "deleted": name, "eroutes_trapped": trapped })))
                 .map_err(Into::into)
         }
-        ("GET", "/api/v1/eroutes") => Ok(ApiResponse::json(200, &state.store().eroutes())),
+        ("GET", "/api/v1/eroutes") => list_eroutes(state, req),
         ("GET", "/api/v1/eroutes/{name}") => {
             state.store().eroute(&name).map(|e| ApiResponse::json(200, &e)).map_err(Into::into)
         }
@@ -295,15 +402,18 @@ pub fn handle(state: &ControlState<'_>, req: &ApiRequest) -> ApiResponse {
                 headers: Vec::new(),
             }
         }),
+        ("GET", "/api/v1/events") => Err(ApiResponse::error(
+            400,
+            "the event stream is served by the HTTP server (GET /api/v1/events over the socket or TCP)",
+            None,
+        )),
         _ => Err(ApiResponse::error(405, "method not allowed", None)),
     };
     result.unwrap_or_else(|e| e)
 }
 
 fn health(state: &ControlState<'_>) -> Result<ApiResponse, ApiResponse> {
-    let store = state.store();
-    let (nsa, ner) = (store.sas().len(), store.eroutes().len());
-    drop(store);
+    let (nsa, ner) = state.store().counts();
     let mut v = json!({
         "status": "ok",
         "version": env!("CARGO_PKG_VERSION"),
@@ -382,96 +492,6 @@ fn stats(state: &ControlState<'_>) -> Result<ApiResponse, ApiResponse> {
             "mempools": l.pools(),
         }),
     ))
-}
-
-/// A running control thread.
-pub struct ControlServer<'scope> {
-    pub addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-    thread: std::thread::ScopedJoinHandle<'scope, ()>,
-}
-
-impl ControlServer<'_> {
-    /// Stop serving and join the thread.
-    pub fn stop(self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = self.thread.join();
-    }
-}
-
-/// Bind the API's address (before DPDK starts, so a taken address fails fast).
-pub fn bind(addr: SocketAddr) -> std::io::Result<tiny_http::Server> {
-    tiny_http::Server::http(addr).map_err(|e| std::io::Error::other(format!("cannot listen on {addr}: {e}")))
-}
-
-/// Serve on a thread of `scope` until stopped.
-pub fn serve<'scope, 'env>(
-    scope: &'scope std::thread::Scope<'scope, 'env>,
-    server: tiny_http::Server,
-    state: &'env ControlState<'_>,
-) -> std::io::Result<ControlServer<'scope>> {
-    let bound = server.server_addr().to_ip().ok_or_else(|| std::io::Error::other("not an IP listener"))?;
-    let stop = Arc::new(AtomicBool::new(false));
-    let stop2 = stop.clone();
-    let thread = std::thread::Builder::new().name("espgw-control".into()).spawn_scoped(scope, move || {
-        while !stop2.load(Ordering::Relaxed) {
-            if let Some(l) = &state.live {
-                l.sample_load();
-            }
-            match server.recv_timeout(Duration::from_millis(100)) {
-                Ok(Some(rq)) => respond(state, rq),
-                Ok(None) => {}
-                Err(e) => {
-                    eprintln!("espgw: control API: {e}");
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-            }
-        }
-    })?;
-    Ok(ControlServer { addr: bound, stop, thread })
-}
-
-fn respond(state: &ControlState<'_>, mut rq: tiny_http::Request) {
-    let header = |name: &str| {
-        rq.headers().iter().find(|h| h.field.as_str().as_str().eq_ignore_ascii_case(name)).map(|h| h.value.to_string())
-    };
-    let url = rq.url().to_string();
-    let (path, query) = url.split_once('?').unwrap_or((&url, ""));
-    let mut req = ApiRequest {
-        method: rq.method().as_str().to_ascii_uppercase(),
-        path: path.to_string(),
-        query: query.to_string(),
-        authorization: header("Authorization"),
-        content_type: header("Content-Type"),
-        body: Vec::new(),
-    };
-    let too_big = rq.body_length().is_some_and(|n| n > MAX_BODY);
-    let resp = if too_big {
-        ApiResponse::error(413, format!("the body is larger than {MAX_BODY} bytes"), None)
-    } else {
-        let mut body = Vec::new();
-        match rq.as_reader().take(MAX_BODY as u64 + 1).read_to_end(&mut body) {
-            Ok(_) if body.len() > MAX_BODY => {
-                ApiResponse::error(413, format!("the body is larger than {MAX_BODY} bytes"), None)
-            }
-            Ok(_) => {
-                req.body = body;
-                handle(state, &req)
-            }
-            Err(e) => ApiResponse::error(400, format!("cannot read the body: {e}"), None),
-        }
-    };
-    let mut r = tiny_http::Response::from_string(if req.method == "HEAD" { String::new() } else { resp.body })
-        .with_status_code(resp.status);
-    if let Ok(h) = tiny_http::Header::from_bytes("Content-Type", resp.content_type) {
-        r = r.with_header(h);
-    }
-    for (k, v) in resp.headers {
-        if let Ok(h) = tiny_http::Header::from_bytes(k, v.as_bytes()) {
-            r = r.with_header(h);
-        }
-    }
-    let _ = rq.respond(r);
 }
 
 /// The route pattern a request path falls under (for contract checks).

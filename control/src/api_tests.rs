@@ -46,6 +46,7 @@ const SECRET_KEY: &str = "a1b2c3d4e5f60718293a4b5c6d7e8f90deadbeef";
 fn state(token: Option<&str>) -> ControlState<'static> {
     let cfg = Config::parse(Path::new("t.toml"), BASE).unwrap();
     ControlState {
+        events: Default::default(),
         store: Mutex::new(PolicyStore::from_config(&cfg).unwrap()),
         live: None,
         token: token.map(|t| Zeroizing::new(t.to_string())),
@@ -73,6 +74,7 @@ fn call_raw(
         authorization: auth.map(str::to_string),
         content_type: ct.map(str::to_string),
         body: body.unwrap_or_default().into_bytes(),
+        via_socket: false,
     };
     let r = handle(st, &req);
     assert!(!r.body.contains(SECRET_KEY), "a key came back: {}", r.body);
@@ -292,6 +294,57 @@ fn a_token_guards_every_endpoint() {
     assert_eq!((s, v["status"].as_str()), (200, Some("starting")));
     let r = handle(&st, &ApiRequest { method: "GET".into(), path: "/api/v1/sas".into(), ..Default::default() });
     assert!(r.headers.iter().any(|(k, v)| *k == "WWW-Authenticate" && v.starts_with("Bearer")));
+    // Over the control socket the file permissions decided: no token.
+    let r = handle(
+        &st,
+        &ApiRequest { method: "GET".into(), path: "/api/v1/health".into(), via_socket: true, ..Default::default() },
+    );
+    assert_eq!(r.status, 200);
+}
+
+/// Lists come in pages (name order) with a `Link: rel="next"` to the rest,
+/// and filter by name, SPI, peer and direction.
+#[test]
+fn lists_page_and_filter() {
+    let st = state(None);
+    for i in 0..25u32 {
+        let body = json!({
+            "name": format!("sa-{i:03}"), "direction": "out", "spi": 0x2000 + i,
+            "algorithm": "aes128-gcm16", "enc_key": format!("0x{}{i:08x}", "11".repeat(16)),
+            "mode": "tunnel", "local": "192.0.2.1", "remote": if i % 5 == 0 { "198.51.100.9" } else { "198.51.100.1" },
+        });
+        let (s, v) = call_raw(&st, "POST", "/api/v1/sas", Some(body.to_string()), None, Some("application/json"));
+        assert_eq!(s, 201, "{v}");
+    }
+    let get = |path: &str| {
+        let (p, q) = path.split_once('?').unwrap_or((path, ""));
+        handle(&st, &ApiRequest { method: "GET".into(), path: p.into(), query: q.into(), ..Default::default() })
+    };
+    let mut names = Vec::new();
+    let mut next = Some("/api/v1/sas?limit=10".to_string());
+    let mut pages = 0;
+    while let Some(p) = next {
+        let r = get(&p);
+        assert_eq!(r.status, 200, "{}", r.body);
+        let v: Value = serde_json::from_str(&r.body).unwrap();
+        names.extend(v.as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap().to_string()));
+        next = r.headers.iter().find(|(k, _)| *k == "Link").map(|(_, l)| {
+            assert!(l.ends_with("; rel=\"next\""), "{l}");
+            l[1..l.find('>').unwrap()].to_string()
+        });
+        pages += 1;
+    }
+    assert_eq!(pages, 3);
+    let mut want: Vec<String> = (0..25).map(|i| format!("sa-{i:03}")).collect();
+    want.push("to-b".into()); // the state's own SA
+    assert_eq!(names, want);
+    let count = |path: &str| serde_json::from_str::<Value>(&get(path).body).unwrap().as_array().unwrap().len();
+    assert_eq!(count("/api/v1/sas?peer=198.51.100.9"), 5);
+    assert_eq!(count("/api/v1/sas?spi=0x2003"), 1);
+    assert_eq!(count("/api/v1/sas?name=sa-01"), 10);
+    assert_eq!(count("/api/v1/sas?direction=in"), 0);
+    assert_eq!(get("/api/v1/sas?limit=0").status, 400);
+    assert_eq!(get("/api/v1/sas?direction=sideways").status, 400);
 }
 
 /// The document lists exactly the routes the server has.
@@ -360,7 +413,7 @@ mod nonce_property {
     fn start(cfg: &Config) -> (ControlState<'static>, SharedState) {
         let st = SharedState::new(StateFile::open(&cfg.state_file).unwrap());
         let store = PolicyStore::from_config_with(cfg, Some(Box::new(st.clone()))).unwrap();
-        (ControlState { store: Mutex::new(store), live: None, token: None }, st)
+        (ControlState { store: Mutex::new(store), events: Default::default(), live: None, token: None }, st)
     }
 
     fn sa_body(sa: usize, key: usize, ttl: u8) -> Value {

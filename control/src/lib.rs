@@ -1,9 +1,13 @@
 //! espgw's control side: configuration, process bring-up and shutdown, the
 //! policy store, the HTTP API and Prometheus metrics.
 pub mod api;
+pub mod client;
 pub mod config;
+pub mod events;
 pub mod gateway;
 pub mod live;
+pub mod log;
 pub mod metrics;
+pub mod server;
 pub mod state;
 pub mod store;

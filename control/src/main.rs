@@ -34,6 +34,13 @@ struct Cli {
     /// Print the EAL arguments that would be used and exit.
     #[arg(long)]
     print_eal_args: bool,
+    /// Log line format (to stderr): human, or JSON lines for collectors.
+    #[arg(long, value_enum, default_value = "human")]
+    log_format: control::log::LogFormat,
+    /// Log level or filter (e.g. `debug`, `info,espgw::api=debug`); default
+    /// `info`, or the ESPGW_LOG environment variable.
+    #[arg(long, value_name = "FILTER")]
+    log_level: Option<String>,
     /// Extra EAL arguments, after `--`.
     #[arg(last = true, value_name = "EAL_ARGS")]
     eal: Vec<String>,
@@ -48,6 +55,10 @@ mod exit {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Err(e) = control::log::init(cli.log_format, cli.log_level.as_deref()) {
+        eprintln!("espgw: {e}");
+        return ExitCode::from(exit::CONFIG);
+    }
     // intel-ipsec-mb as the `ipsec-mb` backend (and `auto` where it runs).
     espgw_dpdk::ipsec_mb::register();
     let cfg = match Config::load(&cli.config) {
@@ -84,6 +95,7 @@ fn main() -> ExitCode {
         stop_when_idle: cli.stop_when_idle.map(Duration::from_millis),
         duration: cli.duration.filter(|d| d.is_finite() && *d > 0.0).map(Duration::from_secs_f64),
         wait_link: cli.wait_link.map(Duration::from_millis),
+        config_path: Some(cli.config.clone()),
     };
     match gateway::run(&cfg, &opts) {
         Ok(report) => {

@@ -273,7 +273,8 @@ impl PolicyStore {
         self.sas.values().find(|s| s.id == id).map(|s| s.name.as_str())
     }
 
-    fn eroute_name(&self, id: u32) -> Option<&str> {
+    /// An eroute's name by id (ACQUIRE events name the eroute).
+    pub fn eroute_name(&self, id: u32) -> Option<&str> {
         self.eroutes.iter().find(|(_, e)| e.id == id).map(|(n, _)| n.as_str())
     }
 
@@ -322,6 +323,57 @@ impl PolicyStore {
     /// Every SA, by name.
     pub fn sas(&self) -> Vec<SaStatus> {
         self.sas.values().map(|v| self.status(v)).collect()
+    }
+
+    /// A page of SAs in name order: those after `after` that pass `keep`, at
+    /// most `limit`; also whether more follow.
+    pub fn sas_page(&self, after: Option<&str>, limit: usize, keep: impl Fn(&SaView) -> bool) -> (Vec<SaStatus>, bool) {
+        use std::ops::Bound::{Excluded, Unbounded};
+        let start = after.map_or(Unbounded, |a| Excluded(a.to_string()));
+        let mut it = self.sas.range((start, Unbounded)).map(|(_, v)| v).filter(|v| keep(v));
+        let page: Vec<SaStatus> = it.by_ref().take(limit).map(|v| self.status(v)).collect();
+        let more = it.next().is_some();
+        (page, more)
+    }
+
+    /// A page of eroutes in name order (see [`Self::sas_page`]).
+    pub fn eroutes_page(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+        keep: impl Fn(&ErouteView) -> bool,
+    ) -> (Vec<ErouteView>, bool) {
+        use std::ops::Bound::{Excluded, Unbounded};
+        let start = after.map_or(Unbounded, |a| Excluded(a.to_string()));
+        let mut it = self.eroutes.range((start, Unbounded)).map(|(n, e)| self.eroute_view(n, e)).filter(|v| keep(v));
+        let page: Vec<ErouteView> = it.by_ref().take(limit).collect();
+        let more = it.next().is_some();
+        (page, more)
+    }
+
+    /// Each SA's name with its expiry state and which limit it reached
+    /// ("bytes" or "packets"), for the expiry events.
+    pub fn expiry_states(&self) -> Vec<(String, bool, bool, &'static str)> {
+        self.sas
+            .values()
+            .filter_map(|v| {
+                let e = self.db.sa(v.id)?;
+                let u = e.sa.usage();
+                let (soft, hard) = (u.soft_expired, u.hard_expired);
+                let by_bytes = |limit: Option<u64>| limit.is_some_and(|l| u.bytes >= l);
+                let which = if (hard && by_bytes(v.hard_bytes)) || (!hard && soft && by_bytes(v.soft_bytes)) {
+                    "bytes"
+                } else {
+                    "packets"
+                };
+                Some((v.name.clone(), soft, hard, which))
+            })
+            .collect()
+    }
+
+    /// How many SAs and eroutes there are.
+    pub fn counts(&self) -> (usize, usize) {
+        (self.sas.len(), self.eroutes.len())
     }
 
     /// One SA by name.

@@ -28,12 +28,23 @@ pub struct NextHop {
     pub mac: [u8; 6],
 }
 
+/// One route as the lookup reads it: the prefix as bits, and the next hop's
+/// MAC resolved when the table was built (a `via` route's gateway does not
+/// change per packet; on-link destinations are looked up per packet).
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    addr: u128,
+    mask: u128,
+    route: Route,
+    via_mac: Option<[u8; 6]>,
+}
+
 /// Routes and neighbours, immutable once built (rebuilt and republished on change).
 #[derive(Debug, Clone, Default)]
 pub struct RouteTable {
     /// Longest prefix first, per family.
-    v4: Vec<Route>,
-    v6: Vec<Route>,
+    v4: Vec<Entry>,
+    v6: Vec<Entry>,
     neighbors: FxHashMap<IpAddr, [u8; 6]>,
     /// Per port: the MAC to use when no neighbour entry matches (a
     /// point-to-point peer, or the upstream router).
@@ -48,29 +59,55 @@ impl RouteTable {
         port_default_mac: Vec<Option<[u8; 6]>>,
     ) -> Self {
         routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
-        let (v6, v4) = routes.into_iter().partition(|r| r.prefix.is_v6());
-        RouteTable { v4, v6, neighbors: neighbors.into_iter().collect(), port_default_mac }
+        let neighbors: FxHashMap<IpAddr, [u8; 6]> = neighbors.into_iter().collect();
+        let resolve = |nh: IpAddr, port: usize| {
+            neighbors.get(&nh).copied().or_else(|| port_default_mac.get(port).copied().flatten())
+        };
+        let (mut v4, mut v6) = (Vec::new(), Vec::new());
+        for route in routes {
+            let e = Entry {
+                addr: route.prefix.bits(),
+                mask: route.prefix.mask_bits(),
+                route,
+                via_mac: route.via.and_then(|v| resolve(v, route.port)),
+            };
+            if route.prefix.is_v6() {
+                v6.push(e)
+            } else {
+                v4.push(e)
+            }
+        }
+        RouteTable { v4, v6, neighbors, port_default_mac }
+    }
+
+    #[inline]
+    fn entry(&self, dst: IpAddr) -> Option<&Entry> {
+        let (t, a) = match dst {
+            IpAddr::V4(a) => (&self.v4, u128::from(u32::from(a))),
+            IpAddr::V6(a) => (&self.v6, u128::from(a)),
+        };
+        t.iter().find(|e| a & e.mask == e.addr)
     }
 
     /// The longest-prefix route for `dst`.
     #[inline]
     pub fn route(&self, dst: IpAddr) -> Option<&Route> {
-        let t = if dst.is_ipv6() { &self.v6 } else { &self.v4 };
-        t.iter().find(|r| r.prefix.contains(dst))
+        self.entry(dst).map(|e| &e.route)
     }
 
     /// Egress port and destination MAC for `dst`.
     #[inline]
     pub fn next_hop(&self, dst: IpAddr) -> Result<NextHop, NextHopError> {
-        let r = self.route(dst).ok_or(NextHopError::NoRoute)?;
-        let nh = r.via.unwrap_or(dst);
-        let mac = self
-            .neighbors
-            .get(&nh)
-            .copied()
-            .or_else(|| self.port_default_mac.get(r.port).copied().flatten())
-            .ok_or(NextHopError::NoNeighbor { port: r.port, ip: nh })?;
-        Ok(NextHop { port: r.port, mac })
+        let e = self.entry(dst).ok_or(NextHopError::NoRoute)?;
+        let port = e.route.port;
+        let (nh, mac) = match e.route.via {
+            Some(via) => (via, e.via_mac),
+            None => {
+                (dst, self.neighbors.get(&dst).copied().or_else(|| self.port_default_mac.get(port).copied().flatten()))
+            }
+        };
+        let mac = mac.ok_or(NextHopError::NoNeighbor { port, ip: nh })?;
+        Ok(NextHop { port, mac })
     }
 }
 

@@ -10,16 +10,21 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use control::client::{self, Answer, Endpoint};
 use serde_json::{json, Map, Value};
 
 /// Control an espgw gateway through its HTTP API.
 #[derive(Parser, Debug)]
 #[command(name = "espgwctl", version, about)]
 struct Cli {
-    /// API base URL.
-    #[arg(long, env = "ESPGW_API", default_value = "http://127.0.0.1:9470")]
-    api: String,
-    /// Bearer token (needed when the API listens off loopback).
+    /// The gateway's control socket.
+    #[arg(long, env = "ESPGW_SOCKET", default_value = control::config::DEFAULT_CONTROL_SOCKET, value_name = "PATH")]
+    socket: PathBuf,
+    /// Use the TCP API at this URL (http://HOST:PORT) instead of the socket;
+    /// it needs the bearer token.
+    #[arg(long, env = "ESPGW_API", value_name = "URL")]
+    api: Option<String>,
+    /// Bearer token (always needed over TCP).
     #[arg(long, env = "ESPGW_TOKEN", hide_env_values = true, conflicts_with = "token_file")]
     token: Option<String>,
     /// Read the bearer token from this file.
@@ -50,6 +55,16 @@ enum Cmd {
     Look,
     /// Is the gateway up?
     Health,
+    /// Follow the event stream (SA expiry, %trap ACQUIREs, failures, links,
+    /// config changes) until interrupted; one line per event.
+    Events {
+        /// Stop after this many events.
+        #[arg(long)]
+        count: Option<u64>,
+        /// Only events of these types (comma-separated, e.g. acquire,sa_hard_expired).
+        #[arg(long, value_delimiter = ',')]
+        types: Vec<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -163,16 +178,13 @@ struct ErouteAdd {
 }
 
 fn parse_u32(s: &str) -> Result<u32, String> {
-    let r = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
-        Some(h) => u32::from_str_radix(h, 16),
-        None => s.parse(),
-    };
-    r.map_err(|_| format!("{s:?} is not a 32-bit number"))
+    control::config::parse_u32_field(s).ok_or_else(|| format!("{s:?} is not a 32-bit number"))
 }
 
 /// Exit codes.
 mod exit {
     pub const OTHER: u8 = 1;
+    pub const USAGE: u8 = 2;
     pub const NOT_FOUND: u8 = 3;
     pub const CONFLICT: u8 = 4;
     pub const REJECTED: u8 = 5;
@@ -190,50 +202,72 @@ impl Failure {
     fn other(message: impl Into<String>) -> Failure {
         Failure { code: exit::OTHER, message: message.into() }
     }
+    fn usage(message: impl Into<String>) -> Failure {
+        Failure { code: exit::USAGE, message: message.into() }
+    }
 }
 
 struct Client {
-    base: String,
+    endpoint: Endpoint,
     token: Option<String>,
-    agent: ureq::Agent,
 }
 
 impl Client {
+    fn send(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Answer, Failure> {
+        let body = body.map(|b| b.to_string().into_bytes());
+        let a = client::request(
+            &self.endpoint,
+            method,
+            path,
+            self.token.as_deref(),
+            body.as_deref(),
+            Duration::from_secs(30),
+        )
+        .map_err(|e| Failure {
+            code: exit::UNREACHABLE,
+            message: format!("cannot reach the API at {}: {e}", self.endpoint),
+        })?;
+        if a.status >= 300 {
+            let text = a.text();
+            let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+            let reason = v["reason"].as_str().unwrap_or(text.trim());
+            let field = v["field"].as_str().map(|f| format!(" (field {f})")).unwrap_or_default();
+            let code = match a.status {
+                404 => exit::NOT_FOUND,
+                409 => exit::CONFLICT,
+                400 | 413 | 415 => exit::REJECTED,
+                401 | 403 => exit::AUTH,
+                _ => exit::OTHER,
+            };
+            return Err(Failure { code, message: format!("{}: {reason}{field}", a.status) });
+        }
+        Ok(a)
+    }
+
     fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value, Failure> {
-        let url = format!("{}{path}", self.base.trim_end_matches('/'));
-        let mut req = self.agent.request(method, &url);
-        if let Some(t) = &self.token {
-            req = req.set("Authorization", &format!("Bearer {t}"));
+        let a = self.send(method, path, body)?;
+        serde_json::from_slice(&a.body).map_err(|e| Failure::other(format!("the answer is not JSON: {e}")))
+    }
+
+    /// Every page of a list endpoint, following `Link: rel="next"`.
+    fn list(&self, path: &str) -> Result<Value, Failure> {
+        let mut all = Vec::new();
+        let mut next = Some(format!("{path}{}limit={}", if path.contains('?') { "&" } else { "?" }, PAGE));
+        while let Some(p) = next {
+            let a = self.send("GET", &p, None)?;
+            let v: Value =
+                serde_json::from_slice(&a.body).map_err(|e| Failure::other(format!("the answer is not JSON: {e}")))?;
+            if let Value::Array(items) = v {
+                all.extend(items);
+            }
+            next = a.next_page();
         }
-        let res = match body {
-            Some(b) => req.set("Content-Type", "application/json").send_string(&b.to_string()),
-            None => req.call(),
-        };
-        match res {
-            Ok(r) => {
-                let text = r.into_string().map_err(|e| Failure::other(format!("cannot read the answer: {e}")))?;
-                serde_json::from_str(&text).map_err(|e| Failure::other(format!("the answer is not JSON: {e}")))
-            }
-            Err(ureq::Error::Status(status, r)) => {
-                let text = r.into_string().unwrap_or_default();
-                let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-                let reason = v["reason"].as_str().unwrap_or(text.trim());
-                let field = v["field"].as_str().map(|f| format!(" (field {f})")).unwrap_or_default();
-                let code = match status {
-                    404 => exit::NOT_FOUND,
-                    409 => exit::CONFLICT,
-                    400 | 413 | 415 => exit::REJECTED,
-                    401 | 403 => exit::AUTH,
-                    _ => exit::OTHER,
-                };
-                Err(Failure { code, message: format!("{status}: {reason}{field}") })
-            }
-            Err(ureq::Error::Transport(t)) => {
-                Err(Failure { code: exit::UNREACHABLE, message: format!("cannot reach the API at {}: {t}", self.base) })
-            }
-        }
+        Ok(Value::Array(all))
     }
 }
+
+/// SAs or eroutes asked for per request when listing.
+const PAGE: usize = 5000;
 
 fn key_arg(v: &str) -> Result<String, Failure> {
     match v.strip_prefix('@') {
@@ -505,8 +539,11 @@ fn run(cli: &Cli) -> Result<(), Failure> {
         ),
         (None, None) => None,
     };
-    let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(10)).build();
-    let c = Client { base: cli.api.clone(), token, agent };
+    let endpoint = match &cli.api {
+        Some(url) => Endpoint::parse(url).map_err(Failure::usage)?,
+        None => Endpoint::Unix(cli.socket.clone()),
+    };
+    let c = Client { endpoint, token };
     let print = |v: &Value, human: String| {
         if cli.json {
             println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
@@ -517,7 +554,7 @@ fn run(cli: &Cli) -> Result<(), Failure> {
     match &cli.cmd {
         Cmd::Sa { cmd } => match cmd {
             SaCmd::List => {
-                let v = c.call("GET", "/api/v1/sas", None)?;
+                let v = c.list("/api/v1/sas")?;
                 print(&v, sa_rows(v.as_array().map_or(&[][..], |a| a)));
             }
             SaCmd::Show { name } => {
@@ -558,8 +595,8 @@ fn run(cli: &Cli) -> Result<(), Failure> {
         },
         Cmd::Eroute { cmd } => match cmd {
             ErouteCmd::List => {
-                let v = c.call("GET", "/api/v1/eroutes", None)?;
-                let sas = c.call("GET", "/api/v1/sas", None)?;
+                let v = c.list("/api/v1/eroutes")?;
+                let sas = c.list("/api/v1/sas")?;
                 print(&v, eroute_rows(v.as_array().map_or(&[][..], |a| a), sas.as_array().map_or(&[][..], |a| a)));
             }
             ErouteCmd::Add(a) => {
@@ -584,6 +621,49 @@ fn run(cli: &Cli) -> Result<(), Failure> {
             let v = c.call("GET", "/api/v1/stats", None)?;
             print(&v, stats_text(&v));
         }
+        Cmd::Events { count, types } => {
+            let (status, mut r) = client::stream(&c.endpoint, "/api/v1/events", c.token.as_deref()).map_err(|e| {
+                Failure { code: exit::UNREACHABLE, message: format!("cannot reach the API at {}: {e}", c.endpoint) }
+            })?;
+            if status != 200 {
+                let mut text = String::new();
+                let _ = std::io::Read::read_to_string(&mut r, &mut text);
+                let code = if status == 401 || status == 403 { exit::AUTH } else { exit::OTHER };
+                return Err(Failure { code, message: format!("{status}: {}", text.trim()) });
+            }
+            let mut seen = 0u64;
+            let mut line = String::new();
+            loop {
+                line.clear();
+                if std::io::BufRead::read_line(&mut r, &mut line).map_err(|e| Failure::other(e.to_string()))? == 0 {
+                    return Err(Failure { code: exit::UNREACHABLE, message: "the event stream ended".into() });
+                }
+                let Some(data) = line.trim_end().strip_prefix("data: ") else { continue };
+                let v: Value = serde_json::from_str(data).unwrap_or(Value::Null);
+                if !types.is_empty() && !types.iter().any(|t| v["type"] == t.as_str()) {
+                    continue;
+                }
+                if cli.json {
+                    println!("{data}");
+                } else {
+                    let mut fields: Vec<String> = v
+                        .as_object()
+                        .into_iter()
+                        .flatten()
+                        .filter(|(k, _)| !matches!(k.as_str(), "type" | "seq" | "time"))
+                        .map(|(k, x)| format!("{k}={}", s(x)))
+                        .collect();
+                    fields.sort();
+                    println!("{:<16} {}", s(&v["type"]), fields.join(" "));
+                }
+                use std::io::Write as _;
+                let _ = std::io::stdout().flush();
+                seen += 1;
+                if count.is_some_and(|n| seen >= n) {
+                    return Ok(());
+                }
+            }
+        }
         Cmd::Health => {
             let v = c.call("GET", "/api/v1/health", None)?;
             let up = v["uptime_s"].as_f64().map(|u| format!(", up {u:.0} s")).unwrap_or_default();
@@ -591,8 +671,8 @@ fn run(cli: &Cli) -> Result<(), Failure> {
         }
         Cmd::Look => {
             let health = c.call("GET", "/api/v1/health", None)?;
-            let eroutes = c.call("GET", "/api/v1/eroutes", None)?;
-            let sas = c.call("GET", "/api/v1/sas", None)?;
+            let eroutes = c.list("/api/v1/eroutes")?;
+            let sas = c.list("/api/v1/sas")?;
             let stats = c.call("GET", "/api/v1/stats", None)?;
             let pmtu = c.call("GET", "/api/v1/pmtu", None)?;
             let all = json!({ "health": health, "eroutes": eroutes, "sas": sas, "stats": stats, "pmtu": pmtu });

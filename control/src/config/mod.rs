@@ -186,24 +186,53 @@ pub struct Config {
     pub state_file: PathBuf,
 }
 
-/// Default address of the HTTP API: loopback only.
-pub const DEFAULT_CONTROL_LISTEN: &str = "127.0.0.1:9470";
+/// Default control socket (when `[control]` names no listener), like
+/// strongSwan's `/var/run/charon.vici`.
+pub const DEFAULT_CONTROL_SOCKET: &str = "/run/espgw/api.sock";
 
 /// `[control]`: where the HTTP API and `/metrics` listen, and who may use them.
 #[derive(Clone)]
 pub struct ControlConfig {
-    pub listen: std::net::SocketAddr,
-    /// Bearer token; required when `listen` is not a loopback address.
+    /// The Unix socket (mode 0660): who may connect is decided by the file's
+    /// owner and group.
+    pub socket: Option<PathBuf>,
+    /// The socket's group (numeric gid, resolved from a name at load).
+    pub socket_group: Option<u32>,
+    /// A TCP listener (for Prometheus or remote tools): always needs the token.
+    pub listen: Option<std::net::SocketAddr>,
+    /// Bearer token; required with `listen`, optional on the socket.
     pub token: Option<zeroize::Zeroizing<String>>,
 }
 
 impl fmt::Debug for ControlConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ControlConfig")
+            .field("socket", &self.socket)
+            .field("socket_group", &self.socket_group)
             .field("listen", &self.listen)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .finish()
     }
+}
+
+/// A 32-bit number in decimal or `0x` hex (SPIs on command lines and queries).
+pub fn parse_u32_field(s: &str) -> Option<u32> {
+    match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(h) => u32::from_str_radix(h, 16).ok(),
+        None => s.parse().ok(),
+    }
+}
+
+/// A group name from /etc/group (or a number) as a gid.
+fn group_id(name: &str) -> Option<u32> {
+    if let Ok(n) = name.parse() {
+        return Some(n);
+    }
+    let groups = std::fs::read_to_string("/etc/group").ok()?;
+    groups.lines().find_map(|l| {
+        let mut f = l.split(':');
+        (f.next()? == name).then(|| f.nth(1)?.parse().ok()).flatten()
+    })
 }
 
 // ---- raw TOML shape --------------------------------------------------------
@@ -244,6 +273,8 @@ struct RawState {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawControl {
+    socket: Option<Spanned<String>>,
+    socket_group: Option<Spanned<String>>,
     listen: Option<Spanned<String>>,
     token: Option<Spanned<String>>,
     token_file: Option<Spanned<String>>,
@@ -318,16 +349,32 @@ impl Locator<'_> {
     }
 }
 
-/// `[control]`: a listen address, and a token (inline or from a file, relative
-/// to the config's folder) that is mandatory off loopback.
+/// `[control]`: a Unix socket (the default) and/or a TCP listen address, and
+/// a token (inline or from a file, relative to the config's folder) that TCP
+/// always needs: on loopback too, since any local process and any web page
+/// the operator opens can reach a loopback port.
 fn control_config(loc: &Locator<'_>, c: &Spanned<RawControl>) -> Result<ControlConfig, ConfigError> {
     let r = c.get_ref();
     let listen = match &r.listen {
-        None => DEFAULT_CONTROL_LISTEN.parse().expect("valid default"),
-        Some(l) => l.get_ref().parse::<std::net::SocketAddr>().map_err(|_| {
+        None => None,
+        Some(l) => Some(l.get_ref().parse::<std::net::SocketAddr>().map_err(|_| {
             loc.at(l, "control.listen", format!("{:?} is not an address:port (e.g. 127.0.0.1:9470)", l.get_ref()))
-        })?,
+        })?),
     };
+    let dir = loc.file.parent().unwrap_or(Path::new("."));
+    let socket = match &r.socket {
+        Some(p) if p.get_ref().is_empty() => None,
+        Some(p) => Some(dir.join(p.get_ref())),
+        None if listen.is_none() => Some(PathBuf::from(DEFAULT_CONTROL_SOCKET)),
+        None => None,
+    };
+    let socket_group =
+        match &r.socket_group {
+            None => None,
+            Some(g) => Some(group_id(g.get_ref()).ok_or_else(|| {
+                loc.at(g, "control.socket_group", format!("no group {:?} in /etc/group", g.get_ref()))
+            })?),
+        };
     let token = match (&r.token, &r.token_file) {
         (Some(t), Some(_)) => return Err(loc.at(t, "control.token", "give token or token_file, not both")),
         (Some(t), None) => Some((t, t.get_ref().trim().to_string())),
@@ -348,15 +395,18 @@ fn control_config(loc: &Locator<'_>, c: &Spanned<RawControl>) -> Result<ControlC
             ));
         }
     }
-    if !listen.ip().is_loopback() && token.is_none() {
+    if let (Some(listen), None) = (listen, &token) {
         let at = r.listen.as_ref().map_or(c.span(), |l| l.span());
         return Err(loc.err::<()>(
             at,
             "control.listen",
-            format!("{listen} is not a loopback address: set control.token or control.token_file"),
+            format!(
+                "a TCP listener ({listen}) needs control.token or control.token_file (loopback too: \
+                 web pages and every local user can reach it); without one, use control.socket"
+            ),
         ));
     }
-    Ok(ControlConfig { listen, token: token.map(|(_, t)| zeroize::Zeroizing::new(t)) })
+    Ok(ControlConfig { socket, socket_group, listen, token: token.map(|(_, t)| zeroize::Zeroizing::new(t)) })
 }
 
 impl Config {

@@ -17,6 +17,7 @@
 //!    enforced by the borrows.
 
 pub mod bringup;
+pub mod reload;
 pub mod report;
 
 use std::collections::HashMap;
@@ -26,7 +27,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use espgw_core::mtu::ReasmConfig;
-use espgw_core::pipeline::LearnQueue;
+use espgw_core::pipeline::{AcquireQueue, LearnQueue};
 use espgw_core::policy::PolicyError;
 use espgw_core::route::RouteTable;
 use espgw_core::stats::WorkerStats;
@@ -34,9 +35,11 @@ use espgw_dpdk::worker::{self, Rx, Shared, WorkerPlan};
 use espgw_dpdk::{DpdkError, Eal, LcoreHandle, LcoreScope};
 use thiserror::Error;
 
-use crate::api::{self, ControlState};
+use crate::api::ControlState;
 use crate::config::{Config, ConfigError};
+use crate::events::EventBus;
 use crate::live::{Live, PortMeta, WorkerMeta};
+use crate::server;
 use crate::state::{SharedState, StateFile};
 use crate::store::PolicyStore;
 pub use bringup::{check_cores, eal_args};
@@ -77,6 +80,8 @@ pub struct RunOptions {
     pub duration: Option<Duration>,
     /// Wait up to this long for all links to be up before forwarding.
     pub wait_link: Option<Duration>,
+    /// The config file, re-read on SIGHUP (`None`: SIGHUP is ignored).
+    pub config_path: Option<std::path::PathBuf>,
 }
 
 /// Run the gateway until stopped; returns the final report.
@@ -87,12 +92,15 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, GatewayError> {
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, stop.clone()).map_err(GatewayError::Signal)?;
     }
+    // SIGHUP: reload the config (never the default action, which kills).
+    let hup = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, hup.clone()).map_err(GatewayError::Signal)?;
     // The state file first: without it sequence numbers could repeat.
     let state = StateFile::open(&cfg.state_file)
         .map(SharedState::new)
         .map_err(|err| GatewayError::State { path: cfg.state_file.display().to_string(), err })?;
     let store = PolicyStore::from_config_with(cfg, Some(Box::new(state.clone())))?;
-    let listener = cfg.control.as_ref().map(|c| api::bind(c.listen)).transpose().map_err(GatewayError::Control)?;
+    let listener = cfg.control.as_ref().map(server::bind).transpose().map_err(GatewayError::Control)?;
 
     // 2. The data plane.
     let eal = Eal::init(&eal_args(cfg, &opts.extra_eal_args))?;
@@ -102,6 +110,7 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, GatewayError> {
     bringup::print_startup(cfg, &ports);
     let neighbors = Neighbors::new(cfg);
     let learned = Arc::new(LearnQueue::new(1024));
+    let acquires = Arc::new(AcquireQueue::new(1024));
     let running = AtomicBool::new(true);
     let stats: Vec<Arc<WorkerStats>> =
         cfg.worker_cores.iter().map(|_| Arc::new(WorkerStats::new(ports.ports.len()))).collect();
@@ -110,6 +119,7 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, GatewayError> {
         policy: store.db().reader(),
         routes: neighbors.routes.clone(),
         learned: learned.clone(),
+        acquires: acquires.clone(),
         pool: &pools.regular,
         jumbo: Some(&pools.jumbo),
         reasm: ReasmConfig::for_pool(pools.regular.size(), usize::from(cfg.mempool.data_room), cfg.worker_cores.len()),
@@ -148,23 +158,34 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, GatewayError> {
         );
         let control = ControlState {
             store: Mutex::new(store),
+            events: EventBus::new(),
             live: Some(live),
             token: cfg.control.as_ref().and_then(|c| c.token.clone()),
         };
         let cause = std::thread::scope(|threads| -> Result<_, GatewayError> {
             let server = match listener {
                 Some(l) => {
-                    let s = api::serve(threads, l, &control).map_err(GatewayError::Control)?;
-                    println!(
-                        "espgw: control API on http://{}/api/v1 (metrics on /metrics{})",
-                        s.addr,
-                        if control.token.is_some() { ", bearer token required" } else { "" }
-                    );
-                    Some(s)
+                    if let Some(p) = l.socket_path() {
+                        println!("espgw: control API on unix:{} (espgwctl --socket {})", p.display(), p.display());
+                    }
+                    if let Some(a) = l.tcp_addr() {
+                        println!(
+                            "espgw: control API on http://{a}/api/v1 (metrics on /metrics, bearer token required)"
+                        );
+                    }
+                    Some(server::serve(threads, l, &control).map_err(GatewayError::Control)?)
                 }
                 None => None,
             };
-            let cause = supervise(cfg, opts, &stop, &control, &neighbors, &learned, &state, &stats, start);
+            let cause = supervise(
+                cfg,
+                opts,
+                Inputs { stop: &stop, hup: &hup, learned: &learned, acquires: &acquires, start },
+                &control,
+                &neighbors,
+                &state,
+                &stats,
+            );
             running.store(false, Ordering::SeqCst);
             if let Some(s) = server {
                 s.stop();
@@ -291,23 +312,44 @@ impl<'c> Neighbors<'c> {
 /// The main thread's loop: housekeeping every 20 ms until a signal, the run
 /// time, or idleness. Returns why it stopped.
 #[allow(clippy::too_many_arguments)]
+/// What the main thread watches: the flags the signal handlers set, the
+/// workers' queues of learned neighbours and `%trap` hits, the start time.
+struct Inputs<'a> {
+    stop: &'a AtomicBool,
+    hup: &'a AtomicBool,
+    learned: &'a LearnQueue,
+    acquires: &'a AcquireQueue,
+    start: Instant,
+}
+
 fn supervise(
     cfg: &Config,
     opts: &RunOptions,
-    stop: &AtomicBool,
+    inputs: Inputs<'_>,
     control: &ControlState<'_>,
     neighbors: &Neighbors<'_>,
-    learned: &LearnQueue,
     state: &SharedState,
     stats: &[Arc<WorkerStats>],
-    start: Instant,
 ) -> &'static str {
+    let Inputs { stop, hup, learned, acquires, start } = inputs;
     let mut last_rx = 0u64;
     let mut last_change = Instant::now();
     let mut last_tops = Instant::now();
+    let mut watch = Watch::default();
+    let mut running_cfg = cfg.clone();
     loop {
+        if hup.swap(false, Ordering::Relaxed) {
+            match &opts.config_path {
+                Some(p) => reload::reload_and_report(p, &mut running_cfg, control),
+                None => tracing::warn!(target: "espgw::reload", "SIGHUP ignored: no config file to re-read"),
+            }
+        }
         std::thread::sleep(Duration::from_millis(20));
         neighbors.absorb(learned);
+        watch.acquires(control, acquires);
+        if watch.last.elapsed() >= Duration::from_secs(1) {
+            watch.second(control);
+        }
         // Sequence leases: persisted ahead of use; replay tops every second.
         {
             let mut store = control.store();
@@ -336,5 +378,76 @@ fn supervise(
                 return "idle";
             }
         }
+    }
+}
+
+/// What the main thread watches to publish events: `%trap` hits (every
+/// pass), SA expiry, failure counters and links (once a second).
+struct Watch {
+    last: Instant,
+    expired: HashMap<String, (bool, bool)>,
+    links: Vec<bool>,
+    replay: u64,
+    icv: u64,
+}
+
+impl Default for Watch {
+    fn default() -> Self {
+        Watch { last: Instant::now(), expired: HashMap::new(), links: Vec::new(), replay: 0, icv: 0 }
+    }
+}
+
+impl Watch {
+    /// `%trap` hits → `acquire` events (rate-limited per eroute by the bus).
+    fn acquires(&mut self, control: &ControlState<'_>, q: &AcquireQueue) {
+        if q.is_empty() {
+            return;
+        }
+        let store = control.store();
+        while let Some((id, k)) = q.pop() {
+            let addr = |a: u128| espgw_core::pipeline::addr_of_key(k.v6, a).to_string();
+            control.events.acquire(
+                id,
+                serde_json::json!({
+                    "eroute": store.eroute_name(id),
+                    "src": addr(k.src), "dst": addr(k.dst),
+                    "proto": k.proto, "sport": k.sport, "dport": k.dport,
+                }),
+            );
+        }
+    }
+
+    fn second(&mut self, control: &ControlState<'_>) {
+        self.last = Instant::now();
+        let ev = &control.events;
+        let states = control.store().expiry_states();
+        for (name, soft, hard, which) in states {
+            let before = self.expired.insert(name.clone(), (soft, hard)).unwrap_or((false, false));
+            if soft && !before.0 {
+                ev.publish("sa_soft_expired", serde_json::json!({ "sa": name, "limit": which }));
+            }
+            if hard && !before.1 {
+                ev.publish("sa_hard_expired", serde_json::json!({ "sa": name, "limit": which }));
+            }
+        }
+        let Some(live) = &control.live else { return };
+        let drops = live.drops();
+        let sum = |f: &dyn Fn(&str) -> bool| drops.iter().filter(|(r, _)| f(r.label())).map(|(_, n)| n).sum::<u64>();
+        let (replay, icv) = (sum(&|l| l.starts_with("replay_")), sum(&|l| l == "esp_auth_failed"));
+        if replay > self.replay {
+            ev.publish("replay_failures", serde_json::json!({ "count": replay - self.replay, "total": replay }));
+        }
+        if icv > self.icv {
+            ev.publish("icv_failures", serde_json::json!({ "count": icv - self.icv, "total": icv }));
+        }
+        (self.replay, self.icv) = (replay, icv);
+        let ports = live.ports();
+        for (i, p) in ports.iter().enumerate() {
+            let was = self.links.get(i).copied();
+            if was.is_some_and(|w| w != p.link_up) {
+                ev.publish(if p.link_up { "link_up" } else { "link_down" }, serde_json::json!({ "port": p.name }));
+            }
+        }
+        self.links = ports.iter().map(|p| p.link_up).collect();
     }
 }

@@ -58,6 +58,7 @@ impl Meta {
     /// Validate and record the IP packet at the front of `ip` (the buffer
     /// may be longer: link-layer padding, which the caller trims to
     /// `total_len`). `hw` is the NIC's verdict on the IPv4 checksum.
+    #[inline(always)]
     pub fn parse(ip: &[u8], hw: HwChecksum) -> Result<Meta, DropReason> {
         match ip.first().map(|b| b >> 4) {
             Some(4) => Self::parse_v4(ip, hw),
@@ -66,6 +67,7 @@ impl Meta {
         }
     }
 
+    #[inline(always)]
     fn parse_v4(ip: &[u8], hw: HwChecksum) -> Result<Meta, DropReason> {
         let p = Ipv4Packet::new_checked(ip).map_err(bad_ip)?;
         let ok = match hw {

@@ -12,7 +12,9 @@ use crate::wire::{EthernetFrame, ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETH_HLEN};
 impl<B: PacketBuf> Pipeline<B> {
     /// One received frame on `in_port`, as a packet with its record, or
     /// `None` when it was consumed or dropped (counted).
-    #[inline]
+    // Always inlined: the record is then written straight into the burst
+    // array instead of being returned and copied (a store-forwarding stall).
+    #[inline(always)]
     pub(super) fn ingress<A, S>(&mut self, in_port: usize, buf: B, cx: &mut BurstCtx<'_, A, S>) -> Option<Pkt<B>>
     where
         A: BufAlloc<Buf = B>,

@@ -82,6 +82,13 @@ pub trait TxSink<B> {
 /// Neighbours learned from ARP/NDP, on their way to the main thread.
 pub type LearnQueue = ArrayQueue<(IpAddr, [u8; 6])>;
 
+/// `%trap` hits on their way to the control thread, which turns them into
+/// ACQUIRE-style events (KLIPS's trap → pluto path): the eroute and the
+/// packet's selectors. Bounded and lossy: a full queue drops the report (the
+/// packet is counted as `policy_trap` either way); the control thread
+/// rate-limits per eroute.
+pub type AcquireQueue = ArrayQueue<(u32, FlowKey)>;
+
 /// What processing one burst needs besides the pipeline's own state: the
 /// route table snapshot, the clock, where new buffers come from, where
 /// finished packets go, and the worker's counters.
@@ -124,6 +131,7 @@ pub struct Pipeline<B: PacketBuf> {
     icmp_id: u16,
     pmtu_ageing_ms: u64,
     learned: Option<Arc<LearnQueue>>,
+    acquires: Option<Arc<AcquireQueue>>,
     solicit_limit: RequestLimiter,
     /// Packets for the outbound policy after this burst.
     deferred: ArrayVec<Pkt<B>, { 2 * BURST }>,
@@ -148,6 +156,7 @@ impl<B: PacketBuf> Pipeline<B> {
             icmp_id: 1,
             pmtu_ageing_ms,
             learned: None,
+            acquires: None,
             solicit_limit: RequestLimiter::new(256, 1000),
             deferred: ArrayVec::new(),
         }
@@ -157,6 +166,12 @@ impl<B: PacketBuf> Pipeline<B> {
     /// republishes the route table with them).
     pub fn with_learning(mut self, q: Arc<LearnQueue>) -> Self {
         self.learned = Some(q);
+        self
+    }
+
+    /// Report `%trap` hits to this queue.
+    pub fn with_acquires(mut self, q: Arc<AcquireQueue>) -> Self {
+        self.acquires = Some(q);
         self
     }
 
@@ -201,11 +216,11 @@ impl<B: PacketBuf> Pipeline<B> {
                     if let Some(p) = self.ingress(in_port, b, cx) {
                         pkts.push(p);
                         if pkts.is_full() {
-                            self.outbound(std::mem::take(&mut pkts), snap, cx);
+                            self.outbound(&mut pkts, snap, cx);
                         }
                     }
                 }
-                self.outbound(pkts, snap, cx);
+                self.outbound(&mut pkts, snap, cx);
             }
             PortRole::Protected => self.inbound(in_port, burst, snap, cx),
         }
@@ -217,11 +232,11 @@ impl<B: PacketBuf> Pipeline<B> {
             std::mem::swap(&mut round, &mut self.deferred);
             let mut it = round.into_iter();
             loop {
-                let chunk: ArrayVec<Pkt<B>, BURST> = it.by_ref().take(BURST).collect();
+                let mut chunk: ArrayVec<Pkt<B>, BURST> = it.by_ref().take(BURST).collect();
                 if chunk.is_empty() {
                     break;
                 }
-                self.outbound(chunk, snap, cx);
+                self.outbound(&mut chunk, snap, cx);
             }
         }
         // Whatever a last round deferred again has nowhere to go.
@@ -245,10 +260,16 @@ pub(crate) fn decrement_ttl<B: PacketBuf>(buf: &mut B, m: &mut Meta) {
     let d = buf.data_mut();
     if m.key.v6 {
         d[7] = d[7].saturating_sub(1);
-    } else if let Ok(mut p) = crate::wire::Ipv4Packet::new_checked(d) {
-        p.decrement_ttl();
+    } else if let Some(h) = d.first_chunk_mut() {
+        // The record says: a checked IPv4 header with TTL above 1.
+        crate::wire::ipv4::decrement_ttl_in(h);
     }
     m.ttl = m.ttl.saturating_sub(1);
+}
+
+/// An address from the selector encoding (family + bits), for tools.
+pub fn addr_of_key(v6: bool, a: u128) -> IpAddr {
+    addr_of(v6, a)
 }
 
 /// An address from the selector encoding.

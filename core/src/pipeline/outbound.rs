@@ -26,10 +26,12 @@ struct Group<'s, B> {
 }
 
 impl<B: PacketBuf> Pipeline<B> {
-    /// Classify cleartext packets by the outbound policy and act on them.
+    /// Classify cleartext packets by the outbound policy and act on them
+    /// (`pkts` is left empty). Bursts and groups are passed by reference and
+    /// drained: moving an `ArrayVec` by value copies all of its storage.
     pub(super) fn outbound<'s, A, S>(
         &mut self,
-        pkts: ArrayVec<Pkt<B>, BURST>,
+        pkts: &mut ArrayVec<Pkt<B>, BURST>,
         snap: &'s Snapshot,
         cx: &mut BurstCtx<'_, A, S>,
     ) where
@@ -37,7 +39,7 @@ impl<B: PacketBuf> Pipeline<B> {
         S: TxSink<B>,
     {
         let mut groups: ArrayVec<Group<'s, B>, MAX_GROUPS> = ArrayVec::new();
-        for pkt in pkts {
+        for pkt in pkts.drain(..) {
             let k = pkt.meta.key;
             if pkt.origin != Origin::Local && self.is_own(k.v6, k.dst) {
                 // No host path yet: traffic for the gateway is never forwarded.
@@ -56,8 +58,8 @@ impl<B: PacketBuf> Pipeline<B> {
                         None => {
                             if groups.is_full() {
                                 // More SAs in one burst than groups: encrypt one now.
-                                let g = groups.swap_remove(0);
-                                self.encrypt_group(g, cx);
+                                let mut g = groups.swap_remove(0);
+                                self.encrypt_group(&mut g, cx);
                             }
                             groups.push(Group { sa, options, pkts: ArrayVec::new() });
                             groups.len() - 1
@@ -70,22 +72,26 @@ impl<B: PacketBuf> Pipeline<B> {
                     self.forward_clear(pkt, PassPermit::of(&verdict), cx);
                 }
                 Verdict::Drop { .. } => cx.stats.drop_one(DropReason::PolicyDrop),
-                Verdict::Trap { .. } => cx.stats.drop_one(DropReason::PolicyTrap),
+                Verdict::Trap { eroute } => {
+                    cx.stats.drop_one(DropReason::PolicyTrap);
+                    if let Some(q) = &self.acquires {
+                        let _ = q.push((eroute.id, k)); // full: lossy by design
+                    }
+                }
             }
         }
-        // drain, not into_iter: moving the whole ArrayVec by value copies all
-        // of its (mostly unused) storage on every burst.
-        for g in groups.drain(..) {
+        for g in groups.iter_mut() {
             self.encrypt_group(g, cx);
         }
     }
 
-    fn encrypt_group<A, S>(&mut self, g: Group<'_, B>, cx: &mut BurstCtx<'_, A, S>)
+    fn encrypt_group<A, S>(&mut self, g: &mut Group<'_, B>, cx: &mut BurstCtx<'_, A, S>)
     where
         A: BufAlloc<Buf = B>,
         S: TxSink<B>,
     {
-        let sa = &g.sa.sa;
+        let entry: &Arc<SaEntry> = g.sa; // the snapshot's reference, not a borrow of `g`
+        let sa = &entry.sa;
         let mut bufs: ArrayVec<B, BURST> = ArrayVec::new();
         let mut metas: ArrayVec<Meta, BURST> = ArrayVec::new();
         let mut hops: ArrayVec<(NextHop, u16, bool), BURST> = ArrayVec::new();
@@ -97,7 +103,7 @@ impl<B: PacketBuf> Pipeline<B> {
             }
             Mode::Transport => None,
         };
-        for mut pkt in g.pkts {
+        for mut pkt in g.pkts.drain(..) {
             let m = pkt.meta;
             let hop = group_hop.unwrap_or_else(|| {
                 self.hop_and_limit(sa, addr_of(m.key.v6, m.key.dst), cx).map(|(nh, l)| (nh, l, m.key.v6))

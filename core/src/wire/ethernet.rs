@@ -20,12 +20,10 @@ impl<T: AsRef<[u8]>> EthernetFrame<T> {
         Ok(EthernetFrame(buf))
     }
     pub fn dst(&self) -> [u8; 6] {
-        let b = self.0.as_ref();
-        [b[0], b[1], b[2], b[3], b[4], b[5]]
+        mac_at(self.0.as_ref(), 0)
     }
     pub fn src(&self) -> [u8; 6] {
-        let b = self.0.as_ref();
-        [b[6], b[7], b[8], b[9], b[10], b[11]]
+        mac_at(self.0.as_ref(), 6)
     }
     pub fn ethertype(&self) -> u16 {
         let b = self.0.as_ref();
@@ -34,6 +32,16 @@ impl<T: AsRef<[u8]>> EthernetFrame<T> {
     pub fn payload(&self) -> &[u8] {
         &self.0.as_ref()[ETH_HLEN..]
     }
+}
+
+/// Six bytes at `at` as one copy (a checked frame holds them).
+#[inline]
+fn mac_at(b: &[u8], at: usize) -> [u8; 6] {
+    let mut m = [0; 6];
+    if let Some(s) = b.get(at..at + 6) {
+        m.copy_from_slice(s);
+    }
+    m
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> EthernetFrame<T> {

@@ -97,14 +97,36 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
     /// Does the header checksum verify?
     pub fn verify_checksum(&self) -> bool {
         let h = self.header();
-        if h.len() == HEADER_LEN {
-            // The common option-less header without the generic loop.
-            let w = |i: usize| u32::from(u16::from_be_bytes([h[i], h[i + 1]]));
-            fold((0..10).map(|k| w(2 * k)).sum()) == 0
-        } else {
-            checksum(h) == 0
+        match <&[u8; HEADER_LEN]>::try_from(h) {
+            // The common option-less header: five 32-bit words.
+            Ok(h) => header_sum_ok(h),
+            Err(_) => checksum(h) == 0,
         }
     }
+}
+
+/// Does an option-less header's checksum verify? The one's-complement sum
+/// is independent of byte order (RFC 1071 §2(B)), so the header is summed as
+/// five native 32-bit words: a valid header sums to all ones.
+#[inline]
+pub fn header_sum_ok(h: &[u8; HEADER_LEN]) -> bool {
+    let w = |i: usize| u64::from(u32::from_ne_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]));
+    let mut s = w(0) + w(4) + w(8) + w(12) + w(16);
+    s = (s & 0xffff_ffff) + (s >> 32);
+    s = (s & 0xffff) + (s >> 16);
+    s = (s & 0xffff) + (s >> 16);
+    s = (s & 0xffff) + (s >> 16);
+    s == 0xffff
+}
+
+/// Decrement the TTL of a checked header (its first 20 bytes) and fix the
+/// checksum incrementally (RFC 1624 eqn. 3).
+#[inline]
+pub fn decrement_ttl_in(h: &mut [u8; HEADER_LEN]) {
+    let old = u16::from_be_bytes([h[8], h[9]]);
+    h[8] = h[8].wrapping_sub(1);
+    let c = checksum_adjust(u16::from_be_bytes([h[10], h[11]]), old, old.wrapping_sub(0x0100));
+    h[10..12].copy_from_slice(&c.to_be_bytes());
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {

@@ -2,7 +2,7 @@
 #   make demo   install what is missing, build, run the gateway on DPDK virtual devices
 #   make test   every test: unit, integration, end-to-end (real DPDK)
 #   make perf   the throughput harness (perf/harness.py; about 15 minutes)
-.PHONY: all deps test-deps build demo test fmt clippy bench perf
+.PHONY: all deps test-deps build demo test fmt clippy bench perf man
 
 CARGO ?= cargo
 
@@ -37,3 +37,12 @@ clippy:
 perf:
 	./scripts/deps.sh perf
 	python3 perf/harness.py --profile
+
+# Manual pages and shell completions, generated from the CLIs (clap_mangen,
+# clap_complete) so they cannot drift: target/man/, target/completions/.
+man: build
+	mkdir -p target/man target/completions
+	target/release/espgw --man > target/man/espgw.8
+	target/release/espgwctl man > target/man/espgwctl.8
+	for sh in bash zsh fish; do target/release/espgwctl completion $$sh > target/completions/espgwctl.$$sh; done
+	@echo "man -l target/man/espgw.8; man -l target/man/espgwctl.8"

@@ -15,7 +15,7 @@ run, because this VM is noisy:
   net_null, one core;
 - crypto bound t_crypto_best: the faster of dpdk-test-crypto-perf with
   crypto_aesni_mb (intel-ipsec-mb) and our own transform in a tight loop
-  (dataplane/examples/crypto_loop.rs), at the same ciphertext sizes;
+  (dpdk/examples/crypto_loop.rs), at the same ciphertext sizes;
 - bound = 1 / (t_io + t_crypto_best); espgw is reported as a % of it.
 
 Also: plain forwarding (bypass) at 64 B against testpmd io, and two workers on

@@ -130,6 +130,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/v1/sas/{name}"),
     ("PUT", "/api/v1/sas/{name}"),
     ("DELETE", "/api/v1/sas/{name}"),
+    ("POST", "/api/v1/sas/{name}/rekey"),
     ("GET", "/api/v1/eroutes"),
     ("POST", "/api/v1/eroutes"),
     ("GET", "/api/v1/eroutes/{name}"),
@@ -368,6 +369,7 @@ pub fn handle(state: &ControlState<'_>, req: &ApiRequest) -> ApiResponse {
         }
         ("POST", "/api/v1/sas") => sa_write(state, req, None),
         ("PUT", "/api/v1/sas/{name}") => sa_write(state, req, Some(&name)),
+        ("POST", "/api/v1/sas/{name}/rekey") => rekey(state, req, &name),
         ("DELETE", "/api/v1/sas/{name}") => {
             let force = query_flag(&req.query, "force");
             state
@@ -443,6 +445,23 @@ fn sa_write(state: &ControlState<'_>, req: &ApiRequest, name: Option<&str>) -> R
         Some(n) => store.replace_sa(n, spec).map(|s| ApiResponse::json(200, &s)),
     }
     .map_err(Into::into)
+}
+
+/// `{"spi": .., "enc_key": "..", "auth_key": ".."}`: see [`PolicyStore::rekey_sa`].
+fn rekey(state: &ControlState<'_>, req: &ApiRequest, name: &str) -> Result<ApiResponse, ApiResponse> {
+    let body = body_json(req)?;
+    let bad = |field: &str, reason: &str| ApiResponse::error(400, reason.to_string(), Some(field.into()));
+    let spi = match &body["spi"] {
+        Value::Number(n) => n.as_u64().and_then(|n| u32::try_from(n).ok()),
+        Value::String(s) => crate::config::parse_u32_field(s),
+        _ => None,
+    }
+    .filter(|&s| s >= 256)
+    .ok_or_else(|| bad("spi", "a new SPI (256..2^32-1, number or 0x-hex string) is required"))?;
+    let enc_key = body["enc_key"].as_str().ok_or_else(|| bad("enc_key", "the new enc_key (hex) is required"))?;
+    let auth_key = body["auth_key"].as_str();
+    let (sa, previous) = state.store().rekey_sa(name, spi, enc_key, auth_key)?;
+    Ok(ApiResponse::json(200, &json!({ "sa": sa, "previous": previous })))
 }
 
 fn eroute_write(state: &ControlState<'_>, req: &ApiRequest, name: Option<&str>) -> Result<ApiResponse, ApiResponse> {

@@ -476,3 +476,67 @@ mod nonce_property {
         }
     }
 }
+
+/// Rekey: outbound moves its eroutes to the new SA (same name, new SPI and
+/// key, settings kept) and the old one goes; inbound keeps the old one as
+/// NAME.prev; `sa show` output fed back (as espgwctl --from does) is valid.
+#[test]
+fn rekey_is_make_before_break() {
+    let st = state(None);
+    let (s, v) = call(
+        &st,
+        "POST",
+        "/api/v1/sas/to-b/rekey",
+        Some(json!({ "spi": "0x1002", "enc_key": format!("0x{SECRET_KEY}") })),
+    );
+    assert_eq!(s, 200, "{v}");
+    assert_eq!((v["sa"]["name"].as_str(), v["sa"]["spi"].as_u64()), (Some("to-b"), Some(0x1002)));
+    assert_eq!(v["sa"]["remote"], "198.51.100.1", "settings kept");
+    assert!(v["previous"].is_null());
+    let (_, e) = call(&st, "GET", "/api/v1/eroutes/nets", None);
+    assert_eq!(e["sa"], "to-b");
+    let sas = st.store().sas();
+    assert_eq!(sas.len(), 1, "the old outbound SA is gone");
+    let new_id = sas[0].sa.id;
+    let nets = st.store().eroute("nets").unwrap();
+    assert_eq!(nets.sa.as_deref(), Some("to-b"));
+    assert_ne!(new_id, 1, "a new SA, not the old one renamed");
+    // The same key again under another SPI: the nonce rule refuses it.
+    let (s, v) = call(
+        &st,
+        "POST",
+        "/api/v1/sas/to-b/rekey",
+        Some(json!({ "spi": 0x1003, "enc_key": format!("0x{SECRET_KEY}") })),
+    );
+    assert_eq!(s, 409, "{v}");
+    let (s, _) = call(&st, "POST", "/api/v1/sas/nope/rekey", Some(json!({ "spi": 0x1003, "enc_key": "0x00" })));
+    assert_eq!(s, 404);
+    let (s, v) = call(&st, "POST", "/api/v1/sas/to-b/rekey", Some(json!({ "enc_key": "0x00" })));
+    assert_eq!((s, v["field"].as_str()), (400, Some("spi")));
+
+    // Inbound: the old SA stays as NAME.prev.
+    let inbound = json!({
+        "name": "from-b", "direction": "in", "spi": 0x2001, "algorithm": "aes128-gcm16",
+        "enc_key": format!("0x{}", "22".repeat(20)), "mode": "tunnel",
+        "local": "192.0.2.1", "remote": "198.51.100.1", "eroute": "nets",
+    });
+    assert_eq!(call(&st, "POST", "/api/v1/sas", Some(inbound)).0, 201);
+    let (s, v) = call(
+        &st,
+        "POST",
+        "/api/v1/sas/from-b/rekey",
+        Some(json!({ "spi": 0x2002, "enc_key": format!("0x{}", "33".repeat(20)) })),
+    );
+    assert_eq!((s, v["previous"].as_str()), (200, Some("from-b.prev")), "{v}");
+    assert_eq!(call(&st, "GET", "/api/v1/sas/from-b.prev", None).1["spi"], 0x2001);
+    assert_eq!(call(&st, "GET", "/api/v1/sas/from-b", None).1["spi"], 0x2002);
+
+    // What `sa show --json` prints goes back in once keys are given.
+    let (_, shown) = call(&st, "GET", "/api/v1/sas/from-b", None);
+    let mut input = crate::config::sa_input_from_view(shown);
+    input["name"] = json!("from-c");
+    input["spi"] = json!(0x2003);
+    input["enc_key"] = json!(format!("0x{}", "44".repeat(20)));
+    let (s, v) = call(&st, "POST", "/api/v1/sas", Some(input));
+    assert_eq!(s, 201, "{v}");
+}

@@ -13,8 +13,8 @@ use control::gateway::{self, GatewayError, RunOptions};
 #[command(name = "espgw", version, about)]
 struct Cli {
     /// Configuration file (TOML).
-    #[arg(short, long, value_name = "FILE")]
-    config: PathBuf,
+    #[arg(short, long, value_name = "FILE", required_unless_present = "man")]
+    config: Option<PathBuf>,
     /// Validate the configuration and exit without starting DPDK.
     #[arg(long)]
     check: bool,
@@ -34,6 +34,9 @@ struct Cli {
     /// Print the EAL arguments that would be used and exit.
     #[arg(long)]
     print_eal_args: bool,
+    /// Print the espgw(8) manual page (roff) and exit.
+    #[arg(long, hide = true)]
+    man: bool,
     /// Log line format (to stderr): human, or JSON lines for collectors.
     #[arg(long, value_enum, default_value = "human")]
     log_format: control::log::LogFormat,
@@ -61,7 +64,21 @@ fn main() -> ExitCode {
     }
     // intel-ipsec-mb as the `ipsec-mb` backend (and `auto` where it runs).
     espgw_dpdk::ipsec_mb::register();
-    let cfg = match Config::load(&cli.config) {
+    if cli.man {
+        use clap::CommandFactory;
+        return match clap_mangen::Man::new(Cli::command()).section("8").render(&mut std::io::stdout()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("espgw: {e}");
+                ExitCode::from(exit::RUNTIME)
+            }
+        };
+    }
+    let Some(config) = cli.config.clone() else {
+        eprintln!("espgw: --config FILE is required");
+        return ExitCode::from(exit::CONFIG);
+    };
+    let cfg = match Config::load(&config) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("espgw: config error: {e}");
@@ -75,12 +92,12 @@ fn main() -> ExitCode {
     if cli.check {
         // Also load the policy as the gateway would (SAD/SPD consistency).
         if let Err(e) = control::store::PolicyStore::from_config(&cfg) {
-            eprintln!("espgw: config error: {}: policy: {e}", cli.config.display());
+            eprintln!("espgw: config error: {}: policy: {e}", config.display());
             return ExitCode::from(exit::CONFIG);
         }
         println!(
             "espgw: {} is valid ({} ports, {} workers)",
-            cli.config.display(),
+            config.display(),
             cfg.ports.len(),
             cfg.worker_cores.len()
         );
@@ -95,7 +112,7 @@ fn main() -> ExitCode {
         stop_when_idle: cli.stop_when_idle.map(Duration::from_millis),
         duration: cli.duration.filter(|d| d.is_finite() && *d > 0.0).map(Duration::from_secs_f64),
         wait_link: cli.wait_link.map(Duration::from_millis),
-        config_path: Some(cli.config.clone()),
+        config_path: Some(config.clone()),
     };
     match gateway::run(&cfg, &opts) {
         Ok(report) => {

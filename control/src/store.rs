@@ -75,6 +75,18 @@ pub struct SaView {
     pub hard_bytes: Option<u64>,
     pub soft_packets: Option<u64>,
     pub hard_packets: Option<u64>,
+    pub soft_seconds: Option<u64>,
+    pub hard_seconds: Option<u64>,
+    pub soft_use_seconds: Option<u64>,
+    pub hard_use_seconds: Option<u64>,
+    /// When it was added, and when its first packet was seen (time lifetimes).
+    #[serde(skip)]
+    pub added: std::time::Instant,
+    #[serde(skip)]
+    pub first_use: Option<std::time::Instant>,
+    /// Which flags a time limit raised (soft, hard): the expiry events name "time".
+    #[serde(skip)]
+    pub by_time: (bool, bool),
     /// Always `"<redacted>"`: keys go in, never out.
     pub enc_key: &'static str,
     pub auth_key: &'static str,
@@ -91,6 +103,8 @@ pub struct SaState {
     pub next_seq: u64,
     /// Inbound: the highest sequence number accepted.
     pub replay_top: u64,
+    /// Seconds until the hard time limit (`None` without one).
+    pub seconds_left: Option<u64>,
     /// Outbound: the path MTU learned from ICMP, while it has not aged out.
     pub path_mtu: Option<u16>,
     /// Share of the hard lifetime used (0..1; 0 without a hard limit).
@@ -187,6 +201,13 @@ fn sa_view(spec: &SaSpec) -> SaView {
         hard_bytes: c.lifetime.hard_bytes,
         soft_packets: c.lifetime.soft_packets,
         hard_packets: c.lifetime.hard_packets,
+        soft_seconds: c.lifetime.soft_add_secs,
+        hard_seconds: c.lifetime.hard_add_secs,
+        soft_use_seconds: c.lifetime.soft_use_secs,
+        hard_use_seconds: c.lifetime.hard_use_secs,
+        added: std::time::Instant::now(),
+        first_use: None,
+        by_time: (false, false),
         enc_key: "<redacted>",
         auth_key: "<redacted>",
     }
@@ -361,7 +382,9 @@ impl PolicyStore {
                 let u = e.sa.usage();
                 let (soft, hard) = (u.soft_expired, u.hard_expired);
                 let by_bytes = |limit: Option<u64>| limit.is_some_and(|l| u.bytes >= l);
-                let which = if (hard && by_bytes(v.hard_bytes)) || (!hard && soft && by_bytes(v.soft_bytes)) {
+                let which = if (hard && v.by_time.1) || (!hard && soft && v.by_time.0) {
+                    "time"
+                } else if (hard && by_bytes(v.hard_bytes)) || (!hard && soft && by_bytes(v.soft_bytes)) {
                     "bytes"
                 } else {
                     "packets"
@@ -369,6 +392,110 @@ impl PolicyStore {
                 Some((v.name.clone(), soft, hard, which))
             })
             .collect()
+    }
+
+    /// Rekey `name` make-before-break: a new SA with the same settings and
+    /// the new SPI and keys is installed first. Outbound, every eroute that
+    /// used the old SA moves to the new one and the old one goes (nothing
+    /// sends with it any more). Inbound, the old one stays as `NAME.prev`
+    /// for packets still in flight under it, until deleted (a previous
+    /// `NAME.prev` goes). The new SA takes the name. Returns the new SA and
+    /// the name the old one kept, if any.
+    pub fn rekey_sa(
+        &mut self,
+        name: &str,
+        spi: u32,
+        enc_key: &str,
+        auth_key: Option<&str>,
+    ) -> Result<(SaStatus, Option<String>), StoreError> {
+        let old = self.sas.get(name).cloned().ok_or_else(|| StoreError::NotFound(format!("no SA named {name:?}")))?;
+        let view =
+            serde_json::to_value(&old).map_err(|e| StoreError::Invalid { field: None, reason: e.to_string() })?;
+        let mut input = crate::config::sa_input_from_view(view);
+        let tmp = format!("{name}.rekeying");
+        input["name"] = serde_json::json!(tmp);
+        input["spi"] = serde_json::json!(spi);
+        input["enc_key"] = serde_json::json!(enc_key);
+        if let Some(a) = auth_key {
+            input["auth_key"] = serde_json::json!(a);
+        }
+        let spec = crate::config::parse_one_sa(&input).map_err(|e| StoreError::Invalid {
+            field: (!e.field.is_empty()).then(|| e.field.trim_start_matches("sa.").to_string()),
+            reason: e.reason,
+        })?;
+        let new = self.add_sa(spec)?;
+        if old.direction == "out" {
+            let users: Vec<(String, Eroute)> = self
+                .eroutes
+                .iter()
+                .filter(|(_, e)| matches!(e.action, Action::Protect { sa, .. } if sa == old.id))
+                .map(|(n, e)| (n.clone(), *e))
+                .collect();
+            for (n, mut e) in users {
+                if let Action::Protect { options, .. } = e.action {
+                    e.action = Action::Protect { sa: new.sa.id, options };
+                }
+                self.replace_eroute(&n, ErouteSpec { name: n.clone(), eroute: e })?;
+            }
+            self.delete_sa(name, false)?;
+            self.rename_sa(&tmp, name);
+            Ok((self.sa(name)?, None))
+        } else {
+            let prev = format!("{name}.prev");
+            if self.sas.contains_key(&prev) {
+                self.delete_sa(&prev, true)?;
+            }
+            self.rename_sa(name, &prev);
+            self.rename_sa(&tmp, name);
+            Ok((self.sa(name)?, Some(prev)))
+        }
+    }
+
+    fn rename_sa(&mut self, from: &str, to: &str) {
+        if let Some(mut v) = self.sas.remove(from) {
+            v.name = to.to_string();
+            self.sas.insert(to.to_string(), v);
+        }
+    }
+
+    /// Apply the time lifetimes (the control thread calls this about once a
+    /// second): note first use, and raise the soft / hard flags of SAs past
+    /// their limits; the workers stop a hard-expired SA at its next burst.
+    pub fn apply_time_limits(&mut self) {
+        let now = std::time::Instant::now();
+        for v in self.sas.values_mut() {
+            let lt = Self::time_lifetime(v);
+            if lt == Default::default() {
+                continue;
+            }
+            let Some(e) = self.db.sa(v.id) else { continue };
+            let u = e.sa.usage_counters();
+            if v.first_use.is_none() && u.packets() > 0 {
+                v.first_use = Some(now);
+            }
+            let t = lt.time_state(
+                now.duration_since(v.added).as_secs(),
+                v.first_use.map(|f| now.duration_since(f).as_secs()),
+            );
+            if t.soft && !u.soft_expired() {
+                u.expire_soft();
+                v.by_time.0 = true;
+            }
+            if t.hard && !u.hard_expired() {
+                u.expire();
+                v.by_time.1 = true;
+            }
+        }
+    }
+
+    fn time_lifetime(v: &SaView) -> espgw_core::esp::Lifetime {
+        espgw_core::esp::Lifetime {
+            soft_add_secs: v.soft_seconds,
+            hard_add_secs: v.hard_seconds,
+            soft_use_secs: v.soft_use_seconds,
+            hard_use_secs: v.hard_use_seconds,
+            ..Default::default()
+        }
     }
 
     /// How many SAs and eroutes there are.
@@ -386,7 +513,13 @@ impl PolicyStore {
             Some(e) => {
                 let u = e.sa.usage();
                 let ratio = |used: u64, limit: Option<u64>| limit.map_or(0.0, |l| used as f64 / l.max(1) as f64);
+                let now = std::time::Instant::now();
+                let age = now.duration_since(v.added).as_secs();
+                let used = v.first_use.map(|f| now.duration_since(f).as_secs());
+                let time = Self::time_lifetime(v).time_state(age, used);
+                let time_ratio = ratio(age, v.hard_seconds).max(ratio(used.unwrap_or(0), v.hard_use_seconds));
                 SaState {
+                    seconds_left: time.hard_left,
                     packets: u.packets,
                     bytes: u.bytes,
                     soft_expired: u.soft_expired,
@@ -394,7 +527,10 @@ impl PolicyStore {
                     next_seq: u.next_seq,
                     replay_top: u.replay_top,
                     path_mtu: e.sa.path_mtu(espgw_core::clock::now_ms()),
-                    lifetime_used: ratio(u.bytes, v.hard_bytes).max(ratio(u.packets, v.hard_packets)).min(1.0),
+                    lifetime_used: ratio(u.bytes, v.hard_bytes)
+                        .max(ratio(u.packets, v.hard_packets))
+                        .max(time_ratio)
+                        .min(1.0),
                     backend: e.sa.backend().name(),
                 }
             }

@@ -7,134 +7,10 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use crate::mtu::icmp::icmp6_checksum;
-use crate::packet::ip::{self, proto};
-use crate::packet::PacketBuf;
-
-pub const ETH_P_ARP: u16 = 0x0806;
-const ARP_LEN: usize = 28;
-const NS: u8 = 135;
-const NA: u8 = 136;
-
-/// What an ARP packet (after the Ethernet header) says.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Arp {
-    pub op: u16,
-    pub sender_mac: [u8; 6],
-    pub sender_ip: Ipv4Addr,
-    pub target_ip: Ipv4Addr,
-}
-
-/// Parse an Ethernet/IPv4 ARP body.
-pub fn parse_arp(body: &[u8]) -> Option<Arp> {
-    let b = body.get(..ARP_LEN)?;
-    if b[0..2] != [0, 1] || b[2..4] != [8, 0] || b[4] != 6 || b[5] != 4 {
-        return None;
-    }
-    Some(Arp {
-        op: u16::from_be_bytes([b[6], b[7]]),
-        sender_mac: b[8..14].try_into().ok()?,
-        sender_ip: Ipv4Addr::new(b[14], b[15], b[16], b[17]),
-        target_ip: Ipv4Addr::new(b[24], b[25], b[26], b[27]),
-    })
-}
-
-/// Write a whole ARP frame (Ethernet header included) into `out`.
-pub fn build_arp<B: PacketBuf>(
-    out: &mut B,
-    op: u16,
-    dst_mac: [u8; 6],
-    src_mac: [u8; 6],
-    sender_ip: Ipv4Addr,
-    target_mac: [u8; 6],
-    target_ip: Ipv4Addr,
-) -> Option<()> {
-    out.set_len(14 + ARP_LEN).ok()?;
-    let d = out.data_mut();
-    d[..6].copy_from_slice(&dst_mac);
-    d[6..12].copy_from_slice(&src_mac);
-    d[12..14].copy_from_slice(&ETH_P_ARP.to_be_bytes());
-    let a = &mut d[14..];
-    a[..6].copy_from_slice(&[0, 1, 8, 0, 6, 4]);
-    a[6..8].copy_from_slice(&op.to_be_bytes());
-    a[8..14].copy_from_slice(&src_mac);
-    a[14..18].copy_from_slice(&sender_ip.octets());
-    a[18..24].copy_from_slice(&target_mac);
-    a[24..28].copy_from_slice(&target_ip.octets());
-    Some(())
-}
-
-/// A neighbour solicitation or advertisement.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Nd {
-    pub kind: u8,
-    pub src: Ipv6Addr,
-    pub target: Ipv6Addr,
-    /// Source (NS) or target (NA) link-layer address option.
-    pub lladdr: Option<[u8; 6]>,
-}
-
-/// Parse an IPv6 packet (from its IPv6 header) as NS/NA; hop limit must be
-/// 255 (RFC 4861 §7.1: it came from the link itself).
-pub fn parse_nd(pkt: &[u8]) -> Option<Nd> {
-    let i = ip::parse_ipv6(pkt)?;
-    if i.l4_proto != proto::ICMPV6 || pkt[7] != 255 {
-        return None;
-    }
-    let m = &pkt[i.l4_offset..i.total_len];
-    if m.len() < 24 || !(m[0] == NS || m[0] == NA) || m[1] != 0 {
-        return None;
-    }
-    let target = Ipv6Addr::from(<[u8; 16]>::try_from(&m[8..24]).ok()?);
-    let want = if m[0] == NS { 1 } else { 2 };
-    let mut lladdr = None;
-    let mut o = 24;
-    while o + 2 <= m.len() {
-        let (t, l) = (m[o], usize::from(m[o + 1]) * 8);
-        if l == 0 || o + l > m.len() {
-            return None;
-        }
-        if t == want && l == 8 {
-            lladdr = m[o + 2..o + 8].try_into().ok();
-        }
-        o += l;
-    }
-    Some(Nd { kind: m[0], src: Ipv6Addr::from(<[u8; 16]>::try_from(&pkt[8..24]).ok()?), target, lladdr })
-}
-
-/// Write a whole NS/NA frame (Ethernet + IPv6 + ICMPv6 + link-layer option).
-#[allow(clippy::too_many_arguments)]
-pub fn build_nd<B: PacketBuf>(
-    out: &mut B,
-    kind: u8,
-    dst_mac: [u8; 6],
-    src_mac: [u8; 6],
-    src: Ipv6Addr,
-    dst: Ipv6Addr,
-    target: Ipv6Addr,
-    flags: u8,
-) -> Option<()> {
-    let icmp_len = 24 + 8;
-    out.set_len(14 + 40 + icmp_len).ok()?;
-    let d = out.data_mut();
-    d[..6].copy_from_slice(&dst_mac);
-    d[6..12].copy_from_slice(&src_mac);
-    d[12..14].copy_from_slice(&0x86ddu16.to_be_bytes());
-    let (h, m) = d[14..].split_at_mut(40);
-    h[..8].copy_from_slice(&[0x60, 0, 0, 0, 0, icmp_len as u8, proto::ICMPV6, 255]);
-    h[8..24].copy_from_slice(&src.octets());
-    h[24..40].copy_from_slice(&dst.octets());
-    m.fill(0);
-    m[0] = kind;
-    m[4] = flags;
-    m[8..24].copy_from_slice(&target.octets());
-    m[24] = if kind == NS { 1 } else { 2 };
-    m[25] = 1;
-    m[26..32].copy_from_slice(&src_mac);
-    let c = icmp6_checksum(h, m);
-    m[2..4].copy_from_slice(&c.to_be_bytes());
-    Some(())
-}
+// The packet formats are checked views in `wire`; this module is the
+// behaviour around them.
+pub use crate::wire::arp::{build_arp, parse_arp, Arp};
+pub use crate::wire::nd::{build_nd, parse_nd, Nd, NA, NS};
 
 /// The solicited-node multicast address and MAC for `target` (RFC 4291 §2.7.1).
 pub fn solicited_node(target: Ipv6Addr) -> (Ipv6Addr, [u8; 6]) {
@@ -187,7 +63,9 @@ impl RequestLimiter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::packet::VecBuf;
+    use crate::packet::ip::{self, proto};
+    use crate::packet::{PacketBuf, VecBuf};
+    use crate::wire::ETHERTYPE_ARP;
 
     #[test]
     fn arp_round_trip() {
@@ -203,7 +81,7 @@ mod tests {
         )
         .unwrap();
         let d = b.data();
-        assert_eq!(u16::from_be_bytes([d[12], d[13]]), ETH_P_ARP);
+        assert_eq!(u16::from_be_bytes([d[12], d[13]]), ETHERTYPE_ARP);
         let a = parse_arp(&d[14..]).unwrap();
         assert_eq!(
             (a.op, a.sender_mac, a.sender_ip, a.target_ip),

@@ -55,6 +55,15 @@ enum Cmd {
     Look,
     /// Is the gateway up?
     Health,
+    /// Print a shell completion script (e.g. `espgwctl completion bash >
+    /// /usr/share/bash-completion/completions/espgwctl`).
+    Completion {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the espgwctl(8) manual page (roff).
+    #[command(hide = true)]
+    Man,
     /// Follow the event stream (SA expiry, %trap ACQUIREs, failures, links,
     /// config changes) until interrupted; one line per event.
     Events {
@@ -75,6 +84,21 @@ enum SaCmd {
     Show { name: String },
     /// Add an SA (or replace one with --replace: a rekey).
     Add(Box<SaAdd>),
+    /// Rekey an SA make-before-break: new SPI and keys, same settings.
+    /// Outbound: its eroutes move to the new SA, the old one goes. Inbound:
+    /// the old one stays as NAME.prev for packets in flight until deleted.
+    Rekey {
+        name: String,
+        /// The new SPI, decimal or 0x-hex.
+        #[arg(long, value_parser = parse_u32)]
+        spi: u32,
+        /// The new key (hex; GCM: key + salt), or @FILE.
+        #[arg(long, value_name = "HEX|@FILE")]
+        enc_key: String,
+        /// The new HMAC key (CBC), or @FILE.
+        #[arg(long, value_name = "HEX|@FILE")]
+        auth_key: Option<String>,
+    },
     /// Delete an SA; --force turns eroutes that use it into trap.
     Del {
         name: String,
@@ -89,7 +113,9 @@ struct SaAdd {
     /// Replace the existing SA of this name (rekey) instead of adding.
     #[arg(long)]
     replace: bool,
-    /// Take the SA from a JSON file (fields as in a config [[sa]]); flags override.
+    /// Take the SA from a JSON file: fields as in a config [[sa]], or what
+    /// `sa show --json` printed (state and redacted keys are ignored: give
+    /// the keys with --enc-key/--auth-key); flags override.
     #[arg(long, value_name = "FILE")]
     from: Option<PathBuf>,
     #[arg(long, value_parser = ["in", "out"])]
@@ -282,7 +308,7 @@ fn sa_body(a: &SaAdd) -> Result<Value, Failure> {
     let mut m: Map<String, Value> = match &a.from {
         Some(f) => {
             let text = std::fs::read_to_string(f).map_err(|e| Failure::other(format!("{}: {e}", f.display())))?;
-            match serde_json::from_str(&text) {
+            match serde_json::from_str(&text).map(control::config::sa_input_from_view) {
                 Ok(Value::Object(m)) => m,
                 Ok(_) => return Err(Failure::other(format!("{}: expected a JSON object", f.display()))),
                 Err(e) => return Err(Failure::other(format!("{}: {e}", f.display()))),
@@ -581,6 +607,18 @@ fn run(cli: &Cli) -> Result<(), Failure> {
                 let verb = if a.replace { "replaced" } else { "added" };
                 print(&v, format!("SA {} {verb}: {}\n", a.name, said(&v)));
             }
+            SaCmd::Rekey { name, spi, enc_key, auth_key } => {
+                let mut body = json!({ "spi": spi, "enc_key": key_arg(enc_key)? });
+                if let Some(a) = auth_key {
+                    body["auth_key"] = json!(key_arg(a)?);
+                }
+                let v = c.call("POST", &format!("/api/v1/sas/{}/rekey", enc(name)), Some(&body))?;
+                let prev = v["previous"]
+                    .as_str()
+                    .map(|p| format!("; the old SA stays as {p} until deleted"))
+                    .unwrap_or_default();
+                print(&v, format!("SA {name} rekeyed: {}{prev}\n", said(&v["sa"])));
+            }
             SaCmd::Del { name, force } => {
                 let q = if *force { "?force=true" } else { "" };
                 let v = c.call("DELETE", &format!("/api/v1/sas/{}{q}", enc(name)), None)?;
@@ -669,6 +707,7 @@ fn run(cli: &Cli) -> Result<(), Failure> {
             let up = v["uptime_s"].as_f64().map(|u| format!(", up {u:.0} s")).unwrap_or_default();
             print(&v, format!("{}: {} SAs, {} eroutes{up}\n", s(&v["status"]), s(&v["sas"]), s(&v["eroutes"])));
         }
+        Cmd::Completion { .. } | Cmd::Man => {} // local: done in main
         Cmd::Look => {
             let health = c.call("GET", "/api/v1/health", None)?;
             let eroutes = c.list("/api/v1/eroutes")?;
@@ -708,6 +747,25 @@ fn run(cli: &Cli) -> Result<(), Failure> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Local commands: no API needed.
+    match &cli.cmd {
+        Cmd::Completion { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(*shell, &mut Cli::command(), "espgwctl", &mut std::io::stdout());
+            return ExitCode::SUCCESS;
+        }
+        Cmd::Man => {
+            use clap::CommandFactory;
+            return match clap_mangen::Man::new(Cli::command()).section("8").render(&mut std::io::stdout()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("espgwctl: {e}");
+                    ExitCode::from(exit::OTHER)
+                }
+            };
+        }
+        _ => {}
+    }
     match run(&cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {

@@ -153,6 +153,10 @@ pub(super) struct RawSa {
     hard_bytes: Option<Spanned<i64>>,
     soft_packets: Option<Spanned<i64>>,
     hard_packets: Option<Spanned<i64>>,
+    soft_seconds: Option<Spanned<i64>>,
+    hard_seconds: Option<Spanned<i64>>,
+    soft_use_seconds: Option<Spanned<i64>>,
+    hard_use_seconds: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -603,10 +607,16 @@ fn lifetime(loc: &Locator<'_>, what: &str, s: &RawSa) -> Result<Lifetime, Config
         hard_bytes: limit(&s.hard_bytes, "hard_bytes")?,
         soft_packets: limit(&s.soft_packets, "soft_packets")?,
         hard_packets: limit(&s.hard_packets, "hard_packets")?,
+        soft_add_secs: limit(&s.soft_seconds, "soft_seconds")?,
+        hard_add_secs: limit(&s.hard_seconds, "hard_seconds")?,
+        soft_use_secs: limit(&s.soft_use_seconds, "soft_use_seconds")?,
+        hard_use_secs: limit(&s.hard_use_seconds, "hard_use_seconds")?,
     };
     for (soft, hard, sk, hk) in [
         (&s.soft_bytes, lt.hard_bytes, "soft_bytes", "hard_bytes"),
         (&s.soft_packets, lt.hard_packets, "soft_packets", "hard_packets"),
+        (&s.soft_seconds, lt.hard_add_secs, "soft_seconds", "hard_seconds"),
+        (&s.soft_use_seconds, lt.hard_use_secs, "soft_use_seconds", "hard_use_seconds"),
     ] {
         if let (Some(sv), Some(h)) = (soft, hard) {
             if *sv.get_ref() as u64 > h {
@@ -739,6 +749,17 @@ fn no_line(mut e: ConfigError) -> ConfigError {
 /// One SA given alone (API input, a JSON object with the fields of a config
 /// `[[sa]]`): the very same checks apply. Errors name the field as
 /// `sa.<field>`. The id is left 0; eroute names (inbound) are unchecked.
+/// An SA as the API shows it (`GET /api/v1/sas/{name}`, `espgwctl sa show
+/// --json`) turned back into input: what is reported but not configured
+/// (`id`, `state`), the `<redacted>` keys and nulls go, so that the result
+/// with keys added is a valid SA (rekey; `espgwctl sa add --from`).
+pub fn sa_input_from_view(mut v: serde_json::Value) -> serde_json::Value {
+    if let Some(m) = v.as_object_mut() {
+        m.retain(|k, x| !matches!(k.as_str(), "id" | "state") && !x.is_null() && x.as_str() != Some("<redacted>"));
+    }
+    v
+}
+
 pub fn parse_one_sa(v: &serde_json::Value) -> Result<SaSpec, ConfigError> {
     let one: OneSa = from_json("sa", v)?;
     sa_spec(&api_loc(), "sa", &one.sa).map_err(no_line)

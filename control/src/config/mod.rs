@@ -13,7 +13,8 @@ use toml::Spanned;
 mod ipsec;
 mod json;
 pub use ipsec::{
-    fmt_mac, parse_mac, parse_one_eroute, parse_one_sa, ErouteSpec, InboundCheck, PolicyConfig, SaRoleSpec, SaSpec,
+    fmt_mac, parse_mac, parse_one_eroute, parse_one_sa, sa_input_from_view, ErouteSpec, InboundCheck, PolicyConfig,
+    SaRoleSpec, SaSpec,
 };
 
 /// A configuration error, located in its file.

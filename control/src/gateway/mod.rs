@@ -420,7 +420,11 @@ impl Watch {
     fn second(&mut self, control: &ControlState<'_>) {
         self.last = Instant::now();
         let ev = &control.events;
-        let states = control.store().expiry_states();
+        let states = {
+            let mut store = control.store();
+            store.apply_time_limits();
+            store.expiry_states()
+        };
         for (name, soft, hard, which) in states {
             let before = self.expired.insert(name.clone(), (soft, hard)).unwrap_or((false, false));
             if soft && !before.0 {

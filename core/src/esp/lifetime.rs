@@ -2,6 +2,12 @@
 //! raises a flag (time to rekey), a hard limit stops the SA **exactly**: no
 //! packet is processed that would take the SA past it.
 //!
+//! Time limits (seconds since the SA was added, and since its first packet,
+//! as XFRM's `add_time` / `use_time`) are checked by whoever owns the clock
+//! (the control thread, [`Lifetime::time_state`]) and applied with
+//! [`Usage::expire_soft`] / [`Usage::expire`]; the data path only reads the
+//! flags, so a time-expired SA stops at the next burst.
+//!
 //! Admission is per burst and lock-free: one `fetch_add` per counter for the
 //! whole burst, then a prefix of the burst is admitted locally and the rest
 //! is given back. Several workers may admit on one SA at once; none ever
@@ -20,13 +26,54 @@ pub struct Lifetime {
     pub hard_bytes: Option<u64>,
     pub soft_packets: Option<u64>,
     pub hard_packets: Option<u64>,
+    /// Seconds since the SA was added.
+    pub soft_add_secs: Option<u64>,
+    pub hard_add_secs: Option<u64>,
+    /// Seconds since the SA's first packet.
+    pub soft_use_secs: Option<u64>,
+    pub hard_use_secs: Option<u64>,
+}
+
+/// Where an SA stands against its time limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TimeState {
+    pub soft: bool,
+    pub hard: bool,
+    /// Seconds until the hard time limit, if there is one.
+    pub hard_left: Option<u64>,
 }
 
 impl Lifetime {
+    /// The time limits against the SA's age and time since its first packet
+    /// (`None`: not used yet).
+    pub fn time_state(&self, age_secs: u64, used_secs: Option<u64>) -> TimeState {
+        let past = |limit: Option<u64>, t: Option<u64>| matches!((limit, t), (Some(l), Some(t)) if t >= l);
+        // A clock that has not started (no packet yet) leaves nothing running out.
+        let left = |limit: Option<u64>, t: Option<u64>| Some(limit?.saturating_sub(t?));
+        let hard_left = match (left(self.hard_add_secs, Some(age_secs)), left(self.hard_use_secs, used_secs)) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        TimeState {
+            soft: past(self.soft_add_secs, Some(age_secs)) || past(self.soft_use_secs, used_secs),
+            hard: past(self.hard_add_secs, Some(age_secs)) || past(self.hard_use_secs, used_secs),
+            hard_left,
+        }
+    }
+
     /// Why these limits make no sense, if they do not: a limit of 0, or a
     /// soft limit above its hard limit.
     pub fn validate(&self) -> Result<(), &'static str> {
-        let all = [self.soft_bytes, self.hard_bytes, self.soft_packets, self.hard_packets];
+        let all = [
+            self.soft_bytes,
+            self.hard_bytes,
+            self.soft_packets,
+            self.hard_packets,
+            self.soft_add_secs,
+            self.hard_add_secs,
+            self.soft_use_secs,
+            self.hard_use_secs,
+        ];
         if all.contains(&Some(0)) {
             return Err("a lifetime limit of 0 would expire the SA before its first packet");
         }
@@ -37,11 +84,20 @@ impl Lifetime {
         if over(self.soft_packets, self.hard_packets) {
             return Err("soft_packets is above hard_packets");
         }
+        if over(self.soft_add_secs, self.hard_add_secs) {
+            return Err("soft_seconds is above hard_seconds");
+        }
+        if over(self.soft_use_secs, self.hard_use_secs) {
+            return Err("soft_use_seconds is above hard_use_seconds");
+        }
         Ok(())
     }
 
     fn has_hard(&self) -> bool {
-        self.hard_bytes.is_some() || self.hard_packets.is_some()
+        self.hard_bytes.is_some()
+            || self.hard_packets.is_some()
+            || self.hard_add_secs.is_some()
+            || self.hard_use_secs.is_some()
     }
 }
 
@@ -78,9 +134,15 @@ impl Usage {
         self.hard_expired.load(Ordering::Relaxed)
     }
 
-    /// Mark the SA hard-expired (sequence space used up, ...).
+    /// Mark the SA hard-expired (sequence space used up, a time limit, ...).
     pub fn expire(&self) {
+        self.soft_expired.store(true, Ordering::Relaxed);
         self.hard_expired.store(true, Ordering::Relaxed);
+    }
+
+    /// Raise the soft flag (a soft time limit): time to rekey.
+    pub fn expire_soft(&self) {
+        self.soft_expired.store(true, Ordering::Relaxed);
     }
 
     /// Admit a burst of packets of `lens[i]` bytes, in order: returns how
@@ -143,7 +205,13 @@ mod tests {
 
     #[test]
     fn validation() {
-        let lt = |sb, hb, sp, hp| Lifetime { soft_bytes: sb, hard_bytes: hb, soft_packets: sp, hard_packets: hp };
+        let lt = |sb, hb, sp, hp| Lifetime {
+            soft_bytes: sb,
+            hard_bytes: hb,
+            soft_packets: sp,
+            hard_packets: hp,
+            ..Default::default()
+        };
         assert!(lt(Some(10), Some(20), Some(1), Some(2)).validate().is_ok());
         assert!(lt(Some(10), Some(10), None, None).validate().is_ok(), "equal is fine");
         assert!(lt(Some(30), Some(20), None, None).validate().unwrap_err().contains("soft_bytes"));
@@ -197,5 +265,25 @@ mod tests {
         assert!(u.packets() <= 10_000 && u.bytes() <= 1_000_000);
         assert_eq!(u.packets(), admitted as u64, "the counters say exactly what was admitted");
         assert!(u.hard_expired());
+    }
+
+    #[test]
+    fn time_limits_since_add_and_since_first_use() {
+        let lt =
+            Lifetime { soft_add_secs: Some(10), hard_add_secs: Some(20), hard_use_secs: Some(5), ..Default::default() };
+        assert!(lt.validate().is_ok());
+        assert_eq!(lt.time_state(3, None), TimeState { soft: false, hard: false, hard_left: Some(17) });
+        assert_eq!(lt.time_state(12, None), TimeState { soft: true, hard: false, hard_left: Some(8) });
+        assert_eq!(lt.time_state(12, Some(5)), TimeState { soft: true, hard: true, hard_left: Some(0) });
+        assert!(lt.time_state(20, None).hard);
+        let bad = Lifetime { soft_add_secs: Some(30), hard_add_secs: Some(20), ..Default::default() };
+        assert!(bad.validate().unwrap_err().contains("soft_seconds"));
+        // A time-only hard limit makes admission honour the flag.
+        let only_time = Lifetime { hard_add_secs: Some(1), ..Default::default() };
+        let u = Usage::default();
+        assert_eq!(u.admit(&only_time, [100u64, 100].into_iter()), 2);
+        u.expire();
+        assert_eq!(u.admit(&only_time, [100u64].into_iter()), 0, "expired by time: nothing more");
+        assert!(u.soft_expired(), "hard implies soft");
     }
 }

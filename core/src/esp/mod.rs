@@ -35,7 +35,7 @@ use zeroize::Zeroizing;
 use crate::crypto::{Algorithm, Backend, CryptoError, Transform, ESP_HDR_LEN};
 use crate::packet::ip::{IPV4_HDR_LEN, IPV6_HDR_LEN};
 pub use decap::Decapped;
-pub use lifetime::{Lifetime, Usage};
+pub use lifetime::{Lifetime, TimeState, Usage};
 pub use pmtu::{PathMtu, PmtuUpdate};
 pub use replay::{ReplayError, ReplayWindow};
 pub use seq::{KeyId, SeqBlock, SeqSpace};

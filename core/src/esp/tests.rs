@@ -555,7 +555,7 @@ fn burst_reserves_once_and_numbers_are_unique_across_threads() {
 fn lifetimes_soft_flag_and_hard_stop() {
     let (ek, _) = keys(Algorithm::AesGcm128);
     let mut cfg = SaConfig::new(0x6000, Algorithm::AesGcm128, &ek, &[], tunnel4());
-    cfg.lifetime = Lifetime { soft_packets: Some(3), hard_packets: Some(5), soft_bytes: None, hard_bytes: None };
+    cfg.lifetime = Lifetime { soft_packets: Some(3), hard_packets: Some(5), ..Default::default() };
     let sa = Sa::new(&cfg).unwrap();
     let mut results = Vec::new();
     for _ in 0..7 {

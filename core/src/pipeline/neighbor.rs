@@ -16,16 +16,12 @@ use crate::packet::ip::proto;
 use crate::packet::PacketBuf;
 use crate::route::NextHopError;
 use crate::stats::{DropReason, Event, WorkerStats};
+use crate::wire::arp::{ARP_REPLY, ARP_REQUEST};
+use crate::wire::nd::{NA, NS};
 use crate::wire::{EthernetFrame, ETHERTYPE_ARP, ETHERTYPE_IPV6, ETH_HLEN};
 
 /// How long after asking an answer is accepted.
 const ANSWER_WINDOW_MS: u64 = 3000;
-/// ARP opcodes.
-const ARP_REQUEST: u16 = 1;
-const ARP_REPLY: u16 = 2;
-/// ND message types.
-const NS: u8 = 135;
-const NA: u8 = 136;
 
 impl<B: PacketBuf> Pipeline<B> {
     /// ARP and neighbour discovery frames: answered or learned from, and

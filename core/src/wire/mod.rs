@@ -6,12 +6,14 @@
 //! Ingress builds one [`crate::packet::Meta`] record per packet from these
 //! views; later stages read the record instead of parsing again.
 
+pub mod arp;
 pub mod esp;
 pub mod ethernet;
 pub mod icmp;
 pub mod ipv4;
 pub mod ipv6;
 pub mod l4;
+pub mod nd;
 
 pub use esp::EspHeader;
 pub use ethernet::{EthernetFrame, ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETH_HLEN};

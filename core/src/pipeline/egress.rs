@@ -37,17 +37,20 @@ impl PassPermit {
 
 impl<B: PacketBuf> Pipeline<B> {
     /// Forward a cleartext packet to its destination (see the module doc).
+    /// The record is taken where it lies (`meta`), not moved.
     pub(super) fn forward_clear<A, S>(
         &mut self,
-        mut pkt: Pkt<B>,
+        mut buf: B,
+        meta: &mut Meta,
+        origin: Origin,
         permit: Option<PassPermit>,
         cx: &mut BurstCtx<'_, A, S>,
     ) where
         A: BufAlloc<Buf = B>,
         S: TxSink<B>,
     {
-        let m = pkt.meta;
-        let hop = pkt.origin != Origin::Local;
+        let m = &*meta;
+        let hop = origin != Origin::Local;
         if hop && m.ttl <= 1 {
             cx.stats.drop_one(DropReason::TtlExpired);
             return;
@@ -58,22 +61,22 @@ impl<B: PacketBuf> Pipeline<B> {
         };
         let port = &self.ports[nh.port];
         if port.role == PortRole::Protected && permit.is_none() {
-            self.defer(pkt, cx.stats);
+            self.defer(Pkt { buf, meta: *meta, origin }, cx.stats);
             return;
         }
         let mtu = port.mtu;
         if m.total_len > mtu {
             if m.df {
-                return self.refuse(&pkt, mtu, nh.port, cx);
+                return self.refuse(&Pkt { buf, meta: *meta, origin }, mtu, nh.port, cx);
             }
             // RFC 791: a router fragments what does not fit and may be fragmented.
             if hop {
-                decrement_ttl(&mut pkt.buf, &mut pkt.meta);
+                decrement_ttl(&mut buf, meta);
             }
             let (dst_mac, src_mac) = (nh.mac, port.mac);
             let mut n = 0u64;
             let mut room_failed = false;
-            let r = mtu::fragment_ipv4(pkt.buf.data(), usize::from(mtu), cx.alloc, |mut f| {
+            let r = mtu::fragment_ipv4(buf.data(), usize::from(mtu), cx.alloc, |mut f| {
                 n += 1;
                 if push_l2(&mut f, ETHERTYPE_IPV4, dst_mac, src_mac) {
                     cx.tx.send(nh.port, f);
@@ -87,12 +90,13 @@ impl<B: PacketBuf> Pipeline<B> {
             cx.stats.event(Event::ClearFragmentsMade, n);
             return;
         }
-        if hop {
-            decrement_ttl(&mut pkt.buf, &mut pkt.meta);
-        }
         let et = if m.key.v6 { ETHERTYPE_IPV6 } else { ETHERTYPE_IPV4 };
-        if push_l2(&mut pkt.buf, et, nh.mac, port.mac) {
-            cx.tx.send(nh.port, pkt.buf);
+        let (dst_mac, src_mac) = (nh.mac, port.mac);
+        if hop {
+            decrement_ttl(&mut buf, meta);
+        }
+        if push_l2(&mut buf, et, dst_mac, src_mac) {
+            cx.tx.send(nh.port, buf);
         } else {
             cx.stats.drop_one(DropReason::NoBuffer);
         }
@@ -205,7 +209,7 @@ impl<B: PacketBuf> Pipeline<B> {
                 }
             }
             Origin::Tunnel | Origin::Local => match Meta::parse(out.data(), HwChecksum::Good) {
-                Ok(meta) => self.forward_clear(Pkt { buf: out, meta, origin: Origin::Local }, None, cx),
+                Ok(mut meta) => self.forward_clear(out, &mut meta, Origin::Local, None, cx),
                 Err(r) => cx.stats.drop_one(r),
             },
         }

@@ -33,17 +33,18 @@ impl<B: PacketBuf> Pipeline<B> {
         I: IntoIterator<Item = B>,
     {
         let mut groups: ArrayVec<InGroup<'s, B>, MAX_GROUPS> = ArrayVec::new();
+        let mut meta = Meta::default();
         for buf in burst {
-            let Some(mut pkt) = self.ingress(in_port, buf, cx) else { continue };
-            if pkt.meta.is_fragment() {
-                match self.reassemble(pkt.buf, cx) {
-                    Some(whole) => pkt = Pkt { origin: pkt.origin, ..whole },
+            let Some((mut buf, origin)) = self.ingress_meta(in_port, buf, &mut meta, cx) else { continue };
+            if meta.is_fragment() {
+                match self.reassemble(buf, cx) {
+                    Some(whole) => (buf, meta) = (whole.buf, whole.meta),
                     None => continue,
                 }
             }
-            let k = pkt.meta.key;
+            let k = meta.key;
             if k.proto == proto::ESP {
-                let l4 = &pkt.buf.data()[pkt.meta.header_len()..];
+                let l4 = &buf.data()[meta.header_len()..];
                 let Ok(esp) = EspHeader::new_checked(l4) else {
                     cx.stats.drop_one(DropReason::EspTruncated);
                     continue;
@@ -63,11 +64,11 @@ impl<B: PacketBuf> Pipeline<B> {
                         groups.len() - 1
                     }
                 };
-                groups[gi].1.push(pkt.buf);
+                groups[gi].1.push(buf);
                 continue;
             }
             if matches!(k.proto, proto::ICMP | proto::ICMPV6) {
-                if let Some(report) = mtu::parse_too_big(pkt.buf.data()) {
+                if let Some(report) = mtu::parse_too_big(buf.data()) {
                     // About one of our ESP packets? Then it tunes that SA's path MTU.
                     let res = snap.outbound_sa(report.spi).and_then(|sa| {
                         let nh = cx.routes.next_hop(report.quoted_dst).ok()?;
@@ -93,7 +94,7 @@ impl<B: PacketBuf> Pipeline<B> {
             match snap.defaults.inbound_clear {
                 Action::Pass => {
                     cx.stats.event(Event::Passed, 1);
-                    self.forward_clear(pkt, None, cx);
+                    self.forward_clear(buf, &mut meta, origin, None, cx);
                 }
                 _ => cx.stats.drop_one(DropReason::ClearOnProtected),
             }
@@ -145,11 +146,12 @@ impl<B: PacketBuf> Pipeline<B> {
         let n = pkts.len();
         isa.entry.sa.decap_burst(pkts, &mut results[..n]);
         let mut decrypted = 0;
-        for (buf, r) in pkts.drain(..).zip(results) {
+        // By reference: zipping the results array by value would copy all of it.
+        for (buf, r) in pkts.drain(..).zip(results.iter_mut()) {
             let d = match r {
                 Ok(d) => d,
                 Err(e) => {
-                    cx.stats.drop_one(e.into());
+                    cx.stats.drop_one((*e).into());
                     continue;
                 }
             };
@@ -163,7 +165,7 @@ impl<B: PacketBuf> Pipeline<B> {
                 cx.stats.drop_one(DropReason::ForGateway);
                 continue;
             }
-            self.forward_clear(Pkt { buf, meta: d.inner, origin: Origin::Tunnel }, None, cx);
+            self.forward_clear(buf, &mut d.inner, Origin::Tunnel, None, cx);
         }
         cx.stats.event(Event::Decrypted, decrypted);
     }

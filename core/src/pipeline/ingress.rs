@@ -3,27 +3,32 @@
 //! bounds) into its [`Meta`] record and its Ethernet header and link-layer
 //! padding cut; anything else is dropped and counted.
 
-use super::{BurstCtx, Origin, Pipeline, Pkt, TxSink};
+use super::{Burst, BurstCtx, Origin, Pipeline, TxSink};
 use crate::mtu::BufAlloc;
 use crate::packet::{Meta, PacketBuf};
 use crate::stats::DropReason;
 use crate::wire::{EthernetFrame, ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETH_HLEN};
 
 impl<B: PacketBuf> Pipeline<B> {
-    /// One received frame on `in_port`, as a packet with its record, or
+    /// One received frame on `in_port`: its record is written into `meta`
+    /// (the caller's slot: parsed in place, never copied) and the buffer,
+    /// now starting at the IP header, comes back with where it came from;
     /// `None` when it was consumed or dropped (counted).
-    // Always inlined: the record is then written straight into the burst
-    // array instead of being returned and copied (a store-forwarding stall).
     #[inline(always)]
-    pub(super) fn ingress<A, S>(&mut self, in_port: usize, buf: B, cx: &mut BurstCtx<'_, A, S>) -> Option<Pkt<B>>
+    pub(super) fn ingress_meta<A, S>(
+        &mut self,
+        in_port: usize,
+        buf: B,
+        meta: &mut Meta,
+        cx: &mut BurstCtx<'_, A, S>,
+    ) -> Option<(B, Origin)>
     where
         A: BufAlloc<Buf = B>,
         S: TxSink<B>,
     {
         let mut buf = self.neighbor_traffic(in_port, buf, cx.now_ms, cx.tx, cx.stats)?;
-        let (meta, mac) = {
-            let d = buf.data();
-            let Ok(eth) = EthernetFrame::new_checked(d) else {
+        let (v6, mac) = {
+            let Ok(eth) = EthernetFrame::new_checked(buf.data()) else {
                 cx.stats.drop_one(DropReason::BadIp);
                 return None;
             };
@@ -35,24 +40,45 @@ impl<B: PacketBuf> Pipeline<B> {
                     return None;
                 }
             };
-            match Meta::parse(eth.payload(), buf.hw_ip_checksum()) {
-                Ok(m) if m.is_v6() == v6 => (m, eth.src()),
-                Ok(_) => {
-                    cx.stats.drop_one(DropReason::BadIp);
-                    return None;
-                }
-                Err(reason) => {
-                    cx.stats.drop_one(reason);
-                    return None;
-                }
+            if let Err(reason) = Meta::parse_into(eth.payload(), buf.hw_ip_checksum(), meta) {
+                cx.stats.drop_one(reason);
+                return None;
             }
+            (v6, eth.src())
         };
+        if meta.is_v6() != v6 {
+            cx.stats.drop_one(DropReason::BadIp);
+            return None;
+        }
         // The IP packet is the buffer from here on; padding beyond its length goes.
         let padding = buf.len() - ETH_HLEN - usize::from(meta.total_len);
         if buf.adj(ETH_HLEN).is_err() || buf.trim(padding).is_err() {
             cx.stats.drop_one(DropReason::BadIp);
             return None;
         }
-        Some(Pkt { buf, meta, origin: Origin::Link { port: in_port, mac } })
+        Some((buf, Origin::Link { port: in_port, mac }))
+    }
+
+    /// [`Self::ingress_meta`] into the next slot of `burst` (which has room).
+    #[inline(always)]
+    pub(super) fn ingress_into<A, S>(
+        &mut self,
+        in_port: usize,
+        buf: B,
+        burst: &mut Burst<B>,
+        cx: &mut BurstCtx<'_, A, S>,
+    ) where
+        A: BufAlloc<Buf = B>,
+        S: TxSink<B>,
+    {
+        let slot = burst.bufs.len();
+        let Some(meta) = burst.metas.get_mut(slot) else {
+            cx.stats.drop_one(DropReason::NoBuffer); // the caller keeps room: never
+            return;
+        };
+        if let Some((buf, origin)) = self.ingress_meta(in_port, buf, meta, cx) {
+            burst.origins[slot] = origin;
+            burst.bufs.push(buf);
+        }
     }
 }

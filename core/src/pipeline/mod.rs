@@ -120,6 +120,38 @@ pub(crate) struct Pkt<B> {
     pub origin: Origin,
 }
 
+/// A cleartext burst as parallel arrays: ingress parses each record straight
+/// into its slot and the policy stage reads it there; only the buffer (a
+/// pointer) is moved. Moving whole packets with their 64-byte records from
+/// stage to stage cost store-forwarding stalls.
+pub(crate) struct Burst<B> {
+    pub bufs: ArrayVec<B, BURST>,
+    pub metas: [Meta; BURST],
+    pub origins: [Origin; BURST],
+}
+
+impl<B> Burst<B> {
+    pub fn new() -> Self {
+        Burst { bufs: ArrayVec::new(), metas: [Meta::default(); BURST], origins: [Origin::Local; BURST] }
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.bufs.is_full()
+    }
+
+    /// Add a whole packet (deferred ones); gives it back when full.
+    pub fn push(&mut self, p: Pkt<B>) -> Result<(), Pkt<B>> {
+        let i = self.bufs.len();
+        if i == BURST {
+            return Err(p);
+        }
+        self.metas[i] = p.meta;
+        self.origins[i] = p.origin;
+        self.bufs.push(p.buf);
+        Ok(())
+    }
+}
+
 /// Per-worker pipeline state: reassembly table, ICMP and ARP/NS rate
 /// limiters, the gateway's own addresses, settings.
 pub struct Pipeline<B: PacketBuf> {
@@ -211,13 +243,11 @@ impl<B: PacketBuf> Pipeline<B> {
     {
         match self.ports[in_port].role {
             PortRole::Cleartext => {
-                let mut pkts: ArrayVec<Pkt<B>, BURST> = ArrayVec::new();
+                let mut pkts: Burst<B> = Burst::new();
                 for b in burst {
-                    if let Some(p) = self.ingress(in_port, b, cx) {
-                        pkts.push(p);
-                        if pkts.is_full() {
-                            self.outbound(&mut pkts, snap, cx);
-                        }
+                    self.ingress_into(in_port, b, &mut pkts, cx);
+                    if pkts.is_full() {
+                        self.outbound(&mut pkts, snap, cx);
                     }
                 }
                 self.outbound(&mut pkts, snap, cx);
@@ -232,8 +262,11 @@ impl<B: PacketBuf> Pipeline<B> {
             std::mem::swap(&mut round, &mut self.deferred);
             let mut it = round.into_iter();
             loop {
-                let mut chunk: ArrayVec<Pkt<B>, BURST> = it.by_ref().take(BURST).collect();
-                if chunk.is_empty() {
+                let mut chunk: Burst<B> = Burst::new();
+                for p in it.by_ref().take(BURST) {
+                    let _ = chunk.push(p); // at most BURST: always room
+                }
+                if chunk.bufs.is_empty() {
                     break;
                 }
                 self.outbound(&mut chunk, snap, cx);

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use arrayvec::ArrayVec;
 
 use super::egress::PassPermit;
-use super::{addr_of, decrement_ttl, BurstCtx, Origin, Pipeline, Pkt, TxSink, BURST, MAX_GROUPS};
+use super::{addr_of, decrement_ttl, Burst, BurstCtx, Origin, Pipeline, Pkt, TxSink, BURST, MAX_GROUPS};
 use crate::esp::{Mode, Sa};
 use crate::mtu::{self, BufAlloc, TooBig};
 use crate::packet::{HwChecksum, Meta, PacketBuf};
@@ -18,30 +18,45 @@ use crate::policy::{ProtectOptions, SaEntry, Snapshot, Verdict};
 use crate::route::{NextHop, NextHopError};
 use crate::stats::{DropReason, Event};
 
-/// One SA's packets of a burst.
+/// One SA's packets of a burst, as parallel arrays: the records are written
+/// here once and read in place by the MTU decision and ESP (moving 64-byte
+/// records again between stages cost store-forwarding stalls).
 struct Group<'s, B> {
     sa: &'s Arc<SaEntry>,
     options: ProtectOptions,
-    pkts: ArrayVec<Pkt<B>, BURST>,
+    bufs: ArrayVec<B, BURST>,
+    metas: ArrayVec<Meta, BURST>,
+    origins: ArrayVec<Origin, BURST>,
+}
+
+/// What the MTU decision made of one packet of a group.
+#[derive(Clone, Copy)]
+enum Fate {
+    /// Encrypt, then out by this hop under this limit.
+    Encrypt(NextHop, u16, bool),
+    /// Fragment the inner packet first (RFC 4459 §5.1), then encrypt.
+    InnerFragments(NextHop, u16, bool),
+    /// Too big with DF: ICMP back, dropped.
+    Refuse { mtu: u16, port: usize },
+    /// No next hop (yet): asked for, dropped.
+    NoHop(NextHopError),
 }
 
 impl<B: PacketBuf> Pipeline<B> {
     /// Classify cleartext packets by the outbound policy and act on them
     /// (`pkts` is left empty). Bursts and groups are passed by reference and
     /// drained: moving an `ArrayVec` by value copies all of its storage.
-    pub(super) fn outbound<'s, A, S>(
-        &mut self,
-        pkts: &mut ArrayVec<Pkt<B>, BURST>,
-        snap: &'s Snapshot,
-        cx: &mut BurstCtx<'_, A, S>,
-    ) where
+    pub(super) fn outbound<'s, A, S>(&mut self, pkts: &mut Burst<B>, snap: &'s Snapshot, cx: &mut BurstCtx<'_, A, S>)
+    where
         A: BufAlloc<Buf = B>,
         S: TxSink<B>,
     {
         let mut groups: ArrayVec<Group<'s, B>, MAX_GROUPS> = ArrayVec::new();
-        for pkt in pkts.drain(..) {
-            let k = pkt.meta.key;
-            if pkt.origin != Origin::Local && self.is_own(k.v6, k.dst) {
+        let Burst { bufs, metas, origins } = pkts;
+        for (i, buf) in bufs.drain(..).enumerate() {
+            let (meta, origin) = (&mut metas[i], origins[i]);
+            let k = meta.key;
+            if origin != Origin::Local && self.is_own(k.v6, k.dst) {
                 // No host path yet: traffic for the gateway is never forwarded.
                 cx.stats.drop_one(DropReason::ForGateway);
                 continue;
@@ -49,7 +64,7 @@ impl<B: PacketBuf> Pipeline<B> {
             let verdict = snap.outbound(&k);
             match verdict {
                 Verdict::Protect { sa, options, .. } => {
-                    if pkt.origin != Origin::Local && pkt.meta.ttl <= 1 {
+                    if origin != Origin::Local && meta.ttl <= 1 {
                         cx.stats.drop_one(DropReason::TtlExpired);
                         continue;
                     }
@@ -61,15 +76,24 @@ impl<B: PacketBuf> Pipeline<B> {
                                 let mut g = groups.swap_remove(0);
                                 self.encrypt_group(&mut g, cx);
                             }
-                            groups.push(Group { sa, options, pkts: ArrayVec::new() });
+                            groups.push(Group {
+                                sa,
+                                options,
+                                bufs: ArrayVec::new(),
+                                metas: ArrayVec::new(),
+                                origins: ArrayVec::new(),
+                            });
                             groups.len() - 1
                         }
                     };
-                    groups[gi].pkts.push(pkt);
+                    let g = &mut groups[gi];
+                    g.bufs.push(buf);
+                    g.metas.push(*meta);
+                    g.origins.push(origin);
                 }
                 Verdict::Pass { .. } => {
                     cx.stats.event(Event::Passed, 1);
-                    self.forward_clear(pkt, PassPermit::of(&verdict), cx);
+                    self.forward_clear(buf, meta, origin, PassPermit::of(&verdict), cx);
                 }
                 Verdict::Drop { .. } => cx.stats.drop_one(DropReason::PolicyDrop),
                 Verdict::Trap { eroute } => {
@@ -92,9 +116,7 @@ impl<B: PacketBuf> Pipeline<B> {
     {
         let entry: &Arc<SaEntry> = g.sa; // the snapshot's reference, not a borrow of `g`
         let sa = &entry.sa;
-        let mut bufs: ArrayVec<B, BURST> = ArrayVec::new();
-        let mut metas: ArrayVec<Meta, BURST> = ArrayVec::new();
-        let mut hops: ArrayVec<(NextHop, u16, bool), BURST> = ArrayVec::new();
+        let n = g.bufs.len();
         // In tunnel mode every packet of the group has the same outer
         // destination: route it and find its limit once per group.
         let group_hop = match sa.mode() {
@@ -103,53 +125,76 @@ impl<B: PacketBuf> Pipeline<B> {
             }
             Mode::Transport => None,
         };
-        for mut pkt in g.pkts.drain(..) {
-            let m = pkt.meta;
+        // 1. Decide each packet's fate in place (records read where they are).
+        let mut fates: ArrayVec<Fate, BURST> = ArrayVec::new();
+        let mut all_encrypt = true;
+        for i in 0..n {
+            let m = &mut g.metas[i];
             let hop = group_hop.unwrap_or_else(|| {
                 self.hop_and_limit(sa, addr_of(m.key.v6, m.key.dst), cx).map(|(nh, l)| (nh, l, m.key.v6))
             });
-            let (nh, limit, outer_v6) = match hop {
-                Ok(h) => h,
-                Err(e) => {
-                    self.solicit(e, cx);
-                    continue;
-                }
+            let fate = match hop {
+                Err(e) => Fate::NoHop(e),
+                Ok((nh, limit, outer_v6)) => match mtu::decide(sa, limit, m) {
+                    TooBig::FragmentOuter if g.options.fragment_before_encryption && !m.is_v6() => {
+                        Fate::InnerFragments(nh, limit, outer_v6)
+                    }
+                    TooBig::Fits | TooBig::FragmentOuter => Fate::Encrypt(nh, limit, outer_v6),
+                    TooBig::Refuse { mtu } => Fate::Refuse { mtu, port: nh.port },
+                },
             };
-            match mtu::decide(sa, limit, &m) {
-                TooBig::Fits => {}
-                TooBig::FragmentOuter if g.options.fragment_before_encryption && !m.is_v6() => {
-                    // RFC 4459 §5.1: fragment the inner packet so that every
-                    // encrypted piece fits; the peer reassembles nothing.
-                    self.encrypt_inner_fragments(pkt, sa, nh, limit, outer_v6, cx);
-                    continue;
+            if let Fate::Encrypt(_, limit, _) = fate {
+                let buf = &mut g.bufs[i];
+                if g.options.mss_clamp {
+                    let inner_mtu = mtu::tunnel_mtu(sa, limit, m);
+                    if mtu::clamp_mss(buf.data_mut(), m, mtu::mss_for(inner_mtu.into(), m.key.v6)).is_some() {
+                        cx.stats.event(Event::MssClamped, 1);
+                    }
                 }
-                TooBig::FragmentOuter => {}
-                TooBig::Refuse { mtu } => {
-                    self.refuse(&pkt, mtu, nh.port, cx);
-                    continue;
+                if g.origins[i] != Origin::Local {
+                    decrement_ttl(buf, m);
                 }
+            } else {
+                all_encrypt = false;
             }
-            if g.options.mss_clamp {
-                let inner_mtu = mtu::tunnel_mtu(sa, limit, &m);
-                if mtu::clamp_mss(pkt.buf.data_mut(), &m, mtu::mss_for(inner_mtu.into(), m.key.v6)).is_some() {
-                    cx.stats.event(Event::MssClamped, 1);
-                }
-            }
-            if pkt.origin != Origin::Local {
-                decrement_ttl(&mut pkt.buf, &mut pkt.meta);
-            }
-            bufs.push(pkt.buf);
-            metas.push(pkt.meta);
-            hops.push((nh, limit, outer_v6));
+            fates.push(fate);
         }
-        if bufs.is_empty() {
+        // 2. The rare packets that are not encrypted as they are leave the
+        //    group first (the common case moves nothing).
+        if !all_encrypt {
+            let (bufs, metas, origins) =
+                (std::mem::take(&mut g.bufs), std::mem::take(&mut g.metas), std::mem::take(&mut g.origins));
+            let mut kept: ArrayVec<Fate, BURST> = ArrayVec::new();
+            for (((buf, meta), origin), fate) in bufs.into_iter().zip(metas).zip(origins).zip(fates.drain(..)) {
+                let pkt = Pkt { buf, meta, origin };
+                match fate {
+                    Fate::Encrypt(..) => {
+                        g.bufs.push(pkt.buf);
+                        g.metas.push(pkt.meta);
+                        g.origins.push(pkt.origin);
+                        kept.push(fate);
+                    }
+                    Fate::InnerFragments(nh, limit, outer_v6) => {
+                        self.encrypt_inner_fragments(pkt, sa, nh, limit, outer_v6, cx)
+                    }
+                    Fate::Refuse { mtu, port } => self.refuse(&pkt, mtu, port, cx),
+                    Fate::NoHop(e) => self.solicit(e, cx),
+                }
+            }
+            fates = kept;
+        }
+        let n = g.bufs.len();
+        if n == 0 {
             return;
         }
+        // 3. One sequence reservation and one crypto call for the group.
         let mut results = [Ok(()); BURST];
-        let n = bufs.len();
-        sa.encap_burst_meta(&mut bufs, &metas, &mut results[..n]);
+        sa.encap_burst_meta(&mut g.bufs, &g.metas, &mut results[..n]);
+        g.metas.clear();
+        g.origins.clear();
         let mut encrypted = 0;
-        for ((buf, (nh, limit, outer_v6)), r) in bufs.drain(..).zip(hops.drain(..)).zip(results) {
+        for ((buf, fate), r) in g.bufs.drain(..).zip(fates).zip(results) {
+            let Fate::Encrypt(nh, limit, outer_v6) = fate else { continue };
             match r {
                 Ok(()) => {
                     encrypted += 1;

@@ -76,10 +76,19 @@ impl Sa {
         let crypt = self.crypt_batch(false, pkts, &prep);
         for (i, c) in crypt.iter().enumerate().take(taken) {
             if let (Some(c), Some(x)) = (c, &pre[i]) {
-                results[i] = match c {
-                    Err(e) => Err((*e).into()),
-                    Ok(()) => self.decap_post(&mut pkts[i], x),
-                };
+                match c {
+                    Err(e) => results[i] = Err((*e).into()),
+                    Ok(()) => {
+                        // The record is written into its slot (no temporary
+                        // to copy: the copy stalled on store forwarding).
+                        results[i] = Ok(Decapped::default());
+                        if let Ok(slot) = &mut results[i] {
+                            if let Err(e) = self.decap_post(&mut pkts[i], x, slot) {
+                                results[i] = Err(e);
+                            }
+                        }
+                    }
+                }
             }
         }
         self.charge_inbound(&mut results[..taken]);
@@ -183,7 +192,7 @@ impl Sa {
 
     /// Everything after a verified decryption: replay update, trailer, inner packet.
     #[inline]
-    fn decap_post<B: PacketBuf>(&self, pkt: &mut B, pre: &DecapPre) -> Result<Decapped, EspError> {
+    fn decap_post<B: PacketBuf>(&self, pkt: &mut B, pre: &DecapPre, out: &mut Decapped) -> Result<(), EspError> {
         let (iv_len, icv_len) = (self.algorithm.iv_len(), self.algorithm.icv_len());
         let DecapPre { esp_off, total_len, nh_field, v4, outer_tos, seq, .. } = *pre;
         if self.anti_replay {
@@ -206,7 +215,7 @@ impl Sa {
         }
         let payload_len = payload_end - ct_start;
 
-        let inner = match self.mode {
+        match self.mode {
             Mode::Tunnel { .. } => {
                 let inner_v = match next_header {
                     proto::IPV4 => 4,
@@ -218,7 +227,8 @@ impl Sa {
                 pkt.adj(ct_start).map_err(|_| EspError::BadLength)?;
                 let d = pkt.data_mut();
                 // The inner packet is an ingress of its own: checked once, here.
-                let mut m = Meta::parse(d, HwChecksum::Unknown).map_err(|e| match e {
+                let m = &mut out.inner;
+                Meta::parse_into(d, HwChecksum::Unknown, m).map_err(|e| match e {
                     DropReason::BadIpChecksum => EspError::BadInnerChecksum,
                     _ => EspError::BadInner,
                 })?;
@@ -226,7 +236,6 @@ impl Sa {
                     return Err(EspError::BadInner);
                 }
                 m.tos = super::ecn::decap(d, inner_v, outer_tos)?;
-                m
             }
             Mode::Transport => {
                 if next_header == proto::NONE {
@@ -247,10 +256,11 @@ impl Sa {
                     d[4..6].copy_from_slice(&((new_total - IPV6_HDR_LEN) as u16).to_be_bytes());
                 }
                 // The restored header's checksum was just computed.
-                Meta::parse(d, HwChecksum::Good).map_err(|_| EspError::BadInner)?
+                Meta::parse_into(d, HwChecksum::Good, &mut out.inner).map_err(|_| EspError::BadInner)?;
             }
-        };
-        Ok(Decapped { seq, next_header, payload_len, inner })
+        }
+        (out.seq, out.next_header, out.payload_len) = (seq, next_header, payload_len);
+        Ok(())
     }
 }
 
@@ -278,7 +288,7 @@ struct DecapPre {
 }
 
 /// What a successful decapsulation found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Decapped {
     /// Full (ESN-inferred) sequence number.
     pub seq: u64,

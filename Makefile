@@ -2,7 +2,7 @@
 #   make demo   install what is missing, build, run the gateway on DPDK virtual devices
 #   make test   every test: unit, integration, end-to-end (real DPDK)
 #   make perf   the throughput harness (perf/harness.py; about 15 minutes)
-.PHONY: all deps test-deps build demo test fmt clippy bench perf man
+.PHONY: all deps test-deps build demo test fmt clippy bench perf man deb
 
 CARGO ?= cargo
 
@@ -46,3 +46,8 @@ man: build
 	target/release/espgwctl man > target/man/espgwctl.8
 	for sh in bash zsh fish; do target/release/espgwctl completion $$sh > target/completions/espgwctl.$$sh; done
 	@echo "man -l target/man/espgw.8; man -l target/man/espgwctl.8"
+
+# The Debian package (scripts/build_deb.sh): binaries, systemd unit, conffiles,
+# man pages, completions. Install with: apt install ./target/deb/espgw_*.deb
+deb: build
+	./scripts/build_deb.sh

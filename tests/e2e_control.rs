@@ -184,6 +184,35 @@ fn ctl(api: &Api, args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// `espgwctl sa add NAME` for an outbound AES-128-GCM tunnel SA 192.0.2.1 ->
+/// 198.51.100.1 with the test key, plus `extra` flags.
+fn gcm_sa_args<'a>(name: &'a str, spi: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut v = vec!["sa", "add", name, "--direction", "out", "--spi", spi, "--algorithm", "aes128-gcm16"];
+    v.extend(["--enc-key", GCM_KEY, "--mode", "tunnel", "--local", "192.0.2.1", "--remote", "198.51.100.1"]);
+    v.extend_from_slice(extra);
+    v
+}
+
+/// Follow the event stream over `api` (status checked here); each event's
+/// JSON arrives on the channel.
+fn listen_events(api: &Api) -> std::sync::mpsc::Receiver<Value> {
+    let (status, mut r) = control::client::stream(&api.ep, "/api/v1/events", api.token.as_deref()).unwrap();
+    assert_eq!(status, 200);
+    let (tx, rx) = std::sync::mpsc::channel::<Value>();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        while std::io::BufRead::read_line(&mut r, &mut line).unwrap_or(0) > 0 {
+            if let Some(d) = line.trim_end().strip_prefix("data: ") {
+                if tx.send(serde_json::from_str(d).unwrap()).is_err() {
+                    return;
+                }
+            }
+            line.clear();
+        }
+    });
+    rx
+}
+
 fn sa_packets(api: &Api, name: &str) -> Option<u64> {
     let sas = api.get("/api/v1/sas");
     sas.as_array().unwrap().iter().find(|s| s["name"] == name).map(|s| s["state"]["packets"].as_u64().unwrap())
@@ -222,28 +251,7 @@ fn live_sa_add_and_delete_steer_traffic() {
     assert_eq!(health["sas"], 0);
 
     // Add an SA and an eroute with the CLI: traffic flows as ESP.
-    let (rc, out, err) = ctl(
-        &api,
-        &[
-            "sa",
-            "add",
-            "to-b",
-            "--direction",
-            "out",
-            "--spi",
-            "0x1001",
-            "--algorithm",
-            "aes128-gcm16",
-            "--enc-key",
-            GCM_KEY,
-            "--mode",
-            "tunnel",
-            "--local",
-            "192.0.2.1",
-            "--remote",
-            "198.51.100.1",
-        ],
-    );
+    let (rc, out, err) = ctl(&api, &gcm_sa_args("to-b", "0x1001", &[]));
     assert_eq!(rc, 0, "{out}{err}");
     assert!(out.contains("esp0x1001@198.51.100.1"), "{out}");
     let (rc, out, err) = ctl(
@@ -646,21 +654,7 @@ fn events_report_acquires_expiry_and_changes() {
     api.wait_up(&mut child);
 
     // Listen first: over the socket with the library client, and with espgwctl.
-    let (tx, rx) = std::sync::mpsc::channel::<Value>();
-    let ep = api.ep.clone();
-    std::thread::spawn(move || {
-        let (status, mut r) = control::client::stream(&ep, "/api/v1/events", None).unwrap();
-        assert_eq!(status, 200);
-        let mut line = String::new();
-        while std::io::BufRead::read_line(&mut r, &mut line).unwrap_or(0) > 0 {
-            if let Some(d) = line.trim_end().strip_prefix("data: ") {
-                if tx.send(serde_json::from_str(d).unwrap()).is_err() {
-                    return;
-                }
-            }
-            line.clear();
-        }
-    });
+    let rx = listen_events(&api);
     let ctl_events = Command::new(espgwctl_bin())
         .args(api.ctl_args())
         .args(["events", "--types", "acquire", "--count", "1"])
@@ -700,32 +694,8 @@ fn events_report_acquires_expiry_and_changes() {
     assert!(printed.starts_with("acquire") && printed.contains("eroute=wanted"), "{printed}");
 
     // An SA with packet limits: soft, then hard expiry, one event each.
-    let (rc, out, err) = ctl(
-        &api,
-        &[
-            "sa",
-            "add",
-            "short",
-            "--direction",
-            "out",
-            "--spi",
-            "0x3001",
-            "--algorithm",
-            "aes128-gcm16",
-            "--enc-key",
-            GCM_KEY,
-            "--mode",
-            "tunnel",
-            "--local",
-            "192.0.2.1",
-            "--remote",
-            "198.51.100.1",
-            "--soft-packets",
-            "20000",
-            "--hard-packets",
-            "40000",
-        ],
-    );
+    let (rc, out, err) =
+        ctl(&api, &gcm_sa_args("short", "0x3001", &["--soft-packets", "20000", "--hard-packets", "40000"]));
     assert_eq!(rc, 0, "{out}{err}");
     let (rc, out, err) = ctl(
         &api,
@@ -876,18 +846,7 @@ fn time_lifetimes_expire_sas() {
     let (mut child, report) = spawn_espgw(&s, &cfg, &[]);
     let api = Api::socket(&s);
     api.wait_up(&mut child);
-    let (tx, rx) = std::sync::mpsc::channel::<Value>();
-    let ep = api.ep.clone();
-    std::thread::spawn(move || {
-        let (_, mut r) = control::client::stream(&ep, "/api/v1/events", None).unwrap();
-        let mut line = String::new();
-        while std::io::BufRead::read_line(&mut r, &mut line).unwrap_or(0) > 0 {
-            if let Some(d) = line.trim_end().strip_prefix("data: ") {
-                let _ = tx.send(serde_json::from_str(d).unwrap());
-            }
-            line.clear();
-        }
-    });
+    let rx = listen_events(&api);
     let v = api.get("/api/v1/sas/to-b");
     assert_eq!((v["soft_seconds"].as_u64(), v["hard_seconds"].as_u64()), (Some(1), Some(3)));
     assert!(v["state"]["seconds_left"].as_u64().unwrap() <= 3, "{v}");

@@ -30,7 +30,7 @@ use espgw_core::mtu::ReasmConfig;
 use espgw_core::pipeline::{AcquireQueue, LearnQueue};
 use espgw_core::policy::PolicyError;
 use espgw_core::route::RouteTable;
-use espgw_core::stats::WorkerStats;
+use espgw_core::stats::{DropReason, WorkerStats};
 use espgw_dpdk::worker::{self, Rx, Shared, WorkerPlan};
 use espgw_dpdk::{DpdkError, Eal, LcoreHandle, LcoreScope};
 use thiserror::Error;
@@ -436,8 +436,9 @@ impl Watch {
         }
         let Some(live) = &control.live else { return };
         let drops = live.drops();
-        let sum = |f: &dyn Fn(&str) -> bool| drops.iter().filter(|(r, _)| f(r.label())).map(|(_, n)| n).sum::<u64>();
-        let (replay, icv) = (sum(&|l| l.starts_with("replay_")), sum(&|l| l == "esp_auth_failed"));
+        let sum = |of: &[DropReason]| drops.iter().filter(|(r, _)| of.contains(r)).map(|(_, n)| n).sum::<u64>();
+        let replay = sum(&[DropReason::ReplayTooOld, DropReason::ReplayDuplicate]);
+        let icv = sum(&[DropReason::EspAuthFailed]);
         if replay > self.replay {
             ev.publish("replay_failures", serde_json::json!({ "count": replay - self.replay, "total": replay }));
         }

@@ -132,12 +132,10 @@ pub fn decrement_ttl_in(h: &mut [u8; HEADER_LEN]) {
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
     /// Decrement the TTL and fix the checksum incrementally (RFC 1624).
     pub fn decrement_ttl(&mut self) {
-        let b = self.0.as_mut();
-        let old = u16::from_be_bytes([b[8], b[9]]);
-        b[8] = b[8].wrapping_sub(1);
-        let new = u16::from_be_bytes([b[8], b[9]]);
-        let c = checksum_adjust(u16::from_be_bytes([b[10], b[11]]), old, new);
-        b[10..12].copy_from_slice(&c.to_be_bytes());
+        // A checked view holds at least the fixed header.
+        if let Some(h) = self.0.as_mut().first_chunk_mut() {
+            decrement_ttl_in(h);
+        }
     }
 
     /// Recompute the header checksum.

@@ -42,6 +42,7 @@ install -d "$stage/usr/share/bash-completion/completions" "$stage/usr/share/zsh/
 install -D -m 0644 README.md "$stage/usr/share/doc/espgw/README.md"
 install -D -m 0644 docs/openapi.json "$stage/usr/share/doc/espgw/openapi.json"
 install -D -m 0644 configs/grafana-espgw.json "$stage/usr/share/doc/espgw/grafana-espgw.json"
+install -D -m 0644 configs/espgw-alerts.yml "$stage/usr/share/doc/espgw/espgw-alerts.yml"
 
 mkdir -p "$stage/DEBIAN"
 cat > "$stage/DEBIAN/control" <<CTRL

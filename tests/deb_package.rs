@@ -43,6 +43,7 @@ fn the_package_installs_and_its_config_checks() {
         "usr/share/zsh/vendor-completions/_espgwctl",
         "usr/share/fish/vendor_completions.d/espgwctl.fish",
         "usr/share/doc/espgw/openapi.json",
+        "usr/share/doc/espgw/espgw-alerts.yml",
     ] {
         assert!(root.join(f).is_file(), "{f} missing from the package");
     }

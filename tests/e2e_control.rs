@@ -383,6 +383,8 @@ fn dashboard_queries(path: &Path) -> Vec<(String, String)> {
             let e = e
                 .replace("$__rate_interval", "10s")
                 .replace("$sa", ".*")
+                .replace("$job", ".*")
+                .replace("$instance", ".*")
                 .replace("$port", ".*")
                 .replace("$worker", ".*");
             out.push((p["title"].as_str().unwrap().to_string(), e));
@@ -408,7 +410,8 @@ fn prometheus_scrapes_espgw_and_the_dashboard_queries_work() {
     std::fs::write(
         s.path("prometheus.yml"),
         format!(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: espgw\n    authorization:\n      type: Bearer\n      credentials: {TOKEN}\n    static_configs:\n      - targets: ['127.0.0.1:{port}']\n"
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - {rules}\nscrape_configs:\n  - job_name: espgw\n    authorization:\n      type: Bearer\n      credentials: {TOKEN}\n    static_configs:\n      - targets: ['127.0.0.1:{port}']\n",
+            rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/espgw-alerts.yml").display()
         ),
     )
     .unwrap();
@@ -447,7 +450,30 @@ fn prometheus_scrapes_espgw_and_the_dashboard_queries_work() {
     assert!(prom_value(&prom_query(&base, "espgw_mempool_mbufs{pool=\"mbufs\"}")) > 1000.0);
     let busy = prom_value(&prom_query(&base, "espgw_worker_busy_ratio{worker=\"0\"}"));
     assert!((0.0..=1.0).contains(&busy), "{busy}");
-    assert_eq!(prom_query(&base, "espgw_replay_drops_total").as_array().unwrap().len(), 2);
+    // Replay drops are counted once: as drop reasons, not in a second metric.
+    assert!(prom_query(&base, "espgw_replay_drops_total").as_array().unwrap().is_empty());
+    assert_eq!(prom_query(&base, "espgw_drops_total{reason=~\"replay_.*\"}").as_array().unwrap().len(), 2);
+    assert_eq!(prom_value(&prom_query(&base, "espgw_sas{direction=\"out\",state=\"active\"}")), 1.0);
+    // The shipped alert rules load and evaluate against the real series.
+    eventually("prometheus evaluates the shipped alert rules", || {
+        let v: Value = ureq::get(&format!("{base}/api/v1/rules")).call().unwrap().into_json().unwrap();
+        let groups = v["data"]["groups"].as_array().cloned().unwrap_or_default();
+        let rules: Vec<&Value> = groups.iter().flat_map(|g| g["rules"].as_array().unwrap().iter()).collect();
+        rules.len() == 10 && rules.iter().all(|r| r["health"] == "ok")
+    });
+
+    // An SA with a time limit, so the expiry panels have data.
+    let (st, _, body) = api.request(
+        "POST",
+        "/api/v1/sas",
+        Some(&serde_json::json!({
+            "name": "timed", "direction": "out", "spi": 0x7777, "algorithm": "aes128-gcm16",
+            "enc_key": "0x77777777777777777777777777777777deadbeef", "mode": "tunnel",
+            "local": "192.0.2.1", "remote": "198.51.100.9",
+            "hard_seconds": 3600,
+        })),
+    );
+    assert_eq!(st, 201, "{body}");
 
     // The dashboard's queries, after enough scrapes for rate() windows.
     std::thread::sleep(Duration::from_secs(3));
@@ -914,6 +940,16 @@ fn espgwctl_lists_100000_sas() {
     assert_eq!(rc, 0, "{err}");
     let v = api.get("/api/v1/sas?peer=198.51.100.7&limit=10000");
     assert_eq!(v.as_array().unwrap().len(), (N / 200) as usize);
+    // /metrics stays small by default: totals plus the busiest SAs only.
+    let m = control::client::request(&api.ep, "GET", "/metrics", None, None, Duration::from_secs(30)).unwrap();
+    assert_eq!(m.status, 200);
+    let body = String::from_utf8_lossy(&m.body);
+    assert!(body.len() < 1_000_000, "/metrics is {} bytes at {N} SAs", body.len());
+    assert!(body.contains("espgw_sas{direction=\"out\",state=\"active\"} 100000"), "totals cover every SA");
+    assert!(body.contains(&format!("espgw_sa_series_omitted {}", N - 100)), "the cap is the default 100");
+    let per_sa: std::collections::HashSet<&str> =
+        body.lines().filter_map(|l| l.split("sa=\"").nth(1)).filter_map(|r| r.split('"').next()).collect();
+    assert_eq!(per_sa.len(), 100, "series for 100 SAs");
     let run = stop_espgw(child, &report);
     run.assert_ok();
 }

@@ -34,6 +34,8 @@ pub struct ControlState<'a> {
     /// `None` before the data plane runs (unit tests): live endpoints answer 503.
     pub live: Option<Live<'a>>,
     pub token: Option<Zeroizing<String>>,
+    /// What `/metrics` exports per SA.
+    pub metrics: crate::config::MetricsConfig,
 }
 
 impl ControlState<'_> {
@@ -400,7 +402,7 @@ pub fn handle(state: &ControlState<'_>, req: &ApiRequest) -> ApiResponse {
             ApiResponse {
                 status: 200,
                 content_type: "text/plain; version=0.0.4; charset=utf-8",
-                body: crate::metrics::render(l, &sas),
+                body: crate::metrics::render(l, &sas, &state.metrics),
                 headers: Vec::new(),
             }
         }),

@@ -50,6 +50,7 @@ fn state(token: Option<&str>) -> ControlState<'static> {
         store: Mutex::new(PolicyStore::from_config(&cfg).unwrap()),
         live: None,
         token: token.map(|t| Zeroizing::new(t.to_string())),
+        metrics: Default::default(),
     }
 }
 
@@ -413,7 +414,16 @@ mod nonce_property {
     fn start(cfg: &Config) -> (ControlState<'static>, SharedState) {
         let st = SharedState::new(StateFile::open(&cfg.state_file).unwrap());
         let store = PolicyStore::from_config_with(cfg, Some(Box::new(st.clone()))).unwrap();
-        (ControlState { store: Mutex::new(store), events: Default::default(), live: None, token: None }, st)
+        (
+            ControlState {
+                store: Mutex::new(store),
+                events: Default::default(),
+                live: None,
+                token: None,
+                metrics: Default::default(),
+            },
+            st,
+        )
     }
 
     fn sa_body(sa: usize, key: usize, ttl: u8) -> Value {

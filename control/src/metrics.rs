@@ -7,8 +7,10 @@
 
 use prometheus::{Encoder, GaugeVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
 
+use crate::config::{MetricsConfig, PerSa};
 use crate::live::Live;
 use crate::store::SaStatus;
+use espgw_core::esp::SaDrop;
 use espgw_core::stats::DropReason;
 
 fn counter(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -30,7 +32,7 @@ fn igauge(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVe
 }
 
 /// Render every metric in the Prometheus text format.
-pub fn render(live: &Live<'_>, sas: &[SaStatus]) -> String {
+pub fn render(live: &Live<'_>, sas: &[SaStatus], cfg: &MetricsConfig) -> String {
     let reg = Registry::new();
 
     let info = igauge(&reg, "espgw_build_info", "espgw version (value is always 1).", &["version"]);
@@ -90,53 +92,13 @@ pub fn render(live: &Live<'_>, sas: &[SaStatus]) -> String {
             drops.with_label_values(&[&id, r.label()]).inc_by(w.stats.drops[r.index()].get());
         }
     }
-    let replay =
-        counter(&reg, "espgw_replay_drops_total", "ESP packets dropped by the anti-replay window.", &["reason"]);
-    for r in [DropReason::ReplayTooOld, DropReason::ReplayDuplicate] {
-        let n: u64 = live.workers.iter().map(|w| w.stats.drops[r.index()].get()).sum();
-        replay.with_label_values(&[r.label()]).inc_by(n);
-    }
-
     // Events (fragments, reassembly, ICMP, ...), summed over workers.
     for (e, n) in live.events() {
         let (name, help) = (e.metric(), e.help());
         counter(&reg, name, help, &[]).with_label_values(&[] as &[&str]).inc_by(n);
     }
 
-    // SAs.
-    let sap = counter(&reg, "espgw_sa_packets_total", "Packets carried by the SA.", &["sa", "direction"]);
-    let sab = counter(&reg, "espgw_sa_bytes_total", "Inner bytes carried by the SA.", &["sa", "direction"]);
-    let life = gauge(
-        &reg,
-        "espgw_sa_lifetime_used_ratio",
-        "Share of the SA's hard lifetime used (0 without a limit).",
-        &["sa", "direction"],
-    );
-    let expired = igauge(
-        &reg,
-        "espgw_sa_expired",
-        "1 once the SA's soft or hard lifetime has expired.",
-        &["sa", "direction", "limit"],
-    );
-    let pmtu = igauge(
-        &reg,
-        "espgw_sa_path_mtu_bytes",
-        "Path MTU an outbound SA uses: learned from ICMP, else the egress port's MTU.",
-        &["sa"],
-    );
-    for s in sas {
-        let l = [s.sa.name.as_str(), s.sa.direction];
-        sap.with_label_values(&l).inc_by(s.state.packets);
-        sab.with_label_values(&l).inc_by(s.state.bytes);
-        life.with_label_values(&l).set(s.state.lifetime_used);
-        expired.with_label_values(&[l[0], l[1], "soft"]).set(i64::from(s.state.soft_expired));
-        expired.with_label_values(&[l[0], l[1], "hard"]).set(i64::from(s.state.hard_expired));
-    }
-    for p in live.pmtu(sas) {
-        if let Some(m) = p.effective {
-            pmtu.with_label_values(&[&p.sa]).set(i64::from(m));
-        }
-    }
+    sa_metrics(&reg, live.pmtu(sas).iter().filter_map(|p| Some((p.sa.as_str(), p.effective?))), sas, cfg);
 
     // Mempools.
     let inuse = igauge(&reg, "espgw_mempool_mbufs_in_use", "Mbufs taken from the pool.", &["pool"]);
@@ -146,7 +108,199 @@ pub fn render(live: &Live<'_>, sas: &[SaStatus]) -> String {
         size.with_label_values(&[p.name]).set(i64::from(p.size));
     }
 
+    encode(&reg)
+}
+
+fn encode(reg: &Registry) -> String {
     let mut out = Vec::new();
     TextEncoder::new().encode(&reg.gather(), &mut out).expect("text encoding cannot fail");
     String::from_utf8(out).unwrap_or_default()
+}
+
+/// The SAs that get series of their own: all, none, or the busiest
+/// `top` by traffic plus the `top` with the most drops (an SA under a
+/// replay or forgery attack may carry nothing else). Totals over every SA
+/// are exported whatever this selects, so a fleet's dashboards and alerts
+/// never depend on it.
+pub fn per_sa_selection<'s>(sas: &'s [SaStatus], cfg: &MetricsConfig) -> Vec<&'s SaStatus> {
+    let top = match cfg.per_sa {
+        PerSa::All => return sas.iter().collect(),
+        PerSa::Off => return Vec::new(),
+        PerSa::Top(n) => n,
+    };
+    if sas.len() <= top {
+        return sas.iter().collect();
+    }
+    let drops = |s: &SaStatus| s.state.drops.values().sum::<u64>();
+    let mut by_bytes: Vec<usize> = (0..sas.len()).collect();
+    by_bytes.select_nth_unstable_by_key(top - 1, |&i| std::cmp::Reverse(sas[i].state.bytes));
+    let mut chosen: Vec<usize> = by_bytes[..top].to_vec();
+    let mut by_drops: Vec<usize> = (0..sas.len()).filter(|&i| drops(&sas[i]) > 0).collect();
+    if by_drops.len() > top {
+        by_drops.select_nth_unstable_by_key(top - 1, |&i| std::cmp::Reverse(drops(&sas[i])));
+        by_drops.truncate(top);
+    }
+    chosen.extend(by_drops);
+    chosen.sort_unstable();
+    chosen.dedup();
+    chosen.into_iter().map(|i| &sas[i]).collect()
+}
+
+/// SA metrics: totals over every SA (always) and series per selected SA.
+fn sa_metrics<'p>(reg: &Registry, pmtu: impl Iterator<Item = (&'p str, u16)>, sas: &[SaStatus], cfg: &MetricsConfig) {
+    // Totals, bounded whatever the number of SAs.
+    let count = igauge(reg, "espgw_sas", "SAs installed, by direction and lifetime state.", &["direction", "state"]);
+    let left_min = gauge(
+        reg,
+        "espgw_sa_lifetime_remaining_min_seconds",
+        "Fewest seconds any SA has until its hard time limit (absent without time limits).",
+        &["direction"],
+    );
+    let used_max = gauge(
+        reg,
+        "espgw_sa_lifetime_used_max_ratio",
+        "Largest share of its hard lifetime any SA has used.",
+        &["direction"],
+    );
+    let drops_all = igauge(
+        reg,
+        "espgw_sas_drops",
+        "Drops caused by the SAs now installed, summed, by class (a gauge: it falls when an SA goes).",
+        &["direction", "class"],
+    );
+    for dir in ["in", "out"] {
+        let of_dir = || sas.iter().filter(move |s| s.sa.direction == dir);
+        let n = |f: fn(&SaStatus) -> bool| of_dir().filter(|s| f(s)).count() as i64;
+        count.with_label_values(&[dir, "active"]).set(n(|s| !s.state.soft_expired && !s.state.hard_expired));
+        count.with_label_values(&[dir, "soft_expired"]).set(n(|s| s.state.soft_expired && !s.state.hard_expired));
+        count.with_label_values(&[dir, "hard_expired"]).set(n(|s| s.state.hard_expired));
+        if let Some(m) = of_dir().filter_map(|s| s.state.seconds_left).min() {
+            left_min.with_label_values(&[dir]).set(m as f64);
+        }
+        used_max.with_label_values(&[dir]).set(of_dir().map(|s| s.state.lifetime_used).fold(0.0, f64::max));
+        for d in SaDrop::ALL {
+            let total: u64 = of_dir().map(|s| s.state.drops.get(d.label()).copied().unwrap_or(0)).sum();
+            drops_all.with_label_values(&[dir, d.label()]).set(total as i64);
+        }
+    }
+
+    let chosen = per_sa_selection(sas, cfg);
+    igauge(reg, "espgw_sa_series_omitted", "SAs without per-SA series (metrics.per_sa caps them).", &[])
+        .with_label_values(&[] as &[&str])
+        .set((sas.len() - chosen.len()) as i64);
+    if chosen.is_empty() {
+        return;
+    }
+    let sap = counter(reg, "espgw_sa_packets_total", "Packets carried by the SA.", &["sa", "direction"]);
+    let sab = counter(reg, "espgw_sa_bytes_total", "Inner bytes carried by the SA.", &["sa", "direction"]);
+    let sad = counter(reg, "espgw_sa_drops_total", "Packets the SA dropped, by class.", &["sa", "direction", "class"]);
+    let life = gauge(
+        reg,
+        "espgw_sa_lifetime_used_ratio",
+        "Share of the SA's hard lifetime used (0 without a limit).",
+        &["sa", "direction"],
+    );
+    let left = gauge(
+        reg,
+        "espgw_sa_lifetime_remaining_seconds",
+        "Seconds until the SA's hard time limit (absent without one).",
+        &["sa", "direction"],
+    );
+    let expired = igauge(
+        reg,
+        "espgw_sa_expired",
+        "1 once the SA's soft or hard lifetime has expired.",
+        &["sa", "direction", "limit"],
+    );
+    let pmtu_g = igauge(
+        reg,
+        "espgw_sa_path_mtu_bytes",
+        "Path MTU an outbound SA uses: learned from ICMP, else the egress port's MTU.",
+        &["sa"],
+    );
+    for s in &chosen {
+        let l = [s.sa.name.as_str(), s.sa.direction];
+        sap.with_label_values(&l).inc_by(s.state.packets);
+        sab.with_label_values(&l).inc_by(s.state.bytes);
+        for (class, n) in &s.state.drops {
+            sad.with_label_values(&[l[0], l[1], class]).inc_by(*n);
+        }
+        life.with_label_values(&l).set(s.state.lifetime_used);
+        if let Some(t) = s.state.seconds_left {
+            left.with_label_values(&l).set(t as f64);
+        }
+        expired.with_label_values(&[l[0], l[1], "soft"]).set(i64::from(s.state.soft_expired));
+        expired.with_label_values(&[l[0], l[1], "hard"]).set(i64::from(s.state.hard_expired));
+    }
+    let names: std::collections::HashSet<&str> =
+        chosen.iter().filter(|s| s.sa.direction == "out").map(|s| s.sa.name.as_str()).collect();
+    for (sa, m) in pmtu.filter(|(sa, _)| names.contains(sa)) {
+        pmtu_g.with_label_values(&[sa]).set(i64::from(m));
+    }
+}
+
+/// Only the SA metrics (what scales with the number of SAs), for tests and
+/// for sizing.
+pub fn render_sas(sas: &[SaStatus], cfg: &MetricsConfig) -> String {
+    let reg = Registry::new();
+    sa_metrics(&reg, std::iter::empty(), sas, cfg);
+    encode(&reg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::store::PolicyStore;
+
+    /// `n` outbound SAs, SA i carrying i bytes; SA 7 dropping replays.
+    fn sas(n: u32) -> Vec<SaStatus> {
+        let mut text = String::from(
+            "[workers]\ncores = [0]\n[[port]]\nname = \"p\"\ndevice = \"net_null0\"\nrole = \"protected\"\n",
+        );
+        for i in 0..n {
+            text += &format!(
+                "[[sa]]\nname = \"sa{i:05}\"\ndirection = \"out\"\nspi = {}\nalgorithm = \"aes128-gcm16\"\n\
+                 enc_key = \"0x{:032x}{i:08x}\"\nmode = \"tunnel\"\nlocal = \"192.0.2.1\"\nremote = \"198.51.100.1\"\n",
+                0x1000 + i,
+                i + 1
+            );
+        }
+        let cfg = Config::parse(std::path::Path::new("m.toml"), &text).unwrap();
+        let mut v = PolicyStore::from_config(&cfg).unwrap().sas();
+        for (i, s) in v.iter_mut().enumerate() {
+            s.state.bytes = i as u64;
+        }
+        *v[7].state.drops.get_mut("replay").unwrap() = 5;
+        v
+    }
+
+    fn names(sel: &[&SaStatus]) -> Vec<String> {
+        sel.iter().map(|s| s.sa.name.clone()).collect()
+    }
+
+    #[test]
+    fn top_n_by_traffic_plus_the_droppers() {
+        let all = sas(50);
+        let sel = per_sa_selection(&all, &MetricsConfig { per_sa: PerSa::Top(3) });
+        assert_eq!(names(&sel), ["sa00007", "sa00047", "sa00048", "sa00049"]);
+        assert_eq!(per_sa_selection(&all, &MetricsConfig { per_sa: PerSa::All }).len(), 50);
+        assert!(per_sa_selection(&all, &MetricsConfig { per_sa: PerSa::Off }).is_empty());
+        assert_eq!(per_sa_selection(&all, &MetricsConfig { per_sa: PerSa::Top(100) }).len(), 50);
+    }
+
+    #[test]
+    fn totals_cover_every_sa_and_series_are_capped() {
+        let all = sas(400);
+        let text = render_sas(&all, &MetricsConfig { per_sa: PerSa::Top(10) });
+        assert!(text.contains("espgw_sas{direction=\"out\",state=\"active\"} 400"), "{text}");
+        assert!(text.contains("espgw_sas_drops{class=\"replay\",direction=\"out\"} 5"));
+        assert!(text.contains("espgw_sa_series_omitted 389"));
+        assert!(text.contains("espgw_sa_drops_total{class=\"replay\",direction=\"out\",sa=\"sa00007\"} 5"));
+        let series: std::collections::HashSet<&str> =
+            text.lines().filter_map(|l| l.split("sa=\"").nth(1)?.split('"').next()).collect();
+        assert_eq!(series.len(), 11);
+        let off = render_sas(&all, &MetricsConfig { per_sa: PerSa::Off });
+        assert!(!off.contains("sa=\"") && off.contains("espgw_sa_series_omitted 400"));
+    }
 }

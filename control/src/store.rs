@@ -46,6 +46,8 @@ pub struct SaView {
     pub id: u32,
     pub direction: &'static str,
     pub spi: u32,
+    /// The SPI as tcpdump, `ip xfrm` and strongSwan print it (`0x0000abcd`).
+    pub spi_hex: String,
     pub algorithm: &'static str,
     pub backend: &'static str,
     pub mode: &'static str,
@@ -105,6 +107,11 @@ pub struct SaState {
     pub replay_top: u64,
     /// Seconds until the hard time limit (`None` without one).
     pub seconds_left: Option<u64>,
+    /// Bytes and packets until the hard limit (`None` without one).
+    pub bytes_left: Option<u64>,
+    pub packets_left: Option<u64>,
+    /// Drops this SA caused, by class (replay, auth, policy, lifetime, malformed).
+    pub drops: std::collections::BTreeMap<&'static str, u64>,
     /// Outbound: the path MTU learned from ICMP, while it has not aged out.
     pub path_mtu: Option<u16>,
     /// Share of the hard lifetime used (0..1; 0 without a hard limit).
@@ -178,6 +185,7 @@ fn sa_view(spec: &SaSpec) -> SaView {
         id: spec.id,
         direction: dir_str(spec.direction()),
         spi: c.spi,
+        spi_hex: format!("0x{:08x}", c.spi),
         algorithm: c.algorithm.name(),
         backend: c.backend.name(),
         mode,
@@ -518,8 +526,12 @@ impl PolicyStore {
                 let used = v.first_use.map(|f| now.duration_since(f).as_secs());
                 let time = Self::time_lifetime(v).time_state(age, used);
                 let time_ratio = ratio(age, v.hard_seconds).max(ratio(used.unwrap_or(0), v.hard_use_seconds));
+                let drops = e.sa.drops().get();
                 SaState {
                     seconds_left: time.hard_left,
+                    bytes_left: v.hard_bytes.map(|l| l.saturating_sub(u.bytes)),
+                    packets_left: v.hard_packets.map(|l| l.saturating_sub(u.packets)),
+                    drops: espgw_core::esp::SaDrop::ALL.iter().map(|d| (d.label(), drops[*d as usize])).collect(),
                     packets: u.packets,
                     bytes: u.bytes,
                     soft_expired: u.soft_expired,

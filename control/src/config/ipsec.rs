@@ -755,7 +755,9 @@ fn no_line(mut e: ConfigError) -> ConfigError {
 /// with keys added is a valid SA (rekey; `espgwctl sa add --from`).
 pub fn sa_input_from_view(mut v: serde_json::Value) -> serde_json::Value {
     if let Some(m) = v.as_object_mut() {
-        m.retain(|k, x| !matches!(k.as_str(), "id" | "state") && !x.is_null() && x.as_str() != Some("<redacted>"));
+        m.retain(|k, x| {
+            !matches!(k.as_str(), "id" | "state" | "spi_hex") && !x.is_null() && x.as_str() != Some("<redacted>")
+        });
     }
     v
 }

@@ -182,6 +182,8 @@ pub struct Config {
     pub policy: PolicyConfig,
     /// The HTTP API / metrics endpoint; `None` when the config has no `[control]`.
     pub control: Option<ControlConfig>,
+    /// What `/metrics` exports per SA.
+    pub metrics: MetricsConfig,
     /// Where sequence-number leases and replay tops persist across restarts
     /// (`[state] file`; default: next to the config, `<stem>.state`).
     pub state_file: PathBuf,
@@ -214,6 +216,54 @@ impl fmt::Debug for ControlConfig {
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .finish()
     }
+}
+
+/// Which SAs get series of their own on `/metrics`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PerSa {
+    /// Every SA (small deployments; 6+ series per SA).
+    All,
+    /// The `n` busiest SAs by bytes plus the `n` with the most drops.
+    Top(usize),
+    /// None: totals only.
+    Off,
+}
+
+/// `[metrics]`: bounds what `/metrics` exports per SA, so a gateway with
+/// 100 000 SAs stays scrapeable (totals over all SAs are always exported).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetricsConfig {
+    pub per_sa: PerSa,
+}
+
+/// Per-SA series by default: the 100 busiest SAs (and the 100 with most drops).
+pub const DEFAULT_TOP_SAS: usize = 100;
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig { per_sa: PerSa::Top(DEFAULT_TOP_SAS) }
+    }
+}
+
+fn metrics_config(loc: &Locator<'_>, m: &RawMetrics) -> Result<MetricsConfig, ConfigError> {
+    let top = match &m.top_sas {
+        None => DEFAULT_TOP_SAS,
+        Some(t) if (1..=100_000).contains(t.get_ref()) => *t.get_ref() as usize,
+        Some(t) => return Err(loc.at(t, "metrics.top_sas", format!("{} is out of range 1..100000", t.get_ref()))),
+    };
+    let per_sa = match m.per_sa.as_ref().map(|p| (p, p.get_ref().as_str())) {
+        None | Some((_, "top")) => PerSa::Top(top),
+        Some((_, "all")) => PerSa::All,
+        Some((_, "off")) => PerSa::Off,
+        Some((p, other)) => {
+            return Err(loc.at(
+                p,
+                "metrics.per_sa",
+                format!("unknown value {other:?} (expected \"top\", \"all\" or \"off\")"),
+            ))
+        }
+    };
+    Ok(MetricsConfig { per_sa })
 }
 
 /// A 32-bit number in decimal or `0x` hex (SPIs on command lines and queries).
@@ -263,6 +313,15 @@ struct RawConfig {
     control: Option<Spanned<RawControl>>,
     #[serde(default)]
     state: RawState,
+    #[serde(default)]
+    metrics: RawMetrics,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    per_sa: Option<Spanned<String>>,
+    top_sas: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -626,6 +685,7 @@ impl Config {
         let port_names: Vec<String> = ports.iter().map(|p| p.name.clone()).collect();
         let ipsec =
             ipsec::validate(loc, &raw.policy, &raw.sas, &raw.eroutes, &raw.routes, &raw.neighbors, &port_names)?;
+        let metrics = metrics_config(loc, &raw.metrics)?;
         Ok(Config {
             file: loc.file.to_path_buf(),
             eal_args: raw.eal.args.into_iter().map(Spanned::into_inner).collect(),
@@ -640,6 +700,7 @@ impl Config {
             neighbors: ipsec.neighbors,
             policy: ipsec.policy,
             control,
+            metrics,
             state_file,
         })
     }

@@ -161,6 +161,7 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, GatewayError> {
             events: EventBus::new(),
             live: Some(live),
             token: cfg.control.as_ref().and_then(|c| c.token.clone()),
+            metrics: cfg.metrics,
         };
         let cause = std::thread::scope(|threads| -> Result<_, GatewayError> {
             let server = match listener {

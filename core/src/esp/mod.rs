@@ -24,6 +24,7 @@ pub mod encap;
 pub mod lifetime;
 pub mod pmtu;
 pub mod replay;
+pub mod sa_drops;
 pub mod seq;
 
 use std::net::IpAddr;
@@ -38,6 +39,7 @@ pub use decap::Decapped;
 pub use lifetime::{Lifetime, TimeState, Usage};
 pub use pmtu::{PathMtu, PmtuUpdate};
 pub use replay::{ReplayError, ReplayWindow};
+pub use sa_drops::{SaDrop, SaDrops};
 pub use seq::{KeyId, SeqBlock, SeqSpace};
 
 pub use crate::drops::EspError;
@@ -210,6 +212,8 @@ pub struct Sa {
     /// (RFC 4303 §3.4.3 lets it; benchmarks replaying a capture need it).
     anti_replay: bool,
     usage: Usage,
+    /// Drops this SA caused, by class (see [`SaDrops`]).
+    drops: SaDrops,
     pmtu: PathMtu,
     /// Tunnel mode: the outer header, prepared once.
     outer: Outer,
@@ -278,6 +282,7 @@ impl Sa {
             replay: from.replay,
             anti_replay,
             usage: from.usage,
+            drops: SaDrops::default(),
             pmtu: PathMtu::default(),
             outer: match cfg.mode {
                 Mode::Tunnel { local: IpAddr::V4(s), remote: IpAddr::V4(d) } => {
@@ -328,6 +333,12 @@ impl Sa {
     /// The usage counters (lifetime).
     pub fn usage_counters(&self) -> &Usage {
         &self.usage
+    }
+
+    /// The SA's drop counters.
+    #[inline]
+    pub fn drops(&self) -> &SaDrops {
+        &self.drops
     }
 
     /// Move the outbound counter forward to `next` (tests, restored state).

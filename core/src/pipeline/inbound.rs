@@ -152,12 +152,14 @@ impl<B: PacketBuf> Pipeline<B> {
                 Ok(d) => d,
                 Err(e) => {
                     cx.stats.drop_one((*e).into());
+                    isa.entry.sa.drops().count(*e);
                     continue;
                 }
             };
             let k = d.inner.key;
             if !isa.allows(&k) {
                 cx.stats.drop_one(DropReason::InboundPolicy);
+                isa.entry.sa.drops().count(crate::esp::SaDrop::Policy);
                 continue;
             }
             decrypted += 1;

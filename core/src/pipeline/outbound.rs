@@ -200,7 +200,10 @@ impl<B: PacketBuf> Pipeline<B> {
                     encrypted += 1;
                     self.send_esp(buf, outer_v6, nh, limit, cx)
                 }
-                Err(e) => cx.stats.drop_one(DropReason::from(e)),
+                Err(e) => {
+                    cx.stats.drop_one(DropReason::from(e));
+                    sa.drops().count(e);
+                }
             }
         }
         cx.stats.event(Event::Encrypted, encrypted);
@@ -261,7 +264,10 @@ impl<B: PacketBuf> Pipeline<B> {
                     cx.stats.event(Event::Encrypted, 1);
                     self.send_esp(f, outer_v6, nh, limit, cx);
                 }
-                Err(e) => cx.stats.drop_one(DropReason::from(e)),
+                Err(e) => {
+                    cx.stats.drop_one(DropReason::from(e));
+                    sa.drops().count(e);
+                }
             }
         }
     }

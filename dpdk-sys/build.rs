@@ -122,6 +122,10 @@ fn main() {
         "rte_mempool_free",
         "rte_mempool_avail_count",
         "rte_mempool_in_use_count",
+        "rte_telemetry_register_cmd",
+        "rte_tel_data_.*",
+        "rte_pdump_init",
+        "rte_pdump_uninit",
         "espgw_.*",
     ] {
         builder = builder.allowlist_function(f);
@@ -139,6 +143,8 @@ fn main() {
         "rte_eth_xstat_name",
         "rte_ether_addr",
         "lcore_function_t",
+        "telemetry_cb",
+        "rte_tel_value_type",
     ] {
         builder = builder.allowlist_type(t);
     }
@@ -156,6 +162,7 @@ fn main() {
         "RTE_ETH_LINK_.*",
         "ESPGW_IMB_.*",
         "RTE_MBUF_F_RX_IP_CKSUM_.*",
+        "RTE_TEL_.*",
     ] {
         builder = builder.allowlist_var(v);
     }

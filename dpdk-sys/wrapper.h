@@ -7,5 +7,7 @@
 #include <rte_mbuf.h>
 #include <rte_mempool.h>
 #include <rte_ring.h>
+#include <rte_telemetry.h>
+#include <rte_pdump.h>
 #include "shim.h"
 #include "ipsec_mb_shim.h"

@@ -526,9 +526,40 @@ fn grafana_dashboard_uses_a_datasource_variable_and_real_metrics() {
     }
 }
 
-/// DPDK's telemetry socket stays available: `dpdk-telemetry.py` lists our ports.
+/// Ask DPDK's telemetry socket of `prefix` (with `dpdk-telemetry.py`, as an
+/// operator would) each command; the answers as JSON, once all came.
+fn telemetry(prefix: &str, cmds: &[&str]) -> Vec<Value> {
+    let t = Instant::now();
+    loop {
+        let mut c = Command::new("dpdk-telemetry.py")
+            .args(["-f", prefix])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("dpdk-telemetry.py (package dpdk)");
+        use std::io::Write;
+        c.stdin.take().unwrap().write_all(format!("{}\n", cmds.join("\n")).as_bytes()).unwrap();
+        let o = c.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&o.stdout).into_owned();
+        let answers: Vec<Value> = text
+            .lines()
+            .filter_map(|l| l.find('{').map(|i| &l[i..]))
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| cmds.iter().any(|c| v.get(c.split(',').next().unwrap()).is_some()))
+            .collect();
+        if answers.len() == cmds.len() {
+            return answers;
+        }
+        assert!(t.elapsed() < Duration::from_secs(20), "telemetry did not answer {cmds:?}: {text}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// `dpdk-telemetry.py` shows the gateway: DPDK's own `/ethdev/list` and
+/// espgw's `/espgw/...` commands, answered by the control thread.
 #[test]
-fn dpdk_telemetry_keeps_working() {
+fn dpdk_telemetry_shows_the_gateway() {
     let s = Scratch::new();
     let prefix = file_prefix("telemetry");
     let cfg = s.config(&format!(
@@ -538,6 +569,8 @@ args = ["--no-pci", "--no-huge", "-m", "256", "--file-prefix", "{prefix}", "--lo
 [workers]
 cores = [0]
 idle_sleep_us = 100
+[control]
+socket = "api.sock"
 [[port]]
 name = "a"
 device = "net_null0,no-rx=1"
@@ -546,28 +579,112 @@ role = "cleartext"
 name = "b"
 device = "net_null1,no-rx=1"
 role = "protected"
+[[sa]]
+name = "to-b"
+direction = "out"
+spi = 0x1001
+algorithm = "aes128-gcm16"
+enc_key = "{GCM_KEY}"
+mode = "tunnel"
+local = "192.0.2.1"
+remote = "198.51.100.1"
+hard_bytes = 1000000
+[[eroute]]
+name = "nets"
+src = "10.0.1.0/24"
+dst = "10.0.2.0/24"
+action = "protect"
+sa = "to-b"
 "#
     ));
+    let (mut child, report) = spawn_espgw(&s, &cfg, &[]);
+    Api::socket(&s).wait_up(&mut child);
+    let a = telemetry(
+        &prefix,
+        &[
+            "/ethdev/list",
+            "/espgw/sa/list",
+            "/espgw/sa/info,to-b",
+            "/espgw/eroute/list",
+            "/espgw/stats",
+            "/help,/espgw/sa/info",
+        ],
+    );
+    assert_eq!(a[0]["/ethdev/list"], serde_json::json!([0, 1]));
+    assert_eq!(a[1]["/espgw/sa/list"], serde_json::json!(["to-b"]));
+    let info = &a[2]["/espgw/sa/info"];
+    assert_eq!(info["spi_hex"], "0x00001001", "{info}");
+    assert_eq!(info["direction"], "out");
+    assert_eq!(info["bytes_left"], 1_000_000);
+    assert_eq!(info["drops_replay"], 0);
+    assert!(!info.to_string().contains("0011223344"), "no key material: {info}");
+    assert_eq!(a[3]["/espgw/eroute/list"], serde_json::json!(["nets"]));
+    let stats = &a[4]["/espgw/stats"];
+    assert_eq!((stats["sas"].as_u64(), stats["eroutes"].as_u64()), (Some(1), Some(1)), "{stats}");
+    assert!(stats["uptime_s"].is_u64());
+    assert!(a[5]["/help"].to_string().contains("SA name"), "{}", a[5]);
+    let unknown = telemetry(&prefix, &["/espgw/sa/info,nope"]);
+    assert!(unknown[0]["/espgw/sa/info"]["error"].as_str().unwrap().contains("nope"));
+    let run = stop_espgw(child, &report);
+    run.assert_ok();
+}
+
+/// `dpdk-dumpcap` attaches to a running espgw (rte_pdump, over the
+/// multi-process channel) and captures what a port receives.
+#[test]
+fn dpdk_dumpcap_captures_a_running_gateway() {
+    let _heavy = heavy_test_lock();
+    ensure_hugepages(128);
+    let s = Scratch::new();
+    let prefix = file_prefix("dumpcap");
+    let mut rng = Rng::new(7);
+    let frames: Vec<Vec<u8>> = (0..16u16)
+        .map(|i| udp4_frame(100 + i as usize, [10, 0, 1, 2], [10, 0, 2, 2], 5000 + i, 9, i, false, &mut rng))
+        .collect();
+    write_frames(&s.path("in.pcap"), &frames);
+    let cfg = s.config(&format!(
+        r#"
+[eal]
+args = ["--no-pci", "-m", "128", "--file-prefix", "{prefix}", "--log-level", "*:error", "--no-telemetry"]
+[workers]
+cores = [0]
+idle_sleep_us = 1000
+[[port]]
+name = "a"
+device = "net_pcap0,rx_pcap={},infinite_rx=1"
+role = "cleartext"
+[[port]]
+name = "b"
+device = "net_null0,no-rx=1"
+role = "cleartext"
+[[forward]]
+from = "a"
+to = "b"
+"#,
+        s.path("in.pcap").display()
+    ));
     let (child, report) = spawn_espgw(&s, &cfg, &[]);
+    let out = s.path("cap.pcapng");
     let t = Instant::now();
-    let out = loop {
-        let mut c = Command::new("dpdk-telemetry.py")
-            .args(["-f", &prefix])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("dpdk-telemetry.py (package dpdk)");
-        use std::io::Write;
-        c.stdin.take().unwrap().write_all(b"/ethdev/list\n").unwrap();
-        let o = c.wait_with_output().unwrap();
-        let text = String::from_utf8_lossy(&o.stdout).into_owned();
-        if text.contains("/ethdev/list") || t.elapsed() > Duration::from_secs(20) {
-            break text;
+    let dump = loop {
+        let o = Command::new("dpdk-dumpcap")
+            .arg(format!("--file-prefix={prefix}"))
+            .args(["-i", "net_pcap0", "-c", "50", "-q", "-w"])
+            .arg(&out)
+            .output()
+            .expect("dpdk-dumpcap (package dpdk)");
+        if o.status.success() || t.elapsed() > Duration::from_secs(30) {
+            break o;
         }
-        std::thread::sleep(Duration::from_millis(200));
+        std::thread::sleep(Duration::from_millis(300));
     };
-    assert!(out.contains("{\"/ethdev/list\": [0, 1]}"), "telemetry answer: {out}");
+    let err = String::from_utf8_lossy(&dump.stderr);
+    assert!(dump.status.success(), "dpdk-dumpcap failed: {err}");
+    // pcapng: a section header block, and the captured packets carry our frames.
+    let cap = std::fs::read(&out).unwrap();
+    assert_eq!(&cap[..4], &[0x0a, 0x0d, 0x0d, 0x0a], "a pcapng file");
+    let found = frames.iter().filter(|f| cap.windows(f.len()).any(|w| w == &f[..])).count();
+    assert!(found >= 8, "captured frames are the port's input ({found} of 16 found)");
     let run = stop_espgw(child, &report);
     run.assert_ok();
 }

@@ -11,3 +11,4 @@ pub mod metrics;
 pub mod server;
 pub mod state;
 pub mod store;
+pub mod telemetry;

@@ -181,6 +181,7 @@ async fn run(bound: Bound, state: &ControlState<'_>, stop: &AtomicBool) {
     let mut conns: FuturesUnordered<ConnFuture<'_>> = FuturesUnordered::new();
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut backoff_until: Option<Instant> = None;
+    let mut telemetry = crate::telemetry::attach();
     loop {
         let accepting = backoff_until.is_none_or(|t| Instant::now() >= t);
         tokio::select! {
@@ -200,6 +201,7 @@ async fn run(bound: Bound, state: &ControlState<'_>, stop: &AtomicBool) {
                 Err(e) => backoff_until = Some(accept_failed(e)),
             },
             Some(()) = conns.next(), if !conns.is_empty() => {}
+            Some(req) = telemetry.recv() => crate::telemetry::serve(state, req),
             _ = tick.tick() => {
                 if let Some(l) = &state.live {
                     l.sample_load();
@@ -213,6 +215,7 @@ async fn run(bound: Bound, state: &ControlState<'_>, stop: &AtomicBool) {
             }
         }
     }
+    crate::telemetry::detach();
     if let Some(p) = socket_path {
         let _ = std::fs::remove_file(p);
     }

@@ -27,6 +27,7 @@ static EAL_UP: AtomicBool = AtomicBool::new(false);
 /// drop. Not `Send`: it is dropped on the main lcore, where it was made.
 pub struct Eal {
     _main_thread: PhantomData<*const ()>,
+    pdump: std::cell::Cell<bool>,
 }
 
 impl Eal {
@@ -64,7 +65,23 @@ impl Eal {
             };
             return Err(DpdkError::EalInit(format!("{}{hint}", strerror(e))));
         }
-        Ok(Eal { _main_thread: PhantomData })
+        Ok(Eal { _main_thread: PhantomData, pdump: std::cell::Cell::new(false) })
+    }
+
+    /// Let `dpdk-dumpcap` (and `dpdk-pdump`) capture this process's ports:
+    /// they attach as secondary processes over the multi-process channel,
+    /// so EAL must run with a `--file-prefix` (not `--in-memory`) and shared
+    /// memory (hugepages; a `--no-huge` primary cannot be attached to).
+    pub fn enable_pdump(&self) -> Result<(), DpdkError> {
+        // SAFETY: EAL is initialised; called once from the main thread.
+        if unsafe { sys::rte_pdump_init() } < 0 {
+            return Err(DpdkError::Pdump(format!(
+                "{} (the multi-process channel is off: --in-memory or --no-shconf)",
+                strerror(last_errno())
+            )));
+        }
+        self.pdump.set(true);
+        Ok(())
     }
 
     /// Number of ethdev ports EAL probed.
@@ -121,6 +138,10 @@ impl Eal {
 
 impl Drop for Eal {
     fn drop(&mut self) {
+        if self.pdump.get() {
+            // SAFETY: pdump was initialised by enable_pdump on this EAL.
+            unsafe { sys::rte_pdump_uninit() };
+        }
         // SAFETY: everything made from this EAL borrows it, so it is all gone;
         // launched lcores were waited for by their scope.
         unsafe { sys::rte_eal_cleanup() };

@@ -43,6 +43,12 @@ pub enum DpdkError {
     /// Work could not be launched on an EAL lcore.
     #[error("cannot launch work on lcore {lcore}: {reason}")]
     Launch { lcore: u32, reason: String },
+    /// A telemetry command could not be registered.
+    #[error("telemetry: {0}")]
+    Telemetry(String),
+    /// Packet capture (rte_pdump) could not be set up.
+    #[error("packet capture (rte_pdump_init) unavailable: {0}")]
+    Pdump(String),
     /// A worker panicked: a bug, reported as one.
     #[error("worker on lcore {lcore} panicked: {message}")]
     WorkerPanicked { lcore: u32, message: String },

@@ -22,6 +22,7 @@ pub mod ipsec_mb;
 pub mod mbuf;
 pub mod mempool;
 pub mod port;
+pub mod telemetry;
 pub mod worker;
 
 pub use eal::{Eal, LcoreHandle, LcoreScope};

@@ -158,3 +158,32 @@ pub fn finish(output: Output, report: &Path) -> Run {
     let report = std::fs::read_to_string(report).ok().and_then(|s| serde_json::from_str(&s).ok());
     Run { output, stdout, stderr, report }
 }
+
+/// Make sure 2 MiB hugepages are reserved and mounted (what `dpdk-dumpcap`
+/// needs: a secondary process can only attach to a primary's shared
+/// hugepage memory). As root this sets them up the way the README says;
+/// otherwise the test fails saying what is missing.
+pub fn ensure_hugepages(min_free: u64) {
+    let free = || -> u64 {
+        std::fs::read_to_string("/proc/meminfo")
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("HugePages_Free:").map(|v| v.trim().parse().unwrap_or(0)))
+            .unwrap_or(0)
+    };
+    let nr = Path::new("/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages");
+    if free() < min_free {
+        let total: u64 = std::fs::read_to_string(nr).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0);
+        let _ = std::fs::write(nr, (total + min_free).to_string());
+    }
+    let mounted = std::fs::read_to_string("/proc/mounts").unwrap_or_default().lines().any(|l| l.contains("hugetlbfs"));
+    if !mounted {
+        let _ = std::fs::create_dir_all("/dev/hugepages");
+        let _ = Command::new("mount").args(["-t", "hugetlbfs", "nodev", "/dev/hugepages"]).status();
+    }
+    assert!(
+        free() >= min_free,
+        "this test needs {min_free} free 2 MiB hugepages (as root: echo 512 > {}; mount -t hugetlbfs nodev /dev/hugepages)",
+        nr.display()
+    );
+}

@@ -104,6 +104,15 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, GatewayError> {
 
     // 2. The data plane.
     let eal = Eal::init(&eal_args(cfg, &opts.extra_eal_args))?;
+    // DPDK tooling: our commands on the telemetry socket, and capture by
+    // dpdk-dumpcap where the multi-process channel is on.
+    if let Err(e) = crate::telemetry::register() {
+        tracing::warn!(target: "espgw", error = %e, "telemetry commands unavailable");
+    }
+    match eal.enable_pdump() {
+        Ok(()) => tracing::debug!(target: "espgw", "packet capture (dpdk-dumpcap) enabled"),
+        Err(e) => tracing::info!(target: "espgw", error = %e, "dpdk-dumpcap cannot attach"),
+    }
     let pools = Pools::new(&eal, cfg)?;
     let mut ports = bringup::ports(&eal, cfg, &pools.regular)?;
     wait_link(&ports, opts, &stop);

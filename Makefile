@@ -43,9 +43,10 @@ perf:
 man: build
 	mkdir -p target/man target/completions
 	target/release/espgw --man > target/man/espgw.8
+	target/release/espgw --man-config > target/man/espgw.toml.5
 	target/release/espgwctl man > target/man/espgwctl.8
 	for sh in bash zsh fish; do target/release/espgwctl completion $$sh > target/completions/espgwctl.$$sh; done
-	@echo "man -l target/man/espgw.8; man -l target/man/espgwctl.8"
+	@echo "man -l target/man/espgw.8; man -l target/man/espgwctl.8; man -l target/man/espgw.toml.5"
 
 # The Debian package (scripts/build_deb.sh): binaries, systemd unit, conffiles,
 # man pages, completions. Install with: apt install ./target/deb/espgw_*.deb

@@ -34,6 +34,8 @@ install -D -m 0644 packaging/espgw-hugepages.conf "$stage/etc/sysctl.d/espgw-hug
 mkdir -p "$stage/usr/share/man/man8"
 "$bin/espgw" --man | gzip -9n > "$stage/usr/share/man/man8/espgw.8.gz"
 "$bin/espgwctl" man | gzip -9n > "$stage/usr/share/man/man8/espgwctl.8.gz"
+mkdir -p "$stage/usr/share/man/man5"
+"$bin/espgw" --man-config | gzip -9n > "$stage/usr/share/man/man5/espgw.toml.5.gz"
 install -d "$stage/usr/share/bash-completion/completions" "$stage/usr/share/zsh/vendor-completions" \
   "$stage/usr/share/fish/vendor_completions.d"
 "$bin/espgwctl" completion bash > "$stage/usr/share/bash-completion/completions/espgwctl"

@@ -32,6 +32,7 @@ TEST_PKGS=(
   iproute2        # network namespaces and veths for host tests
   prometheus      # a real Prometheus scrapes /metrics; promtool tests the alert rules
   valgrind        # callgrind instruction counts: the per-packet regression guard
+  man-db          # man -l renders the generated manual pages
 )
 PERF_PKGS=(
   linux-perf      # cpu-clock profiles (perf record)

@@ -39,6 +39,7 @@ fn the_package_installs_and_its_config_checks() {
         "etc/sysctl.d/espgw-hugepages.conf",
         "usr/share/man/man8/espgw.8.gz",
         "usr/share/man/man8/espgwctl.8.gz",
+        "usr/share/man/man5/espgw.toml.5.gz",
         "usr/share/bash-completion/completions/espgwctl",
         "usr/share/zsh/vendor-completions/_espgwctl",
         "usr/share/fish/vendor_completions.d/espgwctl.fish",

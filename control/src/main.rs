@@ -13,7 +13,7 @@ use control::gateway::{self, GatewayError, RunOptions};
 #[command(name = "espgw", version, about)]
 struct Cli {
     /// Configuration file (TOML).
-    #[arg(short, long, value_name = "FILE", required_unless_present = "man")]
+    #[arg(short, long, value_name = "FILE", required_unless_present_any = ["man", "man_config"])]
     config: Option<PathBuf>,
     /// Validate the configuration and exit without starting DPDK.
     #[arg(long)]
@@ -37,6 +37,10 @@ struct Cli {
     /// Print the espgw(8) manual page (roff) and exit.
     #[arg(long, hide = true)]
     man: bool,
+    /// Print the espgw.toml(5) manual page (roff), generated from the
+    /// configuration schema, and exit.
+    #[arg(long, hide = true)]
+    man_config: bool,
     /// Log line format (to stderr): human, or JSON lines for collectors.
     #[arg(long, value_enum, default_value = "human")]
     log_format: control::log::LogFormat,
@@ -64,6 +68,10 @@ fn main() -> ExitCode {
     }
     // intel-ipsec-mb as the `ipsec-mb` backend (and `auto` where it runs).
     espgw_dpdk::ipsec_mb::register();
+    if cli.man_config {
+        print!("{}", control::config::schema::man_page());
+        return ExitCode::SUCCESS;
+    }
     if cli.man {
         use clap::CommandFactory;
         return match clap_mangen::Man::new(Cli::command()).section("8").render(&mut std::io::stdout()) {

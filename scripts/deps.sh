@@ -33,6 +33,7 @@ TEST_PKGS=(
   prometheus      # a real Prometheus scrapes /metrics; promtool tests the alert rules
   valgrind        # callgrind instruction counts: the per-packet regression guard
   man-db          # man -l renders the generated manual pages
+  systemd         # systemd-analyze verifies the packaged unit
 )
 PERF_PKGS=(
   linux-perf      # cpu-clock profiles (perf record)

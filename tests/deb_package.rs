@@ -65,6 +65,20 @@ fn the_package_installs_and_its_config_checks() {
         .unwrap();
     assert!(String::from_utf8_lossy(&man.stdout).contains(".TH espgw 8"));
 
+    // The unit is valid for systemd. This machine does not boot systemd as
+    // PID 1 (a container), so it cannot start the service; `systemd-analyze
+    // verify` checks every key, section and command the way systemctl
+    // would load it, with the unpacked binaries standing in for /usr/bin.
+    let unit_copy = tmp.path().join("espgw.service");
+    std::fs::write(&unit_copy, unit.replace("/usr/bin/espgw", root.join("usr/bin/espgw").to_str().unwrap())).unwrap();
+    let verify = Command::new("systemd-analyze")
+        .args(["verify", "--man=no", "--recursive-errors=no"])
+        .arg(&unit_copy)
+        .output()
+        .expect("systemd-analyze (package systemd)");
+    let said = String::from_utf8_lossy(&verify.stderr);
+    assert!(verify.status.success() && said.trim().is_empty(), "systemd-analyze verify: {said}");
+
     // The packaged binary accepts the packaged config.
     let check = Command::new(root.join("usr/bin/espgw"))
         .args(["--check", "--config"])

@@ -79,9 +79,10 @@ fn the_package_installs_and_its_config_checks() {
     let said = String::from_utf8_lossy(&verify.stderr);
     assert!(verify.status.success() && said.trim().is_empty(), "systemd-analyze verify: {said}");
 
-    // The packaged binary accepts the packaged config.
+    // The packaged binary accepts the packaged config (offline: it names
+    // PCI NICs this machine does not have).
     let check = Command::new(root.join("usr/bin/espgw"))
-        .args(["--check", "--config"])
+        .args(["--check", "--offline", "--config"])
         .arg(root.join("etc/espgw/espgw.toml"))
         .output()
         .unwrap();

@@ -237,7 +237,9 @@ fn check_flag_validates_without_dpdk() {
     assert!(run.stdout.contains("is valid (2 ports, 1 workers)"), "{}", run.stdout);
 }
 
-/// Every example config in configs/ validates (with `--check`, no DPDK).
+/// Every example config in configs/ validates (with `--check --offline`, no
+/// DPDK: several are written for a box with PCI NICs this machine lacks, and
+/// plain `--check` says exactly that).
 #[test]
 fn shipped_configs_are_valid() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs");
@@ -245,10 +247,43 @@ fn shipped_configs_are_valid() {
     for e in std::fs::read_dir(&dir).unwrap() {
         let p = e.unwrap().path();
         if p.extension().is_some_and(|x| x == "toml") {
-            let out = std::process::Command::new(espgw_bin()).arg("--config").arg(&p).arg("--check").output().unwrap();
+            let out = std::process::Command::new(espgw_bin())
+                .arg("--config")
+                .arg(&p)
+                .args(["--check", "--offline"])
+                .output()
+                .unwrap();
             assert!(out.status.success(), "{}: {}", p.display(), String::from_utf8_lossy(&out.stderr));
             n += 1;
         }
     }
     assert!(n >= 1, "no configs found in {}", dir.display());
+    let nic = dir.join("tunnel-gcm.toml");
+    let out = std::process::Command::new(espgw_bin()).arg("--config").arg(&nic).arg("--check").output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("tunnel-gcm.toml:29: port[0].device: no PCI device 0000:01:00.0 on this machine"), "{err}");
+}
+
+/// `--check` looks at the machine: misspelled EAL options (with the nearest
+/// real one), next hops that are not on-link.
+#[test]
+fn check_catches_eal_typos_and_off_link_next_hops() {
+    let s = Scratch::new();
+    let input = s.path("in.pcap");
+    write_frames(&input, &[]);
+    let good = pcap_pair_config("check-typo", &s, &input, &s.path("o.pcap"));
+    let typo = good.replacen("\"--no-huge\"", "\"--nohuge\"", 1);
+    assert_ne!(typo, good);
+    let run = run_espgw(&s, &s.config(&typo), &["--check"]);
+    assert_eq!(run.code(), Some(2), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("eal.args[1]: \"--nohuge\" is not an EAL option (did you mean \"--no-huge\"?)"),
+        "{}",
+        run.stderr
+    );
+    let off_link = format!("{good}\n[[route]]\nprefix = \"0.0.0.0/0\"\nport = \"prot0\"\nvia = \"203.0.113.1\"\n");
+    let run = run_espgw(&s, &s.config(&off_link), &["--check"]);
+    assert_eq!(run.code(), Some(0), "a warning, not an error: {}", run.stderr);
+    assert!(run.stderr.contains("route[0].via: next hop 203.0.113.1 is not on-link on port prot0"), "{}", run.stderr);
 }

@@ -15,9 +15,15 @@ struct Cli {
     /// Configuration file (TOML).
     #[arg(short, long, value_name = "FILE", required_unless_present_any = ["man", "man_config"])]
     config: Option<PathBuf>,
-    /// Validate the configuration and exit without starting DPDK.
+    /// Validate the configuration and exit without starting DPDK: the file,
+    /// the policy, and this machine (PCI devices present and bound, EAL
+    /// options known, next hops on-link).
     #[arg(long)]
     check: bool,
+    /// With --check: skip the checks against this machine (a config written
+    /// for another box).
+    #[arg(long, requires = "check")]
+    offline: bool,
     /// Stop once no packet has arrived for this many milliseconds (pcap replay, tests).
     #[arg(long, value_name = "MS")]
     stop_when_idle: Option<u64>,
@@ -95,6 +101,16 @@ fn main() -> ExitCode {
     };
     if let Err(e) = gateway::check_cores(&cfg) {
         eprintln!("espgw: config error: {e}");
+        return ExitCode::from(exit::CONFIG);
+    }
+    let findings = if cli.offline { Default::default() } else { cfg.preflight(std::path::Path::new("/sys")) };
+    for w in &findings.warnings {
+        eprintln!("espgw: warning: {w}");
+    }
+    if !findings.errors.is_empty() {
+        for e in &findings.errors {
+            eprintln!("espgw: config error: {e}");
+        }
         return ExitCode::from(exit::CONFIG);
     }
     if cli.check {

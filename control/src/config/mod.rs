@@ -12,6 +12,7 @@ use toml::Spanned;
 
 mod ipsec;
 mod json;
+pub mod preflight;
 pub mod schema;
 pub use ipsec::{
     fmt_mac, parse_mac, parse_one_eroute, parse_one_sa, sa_input_from_view, ErouteSpec, InboundCheck, PolicyConfig,

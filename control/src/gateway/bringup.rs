@@ -88,13 +88,21 @@ pub struct Ports<'p> {
 pub fn ports<'p>(eal: &'p Eal, cfg: &Config, pool: &'p Mempool<'_>) -> Result<Ports<'p>, GatewayError> {
     let nworkers = cfg.worker_cores.len();
     let mut out = Ports { ports: Vec::new(), mtus: Vec::new(), rx_queues: Vec::new() };
-    for pc in &cfg.ports {
+    for (i, pc) in cfg.ports.iter().enumerate() {
         let setup_err = |reason: String| GatewayError::PortSetup {
             port: pc.name.clone(),
             device: pc.device.port_name().to_string(),
             reason,
         };
-        let mut port = Port::by_name(eal, pc.device.port_name())?;
+        let mut port = Port::by_name(eal, pc.device.port_name()).map_err(|e| match e {
+            espgw_dpdk::DpdkError::NoSuchPort(name) => GatewayError::Config(cfg.port_device_error(
+                i,
+                format!(
+                    "DPDK has no port {name:?}: a PCI NIC must be bound to vfio-pci (dpdk-devbind.py --status;                      dpdk-devbind.py -b vfio-pci ADDR), a vdev's driver must exist (see the EAL lines above)"
+                ),
+            )),
+            e => e.into(),
+        })?;
         let caps = port.caps()?;
         if usize::from(caps.max_tx_queues) < nworkers {
             return Err(setup_err(format!(

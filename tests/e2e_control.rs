@@ -281,6 +281,16 @@ fn live_sa_add_and_delete_steer_traffic() {
     assert_eq!(v[0]["enc_key"], "<redacted>");
     let (_, show, _) = ctl(&api, &["sa", "show", "to-b"]);
     assert!(!show.contains("00112233445566778899aabbccddeeff"), "a key was printed:\n{show}");
+    for want in
+        ["spi_hex        0x00001001", "drops          auth=0 lifetime=0 malformed=0 policy=0 replay=0", "replay_top"]
+    {
+        assert!(show.contains(want), "sa show lacks {want:?}:\n{show}");
+    }
+    // --watch repeats a read-only command; writes are refused.
+    let (rc, watched, err) = ctl(&api, &["--watch", "0.2", "--watch-count", "2", "sa", "list"]);
+    assert_eq!(rc, 0, "{err}");
+    assert_eq!(watched.matches("every 0.2s: espgwctl").count(), 2, "{watched}");
+    assert_eq!(ctl(&api, &["--watch", "1", "sa", "del", "to-b"]).0, 2, "--watch with a write is a usage error");
     let (rc, stats, _) = ctl(&api, &["stats"]);
     assert!(rc == 0 && stats.contains("WORKER") && stats.contains("policy_drop"), "{stats}");
 

@@ -33,6 +33,13 @@ struct Cli {
     /// Print the API's JSON instead of tables.
     #[arg(long, global = true)]
     json: bool,
+    /// Repeat a read-only command (sa list/show, eroute list, stats, look,
+    /// health) every SECS seconds, redrawing the screen, until interrupted.
+    #[arg(long, global = true, value_name = "SECS")]
+    watch: Option<f64>,
+    /// With --watch: stop after this many rounds (scripts, tests).
+    #[arg(long, global = true, value_name = "N", requires = "watch", hide = true)]
+    watch_count: Option<u64>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -589,7 +596,12 @@ fn run(cli: &Cli) -> Result<(), Failure> {
                 for (k, x) in v.as_object().into_iter().flatten() {
                     if k == "state" {
                         for (k2, y) in x.as_object().into_iter().flatten() {
-                            h += &format!("{k2:<14} {}\n", s(y));
+                            let text = match y.as_object() {
+                                // drops: replay=0 auth=0 policy=0 ...
+                                Some(m) => m.iter().map(|(a, b)| format!("{a}={}", s(b))).collect::<Vec<_>>().join(" "),
+                                None => s(y),
+                            };
+                            h += &format!("{k2:<14} {text}\n");
                         }
                     } else {
                         h += &format!("{k:<14} {}\n", s(x));
@@ -765,6 +777,40 @@ fn main() -> ExitCode {
             };
         }
         _ => {}
+    }
+    if let Some(secs) = cli.watch {
+        let read_only = matches!(
+            &cli.cmd,
+            Cmd::Sa { cmd: SaCmd::List | SaCmd::Show { .. } }
+                | Cmd::Eroute { cmd: ErouteCmd::List }
+                | Cmd::Stats
+                | Cmd::Look
+                | Cmd::Health
+        );
+        if !read_only || !(0.1..=86_400.0).contains(&secs) {
+            eprintln!(
+                "espgwctl: --watch: takes 0.1..86400 seconds and a read-only command (list, show, stats, look, health)"
+            );
+            return ExitCode::from(exit::USAGE);
+        }
+        let mut round = 0u64;
+        loop {
+            if !cli.json {
+                // Clear the screen and say when, as watch(1) does.
+                print!("\x1b[H\x1b[2J");
+                println!("every {secs}s: espgwctl {}\n", std::env::args().skip(1).collect::<Vec<_>>().join(" "));
+            }
+            if let Err(f) = run(&cli) {
+                eprintln!("espgwctl: {}", f.message);
+            }
+            use std::io::Write as _;
+            let _ = std::io::stdout().flush();
+            round += 1;
+            if cli.watch_count.is_some_and(|n| round >= n) {
+                return ExitCode::SUCCESS;
+            }
+            std::thread::sleep(Duration::from_secs_f64(secs));
+        }
     }
     match run(&cli) {
         Ok(()) => ExitCode::SUCCESS,

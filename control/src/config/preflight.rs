@@ -244,4 +244,20 @@ mod tests {
             "bound to the kernel driver ixgbe: bind it for DPDK with dpdk-devbind.py -b vfio-pci 0000:01:00.1"
         ));
     }
+
+    /// The shipped 2-NIC example is clean on a box that has its NICs bound.
+    #[test]
+    fn the_two_nic_example_passes_on_its_box() {
+        let sys = tempfile::tempdir().unwrap();
+        let vfio = sys.path().join("bus/pci/drivers/vfio-pci");
+        std::fs::create_dir_all(&vfio).unwrap();
+        for d in ["0000:01:00.0", "0000:01:00.1"] {
+            let dev = sys.path().join("bus/pci/devices").join(d);
+            std::fs::create_dir_all(&dev).unwrap();
+            std::os::unix::fs::symlink(&vfio, dev.join("driver")).unwrap();
+        }
+        let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/tunnel-gcm.toml");
+        let f = Config::load(&file).unwrap().preflight(sys.path());
+        assert!(f.errors.is_empty() && f.warnings.is_empty(), "{f:?}");
+    }
 }

@@ -262,7 +262,10 @@ fn shipped_configs_are_valid() {
     let out = std::process::Command::new(espgw_bin()).arg("--config").arg(&nic).arg("--check").output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains("tunnel-gcm.toml:29: port[0].device: no PCI device 0000:01:00.0 on this machine"), "{err}");
+    let line =
+        std::fs::read_to_string(&nic).unwrap().lines().position(|l| l == "device = \"0000:01:00.0\"").unwrap() + 1;
+    let want = format!("tunnel-gcm.toml:{line}: port[0].device: no PCI device 0000:01:00.0 on this machine");
+    assert!(err.contains(&want), "{err}");
 }
 
 /// `--check` looks at the machine: misspelled EAL options (with the nearest

@@ -250,23 +250,11 @@ pub fn render_sas(sas: &[SaStatus], cfg: &MetricsConfig) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
     use crate::store::PolicyStore;
 
     /// `n` outbound SAs, SA i carrying i bytes; SA 7 dropping replays.
     fn sas(n: u32) -> Vec<SaStatus> {
-        let mut text = String::from(
-            "[workers]\ncores = [0]\n[[port]]\nname = \"p\"\ndevice = \"net_null0\"\nrole = \"protected\"\n",
-        );
-        for i in 0..n {
-            text += &format!(
-                "[[sa]]\nname = \"sa{i:05}\"\ndirection = \"out\"\nspi = {}\nalgorithm = \"aes128-gcm16\"\n\
-                 enc_key = \"0x{:032x}{i:08x}\"\nmode = \"tunnel\"\nlocal = \"192.0.2.1\"\nremote = \"198.51.100.1\"\n",
-                0x1000 + i,
-                i + 1
-            );
-        }
-        let cfg = Config::parse(std::path::Path::new("m.toml"), &text).unwrap();
+        let cfg = crate::config::n_outbound_sas(n);
         let mut v = PolicyStore::from_config(&cfg).unwrap().sas();
         for (i, s) in v.iter_mut().enumerate() {
             s.state.bytes = i as u64;

@@ -168,22 +168,10 @@ fn stats(state: &ControlState<'_>) -> TelValue {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
     use crate::store::PolicyStore;
 
     fn state() -> ControlState<'static> {
-        let mut text = String::from(
-            "[workers]\ncores = [0]\n[[port]]\nname = \"p\"\ndevice = \"net_null0\"\nrole = \"protected\"\n",
-        );
-        for i in 0..600 {
-            text += &format!(
-                "[[sa]]\nname = \"sa{i:04}\"\ndirection = \"out\"\nspi = {}\nalgorithm = \"aes128-gcm16\"\n\
-                 enc_key = \"0x{:032x}{i:08x}\"\nmode = \"tunnel\"\nlocal = \"192.0.2.1\"\nremote = \"198.51.100.1\"\n",
-                0x1000 + i,
-                i + 1
-            );
-        }
-        let cfg = Config::parse(std::path::Path::new("t.toml"), &text).unwrap();
+        let cfg = crate::config::n_outbound_sas(600);
         ControlState {
             store: Mutex::new(PolicyStore::from_config(&cfg).unwrap()),
             events: Default::default(),
@@ -200,13 +188,13 @@ mod tests {
         assert_eq!(first.len(), MAX_ARRAY);
         let TelValue::Strings(rest) = answer(&st, "/espgw/sa/list", first.last().unwrap()) else { panic!() };
         assert_eq!(rest.len(), 600 - MAX_ARRAY);
-        assert_eq!(rest[0], format!("sa{:04}", MAX_ARRAY));
+        assert_eq!(rest[0], format!("sa{:05}", MAX_ARRAY));
     }
 
     #[test]
     fn sa_info_shows_state_never_keys() {
         let st = state();
-        let TelValue::Dict(d) = answer(&st, "/espgw/sa/info", "sa0007") else { panic!() };
+        let TelValue::Dict(d) = answer(&st, "/espgw/sa/info", "sa00007") else { panic!() };
         let get = |k: &str| d.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
         assert_eq!(get("spi_hex"), Some(TelScalar::Str("0x00001007".into())));
         assert_eq!(get("drops_replay"), Some(TelScalar::U64(0)));

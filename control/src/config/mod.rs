@@ -719,6 +719,23 @@ impl Config {
     }
 }
 
+/// A config with one protected port and `n` outbound GCM tunnel SAs named
+/// `sa00000`, `sa00001`, ... with distinct keys (tests of what scales with SAs).
+#[cfg(test)]
+pub(crate) fn n_outbound_sas(n: u32) -> Config {
+    let mut text =
+        String::from("[workers]\ncores = [0]\n[[port]]\nname = \"p\"\ndevice = \"net_null0\"\nrole = \"protected\"\n");
+    for i in 0..n {
+        text += &format!(
+            "[[sa]]\nname = \"sa{i:05}\"\ndirection = \"out\"\nspi = {}\nalgorithm = \"aes128-gcm16\"\n\
+             enc_key = \"0x{:032x}{i:08x}\"\nmode = \"tunnel\"\nlocal = \"192.0.2.1\"\nremote = \"198.51.100.1\"\n",
+            0x1000 + i,
+            i + 1
+        );
+    }
+    Config::parse(Path::new("sas.toml"), &text).expect("a valid config")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

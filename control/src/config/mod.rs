@@ -168,6 +168,8 @@ pub struct MempoolConfig {
 pub struct Config {
     pub file: PathBuf,
     pub eal_args: Vec<String>,
+    /// Let dpdk-dumpcap attach (`rte_pdump_init`); off by default, see the schema.
+    pub capture: bool,
     pub ports: Vec<PortConfig>,
     pub worker_cores: Vec<usize>,
     /// Sleep after a run of idle polls (0 = pure busy polling).
@@ -347,6 +349,8 @@ struct RawControl {
 struct RawEal {
     #[serde(default)]
     args: Vec<Spanned<String>>,
+    #[serde(default)]
+    capture: bool,
 }
 
 #[derive(Deserialize, Default)]
@@ -690,6 +694,7 @@ impl Config {
         let metrics = metrics_config(loc, &raw.metrics)?;
         Ok(Config {
             file: loc.file.to_path_buf(),
+            capture: raw.eal.capture,
             eal_args: raw.eal.args.into_iter().map(Spanned::into_inner).collect(),
             ports,
             worker_cores,

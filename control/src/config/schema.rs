@@ -42,6 +42,7 @@ pub const SECTIONS: &[Section] = &[
 
 pub const KEYS: &[Key] = &[
     Key { section: "eal", key: "args", ty: "array of strings", default: "[]", meaning: "EAL arguments, e.g. [\"--file-prefix\", \"gw1\"] or [\"--no-huge\", \"-m\", \"512\"]. Lcore options (-l, -c, --lcores) are refused: espgw places lcores from workers.cores. Use a --file-prefix (not --in-memory) for dpdk-telemetry.py and dpdk-dumpcap." },
+    Key { section: "eal", key: "capture", ty: "boolean", default: "false", meaning: "Let dpdk-dumpcap capture the ports (rte_pdump_init; needs a --file-prefix and hugepages). Off by default: in DPDK 22.11 a capture that ends while traffic flows can free its buffers under a worker still copying into them (the pdump library removes its RX callback without waiting for the workers), so enable it for troubleshooting, not permanently." },
     Key { section: "mempool", key: "mbufs", ty: "integer 1023..4194303", default: "16383", meaning: "Mbufs in the pool. Reassembly may hold at most 1/8 of them." },
     Key { section: "mempool", key: "cache", ty: "integer 0..512", default: "256", meaning: "Per-lcore mbuf cache." },
     Key { section: "mempool", key: "data_room", ty: "integer 1152..65535", default: "2176", meaning: "Bytes per mbuf, including DPDK's 128-byte headroom." },
@@ -215,6 +216,7 @@ mod tests {
         assert_eq!(d("port", "rx_desc"), c.ports[0].rx_desc.to_string());
         assert_eq!(d("port", "tx_desc"), c.ports[0].tx_desc.to_string());
         assert_eq!(d("workers", "idle_sleep_us"), c.idle_sleep_us.to_string());
+        assert_eq!(d("eal", "capture"), c.capture.to_string());
         assert_eq!(d("policy", "pmtu_ageing_s"), (c.policy.pmtu_ageing_ms / 1000).to_string());
         let sa = &c.sas[0].cfg;
         assert_eq!(d("sa", "replay_window"), sa.replay_window.to_string());

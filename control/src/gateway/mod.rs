@@ -109,9 +109,14 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, GatewayError> {
     if let Err(e) = crate::telemetry::register() {
         tracing::warn!(target: "espgw", error = %e, "telemetry commands unavailable");
     }
-    match eal.enable_pdump() {
-        Ok(()) => tracing::debug!(target: "espgw", "packet capture (dpdk-dumpcap) enabled"),
-        Err(e) => tracing::info!(target: "espgw", error = %e, "dpdk-dumpcap cannot attach"),
+    if cfg.capture {
+        match eal.enable_pdump() {
+            Ok(()) => tracing::warn!(
+                target: "espgw",
+                "packet capture enabled (eal.capture): dpdk-dumpcap can attach; turn it off after troubleshooting"
+            ),
+            Err(e) => tracing::warn!(target: "espgw", error = %e, "eal.capture: dpdk-dumpcap cannot attach"),
+        }
     }
     let pools = Pools::new(&eal, cfg)?;
     let mut ports = bringup::ports(&eal, cfg, &pools.regular)?;

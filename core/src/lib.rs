@@ -8,6 +8,8 @@ pub mod clock;
 pub mod crypto;
 pub mod drops;
 pub mod esp;
+#[cfg(any(test, feature = "lab"))]
+pub mod lab;
 pub mod mtu;
 pub mod neigh;
 pub mod packet;

@@ -71,6 +71,7 @@ unsafe extern "C" fn trampoline(cmd: *const c_char, params: *const c_char, d: *m
         if p.is_null() {
             String::new()
         } else {
+            // SAFETY: non-NULL here, NUL-terminated and valid during the call (above).
             unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
         }
     };
@@ -106,6 +107,7 @@ unsafe fn fill(d: *mut sys::rte_tel_data, value: &TelValue) {
     // the names and strings are NUL-terminated CStrings living through each call;
     // the entry counts stay within DPDK's limits.
     match value {
+        // SAFETY: see above (valid `d`, live CStrings, counts within limits).
         TelValue::Dict(entries) => unsafe {
             sys::rte_tel_data_start_dict(d);
             for (name, v) in entries.iter().take(MAX_DICT) {
@@ -117,6 +119,7 @@ unsafe fn fill(d: *mut sys::rte_tel_data, value: &TelValue) {
                 };
             }
         },
+        // SAFETY: as for the dictionary above.
         TelValue::Strings(items) => unsafe {
             sys::rte_tel_data_start_array(d, sys::RTE_TEL_STRING_VAL);
             for s in items.iter().take(MAX_ARRAY) {

@@ -2,7 +2,7 @@
 #   make demo   install what is missing, build, run the gateway on DPDK virtual devices
 #   make test   every test: unit, integration, end-to-end (real DPDK)
 #   make perf   the throughput harness (perf/harness.py; about 15 minutes)
-.PHONY: all deps test-deps build demo test fmt clippy bench perf man deb
+.PHONY: all deps test-deps build demo test fmt clippy bench perf man deb fuzz fuzz-deps
 
 CARGO ?= cargo
 
@@ -52,3 +52,13 @@ man: build
 # man pages, completions. Install with: apt install ./target/deb/espgw_*.deb
 deb: build
 	./scripts/build_deb.sh
+
+# Coverage-guided fuzzing (cargo-fuzz on the nightly toolchain): every
+# target for FUZZ_SECONDS each, checking the lab's invariants on every output.
+FUZZ_SECONDS ?= 300
+fuzz-deps:
+	@cargo +nightly fuzz --version >/dev/null 2>&1 || cargo +nightly install cargo-fuzz --locked
+fuzz: fuzz-deps
+	cd fuzz && for t in $$(cargo +nightly fuzz list); do \
+		mkdir -p corpus/$$t && cargo +nightly fuzz run $$t corpus/$$t seeds/$$t -- -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 || exit 1; \
+	done

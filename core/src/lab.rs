@@ -515,4 +515,24 @@ mod tests {
             drive(&input).unwrap_or_else(|e| panic!("case {case}: {e}"));
         }
     }
+
+    /// The fuzz seeds and every input a fuzzer ever found (fuzz/regressions)
+    /// run in the normal suite.
+    #[test]
+    fn seeds_and_regressions_hold_every_invariant() {
+        let fuzz = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz");
+        let mut n = 0;
+        for dir in ["seeds/pipeline", "regressions/pipeline"] {
+            for e in std::fs::read_dir(fuzz.join(dir)).into_iter().flatten() {
+                let p = e.unwrap().path();
+                drive(&std::fs::read(&p).unwrap()).unwrap_or_else(|v| panic!("{}: {v}", p.display()));
+                n += 1;
+            }
+        }
+        for e in std::fs::read_dir(fuzz.join("seeds/wire")).unwrap() {
+            let p = e.unwrap().path();
+            check_parse(&std::fs::read(&p).unwrap()).unwrap_or_else(|v| panic!("{}: {v}", p.display()));
+        }
+        assert!(n >= 10, "{n} pipeline seeds");
+    }
 }

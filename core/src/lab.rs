@@ -41,8 +41,9 @@ const MAC_B: [[u8; 6]; 2] = [[2, 0xb, 0, 0, 0, 0], [2, 0xb, 0, 0, 0, 1]];
 const MAC_HOST_A: [u8; 6] = [2, 0xaa, 0, 0, 0, 9];
 const MAC_HOST_B: [u8; 6] = [2, 0xbb, 0, 0, 0, 9];
 
+/// Collects what a pipeline sends, with its port.
 #[derive(Default)]
-struct Sink(Vec<(usize, VecBuf)>);
+pub struct Sink(pub Vec<(usize, VecBuf)>);
 impl TxSink<VecBuf> for Sink {
     fn send(&mut self, port: usize, pkt: VecBuf) {
         self.0.push((port, pkt));

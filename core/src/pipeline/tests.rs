@@ -23,13 +23,7 @@ const MAC_B_CLEAR: [u8; 6] = [2, 0xb, 0, 0, 0, 0];
 const MAC_HOST_A: [u8; 6] = [2, 0xaa, 0, 0, 0, 9];
 const MAC_HOST_B: [u8; 6] = [2, 0xbb, 0, 0, 0, 9];
 
-#[derive(Default)]
-struct Sink(Vec<(usize, VecBuf)>);
-impl TxSink<VecBuf> for Sink {
-    fn send(&mut self, port: usize, pkt: VecBuf) {
-        self.0.push((port, pkt));
-    }
-}
+use crate::lab::Sink;
 
 /// One gateway: its policy, routes and pipeline.
 struct Gw {

@@ -55,10 +55,12 @@ deb: build
 
 # Coverage-guided fuzzing (cargo-fuzz on the nightly toolchain): every
 # target for FUZZ_SECONDS each, checking the lab's invariants on every output.
+# No sanitizer (-s none): the fuzzed crate forbids unsafe code, and ASan made
+# the pipeline target 14x slower (180 vs 2 500 executions/s) for nothing.
 FUZZ_SECONDS ?= 300
 fuzz-deps:
 	@cargo +nightly fuzz --version >/dev/null 2>&1 || cargo +nightly install cargo-fuzz --locked
 fuzz: fuzz-deps
 	cd fuzz && for t in $$(cargo +nightly fuzz list); do \
-		mkdir -p corpus/$$t && cargo +nightly fuzz run $$t corpus/$$t seeds/$$t -- -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 || exit 1; \
+		mkdir -p corpus/$$t && cargo +nightly fuzz run -O -s none $$t corpus/$$t seeds/$$t -- -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 || exit 1; \
 	done

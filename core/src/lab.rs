@@ -50,15 +50,36 @@ impl TxSink<VecBuf> for Sink {
     }
 }
 
-/// One gateway.
-struct Gw {
-    db: PolicyDb,
-    routes: RouteTable,
-    pipe: Pipeline<VecBuf>,
-    stats: WorkerStats,
+/// One gateway on plain buffers: its policy, routes, pipeline and counters
+/// (the lab's, and the pipeline tests' gateway pairs).
+pub(crate) struct Gw {
+    pub(crate) db: PolicyDb,
+    pub(crate) routes: RouteTable,
+    pub(crate) pipe: Pipeline<VecBuf>,
+    pub(crate) stats: WorkerStats,
 }
 
 impl Gw {
+    /// Process `frames` received on `port`, a burst at a time; what was sent.
+    pub(crate) fn run(&mut self, port: usize, frames: Vec<VecBuf>, now_ms: u64) -> Vec<(usize, VecBuf)> {
+        let snap = self.db.reader().load_full();
+        let mut sink = Sink::default();
+        for chunk in frames.chunks(crate::pipeline::BURST) {
+            let mut cx =
+                BurstCtx { routes: &self.routes, now_ms, alloc: &mut VecAlloc, tx: &mut sink, stats: &self.stats };
+            self.pipe.process(port, chunk.to_vec(), &snap, &mut cx);
+        }
+        sink.0
+    }
+
+    pub(crate) fn drops(&self, r: DropReason) -> u64 {
+        self.stats.drops[r.index()].get()
+    }
+
+    pub(crate) fn event(&self, e: Event) -> u64 {
+        self.stats.events[e as usize].get()
+    }
+
     fn new(
         me: Ipv4Addr,
         peer: Ipv4Addr,
@@ -113,21 +134,13 @@ impl Gw {
         }
     }
 
-    fn run(&mut self, port: usize, frame: VecBuf, now_ms: u64) -> Vec<(usize, VecBuf)> {
-        let snap = self.db.reader().load_full();
-        let mut sink = Sink::default();
-        let mut cx = BurstCtx { routes: &self.routes, now_ms, alloc: &mut VecAlloc, tx: &mut sink, stats: &self.stats };
-        self.pipe.process(port, [frame], &snap, &mut cx);
-        sink.0
-    }
-
     /// Drops plus the events that mean "this input was consumed here".
     fn accounted(&self) -> u64 {
-        let drops: u64 = DropReason::ALL.iter().map(|r| self.stats.drops[r.index()].get()).sum();
+        let drops: u64 = DropReason::ALL.iter().map(|r| self.drops(*r)).sum();
         let consumed: u64 =
             [Event::NeighborMessages, Event::NeighborsLearned, Event::NeighborReplies, Event::PmtuLowered]
                 .iter()
-                .map(|e| self.stats.events[*e as usize].get())
+                .map(|e| self.event(*e))
                 .sum();
         drops + consumed
     }
@@ -193,15 +206,19 @@ impl Lab {
 
     /// ESP frames B sends A for an inner IP packet from B's side.
     pub fn seal_from_b(&mut self, inner_ip: &[u8]) -> Vec<Vec<u8>> {
-        let out = self.b.run(CLEAR, frame(&eth(inner_ip, MAC_B[CLEAR], MAC_HOST_B)), self.now_ms);
+        let out = self.b.run(CLEAR, vec![frame(&eth(inner_ip, MAC_B[CLEAR], MAC_HOST_B))], self.now_ms);
         out.into_iter().filter(|(p, _)| *p == PROT).map(|(_, f)| f.data().to_vec()).collect()
     }
 
     /// Give A one frame on `port` and check every invariant on what comes out.
     pub fn feed(&mut self, port: usize, bytes: &[u8]) -> Result<Vec<(usize, Vec<u8>)>, String> {
         let before = self.a.accounted();
-        let out: Vec<(usize, Vec<u8>)> =
-            self.a.run(port, frame(bytes), self.now_ms).into_iter().map(|(p, f)| (p, f.data().to_vec())).collect();
+        let out: Vec<(usize, Vec<u8>)> = self
+            .a
+            .run(port, vec![frame(bytes)], self.now_ms)
+            .into_iter()
+            .map(|(p, f)| (p, f.data().to_vec()))
+            .collect();
         let consumed = self.a.accounted() > before;
         if out.is_empty() && !consumed && !is_fragment(bytes) {
             return Err(format!("input on port {port} vanished: no output, no drop, no event: {}", hex(bytes)));

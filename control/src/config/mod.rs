@@ -715,11 +715,7 @@ impl Config {
     /// Line of the `workers.cores[i]` entry, for errors found after parsing
     /// (e.g. a core the machine does not have).
     pub fn core_error(&self, i: usize, reason: impl Into<String>) -> ConfigError {
-        let line = std::fs::read_to_string(&self.file).ok().and_then(|src| {
-            let raw: RawConfig = toml::from_str(&src).ok()?;
-            let c = raw.workers.get_ref().cores.get_ref().get(i)?;
-            Some(Locator { file: &self.file, src: &src }.line(c.span().start))
-        });
+        let line = self.line_of(|r| Some(r.workers.get_ref().cores.get_ref().get(i)?.span().start));
         ConfigError { file: self.file.clone(), line, field: format!("workers.cores[{i}]"), reason: reason.into() }
     }
 }

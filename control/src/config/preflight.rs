@@ -119,7 +119,7 @@ fn pci_sysfs_name(addr: &str) -> String {
 impl Config {
     /// The line of something in the config's raw text (for errors found
     /// after parsing), located by `find` as a byte offset.
-    fn line_of(&self, find: impl FnOnce(&RawConfig) -> Option<usize>) -> Option<usize> {
+    pub(super) fn line_of(&self, find: impl FnOnce(&RawConfig) -> Option<usize>) -> Option<usize> {
         let src = std::fs::read_to_string(&self.file).ok()?;
         let raw: RawConfig = toml::from_str(&src).ok()?;
         let at = find(&raw)?;

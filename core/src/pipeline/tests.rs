@@ -6,7 +6,6 @@ use crate::crypto::Algorithm;
 use crate::esp::Mode;
 use crate::esp::{tests::udp4, tests::udp6, SaConfig};
 use crate::mtu;
-use crate::mtu::VecAlloc;
 use crate::packet::ip::{self, proto};
 use crate::packet::VecBuf;
 use crate::policy::Action;
@@ -23,35 +22,7 @@ const MAC_B_CLEAR: [u8; 6] = [2, 0xb, 0, 0, 0, 0];
 const MAC_HOST_A: [u8; 6] = [2, 0xaa, 0, 0, 0, 9];
 const MAC_HOST_B: [u8; 6] = [2, 0xbb, 0, 0, 0, 9];
 
-use crate::lab::Sink;
-
-/// One gateway: its policy, routes and pipeline.
-struct Gw {
-    db: PolicyDb,
-    routes: RouteTable,
-    pipe: Pipeline<VecBuf>,
-    stats: WorkerStats,
-}
-
-impl Gw {
-    fn run(&mut self, port: usize, frames: Vec<VecBuf>, now: u64) -> Vec<(usize, VecBuf)> {
-        let snap = self.db.reader().load_full();
-        let mut sink = Sink::default();
-        for chunk in frames.chunks(BURST) {
-            let burst: Vec<VecBuf> = chunk.to_vec();
-            let mut cx =
-                BurstCtx { routes: &self.routes, now_ms: now, alloc: &mut VecAlloc, tx: &mut sink, stats: &self.stats };
-            self.pipe.process(port, burst, &snap, &mut cx);
-        }
-        sink.0
-    }
-    fn drops(&self, r: DropReason) -> u64 {
-        self.stats.drops[r as usize].get()
-    }
-    fn event(&self, e: Event) -> u64 {
-        self.stats.events[e as usize].get()
-    }
-}
+use crate::lab::Gw;
 
 /// Gateway pair: A (192.0.2.1) protects 10.0.1.0/24 → 10.0.2.0/24 towards B (198.51.100.1),
 /// both families (fd00:1::/64 → fd00:2::/64), with the given algorithm and options.

@@ -125,7 +125,7 @@ fn encode(reg: &Registry) -> String {
 pub fn per_sa_selection<'s>(sas: &'s [SaStatus], cfg: &MetricsConfig) -> Vec<&'s SaStatus> {
     let top = match cfg.per_sa {
         PerSa::All => return sas.iter().collect(),
-        PerSa::Off => return Vec::new(),
+        PerSa::Off | PerSa::Top(0) => return Vec::new(),
         PerSa::Top(n) => n,
     };
     if sas.len() <= top {
@@ -274,6 +274,7 @@ mod tests {
         assert_eq!(names(&sel), ["sa00007", "sa00047", "sa00048", "sa00049"]);
         assert_eq!(per_sa_selection(&all, &MetricsConfig { per_sa: PerSa::All }).len(), 50);
         assert!(per_sa_selection(&all, &MetricsConfig { per_sa: PerSa::Off }).is_empty());
+        assert!(per_sa_selection(&all, &MetricsConfig { per_sa: PerSa::Top(0) }).is_empty(), "no underflow");
         assert_eq!(per_sa_selection(&all, &MetricsConfig { per_sa: PerSa::Top(100) }).len(), 50);
     }
 

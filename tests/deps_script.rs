@@ -163,3 +163,78 @@ printf 'install ok installed'"#,
     assert!(ok, "{text}");
     assert_eq!(installs, vec!["prometheus".to_string()]);
 }
+
+/// `scripts/rust_tools.sh` on a simulated machine: `rustup` and `cargo` are
+/// stubs that report the components and crates in `have` and log what they
+/// are asked to install.
+fn rust_tools(group: &str, have: &[&str]) -> (bool, Vec<String>) {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let log = dir.path().join("log");
+    let listed =
+        |kind: &str| have.iter().filter_map(|h| h.strip_prefix(kind)).map(|h| format!("{h}\n")).collect::<String>();
+    std::fs::write(dir.path().join("components"), listed("component:")).unwrap();
+    std::fs::write(dir.path().join("crates"), listed("crate:")).unwrap();
+    let d = dir.path().display();
+    stub(
+        &bin,
+        "rustup",
+        &format!(
+            r#"case "$1" in
+  toolchain) echo "nightly-x86_64-unknown-linux-gnu" ;;
+  component) if [ "$2" = list ]; then cat {d}/components; else echo "rustup $*" >> {log}; fi ;;
+esac"#,
+            log = log.display()
+        ),
+    );
+    stub(
+        &bin,
+        "cargo",
+        &format!(
+            r#"if [ "$2" = install ] && [ "$3" = --list ]; then cat {d}/crates; exit 0; fi
+echo "cargo $*" >> {log}"#,
+            log = log.display()
+        ),
+    );
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let out = Command::new("bash")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/rust_tools.sh"))
+        .arg(group)
+        .env("PATH", path)
+        .env_remove("ESPGW_DEPS_DRY_RUN")
+        .output()
+        .unwrap();
+    let calls = std::fs::read_to_string(&log).unwrap_or_default().lines().map(str::to_string).collect();
+    (out.status.success(), calls)
+}
+
+#[test]
+fn each_missing_rust_tool_is_installed_and_nothing_else() {
+    let all = [
+        "component:miri-x86_64-unknown-linux-gnu",
+        "component:rust-src",
+        "component:llvm-tools-x86_64-unknown-linux-gnu",
+        "crate:cargo-fuzz v0.13.2:",
+    ];
+    // Everything there: nothing installed (miri also sets up its sysroot).
+    for group in ["fuzz", "coverage", "miri"] {
+        let (ok, calls) = rust_tools(group, &all);
+        assert!(ok, "{group}");
+        assert!(calls.iter().all(|c| c.contains("miri setup")), "{group}: {calls:?}");
+    }
+    // Each one missing: exactly that one installed.
+    for (group, missing, install) in [
+        ("fuzz", 3, "cargo +nightly install cargo-fuzz --locked"),
+        ("coverage", 2, "rustup component add --toolchain nightly llvm-tools"),
+        ("coverage", 3, "cargo +nightly install cargo-fuzz --locked"),
+        ("miri", 0, "rustup component add --toolchain nightly miri"),
+        ("miri", 1, "rustup component add --toolchain nightly rust-src"),
+    ] {
+        let have: Vec<&str> = all.iter().enumerate().filter(|(i, _)| *i != missing).map(|(_, h)| *h).collect();
+        let (ok, calls) = rust_tools(group, &have);
+        assert!(ok, "{group} without {}", all[missing]);
+        let installs: Vec<&String> = calls.iter().filter(|c| !c.contains("miri setup")).collect();
+        assert_eq!(installs, [install], "{group} without {}", all[missing]);
+    }
+}

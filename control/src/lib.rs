@@ -4,6 +4,8 @@ pub mod api;
 pub mod client;
 pub mod config;
 pub mod events;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 pub mod gateway;
 pub mod live;
 pub mod log;

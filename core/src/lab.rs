@@ -28,6 +28,23 @@ use crate::policy::{Action, Defaults, Eroute, PolicyDb, ProtectOptions, SaRole, 
 use crate::route::{Route, RouteTable};
 use crate::stats::{DropReason, Event, WorkerStats};
 
+mod surfaces;
+pub use surfaces::{esp_sealed, icmp_too_big, neighbor, reassembly};
+
+/// A fuzz driver: the input, and the first invariant it broke.
+pub type Driver = fn(&[u8]) -> Result<(), String>;
+
+/// The data path's fuzz targets: the name of each (its `fuzz/fuzz_targets/`
+/// file and its `fuzz/seeds/` and `fuzz/regressions/` folders) and its driver.
+pub const TARGETS: [(&str, Driver); 6] = [
+    ("pipeline", drive),
+    ("wire", check_parse),
+    ("esp", esp_sealed),
+    ("reassembly", reassembly),
+    ("icmp", icmp_too_big),
+    ("neighbor", neighbor),
+];
+
 /// Port indexes.
 pub const CLEAR: usize = 0;
 pub const PROT: usize = 1;
@@ -80,6 +97,7 @@ impl Gw {
         self.stats.events[e as usize].get()
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn new(
         me: Ipv4Addr,
         peer: Ipv4Addr,
@@ -126,12 +144,7 @@ impl Gw {
             },
             PortInfo { role: PortRole::Protected, mtu: MTU[PROT], mac: macs[PROT], addr_v4: Some(me), addr_v6: None },
         ];
-        Gw {
-            db,
-            routes,
-            pipe: Pipeline::new(ports, ReasmConfig::default(), PMTU_AGEING_MS),
-            stats: WorkerStats::new(2),
-        }
+        Gw { db, routes, pipe: Pipeline::new(ports, lab_reasm(), PMTU_AGEING_MS), stats: WorkerStats::new(2) }
     }
 
     /// Drops plus the events that mean "this input was consumed here".
@@ -144,6 +157,13 @@ impl Gw {
                 .sum();
         drops + consumed
     }
+}
+
+/// The lab's reassembly budget: a small pool's (255 buffers, 15 per
+/// source), so that inputs reach eviction and the source limit, and a lab
+/// is quick to build (the default table preallocates 1 024 datagrams).
+pub(crate) fn lab_reasm() -> ReasmConfig {
+    ReasmConfig::for_pool(2047, 2176, 1)
 }
 
 /// A frame with room to grow (ESP adds headers and trailers in place).
@@ -170,6 +190,8 @@ pub struct Lab {
     b: Gw,
     now_ms: u64,
     ivs: HashSet<(u32, [u8; 8])>,
+    /// Frames A sent on its cleartext port since this was last cleared.
+    delivered: Vec<Vec<u8>>,
 }
 
 impl Default for Lab {
@@ -196,6 +218,7 @@ impl Lab {
             ),
             now_ms: 1,
             ivs: HashSet::new(),
+            delivered: Vec::new(),
         }
     }
 
@@ -227,6 +250,9 @@ impl Lab {
             self.check_output(*p, f).map_err(|e| {
                 format!("{e}\n  output on port {p}: {}\n  input on port {port}: {}", hex(f), hex(bytes))
             })?;
+            if *p == CLEAR {
+                self.delivered.push(f.clone());
+            }
         }
         Ok(out)
     }
@@ -237,7 +263,7 @@ impl Lab {
         }
         let ip = &f[14..];
         match u16::from_be_bytes([f[12], f[13]]) {
-            0x0806 => return if f.len() >= 42 { Ok(()) } else { Err("short ARP".into()) },
+            0x0806 => check_arp(port, f),
             0x0800 => self.check_v4(port, ip),
             0x86dd => check_v6(port, ip),
             t => Err(format!("ethertype {t:#06x} sent")),
@@ -264,6 +290,12 @@ impl Lab {
             return Err(format!("sent to the gateway's own address {dst}"));
         }
         let own_icmp = ip[9] == 1 && [A_IP, A_CLEAR_V4].contains(&src);
+        if own_icmp && ip.len() >= hl + 8 && ip[hl] == 3 && ip[hl + 1] == 4 {
+            let mtu = u16::from_be_bytes([ip[hl + 6], ip[hl + 7]]);
+            if !(68..=MTU[PROT]).contains(&mtu) {
+                return Err(format!("fragmentation needed announces {mtu} (68..={})", MTU[PROT]));
+            }
+        }
         match port {
             PROT if ip[9] == 50 => {
                 let first = u16::from_be_bytes([ip[6], ip[7]]) & 0x1fff == 0;
@@ -313,12 +345,35 @@ fn check_v6(port: usize, ip: &[u8]) -> Result<(), String> {
         return Err(format!("sent to the gateway's own address {dst}"));
     }
     let own_icmp = ip[6] == 58 && (src == A_CLEAR_V6 || src.segments()[0] & 0xffc0 == 0xfe80);
+    if own_icmp && ip.len() >= 64 && ip[40] == 136 && addr(48) != A_CLEAR_V6 {
+        return Err(format!("neighbour advertisement for {}, not A's own address", addr(48)));
+    }
+    if own_icmp && ip.len() >= 48 && ip[40] == 2 {
+        let mtu = u32::from_be_bytes([ip[44], ip[45], ip[46], ip[47]]);
+        if !(1280..=u32::from(MTU[PROT])).contains(&mtu) {
+            return Err(format!("Packet Too Big announces {mtu} (IPv6 needs 1280..={})", MTU[PROT]));
+        }
+    }
     match port {
         PROT => Err(format!("IPv6 in clear left the protected port: {src} -> {dst} (A's tunnel is IPv4)")),
         _ if own_icmp => Ok(()),
         _ if src.segments()[..4] == [0xfd00, 2, 0, 0] && dst.segments()[..4] == [0xfd00, 1, 0, 0] => Ok(()),
         _ => Err(format!("{src} -> {dst} left the cleartext port outside the inbound selectors")),
     }
+}
+
+/// ARP from A: long enough, and only ever about A's own address on that
+/// port, from that port's MAC (no proxy ARP in the lab).
+fn check_arp(port: usize, f: &[u8]) -> Result<(), String> {
+    if f.len() < 42 {
+        return Err("short ARP".into());
+    }
+    let (sha, spa) = (&f[22..28], Ipv4Addr::new(f[28], f[29], f[30], f[31]));
+    let own = [A_CLEAR_V4, A_IP][port];
+    if sha != MAC_A[port] || spa != own {
+        return Err(format!("ARP on port {port} as {spa} ({}), not as the port's own {own}", hex(sha)));
+    }
+    Ok(())
 }
 
 /// Is this frame an IP fragment (reassembly may hold it without a count)?
@@ -535,22 +590,35 @@ mod tests {
     }
 
     /// The fuzz seeds and every input a fuzzer ever found (fuzz/regressions)
-    /// run in the normal suite.
+    /// run in the normal suite, for every target.
     #[test]
     fn seeds_and_regressions_hold_every_invariant() {
         let fuzz = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz");
-        let mut n = 0;
-        for dir in ["seeds/pipeline", "regressions/pipeline"] {
-            for e in std::fs::read_dir(fuzz.join(dir)).into_iter().flatten() {
-                let p = e.unwrap().path();
-                drive(&std::fs::read(&p).unwrap()).unwrap_or_else(|v| panic!("{}: {v}", p.display()));
-                n += 1;
+        for (target, run) in TARGETS {
+            let mut n = 0;
+            for dir in ["seeds", "regressions"] {
+                for e in std::fs::read_dir(fuzz.join(dir).join(target)).into_iter().flatten() {
+                    let p = e.unwrap().path();
+                    run(&std::fs::read(&p).unwrap()).unwrap_or_else(|v| panic!("{}: {v}", p.display()));
+                    n += 1;
+                }
             }
+            assert!(n >= 2, "{n} {target} seeds");
         }
-        for e in std::fs::read_dir(fuzz.join("seeds/wire")).unwrap() {
-            let p = e.unwrap().path();
-            check_parse(&std::fs::read(&p).unwrap()).unwrap_or_else(|v| panic!("{}: {v}", p.display()));
-        }
-        assert!(n >= 10, "{n} pipeline seeds");
+    }
+
+    /// Every target has its fuzz_targets file, and every file is a target.
+    #[test]
+    fn the_fuzz_targets_are_the_listed_ones() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/fuzz_targets");
+        let mut files: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().trim_end_matches(".rs").to_string())
+            .collect();
+        files.sort();
+        let mut names: Vec<String> =
+            TARGETS.iter().map(|t| t.0.to_string()).chain(["api", "config"].map(String::from)).collect();
+        names.sort();
+        assert_eq!(files, names);
     }
 }

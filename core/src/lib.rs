@@ -17,4 +17,5 @@ pub mod pipeline;
 pub mod policy;
 pub mod route;
 pub mod stats;
+mod sync;
 pub mod wire;

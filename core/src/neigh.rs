@@ -106,10 +106,13 @@ mod tests {
         let mut acc = ip::sum16(&pkt[8..40], 0) + 32 + u32::from(proto::ICMPV6);
         acc = ip::sum16(&pkt[40..], acc);
         assert_eq!(ip::fold(acc), 0);
-        // Hop limit other than 255 is refused.
+        // Hop limit other than 255 is refused, and so is a wrong checksum.
         let mut bad = pkt.to_vec();
         bad[7] = 64;
         assert_eq!(parse_nd(&bad), None);
+        let mut bad = pkt.to_vec();
+        bad[60] ^= 1;
+        assert_eq!(parse_nd(&bad), None, "a target address the checksum does not cover");
     }
 
     #[test]

@@ -224,14 +224,15 @@ pub fn fmt_mac(m: &[u8; 6]) -> String {
 
 /// Hex key material, with or without `0x`, `:` or spaces. Never echoes it.
 fn parse_key(s: &str) -> Result<Vec<u8>, String> {
-    let t: String = s.trim().trim_start_matches("0x").chars().filter(|c| !matches!(c, ':' | ' ' | '_')).collect();
+    let t: Vec<u8> = s.trim().trim_start_matches("0x").bytes().filter(|c| !matches!(c, b':' | b' ' | b'_')).collect();
+    // Checked byte by byte (not sliced as text: a non-ASCII character must
+    // be refused, not split; the fuzzer found that panic).
+    let nibble =
+        |c: u8| char::from(c).to_digit(16).map(|d| d as u8).ok_or_else(|| "key is not hexadecimal".to_string());
     if !t.len().is_multiple_of(2) {
         return Err("key is not a whole number of hex bytes".into());
     }
-    (0..t.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&t[i..i + 2], 16).map_err(|_| "key is not hexadecimal".to_string()))
-        .collect()
+    t.chunks_exact(2).map(|p| Ok(nibble(p[0])? << 4 | nibble(p[1])?)).collect()
 }
 
 fn action_of(s: &str) -> Option<&'static str> {

@@ -492,12 +492,13 @@ impl Config {
         let loc = Locator { file: path, src };
         let raw: RawConfig = toml::from_str(src).map_err(|e| {
             let line = e.span().map(|s| loc.line(s.start));
-            ConfigError {
-                file: path.to_path_buf(),
-                line,
-                field: String::new(),
-                reason: e.message().trim().replace('\n', "; "),
-            }
+            // toml has no message for some errors (a control character in a
+            // comment); its Display would quote the line, which may hold a key.
+            let reason = match e.message().trim() {
+                "" => "invalid TOML (a character TOML does not allow here, such as a control character)".to_string(),
+                m => m.replace('\n', "; "),
+            };
+            ConfigError { file: path.to_path_buf(), line, field: String::new(), reason }
         })?;
         Self::validate(&loc, raw)
     }

@@ -15,7 +15,7 @@
 //!   ([`SeqSpace::set_lease`]); a restart resumes from the persisted mark, so
 //!   numbers it never saw used are skipped, never repeated.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use crate::sync::{AtomicU64, Ordering};
 
 use crossbeam_utils::CachePadded;
 
@@ -31,17 +31,18 @@ pub struct KeyId([u8; 32]);
 impl KeyId {
     /// The fingerprint of `algorithm` with these keys.
     pub fn of(algorithm: Algorithm, enc_key: &[u8], auth_key: &[u8]) -> KeyId {
-        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+        // SHA-256 in pure Rust (the same digest ring computed before, so
+        // persisted key ids stay valid), which Miri can also run.
+        use sha2::Digest;
+        let mut ctx = sha2::Sha256::new();
         ctx.update(b"espgw key id v1\0");
         ctx.update(algorithm.name().as_bytes());
         // Lengths make the encoding unambiguous.
-        ctx.update(&(enc_key.len() as u32).to_be_bytes());
+        ctx.update((enc_key.len() as u32).to_be_bytes());
         ctx.update(enc_key);
-        ctx.update(&(auth_key.len() as u32).to_be_bytes());
+        ctx.update((auth_key.len() as u32).to_be_bytes());
         ctx.update(auth_key);
-        let mut out = [0u8; 32];
-        out.copy_from_slice(ctx.finish().as_ref());
-        KeyId(out)
+        KeyId(ctx.finalize().into())
     }
 
     /// Lower-case hex (state file).

@@ -33,6 +33,12 @@ pub fn parse_nd(pkt: &[u8]) -> Option<Nd> {
     if m.len() < 24 || !(m[0] == NS || m[0] == NA) || m[1] != 0 {
         return None;
     }
+    // RFC 4861 §7.1: a message whose ICMPv6 checksum is wrong is discarded
+    // (it must not teach us a neighbour or draw an answer).
+    let acc = ip::sum16(&pkt[8..40], m.len() as u32 + u32::from(proto::ICMPV6));
+    if ip::fold(ip::sum16(m, acc)) != 0 {
+        return None;
+    }
     let target = Ipv6Addr::from(<[u8; 16]>::try_from(&m[8..24]).ok()?);
     let want = if m[0] == NS { 1 } else { 2 };
     let mut lladdr = None;

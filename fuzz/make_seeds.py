@@ -104,6 +104,9 @@ write("config", "bad_key_len", b'[[sa]]\nname = "x"\ndirection = "out"\nspi = 1\
 write("config", "unknown_field", b'[workers]\ncores = [0]\nbogus = 1\n')
 write("config", "broken_toml", b'[[port]\nname = "a"\n')
 
+# pipeline: the pass eroute's flow (clear out of the protected port), small and DF-big
+write("pipeline", "pass_flow", op(2, udp4([10, 0, 1, 5], [10, 0, 9, 7], 100)) + op(2, udp4([10, 0, 1, 5], [10, 0, 9, 7], 1460, df=True)) + op(2, udp4([10, 0, 1, 5], [10, 0, 9, 7], 1460)))
+
 # api: requests separated by NUL; a request line, headers, an empty line, a body
 AUTH = "Authorization: Bearer fuzz-token\nContent-Type: application/json\n"
 

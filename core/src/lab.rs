@@ -4,12 +4,13 @@
 //! violation is a bug even when nothing panicked.
 //!
 //! A protects 10.0.1.0/24 → 10.0.2.0/24 (and fd00:1::/64 → fd00:2::/64)
-//! towards peer B (198.51.100.1) with AES-128-GCM; B's own gateway seals the
-//! ESP that A receives, so inputs can be valid ESP with mutated bytes.
+//! towards peer B (198.51.100.1) with AES-128-GCM and passes 10.0.1.0/24 →
+//! 10.0.9.0/24 in clear; B's own gateway seals the ESP that A receives, so
+//! inputs can be valid ESP with mutated bytes.
 //!
 //! Invariants (issue 17): every output frame is well formed (lengths, IPv4
 //! header checksum); none exceeds its port's MTU; nothing leaves the
-//! protected port in clear (the lab has no pass eroute) but ESP and the
+//! protected port in clear but ESP, the pass eroute's flow and the
 //! gateway's own ICMP; what leaves the cleartext port decrypted matches the
 //! inbound SA's selectors; nothing addressed to the gateway is forwarded;
 //! every input is accounted for (an output, a drop, or an event that
@@ -53,6 +54,9 @@ const A_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
 const B_IP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
 const A_CLEAR_V4: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 254);
 const A_CLEAR_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 1, 0, 0, 0, 0, 0, 0xfe);
+/// The pass eroute's selector: A's hosts to 10.0.9.0/24, in clear.
+const PASS_SRC: &str = "10.0.1.0/24";
+const PASS_DST: &str = "10.0.9.0/24";
 const MAC_A: [[u8; 6]; 2] = [[2, 0xa, 0, 0, 0, 0], [2, 0xa, 0, 0, 0, 1]];
 const MAC_B: [[u8; 6]; 2] = [[2, 0xb, 0, 0, 0, 0], [2, 0xb, 0, 0, 0, 1]];
 const MAC_HOST_A: [u8; 6] = [2, 0xaa, 0, 0, 0, 9];
@@ -204,8 +208,15 @@ impl Lab {
     pub fn new() -> Lab {
         let nets_a = ["10.0.1.0/24", "10.0.2.0/24", "fd00:1::/64", "fd00:2::/64"];
         let nets_b = ["10.0.2.0/24", "10.0.1.0/24", "fd00:2::/64", "fd00:1::/64"];
+        let mut a =
+            Gw::new(A_IP, B_IP, nets_a, (0xa0b0, 0xb0a0), MAC_A, MAC_HOST_A, MAC_B[PROT], (A_CLEAR_V4, A_CLEAR_V6));
+        // One flow A passes in clear (to the Internet through the protected
+        // port): the only cleartext the protected port may carry.
+        let pass = Selector::nets(PASS_SRC.parse().expect("prefix"), PASS_DST.parse().expect("prefix"));
+        a.db.add_eroute(Eroute { id: 3, selector: pass, priority: 1, action: Action::Pass })
+            .expect("the pass eroute is valid");
         Lab {
-            a: Gw::new(A_IP, B_IP, nets_a, (0xa0b0, 0xb0a0), MAC_A, MAC_HOST_A, MAC_B[PROT], (A_CLEAR_V4, A_CLEAR_V6)),
+            a,
             b: Gw::new(
                 B_IP,
                 A_IP,
@@ -310,6 +321,7 @@ impl Lab {
                 Ok(())
             }
             PROT if own_icmp => Ok(()),
+            PROT if src.octets()[..3] == [10, 0, 1] && dst.octets()[..3] == [10, 0, 9] => Ok(()), // the pass eroute
             PROT => Err(format!("cleartext left the protected port: {src} -> {dst} proto {}", ip[9])),
             _ if own_icmp => Ok(()),
             _ => {
@@ -522,6 +534,13 @@ mod tests {
         let out =
             lab.feed(CLEAR, &eth(&udp4([10, 0, 1, 5], [10, 0, 2, 7], 1500, false), MAC_A[CLEAR], MAC_HOST_A)).unwrap();
         assert_eq!(out.len(), 2, "two ESP fragments");
+        // The pass eroute's flow leaves in clear; the reverse is not let in.
+        let out =
+            lab.feed(CLEAR, &eth(&udp4([10, 0, 1, 5], [10, 0, 9, 7], 100, false), MAC_A[CLEAR], MAC_HOST_A)).unwrap();
+        assert!(matches!(&out[..], [(PROT, f)] if f[14 + 9] == 17), "passed in clear: {out:?}");
+        let out =
+            lab.feed(PROT, &eth(&udp4([10, 0, 9, 7], [10, 0, 1, 5], 100, false), MAC_A[PROT], MAC_B[PROT])).unwrap();
+        assert!(out.is_empty(), "inbound clear is dropped by default");
     }
 
     #[test]
@@ -575,7 +594,8 @@ mod tests {
                 let mut body: Vec<u8> = (0..len).map(|_| next() as u8).collect();
                 // Mostly well-formed headers, so the deeper paths are reached.
                 if tag == 2 && len >= 28 {
-                    body[..28].copy_from_slice(&udp4([10, 0, 1, 5], [10, 0, 2, (next() % 255) as u8], 28, false));
+                    let net = if next() % 4 == 0 { 9 } else { 2 }; // sometimes the pass eroute's flow
+                    body[..28].copy_from_slice(&udp4([10, 0, 1, 5], [10, 0, net, (next() % 255) as u8], 28, false));
                 }
                 if tag == 3 && len >= 30 {
                     body[2..30].copy_from_slice(&udp4([10, 0, 2, 7], [10, 0, 1, (next() % 255) as u8], 28, false));

@@ -18,6 +18,7 @@ def median_ns(group, bench):
 def esp_table():
     rows = []
     for alg, backends in [("aes128-gcm16", ["ring", "rustcrypto"]), ("aes256-gcm16", ["ring", "rustcrypto"]),
+                          ("chacha20-poly1305", ["ring", "rustcrypto"]),
                           ("aes128-cbc-hmac-sha1-96", ["rustcrypto"]), ("null-hmac-sha1-96", ["rustcrypto"])]:
         for be in backends:
             g = f"{alg}_{be}"

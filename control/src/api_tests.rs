@@ -550,3 +550,25 @@ fn rekey_is_make_before_break() {
     let (s, v) = call(&st, "POST", "/api/v1/sas", Some(input));
     assert_eq!(s, 201, "{v}");
 }
+
+/// The document's algorithm list is the data path's (one list of names).
+#[test]
+fn openapi_algorithms_are_the_data_paths() {
+    let doc = document();
+    let mut stack = vec![doc];
+    let mut found = None;
+    while let Some(v) = stack.pop() {
+        if let Some(e) = v.pointer("/properties/algorithm/enum") {
+            found = Some(e.clone());
+        }
+        match v {
+            Value::Object(m) => stack.extend(m.values()),
+            Value::Array(a) => stack.extend(a),
+            _ => {}
+        }
+    }
+    let documented: Vec<String> =
+        found.expect("an algorithm enum").as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect();
+    let ours: Vec<String> = espgw_core::crypto::Algorithm::ALL.iter().map(|a| a.name().to_string()).collect();
+    assert_eq!(documented, ours);
+}

@@ -39,7 +39,13 @@ fn backend_for(a: Algorithm) -> Vec<(Backend, &'static str)> {
 fn bench(c: &mut Criterion) {
     let tunnel =
         Mode::Tunnel { local: Ipv4Addr::new(192, 0, 2, 1).into(), remote: Ipv4Addr::new(198, 51, 100, 1).into() };
-    for a in [Algorithm::AesGcm128, Algorithm::AesGcm256, Algorithm::AesCbc128HmacSha1, Algorithm::NullHmacSha1] {
+    for a in [
+        Algorithm::AesGcm128,
+        Algorithm::AesGcm256,
+        Algorithm::Chacha20Poly1305,
+        Algorithm::AesCbc128HmacSha1,
+        Algorithm::NullHmacSha1,
+    ] {
         for (backend, bname) in backend_for(a) {
             let mut g = c.benchmark_group(format!("{}/{}", a.name(), bname));
             g.warm_up_time(Duration::from_millis(300)).measurement_time(Duration::from_millis(1200)).sample_size(30);

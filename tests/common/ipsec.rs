@@ -23,6 +23,13 @@ pub const GCM256: Alg = Alg {
     auth_key: "",
     tunnel_mtu: 1446,
 };
+/// RFC 7634: the same overhead as GCM (8-byte IV, 16-byte ICV, 4-byte alignment).
+pub const CHACHA: Alg = Alg {
+    name: "chacha20-poly1305",
+    enc_key: "808182838485868788898a8b8c8d8e8f909192939495969798999a9b9c9d9e9f07000000",
+    auth_key: "",
+    tunnel_mtu: 1446,
+};
 pub const CBC128: Alg = Alg {
     name: "aes128-cbc-hmac-sha1-96",
     enc_key: "000102030405060708090a0b0c0d0e0f",

@@ -25,6 +25,8 @@ ALGS = {
     "aes128-cbc-hmac-sha1-96": ("AES-CBC", "HMAC-SHA1-96"),
     "aes256-cbc-hmac-sha1-96": ("AES-CBC", "HMAC-SHA1-96"),
     "null-hmac-sha1-96": ("NULL", "HMAC-SHA1-96"),
+    # RFC 7634 (salt 4 + IV 8, 16-byte ICV), through pyca/cryptography's ChaCha20Poly1305
+    "chacha20-poly1305": ("CHACHA20-POLY1305", None),
 }
 
 

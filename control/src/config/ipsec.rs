@@ -6,7 +6,7 @@
 //! name = "to-b"
 //! direction = "out"            # or "in"
 //! spi = 0x1001
-//! algorithm = "aes128-gcm16"   # aes256-gcm16, aes128-cbc-hmac-sha1-96, aes256-cbc-hmac-sha1-96, null-hmac-sha1-96
+//! algorithm = "aes128-gcm16"   # aes256-gcm16, chacha20-poly1305, aes128-cbc-hmac-sha1-96, aes256-cbc-hmac-sha1-96, null-hmac-sha1-96
 //! enc_key = "0x..."            # GCM: key + 4-byte salt
 //! auth_key = "0x..."           # HMAC key (CBC/NULL)
 //! mode = "tunnel"              # or "transport"

@@ -65,7 +65,7 @@ pub const KEYS: &[Key] = &[
     Key { section: "sa", key: "name", ty: "string", default: "required", meaning: "The SA's name in eroutes, the API and metrics." },
     Key { section: "sa", key: "direction", ty: "\"in\" | \"out\"", default: "required", meaning: "out: we encrypt with it; in: we decrypt with it." },
     Key { section: "sa", key: "spi", ty: "integer 256..2^32-1", default: "required", meaning: "Security Parameter Index (0x hex in TOML is fine)." },
-    Key { section: "sa", key: "algorithm", ty: "string", default: "required", meaning: "aes128-gcm16, aes256-gcm16, aes128-cbc-hmac-sha1-96, aes256-cbc-hmac-sha1-96 or null-hmac-sha1-96." },
+    Key { section: "sa", key: "algorithm", ty: "string", default: "required", meaning: "aes128-gcm16, aes256-gcm16, chacha20-poly1305 (RFC 7634; 36-byte key: 32 + 4 salt), aes128-cbc-hmac-sha1-96, aes256-cbc-hmac-sha1-96 or null-hmac-sha1-96." },
     Key { section: "sa", key: "backend", ty: "\"auto\" | \"ipsec-mb\" | \"ring\" | \"rustcrypto\"", default: "auto", meaning: "Crypto implementation; auto picks intel-ipsec-mb where it runs (the fastest measured)." },
     Key { section: "sa", key: "enc_key", ty: "hex string", default: "required", meaning: "Encryption key; GCM: key + 4-byte salt (RFC 4106). Never printed." },
     Key { section: "sa", key: "auth_key", ty: "hex string", default: "required for CBC/NULL", meaning: "20-byte HMAC-SHA1 key. Never printed." },

@@ -1,5 +1,6 @@
-//! The built-in ESP transforms: AES-GCM through `ring` or RustCrypto,
-//! AES-CBC + HMAC-SHA1-96 and NULL + HMAC-SHA1-96 through RustCrypto.
+//! The built-in ESP transforms: AES-GCM and ChaCha20-Poly1305 through `ring`
+//! or RustCrypto, AES-CBC + HMAC-SHA1-96 and NULL + HMAC-SHA1-96 through
+//! RustCrypto.
 
 use aes::cipher::{BlockDecryptMut, BlockEncrypt, BlockEncryptMut, InnerIvInit, KeyInit};
 use aes_gcm::aead::AeadInPlace;
@@ -21,9 +22,10 @@ type Aes256CbcDec = cbc::Decryptor<aes::Aes256>;
 // (it is the hot backend) and saves a pointer chase per packet.
 #[allow(clippy::large_enum_variant)]
 pub enum Builtin {
-    GcmRing { key: ring::aead::LessSafeKey, salt: [u8; 4] },
+    AeadRing { key: ring::aead::LessSafeKey, salt: [u8; 4] },
     Gcm128Rc { key: Box<aes_gcm::Aes128Gcm>, salt: [u8; 4] },
     Gcm256Rc { key: Box<aes_gcm::Aes256Gcm>, salt: [u8; 4] },
+    ChachaRc { key: Box<chacha20poly1305::ChaCha20Poly1305>, salt: [u8; 4] },
     Cbc128 { key: Box<aes::Aes128>, mac: Box<HmacSha1>, iv_gen: Box<aes::Aes128> },
     Cbc256 { key: Box<aes::Aes256>, mac: Box<HmacSha1>, iv_gen: Box<aes::Aes128> },
     Null { mac: Box<HmacSha1> },
@@ -48,11 +50,14 @@ impl Builtin {
             got: enc_key.len(),
         };
         Ok(match (algorithm, backend) {
-            (Algorithm::AesGcm128 | Algorithm::AesGcm256, Backend::Ring) => {
-                let alg =
-                    if algorithm == Algorithm::AesGcm128 { &ring::aead::AES_128_GCM } else { &ring::aead::AES_256_GCM };
+            (Algorithm::AesGcm128 | Algorithm::AesGcm256 | Algorithm::Chacha20Poly1305, Backend::Ring) => {
+                let alg = match algorithm {
+                    Algorithm::AesGcm128 => &ring::aead::AES_128_GCM,
+                    Algorithm::AesGcm256 => &ring::aead::AES_256_GCM,
+                    _ => &ring::aead::CHACHA20_POLY1305,
+                };
                 let key = ring::aead::UnboundKey::new(alg, &enc_key[..enc_key.len() - 4]).map_err(|_| bad_key())?;
-                Builtin::GcmRing { key: ring::aead::LessSafeKey::new(key), salt: salt(enc_key) }
+                Builtin::AeadRing { key: ring::aead::LessSafeKey::new(key), salt: salt(enc_key) }
             }
             (_, Backend::Ring) => {
                 return Err(CryptoError::Unsupported { backend: "ring", algorithm: algorithm.name() })
@@ -66,6 +71,12 @@ impl Builtin {
             },
             (Algorithm::AesGcm256, _) => Builtin::Gcm256Rc {
                 key: Box::new(aes_gcm::Aes256Gcm::new_from_slice(&enc_key[..32]).map_err(|_| bad_key())?),
+                salt: salt(enc_key),
+            },
+            (Algorithm::Chacha20Poly1305, _) => Builtin::ChachaRc {
+                key: Box::new(
+                    chacha20poly1305::ChaCha20Poly1305::new_from_slice(&enc_key[..32]).map_err(|_| bad_key())?,
+                ),
                 salt: salt(enc_key),
             },
             (Algorithm::AesCbc128HmacSha1, _) => Builtin::Cbc128 {
@@ -84,15 +95,18 @@ impl Builtin {
 
     fn algorithm(&self) -> Algorithm {
         match self {
-            Builtin::GcmRing { key, .. } => {
+            Builtin::AeadRing { key, .. } => {
                 if key.algorithm() == &ring::aead::AES_128_GCM {
                     Algorithm::AesGcm128
-                } else {
+                } else if key.algorithm() == &ring::aead::AES_256_GCM {
                     Algorithm::AesGcm256
+                } else {
+                    Algorithm::Chacha20Poly1305
                 }
             }
             Builtin::Gcm128Rc { .. } => Algorithm::AesGcm128,
             Builtin::Gcm256Rc { .. } => Algorithm::AesGcm256,
+            Builtin::ChachaRc { .. } => Algorithm::Chacha20Poly1305,
             Builtin::Cbc128 { .. } => Algorithm::AesCbc128HmacSha1,
             Builtin::Cbc256 { .. } => Algorithm::AesCbc256HmacSha1,
             Builtin::Null { .. } => Algorithm::NullHmacSha1,
@@ -103,9 +117,12 @@ impl Builtin {
     #[inline]
     pub fn make_iv(&self, seq: u64, iv: &mut [u8]) {
         match self {
-            Builtin::GcmRing { .. } | Builtin::Gcm128Rc { .. } | Builtin::Gcm256Rc { .. } => {
-                iv[..8].copy_from_slice(&seq.to_be_bytes())
-            }
+            // GCM and ChaCha20-Poly1305 need a unique IV per key (RFC 4106
+            // §3.1, RFC 7634 §2): the sequence number is one.
+            Builtin::AeadRing { .. }
+            | Builtin::Gcm128Rc { .. }
+            | Builtin::Gcm256Rc { .. }
+            | Builtin::ChachaRc { .. } => iv[..8].copy_from_slice(&seq.to_be_bytes()),
             Builtin::Cbc128 { iv_gen, .. } | Builtin::Cbc256 { iv_gen, .. } => cbc_iv(iv_gen, seq, iv),
             Builtin::Null { .. } => {}
         }
@@ -124,11 +141,11 @@ impl Builtin {
         }
         let body_end = esp.len() - icv_len;
         match self {
-            Builtin::GcmRing { key, salt } => {
+            Builtin::AeadRing { key, salt } => {
                 let (head, rest) = esp.split_at_mut(ESP_HDR_LEN + iv_len);
                 let (body, icv) = rest.split_at_mut(body_end - ESP_HDR_LEN - iv_len);
-                let nonce = gcm_nonce(salt, &head[ESP_HDR_LEN..]);
-                let aad = GcmAad::new(&head[..ESP_HDR_LEN], seq_hi);
+                let nonce = aead_nonce(salt, &head[ESP_HDR_LEN..]);
+                let aad = EspAad::new(&head[..ESP_HDR_LEN], seq_hi);
                 let tag = key
                     .seal_in_place_separate_tag(
                         ring::aead::Nonce::assume_unique_for_key(nonce),
@@ -138,8 +155,9 @@ impl Builtin {
                     .map_err(|_| CryptoError::TooShort)?;
                 icv.copy_from_slice(tag.as_ref());
             }
-            Builtin::Gcm128Rc { key, salt } => seal_gcm_rc(key.as_ref(), salt, esp, iv_len, body_end, seq_hi)?,
-            Builtin::Gcm256Rc { key, salt } => seal_gcm_rc(key.as_ref(), salt, esp, iv_len, body_end, seq_hi)?,
+            Builtin::Gcm128Rc { key, salt } => seal_aead_rc(key.as_ref(), salt, esp, iv_len, body_end, seq_hi)?,
+            Builtin::Gcm256Rc { key, salt } => seal_aead_rc(key.as_ref(), salt, esp, iv_len, body_end, seq_hi)?,
+            Builtin::ChachaRc { key, salt } => seal_aead_rc(key.as_ref(), salt, esp, iv_len, body_end, seq_hi)?,
             Builtin::Cbc128 { key, mac, .. } => {
                 let (head, body) = esp[..body_end].split_at_mut(ESP_HDR_LEN + iv_len);
                 let iv: [u8; 16] = head[ESP_HDR_LEN..].try_into().expect("16-byte IV");
@@ -169,10 +187,10 @@ impl Builtin {
         }
         let body_end = esp.len() - icv_len;
         match self {
-            Builtin::GcmRing { key, salt } => {
+            Builtin::AeadRing { key, salt } => {
                 let (head, rest) = esp.split_at_mut(ESP_HDR_LEN + iv_len);
-                let nonce = gcm_nonce(salt, &head[ESP_HDR_LEN..]);
-                let aad = GcmAad::new(&head[..ESP_HDR_LEN], seq_hi);
+                let nonce = aead_nonce(salt, &head[ESP_HDR_LEN..]);
+                let aad = EspAad::new(&head[..ESP_HDR_LEN], seq_hi);
                 key.open_in_place(
                     ring::aead::Nonce::assume_unique_for_key(nonce),
                     ring::aead::Aad::from(aad.as_ref()),
@@ -180,8 +198,9 @@ impl Builtin {
                 )
                 .map_err(|_| CryptoError::AuthFailed)?;
             }
-            Builtin::Gcm128Rc { key, salt } => open_gcm_rc(key.as_ref(), salt, esp, iv_len, body_end, seq_hi)?,
-            Builtin::Gcm256Rc { key, salt } => open_gcm_rc(key.as_ref(), salt, esp, iv_len, body_end, seq_hi)?,
+            Builtin::Gcm128Rc { key, salt } => open_aead_rc(key.as_ref(), salt, esp, iv_len, body_end, seq_hi)?,
+            Builtin::Gcm256Rc { key, salt } => open_aead_rc(key.as_ref(), salt, esp, iv_len, body_end, seq_hi)?,
+            Builtin::ChachaRc { key, salt } => open_aead_rc(key.as_ref(), salt, esp, iv_len, body_end, seq_hi)?,
             Builtin::Cbc128 { key, mac, .. } => {
                 check_hmac(mac, esp, body_end, seq_hi)?;
                 let (head, body) = esp[..body_end].split_at_mut(ESP_HDR_LEN + iv_len);
@@ -212,47 +231,48 @@ pub fn cbc_iv(iv_gen: &aes::Aes128, seq: u64, iv: &mut [u8]) {
     iv[..16].copy_from_slice(&block);
 }
 
-/// GCM nonce = salt (4) || IV (8).
+/// GCM / ChaCha20-Poly1305 nonce = salt (4) || IV (8) (RFC 4106 §4, RFC 7634 §2).
 #[inline]
-fn gcm_nonce(salt: &[u8; 4], iv: &[u8]) -> [u8; 12] {
+fn aead_nonce(salt: &[u8; 4], iv: &[u8]) -> [u8; 12] {
     let mut n = [0u8; 12];
     n[..4].copy_from_slice(salt);
     n[4..].copy_from_slice(&iv[..8]);
     n
 }
 
-/// GCM AAD: SPI || seq (8 bytes), or SPI || seq_hi || seq_lo with ESN (RFC 4106 §5).
-struct GcmAad {
+/// AEAD AAD: SPI || seq (8 bytes), or SPI || seq_hi || seq_lo with ESN
+/// (RFC 4106 §5, RFC 7634 §2.1).
+struct EspAad {
     buf: [u8; 12],
     len: usize,
 }
 
-impl GcmAad {
+impl EspAad {
     #[inline]
     fn new(hdr: &[u8], seq_hi: Option<u32>) -> Self {
         let mut buf = [0u8; 12];
         match seq_hi {
             None => {
                 buf[..8].copy_from_slice(&hdr[..8]);
-                GcmAad { buf, len: 8 }
+                EspAad { buf, len: 8 }
             }
             Some(hi) => {
                 buf[..4].copy_from_slice(&hdr[..4]);
                 buf[4..8].copy_from_slice(&hi.to_be_bytes());
                 buf[8..12].copy_from_slice(&hdr[4..8]);
-                GcmAad { buf, len: 12 }
+                EspAad { buf, len: 12 }
             }
         }
     }
 }
 
-impl AsRef<[u8]> for GcmAad {
+impl AsRef<[u8]> for EspAad {
     fn as_ref(&self) -> &[u8] {
         &self.buf[..self.len]
     }
 }
 
-fn seal_gcm_rc<A: AeadInPlace>(
+fn seal_aead_rc<A: AeadInPlace>(
     key: &A,
     salt: &[u8; 4],
     esp: &mut [u8],
@@ -262,8 +282,8 @@ fn seal_gcm_rc<A: AeadInPlace>(
 ) -> Result<(), CryptoError> {
     let (head, rest) = esp.split_at_mut(ESP_HDR_LEN + iv_len);
     let (body, icv) = rest.split_at_mut(body_end - ESP_HDR_LEN - iv_len);
-    let nonce = gcm_nonce(salt, &head[ESP_HDR_LEN..]);
-    let aad = GcmAad::new(&head[..ESP_HDR_LEN], seq_hi);
+    let nonce = aead_nonce(salt, &head[ESP_HDR_LEN..]);
+    let aad = EspAad::new(&head[..ESP_HDR_LEN], seq_hi);
     let tag = key
         .encrypt_in_place_detached(aes_gcm::Nonce::from_slice(&nonce), aad.as_ref(), body)
         .map_err(|_| CryptoError::TooShort)?;
@@ -271,7 +291,7 @@ fn seal_gcm_rc<A: AeadInPlace>(
     Ok(())
 }
 
-fn open_gcm_rc<A: AeadInPlace>(
+fn open_aead_rc<A: AeadInPlace>(
     key: &A,
     salt: &[u8; 4],
     esp: &mut [u8],
@@ -281,8 +301,8 @@ fn open_gcm_rc<A: AeadInPlace>(
 ) -> Result<(), CryptoError> {
     let (head, rest) = esp.split_at_mut(ESP_HDR_LEN + iv_len);
     let (body, icv) = rest.split_at_mut(body_end - ESP_HDR_LEN - iv_len);
-    let nonce = gcm_nonce(salt, &head[ESP_HDR_LEN..]);
-    let aad = GcmAad::new(&head[..ESP_HDR_LEN], seq_hi);
+    let nonce = aead_nonce(salt, &head[ESP_HDR_LEN..]);
+    let aad = EspAad::new(&head[..ESP_HDR_LEN], seq_hi);
     key.decrypt_in_place_detached(aes_gcm::Nonce::from_slice(&nonce), aad.as_ref(), body, aes_gcm::Tag::from_slice(icv))
         .map_err(|_| CryptoError::AuthFailed)
 }
@@ -391,6 +411,34 @@ mod tests {
     }
 
     /// RFC 2202 §3 HMAC-SHA1 test cases 1-7 (full 160-bit digests and the 96-bit truncation).
+    /// RFC 8439 §2.8.2's AEAD vector is an ESP packet with ESN (RFC 7634
+    /// §2.1): nonce = salt 07000000 || IV 4041424344454647, AAD = SPI
+    /// 50515253 || seq_hi c0c1c2c3 || seq_lo c4c5c6c7. Both backends must
+    /// produce its ciphertext and tag, and open it again.
+    #[test]
+    fn rfc8439_chacha20_poly1305_vector_as_esp() {
+        let mut key = hex::decode("808182838485868788898a8b8c8d8e8f909192939495969798999a9b9c9d9e9f").unwrap();
+        key.extend_from_slice(&[7, 0, 0, 0]);
+        let plain = b"Ladies and Gentlemen of the class of '99: If I could offer you only one tip for the future, sunscreen would be it.";
+        let ct = "d31a8d34648e60db7b86afbc53ef7ec2a4aded51296e08fea9e2b5a736ee62d63dbea45e8ca9671282fafb69da92728b1a71de0a9e060b2905d6a5b67ecd3b3692ddbd7f2d778b8c9803aee328091b58fab324e4fad675945585808b4831d7bc3ff4def08e4b7a9de576d26586cec64b6116";
+        let tag = "1ae10b594f09e26a7e902ecbd0600691";
+        for backend in [Backend::Ring, Backend::RustCrypto] {
+            let t = Transform::new(Algorithm::Chacha20Poly1305, backend, &key, &[], [0; 16]).unwrap();
+            assert_eq!(t.backend(), backend);
+            let mut esp = hex::decode("50515253c4c5c6c74041424344454647").unwrap();
+            esp.extend_from_slice(plain);
+            esp.extend_from_slice(&[0; 16]);
+            t.seal(&mut esp, Some(0xc0c1_c2c3)).unwrap();
+            assert_eq!(hex::encode(&esp[16..16 + plain.len()]), ct, "{backend:?}");
+            assert_eq!(hex::encode(&esp[16 + plain.len()..]), tag, "{backend:?}");
+            t.open(&mut esp, Some(0xc0c1_c2c3)).unwrap();
+            assert_eq!(&esp[16..16 + plain.len()], plain);
+            // Without the ESN high half the AAD differs: refused.
+            t.seal(&mut esp, Some(0xc0c1_c2c3)).unwrap();
+            assert!(t.open(&mut esp, None).is_err());
+        }
+    }
+
     #[test]
     fn rfc2202_hmac_sha1_vectors() {
         let cases: [(Vec<u8>, Vec<u8>, &str); 7] = [

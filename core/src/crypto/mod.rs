@@ -6,8 +6,8 @@
 //! which dispatch with one `match` per packet (never per byte).
 //!
 //! Backends: built in, `ring` for AES-GCM (its AES-NI + CLMUL code is fast at
-//! ESP sizes) and the RustCrypto crates (`aes-gcm`, `aes`, `cbc`, `hmac`,
-//! `sha1`) as the portable backend ([`builtin`]). Others implement
+//! ESP sizes) and ChaCha20-Poly1305, and the RustCrypto crates (`aes-gcm`,
+//! `chacha20poly1305`, `aes`, `cbc`, `hmac`, `sha1`) as the portable backend ([`builtin`]). Others implement
 //! [`EspTransform`] outside this crate and register an [`ExternalBackend`]:
 //! the DPDK crate registers intel-ipsec-mb, the multi-buffer library (the
 //! fastest measured, `perf/RESULTS.md`), whose whole-burst calls are one
@@ -41,16 +41,19 @@ pub enum Algorithm {
     AesCbc256HmacSha1,
     /// No encryption, HMAC-SHA1-96 integrity only (debugging). 20-byte auth key.
     NullHmacSha1,
+    /// ChaCha20-Poly1305 (RFC 7634), 16-byte ICV. Key = 32 bytes + 4 bytes salt.
+    Chacha20Poly1305,
 }
 
 impl Algorithm {
     /// All algorithms.
-    pub const ALL: [Algorithm; 5] = [
+    pub const ALL: [Algorithm; 6] = [
         Algorithm::AesGcm128,
         Algorithm::AesGcm256,
         Algorithm::AesCbc128HmacSha1,
         Algorithm::AesCbc256HmacSha1,
         Algorithm::NullHmacSha1,
+        Algorithm::Chacha20Poly1305,
     ];
 
     /// Config name.
@@ -61,6 +64,7 @@ impl Algorithm {
             Algorithm::AesCbc128HmacSha1 => "aes128-cbc-hmac-sha1-96",
             Algorithm::AesCbc256HmacSha1 => "aes256-cbc-hmac-sha1-96",
             Algorithm::NullHmacSha1 => "null-hmac-sha1-96",
+            Algorithm::Chacha20Poly1305 => "chacha20-poly1305",
         }
     }
 
@@ -69,11 +73,11 @@ impl Algorithm {
         Self::ALL.into_iter().find(|a| a.name() == s)
     }
 
-    /// Encryption key bytes (GCM: including the 4-byte salt).
+    /// Encryption key bytes (GCM, ChaCha20-Poly1305: including the 4-byte salt).
     pub fn enc_key_len(self) -> usize {
         match self {
             Algorithm::AesGcm128 => 20,
-            Algorithm::AesGcm256 => 36,
+            Algorithm::AesGcm256 | Algorithm::Chacha20Poly1305 => 36,
             Algorithm::AesCbc128HmacSha1 => 16,
             Algorithm::AesCbc256HmacSha1 => 32,
             Algorithm::NullHmacSha1 => 0,
@@ -82,16 +86,17 @@ impl Algorithm {
 
     /// Authentication key bytes (0 for AEAD).
     pub fn auth_key_len(self) -> usize {
-        match self {
-            Algorithm::AesGcm128 | Algorithm::AesGcm256 => 0,
-            _ => 20,
+        if self.is_aead() {
+            0
+        } else {
+            20
         }
     }
 
     /// IV bytes on the wire.
     pub fn iv_len(self) -> usize {
         match self {
-            Algorithm::AesGcm128 | Algorithm::AesGcm256 => 8,
+            Algorithm::AesGcm128 | Algorithm::AesGcm256 | Algorithm::Chacha20Poly1305 => 8,
             Algorithm::AesCbc128HmacSha1 | Algorithm::AesCbc256HmacSha1 => 16,
             Algorithm::NullHmacSha1 => 0,
         }
@@ -99,9 +104,10 @@ impl Algorithm {
 
     /// ICV bytes on the wire.
     pub fn icv_len(self) -> usize {
-        match self {
-            Algorithm::AesGcm128 | Algorithm::AesGcm256 => 16,
-            _ => 12,
+        if self.is_aead() {
+            16
+        } else {
+            12
         }
     }
 
@@ -116,7 +122,7 @@ impl Algorithm {
 
     /// True for combined-mode (AEAD) algorithms.
     pub fn is_aead(self) -> bool {
-        matches!(self, Algorithm::AesGcm128 | Algorithm::AesGcm256)
+        matches!(self, Algorithm::AesGcm128 | Algorithm::AesGcm256 | Algorithm::Chacha20Poly1305)
     }
 }
 
@@ -124,10 +130,10 @@ impl Algorithm {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Backend {
     /// The fastest measured: intel-ipsec-mb where it runs (GCM, CBC), else
-    /// ring for GCM and RustCrypto for CBC/NULL.
+    /// ring for the AEADs (GCM, ChaCha20-Poly1305) and RustCrypto for CBC/NULL.
     #[default]
     Auto,
-    /// `ring` (AES-GCM only).
+    /// `ring` (AES-GCM and ChaCha20-Poly1305 only).
     Ring,
     /// The RustCrypto crates (all algorithms).
     RustCrypto,

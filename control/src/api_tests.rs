@@ -9,42 +9,13 @@ use super::*;
 use crate::config::Config;
 use espgw_testkit::openapi::{check_response, document};
 
-const BASE: &str = r#"
-[workers]
-cores = [0]
-
-[[port]]
-name = "clear"
-device = "net_null0"
-role = "cleartext"
-
-[[port]]
-name = "public"
-device = "net_null1"
-role = "protected"
-
-[[sa]]
-name = "to-b"
-direction = "out"
-spi = 0x1001
-algorithm = "aes128-gcm16"
-enc_key = "0x00112233445566778899aabbccddeeff01020304"
-mode = "tunnel"
-local = "192.0.2.1"
-remote = "198.51.100.1"
-
-[[eroute]]
-name = "nets"
-src = "10.0.1.0/24"
-dst = "10.0.2.0/24"
-action = "protect"
-sa = "to-b"
-"#;
+/// The router tests' gateway is the API fuzz driver's.
+use crate::fuzzing::base_config;
 
 const SECRET_KEY: &str = "a1b2c3d4e5f60718293a4b5c6d7e8f90deadbeef";
 
 fn state(token: Option<&str>) -> ControlState<'static> {
-    let cfg = Config::parse(Path::new("t.toml"), BASE).unwrap();
+    let cfg = Config::parse(Path::new("t.toml"), &base_config()).unwrap();
     ControlState {
         events: Default::default(),
         store: Mutex::new(PolicyStore::from_config(&cfg).unwrap()),
@@ -439,7 +410,7 @@ mod nonce_property {
         fn no_key_and_iv_pair_ever_leaves_twice(ops in proptest::collection::vec(op(), 1..40)) {
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("gw.toml");
-            std::fs::write(&path, BASE).unwrap();
+            std::fs::write(&path, base_config()).unwrap();
             let cfg = Config::load(&path).unwrap();
             let (mut ctl, mut st) = start(&cfg);
             let mut seen: HashSet<(Vec<u8>, [u8; 8])> = HashSet::new();

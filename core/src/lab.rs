@@ -613,16 +613,8 @@ mod tests {
     /// run in the normal suite, for every target.
     #[test]
     fn seeds_and_regressions_hold_every_invariant() {
-        let fuzz = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz");
         for (target, run) in TARGETS {
-            let mut n = 0;
-            for dir in ["seeds", "regressions"] {
-                for e in std::fs::read_dir(fuzz.join(dir).join(target)).into_iter().flatten() {
-                    let p = e.unwrap().path();
-                    run(&std::fs::read(&p).unwrap()).unwrap_or_else(|v| panic!("{}: {v}", p.display()));
-                    n += 1;
-                }
-            }
+            let n = espgw_testkit::fuzz_corpus::replay(target, run);
             assert!(n >= 2, "{n} {target} seeds");
         }
     }

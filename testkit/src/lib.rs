@@ -3,5 +3,6 @@
 //! `docs/openapi.json`.
 #![forbid(unsafe_code)]
 
+pub mod fuzz_corpus;
 pub mod openapi;
 pub mod traffic;

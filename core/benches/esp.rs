@@ -97,6 +97,11 @@ fn bench(c: &mut Criterion) {
                 let tx = Sa::new(&cfg).unwrap();
                 let rx = Sa::new(&cfg).unwrap();
                 let mut dres: Vec<Result<Decapped, EspError>> = vec![Err(EspError::Truncated); BURST];
+                // What is measured works (checked here: a filtered-out bench never runs).
+                let mut p = fresh();
+                tx.encap_burst(&mut p, &mut [Ok(()); BURST]);
+                rx.decap_burst(&mut p, &mut dres);
+                assert!(dres.iter().all(|r| r.is_ok()), "{}: {:?}", a.name(), dres[0]);
                 g.bench_function(format!("decap_burst32/{size}"), |b| {
                     b.iter_batched_ref(
                         || {
@@ -109,7 +114,6 @@ fn bench(c: &mut Criterion) {
                         BatchSize::SmallInput,
                     )
                 });
-                assert!(dres.iter().all(|r| r.is_ok()));
                 g.throughput(Throughput::Bytes(size as u64));
                 assert!(VecBuf::from_slice(&pkt).len() == size);
             }

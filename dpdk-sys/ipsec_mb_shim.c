@@ -1,8 +1,8 @@
 /* See ipsec_mb_shim.h. ESP wire layout from the ESP header:
  *   SPI(4) Seq(4) | IV (16 CBC, 8 GCM) | ciphertext | ICV (12 CBC, 16 GCM)
  * CBC + HMAC-SHA1-96: the ICV covers header, IV and ciphertext, plus the ESN
- * high half appended (RFC 4303 §2.2.1). GCM (RFC 4106): nonce = salt || IV,
- * AAD = SPI || [seq_hi] || seq_lo. */
+ * high half appended (RFC 4303 §2.2.1). GCM (RFC 4106) and ChaCha20-Poly1305
+ * (RFC 7634): nonce = salt || IV, AAD = SPI || [seq_hi] || seq_lo. */
 #include <string.h>
 #include <stdlib.h>
 #include <intel-ipsec-mb.h>
@@ -14,6 +14,7 @@ struct espgw_imb_sa {
     DECLARE_ALIGNED(uint32_t dec_keys[60], 16);
     DECLARE_ALIGNED(uint8_t ipad[64], 16);
     DECLARE_ALIGNED(uint8_t opad[64], 16);
+    uint8_t chacha_key[32];
     uint8_t salt[4];
     int alg;
     uint32_t key_len;
@@ -98,6 +99,12 @@ void *espgw_imb_sa_new(void *mgr, int alg, const uint8_t *key, size_t key_len, c
         memcpy(sa->salt, key + want, 4);
         break;
     }
+    case ESPGW_IMB_CHACHA20_POLY1305:
+        if (key_len != 32 + 4)
+            goto bad;
+        memcpy(sa->chacha_key, key, 32);
+        memcpy(sa->salt, key + 32, 4);
+        break;
     default:
         goto bad;
     }
@@ -211,6 +218,43 @@ static void gcm_burst(IMB_MGR *m, const struct espgw_imb_sa *sa, int encrypt, ui
     }
 }
 
+/* ChaCha20-Poly1305 through the direct API (init, one update, finalize per
+ * packet). The context holds the packet's Poly1305 key: cleared after the burst. */
+static void chacha_burst(IMB_MGR *m, const struct espgw_imb_sa *sa, int encrypt, uint8_t *const *bufs,
+                         const uint32_t *lens, const uint32_t *seq_hi, uint8_t *status, uint32_t n) {
+    struct chacha20_poly1305_context_data ctx;
+    uint8_t nonce[12], aad[12], tag[16];
+    memcpy(nonce, sa->salt, 4);
+    for (uint32_t i = 0; i < n; i++) {
+        uint8_t *b = bufs[i];
+        uint32_t body_end = lens[i] - 16;
+        uint32_t ct_len = body_end - 16;
+        uint8_t *ct = b + 16;
+        uint64_t aad_len = 8;
+        memcpy(nonce + 4, b + 8, 8);
+        memcpy(aad, b, 4);
+        if (seq_hi != NULL) {
+            uint32_t hi = __builtin_bswap32(seq_hi[i]);
+            memcpy(aad + 4, &hi, 4);
+            memcpy(aad + 8, b + 4, 4);
+            aad_len = 12;
+        } else {
+            memcpy(aad + 4, b + 4, 4);
+        }
+        IMB_CHACHA20_POLY1305_INIT(m, sa->chacha_key, &ctx, nonce, aad, aad_len);
+        if (encrypt) {
+            IMB_CHACHA20_POLY1305_ENC_UPDATE(m, sa->chacha_key, &ctx, ct, ct, ct_len);
+            IMB_CHACHA20_POLY1305_ENC_FINALIZE(m, &ctx, b + body_end, 16);
+            status[i] = ESPGW_IMB_OK;
+        } else {
+            IMB_CHACHA20_POLY1305_DEC_UPDATE(m, sa->chacha_key, &ctx, ct, ct, ct_len);
+            IMB_CHACHA20_POLY1305_DEC_FINALIZE(m, &ctx, tag, 16);
+            status[i] = ct_equal(tag, b + body_end, 16) ? ESPGW_IMB_OK : ESPGW_IMB_AUTH_FAILED;
+        }
+    }
+    imb_clear_mem(&ctx, sizeof(ctx));
+}
+
 uint32_t espgw_imb_burst(void *mgr, const void *sap, int encrypt, uint8_t *const *bufs, const uint32_t *lens,
                          const uint32_t *seq_hi, uint8_t *status, uint32_t n) {
     IMB_MGR *m = (IMB_MGR *)mgr;
@@ -219,6 +263,10 @@ uint32_t espgw_imb_burst(void *mgr, const void *sap, int encrypt, uint8_t *const
         n = ESPGW_IMB_MAX_BURST;
     if (sa->alg == ESPGW_IMB_GCM128 || sa->alg == ESPGW_IMB_GCM256) {
         gcm_burst(m, sa, encrypt, bufs, lens, seq_hi, status, n);
+        return n;
+    }
+    if (sa->alg == ESPGW_IMB_CHACHA20_POLY1305) {
+        chacha_burst(m, sa, encrypt, bufs, lens, seq_hi, status, n);
         return n;
     }
 

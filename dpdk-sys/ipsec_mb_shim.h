@@ -14,6 +14,7 @@
 #define ESPGW_IMB_CBC256_SHA1 1
 #define ESPGW_IMB_GCM128 2
 #define ESPGW_IMB_GCM256 3
+#define ESPGW_IMB_CHACHA20_POLY1305 4
 
 /* Per-packet status. */
 #define ESPGW_IMB_OK 0

@@ -1,6 +1,6 @@
 //! intel-ipsec-mb (the library under DPDK's `crypto_aesni_mb` PMD), called
 //! directly through the C shim in `dpdk-sys`: multi-buffer AES-CBC +
-//! HMAC-SHA1-96 and AES-GCM on bursts of ESP packets. It implements the
+//! HMAC-SHA1-96, AES-GCM and ChaCha20-Poly1305 on bursts of ESP packets. It implements the
 //! core's [`EspTransform`]; [`register`] makes it the `ipsec-mb` backend (and
 //! the `auto` choice where it runs).
 //!
@@ -25,6 +25,7 @@ pub enum MbAlgorithm {
     Cbc256Sha1,
     Gcm128,
     Gcm256,
+    Chacha20Poly1305,
 }
 
 impl MbAlgorithm {
@@ -34,14 +35,16 @@ impl MbAlgorithm {
             MbAlgorithm::Cbc256Sha1 => sys::ESPGW_IMB_CBC256_SHA1,
             MbAlgorithm::Gcm128 => sys::ESPGW_IMB_GCM128,
             MbAlgorithm::Gcm256 => sys::ESPGW_IMB_GCM256,
+            MbAlgorithm::Chacha20Poly1305 => sys::ESPGW_IMB_CHACHA20_POLY1305,
         }) as i32
     }
-    fn is_gcm(self) -> bool {
-        matches!(self, MbAlgorithm::Gcm128 | MbAlgorithm::Gcm256)
+    /// GCM or ChaCha20-Poly1305: 8-byte IV, 16-byte ICV, no block alignment.
+    fn is_aead(self) -> bool {
+        matches!(self, MbAlgorithm::Gcm128 | MbAlgorithm::Gcm256 | MbAlgorithm::Chacha20Poly1305)
     }
     /// IV and ICV lengths on the wire.
     fn iv_icv(self) -> (usize, usize) {
-        if self.is_gcm() {
+        if self.is_aead() {
             (8, 16)
         } else {
             (16, 12)
@@ -155,7 +158,7 @@ impl MbKeys {
     pub fn burst(&self, encrypt: bool, bufs: &mut [&mut [u8]], seq_hi: Option<&[u32]>, status: &mut [MbStatus]) {
         let n = bufs.len().min(status.len()).min(seq_hi.map_or(usize::MAX, |s| s.len()));
         let (iv, icv) = self.alg.iv_icv();
-        let block = if self.alg.is_gcm() { 1 } else { 16 };
+        let block = if self.alg.is_aead() { 1 } else { 16 };
         let mut start = 0;
         while start < n {
             let end = (start + MAX_BURST).min(n);
@@ -169,7 +172,7 @@ impl MbKeys {
                 // The shim trusts these checks (it does not bound-check).
                 let fits =
                     len >= 8 + iv + icv && len <= u32::MAX as usize && (len - 8 - iv - icv).is_multiple_of(block);
-                if !fits || (!self.alg.is_gcm() && seq_hi.is_some() && len < 8 + iv + 12) {
+                if !fits || (!self.alg.is_aead() && seq_hi.is_some() && len < 8 + iv + 12) {
                     status[i] = MbStatus::Error;
                     continue;
                 }
@@ -231,8 +234,8 @@ fn mb_algorithm(a: Algorithm) -> Option<MbAlgorithm> {
         Algorithm::AesGcm256 => Some(MbAlgorithm::Gcm256),
         Algorithm::AesCbc128HmacSha1 => Some(MbAlgorithm::Cbc128Sha1),
         Algorithm::AesCbc256HmacSha1 => Some(MbAlgorithm::Cbc256Sha1),
-        // Not wired through the shim yet: ring's ChaCha20-Poly1305 serves it.
-        Algorithm::NullHmacSha1 | Algorithm::Chacha20Poly1305 => None,
+        Algorithm::Chacha20Poly1305 => Some(MbAlgorithm::Chacha20Poly1305),
+        Algorithm::NullHmacSha1 => None,
     }
 }
 
@@ -252,7 +255,8 @@ impl ExternalBackend for IpsecMb {
         let alg = mb_algorithm(algorithm).ok_or(unsupported)?;
         let keys = MbKeys::new(alg, enc_key, auth_key).ok_or(unsupported)?;
         let iv_seed = Zeroizing::new(iv_seed);
-        let iv_gen = (!alg.is_gcm()).then(|| Box::new(aes::Aes128::new_from_slice(&iv_seed[..]).expect("16-byte key")));
+        let iv_gen =
+            (!alg.is_aead()).then(|| Box::new(aes::Aes128::new_from_slice(&iv_seed[..]).expect("16-byte key")));
         Ok(Box::new(MbTransform { keys, iv_gen }))
     }
 }
@@ -279,7 +283,7 @@ impl MbTransform {
                     MbStatus::Ok => Ok(()),
                     MbStatus::AuthFailed => Err(CryptoError::AuthFailed),
                     // A refused buffer had the wrong shape.
-                    MbStatus::Error if self.keys.alg.is_gcm() => Err(CryptoError::TooShort),
+                    MbStatus::Error if self.keys.alg.is_aead() => Err(CryptoError::TooShort),
                     MbStatus::Error => Err(CryptoError::BadBlockLength),
                 };
             }

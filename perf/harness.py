@@ -50,8 +50,11 @@ ALGS = {
     "aes128-cbc-hmac-sha1-96": (["--optype", "cipher-then-auth", "--cipher-algo", "aes-cbc", "--cipher-key-sz", "16",
                                  "--cipher-iv-sz", "16", "--auth-algo", "sha1-hmac", "--auth-key-sz", "20",
                                  "--digest-sz", "12"], ["rustcrypto", "ipsec-mb"], 16, 16, 12),
+    "chacha20-poly1305": (["--optype", "aead", "--aead-algo", "chacha20-poly1305", "--aead-key-sz", "32",
+                           "--aead-iv-sz", "12", "--aead-aad-sz", "8", "--digest-sz", "16"],
+                          ["ring", "rustcrypto", "ipsec-mb"], 4, 8, 16),
 }
-KEYS = {"aes128-gcm16": 20, "aes256-gcm16": 36, "aes128-cbc-hmac-sha1-96": 16}
+KEYS = {"aes128-gcm16": 20, "aes256-gcm16": 36, "aes128-cbc-hmac-sha1-96": 16, "chacha20-poly1305": 36}
 SIZES = ["64", "512", "1420", "imix"]
 IMIX = [64] * 7 + [570] * 4 + [1518]
 
@@ -304,6 +307,7 @@ SECGW = OUT / "secgw" / "build" / "ipsec-secgw"
 SECGW_ALGS = {
     "aes128-gcm16": lambda k: f"aead_algo aes-128-gcm aead_key {k}",
     "aes256-gcm16": lambda k: f"aead_algo aes-256-gcm aead_key {k}",
+    "chacha20-poly1305": lambda k: f"aead_algo chacha20-poly1305 aead_key {k}",
     "aes128-cbc-hmac-sha1-96": lambda k: f"cipher_algo aes-128-cbc cipher_key {k} auth_algo sha1-hmac "
                                          f"auth_key {':'.join(f'{b:02x}' for b in range(20))}",
 }

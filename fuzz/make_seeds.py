@@ -107,6 +107,20 @@ write("config", "broken_toml", b'[[port]\nname = "a"\n')
 # pipeline: the pass eroute's flow (clear out of the protected port), small and DF-big
 write("pipeline", "pass_flow", op(2, udp4([10, 0, 1, 5], [10, 0, 9, 7], 100)) + op(2, udp4([10, 0, 1, 5], [10, 0, 9, 7], 1460, df=True)) + op(2, udp4([10, 0, 1, 5], [10, 0, 9, 7], 1460)))
 
+# pipeline: a TCP SYN whose MSS the protect eroute clamps
+def tcp_syn(src, dst, mss):
+    tcp = struct.pack(">HHIIBBHHH", 40000, 443, 1, 0, 6 << 4, 0x02, 65535, 0, 0) + struct.pack(">BBH", 2, 4, mss)
+    tcp = tcp[:12] + bytes([(6 << 4)]) + tcp[13:]
+    ph = bytes(src) + bytes(dst) + struct.pack(">BBH", 0, 6, len(tcp))
+    tcp = tcp[:16] + struct.pack(">H", csum(ph + tcp)) + tcp[18:]
+    length = 20 + len(tcp)
+    hdr = struct.pack(">BBHHHBBH4s4s", 0x45, 0, length, 1, 0x4000, 64, 6, 0, bytes(src), bytes(dst))
+    hdr = hdr[:10] + struct.pack(">H", csum(hdr)) + hdr[12:]
+    return hdr + tcp
+
+
+write("pipeline", "tcp_syn_mss", op(2, tcp_syn([10, 0, 1, 5], [10, 0, 2, 7], 1460)) + op(2, tcp_syn([10, 0, 1, 5], [10, 0, 2, 7], 536)))
+
 # api: requests separated by NUL; a request line, headers, an empty line, a body
 AUTH = "Authorization: Bearer fuzz-token\nContent-Type: application/json\n"
 

@@ -215,6 +215,17 @@ impl Lab {
         let pass = Selector::nets(PASS_SRC.parse().expect("prefix"), PASS_DST.parse().expect("prefix"));
         a.db.add_eroute(Eroute { id: 3, selector: pass, priority: 1, action: Action::Pass })
             .expect("the pass eroute is valid");
+        // Options the data path must honour too (the coverage report showed
+        // the fuzzers never reached them): MSS clamping on the IPv4 eroute,
+        // fragmentation before encryption on the IPv6 one.
+        for (id, nets, options) in [
+            (1, (nets_a[0], nets_a[1]), ProtectOptions { mss_clamp: true, fragment_before_encryption: false }),
+            (2, (nets_a[2], nets_a[3]), ProtectOptions { mss_clamp: false, fragment_before_encryption: true }),
+        ] {
+            let selector = Selector::nets(nets.0.parse().expect("prefix"), nets.1.parse().expect("prefix"));
+            let action = Action::Protect { sa: 1, options };
+            a.db.replace_eroute(Eroute { id, selector, priority: 1, action }).expect("the lab eroutes are valid");
+        }
         Lab {
             a,
             b: Gw::new(
@@ -541,6 +552,22 @@ mod tests {
         let out =
             lab.feed(PROT, &eth(&udp4([10, 0, 9, 7], [10, 0, 1, 5], 100, false), MAC_A[PROT], MAC_B[PROT])).unwrap();
         assert!(out.is_empty(), "inbound clear is dropped by default");
+    }
+
+    /// The lab's eroute options are reached: a SYN's MSS is clamped to the tunnel.
+    #[test]
+    fn the_mss_of_a_syn_is_clamped() {
+        let seed =
+            std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds/pipeline/tcp_syn_mss"))
+                .unwrap();
+        let mut lab = Lab::new();
+        let mut rest = &seed[..];
+        while rest.len() >= 3 {
+            let len = usize::from(u16::from_be_bytes([rest[1], rest[2]]));
+            lab.feed(CLEAR, &eth(&rest[3..3 + len], MAC_A[CLEAR], MAC_HOST_A)).unwrap();
+            rest = &rest[3 + len..];
+        }
+        assert_eq!(lab.a.event(Event::MssClamped), 1, "1460 clamped, 536 already fits");
     }
 
     #[test]

@@ -82,17 +82,32 @@ fn keys_in(text: &str) -> Vec<String> {
     keys
 }
 
-/// A TOML line setting a key, or a line of JSON with a key member.
+/// The value part of a line that sets a key (`enc_key = ...`,
+/// `"auth_key": ...`), if it is one. A field merely named like a key
+/// (`enc_key4711 = 1`) is not: its name may rightly be quoted.
+fn key_value(l: &str) -> Option<&str> {
+    for name in ["enc_key", "auth_key"] {
+        if let Some((k, v)) = l.split_once('=') {
+            if k.trim() == name {
+                return Some(v);
+            }
+        }
+        if let Some((_, v)) = l.split_once(&format!("\"{name}\"")) {
+            return v.trim_start().strip_prefix(':');
+        }
+    }
+    None
+}
+
 fn is_key_line(l: &str) -> bool {
-    let t = l.trim_start();
-    t.starts_with("enc_key") || t.starts_with("auth_key") || l.contains("\"enc_key\"") || l.contains("\"auth_key\"")
+    key_value(l).is_some()
 }
 
 fn hex_runs_on_key_lines(text: &str) -> Vec<String> {
     let mut keys = Vec::new();
-    for line in text.lines().filter(|l| is_key_line(l)) {
+    for value in text.lines().filter_map(key_value) {
         let mut run = String::new();
-        for c in line.chars().chain(std::iter::once(' ')) {
+        for c in value.chars().chain(std::iter::once(' ')) {
             if c.is_ascii_hexdigit() {
                 run.push(c);
             } else {
@@ -347,6 +362,8 @@ mod tests {
         config(b"[[sa]]\nname = 1\n").unwrap();
         assert_eq!(keys_in("enc_key = \"0xdeadbeef00\""), vec!["deadbeef00".to_string()]);
         assert!(keys_in("name = \"deadbeef00 key\"").is_empty());
+        assert!(keys_in("enc_key4711deadbeef = 1").is_empty(), "a field named like a key");
+        assert_eq!(keys_in(r#"{"enc_key": "0xdeadbeef00"}"#), vec!["deadbeef00".to_string()]);
     }
 
     /// The committed dictionaries are the generated ones

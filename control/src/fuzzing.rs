@@ -194,15 +194,22 @@ pub fn parse_request(raw: &[u8]) -> ApiRequest {
 /// A sequence of API requests (separated by NUL bytes) against one gateway.
 pub fn api(data: &[u8]) -> Result<(), String> {
     let state = gateway();
+    // Keys the gateway holds: the configured one, and every key a request
+    // got accepted. No later answer may contain any of them.
+    let mut held = vec![BASE_KEY.to_string()];
     for raw in data.split(|b| *b == 0).take(64) {
         let req = parse_request(raw);
-        check_answer(&state, &req)?;
+        let status = check_answer(&state, &req, &held)?;
+        if (200..300).contains(&status) && matches!(req.method.as_str(), "POST" | "PUT") {
+            held.extend(keys_in(&String::from_utf8_lossy(&req.body)));
+        }
     }
     Ok(())
 }
 
-/// Route one request and hold its answer to the invariants.
-pub fn check_answer(state: &ControlState<'_>, req: &ApiRequest) -> Result<(), String> {
+/// Route one request and hold its answer to the invariants; `held` are the
+/// keys the gateway holds. Returns the status.
+pub fn check_answer(state: &ControlState<'_>, req: &ApiRequest, held: &[String]) -> Result<u16, String> {
     let generation = || state.store().db().reader().load().generation;
     let before = generation();
     let r = handle(state, req);
@@ -215,11 +222,13 @@ pub fn check_answer(state: &ControlState<'_>, req: &ApiRequest) -> Result<(), St
     if changed && (!authorised || r.status >= 400 || matches!(req.method.as_str(), "GET" | "HEAD")) {
         return Err(format!("state changed by a request that may not change it: {what}"));
     }
-    let body_keys = keys_in(&String::from_utf8_lossy(&req.body));
+    // The keys held, and this request's own key unless the client also put
+    // it in the path or query (a 404 may quote the path it was given).
+    let target = format!("{}?{}", req.path, req.query).to_ascii_lowercase();
+    let own =
+        keys_in(&String::from_utf8_lossy(&req.body)).into_iter().filter(|k| !target.contains(&k.to_ascii_lowercase()));
     let lower = r.body.to_ascii_lowercase();
-    if let Some(k) =
-        std::iter::once(BASE_KEY.to_string()).chain(body_keys).find(|k| lower.contains(&k.to_ascii_lowercase()))
-    {
+    if let Some(k) = held.iter().cloned().chain(own).find(|k| lower.contains(&k.to_ascii_lowercase())) {
         return Err(format!("a key came back ({k}): {what}"));
     }
     if r.status >= 400 {
@@ -234,7 +243,7 @@ pub fn check_answer(state: &ControlState<'_>, req: &ApiRequest) -> Result<(), St
                 .map_err(|e| format!("answer outside the OpenAPI document ({e}): {what}"))?;
         }
     }
-    Ok(())
+    Ok(r.status)
 }
 
 /// The libFuzzer dictionary of the `config` or `api` target, generated from

@@ -222,13 +222,18 @@ pub fn check_answer(state: &ControlState<'_>, req: &ApiRequest, held: &[String])
     if changed && (!authorised || r.status >= 400 || matches!(req.method.as_str(), "GET" | "HEAD")) {
         return Err(format!("state changed by a request that may not change it: {what}"));
     }
-    // The keys held, and this request's own key unless the client also put
-    // it in the path or query (a 404 may quote the path it was given).
+    // The keys held and this request's own, unless the client put the key
+    // in the path or query itself (a 404 may quote the path it was given).
     let target = format!("{}?{}", req.path, req.query).to_ascii_lowercase();
-    let own =
-        keys_in(&String::from_utf8_lossy(&req.body)).into_iter().filter(|k| !target.contains(&k.to_ascii_lowercase()));
     let lower = r.body.to_ascii_lowercase();
-    if let Some(k) = held.iter().cloned().chain(own).find(|k| lower.contains(&k.to_ascii_lowercase())) {
+    let own = keys_in(&String::from_utf8_lossy(&req.body));
+    let leaked = held
+        .iter()
+        .cloned()
+        .chain(own)
+        .map(|k| k.to_ascii_lowercase())
+        .find(|k| !target.contains(k.as_str()) && lower.contains(k.as_str()));
+    if let Some(k) = leaked {
         return Err(format!("a key came back ({k}): {what}"));
     }
     if r.status >= 400 {

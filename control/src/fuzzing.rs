@@ -93,7 +93,10 @@ fn key_value(l: &str) -> Option<&str> {
             }
         }
         if let Some((_, v)) = l.split_once(&format!("\"{name}\"")) {
-            return v.trim_start().strip_prefix(':');
+            // JSON: only the string value (other members may share the line).
+            let v = v.trim_start().strip_prefix(':')?.trim_start();
+            let v = v.strip_prefix('"').unwrap_or(v);
+            return Some(v.split(['"', ',', '}']).next().unwrap_or(v));
         }
     }
     None
@@ -378,6 +381,7 @@ mod tests {
         assert!(keys_in("name = \"deadbeef00 key\"").is_empty());
         assert!(keys_in("enc_key4711deadbeef = 1").is_empty(), "a field named like a key");
         assert_eq!(keys_in(r#"{"enc_key": "0xdeadbeef00"}"#), vec!["deadbeef00".to_string()]);
+        assert_eq!(keys_in(r#"{"enc_key":"0xdeadbeef00","deadbeef0042":1}"#), vec!["deadbeef00".to_string()]);
     }
 
     /// The committed dictionaries are the generated ones

@@ -226,8 +226,16 @@ pub fn check_answer(state: &ControlState<'_>, req: &ApiRequest, held: &[String])
         return Err(format!("state changed by a request that may not change it: {what}"));
     }
     // The keys held and this request's own, unless the client put the key
-    // in the path or query itself (a 404 may quote the path it was given).
-    let target = format!("{}?{}", req.path, req.query).to_ascii_lowercase();
+    // in the path, query or a header itself (a 404 quotes the path it was
+    // given, a 415 the content type).
+    let target = format!(
+        "{}?{} {} {}",
+        req.path,
+        req.query,
+        req.content_type.as_deref().unwrap_or_default(),
+        req.authorization.as_deref().unwrap_or_default()
+    )
+    .to_ascii_lowercase();
     let lower = r.body.to_ascii_lowercase();
     let own = keys_in(&String::from_utf8_lossy(&req.body));
     let leaked = held

@@ -71,12 +71,16 @@ pub fn gateway() -> ControlState<'static> {
     }
 }
 
-/// Hex runs of 8 or more digits in key fields (lines that set `enc_key`
-/// or `auth_key`, JSON members of those names) and nowhere else in the text: what must never be echoed. (A run that also appears
-/// in, say, a port name may rightly be quoted as that name.)
+/// Hex runs of 8 or more digits in key values (of `enc_key` / `auth_key`,
+/// TOML or JSON) that appear nowhere else in the text: what must never be
+/// echoed. (A run that also appears in, say, a port name may rightly be
+/// quoted as that name.)
 fn keys_in(text: &str) -> Vec<String> {
-    let elsewhere: String =
-        text.lines().filter(|l| !is_key_line(l)).collect::<Vec<_>>().join("\n").to_ascii_lowercase();
+    // The text without the key values themselves.
+    let mut elsewhere = text.to_ascii_lowercase();
+    for v in text.lines().filter_map(key_value) {
+        elsewhere = elsewhere.replacen(&v.to_ascii_lowercase(), "", 1);
+    }
     let mut keys = hex_runs_on_key_lines(text);
     keys.retain(|k| !elsewhere.contains(&k.to_ascii_lowercase()));
     keys
@@ -100,10 +104,6 @@ fn key_value(l: &str) -> Option<&str> {
         }
     }
     None
-}
-
-fn is_key_line(l: &str) -> bool {
-    key_value(l).is_some()
 }
 
 fn hex_runs_on_key_lines(text: &str) -> Vec<String> {
@@ -389,7 +389,8 @@ mod tests {
         assert!(keys_in("name = \"deadbeef00 key\"").is_empty());
         assert!(keys_in("enc_key4711deadbeef = 1").is_empty(), "a field named like a key");
         assert_eq!(keys_in(r#"{"enc_key": "0xdeadbeef00"}"#), vec!["deadbeef00".to_string()]);
-        assert_eq!(keys_in(r#"{"enc_key":"0xdeadbeef00","deadbeef0042":1}"#), vec!["deadbeef00".to_string()]);
+        assert_eq!(keys_in(r#"{"enc_key":"0xdeadbeef00","beef0042":1}"#), vec!["deadbeef00".to_string()]);
+        assert!(keys_in(r#"{"enc_key":"0xdeadbeef00","name":"xdeadbeef00"}"#).is_empty(), "also elsewhere");
     }
 
     /// The committed dictionaries are the generated ones

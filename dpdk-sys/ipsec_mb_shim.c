@@ -176,11 +176,11 @@ static uint8_t ct_equal(const uint8_t *a, const uint8_t *b, uint32_t n) {
     return diff == 0;
 }
 
-/* The AEAD nonce (salt || IV) and AAD (SPI || [seq_hi] || seq_lo) of the
- * ESP packet at b, the i-th of its burst; returns the AAD length. */
-static uint64_t aead_nonce_aad(const struct espgw_imb_sa *sa, const uint8_t *b, const uint32_t *seq_hi, uint32_t i,
-                               uint8_t nonce[12], uint8_t aad[12]) {
-    memcpy(nonce, sa->salt, 4);
+/* The per-packet parts of the AEAD nonce (salt || IV: the caller wrote the
+ * SA's salt once per burst) and the AAD (SPI || [seq_hi] || seq_lo) of the ESP
+ * packet at b, the i-th of its burst; returns the AAD length. */
+static uint64_t aead_nonce_aad(const uint8_t *b, const uint32_t *seq_hi, uint32_t i, uint8_t nonce[12],
+                               uint8_t aad[12]) {
     memcpy(nonce + 4, b + 8, 8);
     memcpy(aad, b, 4);
     if (seq_hi != NULL) {
@@ -202,12 +202,13 @@ static void gcm_burst(IMB_MGR *m, const struct espgw_imb_sa *sa, int encrypt, ui
     uint8_t nonce[12], aad[12], tag[16];
     /* ctx (GHASH state, last keystream block) is overwritten by every call
      * and holds no key: not cleared per burst, as in DPDK's aesni_gcm PMD. */
+    memcpy(nonce, sa->salt, 4);
     for (uint32_t i = 0; i < n; i++) {
         uint8_t *b = bufs[i];
         uint32_t body_end = lens[i] - 16;
         uint32_t ct_len = body_end - 16;
         uint8_t *ct = b + 16;
-        uint64_t aad_len = aead_nonce_aad(sa, b, seq_hi, i, nonce, aad);
+        uint64_t aad_len = aead_nonce_aad(b, seq_hi, i, nonce, aad);
         if (encrypt) {
             if (sa->alg == ESPGW_IMB_GCM128)
                 IMB_AES128_GCM_ENC(m, &sa->gcm, &ctx, ct, ct, ct_len, nonce, aad, aad_len, b + body_end, 16);
@@ -230,12 +231,13 @@ static void chacha_burst(IMB_MGR *m, const struct espgw_imb_sa *sa, int encrypt,
                          const uint32_t *lens, const uint32_t *seq_hi, uint8_t *status, uint32_t n) {
     struct chacha20_poly1305_context_data ctx;
     uint8_t nonce[12], aad[12], tag[16];
+    memcpy(nonce, sa->salt, 4);
     for (uint32_t i = 0; i < n; i++) {
         uint8_t *b = bufs[i];
         uint32_t body_end = lens[i] - 16;
         uint32_t ct_len = body_end - 16;
         uint8_t *ct = b + 16;
-        uint64_t aad_len = aead_nonce_aad(sa, b, seq_hi, i, nonce, aad);
+        uint64_t aad_len = aead_nonce_aad(b, seq_hi, i, nonce, aad);
         IMB_CHACHA20_POLY1305_INIT(m, sa->chacha_key, &ctx, nonce, aad, aad_len);
         if (encrypt) {
             IMB_CHACHA20_POLY1305_ENC_UPDATE(m, sa->chacha_key, &ctx, ct, ct, ct_len);

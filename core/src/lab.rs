@@ -505,18 +505,7 @@ mod tests {
     use super::*;
 
     fn udp4(src: [u8; 4], dst: [u8; 4], len: usize, df: bool) -> Vec<u8> {
-        let mut p = vec![0u8; len];
-        p[0] = 0x45;
-        p[6] = if df { 0x40 } else { 0 };
-        p[8] = 64;
-        p[9] = 17;
-        p[12..16].copy_from_slice(&src);
-        p[16..20].copy_from_slice(&dst);
-        p[20..22].copy_from_slice(&1000u16.to_be_bytes());
-        p[22..24].copy_from_slice(&2000u16.to_be_bytes());
-        p[24..26].copy_from_slice(&((len - 20) as u16).to_be_bytes());
-        fix_v4(&mut p);
-        p
+        super::surfaces::udp(src.into(), dst.into(), len, 0, if df { 0x4000 } else { 0 }, 0)
     }
 
     #[test]

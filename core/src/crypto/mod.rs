@@ -7,7 +7,8 @@
 //!
 //! Backends: built in, `ring` for AES-GCM (its AES-NI + CLMUL code is fast at
 //! ESP sizes) and ChaCha20-Poly1305, and the RustCrypto crates (`aes-gcm`,
-//! `chacha20poly1305`, `aes`, `cbc`, `hmac`, `sha1`) as the portable backend ([`builtin`]). Others implement
+//! `chacha20poly1305`, `aes`, `cbc`, `hmac`, `sha1`) as the portable backend
+//! ([`builtin`]). Others implement
 //! [`EspTransform`] outside this crate and register an [`ExternalBackend`]:
 //! the DPDK crate registers intel-ipsec-mb, the multi-buffer library (the
 //! fastest measured, `perf/RESULTS.md`), whose whole-burst calls are one

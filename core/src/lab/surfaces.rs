@@ -50,13 +50,19 @@ fn ipv4(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, id: u16, frag: u16, payload: &[
     ip
 }
 
-/// A UDP packet between the two protected networks (B's side to A's).
-fn udp_b_to_a(len: usize, id: u16, fill: u8) -> Vec<u8> {
+/// An IPv4/UDP packet of `len` bytes (at least 28), port 12345 to 8080,
+/// payload bytes counting up from `fill`; `frag` is the flags/offset word (DF: 0x4000).
+pub(super) fn udp(src: Ipv4Addr, dst: Ipv4Addr, len: usize, id: u16, frag: u16, fill: u8) -> Vec<u8> {
     let len = len.max(28);
     let mut udp = vec![0x30, 0x39, 0x1f, 0x90, 0, 0, 0, 0];
     udp[4..6].copy_from_slice(&((len - 20) as u16).to_be_bytes());
     udp.extend((0..len - 28).map(|i| fill.wrapping_add(i as u8)));
-    ipv4(Ipv4Addr::new(10, 0, 2, 7), Ipv4Addr::new(10, 0, 1, 7), 17, id, 0, &udp)
+    ipv4(src, dst, 17, id, frag, &udp)
+}
+
+/// A UDP packet between the two protected networks (B's side to A's).
+fn udp_b_to_a(len: usize, id: u16, fill: u8) -> Vec<u8> {
+    udp(Ipv4Addr::new(10, 0, 2, 7), Ipv4Addr::new(10, 0, 1, 7), len, id, 0, fill)
 }
 
 /// ESP under A's inbound key with any plaintext: what a peer holding the
@@ -216,11 +222,8 @@ fn icmp_too_big_on(lab: &mut Lab, data: &[u8]) -> Result<(), String> {
         match tag % 4 {
             0 => {
                 let len = usize::from(be16(body, 0)).clamp(28, 3000);
-                let mut udp = vec![0x30, 0x39, 0x1f, 0x90, 0, 0, 0, 0];
-                udp[4..6].copy_from_slice(&((len - 20) as u16).to_be_bytes());
-                udp.resize(len - 20, 0x77);
                 let df = if tag & 4 != 0 { 0x4000 } else { 0 };
-                let ip = ipv4(Ipv4Addr::new(10, 0, 1, 5), Ipv4Addr::new(10, 0, 2, 5), 17, 1, df, &udp);
+                let ip = udp(Ipv4Addr::new(10, 0, 1, 5), Ipv4Addr::new(10, 0, 2, 5), len, 1, df, 0x77);
                 let out = lab.feed(CLEAR, &eth(&ip, MAC_A[CLEAR], MAC_HOST_A))?;
                 if let Some((_, f)) = out.iter().rev().find(|(p, f)| *p == PROT && f.get(23) == Some(&50)) {
                     last_esp = Some(f[14..].to_vec());

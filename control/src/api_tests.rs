@@ -543,3 +543,69 @@ fn openapi_algorithms_are_the_data_paths() {
     let ours: Vec<String> = espgw_core::crypto::Algorithm::ALL.iter().map(|a| a.name().to_string()).collect();
     assert_eq!(documented, ours);
 }
+
+/// NAT-T SAs through the API: encap and ports in and out; a NAT rebinding
+/// moves the SAs with `nat_follow` (and only those) to the new address and
+/// port, keeping the key's sequence counter.
+#[test]
+fn udp_sas_follow_a_nat_rebinding() {
+    let st = state(None);
+    let udp = |name: &str, dir: &str, spi: u32, follow: bool| {
+        let mut v = sa_in(name, spi);
+        v["direction"] = json!(dir);
+        v["encap"] = json!("udp");
+        v["remote_port"] = json!(4500);
+        v["nat_follow"] = json!(follow);
+        // One key per SA (an outbound key is never shared: the nonce rule).
+        v["enc_key"] = json!(format!("0x{:08x}{}", spi, &SECRET_KEY[8..]));
+        if dir == "in" {
+            v["src"] = json!("10.0.7.0/24");
+            v["dst"] = json!("10.0.1.0/24");
+        }
+        v
+    };
+    let (s, v) = call(&st, "POST", "/api/v1/sas", Some(udp("out-c", "out", 0x3001, true)));
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(
+        (v["encap"].as_str(), v["local_port"].as_u64(), v["nat_follow"].as_bool()),
+        (Some("udp"), Some(4500), Some(true))
+    );
+    assert_eq!(call(&st, "POST", "/api/v1/sas", Some(udp("in-c", "in", 0x3002, true))).0, 201);
+    assert_eq!(call(&st, "POST", "/api/v1/sas", Some(udp("stay-c", "out", 0x3003, false))).0, 201);
+    let (s, v) = call(&st, "GET", "/api/v1/sas/to-b", None);
+    assert_eq!((s, v["encap"].as_str()), (200, Some("none")));
+    let mut bad = udp("bad", "out", 0x3004, false);
+    bad["encap"] = json!("tcp");
+    let (s, v) = call(&st, "POST", "/api/v1/sas", Some(bad));
+    assert_eq!((s, v["field"].as_str()), (400, Some("encap")), "{v}");
+
+    // Packets went out under the old mapping.
+    let out_id = st.store().find_sa("out-c").unwrap().0;
+    let seq_before = {
+        let store = st.store();
+        let e = store.db().sas().find(|e| e.id == out_id).unwrap().clone();
+        e.sa.reserve(10).unwrap();
+        e.sa.usage().next_seq
+    };
+    let in_id = st.store().find_sa("in-c").unwrap().0;
+    let to: std::net::IpAddr = "203.0.113.50".parse().unwrap();
+    let f = st.store().follow_nat(in_id, (to, 31000)).expect("a change");
+    assert_eq!(f.sa, "in-c");
+    assert_eq!(f.from, (Some("198.51.100.7".parse().unwrap()), 4500));
+    assert_eq!(f.followed, vec!["out-c".to_string(), "in-c".to_string()], "by id");
+    for name in ["out-c", "in-c"] {
+        let (_, v) = call(&st, "GET", &format!("/api/v1/sas/{name}"), None);
+        assert_eq!((v["remote"].as_str(), v["remote_port"].as_u64()), (Some("203.0.113.50"), Some(31000)), "{name}");
+    }
+    let (_, v) = call(&st, "GET", "/api/v1/sas/stay-c", None);
+    assert_eq!(v["remote"].as_str(), Some("198.51.100.7"), "without nat_follow it stays");
+    // Same key: the counter continues (no nonce reuse), the id is the same.
+    {
+        let store = st.store();
+        let e = store.db().sas().find(|e| e.id == out_id).unwrap();
+        assert_eq!(e.sa.usage().next_seq, seq_before);
+        assert_eq!(e.sa.mode(), espgw_core::esp::Mode::Tunnel { local: "192.0.2.1".parse().unwrap(), remote: to });
+    }
+    // A late report of the same mapping changes nothing.
+    assert_eq!(st.store().follow_nat(in_id, (to, 31000)), None);
+}

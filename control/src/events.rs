@@ -6,7 +6,9 @@
 //! selectors, rate-limited per eroute, as KLIPS's trap → pluto ACQUIRE),
 //! `sa_soft_expired` / `sa_hard_expired` (which limit), `replay_failures` /
 //! `icv_failures` (per second, when there were any), `link_up` /
-//! `link_down`, `config_change` (every change through the API or a reload),
+//! `link_down`, `nat_mapping` (a UDP SA's peer rebound: old and new address
+//! and port, the SAs that followed; at most one per SA and mapping per 10 s),
+//! `config_change` (every change through the API or a reload),
 //! `lost` (a slow listener missed this many).
 //!
 //! Publishing never blocks: a bounded broadcast ring; a listener that falls

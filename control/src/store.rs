@@ -59,6 +59,13 @@ pub struct SaView {
     pub replay_window: u32,
     pub df: &'static str,
     pub ttl: u8,
+    /// NAT-T: "udp" with the ports, or "none".
+    pub encap: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub local_port: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remote_port: Option<u16>,
+    pub nat_follow: bool,
     /// Inbound: the eroutes decrypted traffic must match (mirrored)...
     #[serde(skip_serializing_if = "Option::is_none")]
     pub eroute: Option<Vec<String>>,
@@ -153,6 +160,22 @@ pub struct PolicyStore {
     eroutes: BTreeMap<String, Eroute>,
     next_sa_id: u32,
     next_eroute_id: u32,
+    /// SAs with `nat_follow`, by id, as given (keys included, zeroized when
+    /// dropped): following a NAT rebinding replaces them with the new peer
+    /// address and port, keeping key, sequence counter and replay window.
+    followers: BTreeMap<u32, SaSpec>,
+}
+
+/// What a NAT mapping report did (the `nat_mapping` event).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NatFollow {
+    /// The inbound SA that saw the new mapping.
+    pub sa: String,
+    /// Where the peer was and is now (address, UDP port).
+    pub from: (Option<IpAddr>, u16),
+    pub to: (IpAddr, u16),
+    /// SAs moved to the new address/port (those with `nat_follow`).
+    pub followed: Vec<String>,
 }
 
 fn range_str(r: PortRange) -> String {
@@ -199,6 +222,10 @@ fn sa_view(spec: &SaSpec) -> SaView {
             DfPolicy::Clear => "clear",
         },
         ttl: c.ttl,
+        encap: if c.encap.is_some() { "udp" } else { "none" },
+        local_port: c.encap.map(|e| e.local_port),
+        remote_port: c.encap.map(|e| e.remote_port),
+        nat_follow: spec.nat_follow,
         eroute,
         src: own.map(|s| s.src.to_string()),
         dst: own.map(|s| s.dst.to_string()),
@@ -278,12 +305,14 @@ impl PolicyStore {
         })??;
         let sas = cfg.sas.iter().map(|s| (s.name.clone(), sa_view(s))).collect();
         let eroutes = cfg.eroutes.iter().map(|e| (e.name.clone(), e.eroute)).collect();
+        let followers = cfg.sas.iter().filter(|s| s.nat_follow).map(|s| (s.id, s.clone())).collect();
         Ok(PolicyStore {
             db,
             sas,
             eroutes,
             next_sa_id: cfg.sas.len() as u32 + 1,
             next_eroute_id: cfg.eroutes.len() as u32 + 1,
+            followers,
         })
     }
 
@@ -578,7 +607,65 @@ impl PolicyStore {
         self.next_sa_id += 1;
         let v = sa_view(&spec);
         self.sas.insert(spec.name.clone(), v);
-        self.sa(&spec.name)
+        let name = spec.name.clone();
+        self.note_follower(spec);
+        self.sa(&name)
+    }
+
+    /// Keep (or forget) the spec of an SA that follows NAT rebinding.
+    fn note_follower(&mut self, spec: SaSpec) {
+        if spec.nat_follow {
+            self.followers.insert(spec.id, spec);
+        } else {
+            self.followers.remove(&spec.id);
+        }
+    }
+
+    /// An inbound UDP SA saw an authenticated packet from a new address or
+    /// port (a NAT rebinding, reported by a worker): move every following
+    /// SA to the peer's old address and port to the new ones (the key stays:
+    /// sequence counter and replay window continue, RFC 3948 §2 / Linux's
+    /// XFRM_MSG_MAPPING handled as strongSwan does). `None` when the SA is
+    /// gone or already moved.
+    pub fn follow_nat(&mut self, sa_id: u32, to: (IpAddr, u16)) -> Option<NatFollow> {
+        let v = self.sas.values().find(|v| v.id == sa_id && v.direction == "in")?;
+        let from = (v.remote, v.remote_port?);
+        if from.0.is_none_or(|a| a == to.0) && from.1 == to.1 {
+            return None; // already there (an older report)
+        }
+        let sa = v.name.clone();
+        let movers: Vec<SaSpec> = self
+            .followers
+            .values()
+            .filter(|s| {
+                let peer = match s.cfg.mode {
+                    Mode::Tunnel { remote, .. } => Some(remote),
+                    Mode::Transport => None,
+                };
+                peer == from.0 && s.cfg.encap.is_some_and(|e| e.remote_port == from.1)
+            })
+            .cloned()
+            .collect();
+        let mut followed = Vec::new();
+        for mut spec in movers {
+            if let Mode::Tunnel { local, .. } = spec.cfg.mode {
+                if local.is_ipv4() != to.0.is_ipv4() {
+                    continue; // a NAT does not change the family
+                }
+                spec.cfg.mode = Mode::Tunnel { local, remote: to.0 };
+            }
+            if let Some(e) = &mut spec.cfg.encap {
+                e.remote_port = to.1;
+            }
+            let name = self.sas.values().find(|v| v.id == spec.id).map(|v| v.name.clone());
+            let Some(name) = name else { continue };
+            spec.name = name.clone();
+            match self.replace_sa(&name, spec) {
+                Ok(_) => followed.push(name),
+                Err(e) => tracing::warn!(target: "espgw::nat", sa = %name, error = %e, "cannot follow the NAT mapping"),
+            }
+        }
+        Some(NatFollow { sa, from, to, followed })
     }
 
     /// Replace an SA (rekey): same name and id, new keys and state.
@@ -596,6 +683,7 @@ impl PolicyStore {
         let role = self.role(&spec)?;
         self.db.replace_sa(spec.id, role, &spec.cfg).map_err(|e| self.explain(e))?;
         self.sas.insert(spec.name.clone(), sa_view(&spec));
+        self.note_follower(spec);
         self.sa(name)
     }
 
@@ -628,6 +716,7 @@ impl PolicyStore {
         }
         self.db.remove_sa(id).map_err(|e| self.explain(e))?;
         self.sas.remove(name);
+        self.followers.remove(&id);
         Ok(users.into_iter().map(|(n, _)| n).collect())
     }
 

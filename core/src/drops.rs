@@ -140,6 +140,8 @@ drop_reasons! {
         Truncated => EspTruncated, "esp_truncated", "packet too short",
         BadLength => EspBadLength, "esp_bad_length", "IP length field disagrees with the packet",
         NotEsp => EspNotEsp, "esp_not_esp", "not an ESP packet",
+        EncapMismatch => EspEncapMismatch, "esp_encap_mismatch",
+            "ESP in UDP for a plain-ESP SA, plain ESP for a UDP one, or the wrong UDP port",
         Fragment => EspFragment, "esp_fragment", "outer packet is a fragment (reassemble first)",
         WrongSpi => EspWrongSpi, "esp_wrong_spi", "SPI does not belong to this SA",
         ReplayTooOld => ReplayTooOld, "replay_too_old", "sequence number left of the replay window",

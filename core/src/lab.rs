@@ -124,7 +124,7 @@ impl Gw {
             b.add_sa(1, SaRole::Outbound, &mk(me, peer, spis.0))?;
             b.add_eroute(Eroute { id: 1, selector: sel(nets[0], nets[1]), priority: 1, action: protect })?;
             b.add_eroute(Eroute { id: 2, selector: sel(nets[2], nets[3]), priority: 1, action: protect })?;
-            b.add_sa(2, SaRole::inbound_for(Some(IpAddr::V4(me)), &[1, 2]), &mk(peer, me, spis.1))
+            b.add_sa(2, SaRole::inbound_for(Some(IpAddr::V4(me)), &[1, 2]), &mk(me, peer, spis.1))
         })
         .and_then(|r| r)
         .expect("the lab policy is valid");

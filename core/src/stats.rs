@@ -94,6 +94,12 @@ events! {
         "ARP requests and neighbour solicitations sent.",
     /// Neighbours learned (sent to the main thread).
     NeighborsLearned => "neighbors_learned", "espgw_neighbors_learned_total", "Neighbour entries learned.",
+    /// NAT-keepalives (RFC 3948 §2.3) received and consumed.
+    NattKeepalives => "natt_keepalives", "espgw_natt_keepalives_total",
+        "NAT-keepalive packets (one byte 0xFF on a NAT-T port) received.",
+    /// Authenticated ESP-in-UDP packets from another address/port than their SA's.
+    NatMappingChanged => "nat_mapping_changed", "espgw_nat_mapping_changes_total",
+        "Authenticated ESP-in-UDP packets that arrived from a new peer address or port (NAT rebinding).",
     /// Other ARP/ND messages seen (not for us).
     NeighborMessages => "neighbor_messages", "espgw_neighbor_messages_total", "ARP/NDP messages received.",
 }

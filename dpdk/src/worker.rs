@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use espgw_core::mtu::ReasmConfig;
-use espgw_core::pipeline::{AcquireQueue, BurstCtx, LearnQueue, Pipeline, PortInfo, TxSink};
+use espgw_core::pipeline::{AcquireQueue, BurstCtx, LearnQueue, NatQueue, Pipeline, PortInfo, TxSink};
 use espgw_core::policy::PolicyReader;
 use espgw_core::route::RouteTable;
 use espgw_core::stats::{DropReason, WorkerStats};
@@ -50,6 +50,8 @@ pub struct Shared<'p, 'e> {
     pub learned: Arc<LearnQueue>,
     /// `%trap` hits, for the control thread's ACQUIRE events.
     pub acquires: Arc<AcquireQueue>,
+    /// NAT mapping changes of UDP SAs, for the control thread.
+    pub nat_reports: Arc<NatQueue>,
     pub pool: &'p Mempool<'e>,
     pub jumbo: Option<&'p Mempool<'e>>,
     pub reasm: ReasmConfig,
@@ -143,7 +145,8 @@ pub fn poll_loop<'q, 'p>(
     let mut txb = TxBuffers { queues: &mut tx, bufs: (0..nports).map(|_| MbufBatch::new()).collect(), stats };
     let mut pipeline: Pipeline<Mbuf<'p>> = Pipeline::new(shared.port_info.clone(), shared.reasm, shared.pmtu_ageing_ms)
         .with_learning(shared.learned.clone())
-        .with_acquires(shared.acquires.clone());
+        .with_acquires(shared.acquires.clone())
+        .with_nat_reports(shared.nat_reports.clone());
     let mut alloc = PoolAlloc { regular: shared.pool, jumbo: shared.jumbo };
     let mut last_tick = 0u64;
     let mut idle_run = 0u32;

@@ -15,6 +15,10 @@
 //! esn = false
 //! replay_window = 1024
 //! df = "copy"                  # set, clear
+//! encap = "udp"                # NAT-T: ESP in UDP (RFC 3948), default "none"
+//! local_port = 4500            #   our UDP port, and the peer's
+//! remote_port = 4500
+//! nat_follow = true            #   follow the peer when its NAT rebinds
 //! eroute = "nets"              # inbound: the eroute(s) decrypted traffic must match,
 //!                              # or ["nets4", "nets6"], or the SA's own selectors:
 //! # src = "10.0.2.0/24"        #   decrypted packets as they arrive (src = the peer's side)
@@ -45,7 +49,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 
 use espgw_core::crypto::{Algorithm, Backend};
-use espgw_core::esp::{DfPolicy, Lifetime, Mode, SaConfig};
+use espgw_core::esp::{DfPolicy, Lifetime, Mode, SaConfig, UdpEncap};
 use espgw_core::packet::ip::proto;
 use espgw_core::policy::{Action, Defaults, Direction, Eroute, PortRange, Prefix, ProtectOptions, Selector};
 use espgw_core::route::Route;
@@ -61,6 +65,9 @@ pub struct SaSpec {
     pub id: u32,
     pub role: SaRoleSpec,
     pub cfg: SaConfig,
+    /// ESP in UDP: follow the peer to a new address/port when an
+    /// authenticated packet shows that its NAT rebound (RFC 3948).
+    pub nat_follow: bool,
 }
 
 impl SaSpec {
@@ -143,6 +150,10 @@ pub(super) struct RawSa {
     replay_window: Option<Spanned<i64>>,
     df: Option<Spanned<String>>,
     ttl: Option<Spanned<i64>>,
+    encap: Option<Spanned<String>>,
+    local_port: Option<Spanned<i64>>,
+    remote_port: Option<Spanned<i64>>,
+    nat_follow: Option<Spanned<bool>>,
     eroute: Option<Spanned<toml::Value>>,
     src: Option<Spanned<String>>,
     dst: Option<Spanned<String>>,
@@ -523,6 +534,7 @@ fn sa_spec(loc: &Locator<'_>, what: &str, s: &RawSa) -> Result<SaSpec, ConfigErr
         Direction::Inbound => SaRoleSpec::Inbound { bind: local, check: inbound_check(loc, what, s)? },
     };
     let lifetime = lifetime(loc, what, s)?;
+    let (encap, nat_follow) = encap_of(loc, what, s)?;
     let mut cfg = SaConfig::new(spi, algorithm, &enc_key, &auth_key, mode);
     cfg.backend = backend;
     cfg.esn = s.esn;
@@ -530,7 +542,34 @@ fn sa_spec(loc: &Locator<'_>, what: &str, s: &RawSa) -> Result<SaSpec, ConfigErr
     cfg.df = df;
     cfg.ttl = ttl;
     cfg.lifetime = lifetime;
-    Ok(SaSpec { name, id: 0, role, cfg })
+    cfg.encap = encap;
+    Ok(SaSpec { name, id: 0, role, cfg, nat_follow })
+}
+
+/// `encap = "udp"` with its ports (RFC 3948), and whether to follow NAT rebinding.
+fn encap_of(loc: &Locator<'_>, what: &str, s: &RawSa) -> Result<(Option<UdpEncap>, bool), ConfigError> {
+    let f = |k: &str| format!("{what}.{k}");
+    let udp = match s.encap.as_ref().map(|e| (e, e.get_ref().as_str())) {
+        None | Some((_, "none")) => false,
+        Some((_, "udp")) => true,
+        Some((e, other)) => return Err(loc.at(e, f("encap"), format!("{other:?}: expected \"none\" or \"udp\""))),
+    };
+    let port = |v: &Option<Spanned<i64>>, k: &str| -> Result<u16, ConfigError> {
+        match v {
+            None => Ok(espgw_core::esp::natt::NAT_T_PORT),
+            Some(_) if !udp => Err(loc.at(v.as_ref().expect("set"), f(k), format!("{k} needs encap = \"udp\""))),
+            Some(p) if (1..=65535).contains(p.get_ref()) => Ok(*p.get_ref() as u16),
+            Some(p) => Err(loc.at(p, f(k), format!("{} is outside 1..65535", p.get_ref()))),
+        }
+    };
+    let e =
+        UdpEncap { local_port: port(&s.local_port, "local_port")?, remote_port: port(&s.remote_port, "remote_port")? };
+    let follow = match &s.nat_follow {
+        Some(b) if *b.get_ref() && !udp => return Err(loc.at(b, f("nat_follow"), "nat_follow needs encap = \"udp\"")),
+        Some(b) => *b.get_ref(),
+        None => false,
+    };
+    Ok((udp.then_some(e), follow))
 }
 
 /// An inbound SA's selectors: named eroutes, or its own src/dst/proto/ports.

@@ -993,6 +993,30 @@ mac = "02:00:00:00:00:aa"
         let list = IPSEC.replacen("eroute = \"nets\"", "eroute = [\"nets\", \"nets\"]", 1);
         assert!(parse(&list).is_ok());
 
+        // NAT-T: encap = "udp" with ports; ports and nat_follow need it.
+        let udp = IPSEC.replacen(
+            "eroute = \"nets\"",
+            "eroute = \"nets\"\nencap = \"udp\"\nremote_port = 31000\nnat_follow = true",
+            1,
+        );
+        let c = parse(&udp).unwrap();
+        assert_eq!(c.sas[1].cfg.encap, Some(espgw_core::esp::UdpEncap { local_port: 4500, remote_port: 31000 }));
+        assert!(c.sas[1].nat_follow);
+        assert_eq!(c.sas[0].cfg.encap, None);
+        let cases: &[(&str, usize, &str, &str)] = &[
+            ("encap = \"tcp\"", 38, "sa[1].encap", "expected \"none\" or \"udp\""),
+            ("local_port = 4500", 38, "sa[1].local_port", "needs encap = \"udp\""),
+            ("nat_follow = true", 38, "sa[1].nat_follow", "needs encap = \"udp\""),
+            ("encap = \"udp\"\nremote_port = 0", 39, "sa[1].remote_port", "outside 1..65535"),
+            ("encap = \"udp\"\nlocal_port = 70000", 39, "sa[1].local_port", "outside 1..65535"),
+        ];
+        for (add, line, field, reason) in cases {
+            let src = IPSEC.replacen("eroute = \"nets\"", &format!("eroute = \"nets\"\n{add}"), 1);
+            let e = parse(&src).expect_err(add);
+            assert_eq!((e.line, e.field.as_str()), (Some(*line), *field), "{add}: {e}");
+            assert!(e.reason.contains(reason), "{add}: {e}");
+        }
+
         // SPI reused in the same direction.
         let dup = IPSEC
             .replacen("spi = 0x2001", "spi = 0x1001\n", 1)

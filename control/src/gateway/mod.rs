@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use espgw_core::mtu::ReasmConfig;
-use espgw_core::pipeline::{AcquireQueue, LearnQueue};
+use espgw_core::pipeline::{AcquireQueue, LearnQueue, NatQueue};
 use espgw_core::policy::PolicyError;
 use espgw_core::route::RouteTable;
 use espgw_core::stats::{DropReason, WorkerStats};
@@ -125,6 +125,7 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, GatewayError> {
     let neighbors = Neighbors::new(cfg);
     let learned = Arc::new(LearnQueue::new(1024));
     let acquires = Arc::new(AcquireQueue::new(1024));
+    let nat_reports = Arc::new(NatQueue::new(1024));
     let running = AtomicBool::new(true);
     let stats: Vec<Arc<WorkerStats>> =
         cfg.worker_cores.iter().map(|_| Arc::new(WorkerStats::new(ports.ports.len()))).collect();
@@ -134,6 +135,7 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, GatewayError> {
         routes: neighbors.routes.clone(),
         learned: learned.clone(),
         acquires: acquires.clone(),
+        nat_reports: nat_reports.clone(),
         pool: &pools.regular,
         jumbo: Some(&pools.jumbo),
         reasm: ReasmConfig::for_pool(pools.regular.size(), usize::from(cfg.mempool.data_room), cfg.worker_cores.len()),
@@ -195,7 +197,14 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, GatewayError> {
             let cause = supervise(
                 cfg,
                 opts,
-                Inputs { stop: &stop, hup: &hup, learned: &learned, acquires: &acquires, start },
+                Inputs {
+                    stop: &stop,
+                    hup: &hup,
+                    learned: &learned,
+                    acquires: &acquires,
+                    nat_reports: &nat_reports,
+                    start,
+                },
                 &control,
                 &neighbors,
                 &state,
@@ -334,6 +343,7 @@ struct Inputs<'a> {
     hup: &'a AtomicBool,
     learned: &'a LearnQueue,
     acquires: &'a AcquireQueue,
+    nat_reports: &'a NatQueue,
     start: Instant,
 }
 
@@ -346,7 +356,7 @@ fn supervise(
     state: &SharedState,
     stats: &[Arc<WorkerStats>],
 ) -> &'static str {
-    let Inputs { stop, hup, learned, acquires, start } = inputs;
+    let Inputs { stop, hup, learned, acquires, nat_reports, start } = inputs;
     let mut last_rx = 0u64;
     let mut last_change = Instant::now();
     let mut last_tops = Instant::now();
@@ -362,6 +372,7 @@ fn supervise(
         std::thread::sleep(Duration::from_millis(20));
         neighbors.absorb(learned);
         watch.acquires(control, acquires);
+        watch.nat_mappings(control, nat_reports);
         if watch.last.elapsed() >= Duration::from_secs(1) {
             watch.second(control);
         }
@@ -404,13 +415,26 @@ struct Watch {
     links: Vec<bool>,
     replay: u64,
     icv: u64,
+    /// Last `nat_mapping` event per (SA, new address, port), for the rate limit.
+    nat_seen: HashMap<(u32, std::net::IpAddr, u16), Instant>,
 }
 
 impl Default for Watch {
     fn default() -> Self {
-        Watch { last: Instant::now(), expired: HashMap::new(), links: Vec::new(), replay: 0, icv: 0 }
+        Watch {
+            last: Instant::now(),
+            expired: HashMap::new(),
+            links: Vec::new(),
+            replay: 0,
+            icv: 0,
+            nat_seen: HashMap::new(),
+        }
     }
 }
+
+/// At most one `nat_mapping` event per SA and new mapping in this interval
+/// (an SA that does not follow reports every packet from the new mapping).
+const NAT_EVENT_INTERVAL: Duration = Duration::from_secs(10);
 
 impl Watch {
     /// `%trap` hits → `acquire` events (rate-limited per eroute by the bus).
@@ -427,6 +451,37 @@ impl Watch {
                     "eroute": store.eroute_name(id),
                     "src": addr(k.src), "dst": addr(k.dst),
                     "proto": k.proto, "sport": k.sport, "dport": k.dport,
+                }),
+            );
+        }
+    }
+
+    /// NAT rebinding reports → SAs with `nat_follow` moved, `nat_mapping` events.
+    fn nat_mappings(&mut self, control: &ControlState<'_>, q: &NatQueue) {
+        if q.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        self.nat_seen.retain(|_, t| now.duration_since(*t) < NAT_EVENT_INTERVAL);
+        while let Some(m) = q.pop() {
+            if self.nat_seen.contains_key(&(m.sa_id, m.addr, m.port)) {
+                continue;
+            }
+            let Some(f) = control.store().follow_nat(m.sa_id, (m.addr, m.port)) else { continue };
+            self.nat_seen.insert((m.sa_id, m.addr, m.port), now);
+            tracing::info!(
+                target: "espgw::nat",
+                sa = %f.sa, spi = %format_args!("0x{:08x}", m.spi),
+                from_port = f.from.1, to = %f.to.0, to_port = f.to.1, followed = ?f.followed,
+                "NAT mapping changed"
+            );
+            control.events.publish(
+                "nat_mapping",
+                serde_json::json!({
+                    "sa": f.sa, "spi": m.spi,
+                    "old_addr": f.from.0, "old_port": f.from.1,
+                    "new_addr": f.to.0, "new_port": f.to.1,
+                    "followed": f.followed,
                 }),
             );
         }

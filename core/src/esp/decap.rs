@@ -13,7 +13,7 @@
 //! genuine ones; at worst they split a batch.
 
 use super::replay::{infer_esn_high, ReplayError};
-use super::{EspError, Mode, Sa, BATCH};
+use super::{natt, EspError, Mode, Sa, BATCH};
 use crate::crypto::ESP_HDR_LEN;
 use crate::drops::DropReason;
 use crate::packet::ip::{self, proto, IPV4_HDR_LEN, IPV6_HDR_LEN};
@@ -128,9 +128,7 @@ impl Sa {
                     if i.is_fragment() {
                         return Err(EspError::Fragment);
                     }
-                    if i.protocol != proto::ESP {
-                        return Err(EspError::NotEsp);
-                    }
+                    self.check_proto(i.protocol)?;
                     (i.header_len, i.total_len, 9, true, i.tos)
                 }
                 Some(6) => {
@@ -142,16 +140,28 @@ impl Sa {
                     if i.fragment {
                         return Err(EspError::Fragment);
                     }
-                    if i.l4_proto != proto::ESP {
-                        return Err(EspError::NotEsp);
-                    }
+                    self.check_proto(i.l4_proto)?;
                     (i.l4_offset, i.total_len, i.nh_field, false, i.traffic_class)
                 }
                 _ => return Err(EspError::Truncated),
             }
         };
         pkt.trim(pkt.len() - total_len).map_err(|_| EspError::BadLength)?;
-        let esp_len = total_len - esp_off;
+        // ESP in UDP: the UDP header must describe the rest of the packet and
+        // arrive on the SA's port.
+        let udp = natt::encap_len(self.encap);
+        if let Some(e) = self.encap {
+            let d = pkt.data();
+            let h = d.get(esp_off..esp_off + natt::UDP_HDR_LEN).ok_or(EspError::Truncated)?;
+            if usize::from(u16::from_be_bytes([h[4], h[5]])) != total_len - esp_off {
+                return Err(EspError::BadLength);
+            }
+            if u16::from_be_bytes([h[2], h[3]]) != e.local_port {
+                return Err(EspError::EncapMismatch);
+            }
+        }
+        let esp_off = esp_off + udp;
+        let esp_len = total_len.checked_sub(esp_off).ok_or(EspError::Truncated)?;
         // Header + IV + at least one alignment unit of ciphertext (which holds
         // the 2-byte trailer) + ICV.
         let min_ct = a.pad_align().max(4);
@@ -164,7 +174,19 @@ impl Sa {
             return Err(EspError::WrongSpi);
         }
         let seq_lo = u32::from_be_bytes([e[4], e[5], e[6], e[7]]);
-        Ok(Outer { esp_off, total_len, nh_field, v4, outer_tos, seq_lo })
+        Ok(Outer { esp_off, udp, total_len, nh_field, v4, outer_tos, seq_lo })
+    }
+
+    /// The outer protocol must be what the SA expects: ESP, or UDP for an
+    /// SA that encapsulates (RFC 3948); the other of the two is a mismatch.
+    #[inline]
+    fn check_proto(&self, p: u8) -> Result<(), EspError> {
+        let want = if self.encap.is_some() { proto::UDP } else { proto::ESP };
+        match p {
+            _ if p == want => Ok(()),
+            proto::ESP | proto::UDP => Err(EspError::EncapMismatch),
+            _ => Err(EspError::NotEsp),
+        }
     }
 
     /// Before decryption: the full sequence number against the window as it
@@ -181,6 +203,7 @@ impl Sa {
         }
         Ok(DecapPre {
             esp_off: o.esp_off,
+            udp: o.udp,
             total_len: o.total_len,
             nh_field: o.nh_field,
             v4: o.v4,
@@ -194,7 +217,7 @@ impl Sa {
     #[inline]
     fn decap_post<B: PacketBuf>(&self, pkt: &mut B, pre: &DecapPre, out: &mut Decapped) -> Result<(), EspError> {
         let (iv_len, icv_len) = (self.algorithm.iv_len(), self.algorithm.icv_len());
-        let DecapPre { esp_off, total_len, nh_field, v4, outer_tos, seq, .. } = *pre;
+        let DecapPre { esp_off, udp, total_len, nh_field, v4, outer_tos, seq, .. } = *pre;
         if self.anti_replay {
             self.replay.update(seq).map_err(replay_err)?;
         }
@@ -241,22 +264,29 @@ impl Sa {
                 if next_header == proto::NONE {
                     return Err(EspError::Dummy);
                 }
-                let shift = ESP_HDR_LEN + iv_len;
+                // The IP header (without the UDP header of NAT-T) moves up
+                // to meet the payload.
+                let hl = esp_off - udp;
+                let shift = udp + ESP_HDR_LEN + iv_len;
                 pkt.trim(total_len - payload_end).map_err(|_| EspError::BadLength)?;
                 let d = pkt.data_mut();
-                d.copy_within(0..esp_off, shift);
+                d.copy_within(0..hl, shift);
                 pkt.adj(shift).map_err(|_| EspError::BadLength)?;
                 let d = pkt.data_mut();
                 d[nh_field] = next_header;
-                let new_total = esp_off + payload_len;
+                let new_total = hl + payload_len;
                 if v4 {
                     d[2..4].copy_from_slice(&(new_total as u16).to_be_bytes());
-                    ip::ipv4_set_checksum(&mut d[..esp_off]);
+                    ip::ipv4_set_checksum(&mut d[..hl]);
                 } else {
                     d[4..6].copy_from_slice(&((new_total - IPV6_HDR_LEN) as u16).to_be_bytes());
                 }
                 // The restored header's checksum was just computed.
                 Meta::parse_into(d, HwChecksum::Good, &mut out.inner).map_err(|_| EspError::BadInner)?;
+                if udp != 0 {
+                    // The peer's checksum covers addresses a NAT rewrote (RFC 3948 §3.1.2).
+                    natt::fix_l4_checksum(d, &out.inner);
+                }
             }
         }
         (out.seq, out.next_header, out.payload_len) = (seq, next_header, payload_len);
@@ -268,6 +298,8 @@ impl Sa {
 #[derive(Debug, Clone, Copy)]
 struct Outer {
     esp_off: usize,
+    /// 8 when a UDP header (NAT-T) precedes ESP, else 0.
+    udp: usize,
     total_len: usize,
     nh_field: usize,
     v4: bool,
@@ -279,6 +311,7 @@ struct Outer {
 #[derive(Debug, Clone, Copy)]
 struct DecapPre {
     esp_off: usize,
+    udp: usize,
     total_len: usize,
     nh_field: usize,
     v4: bool,

@@ -2,7 +2,7 @@
 //! per burst, headers and trailers packet by packet, then one seal call per
 //! batch (multi-buffer backends interleave the packets).
 
-use super::{pad_len, seq::SeqError, DfPolicy, EspError, Mode, Outer, Sa, BATCH};
+use super::{natt, pad_len, seq::SeqError, DfPolicy, EspError, Mode, Outer, Sa, BATCH};
 use crate::crypto::{CryptoError, ESP_HDR_LEN};
 use crate::packet::ip::{self, proto, IPV4_HDR_LEN, IPV6_HDR_LEN};
 use crate::packet::{Meta, PacketBuf};
@@ -129,6 +129,16 @@ impl Sa {
                 results[i] = c.map_err(EspError::from);
             }
         }
+        // ESP in UDP over IPv6: the checksum covers the sealed payload.
+        if self.encap.is_some() {
+            for (i, p) in pkts.iter_mut().enumerate() {
+                if let (Some((esp_off, _)), Ok(())) = (prep[i], results[i]) {
+                    if ip::version(p.data()) == Some(6) {
+                        natt::set_udp_checksum_v6(p.data_mut(), esp_off - natt::UDP_HDR_LEN);
+                    }
+                }
+            }
+        }
     }
 
     /// Everything but the crypto: headers, IV, padding, trailer, from the
@@ -155,7 +165,9 @@ impl Sa {
         let a = self.algorithm;
         let inner_len = usize::from(inner.total_len);
         let next_header = if inner.is_v6() { proto::IPV6 } else { proto::IPV4 };
-        let outer_len = if outer_v4 { IPV4_HDR_LEN } else { IPV6_HDR_LEN };
+        let ip_len = if outer_v4 { IPV4_HDR_LEN } else { IPV6_HDR_LEN };
+        // ESP starts after the outer IP header and, for NAT-T, a UDP header.
+        let outer_len = ip_len + natt::encap_len(self.encap);
         let pad = pad_len(inner_len, a.pad_align());
         let head = outer_len + ESP_HDR_LEN + a.iv_len();
         let tail = pad + 2 + a.icv_len();
@@ -164,6 +176,9 @@ impl Sa {
         let buf = pkt.data_mut();
         // ESP header, IV, trailer.
         self.write_esp(&mut buf[outer_len..], seq, inner_len, pad, next_header)?;
+        if let Some(e) = self.encap {
+            natt::write_udp_header(&mut buf[ip_len..], e, total - ip_len);
+        }
         // Outer header: DSCP copied, ECN copied (RFC 6040 normal mode).
         match &self.outer {
             Outer::V4(t) => {
@@ -191,22 +206,28 @@ impl Sa {
             (inner.header_len(), usize::from(inner.total_len), usize::from(inner.nh_field), !inner.is_v6());
         let payload_len = total_len - hdr_len;
         let pad = pad_len(payload_len, a.pad_align());
-        let head = ESP_HDR_LEN + a.iv_len();
+        let udp = natt::encap_len(self.encap);
+        let head = udp + ESP_HDR_LEN + a.iv_len();
         let tail = pad + 2 + a.icv_len();
         let total = total_len + head + tail;
         grow(pkt, head, tail, total, v4)?;
         let buf = pkt.data_mut();
         // Move the IP header (and IPv6 extension headers) to the new front.
         buf.copy_within(head..head + hdr_len, 0);
-        buf[nh_field] = proto::ESP;
-        self.write_esp(&mut buf[hdr_len..], seq, payload_len, pad, inner.key.proto)?;
+        self.write_esp(&mut buf[hdr_len + udp..], seq, payload_len, pad, inner.key.proto)?;
+        if let Some(e) = self.encap {
+            buf[nh_field] = proto::UDP;
+            natt::write_udp_header(&mut buf[hdr_len..], e, total - hdr_len);
+        } else {
+            buf[nh_field] = proto::ESP;
+        }
         if v4 {
             buf[2..4].copy_from_slice(&(total as u16).to_be_bytes());
             ip::ipv4_set_checksum(&mut buf[..hdr_len]);
         } else {
             buf[4..6].copy_from_slice(&((total - IPV6_HDR_LEN) as u16).to_be_bytes());
         }
-        Ok(hdr_len)
+        Ok(hdr_len + udp)
     }
 
     /// Fill ESP header, IV and trailer around a payload already in place at

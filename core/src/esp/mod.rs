@@ -22,6 +22,7 @@ pub mod decap;
 mod ecn;
 pub mod encap;
 pub mod lifetime;
+pub mod natt;
 pub mod pmtu;
 pub mod replay;
 pub mod sa_drops;
@@ -37,6 +38,7 @@ use crate::crypto::{Algorithm, Backend, CryptoError, Transform, ESP_HDR_LEN};
 use crate::packet::ip::{IPV4_HDR_LEN, IPV6_HDR_LEN};
 pub use decap::Decapped;
 pub use lifetime::{Lifetime, TimeState, Usage};
+pub use natt::UdpEncap;
 pub use pmtu::{PathMtu, PmtuUpdate};
 pub use replay::{ReplayError, ReplayWindow};
 pub use sa_drops::{SaDrop, SaDrops};
@@ -91,6 +93,8 @@ pub struct SaConfig {
     pub df: DfPolicy,
     /// Outer TTL / hop limit in tunnel mode.
     pub ttl: u8,
+    /// ESP in UDP (RFC 3948): the ports, or `None` for plain ESP.
+    pub encap: Option<UdpEncap>,
 }
 
 impl std::fmt::Debug for SaConfig {
@@ -107,6 +111,7 @@ impl std::fmt::Debug for SaConfig {
             .field("lifetime", &self.lifetime)
             .field("df", &self.df)
             .field("ttl", &self.ttl)
+            .field("encap", &self.encap)
             .finish()
     }
 }
@@ -126,6 +131,7 @@ impl SaConfig {
             lifetime: Lifetime::default(),
             df: DfPolicy::Copy,
             ttl: 64,
+            encap: None,
         }
     }
 }
@@ -217,6 +223,8 @@ pub struct Sa {
     pmtu: PathMtu,
     /// Tunnel mode: the outer header, prepared once.
     outer: Outer,
+    /// ESP in UDP: the ports.
+    encap: Option<UdpEncap>,
 }
 
 /// A tunnel SA's outer header, prepared at creation.
@@ -268,6 +276,8 @@ impl Sa {
         }
         cfg.lifetime.validate().map_err(SaError::Lifetime)?;
         let transform = Transform::new(cfg.algorithm, cfg.backend, &cfg.enc_key, &cfg.auth_key, iv_seed)?;
+        let outer_proto =
+            if cfg.encap.is_some() { crate::packet::ip::proto::UDP } else { crate::packet::ip::proto::ESP };
         Ok(Sa {
             spi: cfg.spi,
             algorithm: cfg.algorithm,
@@ -284,14 +294,15 @@ impl Sa {
             usage: from.usage,
             drops: SaDrops::default(),
             pmtu: PathMtu::default(),
+            encap: cfg.encap,
             outer: match cfg.mode {
                 Mode::Tunnel { local: IpAddr::V4(s), remote: IpAddr::V4(d) } => {
-                    Outer::V4(crate::wire::ipv4::Ipv4Template::new(s, d, crate::packet::ip::proto::ESP, cfg.ttl))
+                    Outer::V4(crate::wire::ipv4::Ipv4Template::new(s, d, outer_proto, cfg.ttl))
                 }
                 Mode::Tunnel { local: IpAddr::V6(s), remote: IpAddr::V6(d) } => Outer::V6(crate::wire::Ipv6Repr {
                     src: s,
                     dst: d,
-                    next_header: crate::packet::ip::proto::ESP,
+                    next_header: outer_proto,
                     traffic_class: 0,
                     hop_limit: cfg.ttl,
                     payload_len: 0,
@@ -312,6 +323,11 @@ impl Sa {
     }
     pub fn esn(&self) -> bool {
         self.esn
+    }
+    /// ESP in UDP: the ports (RFC 3948).
+    #[inline]
+    pub fn udp_encap(&self) -> Option<UdpEncap> {
+        self.encap
     }
     pub fn backend(&self) -> Backend {
         self.transform.backend()
@@ -361,7 +377,8 @@ impl Sa {
 
     /// Bytes ESP adds when it encrypts `payload_len` bytes (tunnel mode: the
     /// whole inner packet; transport mode: what follows the IP header): outer
-    /// header in tunnel mode, ESP header, IV, padding, trailer, ICV — exact.
+    /// header in tunnel mode, UDP header when encapsulated, ESP header, IV,
+    /// padding, trailer, ICV — exact.
     pub fn overhead(&self, payload_len: usize) -> usize {
         let a = self.algorithm;
         let outer = match self.mode {
@@ -370,7 +387,7 @@ impl Sa {
             Mode::Transport => 0,
         };
         let pad = pad_len(payload_len, a.pad_align());
-        outer + ESP_HDR_LEN + a.iv_len() + pad + 2 + a.icv_len()
+        outer + natt::encap_len(self.encap) + ESP_HDR_LEN + a.iv_len() + pad + 2 + a.icv_len()
     }
 
     /// The largest packet this SA can carry so that the ESP packet is at most
@@ -384,8 +401,8 @@ impl Sa {
             Mode::Tunnel { local: IpAddr::V6(_), .. } => (IPV6_HDR_LEN, 0),
             Mode::Transport => (transport_hdr_len, transport_hdr_len),
         };
-        // outer + ESP hdr + IV + roundup(payload + 2, align) + ICV <= limit
-        let fixed = outer + ESP_HDR_LEN + a.iv_len() + a.icv_len();
+        // outer + UDP + ESP hdr + IV + roundup(payload + 2, align) + ICV <= limit
+        let fixed = outer + natt::encap_len(self.encap) + ESP_HDR_LEN + a.iv_len() + a.icv_len();
         let Some(room) = limit.checked_sub(fixed) else { return 0 };
         let align = a.pad_align();
         ((room / align) * align).saturating_sub(2) + kept

@@ -397,8 +397,10 @@ fn negative_cases_have_their_own_reasons() {
         assert!(run(&p).is_err());
         // Not ESP, and a fragment.
         let mut p = good.clone();
-        p[9] = proto::UDP;
+        p[9] = proto::TCP;
         assert_eq!(run(&p), Err(EspError::NotEsp));
+        p[9] = proto::UDP;
+        assert_eq!(run(&p), Err(EspError::EncapMismatch), "ESP in UDP is not for a plain SA");
         let mut p = good.clone();
         p[6] = 0x20;
         assert_eq!(run(&p), Err(EspError::Fragment));
@@ -840,5 +842,139 @@ fn inbound_hard_lifetime_is_exact_through_bursts() {
         assert_eq!(u.packets, want_pkts as u64);
         assert!(u.bytes <= max_bytes, "{} bytes past the limit", u.bytes);
         assert!(u.hard_expired);
+    }
+}
+
+/// Give a test packet (UDP at its fixed offset) a correct UDP checksum.
+fn with_udp_checksum(mut p: Vec<u8>) -> Vec<u8> {
+    let m = crate::packet::Meta::parse(&p, crate::packet::HwChecksum::Unknown).unwrap();
+    let hl = m.header_len();
+    p[hl + 6] = 0;
+    p[hl + 7] = 0;
+    let (h, seg) = p.split_at_mut(hl);
+    let c = if m.is_v6() {
+        natt::l4_checksum(true, &h[8..24], &h[24..40], proto::UDP, seg)
+    } else {
+        natt::l4_checksum(false, &h[12..16], &h[16..20], proto::UDP, seg)
+    };
+    seg[6..8].copy_from_slice(&c.to_be_bytes());
+    p
+}
+
+fn natt_pair(a: Algorithm, mode: Mode, esn: bool) -> (Sa, Sa) {
+    let (ek, ak) = keys(a);
+    let mut cfg = SaConfig::new(0x1000, a, &ek, &ak, mode);
+    cfg.esn = esn;
+    cfg.encap = Some(UdpEncap { local_port: 4500, remote_port: 4500 });
+    let out = Sa::new(&cfg).unwrap();
+    // The receiver's ports are the other way round (equal here: 4500/4500).
+    (out, Sa::new(&cfg).unwrap())
+}
+
+/// RFC 3948 §2.1: ESP behind a UDP header from port to port, length exact,
+/// IPv4 checksum 0, IPv6 checksum computed; the 8 bytes are in the overhead
+/// and the tunnel MTU; decapsulation gives the packet back.
+#[test]
+fn udp_encapsulation_round_trips_with_exact_overhead() {
+    for a in [Algorithm::AesGcm128, Algorithm::Chacha20Poly1305, Algorithm::AesCbc128HmacSha1] {
+        for (mode_name, mode) in [("t4", tunnel4()), ("t6", tunnel6()), ("transport", Mode::Transport)] {
+            for esn in [false, true] {
+                let (out, inn) = natt_pair(a, mode, esn);
+                let (plain, _) = sa_pair(a, mode, esn, Backend::Auto);
+                for inner6 in [false, true] {
+                    for len in [48usize, 61, 64, 575, 1400] {
+                        let orig = with_udp_checksum(if inner6 { udp6(len, 0, 3) } else { udp4(len, 0, true, 3) });
+                        let mut b = VecBuf::from_slice(&orig);
+                        out.encap(&mut b).unwrap_or_else(|e| panic!("{a:?} {mode_name}: {e}"));
+                        let payload = if let Mode::Transport = mode { len - if inner6 { 40 } else { 20 } } else { len };
+                        assert_eq!(b.len() - orig.len(), out.overhead(payload));
+                        assert_eq!(out.overhead(payload), plain.overhead(payload) + 8);
+                        let d = b.data();
+                        let m = crate::packet::Meta::parse(d, crate::packet::HwChecksum::Unknown).unwrap();
+                        assert_eq!(m.key.proto, proto::UDP, "{mode_name}");
+                        assert_eq!((m.key.sport, m.key.dport), (4500, 4500));
+                        let hl = m.header_len();
+                        let udp = &d[hl..];
+                        assert_eq!(usize::from(u16::from_be_bytes([udp[4], udp[5]])), udp.len());
+                        assert_eq!(&udp[8..12], &0x1000u32.to_be_bytes(), "SPI after the UDP header");
+                        let csum = u16::from_be_bytes([udp[6], udp[7]]);
+                        if m.is_v6() {
+                            let mut z = udp.to_vec();
+                            z[6] = 0;
+                            z[7] = 0;
+                            assert_eq!(natt::l4_checksum(true, &d[8..24], &d[24..40], proto::UDP, &z), csum);
+                        } else {
+                            assert_eq!(csum, 0, "IPv4: checksum 0 (RFC 3948 §2.1)");
+                        }
+                        // The inverse: the largest inner packet fits exactly.
+                        let limit = b.len();
+                        let hdr = if inner6 { 40 } else { 20 };
+                        assert!(out.max_inner_len(limit, hdr) >= len);
+                        assert!(out.max_inner_len(limit - out.algorithm().pad_align(), hdr) < len);
+                        inn.decap(&mut b).unwrap_or_else(|e| panic!("{a:?} {mode_name} v6={inner6} {len}: {e}"));
+                        assert_eq!(b.data(), &orig[..], "{a:?} {mode_name} esn={esn} v6={inner6} {len}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A UDP SA takes only ESP in UDP on its port; a plain SA only plain ESP.
+#[test]
+fn encapsulation_must_match_the_sa() {
+    let a = Algorithm::AesGcm128;
+    let (udp_out, udp_in) = natt_pair(a, tunnel4(), false);
+    let (plain_out, plain_in) = sa_pair(a, tunnel4(), false, Backend::Auto);
+    let orig = udp4(100, 0, false, 1);
+    let mut b = VecBuf::from_slice(&orig);
+    udp_out.encap(&mut b).unwrap();
+    assert_eq!(plain_in.decap(&mut b.clone()).err(), Some(EspError::EncapMismatch));
+    // The wrong destination port.
+    let mut w = b.clone();
+    w.data_mut()[22..24].copy_from_slice(&4501u16.to_be_bytes());
+    assert_eq!(udp_in.decap(&mut w).err(), Some(EspError::EncapMismatch));
+    // A UDP length that lies.
+    let mut w = b.clone();
+    w.data_mut()[24..26].copy_from_slice(&99u16.to_be_bytes());
+    assert_eq!(udp_in.decap(&mut w).err(), Some(EspError::BadLength));
+    // Truncated to the UDP header.
+    let mut t = VecBuf::from_slice(&b.data()[..28]);
+    let tl = t.data_mut();
+    tl[2..4].copy_from_slice(&28u16.to_be_bytes());
+    tl[24..26].copy_from_slice(&8u16.to_be_bytes());
+    ip::ipv4_set_checksum(&mut tl[..20]);
+    assert_eq!(udp_in.decap(&mut t).err(), Some(EspError::Truncated));
+    let mut p = VecBuf::from_slice(&orig);
+    plain_out.encap(&mut p).unwrap();
+    assert_eq!(udp_in.decap(&mut p).err(), Some(EspError::EncapMismatch));
+    udp_in.decap(&mut b).unwrap();
+    assert_eq!(b.data(), &orig[..]);
+}
+
+/// RFC 3948 §3.1.2: transport mode behind a NAT. The peer's TCP/UDP checksum
+/// covers its private address; after the NAT rewrote the outer source, the
+/// decrypted packet's checksum is made right for the address it now has.
+#[test]
+fn transport_checksum_is_fixed_up_behind_a_nat() {
+    for inner6 in [false, true] {
+        let (out, inn) = natt_pair(Algorithm::AesGcm128, Mode::Transport, false);
+        let orig = with_udp_checksum(if inner6 { udp6(90, 0, 7) } else { udp4(90, 0, false, 7) });
+        let mut b = VecBuf::from_slice(&orig);
+        out.encap(&mut b).unwrap();
+        // The NAT rewrites the source address (and the IPv4 header checksum).
+        let d = b.data_mut();
+        if inner6 {
+            d[8] ^= 0x40;
+        } else {
+            d[12] = 172;
+            ip::ipv4_set_checksum(&mut d[..20]);
+        }
+        inn.decap(&mut b).unwrap();
+        let want = with_udp_checksum(b.data().to_vec());
+        assert_eq!(b.data(), &want[..], "checksum valid for the NAT'd address (v6={inner6})");
+        let hl = if inner6 { 40 } else { 20 };
+        assert_ne!(&b.data()[hl + 6..hl + 8], &orig[hl + 6..hl + 8], "it changed with the address");
+        assert_eq!(&b.data()[hl + 8..], &orig[hl + 8..], "the payload did not");
     }
 }

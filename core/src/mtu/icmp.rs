@@ -114,6 +114,8 @@ pub fn icmp6_checksum(ip6: &[u8], icmp: &[u8]) -> u16 {
 pub struct TooBigReport {
     /// SPI of the quoted ESP packet.
     pub spi: u32,
+    /// The quoted packet was ESP in UDP (NAT-T).
+    pub udp: bool,
     /// The MTU the reporter announced.
     pub mtu: u32,
     /// Outer source and destination of the quoted packet (ours and the peer's).
@@ -141,11 +143,12 @@ pub fn parse_too_big(pkt: &[u8]) -> Option<TooBigReport> {
                 return None;
             }
             let qh = usize::from(q[0] & 0x0f) * 4;
-            if qh < IPV4_HDR_LEN || q.len() < qh + 4 || q[9] != proto::ESP {
+            if qh < IPV4_HDR_LEN {
                 return None;
             }
             Some(TooBigReport {
-                spi: u32::from_be_bytes(q[qh..qh + 4].try_into().ok()?),
+                spi: quoted_spi(q[9], q.get(qh..)?)?,
+                udp: q[9] == proto::UDP,
                 mtu,
                 quoted_src: IpAddr::from(<[u8; 4]>::try_from(&q[12..16]).ok()?),
                 quoted_dst: IpAddr::from(<[u8; 4]>::try_from(&q[16..20]).ok()?),
@@ -162,11 +165,12 @@ pub fn parse_too_big(pkt: &[u8]) -> Option<TooBigReport> {
             }
             let mtu = u32::from_be_bytes(icmp[4..8].try_into().ok()?);
             let q = &icmp[8..];
-            if q.len() < IPV6_HDR_LEN + 4 || q[0] >> 4 != 6 || q[6] != proto::ESP {
+            if q.len() < IPV6_HDR_LEN || q[0] >> 4 != 6 {
                 return None;
             }
             Some(TooBigReport {
-                spi: u32::from_be_bytes(q[40..44].try_into().ok()?),
+                spi: quoted_spi(q[6], &q[IPV6_HDR_LEN..])?,
+                udp: q[6] == proto::UDP,
                 mtu,
                 quoted_src: IpAddr::from(<[u8; 16]>::try_from(&q[8..24]).ok()?),
                 quoted_dst: IpAddr::from(<[u8; 16]>::try_from(&q[24..40]).ok()?),
@@ -174,6 +178,20 @@ pub fn parse_too_big(pkt: &[u8]) -> Option<TooBigReport> {
         }
         _ => None,
     }
+}
+
+/// The SPI of a quoted ESP packet: right after the IP header, or after the
+/// UDP header of ESP in UDP (RFC 3948; the quote must reach it — RFC 1812
+/// routers quote as much as fits, an 8-byte RFC 792 quote does not).
+fn quoted_spi(protocol: u8, l4: &[u8]) -> Option<u32> {
+    let at = match protocol {
+        proto::ESP => 0,
+        proto::UDP => crate::esp::natt::UDP_HDR_LEN,
+        _ => return None,
+    };
+    let spi = u32::from_be_bytes(l4.get(at..at + 4)?.try_into().ok()?);
+    // SPI 0 in UDP is the non-ESP marker (IKE), not ours.
+    (spi != 0).then_some(spi)
 }
 
 /// Per-source token bucket for ICMP errors, fixed size (no allocation after

@@ -329,9 +329,28 @@ fn path_mtu_learning_and_ageing() {
     assert_eq!(decide(&s, egress_limit(&s, 1500, t0 + 4 + PMTU_AGEING_MS), &meta(&inner)), TooBig::Fits);
     // Things that are not reports about ESP are not parsed as such.
     assert_eq!(parse_too_big(&udp4(100, 0, false, 0)), None);
+    let mut tcp = udp4(1400, 0, true, 1);
+    tcp[9] = 6;
+    crate::packet::ip::ipv4_set_checksum(&mut tcp[..20]);
     let mut not_esp = VecBuf::with_room(128, 2048);
-    build_frag_needed(&udp4(1400, 0, true, 1), 1300, Ipv4Addr::new(203, 0, 113, 9), 5, &mut not_esp).unwrap();
-    assert_eq!(parse_too_big(not_esp.data()), None, "quotes UDP, not ESP");
+    build_frag_needed(&tcp, 1300, Ipv4Addr::new(203, 0, 113, 9), 5, &mut not_esp).unwrap();
+    assert_eq!(parse_too_big(not_esp.data()), None, "quotes TCP, not ESP");
+    // ESP in UDP (NAT-T): the SPI after the UDP header; IKE's marker is not one.
+    let mut cfg = SaConfig::new(0x4343, Algorithm::AesGcm128, &[7; 20], &[], modes()[0].1);
+    cfg.encap = Some(crate::esp::UdpEncap::default());
+    let su = Sa::new(&cfg).unwrap();
+    let mut esp_udp = VecBuf::from_slice(&udp4(1400, 0, true, 1));
+    su.encap(&mut esp_udp).unwrap();
+    let mut rep = VecBuf::with_room(128, 2048);
+    build_frag_needed(esp_udp.data(), 1300, Ipv4Addr::new(203, 0, 113, 9), 5, &mut rep).unwrap();
+    let ru = parse_too_big(rep.data()).expect("a report about ESP in UDP");
+    assert_eq!((ru.spi, ru.udp, ru.mtu), (0x4343, true, 1300));
+    assert!(!r.udp);
+    let mut ike = esp_udp.data().to_vec();
+    ike[28..32].fill(0);
+    let mut rep = VecBuf::with_room(128, 2048);
+    build_frag_needed(&ike, 1300, Ipv4Addr::new(203, 0, 113, 9), 5, &mut rep).unwrap();
+    assert_eq!(parse_too_big(rep.data()), None, "SPI 0 in UDP is IKE");
     // IPv6: a PTB quoting our ESPv6 packet.
     let s6 = sa(Algorithm::AesGcm128, modes()[1].1);
     let mut esp6 = VecBuf::from_slice(&udp6(1400, 0, 1));

@@ -9,16 +9,31 @@ use std::sync::Arc;
 
 use arrayvec::ArrayVec;
 
-use super::{addr_of, BurstCtx, Origin, Pipeline, Pkt, TxSink, BURST, MAX_GROUPS};
-use crate::esp::{Decapped, EspError, PmtuUpdate};
+use super::{addr_of, BurstCtx, NatMapping, Origin, Pipeline, Pkt, TxSink, BURST, MAX_GROUPS};
+use crate::esp::natt::{self, NattKind};
+use crate::esp::{Decapped, EspError, Mode, PmtuUpdate};
 use crate::mtu::{self, BufAlloc, Freed, ReasmOutcome};
 use crate::packet::ip::proto;
 use crate::packet::{HwChecksum, Meta, PacketBuf};
-use crate::policy::{Action, InboundSa, Snapshot};
+use crate::policy::{Action, InboundSa, SaEntry, Snapshot};
 use crate::stats::{DropReason, Event};
 use crate::wire::EspHeader;
 
-type InGroup<'s, B> = (&'s InboundSa, ArrayVec<B, BURST>);
+/// One inbound SA's packets of a burst, with where each came from.
+struct InGroup<'s, B> {
+    isa: &'s InboundSa,
+    bufs: ArrayVec<B, BURST>,
+    arrivals: ArrayVec<Arrival, BURST>,
+}
+
+/// Where an ESP packet came from: the outer source, and for ESP in UDP its
+/// source port (0 for plain ESP).
+#[derive(Clone, Copy)]
+struct Arrival {
+    v6: bool,
+    src: u128,
+    sport: u16,
+}
 
 impl<B: PacketBuf> Pipeline<B> {
     pub(super) fn inbound<'s, A, S, I>(
@@ -43,34 +58,62 @@ impl<B: PacketBuf> Pipeline<B> {
                 }
             }
             let k = meta.key;
-            if k.proto == proto::ESP {
-                let l4 = &buf.data()[meta.header_len()..];
-                let Ok(esp) = EspHeader::new_checked(l4) else {
-                    cx.stats.drop_one(DropReason::EspTruncated);
-                    continue;
-                };
-                let Some(isa) = snap.inbound_sa(esp.spi(), addr_of(k.v6, k.dst)) else {
+            // ESP, plain or in UDP on a NAT-T port of ours (RFC 3948).
+            let mut arrival = Arrival { v6: k.v6, src: k.src, sport: 0 };
+            let spi = if k.proto == proto::ESP {
+                match EspHeader::new_checked(&buf.data()[meta.header_len()..]) {
+                    Ok(esp) => Some(esp.spi()),
+                    Err(_) => {
+                        cx.stats.drop_one(DropReason::EspTruncated);
+                        continue;
+                    }
+                }
+            } else if k.proto == proto::UDP && snap.is_natt_port(k.dport) && self.is_own(k.v6, k.dst) {
+                match natt::udp_payload(buf.data(), &meta).map(natt::classify) {
+                    Some(NattKind::Esp { spi }) => {
+                        arrival.sport = k.sport;
+                        Some(spi)
+                    }
+                    Some(NattKind::Keepalive) => {
+                        cx.stats.event(Event::NattKeepalives, 1);
+                        continue;
+                    }
+                    // IKE: for the gateway itself.
+                    Some(NattKind::Ike) => None,
+                    Some(NattKind::Malformed) | None => {
+                        cx.stats.drop_one(DropReason::EspTruncated);
+                        continue;
+                    }
+                }
+            } else {
+                None
+            };
+            if let Some(spi) = spi {
+                let Some(isa) = snap.inbound_sa(spi, addr_of(k.v6, k.dst)) else {
                     cx.stats.drop_one(DropReason::NoSa);
                     continue;
                 };
-                let gi = match groups.iter().position(|(g, _)| Arc::ptr_eq(&g.entry, &isa.entry)) {
+                let gi = match groups.iter().position(|g| Arc::ptr_eq(&g.isa.entry, &isa.entry)) {
                     Some(i) => i,
                     None => {
                         if groups.is_full() {
-                            let (isa, mut pkts) = groups.swap_remove(0);
-                            self.decrypt_group(isa, &mut pkts, cx);
+                            let mut g = groups.swap_remove(0);
+                            self.decrypt_group(&mut g, cx);
                         }
-                        groups.push((isa, ArrayVec::new()));
+                        groups.push(InGroup { isa, bufs: ArrayVec::new(), arrivals: ArrayVec::new() });
                         groups.len() - 1
                     }
                 };
-                groups[gi].1.push(buf);
+                groups[gi].bufs.push(buf);
+                groups[gi].arrivals.push(arrival);
                 continue;
             }
             if matches!(k.proto, proto::ICMP | proto::ICMPV6) {
                 if let Some(report) = mtu::parse_too_big(buf.data()) {
                     // About one of our ESP packets? Then it tunes that SA's path MTU.
-                    let res = snap.outbound_sa(report.spi).and_then(|sa| {
+                    // (The quote must be encapsulated the way the SA sends.)
+                    let sa = snap.outbound_sa(report.spi).filter(|e| e.sa.udp_encap().is_some() == report.udp);
+                    let res = sa.and_then(|sa| {
                         let nh = cx.routes.next_hop(report.quoted_dst).ok()?;
                         Some(mtu::apply_too_big(
                             &sa.sa,
@@ -99,8 +142,8 @@ impl<B: PacketBuf> Pipeline<B> {
                 _ => cx.stats.drop_one(DropReason::ClearOnProtected),
             }
         }
-        for (isa, mut pkts) in groups.drain(..) {
-            self.decrypt_group(isa, &mut pkts, cx);
+        for mut g in groups.drain(..) {
+            self.decrypt_group(&mut g, cx);
         }
     }
 
@@ -137,32 +180,37 @@ impl<B: PacketBuf> Pipeline<B> {
     }
 
     /// Decrypt one SA's packets of a burst and send them on.
-    fn decrypt_group<A, S>(&mut self, isa: &InboundSa, pkts: &mut ArrayVec<B, BURST>, cx: &mut BurstCtx<'_, A, S>)
+    fn decrypt_group<A, S>(&mut self, g: &mut InGroup<'_, B>, cx: &mut BurstCtx<'_, A, S>)
     where
         A: BufAlloc<Buf = B>,
         S: TxSink<B>,
     {
+        let isa = g.isa;
+        let sa = &isa.entry.sa;
         let mut results: [Result<Decapped, EspError>; BURST] = [Err(EspError::Truncated); BURST];
-        let n = pkts.len();
-        isa.entry.sa.decap_burst(pkts, &mut results[..n]);
+        let n = g.bufs.len();
+        sa.decap_burst(&mut g.bufs, &mut results[..n]);
         let mut decrypted = 0;
         // By reference: zipping the results array by value would copy all of it.
-        for (buf, r) in pkts.drain(..).zip(results.iter_mut()) {
+        for ((buf, r), arrival) in g.bufs.drain(..).zip(results.iter_mut()).zip(g.arrivals.drain(..)) {
             let d = match r {
                 Ok(d) => d,
                 Err(e) => {
                     cx.stats.drop_one((*e).into());
-                    isa.entry.sa.drops().count(*e);
+                    sa.drops().count(*e);
                     continue;
                 }
             };
             let k = d.inner.key;
             if !isa.allows(&k) {
                 cx.stats.drop_one(DropReason::InboundPolicy);
-                isa.entry.sa.drops().count(crate::esp::SaDrop::Policy);
+                sa.drops().count(crate::esp::SaDrop::Policy);
                 continue;
             }
             decrypted += 1;
+            if sa.udp_encap().is_some() {
+                self.check_nat_mapping(&isa.entry, arrival, d.seq, cx.stats);
+            }
             if self.is_own(k.v6, k.dst) {
                 cx.stats.drop_one(DropReason::ForGateway);
                 continue;
@@ -170,5 +218,38 @@ impl<B: PacketBuf> Pipeline<B> {
             self.forward_clear(buf, &mut d.inner, Origin::Tunnel, None, cx);
         }
         cx.stats.event(Event::Decrypted, decrypted);
+    }
+
+    /// An authenticated ESP-in-UDP packet from another address or port than
+    /// its SA's: report the new mapping (only for the newest packet, so that
+    /// a late packet from the old mapping cannot flip it back).
+    fn check_nat_mapping(&self, entry: &SaEntry, from: Arrival, seq: u64, stats: &crate::stats::WorkerStats) {
+        let sa = &entry.sa;
+        let Some(e) = sa.udp_encap() else { return };
+        // Transport SAs have no peer address of their own: only the port counts.
+        let addr_moved = match sa.mode() {
+            Mode::Tunnel { remote, .. } => key_bits(remote) != from.src,
+            Mode::Transport => false,
+        };
+        if !addr_moved && from.sport == e.remote_port {
+            return;
+        }
+        if sa.replay_window().top() > seq {
+            return;
+        }
+        stats.event(Event::NatMappingChanged, 1);
+        if let Some(q) = &self.nat_reports {
+            let addr = addr_of(from.v6, from.src);
+            let _ = q.push(NatMapping { sa_id: entry.id, spi: sa.spi(), addr, port: from.sport });
+            // lossy
+        }
+    }
+}
+
+/// An address in the selector encoding.
+fn key_bits(a: std::net::IpAddr) -> u128 {
+    match a {
+        std::net::IpAddr::V4(a) => u128::from(u32::from(a)),
+        std::net::IpAddr::V6(a) => u128::from(a),
     }
 }

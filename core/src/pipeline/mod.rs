@@ -89,6 +89,23 @@ pub type LearnQueue = ArrayQueue<(IpAddr, [u8; 6])>;
 /// rate-limits per eroute.
 pub type AcquireQueue = ArrayQueue<(u32, FlowKey)>;
 
+/// An authenticated ESP-in-UDP packet came from an address or port other
+/// than its SA's (a NAT rebinding, RFC 3948 §2; Linux's XFRM_MSG_MAPPING):
+/// the SA, and where the peer is now. Bounded and lossy like the acquires;
+/// the control thread reports it and, when the SA asks, follows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NatMapping {
+    /// The inbound SA's id and SPI.
+    pub sa_id: u32,
+    pub spi: u32,
+    /// The peer's address and UDP source port as the packet arrived.
+    pub addr: IpAddr,
+    pub port: u16,
+}
+
+/// NAT mapping changes on their way to the control thread.
+pub type NatQueue = ArrayQueue<NatMapping>;
+
 /// What processing one burst needs besides the pipeline's own state: the
 /// route table snapshot, the clock, where new buffers come from, where
 /// finished packets go, and the worker's counters.
@@ -164,6 +181,7 @@ pub struct Pipeline<B: PacketBuf> {
     pmtu_ageing_ms: u64,
     learned: Option<Arc<LearnQueue>>,
     acquires: Option<Arc<AcquireQueue>>,
+    nat_reports: Option<Arc<NatQueue>>,
     solicit_limit: RequestLimiter,
     /// Packets for the outbound policy after this burst.
     deferred: ArrayVec<Pkt<B>, { 2 * BURST }>,
@@ -189,6 +207,7 @@ impl<B: PacketBuf> Pipeline<B> {
             pmtu_ageing_ms,
             learned: None,
             acquires: None,
+            nat_reports: None,
             solicit_limit: RequestLimiter::new(256, 1000),
             deferred: ArrayVec::new(),
         }
@@ -204,6 +223,12 @@ impl<B: PacketBuf> Pipeline<B> {
     /// Report `%trap` hits to this queue.
     pub fn with_acquires(mut self, q: Arc<AcquireQueue>) -> Self {
         self.acquires = Some(q);
+        self
+    }
+
+    /// Report NAT mapping changes of UDP SAs to this queue.
+    pub fn with_nat_reports(mut self, q: Arc<NatQueue>) -> Self {
+        self.nat_reports = Some(q);
         self
     }
 

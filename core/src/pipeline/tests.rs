@@ -27,11 +27,26 @@ use crate::lab::Gw;
 /// Gateway pair: A (192.0.2.1) protects 10.0.1.0/24 → 10.0.2.0/24 towards B (198.51.100.1),
 /// both families (fd00:1::/64 → fd00:2::/64), with the given algorithm and options.
 fn pair(alg: Algorithm, options: ProtectOptions, prot_mtu: u16, clear_mtu: u16) -> (Gw, Gw) {
+    pair_with(alg, options, prot_mtu, clear_mtu, None)
+}
+
+/// [`pair`], the SAs encapsulating ESP in UDP when `encap` is given (the
+/// protected ports then own the tunnel addresses: NAT-T arrives for them).
+fn pair_with(
+    alg: Algorithm,
+    options: ProtectOptions,
+    prot_mtu: u16,
+    clear_mtu: u16,
+    encap: Option<crate::esp::UdpEncap>,
+) -> (Gw, Gw) {
     let ek: Vec<u8> = (0..alg.enc_key_len() as u8).collect();
     let ak: Vec<u8> = (0..alg.auth_key_len() as u8).map(|x| x ^ 0x5a).collect();
     let a_ip: IpAddr = "192.0.2.1".parse().unwrap();
     let b_ip: IpAddr = "198.51.100.1".parse().unwrap();
-    let mk = |local: IpAddr, remote: IpAddr, spi| SaConfig::new(spi, alg, &ek, &ak, Mode::Tunnel { local, remote });
+    let mk = |local: IpAddr, remote: IpAddr, spi| SaConfig {
+        encap,
+        ..SaConfig::new(spi, alg, &ek, &ak, Mode::Tunnel { local, remote })
+    };
     let sel = |s: &str, d: &str| Selector::nets(s.parse().unwrap(), d.parse().unwrap());
     let build = |me: IpAddr,
                  peer: IpAddr,
@@ -60,7 +75,7 @@ fn pair(alg: Algorithm, options: ProtectOptions, prot_mtu: u16, clear_mtu: u16) 
             })
             .unwrap();
             // Carries both families: checked against both eroutes.
-            b.add_sa(2, SaRole::inbound_for(Some(me), &[1, 2]), &mk(peer, me, in_spi)).unwrap();
+            b.add_sa(2, SaRole::inbound_for(Some(me), &[1, 2]), &mk(me, peer, in_spi)).unwrap();
         })
         .unwrap();
         let (my_clear, my_prot, host, peer_mac) = macs;
@@ -82,7 +97,16 @@ fn pair(alg: Algorithm, options: ProtectOptions, prot_mtu: u16, clear_mtu: u16) 
                 addr_v4: Some(my_net4.replace(".0/24", ".254").parse().unwrap()),
                 addr_v6: Some(my_net6.replace("::/64", "::fe").parse().unwrap()),
             },
-            PortInfo { role: PortRole::Protected, mtu: prot_mtu, mac: my_prot, addr_v4: None, addr_v6: None },
+            PortInfo {
+                role: PortRole::Protected,
+                mtu: prot_mtu,
+                mac: my_prot,
+                addr_v4: match me {
+                    IpAddr::V4(a) if encap.is_some() => Some(a),
+                    _ => None,
+                },
+                addr_v6: None,
+            },
         ];
         Gw {
             db,
@@ -710,4 +734,125 @@ fn fragments_held_at_exit_are_counted() {
     assert!(b.run(PROT, vec![esp.into_iter().next().unwrap().1], 0).is_empty());
     b.pipe.shutdown(&b.stats);
     assert_eq!(b.drops(DropReason::ReasmAtExit), 1);
+}
+
+/// An IPv4 UDP datagram from `src:sport` to `dst:dport` (checksum 0).
+fn udp_to(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+    let mut p = udp4(28 + payload.len(), 0, false, 0);
+    p[12..16].copy_from_slice(&src);
+    p[16..20].copy_from_slice(&dst);
+    ip::ipv4_set_checksum(&mut p[..20]);
+    p[20..22].copy_from_slice(&sport.to_be_bytes());
+    p[22..24].copy_from_slice(&dport.to_be_bytes());
+    p[28..].copy_from_slice(payload);
+    p
+}
+
+/// RFC 3948 through two gateways: ESP in UDP 4500 → 4500 out, the 8 bytes in
+/// the tunnel MTU (DF refused with exactly that, the largest fitting packet
+/// fills the port), decrypted at the peer; keepalives consumed and counted,
+/// IKE behind the non-ESP marker is for the gateway, plain ESP for a UDP SA
+/// is refused.
+#[test]
+fn nat_traversal_through_two_gateways() {
+    let encap = Some(crate::esp::UdpEncap::default());
+    let (mut a, mut b) = pair_with(Algorithm::AesGcm128, ProtectOptions::default(), 1500, 9000, encap);
+    let (_, mut plain_b) = pair(Algorithm::AesGcm128, ProtectOptions::default(), 1500, 9000);
+    let inner: Vec<Vec<u8>> = (0..8).map(|i| from_host_a(100 + i * 97, true, i % 2 == 1, i as u8)).collect();
+    let out = a.run(CLEAR, inner.iter().map(|p| eth(p, MAC_A_CLEAR, MAC_HOST_A)).collect(), 0);
+    assert_eq!(out.len(), 8);
+    for (_, f) in &out {
+        let o = l3(f);
+        assert_eq!(o[9], proto::UDP);
+        assert_eq!(&o[20..24], &[0x11, 0x94, 0x11, 0x94], "4500 -> 4500");
+        assert_eq!(&o[26..28], &[0, 0], "IPv4: no UDP checksum");
+        assert_eq!(&o[28..32], &0xa0b0u32.to_be_bytes());
+    }
+    let plain_copy: Vec<VecBuf> = out.iter().map(|(_, f)| f.clone()).collect();
+    let got = b.run(PROT, out.into_iter().map(|(_, f)| f).collect(), 0);
+    assert_eq!(got.len(), 8, "{:?}", drops_summary(&b));
+    for ((_, f), p) in got.iter().zip(&inner) {
+        assert_eq!(l3(f), &after_two_hops(p)[..]);
+    }
+    // A plain-ESP gateway with the same SPI refuses them (it does not own the
+    // address for UDP either: they are cleartext for someone else there).
+    plain_b.run(PROT, plain_copy, 0);
+    assert_eq!(b.event(Event::NatMappingChanged), 0);
+
+    // The tunnel MTU counts the UDP header: GCM 1500 - 20 - 8 (UDP) - 8 - 8 - 16
+    // = 1440 → 1438 with the trailer (plain ESP: 1446).
+    let big = from_host_a(1500, true, false, 1);
+    let out = a.run(CLEAR, vec![eth(&big, MAC_A_CLEAR, MAC_HOST_A)], 0);
+    let i = l3(&out[0].1);
+    assert_eq!((i[20], i[21]), (3, 4));
+    let mtu = u16::from_be_bytes([i[26], i[27]]);
+    assert_eq!(mtu, 1438, "8 bytes less than plain ESP");
+    let fits = from_host_a(mtu.into(), true, false, 2);
+    let out = a.run(CLEAR, vec![eth(&fits, MAC_A_CLEAR, MAC_HOST_A)], 0);
+    assert_eq!(out.len(), 1);
+    assert!(l3(&out[0].1).len() <= 1500 && l3(&out[0].1).len() > 1500 - 4, "fills the port");
+    assert_eq!(a.event(Event::FragmentsMade), 0);
+
+    // Keepalive, IKE, junk, plain ESP, all to B's NAT-T port.
+    let (a_ip, b_ip) = ([192, 0, 2, 1], [198, 51, 100, 1]);
+    let ka = udp_to(a_ip, b_ip, 4500, 4500, &[0xff]);
+    let ike = udp_to(a_ip, b_ip, 4500, 4500, &[0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8]);
+    let junk = udp_to(a_ip, b_ip, 4500, 4500, &[1, 2]);
+    let before = b.drops(DropReason::ForGateway);
+    let got = b.run(PROT, [ka, ike, junk].iter().map(|p| eth(p, MAC_B_PROT, MAC_A_PROT)).collect(), 0);
+    assert!(got.is_empty());
+    assert_eq!(b.event(Event::NattKeepalives), 1);
+    assert_eq!(b.drops(DropReason::ForGateway), before + 1, "IKE is for the gateway, never forwarded");
+    assert_eq!(b.drops(DropReason::EspTruncated), 1);
+    let (mut pa, _) = pair(Algorithm::AesGcm128, ProtectOptions::default(), 1500, 9000);
+    let plain = pa.run(CLEAR, vec![eth(&inner[0], MAC_A_CLEAR, MAC_HOST_A)], 0);
+    let got = b.run(PROT, plain.into_iter().map(|(_, f)| f).collect(), 0);
+    assert!(got.is_empty());
+    assert_eq!(b.drops(DropReason::EspEncapMismatch), 1);
+}
+
+/// A NAT rebinding: authenticated packets from a new port (or address) are
+/// reported once they are the newest; forged or replayed ones never are.
+#[test]
+fn nat_rebinding_is_reported_only_for_authentic_new_packets() {
+    let encap = Some(crate::esp::UdpEncap::default());
+    let (mut a, mut b) = pair_with(Algorithm::AesGcm128, ProtectOptions::default(), 1500, 1500, encap);
+    let q = Arc::new(NatQueue::new(8));
+    b.pipe =
+        std::mem::replace(&mut b.pipe, Pipeline::new(vec![], ReasmConfig::default(), 0)).with_nat_reports(q.clone());
+    let sealed: Vec<VecBuf> = (0..3)
+        .map(|i| a.run(CLEAR, vec![eth(&from_host_a(80, false, false, i), MAC_A_CLEAR, MAC_HOST_A)], 0).remove(0).1)
+        .collect();
+    // The NAT in front of A now maps it to 203.0.113.7:31000.
+    let nat = |f: &VecBuf, addr: [u8; 4], port: u16| {
+        let mut f = f.clone();
+        let d = &mut f.data_mut()[14..];
+        d[12..16].copy_from_slice(&addr);
+        ip::ipv4_set_checksum(&mut d[..20]);
+        d[20..22].copy_from_slice(&port.to_be_bytes());
+        f
+    };
+    // A forged packet from the new mapping: not authentic, not reported.
+    let mut forged = nat(&sealed[1], [203, 0, 113, 7], 31000);
+    let n = forged.len();
+    forged.data_mut()[n - 1] ^= 1;
+    b.run(PROT, vec![forged], 0);
+    assert_eq!(b.drops(DropReason::EspAuthFailed), 1);
+    assert!(q.pop().is_none());
+    // The genuine packet 2 from the new mapping: reported.
+    assert_eq!(b.run(PROT, vec![nat(&sealed[1], [203, 0, 113, 7], 31000)], 0).len(), 1);
+    let m = q.pop().expect("reported");
+    assert_eq!((m.spi, m.addr, m.port), (0xa0b0, "203.0.113.7".parse().unwrap(), 31000));
+    assert_eq!(b.event(Event::NatMappingChanged), 1);
+    // Packet 1, older, still via the old mapping... then from another port:
+    // decrypted (in the window) but not the newest, so not reported.
+    assert_eq!(b.run(PROT, vec![nat(&sealed[0], [203, 0, 113, 7], 32000)], 0).len(), 1);
+    assert!(q.pop().is_none());
+    // Packet 3 from the SA's own address and port: nothing to report.
+    assert_eq!(b.run(PROT, vec![sealed[2].clone()], 0).len(), 1);
+    assert!(q.pop().is_none());
+    // A replay of packet 2 from yet another port: dropped, not reported.
+    b.run(PROT, vec![nat(&sealed[1], [203, 0, 113, 8], 33000)], 0);
+    assert_eq!(b.drops(DropReason::ReplayDuplicate), 1);
+    assert!(q.pop().is_none());
 }

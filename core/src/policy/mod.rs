@@ -577,6 +577,9 @@ pub struct Snapshot {
     sad: Arc<Sad>,
     /// Outbound SAs by SPI (for ICMP too-big reports that quote our ESP).
     out_by_spi: Arc<Sad>,
+    /// UDP ports of the gateway that carry ESP in UDP (RFC 3948): 4500 and
+    /// every inbound UDP SA's own port.
+    natt_ports: Arc<[u16]>,
     pub defaults: Defaults,
 }
 
@@ -618,6 +621,13 @@ impl Snapshot {
     pub fn inbound_sa(&self, spi: u32, outer_dst: IpAddr) -> Option<&InboundSa> {
         self.sad.get(spi, outer_dst)
     }
+
+    /// Is UDP to this port of the gateway NAT-T (keepalives, IKE behind the
+    /// non-ESP marker, ESP)? 4500 always is (RFC 3948 §2).
+    #[inline]
+    pub fn is_natt_port(&self, port: u16) -> bool {
+        port == crate::esp::natt::NAT_T_PORT || self.natt_ports.contains(&port)
+    }
 }
 
 /// The workers' handle on the published policy.
@@ -654,6 +664,8 @@ pub struct PolicyDb {
     v6: Arc<FamilyTable>,
     sad: Arc<Sad>,
     out_by_spi: Arc<Sad>,
+    /// NAT-T ports of inbound UDP SAs → how many SAs use each.
+    natt_ports: BTreeMap<u16, u32>,
     defaults: Defaults,
     generation: u64,
     published: Arc<ArcSwap<Snapshot>>,
@@ -681,6 +693,7 @@ impl PolicyDb {
             v6: Arc::default(),
             sad: Arc::default(),
             out_by_spi: Arc::default(),
+            natt_ports: BTreeMap::new(),
             defaults,
             generation: 0,
             published,
@@ -857,6 +870,9 @@ impl PolicyDb {
                     self.inbound_users.entry(e).or_default().insert(entry.id);
                 }
                 let selectors = self.inbound_selectors(&entry.role);
+                if let Some(e) = entry.sa.udp_encap() {
+                    *self.natt_ports.entry(e.local_port).or_default() += 1;
+                }
                 Arc::make_mut(&mut self.sad).upsert(InboundSa {
                     local: entry.local(),
                     entry: entry.clone(),
@@ -886,6 +902,14 @@ impl PolicyDb {
                     }
                 }
                 Arc::make_mut(&mut self.sad).remove(e.sa.spi(), id);
+                if let Some(u) = e.sa.udp_encap() {
+                    if let Some(n) = self.natt_ports.get_mut(&u.local_port) {
+                        *n -= 1;
+                        if *n == 0 {
+                            self.natt_ports.remove(&u.local_port);
+                        }
+                    }
+                }
             }
             Direction::Outbound => {
                 self.key_users.remove(&e.sa.key_id());
@@ -947,6 +971,9 @@ impl PolicyDb {
         for id in users {
             if let Some(entry) = self.sas.get(&id).cloned() {
                 let selectors = self.inbound_selectors(&entry.role);
+                if let Some(e) = entry.sa.udp_encap() {
+                    *self.natt_ports.entry(e.local_port).or_default() += 1;
+                }
                 Arc::make_mut(&mut self.sad).upsert(InboundSa { local: entry.local(), entry, selectors });
             }
         }
@@ -1052,6 +1079,7 @@ impl PolicyDb {
             v6: self.v6.clone(),
             sad: self.sad.clone(),
             out_by_spi: self.out_by_spi.clone(),
+            natt_ports: self.natt_ports.keys().copied().collect(),
             defaults: self.defaults,
         };
         self.published.store(Arc::new(snap));

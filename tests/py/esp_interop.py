@@ -9,12 +9,14 @@ and carries:
              packet (hex). We decrypt "ours" with scapy and report the bytes.
   - "seq":   a sequence number; we encrypt "inner" with scapy under it and
              report the ESP packet so that espgw can decrypt it.
+A case with "encap": {"sport": .., "dport": ..} is ESP in UDP (RFC 3948):
+scapy's own nat_t_header, with the ports as the *peer* sends them.
 Nothing here trusts espgw: keys and parameters go straight into scapy.
 """
 import json
 import sys
 
-from scapy.layers.inet import IP, defragment
+from scapy.layers.inet import IP, UDP, defragment
 from scapy.layers.inet6 import IPv6, defragment6
 from scapy.layers.ipsec import ESP, SecurityAssociation
 
@@ -51,6 +53,9 @@ def make_sa(case, seq_for_esn):
     if auth:
         kwargs["auth_algo"] = auth
         kwargs["auth_key"] = bytes.fromhex(case["auth_key"])
+    if case.get("encap"):
+        e = case["encap"]
+        kwargs["nat_t_header"] = UDP(sport=e["sport"], dport=e["dport"])
     if case["esn"]:
         kwargs["esn_en"] = True
         kwargs["esn"] = seq_for_esn >> 32

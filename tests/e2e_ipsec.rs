@@ -101,6 +101,115 @@ fn inbound_esp_from_scapy_comes_out_as_the_original_cleartext() {
     }
 }
 
+/// NAT traversal on the real binary (RFC 3948): A's SAs encapsulate in UDP.
+/// Outbound ESP leaves in UDP 4500 → 4500 and scapy decrypts it; the tunnel
+/// MTU announced to DF senders is 8 bytes smaller. Inbound, scapy's ESP in
+/// UDP from a NAT'd port (31000) is decrypted, a NAT-keepalive is consumed
+/// and counted, IKE behind the non-ESP marker is never forwarded, plain ESP
+/// for the UDP SA is refused, and the SAs follow the peer to its new port.
+#[test]
+fn nat_traversal_udp_encapsulated_esp_both_ways() {
+    let alg = &GCM128;
+    let udp = |cfg: String| {
+        cfg.replace(
+            &format!("remote = \"{B_IP}\"\n"),
+            &format!("remote = \"{B_IP}\"\nencap = \"udp\"\nnat_follow = true\n"),
+        )
+    };
+    // Outbound.
+    let s = Scratch::new();
+    let frames = traffic(120, 21, true, 2);
+    write_frames(&s.path("in.pcap"), &frames);
+    let empty = s.empty_pcap();
+    let private =
+        format!("net_pcap0,rx_pcap={},tx_pcap={}", s.path("in.pcap").display(), s.path("private-out.pcap").display());
+    let public = format!("net_pcap1,rx_pcap={},tx_pcap={}", empty.display(), s.path("public-out.pcap").display());
+    let cfg = s.config(&udp(gw_config("natt-out", alg, true, &private, &public, "[1]")));
+    let run = run_espgw(&s, &cfg, &["--stop-when-idle", "300"]);
+    run.assert_ok();
+    let tunnel_mtu = alg.tunnel_mtu - 8;
+    let n_refused = refused(&frames, tunnel_mtu);
+    assert_eq!(run.report()["events"]["encrypted"], (frames.len() - n_refused) as u64);
+    let wire = read_frames(&s.path("public-out.pcap"));
+    for f in &wire {
+        let ip = &f[14..];
+        assert!(ip.len() <= 1500);
+        assert_eq!(ip[9], 17, "UDP");
+        let first = u16::from_be_bytes([ip[6], ip[7]]) & 0x1fff == 0;
+        if first {
+            assert_eq!(&ip[20..24], &[0x11, 0x94, 0x11, 0x94], "4500 -> 4500");
+            assert_eq!(&ip[26..28], &[0, 0], "IPv4: UDP checksum 0");
+        }
+    }
+    let log = scapy_with(
+        "decrypt",
+        &s.path("public-out.pcap"),
+        &s.path("decrypted.pcap"),
+        alg,
+        0x1001,
+        A_IP,
+        B_IP,
+        &["--nat-t", "4500:4500"],
+    );
+    let c = compare(&frames, &read_frames(&s.path("decrypted.pcap")));
+    assert_eq!((c.arrived, c.unexpected), (frames.len() - n_refused, 0), "{log}");
+    for f in &read_frames(&s.path("private-out.pcap")) {
+        assert_eq!(u16::from_be_bytes([f[14 + 26], f[14 + 27]]) as usize, tunnel_mtu, "ICMP: the UDP tunnel MTU");
+    }
+
+    // Inbound, from behind a NAT that maps B's 4500 to 31000.
+    let s = Scratch::new();
+    let inner = traffic(60, 22, false, 0);
+    write_frames(&s.path("inner.pcap"), &inner);
+    scapy_with(
+        "encrypt",
+        &s.path("inner.pcap"),
+        &s.path("esp.pcap"),
+        alg,
+        0x2001,
+        B_IP,
+        A_IP,
+        &["--nat-t", "31000:4500"],
+    );
+    scapy("encrypt", &s.path("inner.pcap"), &s.path("plain.pcap"), alg, 0x2001, B_IP, A_IP);
+    let udp_frame = |payload: &[u8]| {
+        let mut f = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 0xcc, 8, 0];
+        let total = 28 + payload.len();
+        let mut ip =
+            vec![0x45, 0, (total >> 8) as u8, total as u8, 0, 1, 0, 0, 64, 17, 0, 0, 198, 51, 100, 1, 192, 0, 2, 1];
+        let c = csum(&ip);
+        ip[10..12].copy_from_slice(&c.to_be_bytes());
+        f.extend_from_slice(&ip);
+        f.extend_from_slice(&[0x79, 0x18, 0x11, 0x94, 0, (8 + payload.len()) as u8, 0, 0]);
+        f.extend_from_slice(payload);
+        f
+    };
+    let mut wire = vec![udp_frame(&[0xff]), udp_frame(&[0, 0, 0, 0, 0x11, 0x22, 0x33, 0x44, 0, 0, 0, 0])];
+    wire.extend(read_frames(&s.path("esp.pcap")));
+    wire.push(read_frames(&s.path("plain.pcap"))[0].clone());
+    write_frames(&s.path("wire.pcap"), &wire);
+    let empty = s.empty_pcap();
+    let private = format!("net_pcap0,rx_pcap={},tx_pcap={}", empty.display(), s.path("private-out.pcap").display());
+    let public =
+        format!("net_pcap1,rx_pcap={},tx_pcap={}", s.path("wire.pcap").display(), s.path("public-out.pcap").display());
+    let cfg = s.config(&udp(gw_config("natt-in", alg, true, &private, &public, "[1]")));
+    let run = run_espgw(&s, &cfg, &["--stop-when-idle", "500"]);
+    run.assert_ok();
+    let r = run.report();
+    let c = compare(&inner, &read_frames(&s.path("private-out.pcap")));
+    assert_eq!((c.arrived, c.missing, c.unexpected), (inner.len(), 0, 0), "{}", run.stdout);
+    assert_eq!(r["events"]["decrypted"], inner.len() as u64);
+    assert_eq!(r["events"]["natt_keepalives"], 1);
+    assert_eq!(r["drops"]["for_gateway"], 1, "IKE on 4500 is for the gateway, never forwarded");
+    assert_eq!(r["drops"]["esp_encap_mismatch"], 1, "plain ESP for a UDP SA");
+    assert!(r["events"]["nat_mapping_changed"].as_u64().unwrap() >= 1);
+    assert!(read_frames(&s.path("public-out.pcap")).is_empty(), "nothing answered in clear");
+    // Both SAs (nat_follow) now point at the peer's NAT'd port.
+    for sa in r["sas"].as_array().unwrap() {
+        assert_eq!((sa["remote"].as_str(), sa["remote_port"].as_u64()), (Some(B_IP), Some(31000)), "{sa}");
+    }
+}
+
 /// Two espgw processes, A and B, connected by net_memif (A's public port is
 /// the server, B's the client), two workers each with their own queues, one
 /// SA per direction shared by both workers. Traffic both ways, including

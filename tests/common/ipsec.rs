@@ -158,6 +158,21 @@ pub fn refused(frames: &[Vec<u8>], tunnel_mtu: usize) -> usize {
 }
 
 pub fn scapy(cmd: &str, input: &Path, output: &Path, alg: &Alg, spi: u32, local: &str, remote: &str) -> String {
+    scapy_with(cmd, input, output, alg, spi, local, remote, &[])
+}
+
+/// [`scapy`] with extra options of `pcap_esp.py` (e.g. `--nat-t 31000:4500`).
+#[allow(clippy::too_many_arguments)]
+pub fn scapy_with(
+    cmd: &str,
+    input: &Path,
+    output: &Path,
+    alg: &Alg,
+    spi: u32,
+    local: &str,
+    remote: &str,
+    extra: &[&str],
+) -> String {
     let mut c = Command::new("python3");
     c.arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/py/pcap_esp.py"))
         .arg(cmd)
@@ -178,6 +193,7 @@ pub fn scapy(cmd: &str, input: &Path, output: &Path, alg: &Alg, spi: u32, local:
     if !alg.auth_key.is_empty() {
         c.args(["--auth-key", alg.auth_key]);
     }
+    c.args(extra);
     let out = c.output().expect("python3 (make test-deps installs scapy)");
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "scapy {cmd} failed: {text}");

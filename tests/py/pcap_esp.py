@@ -6,13 +6,14 @@
 
 SA options: --algorithm NAME --enc-key HEX [--auth-key HEX] --spi N
             --local IP --remote IP [--esn] [--seq N] [--dst-mac MAC]
+            [--nat-t SPORT:DPORT]   ESP in UDP (RFC 3948), scapy's nat_t_header
 Frames that are not ESP (for decrypt) are counted and skipped. Prints counts.
 """
 import argparse
 import sys
 
 from scapy.all import Ether, rdpcap, wrpcap
-from scapy.layers.inet import IP, defragment
+from scapy.layers.inet import IP, UDP, defragment
 from scapy.layers.inet6 import IPv6
 from scapy.layers.ipsec import ESP, SecurityAssociation
 
@@ -36,6 +37,9 @@ def make_sa(a, esn_hi=0):
     if auth:
         kw["auth_algo"] = auth
         kw["auth_key"] = bytes.fromhex(a.auth_key)
+    if a.nat_t:
+        sport, dport = (int(x) for x in a.nat_t.split(":"))
+        kw["nat_t_header"] = UDP(sport=sport, dport=dport)
     if a.esn:
         kw["esn_en"] = True
         kw["esn"] = esn_hi
@@ -95,6 +99,7 @@ def main():
     ap.add_argument("--esn", action="store_true")
     ap.add_argument("--seq", type=int, default=1)
     ap.add_argument("--dst-mac", default="02:00:00:00:00:01")
+    ap.add_argument("--nat-t", default="")
     a = ap.parse_args()
     sys.exit(decrypt(a) if a.cmd == "decrypt" else encrypt(a))
 

@@ -235,6 +235,8 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, GatewayError> {
             bytes: s.state.bytes,
             path_mtu: s.state.path_mtu,
             backend: s.state.backend,
+            remote: s.sa.remote,
+            remote_port: s.sa.remote_port,
         })
         .collect();
     // Drain what still waits in RX queues (not processed, reported apart),

@@ -54,6 +54,12 @@ pub struct SaReport {
     pub path_mtu: Option<u16>,
     /// The crypto backend that ran it.
     pub backend: &'static str,
+    /// Tunnel SAs: the peer's address; ESP in UDP: its port (as followed
+    /// through NAT rebinding, if it was).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remote: Option<std::net::IpAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remote_port: Option<u16>,
 }
 
 #[derive(Debug, Clone, Serialize)]

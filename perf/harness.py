@@ -158,9 +158,12 @@ def auth_key(alg):
     return '\nauth_key = "0x' + bytes(range(20)).hex() + '"' if "cbc" in alg else ""
 
 
-def sa_block(alg, name, direction, spi, n, eroute=None):
+def sa_block(alg, name, direction, spi, n, eroute=None, natt=False):
     local, remote = ("192.0.2.1", "198.51.100.1") if direction == "out" else ("198.51.100.1", "192.0.2.1")
     extra = f'\neroute = "{eroute}"\nreplay_window = 0' if eroute else ""
+    if natt:  # ESP in UDP 4500 (RFC 3948)
+        extra += '\nencap = "udp"'
+
     return f"""
 [[sa]]
 name = "{name}"
@@ -174,7 +177,7 @@ remote = "{remote}"{extra}
 """
 
 
-def gateway_config(path, *, alg, direction, workers, nsas, rx_pcaps, capture=None, bypass=False):
+def gateway_config(path, *, alg, direction, workers, nsas, rx_pcaps, capture=None, bypass=False, natt=False):
     """One gateway: outbound = private(pcap) -> public(null); inbound = public(pcap) -> private(null).
     nsas = 2: queue 0's traffic (10.0.2/24) uses SA 1, queue 1's (10.0.3/24) SA 2."""
     cores = [1] if workers == 1 else [0, 1]
@@ -240,10 +243,10 @@ via = "198.51.100.254"
         for i, net in enumerate(nets):
             sa = f"sa{i + 1}"
             if direction == "out" or capture:
-                text += sa_block(alg, sa, "out", 0x1001 + i, i)
+                text += sa_block(alg, sa, "out", 0x1001 + i, i, natt=natt)
                 text += f'\n[[eroute]]\nname = "e{i + 1}"\nsrc = "10.0.1.0/24"\ndst = "{net}"\naction = "protect"\nsa = "{sa}"\n'
             else:
-                text += sa_block(alg, sa, "in", 0x1001 + i, i, eroute=f"e{i + 1}")
+                text += sa_block(alg, sa, "in", 0x1001 + i, i, eroute=f"e{i + 1}", natt=natt)
                 text += f'\n[[eroute]]\nname = "e{i + 1}"\nsrc = "{net}"\ndst = "10.0.1.0/24"\naction = "protect"\nsa = "ret"\n'
         if direction == "in" and not capture:
             text += sa_block(alg, "ret", "out", 0x9999, 9)
@@ -251,14 +254,14 @@ via = "198.51.100.254"
     return path
 
 
-def esp_pcap(alg, size, queue, nsas):
+def esp_pcap(alg, size, queue, nsas, natt=False):
     """ESP frames for the inbound runs, made by espgw itself from the cleartext capture."""
     sa = queue + 1 if nsas == 2 else 1
-    p = OUT / f"esp-{alg}-{size}-q{queue}-sa{sa}.pcap"
+    p = OUT / f"esp-{alg}-{size}-q{queue}-sa{sa}{'-natt' if natt else ''}.pcap"
     if p.exists():
         return p
     cfg = gateway_config(OUT / "capture.toml", alg=alg, direction="out", workers=1, nsas=nsas,
-                         rx_pcaps=[clear_pcap(size, queue)], capture=p)
+                         rx_pcaps=[clear_pcap(size, queue)], capture=p, natt=natt)
     r = subprocess.run([str(ESPGW), "--config", str(cfg), "--stop-when-idle", "300"], capture_output=True, text=True)
     if r.returncode != 0 or not read_pcap_lengths(p):
         sys.exit(f"capturing ESP failed:\n{r.stdout}\n{r.stderr}")
@@ -557,6 +560,9 @@ def main():
     points += [("ipsec", "aes128-gcm16", s, d, 2, n) for s in sizes for d in ("out", "in") for n in (1, 2)] \
         if "aes128-gcm16" in algs and not a.one_worker else []
     points += [("bypass", "-", "64", "out", 1, 0)] if "64" in sizes else []
+    # NAT-T (ESP in UDP 4500) next to plain GCM, same run.
+    points += [("natt", "aes128-gcm16", s, d, 1, 1) for s in sizes if s in ("64", "1420") for d in ("out", "in")] \
+        if "aes128-gcm16" in algs else []
     results = {p: [] for p in points}
     secgw = {p: [] for p in points}  # ipsec-secgw on the same point, run right after espgw
     io = {}       # pcap -> [pps]
@@ -583,16 +589,17 @@ def main():
         log(f"repeat {rep + 1}/{a.repeats}: I/O bounds done ({len(pcaps)} captures)")
         for pt in points:
             kind, alg, s, d, w, n = pt
+            natt = kind == "natt"
             if d == "out":
                 rx = [clear_pcap(s, q) for q in range(w)]
             else:
-                rx = [esp_pcap(alg, s, q, n) for q in range(w)]
-            cfg = gateway_config(OUT / "run.toml", alg=alg if kind == "ipsec" else "aes128-gcm16", direction=d,
-                                 workers=w, nsas=n, rx_pcaps=rx, bypass=(kind == "bypass"))
+                rx = [esp_pcap(alg, s, q, n, natt) for q in range(w)]
+            cfg = gateway_config(OUT / "run.toml", alg=alg if kind != "bypass" else "aes128-gcm16", direction=d,
+                                 workers=w, nsas=n, rx_pcaps=rx, bypass=(kind == "bypass"), natt=natt)
             r = run_espgw(cfg, a.seconds)
             results[pt].append(r)
             side = ""
-            if with_secgw and w == 1:
+            if with_secgw and w == 1 and not natt:
                 sg = run_secgw("aes128-gcm16" if kind == "bypass" else alg, d, rx[0], a.seconds, bypass=(kind == "bypass"))
                 secgw[pt].append(sg)
                 side = f", ipsec-secgw {sg / 1e6:.2f} Mpps ({r['pps'] / sg:.2f}x)"
@@ -623,15 +630,15 @@ def main():
                              pct=100 * mpps / (1e-6 / t_io), **side))
             continue
         op = "seal" if d == "out" else "open"
-        pcap = clear_pcap(s, 0) if d == "out" else esp_pcap(alg, s, 0, 1)
-        t_io = 1 / med(io[pcap])
+        pcap = clear_pcap(s, 0) if d == "out" else esp_pcap(alg, s, 0, 1, kind == "natt")
+        t_io = 1 / med(io.get(pcap) or io[esp_pcap(alg, s, 0, 1)])
         best_be, best = None, None
         for be in ["aesni_mb"] + ALGS[alg][1]:
             t = weighted(s, lambda f: med(crypto[(alg, op, be, f)])) * 1e-9
             if best is None or t < best:
                 best_be, best = be, t
         bound = 1 / (t_io + best)
-        rows.append(dict(kind="ipsec", alg=alg, size=s, dir=d, workers=w, sas=n, mpps=mpps, spread=spread(pps), gbps=gbps,
+        rows.append(dict(kind=kind, alg=alg, size=s, dir=d, workers=w, sas=n, mpps=mpps, spread=spread(pps), gbps=gbps,
                          cycles=cyc, io_mpps=1e-6 / t_io, crypto=best_be, crypto_mpps=1e-6 / best,
                          bound_mpps=bound / 1e6 * w, pct=100 * mpps / (bound / 1e6 * w), **side))
 

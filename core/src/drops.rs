@@ -119,8 +119,13 @@ drop_reasons! {
         /// A cleartext packet routed out of a protected port that no pass
         /// eroute allowed (decrypted or inbound traffic never leaves in clear).
         ClearToProtected => "clear_to_protected",
-        /// Addressed to the gateway itself (no host path for it).
+        /// Addressed to the gateway itself, and there is no host port (or it
+        /// was the kernel's own packet to itself).
         ForGateway => "for_gateway",
+        /// For the gateway, over the host path's rate (per worker, IKE apart).
+        HostRateLimited => "host_rate_limited",
+        /// From the kernel with a source that is not one of the gateway's addresses.
+        HostBadSource => "host_bad_source",
         /// No inbound SA for the SPI (and destination).
         NoSa => "no_sa",
         /// Decrypted traffic did not match its SA's selectors (RFC 4301 §5.2).

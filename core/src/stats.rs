@@ -100,6 +100,19 @@ events! {
     /// Authenticated ESP-in-UDP packets from another address/port than their SA's.
     NatMappingChanged => "nat_mapping_changed", "espgw_nat_mapping_changes_total",
         "Authenticated ESP-in-UDP packets that arrived from a new peer address or port (NAT rebinding).",
+    /// IKE (UDP 500/4500) handed to the kernel through the host port.
+    HostIke => "to_host_ike", "espgw_host_ike_packets_total",
+        "IKE packets (UDP 500/4500, non-ESP marker) for the gateway handed to the kernel.",
+    /// ICMP for the gateway handed to the kernel.
+    HostIcmp => "to_host_icmp", "espgw_host_icmp_packets_total", "ICMP/ICMPv6 for the gateway handed to the kernel.",
+    /// Decrypted packets for the gateway (transport mode) handed to the kernel.
+    HostDecrypted => "to_host_decrypted", "espgw_host_decrypted_packets_total",
+        "Decrypted ESP payload for the gateway's own addresses handed to the kernel.",
+    /// Other traffic for the gateway handed to the kernel.
+    HostOther => "to_host_other", "espgw_host_other_packets_total",
+        "Other traffic for the gateway (SSH, BGP, ...) handed to the kernel.",
+    /// Packets the kernel sent through the host port.
+    FromHost => "from_host", "espgw_host_sent_packets_total", "Packets the kernel sent out through the host port.",
     /// Other ARP/ND messages seen (not for us).
     NeighborMessages => "neighbor_messages", "espgw_neighbor_messages_total", "ARP/NDP messages received.",
 }

@@ -52,6 +52,8 @@ pub struct Shared<'p, 'e> {
     pub acquires: Arc<AcquireQueue>,
     /// NAT mapping changes of UDP SAs, for the control thread.
     pub nat_reports: Arc<NatQueue>,
+    /// Host path: packets per second per worker to the kernel, per bucket.
+    pub host_rate: u32,
     pub pool: &'p Mempool<'e>,
     pub jumbo: Option<&'p Mempool<'e>>,
     pub reasm: ReasmConfig,
@@ -146,7 +148,8 @@ pub fn poll_loop<'q, 'p>(
     let mut pipeline: Pipeline<Mbuf<'p>> = Pipeline::new(shared.port_info.clone(), shared.reasm, shared.pmtu_ageing_ms)
         .with_learning(shared.learned.clone())
         .with_acquires(shared.acquires.clone())
-        .with_nat_reports(shared.nat_reports.clone());
+        .with_nat_reports(shared.nat_reports.clone())
+        .with_host_rate(shared.host_rate);
     let mut alloc = PoolAlloc { regular: shared.pool, jumbo: shared.jumbo };
     let mut last_tick = 0u64;
     let mut idle_run = 0u32;

@@ -290,6 +290,7 @@ pub(super) fn validate(
     raw_routes: &[Spanned<RawRoute>],
     raw_neighbors: &[Spanned<RawNeighbor>],
     port_names: &[String],
+    host_port: Option<&str>,
 ) -> Result<Validated, ConfigError> {
     let defaults = Defaults {
         outbound: default_action(loc, &policy.default_outbound, "policy.default_outbound")?,
@@ -362,6 +363,13 @@ pub(super) fn validate(
             .iter()
             .position(|p| p == r.port.get_ref())
             .ok_or_else(|| loc.at(&r.port, f("port"), format!("no port named {:?}", r.port.get_ref())))?;
+        if host_port == Some(r.port.get_ref().as_str()) {
+            return Err(loc.at(
+                &r.port,
+                f("port"),
+                "the host port takes no routes: traffic for the gateway's own addresses goes there by itself",
+            ));
+        }
         let via = match &r.via {
             None => None,
             Some(v) => {

@@ -53,6 +53,9 @@ pub enum Role {
     Cleartext,
     /// Public side: ESP in and out.
     Protected,
+    /// The kernel's side of the host path (`net_tap`): traffic for the
+    /// gateway's own addresses, and the kernel's own traffic out.
+    Host,
 }
 
 impl Role {
@@ -60,8 +63,22 @@ impl Role {
         match self {
             Role::Cleartext => "cleartext",
             Role::Protected => "protected",
+            Role::Host => "host",
         }
     }
+}
+
+/// A host port's settings (see [`Role::Host`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPortConfig {
+    /// Packets per second per worker to the kernel, per bucket (IKE and the rest).
+    pub rate: u32,
+    /// Give the kernel interface the gateway's addresses and a policy route
+    /// (addresses, `ip rule from ADDR lookup TABLE`, default routes in TABLE).
+    pub kernel_setup: bool,
+    pub kernel_table: u32,
+    /// The kernel interface's name (`iface=` of the net_tap spec, else `dtap0`...).
+    pub iface: Option<String>,
 }
 
 /// How a port's device reaches EAL.
@@ -152,6 +169,8 @@ pub struct PortConfig {
     pub addresses: Vec<std::net::IpAddr>,
     /// Next-hop MAC when no `[[neighbor]]` entry matches (point-to-point peer, upstream router).
     pub peer_mac: Option<[u8; 6]>,
+    /// Role `host`: its settings.
+    pub host: Option<HostPortConfig>,
 }
 
 /// Mbuf pool sizing.
@@ -382,6 +401,9 @@ struct RawPort {
     #[serde(default)]
     addresses: Vec<Spanned<String>>,
     peer_mac: Option<Spanned<String>>,
+    host_rate: Option<Spanned<i64>>,
+    kernel_setup: Option<Spanned<bool>>,
+    kernel_table: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -390,6 +412,75 @@ struct RawForward {
     from: Spanned<String>,
     to: Spanned<String>,
 }
+
+/// A port's host-role settings: only a `host` port takes them, there is at
+/// most one, it has no addresses of its own (the kernel gets every other
+/// port's) and it forwards nothing.
+fn host_port(
+    loc: &Locator<'_>,
+    f: &dyn Fn(&str) -> String,
+    p: &RawPort,
+    role: Role,
+    device: &Device,
+    earlier: &[PortConfig],
+) -> Result<Option<HostPortConfig>, ConfigError> {
+    if role != Role::Host {
+        let extra = [
+            ("host_rate", p.host_rate.as_ref().map(|s| s.span())),
+            ("kernel_table", p.kernel_table.as_ref().map(|s| s.span())),
+            ("kernel_setup", p.kernel_setup.as_ref().map(|s| s.span())),
+        ];
+        for (k, span) in extra {
+            if let Some(span) = span {
+                return Err(loc.err::<()>(span, f(k), format!("{k} is for role = \"host\" ports")));
+            }
+        }
+        return Ok(None);
+    }
+    if let Some(prev) = earlier.iter().position(|q| q.role == Role::Host) {
+        return Err(loc.at(&p.role, f("role"), format!("port[{prev}] is already the host port (one at most)")));
+    }
+    if let Some(a) = p.addresses.first() {
+        return Err(loc.at(
+            a,
+            f("addresses[0]"),
+            "a host port has no addresses of its own: the kernel gets every other port's",
+        ));
+    }
+    let rate = match &p.host_rate {
+        None => espgw_core::pipeline::DEFAULT_HOST_RATE,
+        Some(r) if (100..=10_000_000).contains(r.get_ref()) => *r.get_ref() as u32,
+        Some(r) => {
+            return Err(loc.at(r, f("host_rate"), format!("{} packets/s is outside 100..10000000", r.get_ref())))
+        }
+    };
+    let kernel_table = match &p.kernel_table {
+        None => DEFAULT_KERNEL_TABLE,
+        // 0 and 253..255 are the kernel's own tables (unspec, default, main, local).
+        Some(t) if (1..=252).contains(t.get_ref()) || (256..=i64::from(i32::MAX)).contains(t.get_ref()) => {
+            *t.get_ref() as u32
+        }
+        Some(t) => {
+            return Err(loc.at(t, f("kernel_table"), format!("table {} is reserved or out of range", t.get_ref())))
+        }
+    };
+    let iface = match device {
+        Device::Vdev { spec } => spec.split(',').find_map(|kv| kv.strip_prefix("iface=")).map(str::to_string),
+        Device::Pci { .. } => None,
+    };
+    let kernel_setup = p.kernel_setup.as_ref().is_none_or(|b| *b.get_ref());
+    if kernel_setup && iface.is_none() {
+        return Err(loc.at(
+            &p.device,
+            f("device"),
+            "name the kernel interface (net_tap0,iface=espgw0), or set kernel_setup = false and set it up yourself",
+        ));
+    }
+    Ok(Some(HostPortConfig { rate, kernel_setup, kernel_table, iface }))
+}
+
+/// The routing table the kernel side of the host path uses by default.
+pub const DEFAULT_KERNEL_TABLE: u32 = 4500;
 
 /// Turns byte offsets into line numbers and builds errors.
 struct Locator<'a> {
@@ -579,14 +670,16 @@ impl Config {
             let role = match p.role.get_ref().as_str() {
                 "cleartext" => Role::Cleartext,
                 "protected" => Role::Protected,
+                "host" => Role::Host,
                 other => {
                     return Err(loc.at(
                         &p.role,
                         f("role"),
-                        format!("unknown role {other:?} (expected \"cleartext\" or \"protected\")"),
+                        format!("unknown role {other:?} (expected \"cleartext\", \"protected\" or \"host\")"),
                     ))
                 }
             };
+            let host = host_port(loc, &f, p, role, &device, &ports)?;
             let mtu = match &p.mtu {
                 None => None,
                 Some(m) => {
@@ -630,6 +723,7 @@ impl Config {
                 mac: mac(&p.mac, "mac")?,
                 addresses,
                 peer_mac: mac(&p.peer_mac, "peer_mac")?,
+                host,
             });
         }
 
@@ -690,8 +784,17 @@ impl Config {
             }
         };
         let port_names: Vec<String> = ports.iter().map(|p| p.name.clone()).collect();
-        let ipsec =
-            ipsec::validate(loc, &raw.policy, &raw.sas, &raw.eroutes, &raw.routes, &raw.neighbors, &port_names)?;
+        let host_port = ports.iter().find(|p| p.role == Role::Host).map(|p| p.name.as_str());
+        let ipsec = ipsec::validate(
+            loc,
+            &raw.policy,
+            &raw.sas,
+            &raw.eroutes,
+            &raw.routes,
+            &raw.neighbors,
+            &port_names,
+            host_port,
+        )?;
         let metrics = metrics_config(loc, &raw.metrics)?;
         Ok(Config {
             file: loc.file.to_path_buf(),

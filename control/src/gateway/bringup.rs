@@ -145,6 +145,7 @@ pub fn port_info(cfg: &Config, ports: &Ports<'_>) -> Vec<PortInfo> {
             role: match pc.role {
                 Role::Cleartext => PortRole::Cleartext,
                 Role::Protected => PortRole::Protected,
+                Role::Host => PortRole::Host,
             },
             mtu,
             mac: pc.mac.unwrap_or_else(|| p.mac()),

@@ -17,6 +17,7 @@
 //!    enforced by the borrows.
 
 pub mod bringup;
+mod kernel;
 pub mod reload;
 pub mod report;
 
@@ -67,6 +68,8 @@ pub enum GatewayError {
     State { path: String, err: std::io::Error },
     #[error("{workers} worker core(s) configured but EAL gave {lcores} worker lcore(s)")]
     Lcores { workers: usize, lcores: usize },
+    #[error("host port: {0}")]
+    HostPath(String),
 }
 
 /// Options from the command line that are not in the config.
@@ -120,6 +123,8 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, GatewayError> {
     }
     let pools = Pools::new(&eal, cfg)?;
     let mut ports = bringup::ports(&eal, cfg, &pools.regular)?;
+    // The host path's kernel side (undone when this goes out of scope).
+    let _kernel = kernel_side(cfg)?;
     wait_link(&ports, opts, &stop);
     bringup::print_startup(cfg, &ports);
     let neighbors = Neighbors::new(cfg);
@@ -136,6 +141,11 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, GatewayError> {
         learned: learned.clone(),
         acquires: acquires.clone(),
         nat_reports: nat_reports.clone(),
+        host_rate: cfg
+            .ports
+            .iter()
+            .find_map(|p| p.host.as_ref())
+            .map_or(espgw_core::pipeline::DEFAULT_HOST_RATE, |h| h.rate),
         pool: &pools.regular,
         jumbo: Some(&pools.jumbo),
         reasm: ReasmConfig::for_pool(pools.regular.size(), usize::from(cfg.mempool.data_room), cfg.worker_cores.len()),
@@ -338,6 +348,15 @@ impl<'c> Neighbors<'c> {
 /// The main thread's loop: housekeeping every 20 ms until a signal, the run
 /// time, or idleness. Returns why it stopped.
 #[allow(clippy::too_many_arguments)]
+/// Set up the kernel side of the host port, when there is one and
+/// `kernel_setup` asks: the interface gets every other port's addresses.
+fn kernel_side(cfg: &Config) -> Result<Option<kernel::KernelSide>, GatewayError> {
+    let Some(h) = cfg.ports.iter().find_map(|p| p.host.as_ref()).filter(|h| h.kernel_setup) else { return Ok(None) };
+    let iface = h.iface.as_deref().unwrap_or("dtap0");
+    let addrs: Vec<std::net::IpAddr> = cfg.ports.iter().flat_map(|p| p.addresses.iter().copied()).collect();
+    kernel::setup(iface, &addrs, h.kernel_table).map(Some).map_err(GatewayError::HostPath)
+}
+
 /// What the main thread watches: the flags the signal handlers set, the
 /// workers' queues of learned neighbours and `%trap` hits, the start time.
 struct Inputs<'a> {

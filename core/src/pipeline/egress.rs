@@ -33,6 +33,12 @@ impl PassPermit {
     pub(super) fn of(v: &Verdict<'_>) -> Option<PassPermit> {
         matches!(v, Verdict::Pass { .. }).then_some(PassPermit(()))
     }
+
+    /// The gateway's own traffic from the kernel that no eroute protects or
+    /// drops (and IKE, which bypasses the policy): see [`super::host`].
+    pub(super) fn bypass() -> PassPermit {
+        PassPermit(())
+    }
 }
 
 impl<B: PacketBuf> Pipeline<B> {
@@ -50,7 +56,17 @@ impl<B: PacketBuf> Pipeline<B> {
         S: TxSink<B>,
     {
         let m = &*meta;
-        let hop = origin != Origin::Local;
+        if self.is_own(m.key.v6, m.key.dst) {
+            // Ours (an ICMP error about the kernel's own packet, say): the
+            // host path — unless the kernel sent it (it has a loopback).
+            if origin == Origin::Host {
+                cx.stats.drop_one(DropReason::ForGateway);
+                return;
+            }
+            let kind = Self::clear_kind(m);
+            return self.send_to_kernel(buf, meta, kind, cx);
+        }
+        let hop = origin.is_hop();
         if hop && m.ttl <= 1 {
             cx.stats.drop_one(DropReason::TtlExpired);
             return;
@@ -175,7 +191,7 @@ impl<B: PacketBuf> Pipeline<B> {
         }
         let from_port = match pkt.origin {
             Origin::Link { port, .. } => port,
-            Origin::Tunnel | Origin::Local => at_port,
+            Origin::Tunnel | Origin::Local | Origin::Host => at_port,
         };
         let src = {
             let p = &self.ports[from_port];
@@ -208,7 +224,7 @@ impl<B: PacketBuf> Pipeline<B> {
                     cx.tx.send(port, out);
                 }
             }
-            Origin::Tunnel | Origin::Local => match Meta::parse(out.data(), HwChecksum::Good) {
+            Origin::Tunnel | Origin::Local | Origin::Host => match Meta::parse(out.data(), HwChecksum::Good) {
                 Ok(mut meta) => self.forward_clear(out, &mut meta, Origin::Local, None, cx),
                 Err(r) => cx.stats.drop_one(r),
             },

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use arrayvec::ArrayVec;
 
+use super::host::HostKind;
 use super::{addr_of, BurstCtx, NatMapping, Origin, Pipeline, Pkt, TxSink, BURST, MAX_GROUPS};
 use crate::esp::natt::{self, NattKind};
 use crate::esp::{Decapped, EspError, Mode, PmtuUpdate};
@@ -78,8 +79,11 @@ impl<B: PacketBuf> Pipeline<B> {
                         cx.stats.event(Event::NattKeepalives, 1);
                         continue;
                     }
-                    // IKE: for the gateway itself.
-                    Some(NattKind::Ike) => None,
+                    // IKE behind the non-ESP marker: for the gateway itself.
+                    Some(NattKind::Ike) => {
+                        self.send_to_kernel(buf, &meta, HostKind::Ike, cx);
+                        continue;
+                    }
                     Some(NattKind::Malformed) | None => {
                         cx.stats.drop_one(DropReason::EspTruncated);
                         continue;
@@ -131,7 +135,8 @@ impl<B: PacketBuf> Pipeline<B> {
                 }
             }
             if self.is_own(k.v6, k.dst) {
-                cx.stats.drop_one(DropReason::ForGateway);
+                let kind = Self::clear_kind(&meta);
+                self.send_to_kernel(buf, &meta, kind, cx);
                 continue;
             }
             match snap.defaults.inbound_clear {
@@ -212,7 +217,9 @@ impl<B: PacketBuf> Pipeline<B> {
                 self.check_nat_mapping(&isa.entry, arrival, d.seq, cx.stats);
             }
             if self.is_own(k.v6, k.dst) {
-                cx.stats.drop_one(DropReason::ForGateway);
+                // Transport mode to the gateway, or a tunnel's packet for one
+                // of its addresses: decrypted, for the kernel.
+                self.send_to_kernel(buf, &d.inner, HostKind::Decrypted, cx);
                 continue;
             }
             self.forward_clear(buf, &mut d.inner, Origin::Tunnel, None, cx);

@@ -17,8 +17,9 @@
 //!   pass eroute allowed exactly that packet), the egress port's MTU
 //!   (fragment, or ICMP need-frag / PTB to the source), TTL, L2, TX.
 //!
-//! Traffic addressed to the gateway itself is dropped and counted
-//! (`for_gateway`): there is no host path yet, and it is never forwarded.
+//! Traffic addressed to the gateway itself is never forwarded: it goes to
+//! the kernel through the host port ([`host`]), rate-limited, or without
+//! one is dropped and counted (`for_gateway`).
 //!
 //! Packets that need the outbound policy after the burst (decrypted
 //! traffic routed to a protected port, ICMP errors for sources across a
@@ -30,6 +31,7 @@
 //! sent or counted under a [`DropReason`].
 
 mod egress;
+mod host;
 mod inbound;
 mod ingress;
 mod neighbor;
@@ -61,7 +63,12 @@ const MAX_GROUPS: usize = 8;
 pub enum PortRole {
     Cleartext,
     Protected,
+    /// The kernel's side of the host path (a `net_tap`): traffic for the
+    /// gateway goes there, the kernel's own traffic comes from there.
+    Host,
 }
+
+pub use host::{TokenBucket, DEFAULT_HOST_RATE, HOST_PEER_MAC};
 
 /// What the pipeline needs to know about a port.
 #[derive(Debug, Clone)]
@@ -127,6 +134,17 @@ pub(crate) enum Origin {
     Tunnel,
     /// Made by the gateway (an ICMP error): no TTL decrement.
     Local,
+    /// Sent by the kernel through the host port (the gateway's own
+    /// traffic): no TTL decrement; unmatched by eroutes, it leaves in clear.
+    Host,
+}
+
+impl Origin {
+    /// Is forwarding it a router hop (TTL decremented, expiry checked)?
+    #[inline]
+    pub(crate) fn is_hop(self) -> bool {
+        matches!(self, Origin::Link { .. } | Origin::Tunnel)
+    }
 }
 
 /// A packet on its way: the buffer (starting at the IP header), its record,
@@ -182,6 +200,8 @@ pub struct Pipeline<B: PacketBuf> {
     learned: Option<Arc<LearnQueue>>,
     acquires: Option<Arc<AcquireQueue>>,
     nat_reports: Option<Arc<NatQueue>>,
+    /// The host port, if there is one, and its rate limits.
+    host: Option<host::HostPath>,
     solicit_limit: RequestLimiter,
     /// Packets for the outbound policy after this burst.
     deferred: ArrayVec<Pkt<B>, { 2 * BURST }>,
@@ -199,7 +219,6 @@ impl<B: PacketBuf> Pipeline<B> {
             }
         }
         Pipeline {
-            ports,
             own,
             reasm: Reassembler::new(reasm),
             icmp_limit: IcmpRateLimiter::new(1024, 100, 20),
@@ -208,9 +227,25 @@ impl<B: PacketBuf> Pipeline<B> {
             learned: None,
             acquires: None,
             nat_reports: None,
+            host: ports.iter().position(|p| p.role == PortRole::Host).map(|port| host::HostPath {
+                port,
+                ike: TokenBucket::new(DEFAULT_HOST_RATE),
+                other: TokenBucket::new(DEFAULT_HOST_RATE),
+            }),
             solicit_limit: RequestLimiter::new(256, 1000),
             deferred: ArrayVec::new(),
+            ports,
         }
+    }
+
+    /// Packets per second per worker the host path takes, per bucket (IKE
+    /// and the rest); beyond that they are dropped as `host_rate_limited`.
+    pub fn with_host_rate(mut self, rate_per_s: u32) -> Self {
+        if let Some(h) = &mut self.host {
+            h.ike = TokenBucket::new(rate_per_s);
+            h.other = TokenBucket::new(rate_per_s);
+        }
+        self
     }
 
     /// Send neighbours learned from ARP/NDP to this queue (the main thread
@@ -278,6 +313,7 @@ impl<B: PacketBuf> Pipeline<B> {
                 self.outbound(&mut pkts, snap, cx);
             }
             PortRole::Protected => self.inbound(in_port, burst, snap, cx),
+            PortRole::Host => self.kernel_burst(in_port, burst, snap, cx),
         }
         for _ in 0..DEFERRED_ROUNDS {
             if self.deferred.is_empty() {

@@ -56,15 +56,27 @@ impl<B: PacketBuf> Pipeline<B> {
         for (i, buf) in bufs.drain(..).enumerate() {
             let (meta, origin) = (&mut metas[i], origins[i]);
             let k = meta.key;
-            if origin != Origin::Local && self.is_own(k.v6, k.dst) {
-                // No host path yet: traffic for the gateway is never forwarded.
-                cx.stats.drop_one(DropReason::ForGateway);
+            if self.is_own(k.v6, k.dst) {
+                // For the gateway: the kernel's (never forwarded); our own
+                // packets to ourselves have nowhere to go.
+                if origin.is_hop() {
+                    let kind = Self::clear_kind(meta);
+                    self.send_to_kernel(buf, meta, kind, cx);
+                } else {
+                    cx.stats.drop_one(DropReason::ForGateway);
+                }
                 continue;
             }
             let verdict = snap.outbound(&k);
+            if origin == Origin::Host && matches!(verdict, Verdict::Drop { eroute: None }) {
+                // The gateway's own traffic that no eroute covers leaves in clear.
+                cx.stats.event(Event::Passed, 1);
+                self.forward_clear(buf, meta, origin, Some(PassPermit::bypass()), cx);
+                continue;
+            }
             match verdict {
                 Verdict::Protect { sa, options, .. } => {
-                    if origin != Origin::Local && meta.ttl <= 1 {
+                    if origin.is_hop() && meta.ttl <= 1 {
                         cx.stats.drop_one(DropReason::TtlExpired);
                         continue;
                     }
@@ -151,7 +163,7 @@ impl<B: PacketBuf> Pipeline<B> {
                         cx.stats.event(Event::MssClamped, 1);
                     }
                 }
-                if g.origins[i] != Origin::Local {
+                if g.origins[i].is_hop() {
                     decrement_ttl(buf, m);
                 }
             } else {
@@ -235,7 +247,7 @@ impl<B: PacketBuf> Pipeline<B> {
         A: BufAlloc<Buf = B>,
         S: TxSink<B>,
     {
-        if pkt.origin != Origin::Local {
+        if pkt.origin.is_hop() {
             decrement_ttl(&mut pkt.buf, &mut pkt.meta);
         }
         let inner_mtu = usize::from(mtu::tunnel_mtu(sa, limit, &pkt.meta));

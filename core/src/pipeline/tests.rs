@@ -3,8 +3,8 @@
 
 use super::*;
 use crate::crypto::Algorithm;
-use crate::esp::Mode;
 use crate::esp::{tests::udp4, tests::udp6, SaConfig};
+use crate::esp::{Mode, Sa};
 use crate::mtu;
 use crate::packet::ip::{self, proto};
 use crate::packet::VecBuf;
@@ -855,4 +855,202 @@ fn nat_rebinding_is_reported_only_for_authentic_new_packets() {
     b.run(PROT, vec![nat(&sealed[1], [203, 0, 113, 8], 33000)], 0);
     assert_eq!(b.drops(DropReason::ReplayDuplicate), 1);
     assert!(q.pop().is_none());
+}
+
+const HOST: usize = 2;
+const MAC_TAP: [u8; 6] = [2, 0x7a, 0, 0, 0, 1];
+const MAC_ROUTER: [u8; 6] = [2, 0xfe, 0, 0, 0, 1];
+
+/// A gateway (192.0.2.1 public, 10.0.1.254 private) with a host port: an
+/// eroute protects 10.0.1.0/24 → 10.0.2.0/24, another the gateway's own
+/// traffic to the peer (192.0.2.1 → 198.51.100.1), and an inbound transport
+/// SA carries UDP from the peer to the gateway.
+fn host_gw(rate: u32) -> (Gw, SaConfig) {
+    let ek: Vec<u8> = (0..20).collect();
+    let me: IpAddr = "192.0.2.1".parse().unwrap();
+    let peer: IpAddr = "198.51.100.1".parse().unwrap();
+    let out = SaConfig::new(0x5001, Algorithm::AesGcm128, &ek, &[], Mode::Tunnel { local: me, remote: peer });
+    let transport = SaConfig::new(0x5002, Algorithm::AesGcm128, &[9; 20], &[], Mode::Transport);
+    let sel = |s: &str, d: &str| Selector::nets(s.parse().unwrap(), d.parse().unwrap());
+    let mut db = PolicyDb::new(Defaults::default());
+    db.batch(|b| {
+        b.add_sa(1, SaRole::Outbound, &out).unwrap();
+        for (id, s) in [(1, sel("10.0.1.0/24", "10.0.2.0/24")), (2, sel("192.0.2.1/32", "198.51.100.1/32"))] {
+            b.add_eroute(Eroute {
+                id,
+                selector: s,
+                priority: 1,
+                action: Action::Protect { sa: 1, options: ProtectOptions::default() },
+            })
+            .unwrap();
+        }
+        let role = SaRole::Inbound {
+            local: Some(me),
+            policy: crate::policy::InboundPolicy::Selectors(vec![Selector {
+                proto: Some(proto::UDP),
+                ..sel("198.51.100.1/32", "192.0.2.1/32")
+            }]),
+        };
+        b.add_sa(2, role, &transport).unwrap();
+    })
+    .unwrap();
+    let routes = RouteTable::new(
+        vec![
+            Route { prefix: "10.0.1.0/24".parse().unwrap(), port: CLEAR, via: None },
+            Route { prefix: "0.0.0.0/0".parse().unwrap(), port: PROT, via: Some("192.0.2.254".parse().unwrap()) },
+        ],
+        [("192.0.2.254".parse().unwrap(), MAC_ROUTER)],
+        vec![Some(MAC_HOST_A), None, None],
+    );
+    let ports = vec![
+        PortInfo {
+            role: PortRole::Cleartext,
+            mtu: 1500,
+            mac: MAC_A_CLEAR,
+            addr_v4: Some("10.0.1.254".parse().unwrap()),
+            addr_v6: None,
+        },
+        PortInfo {
+            role: PortRole::Protected,
+            mtu: 1500,
+            mac: MAC_A_PROT,
+            addr_v4: Some("192.0.2.1".parse().unwrap()),
+            addr_v6: None,
+        },
+        PortInfo { role: PortRole::Host, mtu: 1500, mac: MAC_TAP, addr_v4: None, addr_v6: None },
+    ];
+    let gw = Gw {
+        db,
+        routes,
+        pipe: Pipeline::new(ports, ReasmConfig::default(), mtu::PMTU_AGEING_MS).with_host_rate(rate),
+        stats: WorkerStats::new(3),
+    };
+    (gw, transport)
+}
+
+/// An IPv4 ICMP echo request `src` → `dst`.
+fn ping(src: [u8; 4], dst: [u8; 4]) -> Vec<u8> {
+    let mut p = udp4(36, 0, false, 0x61);
+    p[9] = proto::ICMP;
+    p[12..16].copy_from_slice(&src);
+    p[16..20].copy_from_slice(&dst);
+    ip::ipv4_set_checksum(&mut p[..20]);
+    p[20..24].copy_from_slice(&[8, 0, 0, 0]);
+    let c = ip::checksum(&p[20..]);
+    p[22..24].copy_from_slice(&c.to_be_bytes());
+    p
+}
+
+/// Traffic for the gateway goes to the kernel through the host port (with
+/// the host link's MACs), by kind; the kernel's answers go out; nothing for
+/// the gateway is forwarded anywhere else.
+#[test]
+fn host_path_delivers_traffic_for_the_gateway_to_the_kernel() {
+    let (mut g, transport) = host_gw(1000);
+    // A ping to the public address, one to the private address, IKE, SSH.
+    let mut ike = udp_to([198, 51, 100, 1], [192, 0, 2, 1], 500, 500, &[0; 28]);
+    ike[28..32].copy_from_slice(&[1, 2, 3, 4]);
+    let ssh = {
+        let mut p = udp_to([198, 51, 100, 1], [192, 0, 2, 1], 40000, 22, &[0; 20]);
+        p[9] = proto::TCP;
+        ip::ipv4_set_checksum(&mut p[..20]);
+        p
+    };
+    let natt_ike = udp_to([198, 51, 100, 1], [192, 0, 2, 1], 4500, 4500, &[0, 0, 0, 0, 9, 9, 9, 9]);
+    let frames = [ping([198, 51, 100, 1], [192, 0, 2, 1]), ike.clone(), ssh, natt_ike]
+        .iter()
+        .map(|p| eth(p, MAC_A_PROT, MAC_ROUTER))
+        .collect();
+    let out = g.run(PROT, frames, 0);
+    assert_eq!(out.len(), 4, "{:?}", drops_summary(&g));
+    for (port, f) in &out {
+        assert_eq!(*port, HOST);
+        assert_eq!(&f.data()[..12], &[MAC_TAP, HOST_PEER_MAC].concat()[..], "to the kernel's MAC, from espgw's");
+    }
+    assert_eq!(l3(&out[1].1), &ike[..], "delivered as received (no TTL change: it is not forwarded)");
+    assert_eq!((g.event(Event::HostIcmp), g.event(Event::HostIke), g.event(Event::HostOther)), (1, 2, 1));
+    let out = g.run(CLEAR, vec![eth(&ping([10, 0, 1, 5], [10, 0, 1, 254]), MAC_A_CLEAR, MAC_HOST_A)], 0);
+    assert_eq!(out[0].0, HOST);
+    // Transport-mode ESP from the peer to the gateway: decrypted, to the kernel.
+    let inner = udp_to([198, 51, 100, 1], [192, 0, 2, 1], 5000, 9000, b"hello gateway");
+    let mut esp = VecBuf::from_slice(&inner);
+    Sa::new(&transport).unwrap().encap(&mut esp).unwrap();
+    let out = g.run(PROT, vec![eth(esp.data(), MAC_A_PROT, MAC_ROUTER)], 0);
+    assert_eq!(out.len(), 1, "{:?}", drops_summary(&g));
+    assert_eq!((out[0].0, l3(&out[0].1)), (HOST, &inner[..]));
+    assert_eq!(g.event(Event::HostDecrypted), 1);
+    assert_eq!(g.stats.total_drops(), 0);
+}
+
+/// What the kernel sends: neighbour questions are answered by espgw (the
+/// kernel's only neighbour); its replies leave in clear where no eroute
+/// covers them; IKE leaves in clear even where one does, other traffic to
+/// the same peer is encrypted; a foreign source is refused.
+#[test]
+fn host_path_sends_the_kernels_traffic_out() {
+    let (mut g, _) = host_gw(1000);
+    // ARP: who has 192.0.2.254 (the kernel's idea of a next hop)?
+    let mut arp = VecBuf::with_room(0, 128);
+    crate::neigh::build_arp(
+        &mut arp,
+        1,
+        [0xff; 6],
+        MAC_TAP,
+        "192.0.2.1".parse().unwrap(),
+        [0; 6],
+        "192.0.2.254".parse().unwrap(),
+    )
+    .unwrap();
+    let out = g.run(HOST, vec![arp], 0);
+    assert_eq!(out.len(), 1);
+    let a = crate::wire::arp::parse_arp(&out[0].1.data()[14..]).unwrap();
+    assert_eq!((out[0].0, a.op, a.sender_mac, a.sender_ip), (HOST, 2, HOST_PEER_MAC, "192.0.2.254".parse().unwrap()));
+    // The kernel's echo reply to someone no eroute covers: in clear, TTL kept.
+    let reply = ping([192, 0, 2, 1], [203, 0, 113, 5]);
+    let out = g.run(HOST, vec![eth(&reply, HOST_PEER_MAC, MAC_TAP)], 0);
+    assert_eq!(out.len(), 1, "{:?}", drops_summary(&g));
+    assert_eq!((out[0].0, &out[0].1.data()[..6]), (PROT, &MAC_ROUTER[..]));
+    assert_eq!(l3(&out[0].1), &reply[..]);
+    // To the peer: IKE in clear, anything else through the SA.
+    let ike = udp_to([192, 0, 2, 1], [198, 51, 100, 1], 500, 500, &[7; 40]);
+    let other = udp_to([192, 0, 2, 1], [198, 51, 100, 1], 5000, 5000, &[7; 40]);
+    let out = g.run(HOST, [ike.clone(), other].iter().map(|p| eth(p, HOST_PEER_MAC, MAC_TAP)).collect(), 0);
+    assert_eq!(out.len(), 2, "{:?}", drops_summary(&g));
+    let wire: Vec<&[u8]> = out.iter().map(|(_, f)| l3(f)).collect();
+    assert!(wire.contains(&&ike[..]), "IKE bypasses the policy");
+    assert!(wire.iter().any(|p| p[9] == proto::ESP), "other traffic to the peer is protected");
+    assert_eq!(g.event(Event::Encrypted), 1);
+    // A source that is not the gateway's: the kernel forwarding, refused.
+    let spoof = udp_to([10, 9, 9, 9], [198, 51, 100, 1], 500, 500, &[1; 8]);
+    assert!(g.run(HOST, vec![eth(&spoof, HOST_PEER_MAC, MAC_TAP)], 0).is_empty());
+    assert_eq!(g.drops(DropReason::HostBadSource), 1);
+    assert_eq!(g.event(Event::FromHost), 3);
+}
+
+/// A flood to the gateway is cut at the host path's rate per worker, and
+/// IKE has its own bucket: key exchange still gets through.
+#[test]
+fn host_path_is_rate_limited_with_ike_apart() {
+    let (mut g, _) = host_gw(100); // bursts of 32
+    let flood: Vec<VecBuf> =
+        (0..200).map(|_| eth(&ping([203, 0, 113, 9], [192, 0, 2, 1]), MAC_A_PROT, MAC_ROUTER)).collect();
+    let out = g.run(PROT, flood, 0);
+    assert_eq!(out.len(), 32);
+    assert_eq!(g.drops(DropReason::HostRateLimited), 168);
+    let ike = udp_to([198, 51, 100, 1], [192, 0, 2, 1], 500, 500, &[0; 28]);
+    assert_eq!(g.run(PROT, vec![eth(&ike, MAC_A_PROT, MAC_ROUTER)], 0).len(), 1, "IKE is not starved");
+    // 100 ms later, 10 more pings fit.
+    let more: Vec<VecBuf> =
+        (0..20).map(|_| eth(&ping([203, 0, 113, 9], [192, 0, 2, 1]), MAC_A_PROT, MAC_ROUTER)).collect();
+    assert_eq!(g.run(PROT, more, 100).len(), 10);
+}
+
+/// Without a host port, traffic for the gateway is dropped and counted.
+#[test]
+fn without_a_host_port_traffic_for_the_gateway_is_dropped() {
+    let encap = Some(crate::esp::UdpEncap::default());
+    let (_, mut b) = pair_with(Algorithm::AesGcm128, ProtectOptions::default(), 1500, 1500, encap);
+    let p = ping([192, 0, 2, 1], [198, 51, 100, 1]);
+    assert!(b.run(PROT, vec![eth(&p, MAC_B_PROT, MAC_A_PROT)], 0).is_empty());
+    assert_eq!(b.drops(DropReason::ForGateway), 1);
 }

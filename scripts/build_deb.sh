@@ -53,6 +53,7 @@ Version: $version
 Architecture: $arch
 Maintainer: espgw developers <espgw@localhost>
 Depends: dpdk (>= 22.11), libipsec-mb1
+Recommends: iproute2
 Section: net
 Priority: optional
 Description: IPsec ESP security gateway on DPDK

@@ -30,6 +30,7 @@ TEST_PKGS=(
   python3 python3-pip # the scapy / cryptography oracles
   tcpdump
   iproute2        # network namespaces and veths for host tests
+  ethtool         # veth checksum offload off (a real NIC never hands over partial checksums)
   prometheus      # a real Prometheus scrapes /metrics; promtool tests the alert rules
   valgrind        # callgrind instruction counts: the per-packet regression guard
   man-db          # man -l renders the generated manual pages

@@ -126,6 +126,9 @@ drop_reasons! {
         HostRateLimited => "host_rate_limited",
         /// From the kernel with a source that is not one of the gateway's addresses.
         HostBadSource => "host_bad_source",
+        /// The kernel's link-local chatter on the host link (MLD, IGMP,
+        /// multicast, link-local sources): never forwarded.
+        HostLinkLocal => "host_link_local",
         /// No inbound SA for the SPI (and destination).
         NoSa => "no_sa",
         /// Decrypted traffic did not match its SA's selectors (RFC 4301 §5.2).

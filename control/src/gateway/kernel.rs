@@ -34,10 +34,12 @@ fn ip(args: &[&str]) -> Result<(), String> {
     }
 }
 
-/// Bring `iface` up with `addrs` and policy routes in `table`.
-pub fn setup(iface: &str, addrs: &[IpAddr], table: u32) -> Result<KernelSide, String> {
+/// Bring `iface` up with the MAC espgw sends to (`mac`), `addrs` and policy
+/// routes in `table`.
+pub fn setup(iface: &str, mac: [u8; 6], addrs: &[IpAddr], table: u32) -> Result<KernelSide, String> {
     let t = table.to_string();
-    ip(&["link", "set", "dev", iface, "up"])?;
+    let mac = crate::config::fmt_mac(&mac);
+    ip(&["link", "set", "dev", iface, "address", &mac, "up"])?;
     let mut side = KernelSide { iface: iface.to_string(), table, rules: Vec::new() };
     for a in addrs {
         let (fam, plen, default) = if a.is_ipv4() { ("-4", "32", "0.0.0.0/0") } else { ("-6", "128", "::/0") };

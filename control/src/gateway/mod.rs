@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use espgw_core::mtu::ReasmConfig;
-use espgw_core::pipeline::{AcquireQueue, LearnQueue, NatQueue};
+use espgw_core::pipeline::{AcquireQueue, LearnQueue, NatQueue, PortInfo};
 use espgw_core::policy::PolicyError;
 use espgw_core::route::RouteTable;
 use espgw_core::stats::{DropReason, WorkerStats};
@@ -124,7 +124,8 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, GatewayError> {
     let pools = Pools::new(&eal, cfg)?;
     let mut ports = bringup::ports(&eal, cfg, &pools.regular)?;
     // The host path's kernel side (undone when this goes out of scope).
-    let _kernel = kernel_side(cfg)?;
+    let port_info = bringup::port_info(cfg, &ports);
+    let _kernel = kernel_side(cfg, &port_info)?;
     wait_link(&ports, opts, &stop);
     bringup::print_startup(cfg, &ports);
     let neighbors = Neighbors::new(cfg);
@@ -135,7 +136,7 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, GatewayError> {
     let stats: Vec<Arc<WorkerStats>> =
         cfg.worker_cores.iter().map(|_| Arc::new(WorkerStats::new(ports.ports.len()))).collect();
     let shared = Shared {
-        port_info: bringup::port_info(cfg, &ports),
+        port_info,
         policy: store.db().reader(),
         routes: neighbors.routes.clone(),
         learned: learned.clone(),
@@ -350,11 +351,16 @@ impl<'c> Neighbors<'c> {
 #[allow(clippy::too_many_arguments)]
 /// Set up the kernel side of the host port, when there is one and
 /// `kernel_setup` asks: the interface gets every other port's addresses.
-fn kernel_side(cfg: &Config) -> Result<Option<kernel::KernelSide>, GatewayError> {
-    let Some(h) = cfg.ports.iter().find_map(|p| p.host.as_ref()).filter(|h| h.kernel_setup) else { return Ok(None) };
+fn kernel_side(cfg: &Config, ports: &[PortInfo]) -> Result<Option<kernel::KernelSide>, GatewayError> {
+    let Some((i, h)) = cfg.ports.iter().enumerate().find_map(|(i, p)| p.host.as_ref().map(|h| (i, h))) else {
+        return Ok(None);
+    };
+    if !h.kernel_setup {
+        return Ok(None);
+    }
     let iface = h.iface.as_deref().unwrap_or("dtap0");
     let addrs: Vec<std::net::IpAddr> = cfg.ports.iter().flat_map(|p| p.addresses.iter().copied()).collect();
-    kernel::setup(iface, &addrs, h.kernel_table).map(Some).map_err(GatewayError::HostPath)
+    kernel::setup(iface, ports[i].mac, &addrs, h.kernel_table).map(Some).map_err(GatewayError::HostPath)
 }
 
 /// What the main thread watches: the flags the signal handlers set, the

@@ -96,6 +96,16 @@ pub(super) fn is_ike(m: &Meta) -> bool {
     k.proto == proto::UDP && !m.is_fragment() && [IKE_PORT, NAT_T_PORT].iter().any(|&p| k.sport == p || k.dport == p)
 }
 
+/// Traffic that stays on the host link: to a multicast or broadcast
+/// address, or from an unspecified or IPv6 link-local source.
+fn is_link_local(v6: bool, src: u128, dst: u128) -> bool {
+    if v6 {
+        src == 0 || src >> 118 == 0x3fa || dst >> 120 == 0xff
+    } else {
+        src == 0 || (dst as u32) >> 28 == 0xe || dst as u32 == u32::MAX
+    }
+}
+
 /// The host port's state in a worker: which port, and its buckets.
 #[derive(Debug, Clone)]
 pub(super) struct HostPath {
@@ -196,6 +206,11 @@ impl<B: PacketBuf> Pipeline<B> {
                 continue;
             }
             let k = meta.key;
+            if is_link_local(k.v6, k.src, k.dst) {
+                // MLD, IGMP, the kernel's link-local chatter: the host link's own.
+                cx.stats.drop_one(DropReason::HostLinkLocal);
+                continue;
+            }
             if !self.is_own(k.v6, k.src) {
                 // The kernel forwarding someone else's packet, or a spoof.
                 cx.stats.drop_one(DropReason::HostBadSource);
@@ -282,6 +297,22 @@ impl<B: PacketBuf> Pipeline<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn link_local_chatter_is_recognised() {
+        let v4 = |s: &str| u128::from(u32::from(s.parse::<std::net::Ipv4Addr>().unwrap()));
+        let v6 = |s: &str| u128::from(s.parse::<std::net::Ipv6Addr>().unwrap());
+        assert!(is_link_local(false, v4("192.0.2.1"), v4("224.0.0.22")), "IGMP report");
+        assert!(is_link_local(false, v4("0.0.0.0"), v4("255.255.255.255")));
+        assert!(is_link_local(false, v4("192.0.2.1"), v4("255.255.255.255")));
+        assert!(!is_link_local(false, v4("192.0.2.1"), v4("198.51.100.1")));
+        assert!(is_link_local(true, v6("fe80::1"), v6("2001:db8::1")), "link-local source");
+        assert!(is_link_local(true, v6("2001:db8::1"), v6("ff02::16")), "MLDv2 report");
+        assert!(is_link_local(true, v6("::"), v6("ff02::1:ff00:1")), "DAD");
+        assert!(!is_link_local(true, v6("2001:db8::1"), v6("2001:db8::2")));
+        assert!(is_link_local(true, v6("febf::1"), v6("2001:db8::2")), "fe80::/10 reaches febf");
+        assert!(!is_link_local(true, v6("fec0::1"), v6("2001:db8::2")), "fe80::/10 only");
+    }
 
     #[test]
     fn token_bucket_refills_at_its_rate_and_caps_bursts() {

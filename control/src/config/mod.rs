@@ -976,6 +976,53 @@ ip = "198.51.100.254"
 mac = "02:00:00:00:00:aa"
 "#;
 
+    /// The host port: one at most, no addresses, no routes, its keys only on
+    /// it, and a named kernel interface when espgw sets it up.
+    #[test]
+    fn host_port_settings_are_checked() {
+        let base = "[workers]\ncores = [0]\n[[port]]\nname = \"pub\"\ndevice = \"net_null0\"\nrole = \"protected\"\n\
+                    addresses = [\"192.0.2.1\"]\n";
+        let host = "[[port]]\nname = \"host\"\ndevice = \"net_tap0,iface=espgw0\"\nrole = \"host\"\n";
+        let c = parse(&format!("{base}{host}host_rate = 500\nkernel_table = 77\n")).unwrap();
+        let h = c.ports[1].host.as_ref().unwrap();
+        assert_eq!((h.rate, h.kernel_setup, h.kernel_table, h.iface.as_deref()), (500, true, 77, Some("espgw0")));
+        assert_eq!(c.ports[0].host, None);
+        let d = parse(&format!("{base}{host}")).unwrap();
+        assert_eq!(d.ports[1].host.as_ref().map(|h| (h.rate, h.kernel_table)), Some((10_000, DEFAULT_KERNEL_TABLE)));
+        let cases: &[(String, &str, &str)] = &[
+            (
+                format!(
+                    "{base}{host}{}",
+                    host.replace(
+                        "\"host\"\ndevice = \"net_tap0,iface=espgw0\"",
+                        "\"host2\"\ndevice = \"net_tap1,iface=e1\""
+                    )
+                ),
+                "port[2].role",
+                "already the host port",
+            ),
+            (format!("{base}{host}addresses = [\"10.0.0.1\"]\n"), "port[1].addresses[0]", "no addresses of its own"),
+            (format!("{base}host_rate = 500\n{host}"), "port[0].host_rate", "for role = \"host\""),
+            (format!("{base}{host}host_rate = 5\n"), "port[1].host_rate", "outside 100..10000000"),
+            (format!("{base}{host}kernel_table = 254\n"), "port[1].kernel_table", "reserved"),
+            (format!("{base}{}", host.replace(",iface=espgw0", "")), "port[1].device", "name the kernel interface"),
+            (
+                format!("{base}{host}[[route]]\nprefix = \"0.0.0.0/0\"\nport = \"host\"\n"),
+                "route[0].port",
+                "takes no routes",
+            ),
+        ];
+        for (text, field, reason) in cases {
+            let e = parse(text).expect_err(field);
+            assert_eq!(e.field, *field, "{e}");
+            assert!(e.reason.contains(reason), "{e}");
+            assert!(e.line.is_some(), "{e}");
+        }
+        // kernel_setup = false: any device, set up by the operator.
+        let own = parse(&format!("{base}{}kernel_setup = false\n", host.replace(",iface=espgw0", ""))).unwrap();
+        assert!(!own.ports[1].host.as_ref().unwrap().kernel_setup);
+    }
+
     #[test]
     fn ipsec_sections_parse() {
         let c = parse(IPSEC).unwrap();

@@ -57,8 +57,12 @@ fn main() {
     // intel-ipsec-mb as the gateway uses it (backend `ipsec-mb`, and `auto`).
     espgw_dpdk::ipsec_mb::register();
     let args: Vec<String> = std::env::args().collect();
-    let usage = "usage: pipeline_loop bypass|out|in ALGORITHM FRAME_BYTES PACKETS";
-    let mode = args.get(1).expect(usage).as_str();
+    let usage = "usage: pipeline_loop bypass|out|in|out-natt|in-natt ALGORITHM FRAME_BYTES PACKETS";
+    // `-natt`: the SAs encapsulate in UDP 4500 (RFC 3948).
+    let (mode, natt) = match args.get(1).expect(usage).as_str() {
+        m @ ("out-natt" | "in-natt") => (&m[..m.len() - 5], true),
+        m => (m, false),
+    };
     let alg = Algorithm::from_name(args.get(2).expect(usage)).expect("algorithm");
     let frame: usize = args.get(3).expect(usage).parse().expect("frame size");
     let packets: usize = args.get(4).expect(usage).parse().expect("packets");
@@ -69,9 +73,17 @@ fn main() {
     let sel = Selector::nets("10.0.1.0/24".parse().unwrap(), "10.0.2.0/24".parse().unwrap());
     let mut cfg = SaConfig::new(0x1001, alg, &ek, &ak, Mode::Tunnel { local: a_ip, remote: b_ip });
     cfg.backend = Backend::Auto;
+    if natt {
+        cfg.encap = Some(espgw_core::esp::UdpEncap::default());
+    }
+    // NAT-T arrives for one of the gateway's own addresses (B's, inbound).
+    let own_b = match b_ip {
+        IpAddr::V4(b) if natt => Some(b),
+        _ => None,
+    };
     let ports = vec![
         PortInfo { role: PortRole::Cleartext, mtu: 1500, mac: [2, 0, 0, 0, 0, 0xa], addr_v4: None, addr_v6: None },
-        PortInfo { role: PortRole::Protected, mtu: 9000, mac: [2, 0, 0, 0, 0, 0xb], addr_v4: None, addr_v6: None },
+        PortInfo { role: PortRole::Protected, mtu: 9000, mac: [2, 0, 0, 0, 0, 0xb], addr_v4: own_b, addr_v6: None },
     ];
     let routes = RouteTable::new(
         vec![
@@ -142,6 +154,7 @@ fn main() {
     }
     let ns = start.elapsed().as_nanos() as f64 / done as f64;
     assert_eq!(out, done, "every packet must come out (drops: {})", stats.total_drops());
+    let mode = if natt { format!("{mode}-natt") } else { mode.to_string() };
     println!(
         "{{\"mode\":\"{mode}\",\"algorithm\":\"{}\",\"frame\":{frame},\"packets\":{done},\"ns_per_packet\":{ns:.1}}}",
         alg.name()

@@ -174,7 +174,7 @@ impl Sa {
             return Err(EspError::WrongSpi);
         }
         let seq_lo = u32::from_be_bytes([e[4], e[5], e[6], e[7]]);
-        Ok(Outer { esp_off, udp, total_len, nh_field, v4, outer_tos, seq_lo })
+        Ok(Outer { esp_off, total_len, nh_field, v4, outer_tos, seq_lo })
     }
 
     /// The outer protocol must be what the SA expects: ESP, or UDP for an
@@ -203,7 +203,6 @@ impl Sa {
         }
         Ok(DecapPre {
             esp_off: o.esp_off,
-            udp: o.udp,
             total_len: o.total_len,
             nh_field: o.nh_field,
             v4: o.v4,
@@ -217,7 +216,7 @@ impl Sa {
     #[inline]
     fn decap_post<B: PacketBuf>(&self, pkt: &mut B, pre: &DecapPre, out: &mut Decapped) -> Result<(), EspError> {
         let (iv_len, icv_len) = (self.algorithm.iv_len(), self.algorithm.icv_len());
-        let DecapPre { esp_off, udp, total_len, nh_field, v4, outer_tos, seq, .. } = *pre;
+        let DecapPre { esp_off, total_len, nh_field, v4, outer_tos, seq, .. } = *pre;
         if self.anti_replay {
             self.replay.update(seq).map_err(replay_err)?;
         }
@@ -266,6 +265,7 @@ impl Sa {
                 }
                 // The IP header (without the UDP header of NAT-T) moves up
                 // to meet the payload.
+                let udp = natt::encap_len(self.encap);
                 let hl = esp_off - udp;
                 let shift = udp + ESP_HDR_LEN + iv_len;
                 pkt.trim(total_len - payload_end).map_err(|_| EspError::BadLength)?;
@@ -297,9 +297,8 @@ impl Sa {
 /// The outer header of an ESP packet.
 #[derive(Debug, Clone, Copy)]
 struct Outer {
+    /// Where ESP starts (after the UDP header of NAT-T).
     esp_off: usize,
-    /// 8 when a UDP header (NAT-T) precedes ESP, else 0.
-    udp: usize,
     total_len: usize,
     nh_field: usize,
     v4: bool,
@@ -311,7 +310,6 @@ struct Outer {
 #[derive(Debug, Clone, Copy)]
 struct DecapPre {
     esp_off: usize,
-    udp: usize,
     total_len: usize,
     nh_field: usize,
     v4: bool,

@@ -56,16 +56,6 @@ impl<B: PacketBuf> Pipeline<B> {
         S: TxSink<B>,
     {
         let m = &*meta;
-        if self.is_own(m.key.v6, m.key.dst) {
-            // Ours (an ICMP error about the kernel's own packet, say): the
-            // host path — unless the kernel sent it (it has a loopback).
-            if origin == Origin::Host {
-                cx.stats.drop_one(DropReason::ForGateway);
-                return;
-            }
-            let kind = Self::clear_kind(m);
-            return self.send_to_kernel(buf, meta, kind, cx);
-        }
         let hop = origin.is_hop();
         if hop && m.ttl <= 1 {
             cx.stats.drop_one(DropReason::TtlExpired);
@@ -224,7 +214,12 @@ impl<B: PacketBuf> Pipeline<B> {
                     cx.tx.send(port, out);
                 }
             }
-            Origin::Tunnel | Origin::Local | Origin::Host => match Meta::parse(out.data(), HwChecksum::Good) {
+            // About the kernel's own packet: the error is for the kernel.
+            Origin::Host => match Meta::parse(out.data(), HwChecksum::Good) {
+                Ok(meta) => self.send_to_kernel(out, &meta, super::host::HostKind::Icmp, cx),
+                Err(r) => cx.stats.drop_one(r),
+            },
+            Origin::Tunnel | Origin::Local => match Meta::parse(out.data(), HwChecksum::Good) {
                 Ok(mut meta) => self.forward_clear(out, &mut meta, Origin::Local, None, cx),
                 Err(r) => cx.stats.drop_one(r),
             },

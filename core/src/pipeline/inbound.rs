@@ -20,20 +20,28 @@ use crate::policy::{Action, InboundSa, SaEntry, Snapshot};
 use crate::stats::{DropReason, Event};
 use crate::wire::EspHeader;
 
-/// One inbound SA's packets of a burst, with where each came from.
+/// One inbound SA's packets of a burst.
 struct InGroup<'s, B> {
     isa: &'s InboundSa,
     bufs: ArrayVec<B, BURST>,
-    arrivals: ArrayVec<Arrival, BURST>,
 }
 
-/// Where an ESP packet came from: the outer source, and for ESP in UDP its
-/// source port (0 for plain ESP).
+/// Where an ESP-in-UDP packet of the burst came from (the outer source and
+/// UDP port), for the NAT rebinding check after it authenticated: its SA
+/// (by identity) and its position in that SA's group. Plain ESP records
+/// nothing, so its path pays for an empty list only.
 #[derive(Clone, Copy)]
 struct Arrival {
+    sa: usize,
+    pos: u8,
     v6: bool,
     src: u128,
     sport: u16,
+}
+
+/// An SA entry's identity within a burst.
+fn sa_key(isa: &InboundSa) -> usize {
+    Arc::as_ptr(&isa.entry) as usize
 }
 
 impl<B: PacketBuf> Pipeline<B> {
@@ -49,6 +57,7 @@ impl<B: PacketBuf> Pipeline<B> {
         I: IntoIterator<Item = B>,
     {
         let mut groups: ArrayVec<InGroup<'s, B>, MAX_GROUPS> = ArrayVec::new();
+        let mut udp_arrivals: ArrayVec<Arrival, BURST> = ArrayVec::new();
         let mut meta = Meta::default();
         for buf in burst {
             let Some((mut buf, origin)) = self.ingress_meta(in_port, buf, &mut meta, cx) else { continue };
@@ -60,7 +69,7 @@ impl<B: PacketBuf> Pipeline<B> {
             }
             let k = meta.key;
             // ESP, plain or in UDP on a NAT-T port of ours (RFC 3948).
-            let mut arrival = Arrival { v6: k.v6, src: k.src, sport: 0 };
+            let mut udp_from = None;
             let spi = if k.proto == proto::ESP {
                 match EspHeader::new_checked(&buf.data()[meta.header_len()..]) {
                     Ok(esp) => Some(esp.spi()),
@@ -72,7 +81,7 @@ impl<B: PacketBuf> Pipeline<B> {
             } else if k.proto == proto::UDP && snap.is_natt_port(k.dport) && self.is_own(k.v6, k.dst) {
                 match natt::udp_payload(buf.data(), &meta).map(natt::classify) {
                     Some(NattKind::Esp { spi }) => {
-                        arrival.sport = k.sport;
+                        udp_from = Some((k.v6, k.src, k.sport));
                         Some(spi)
                     }
                     Some(NattKind::Keepalive) => {
@@ -102,14 +111,18 @@ impl<B: PacketBuf> Pipeline<B> {
                     None => {
                         if groups.is_full() {
                             let mut g = groups.swap_remove(0);
-                            self.decrypt_group(&mut g, cx);
+                            self.decrypt_group(&mut g, &mut udp_arrivals, cx);
                         }
-                        groups.push(InGroup { isa, bufs: ArrayVec::new(), arrivals: ArrayVec::new() });
+                        groups.push(InGroup { isa, bufs: ArrayVec::new() });
                         groups.len() - 1
                     }
                 };
-                groups[gi].bufs.push(buf);
-                groups[gi].arrivals.push(arrival);
+                let g = &mut groups[gi];
+                if let Some((v6, src, sport)) = udp_from {
+                    let pos = g.bufs.len() as u8;
+                    udp_arrivals.push(Arrival { sa: sa_key(isa), pos, v6, src, sport });
+                }
+                g.bufs.push(buf);
                 continue;
             }
             if matches!(k.proto, proto::ICMP | proto::ICMPV6) {
@@ -148,7 +161,7 @@ impl<B: PacketBuf> Pipeline<B> {
             }
         }
         for mut g in groups.drain(..) {
-            self.decrypt_group(&mut g, cx);
+            self.decrypt_group(&mut g, &mut udp_arrivals, cx);
         }
     }
 
@@ -185,8 +198,12 @@ impl<B: PacketBuf> Pipeline<B> {
     }
 
     /// Decrypt one SA's packets of a burst and send them on.
-    fn decrypt_group<A, S>(&mut self, g: &mut InGroup<'_, B>, cx: &mut BurstCtx<'_, A, S>)
-    where
+    fn decrypt_group<A, S>(
+        &mut self,
+        g: &mut InGroup<'_, B>,
+        udp_arrivals: &mut ArrayVec<Arrival, BURST>,
+        cx: &mut BurstCtx<'_, A, S>,
+    ) where
         A: BufAlloc<Buf = B>,
         S: TxSink<B>,
     {
@@ -197,7 +214,7 @@ impl<B: PacketBuf> Pipeline<B> {
         sa.decap_burst(&mut g.bufs, &mut results[..n]);
         let mut decrypted = 0;
         // By reference: zipping the results array by value would copy all of it.
-        for ((buf, r), arrival) in g.bufs.drain(..).zip(results.iter_mut()).zip(g.arrivals.drain(..)) {
+        for (i, (buf, r)) in g.bufs.drain(..).zip(results.iter_mut()).enumerate() {
             let d = match r {
                 Ok(d) => d,
                 Err(e) => {
@@ -213,8 +230,11 @@ impl<B: PacketBuf> Pipeline<B> {
                 continue;
             }
             decrypted += 1;
-            if sa.udp_encap().is_some() {
-                self.check_nat_mapping(&isa.entry, arrival, d.seq, cx.stats);
+            if !udp_arrivals.is_empty() {
+                let me = sa_key(isa);
+                if let Some(from) = udp_arrivals.iter().find(|a| a.sa == me && usize::from(a.pos) == i) {
+                    self.check_nat_mapping(&isa.entry, *from, d.seq, cx.stats);
+                }
             }
             if self.is_own(k.v6, k.dst) {
                 // Transport mode to the gateway, or a tunnel's packet for one
@@ -223,6 +243,10 @@ impl<B: PacketBuf> Pipeline<B> {
                 continue;
             }
             self.forward_clear(buf, &mut d.inner, Origin::Tunnel, None, cx);
+        }
+        if !udp_arrivals.is_empty() {
+            let me = sa_key(isa);
+            udp_arrivals.retain(|a| a.sa != me);
         }
         cx.stats.event(Event::Decrypted, decrypted);
     }

@@ -31,8 +31,8 @@ PATHS = [
     ("bypass (pass eroute)", "bypass", "aes128-gcm16", 800),
     ("AES-128-GCM outbound", "out", "aes128-gcm16", 1350),
     ("AES-128-GCM inbound", "in", "aes128-gcm16", 1700),
-    ("AES-128-GCM outbound, NAT-T (ESP in UDP)", "out-natt", "aes128-gcm16", 1400),
-    ("AES-128-GCM inbound, NAT-T (ESP in UDP)", "in-natt", "aes128-gcm16", 1800),
+    ("AES-128-GCM outbound, NAT-T (ESP in UDP)", "out-natt", "aes128-gcm16", 1450),
+    ("AES-128-GCM inbound, NAT-T (ESP in UDP)", "in-natt", "aes128-gcm16", 1900),
     ("AES-128-CBC+HMAC-SHA1 outbound", "out", "aes128-cbc-hmac-sha1-96", 1400),
     ("AES-128-CBC+HMAC-SHA1 inbound", "in", "aes128-cbc-hmac-sha1-96", 1700),
 ]

@@ -121,6 +121,31 @@ def tcp_syn(src, dst, mss):
 
 write("pipeline", "tcp_syn_mss", op(2, tcp_syn([10, 0, 1, 5], [10, 0, 2, 7], 1460)) + op(2, tcp_syn([10, 0, 1, 5], [10, 0, 2, 7], 536)))
 
+# natt_host: tag 0 raw frame on the protected port, 1 UDP to A's 4500 [sport(2)] + payload,
+# 2 B seals in UDP [flip(2), nat port(2)] + inner, 3 raw frame from the kernel,
+# 4 IP packet from the kernel (source A), 5 time
+A_IP, B_IP = [192, 0, 2, 1], [198, 51, 100, 1]
+write("natt_host", "demux", op(1, b"\0\0\xff") + op(1, b"\0\0" + bytes(4) + b"IKE_SA_INIT") + op(1, b"\x79\x18\x01\x02")
+      + op(1, b"\0\0\x00\x00\xb0\xa0\x00\x00\x00\x01" + bytes(40)) + op(1, b"\0\0\x00\x00\x99\x99\x00\x00\x00\x01" + bytes(40)))
+inner_b = udp4(B_SIDE, A_SIDE, 200)
+write("natt_host", "sealed_and_nat", op(2, b"\0\0\0\0" + inner_b) + op(2, b"\0\0\x79\x18" + inner_b)
+      + op(2, b"\0\0\x79\x19" + inner_b) + op(2, b"\0\x2c\x79\x18" + inner_b) + op(2, b"\0\0\0\0" + udp4(B_SIDE, [10, 0, 1, 254], 90)))
+ping = bytearray(udp4(A_IP, B_IP, 40))
+ping[9] = 1
+ping[10:12] = b"\0\0"
+ping[10:12] = struct.pack(">H", csum(bytes(ping[:20])))
+ping[20:28] = bytes([0, 0, 0, 0, 0, 1, 0, 1])
+ike = bytearray(udp4(A_IP, B_IP, 80))
+ike[20:24] = struct.pack(">HH", 500, 500)
+arp = bytes([0xff] * 6) + bytes([2, 0xa, 0, 0, 0, 2]) + b"\x08\x06" + bytes([0, 1, 8, 0, 6, 4, 0, 1, 2, 0xa, 0, 0, 0, 2] + A_IP + [0] * 6 + [192, 0, 2, 254])
+write("natt_host", "kernel", op(3, arp) + op(4, bytes(ping)) + op(4, bytes(ike)) + op(4, udp4(A_IP, [10, 0, 2, 7], 60)) + op(4, udp4(A_IP, [203, 0, 113, 5], 1500)))
+to_gw = bytearray(udp4(B_IP, A_IP, 60))
+to_gw[9] = 1
+to_gw[10:12] = b"\0\0"
+to_gw[10:12] = struct.pack(">H", csum(bytes(to_gw[:20])))
+eth_to_a = bytes([2, 0xa, 0, 0, 0, 1, 2, 0xb, 0, 0, 0, 1]) + b"\x08\x00"
+write("natt_host", "to_gateway", op(0, eth_to_a + bytes(to_gw)) + op(0, eth_to_a + udp4(B_IP, A_IP, 100)) + op(5, b"\x03\xe8") + op(0, eth_to_a + bytes(to_gw)))
+
 # api: requests separated by NUL; a request line, headers, an empty line, a body
 AUTH = "Authorization: Bearer fuzz-token\nContent-Type: application/json\n"
 

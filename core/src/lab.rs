@@ -30,26 +30,29 @@ use crate::route::{Route, RouteTable};
 use crate::stats::{DropReason, Event, WorkerStats};
 
 mod surfaces;
-pub use surfaces::{esp_sealed, icmp_too_big, neighbor, reassembly};
+pub use surfaces::{esp_sealed, icmp_too_big, natt_host, neighbor, reassembly};
 
 /// A fuzz driver: the input, and the first invariant it broke.
 pub type Driver = fn(&[u8]) -> Result<(), String>;
 
 /// The data path's fuzz targets: the name of each (its `fuzz/fuzz_targets/`
 /// file and its `fuzz/seeds/` and `fuzz/regressions/` folders) and its driver.
-pub const TARGETS: [(&str, Driver); 6] = [
+pub const TARGETS: [(&str, Driver); 7] = [
     ("pipeline", drive),
     ("wire", check_parse),
     ("esp", esp_sealed),
     ("reassembly", reassembly),
     ("icmp", icmp_too_big),
     ("neighbor", neighbor),
+    ("natt_host", natt_host),
 ];
 
 /// Port indexes.
 pub const CLEAR: usize = 0;
 pub const PROT: usize = 1;
-const MTU: [u16; 2] = [1500, 1400];
+/// The host port (only in [`Lab::natt_host`]).
+pub const HOST: usize = 2;
+const MTU: [u16; 3] = [1500, 1400, 1500];
 const A_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
 const B_IP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
 const A_CLEAR_V4: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 254);
@@ -57,8 +60,8 @@ const A_CLEAR_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 1, 0, 0, 0, 0, 0, 0xfe);
 /// The pass eroute's selector: A's hosts to 10.0.9.0/24, in clear.
 const PASS_SRC: &str = "10.0.1.0/24";
 const PASS_DST: &str = "10.0.9.0/24";
-const MAC_A: [[u8; 6]; 2] = [[2, 0xa, 0, 0, 0, 0], [2, 0xa, 0, 0, 0, 1]];
-const MAC_B: [[u8; 6]; 2] = [[2, 0xb, 0, 0, 0, 0], [2, 0xb, 0, 0, 0, 1]];
+const MAC_A: [[u8; 6]; 3] = [[2, 0xa, 0, 0, 0, 0], [2, 0xa, 0, 0, 0, 1], [2, 0xa, 0, 0, 0, 2]];
+const MAC_B: [[u8; 6]; 3] = [[2, 0xb, 0, 0, 0, 0], [2, 0xb, 0, 0, 0, 1], [2, 0xb, 0, 0, 0, 2]];
 const MAC_HOST_A: [u8; 6] = [2, 0xaa, 0, 0, 0, 9];
 const MAC_HOST_B: [u8; 6] = [2, 0xbb, 0, 0, 0, 9];
 
@@ -107,15 +110,18 @@ impl Gw {
         peer: Ipv4Addr,
         nets: [&str; 4],
         spis: (u32, u32),
-        macs: [[u8; 6]; 2],
+        macs: [[u8; 6]; 3],
         host: [u8; 6],
         peer_mac: [u8; 6],
         own: (Ipv4Addr, Ipv6Addr),
+        natt_host: bool,
     ) -> Gw {
         let alg = Algorithm::AesGcm128;
         let ek: Vec<u8> = (0..alg.enc_key_len() as u8).collect();
-        let mk = |l: Ipv4Addr, r: Ipv4Addr, spi| {
-            SaConfig::new(spi, alg, &ek, &[], Mode::Tunnel { local: IpAddr::V4(l), remote: IpAddr::V4(r) })
+        let encap = natt_host.then(crate::esp::UdpEncap::default);
+        let mk = |l: Ipv4Addr, r: Ipv4Addr, spi| SaConfig {
+            encap,
+            ..SaConfig::new(spi, alg, &ek, &[], Mode::Tunnel { local: IpAddr::V4(l), remote: IpAddr::V4(r) })
         };
         let sel = |s: &str, d: &str| Selector::nets(s.parse().expect("prefix"), d.parse().expect("prefix"));
         let mut db = PolicyDb::new(Defaults::default());
@@ -136,9 +142,9 @@ impl Gw {
                 Route { prefix: "::/0".parse().expect("prefix"), port: PROT, via: Some(IpAddr::V4(peer)) },
             ],
             [(IpAddr::V4(peer), peer_mac)],
-            vec![Some(host), None],
+            vec![Some(host), None, None],
         );
-        let ports = vec![
+        let mut ports = vec![
             PortInfo {
                 role: PortRole::Cleartext,
                 mtu: MTU[CLEAR],
@@ -148,17 +154,33 @@ impl Gw {
             },
             PortInfo { role: PortRole::Protected, mtu: MTU[PROT], mac: macs[PROT], addr_v4: Some(me), addr_v6: None },
         ];
-        Gw { db, routes, pipe: Pipeline::new(ports, lab_reasm(), PMTU_AGEING_MS), stats: WorkerStats::new(2) }
+        if natt_host {
+            ports.push(PortInfo {
+                role: PortRole::Host,
+                mtu: MTU[HOST],
+                mac: macs[HOST],
+                addr_v4: None,
+                addr_v6: None,
+            });
+        }
+        let n = ports.len();
+        let pipe = Pipeline::new(ports, lab_reasm(), PMTU_AGEING_MS).with_host_rate(1000);
+        Gw { db, routes, pipe, stats: WorkerStats::new(n) }
     }
 
     /// Drops plus the events that mean "this input was consumed here".
     fn accounted(&self) -> u64 {
         let drops: u64 = DropReason::ALL.iter().map(|r| self.drops(*r)).sum();
-        let consumed: u64 =
-            [Event::NeighborMessages, Event::NeighborsLearned, Event::NeighborReplies, Event::PmtuLowered]
-                .iter()
-                .map(|e| self.event(*e))
-                .sum();
+        let consumed: u64 = [
+            Event::NeighborMessages,
+            Event::NeighborsLearned,
+            Event::NeighborReplies,
+            Event::PmtuLowered,
+            Event::NattKeepalives,
+        ]
+        .iter()
+        .map(|e| self.event(*e))
+        .sum();
         drops + consumed
     }
 }
@@ -196,6 +218,8 @@ pub struct Lab {
     ivs: HashSet<(u32, [u8; 8])>,
     /// Frames A sent on its cleartext port since this was last cleared.
     delivered: Vec<Vec<u8>>,
+    /// [`Lab::natt_host`]: A's NAT mapping reports.
+    nat_reports: Option<std::sync::Arc<crate::pipeline::NatQueue>>,
 }
 
 impl Default for Lab {
@@ -206,10 +230,25 @@ impl Default for Lab {
 
 impl Lab {
     pub fn new() -> Lab {
+        Self::build(false)
+    }
+
+    /// The lab with its SAs in UDP (NAT-T, RFC 3948) and a host port (port
+    /// [`HOST`], the kernel's side) on A.
+    pub fn natt_host() -> Lab {
+        Self::build(true)
+    }
+
+    fn build(natt_host: bool) -> Lab {
         let nets_a = ["10.0.1.0/24", "10.0.2.0/24", "fd00:1::/64", "fd00:2::/64"];
         let nets_b = ["10.0.2.0/24", "10.0.1.0/24", "fd00:2::/64", "fd00:1::/64"];
-        let mut a =
-            Gw::new(A_IP, B_IP, nets_a, (0xa0b0, 0xb0a0), MAC_A, MAC_HOST_A, MAC_B[PROT], (A_CLEAR_V4, A_CLEAR_V6));
+        let own_a = (A_CLEAR_V4, A_CLEAR_V6);
+        let mut a = Gw::new(A_IP, B_IP, nets_a, (0xa0b0, 0xb0a0), MAC_A, MAC_HOST_A, MAC_B[PROT], own_a, natt_host);
+        let nat_reports = natt_host.then(|| std::sync::Arc::new(crate::pipeline::NatQueue::new(64)));
+        if let Some(q) = &nat_reports {
+            a.pipe =
+                std::mem::replace(&mut a.pipe, Pipeline::new(Vec::new(), lab_reasm(), 0)).with_nat_reports(q.clone());
+        }
         // One flow A passes in clear (to the Internet through the protected
         // port): the only cleartext the protected port may carry.
         let pass = Selector::nets(PASS_SRC.parse().expect("prefix"), PASS_DST.parse().expect("prefix"));
@@ -237,10 +276,12 @@ impl Lab {
                 MAC_HOST_B,
                 MAC_A[PROT],
                 (Ipv4Addr::new(10, 0, 2, 254), Ipv6Addr::new(0xfd00, 2, 0, 0, 0, 0, 0, 0xfe)),
+                natt_host,
             ),
             now_ms: 1,
             ivs: HashSet::new(),
             delivered: Vec::new(),
+            nat_reports,
         }
     }
 
@@ -258,6 +299,7 @@ impl Lab {
     /// Give A one frame on `port` and check every invariant on what comes out.
     pub fn feed(&mut self, port: usize, bytes: &[u8]) -> Result<Vec<(usize, Vec<u8>)>, String> {
         let before = self.a.accounted();
+        let decrypted_before = self.a.event(Event::Decrypted);
         let out: Vec<(usize, Vec<u8>)> = self
             .a
             .run(port, vec![frame(bytes)], self.now_ms)
@@ -268,8 +310,17 @@ impl Lab {
         if out.is_empty() && !consumed && !is_fragment(bytes) {
             return Err(format!("input on port {port} vanished: no output, no drop, no event: {}", hex(bytes)));
         }
+        if let Some(q) = &self.nat_reports {
+            let reported = std::iter::from_fn(|| q.pop()).count();
+            if reported > 0 && self.a.event(Event::Decrypted) == decrypted_before {
+                return Err(format!(
+                    "a NAT mapping change reported for a packet that did not authenticate: {}",
+                    hex(bytes)
+                ));
+            }
+        }
         for (p, f) in &out {
-            self.check_output(*p, f).map_err(|e| {
+            self.check_output(port, *p, f).map_err(|e| {
                 format!("{e}\n  output on port {p}: {}\n  input on port {port}: {}", hex(f), hex(bytes))
             })?;
             if *p == CLEAR {
@@ -279,20 +330,23 @@ impl Lab {
         Ok(out)
     }
 
-    fn check_output(&mut self, port: usize, f: &[u8]) -> Result<(), String> {
+    fn check_output(&mut self, from: usize, port: usize, f: &[u8]) -> Result<(), String> {
         if f.len() < 14 {
             return Err("runt frame".into());
+        }
+        if port == HOST {
+            return check_host_output(f);
         }
         let ip = &f[14..];
         match u16::from_be_bytes([f[12], f[13]]) {
             0x0806 => check_arp(port, f),
-            0x0800 => self.check_v4(port, ip),
-            0x86dd => check_v6(port, ip),
+            0x0800 => self.check_v4(from, port, ip),
+            0x86dd => check_v6(from, port, ip),
             t => Err(format!("ethertype {t:#06x} sent")),
         }
     }
 
-    fn check_v4(&mut self, port: usize, ip: &[u8]) -> Result<(), String> {
+    fn check_v4(&mut self, from: usize, port: usize, ip: &[u8]) -> Result<(), String> {
         if ip.len() < 20 || ip[0] >> 4 != 4 || usize::from(ip[0] & 0xf) * 4 < 20 {
             return Err("malformed IPv4 header".into());
         }
@@ -318,13 +372,22 @@ impl Lab {
                 return Err(format!("fragmentation needed announces {mtu} (68..={})", MTU[PROT]));
             }
         }
+        // ESP, or ESP in UDP from A's NAT-T port (the SPI behind the UDP header).
+        let esp_at = match ip[9] {
+            50 => Some(hl),
+            17 if self.nat_reports.is_some() && src == A_IP && ip.len() >= hl + 2 && ip[hl..hl + 2] == [0x11, 0x94] => {
+                Some(hl + 8)
+            }
+            _ => None,
+        };
         match port {
-            PROT if ip[9] == 50 => {
+            PROT if esp_at.is_some() => {
+                let at = esp_at.unwrap_or(hl);
                 let first = u16::from_be_bytes([ip[6], ip[7]]) & 0x1fff == 0;
-                if first && ip.len() >= hl + 16 {
-                    let spi = u32::from_be_bytes([ip[hl], ip[hl + 1], ip[hl + 2], ip[hl + 3]]);
+                if first && ip.len() >= at + 16 {
+                    let spi = u32::from_be_bytes([ip[at], ip[at + 1], ip[at + 2], ip[at + 3]]);
                     let mut iv = [0u8; 8];
-                    iv.copy_from_slice(&ip[hl + 8..hl + 16]);
+                    iv.copy_from_slice(&ip[at + 8..at + 16]);
                     if !self.ivs.insert((spi, iv)) {
                         return Err(format!("IV {} used twice under SPI {spi:#x}", hex(&iv)));
                     }
@@ -332,6 +395,8 @@ impl Lab {
                 Ok(())
             }
             PROT if own_icmp => Ok(()),
+            // The kernel's own traffic (the host path): from the gateway's addresses only.
+            PROT if from == HOST && [A_IP, A_CLEAR_V4].contains(&src) => Ok(()),
             PROT if src.octets()[..3] == [10, 0, 1] && dst.octets()[..3] == [10, 0, 9] => Ok(()), // the pass eroute
             PROT => Err(format!("cleartext left the protected port: {src} -> {dst} proto {}", ip[9])),
             _ if own_icmp => Ok(()),
@@ -347,7 +412,7 @@ impl Lab {
     }
 }
 
-fn check_v6(port: usize, ip: &[u8]) -> Result<(), String> {
+fn check_v6(from: usize, port: usize, ip: &[u8]) -> Result<(), String> {
     if ip.len() < 40 || ip[0] >> 4 != 6 {
         return Err("malformed IPv6 header".into());
     }
@@ -378,6 +443,7 @@ fn check_v6(port: usize, ip: &[u8]) -> Result<(), String> {
         }
     }
     match port {
+        PROT if from == HOST && src == A_CLEAR_V6 => Ok(()), // the kernel's own traffic
         PROT => Err(format!("IPv6 in clear left the protected port: {src} -> {dst} (A's tunnel is IPv4)")),
         _ if own_icmp => Ok(()),
         _ if src.segments()[..4] == [0xfd00, 2, 0, 0] && dst.segments()[..4] == [0xfd00, 1, 0, 0] => Ok(()),
@@ -397,6 +463,52 @@ fn check_arp(port: usize, f: &[u8]) -> Result<(), String> {
         return Err(format!("ARP on port {port} as {spa} ({}), not as the port's own {own}", hex(sha)));
     }
     Ok(())
+}
+
+/// What A hands its kernel: frames from espgw's host-link MAC to the
+/// kernel's, ARP answers as that MAC, IP only for the gateway's own
+/// addresses (well formed, within the MTU).
+fn check_host_output(f: &[u8]) -> Result<(), String> {
+    use crate::pipeline::HOST_PEER_MAC;
+    match u16::from_be_bytes([f[12], f[13]]) {
+        0x0806 => {
+            if f.len() < 42 || f[22..28] != HOST_PEER_MAC || f[6..12] != HOST_PEER_MAC {
+                return Err("ARP to the kernel not as espgw's host-link MAC".into());
+            }
+            Ok(())
+        }
+        0x86dd if f.len() >= 14 + 48 && f[14 + 6] == 58 && matches!(f[14 + 40], 135 | 136) => {
+            if f[6..12] != HOST_PEER_MAC {
+                return Err("neighbour advertisement to the kernel not from espgw's host-link MAC".into());
+            }
+            Ok(())
+        }
+        t @ (0x0800 | 0x86dd) => {
+            if f[..6] != MAC_A[HOST] || f[6..12] != HOST_PEER_MAC {
+                return Err(format!("to the kernel from {} to {}", hex(&f[6..12]), hex(&f[..6])));
+            }
+            let ip = &f[14..];
+            let (ok, dst) = if t == 0x0800 {
+                let m =
+                    Meta::parse(ip, HwChecksum::Unknown).map_err(|r| format!("malformed IPv4 to the kernel: {r:?}"))?;
+                let d = Ipv4Addr::from(m.key.dst as u32);
+                ([A_IP, A_CLEAR_V4].contains(&d), IpAddr::V4(d))
+            } else {
+                let m =
+                    Meta::parse(ip, HwChecksum::Unknown).map_err(|r| format!("malformed IPv6 to the kernel: {r:?}"))?;
+                let d = Ipv6Addr::from(m.key.dst);
+                (d == A_CLEAR_V6, IpAddr::V6(d))
+            };
+            if !ok {
+                return Err(format!("{dst} is not the gateway's, yet it went to the kernel"));
+            }
+            if ip.len() > usize::from(MTU[HOST]) {
+                return Err(format!("{} bytes to the kernel over the MTU", ip.len()));
+            }
+            Ok(())
+        }
+        t => Err(format!("ethertype {t:#06x} to the kernel")),
+    }
 }
 
 /// Is this frame an IP fragment (reassembly may hold it without a count)?
@@ -543,6 +655,49 @@ mod tests {
         assert!(out.is_empty(), "inbound clear is dropped by default");
     }
 
+    /// The NAT-T + host lab is not vacuous: ESP in UDP both ways, a NAT
+    /// rewrite reported, keepalives consumed, traffic for the gateway to the
+    /// kernel, the kernel's answers out in clear, and the invariants bite.
+    #[test]
+    fn natt_host_lab_reaches_what_it_checks() {
+        let mut lab = Lab::natt_host();
+        let out =
+            lab.feed(CLEAR, &eth(&udp4([10, 0, 1, 5], [10, 0, 2, 7], 100, false), MAC_A[CLEAR], MAC_HOST_A)).unwrap();
+        assert!(matches!(&out[..], [(PROT, f)] if f[14 + 9] == 17 && f[14 + 20..14 + 24] == [0x11, 0x94, 0x11, 0x94]));
+        let sealed = lab.seal_from_b(&udp4([10, 0, 2, 7], [10, 0, 1, 5], 100, false));
+        assert!(matches!(&lab.feed(PROT, &sealed[0]).unwrap()[..], [(CLEAR, _)]));
+        let mut natted = lab.seal_from_b(&udp4([10, 0, 2, 7], [10, 0, 1, 5], 100, false)).remove(0);
+        natted[14 + 20..14 + 22].copy_from_slice(&31000u16.to_be_bytes());
+        assert_eq!(lab.feed(PROT, &natted).unwrap().len(), 1);
+        assert_eq!(lab.a.event(Event::NatMappingChanged), 1);
+        let mut input = Vec::new();
+        for f in ["demux", "kernel", "to_gateway", "sealed_and_nat"] {
+            input.extend(
+                std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds/natt_host").join(f))
+                    .unwrap(),
+            );
+        }
+        let mut lab = Lab::natt_host();
+        super::surfaces::natt_host_on(&mut lab, &input).unwrap();
+        for e in [
+            Event::NattKeepalives,
+            Event::HostIke,
+            Event::HostIcmp,
+            Event::FromHost,
+            Event::Decrypted,
+            Event::HostDecrypted,
+        ] {
+            assert!(lab.a.event(e) > 0, "{e:?} never happened");
+        }
+        // The host-output invariant bites: a packet for someone else to the kernel.
+        let f = eth(&udp4([198, 51, 100, 1], [10, 0, 1, 5], 60, false), MAC_A[HOST], crate::pipeline::HOST_PEER_MAC);
+        assert!(lab.check_output(PROT, HOST, &f).unwrap_err().contains("not the gateway's"));
+        // Clear traffic from the gateway's address is fine from the kernel, not from a port.
+        let f = eth(&udp4([192, 0, 2, 1], [203, 0, 113, 5], 60, false), MAC_B[PROT], MAC_A[PROT]);
+        lab.check_output(HOST, PROT, &f).unwrap();
+        assert!(lab.check_output(CLEAR, PROT, &f).unwrap_err().contains("cleartext left"));
+    }
+
     /// The lab's eroute options are reached: a SYN's MSS is clamped to the tunnel.
     #[test]
     fn the_mss_of_a_syn_is_clamped() {
@@ -564,20 +719,20 @@ mod tests {
         let mut lab = Lab::new();
         // Clear traffic out of the protected port is a violation.
         let ip = udp4([10, 0, 1, 5], [10, 0, 2, 7], 100, false);
-        let e = lab.check_output(PROT, &eth(&ip, MAC_B[PROT], MAC_A[PROT])).unwrap_err();
+        let e = lab.check_output(CLEAR, PROT, &eth(&ip, MAC_B[PROT], MAC_A[PROT])).unwrap_err();
         assert!(e.contains("cleartext left the protected port"), "{e}");
         // Outside the inbound selectors on the clear side.
         let ip = udp4([10, 9, 9, 9], [10, 0, 1, 5], 100, false);
-        assert!(lab.check_output(CLEAR, &eth(&ip, MAC_HOST_A, MAC_A[CLEAR])).unwrap_err().contains("selectors"));
+        assert!(lab.check_output(PROT, CLEAR, &eth(&ip, MAC_HOST_A, MAC_A[CLEAR])).unwrap_err().contains("selectors"));
         // A bad checksum, an oversized frame.
         let mut ip = udp4([10, 0, 2, 7], [10, 0, 1, 5], 100, false);
         ip[10] ^= 1;
-        assert!(lab.check_output(CLEAR, &eth(&ip, MAC_HOST_A, MAC_A[CLEAR])).unwrap_err().contains("checksum"));
+        assert!(lab.check_output(PROT, CLEAR, &eth(&ip, MAC_HOST_A, MAC_A[CLEAR])).unwrap_err().contains("checksum"));
         let ip = udp4([192, 0, 2, 1], [198, 51, 100, 1], 1420, false);
         let mut esp = ip.clone();
         esp[9] = 50;
         fix_v4(&mut esp);
-        assert!(lab.check_output(PROT, &eth(&esp, MAC_B[PROT], MAC_A[PROT])).unwrap_err().contains("MTU"));
+        assert!(lab.check_output(CLEAR, PROT, &eth(&esp, MAC_B[PROT], MAC_A[PROT])).unwrap_err().contains("MTU"));
         // The same IV twice under one SPI.
         let esp = {
             let mut p = udp4([192, 0, 2, 1], [198, 51, 100, 1], 100, false);
@@ -585,8 +740,8 @@ mod tests {
             fix_v4(&mut p);
             p
         };
-        lab.check_output(PROT, &eth(&esp, MAC_B[PROT], MAC_A[PROT])).unwrap();
-        assert!(lab.check_output(PROT, &eth(&esp, MAC_B[PROT], MAC_A[PROT])).unwrap_err().contains("IV"));
+        lab.check_output(CLEAR, PROT, &eth(&esp, MAC_B[PROT], MAC_A[PROT])).unwrap();
+        assert!(lab.check_output(CLEAR, PROT, &eth(&esp, MAC_B[PROT], MAC_A[PROT])).unwrap_err().contains("IV"));
     }
 
     /// A small fuzz run in the normal suite: random operation sequences

@@ -217,6 +217,12 @@ impl<B: PacketBuf> Pipeline<B> {
                 continue;
             }
             cx.stats.event(Event::FromHost, 1);
+            if self.is_own(k.v6, k.dst) {
+                // To itself: the kernel has a loopback for that (found by the fuzzer:
+                // IKE's bypass once sent such a packet out of the cleartext port).
+                cx.stats.drop_one(DropReason::ForGateway);
+                continue;
+            }
             if is_ike(meta) {
                 // IKE bypasses the IPsec policy (Linux: the IKE daemon's socket policy).
                 let mut m = *meta;

@@ -366,7 +366,8 @@ impl Lab {
             return Err(format!("sent to the gateway's own address {dst}"));
         }
         let own_icmp = ip[9] == 1 && [A_IP, A_CLEAR_V4].contains(&src);
-        if own_icmp && ip.len() >= hl + 8 && ip[hl] == 3 && ip[hl + 1] == 4 {
+        // (What the kernel writes in its own ICMP is the kernel's business.)
+        if own_icmp && from != HOST && ip.len() >= hl + 8 && ip[hl] == 3 && ip[hl + 1] == 4 {
             let mtu = u16::from_be_bytes([ip[hl + 6], ip[hl + 7]]);
             if !(68..=MTU[PROT]).contains(&mtu) {
                 return Err(format!("fragmentation needed announces {mtu} (68..={})", MTU[PROT]));

@@ -124,6 +124,9 @@ drop_reasons! {
         ForGateway => "for_gateway",
         /// For the gateway, over the host path's rate (per worker, IKE apart).
         HostRateLimited => "host_rate_limited",
+        /// For the gateway, larger than the host link, and not fragmentable
+        /// there (an IPv6 packet with extension headers).
+        HostTooBig => "host_too_big",
         /// From the kernel with a source that is not one of the gateway's addresses.
         HostBadSource => "host_bad_source",
         /// The kernel's link-local chatter on the host link (MLD, IGMP,

@@ -133,11 +133,43 @@ impl<B: PacketBuf> Pipeline<B> {
         }
         let port = h.port;
         let et = if meta.is_v6() { ETHERTYPE_IPV6 } else { ETHERTYPE_IPV4 };
-        if !push_l2(&mut buf, et, self.ports[port].mac, HOST_PEER_MAC) {
+        let (kernel_mac, mtu) = (self.ports[port].mac, usize::from(self.ports[port].mtu));
+        if buf.len() > mtu {
+            // Larger than the kernel link (a reassembled datagram, a jumbo
+            // port): fragments the kernel reassembles. The sender's packet
+            // arrived; this internal hop's MTU is not its concern (no ICMP).
+            let mut room_failed = false;
+            let mut n = 0u64;
+            let emit = |mut f: B| {
+                n += 1;
+                if push_l2(&mut f, et, kernel_mac, HOST_PEER_MAC) {
+                    cx.tx.send(port, f);
+                } else {
+                    room_failed = true;
+                }
+            };
+            let r = if meta.is_v6() {
+                self.icmp_id = self.icmp_id.wrapping_add(1);
+                crate::mtu::fragment_ipv6(buf.data(), mtu, u32::from(self.icmp_id) | 0x8000_0000, cx.alloc, emit)
+            } else {
+                crate::mtu::fragment_ipv4(buf.data(), mtu, cx.alloc, emit)
+            };
+            match r {
+                Err(crate::mtu::FragError::NoBuffer) => cx.stats.drop_one(DropReason::NoBuffer),
+                Err(_) => cx.stats.drop_one(DropReason::HostTooBig),
+                Ok(_) if room_failed => cx.stats.drop_one(DropReason::NoBuffer),
+                Ok(_) => {}
+            }
+            cx.stats.event(Event::ClearFragmentsMade, n);
+            if r.is_err() || room_failed {
+                return;
+            }
+        } else if push_l2(&mut buf, et, kernel_mac, HOST_PEER_MAC) {
+            cx.tx.send(port, buf);
+        } else {
             cx.stats.drop_one(DropReason::NoBuffer);
             return;
         }
-        cx.tx.send(port, buf);
         let kind = if is_ike(meta) { HostKind::Ike } else { kind };
         cx.stats.event(
             match kind {

@@ -1054,3 +1054,23 @@ fn without_a_host_port_traffic_for_the_gateway_is_dropped() {
     assert!(b.run(PROT, vec![eth(&p, MAC_B_PROT, MAC_A_PROT)], 0).is_empty());
     assert_eq!(b.drops(DropReason::ForGateway), 1);
 }
+
+/// A datagram for the gateway larger than the host link (reassembled from
+/// fragments here) reaches the kernel as fragments that fit the link.
+#[test]
+fn host_path_fragments_what_the_kernel_link_cannot_carry() {
+    let (mut g, _) = host_gw(1000);
+    let big = udp_to([198, 51, 100, 1], [192, 0, 2, 1], 500, 500, &[0x42; 2972]);
+    let mut pieces = Vec::new();
+    mtu::fragment_ipv4(&big, 1500, &mut mtu::VecAlloc, |f| pieces.push(eth(f.data(), MAC_A_PROT, MAC_ROUTER))).unwrap();
+    let out = g.run(PROT, pieces, 0);
+    assert_eq!(out.len(), 3, "{:?}", drops_summary(&g));
+    let mut payload = Vec::new();
+    for (port, f) in &out {
+        assert_eq!(*port, HOST);
+        assert!(l3(f).len() <= 1500);
+        payload.extend_from_slice(&l3(f)[20..]);
+    }
+    assert_eq!(payload, &big[20..], "the kernel reassembles the datagram");
+    assert_eq!(g.event(Event::HostIke), 1);
+}

@@ -365,6 +365,90 @@ fn icmpv6_frame(src: [u16; 8], dst: [u16; 8], msg: &[u8]) -> Vec<u8> {
     eth(&ip, MAC_A[CLEAR], [2, 0, 0, 0, 0, 0x33])
 }
 
+/// NAT traversal and the host path (the lab of [`Lab::natt_host`]: A's SAs
+/// in UDP 4500, a host port to its kernel). Ops, by `tag % 6`:
+/// - 0: a raw frame on the protected port;
+/// - 1: a UDP datagram from B to A's port 4500: body = source port (2 bytes;
+///   0 = 4500) + payload (keepalive, IKE marker, ESP or junk);
+/// - 2: an inner packet B seals in UDP: body = a position (2 bytes; the
+///   frame's byte there is XORed, 0 = none) + a NAT port (2; when not 0 the
+///   UDP source port becomes it and, when odd, the source address
+///   203.0.113.7) + the inner packet (lengths and IPv4 checksum fixed);
+/// - 3: a raw frame from the kernel (the host port);
+/// - 4: an IP packet the kernel sends (IPv4: source A's address, lengths and
+///   checksum fixed), on the host port;
+/// - 5: time passes.
+///
+/// Beyond the lab's invariants: what goes to the kernel is for the
+/// gateway's addresses only, the kernel's traffic leaves in clear only from
+/// those addresses, and a NAT mapping change is reported only for a packet
+/// that authenticated.
+pub fn natt_host(data: &[u8]) -> Result<(), String> {
+    natt_host_on(&mut Lab::natt_host(), data)
+}
+
+pub(super) fn natt_host_on(lab: &mut Lab, data: &[u8]) -> Result<(), String> {
+    for (tag, body) in ops(data) {
+        match tag % 6 {
+            0 => drop(lab.feed(PROT, body)?),
+            1 => {
+                let sport = match be16(body, 0) {
+                    0 => 4500,
+                    p => p,
+                };
+                let payload = body.get(2..).unwrap_or_default();
+                let mut dgram = sport.to_be_bytes().to_vec();
+                dgram.extend_from_slice(&4500u16.to_be_bytes());
+                dgram.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+                dgram.extend_from_slice(&[0, 0]);
+                dgram.extend_from_slice(payload);
+                lab.feed(PROT, &eth(&ipv4(B_IP, A_IP, 17, 1, 0, &dgram), MAC_A[PROT], MAC_B[PROT]))?;
+            }
+            2 => {
+                let (flip, nat) = (usize::from(be16(body, 0)), be16(body, 2));
+                let mut ip = body.get(4..).unwrap_or_default().to_vec();
+                fix_v4(&mut ip);
+                for mut f in lab.seal_from_b(&ip) {
+                    if nat != 0 && f.len() >= 14 + 28 && f[14 + 9] == 17 {
+                        f[14 + 20..14 + 22].copy_from_slice(&nat.to_be_bytes());
+                        if nat % 2 == 1 {
+                            f[14 + 12..14 + 16].copy_from_slice(&[203, 0, 113, 7]);
+                        }
+                        fix_v4_header(&mut f[14..]);
+                    }
+                    if flip != 0 {
+                        let i = flip % f.len();
+                        f[i] ^= 0x5a;
+                    }
+                    lab.feed(PROT, &f)?;
+                }
+            }
+            3 => drop(lab.feed(super::HOST, body)?),
+            4 => {
+                let mut ip = body.to_vec();
+                if ip.len() >= 20 && ip[0] >> 4 == 4 {
+                    ip[12..16].copy_from_slice(&A_IP.octets());
+                }
+                fix_v4(&mut ip);
+                let f = eth(&ip, crate::pipeline::HOST_PEER_MAC, MAC_A[super::HOST]);
+                lab.feed(super::HOST, &f)?;
+            }
+            _ => lab.advance(u64::from(be16(body, 0))),
+        }
+    }
+    Ok(())
+}
+
+/// Recompute an IPv4 header's checksum in place (the length stays).
+fn fix_v4_header(ip: &mut [u8]) {
+    if ip.len() >= 20 && ip[0] >> 4 == 4 {
+        let hl = (usize::from(ip[0] & 0xf) * 4).clamp(20, ip.len().min(60));
+        ip[10..12].copy_from_slice(&[0, 0]);
+        let c = checksum(&ip[..hl]);
+        ip[10..12].copy_from_slice(&c.to_be_bytes());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -452,89 +536,5 @@ mod tests {
                 run(&input).unwrap_or_else(|e| panic!("{name} case {case}: {e}"));
             }
         }
-    }
-}
-
-/// NAT traversal and the host path (the lab of [`Lab::natt_host`]: A's SAs
-/// in UDP 4500, a host port to its kernel). Ops, by `tag % 6`:
-/// - 0: a raw frame on the protected port;
-/// - 1: a UDP datagram from B to A's port 4500: body = source port (2 bytes;
-///   0 = 4500) + payload (keepalive, IKE marker, ESP or junk);
-/// - 2: an inner packet B seals in UDP: body = a position (2 bytes; the
-///   frame's byte there is XORed, 0 = none) + a NAT port (2; when not 0 the
-///   UDP source port becomes it and, when odd, the source address
-///   203.0.113.7) + the inner packet (lengths and IPv4 checksum fixed);
-/// - 3: a raw frame from the kernel (the host port);
-/// - 4: an IP packet the kernel sends (IPv4: source A's address, lengths and
-///   checksum fixed), on the host port;
-/// - 5: time passes.
-///
-/// Beyond the lab's invariants: what goes to the kernel is for the
-/// gateway's addresses only, the kernel's traffic leaves in clear only from
-/// those addresses, and a NAT mapping change is reported only for a packet
-/// that authenticated.
-pub fn natt_host(data: &[u8]) -> Result<(), String> {
-    natt_host_on(&mut Lab::natt_host(), data)
-}
-
-pub(super) fn natt_host_on(lab: &mut Lab, data: &[u8]) -> Result<(), String> {
-    for (tag, body) in ops(data) {
-        match tag % 6 {
-            0 => drop(lab.feed(PROT, body)?),
-            1 => {
-                let sport = match be16(body, 0) {
-                    0 => 4500,
-                    p => p,
-                };
-                let payload = body.get(2..).unwrap_or_default();
-                let mut dgram = sport.to_be_bytes().to_vec();
-                dgram.extend_from_slice(&4500u16.to_be_bytes());
-                dgram.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
-                dgram.extend_from_slice(&[0, 0]);
-                dgram.extend_from_slice(payload);
-                lab.feed(PROT, &eth(&ipv4(B_IP, A_IP, 17, 1, 0, &dgram), MAC_A[PROT], MAC_B[PROT]))?;
-            }
-            2 => {
-                let (flip, nat) = (usize::from(be16(body, 0)), be16(body, 2));
-                let mut ip = body.get(4..).unwrap_or_default().to_vec();
-                fix_v4(&mut ip);
-                for mut f in lab.seal_from_b(&ip) {
-                    if nat != 0 && f.len() >= 14 + 28 && f[14 + 9] == 17 {
-                        f[14 + 20..14 + 22].copy_from_slice(&nat.to_be_bytes());
-                        if nat % 2 == 1 {
-                            f[14 + 12..14 + 16].copy_from_slice(&[203, 0, 113, 7]);
-                        }
-                        fix_v4_header(&mut f[14..]);
-                    }
-                    if flip != 0 {
-                        let i = flip % f.len();
-                        f[i] ^= 0x5a;
-                    }
-                    lab.feed(PROT, &f)?;
-                }
-            }
-            3 => drop(lab.feed(super::HOST, body)?),
-            4 => {
-                let mut ip = body.to_vec();
-                if ip.len() >= 20 && ip[0] >> 4 == 4 {
-                    ip[12..16].copy_from_slice(&A_IP.octets());
-                }
-                fix_v4(&mut ip);
-                let f = eth(&ip, crate::pipeline::HOST_PEER_MAC, MAC_A[super::HOST]);
-                lab.feed(super::HOST, &f)?;
-            }
-            _ => lab.advance(u64::from(be16(body, 0))),
-        }
-    }
-    Ok(())
-}
-
-/// Recompute an IPv4 header's checksum in place (the length stays).
-fn fix_v4_header(ip: &mut [u8]) {
-    if ip.len() >= 20 && ip[0] >> 4 == 4 {
-        let hl = (usize::from(ip[0] & 0xf) * 4).clamp(20, ip.len().min(60));
-        ip[10..12].copy_from_slice(&[0, 0]);
-        let c = checksum(&ip[..hl]);
-        ip[10..12].copy_from_slice(&c.to_be_bytes());
     }
 }

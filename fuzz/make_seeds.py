@@ -146,6 +146,15 @@ to_gw[10:12] = struct.pack(">H", csum(bytes(to_gw[:20])))
 eth_to_a = bytes([2, 0xa, 0, 0, 0, 1, 2, 0xb, 0, 0, 0, 1]) + b"\x08\x00"
 write("natt_host", "to_gateway", op(0, eth_to_a + bytes(to_gw)) + op(0, eth_to_a + udp4(B_IP, A_IP, 100)) + op(5, b"\x03\xe8") + op(0, eth_to_a + bytes(to_gw)))
 
+# ike: IKEv2 messages scapy's IKEv2 layer builds (IKE_SA_INIT, IKE_AUTH, INFORMATIONAL with SK)
+import json
+import subprocess
+import sys
+msgs = json.loads(subprocess.run([sys.executable, os.path.join(HERE, "..", "tests", "py", "ike_oracle.py"), "build"],
+                                 check=True, capture_output=True, text=True).stdout)
+for name, h in zip(["sa_init", "auth", "informational_sk"], msgs):
+    write("ike", name, bytes.fromhex(h))
+
 # api: requests separated by NUL; a request line, headers, an empty line, a body
 AUTH = "Authorization: Bearer fuzz-token\nContent-Type: application/json\n"
 

@@ -416,5 +416,7 @@ mod tests {
             let n = espgw_testkit::fuzz_corpus::replay(target, run);
             assert!(n >= 5, "{n} {target} seeds");
         }
+        let n = espgw_testkit::fuzz_corpus::replay("ike", crate::ike::message::check_roundtrip);
+        assert!(n >= 3, "{n} ike seeds");
     }
 }

@@ -7,6 +7,7 @@ pub mod events;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
 pub mod gateway;
+pub mod ike;
 pub mod live;
 pub mod log;
 pub mod metrics;

@@ -803,7 +803,7 @@ mod tests {
             .collect();
         files.sort();
         let mut names: Vec<String> =
-            TARGETS.iter().map(|t| t.0.to_string()).chain(["api", "config"].map(String::from)).collect();
+            TARGETS.iter().map(|t| t.0.to_string()).chain(["api", "config", "ike"].map(String::from)).collect();
         names.sort();
         assert_eq!(files, names);
     }

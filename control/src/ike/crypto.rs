@@ -1,0 +1,236 @@
+//! IKEv2 key material and the Encrypted payload, on `ring` (no hand-rolled
+//! primitives):
+//! - the PRF and `prf+` (RFC 7296 §2.13), HMAC-SHA-256 (PRF id 5);
+//! - the IKE SA's keys (§2.14): `SKEYSEED = prf(Ni | Nr, g^ir)`, then
+//!   `SK_d | SK_ai | SK_ar | SK_ei | SK_er | SK_pi | SK_pr = prf+(SKEYSEED,
+//!   Ni | Nr | SPIi | SPIr)`; a child SA's `KEYMAT = prf+(SK_d, [g^ir] | Ni |
+//!   Nr)` (§2.17), initiator-to-responder keys first;
+//! - the Diffie-Hellman exchange, X25519 (group 31, RFC 8031);
+//! - the Encrypted payload with AES-GCM (RFC 5282): key || 4-byte salt from
+//!   the key material, an 8-byte explicit IV, the 16-byte ICV, the IKE
+//!   header up to and including the SK payload's generic header as AAD.
+//!
+//! Keys live in `Zeroizing` buffers and are never printed.
+
+use ring::{aead, agreement, hmac, rand};
+use thiserror::Error;
+use zeroize::Zeroizing;
+
+use super::message::{self, kind, Header, Message, Payload, HEADER_LEN, PAYLOAD_HEADER_LEN};
+
+/// PRF_HMAC_SHA2_256 (RFC 4868), the one PRF offered so far.
+pub const PRF_HMAC_SHA2_256: u16 = 5;
+/// ENCR_AES_GCM_16 (RFC 5282).
+pub const ENCR_AES_GCM_16: u16 = 20;
+/// Curve25519 (RFC 8031).
+pub const GROUP_X25519: u16 = 31;
+/// The explicit IV and ICV of AES-GCM in IKE.
+pub const GCM_IV_LEN: usize = 8;
+pub const GCM_ICV_LEN: usize = 16;
+
+/// What can go wrong with the crypto.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum IkeCryptoError {
+    #[error("the Encrypted payload failed its integrity check")]
+    Integrity,
+    #[error("the Encrypted payload is malformed (too short, bad pad length)")]
+    Malformed,
+    #[error("the message has no Encrypted payload")]
+    NotEncrypted,
+    #[error("the peer's key exchange value is not a valid X25519 public key")]
+    BadKe,
+    #[error("unsupported key length {0}")]
+    KeyLength(usize),
+    #[error("the system random generator failed")]
+    Random,
+    #[error("{0}")]
+    Decode(#[from] message::IkeError),
+}
+
+/// `prf(key, data)`: HMAC-SHA-256.
+pub fn prf(key: &[u8], data: &[u8]) -> Zeroizing<Vec<u8>> {
+    let k = hmac::Key::new(hmac::HMAC_SHA256, key);
+    Zeroizing::new(hmac::sign(&k, data).as_ref().to_vec())
+}
+
+/// `prf+(key, seed)` to `len` bytes: T1 = prf(K, S | 0x01), Tn = prf(K, Tn-1 | S | n).
+pub fn prf_plus(key: &[u8], seed: &[u8], len: usize) -> Zeroizing<Vec<u8>> {
+    let k = hmac::Key::new(hmac::HMAC_SHA256, key);
+    let mut out = Zeroizing::new(Vec::with_capacity(len + 32));
+    let mut t: Vec<u8> = Vec::new();
+    let mut n: u8 = 1;
+    while out.len() < len {
+        let mut ctx = hmac::Context::with_key(&k);
+        ctx.update(&t);
+        ctx.update(seed);
+        ctx.update(&[n]);
+        t = ctx.sign().as_ref().to_vec();
+        out.extend_from_slice(&t);
+        n = n.wrapping_add(1);
+    }
+    out.truncate(len);
+    out
+}
+
+/// An IKE SA's keys (§2.14). For AEAD the integrity keys are empty and the
+/// encryption keys carry their salt at the end (RFC 5282 §7).
+pub struct IkeKeys {
+    pub sk_d: Zeroizing<Vec<u8>>,
+    pub sk_ai: Zeroizing<Vec<u8>>,
+    pub sk_ar: Zeroizing<Vec<u8>>,
+    pub sk_ei: Zeroizing<Vec<u8>>,
+    pub sk_er: Zeroizing<Vec<u8>>,
+    pub sk_pi: Zeroizing<Vec<u8>>,
+    pub sk_pr: Zeroizing<Vec<u8>>,
+}
+
+impl std::fmt::Debug for IkeKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("IkeKeys(<redacted>)")
+    }
+}
+
+impl IkeKeys {
+    /// Derive the keys: `encr_len` bytes per encryption key (with salt),
+    /// `integ_len` per integrity key, the PRF's output size for SK_d/SK_p.
+    pub fn derive(
+        ni: &[u8],
+        nr: &[u8],
+        g_ir: &[u8],
+        spi_i: u64,
+        spi_r: u64,
+        encr_len: usize,
+        integ_len: usize,
+    ) -> Self {
+        let nonces = [ni, nr].concat();
+        let skeyseed = prf(&nonces, g_ir);
+        let mut seed = nonces;
+        seed.extend_from_slice(&spi_i.to_be_bytes());
+        seed.extend_from_slice(&spi_r.to_be_bytes());
+        let prf_len = 32;
+        let lens = [prf_len, integ_len, integ_len, encr_len, encr_len, prf_len, prf_len];
+        let all = prf_plus(&skeyseed, &seed, lens.iter().sum());
+        let mut at = 0;
+        let mut next = |n: usize| {
+            let k = Zeroizing::new(all[at..at + n].to_vec());
+            at += n;
+            k
+        };
+        IkeKeys {
+            sk_d: next(lens[0]),
+            sk_ai: next(lens[1]),
+            sk_ar: next(lens[2]),
+            sk_ei: next(lens[3]),
+            sk_er: next(lens[4]),
+            sk_pi: next(lens[5]),
+            sk_pr: next(lens[6]),
+        }
+    }
+}
+
+/// A child SA's key material (§2.17): `len` bytes, the initiator-to-responder
+/// keys first; `g_ir` is the new shared secret of a CREATE_CHILD_SA with PFS.
+pub fn child_keymat(sk_d: &[u8], g_ir: Option<&[u8]>, ni: &[u8], nr: &[u8], len: usize) -> Zeroizing<Vec<u8>> {
+    let seed = [g_ir.unwrap_or_default(), ni, nr].concat();
+    prf_plus(sk_d, &seed, len)
+}
+
+/// Our half of an X25519 exchange (one use: the private key is consumed).
+pub struct X25519 {
+    private: agreement::EphemeralPrivateKey,
+    public: Vec<u8>,
+}
+
+impl X25519 {
+    pub fn generate() -> Result<Self, IkeCryptoError> {
+        let rng = rand::SystemRandom::new();
+        let private =
+            agreement::EphemeralPrivateKey::generate(&agreement::X25519, &rng).map_err(|_| IkeCryptoError::Random)?;
+        let public = private.compute_public_key().map_err(|_| IkeCryptoError::Random)?.as_ref().to_vec();
+        Ok(X25519 { private, public })
+    }
+
+    /// The KE payload's data.
+    pub fn public(&self) -> &[u8] {
+        &self.public
+    }
+
+    /// g^ir from the peer's KE data.
+    pub fn agree(self, peer: &[u8]) -> Result<Zeroizing<Vec<u8>>, IkeCryptoError> {
+        let peer = agreement::UnparsedPublicKey::new(&agreement::X25519, peer);
+        agreement::agree_ephemeral(self.private, &peer, |s| Zeroizing::new(s.to_vec()))
+            .map_err(|_| IkeCryptoError::BadKe)
+    }
+}
+
+fn gcm_key(key_salt: &[u8]) -> Result<(aead::LessSafeKey, [u8; 4]), IkeCryptoError> {
+    let (key, salt) = key_salt.split_at(key_salt.len().checked_sub(4).ok_or(IkeCryptoError::KeyLength(0))?);
+    let alg = match key.len() {
+        16 => &aead::AES_128_GCM,
+        32 => &aead::AES_256_GCM,
+        n => return Err(IkeCryptoError::KeyLength(n)),
+    };
+    let k = aead::UnboundKey::new(alg, key).map_err(|_| IkeCryptoError::KeyLength(key.len()))?;
+    Ok((aead::LessSafeKey::new(k), salt.try_into().unwrap_or([0; 4])))
+}
+
+/// Encrypt `inner` payloads into a message with `header`: one SK payload
+/// (IV = `iv`, no padding, pad length 0), AES-GCM under `key_salt`.
+pub fn encrypt_message(
+    header: Header,
+    inner: &[Payload],
+    key_salt: &[u8],
+    iv: [u8; 8],
+) -> Result<Vec<u8>, IkeCryptoError> {
+    let (key, salt) = gcm_key(key_salt)?;
+    let mut plain = Vec::new();
+    message::encode_chain(inner, &mut plain);
+    plain.push(0); // pad length: no padding (RFC 5282 §3 allows none)
+    let first = inner.first().map_or(kind::NONE, Payload::kind);
+    // Header and SK generic header first (they are the AAD), lengths final.
+    let body_len = GCM_IV_LEN + plain.len() + GCM_ICV_LEN;
+    let m = Message { header, payloads: vec![Payload::Encrypted { first, body: vec![0; body_len] }] };
+    let mut out = m.encode();
+    let aad_end = HEADER_LEN + PAYLOAD_HEADER_LEN;
+    let mut nonce = [0u8; 12];
+    nonce[..4].copy_from_slice(&salt);
+    nonce[4..].copy_from_slice(&iv);
+    let tag = key
+        .seal_in_place_separate_tag(
+            aead::Nonce::assume_unique_for_key(nonce),
+            aead::Aad::from(&out[..aad_end]),
+            &mut plain,
+        )
+        .map_err(|_| IkeCryptoError::Malformed)?;
+    out.truncate(aad_end);
+    out.extend_from_slice(&iv);
+    out.extend_from_slice(&plain);
+    out.extend_from_slice(tag.as_ref());
+    Ok(out)
+}
+
+/// Decrypt a message whose last payload is SK: its header, the payloads
+/// before SK (in clear) and the inner payloads.
+pub fn decrypt_message(bytes: &[u8], key_salt: &[u8]) -> Result<(Message, Vec<Payload>), IkeCryptoError> {
+    let m = Message::decode(bytes)?;
+    let Some(Payload::Encrypted { first, body }) = m.payloads.last() else {
+        return Err(IkeCryptoError::NotEncrypted);
+    };
+    if body.len() < GCM_IV_LEN + 1 + GCM_ICV_LEN {
+        return Err(IkeCryptoError::Malformed);
+    }
+    let (key, salt) = gcm_key(key_salt)?;
+    // The AAD runs to the end of the SK payload's generic header.
+    let aad_end = bytes.len() - body.len();
+    let mut nonce = [0u8; 12];
+    nonce[..4].copy_from_slice(&salt);
+    nonce[4..].copy_from_slice(&body[..GCM_IV_LEN]);
+    let mut ct = body[GCM_IV_LEN..].to_vec();
+    let plain = key
+        .open_in_place(aead::Nonce::assume_unique_for_key(nonce), aead::Aad::from(&bytes[..aad_end]), &mut ct)
+        .map_err(|_| IkeCryptoError::Integrity)?;
+    let pad = usize::from(*plain.last().ok_or(IkeCryptoError::Malformed)?);
+    let chain_len = plain.len().checked_sub(1 + pad).ok_or(IkeCryptoError::Malformed)?;
+    let inner = message::decode_chain(*first, &plain[..chain_len])?;
+    Ok((m, inner))
+}

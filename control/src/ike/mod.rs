@@ -3,6 +3,7 @@
 //! build on it (issue 19).
 pub mod crypto;
 pub mod message;
+pub mod sa_init;
 
 #[cfg(test)]
 mod tests;

@@ -305,3 +305,114 @@ mod crypto {
         assert_eq!(decrypt_message(&ours, &wrong).err(), Some(IkeCryptoError::Integrity));
     }
 }
+
+mod sa_init {
+    use super::super::message::*;
+    use super::super::sa_init::*;
+    use std::net::SocketAddr;
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    fn accept(r: Response) -> (Vec<u8>, Established) {
+        match r {
+            Response::Accept { message, sa } => (message, *sa),
+            Response::Refuse { notify, .. } => panic!("refused with {notify}"),
+        }
+    }
+
+    /// Initiator and responder agree on every key; without a NAT neither
+    /// side sees one, through a NAT both do (RFC 7296 §2.23).
+    #[test]
+    fn both_roles_derive_the_same_keys_and_detect_nat() {
+        for suite in SUITES {
+            let (i, req) = Initiator::start(suite, addr("192.0.2.1:500"), addr("198.51.100.1:500")).unwrap();
+            let (resp, r) = accept(respond(&req, addr("198.51.100.1:500"), addr("192.0.2.1:500")).unwrap());
+            let l = i.complete(req, &resp).unwrap();
+            assert_eq!((l.spi_i, l.spi_r, l.suite), (r.spi_i, r.spi_r, suite));
+            for (a, b) in [(&l.keys.sk_d, &r.keys.sk_d), (&l.keys.sk_ei, &r.keys.sk_ei), (&l.keys.sk_er, &r.keys.sk_er)]
+            {
+                assert_eq!(a, b);
+            }
+            assert_eq!((l.keys.sk_ei.len(), l.keys.sk_pi.len()), (suite.encr_len(), 32));
+            assert_ne!(l.keys.sk_ei, l.keys.sk_er, "one key per direction");
+            assert_eq!((l.nat, r.nat), (NatStatus::default(), NatStatus::default()));
+            assert!(!format!("{l:?}").contains(&hex::encode(&*l.keys.sk_d)));
+        }
+        // The initiator at 10.0.0.5:500 behind a NAT that shows it as 203.0.113.9:31000.
+        let suite = SUITES[0];
+        let (i, req) = Initiator::start(suite, addr("10.0.0.5:500"), addr("198.51.100.1:500")).unwrap();
+        let (resp, r) = accept(respond(&req, addr("198.51.100.1:500"), addr("203.0.113.9:31000")).unwrap());
+        assert_eq!(r.nat, NatStatus { local: false, remote: true }, "the responder sees the initiator behind a NAT");
+        let l = i.complete(req, &resp).unwrap();
+        assert_eq!(l.nat, NatStatus { local: true, remote: false }, "the initiator learns it is behind one");
+        assert!(l.nat.any() && r.nat.any());
+    }
+
+    /// The hash of §2.23, against Python's hashlib.
+    #[test]
+    fn nat_detection_hash_matches_sha1() {
+        let h = nat_hash(0x0102030405060708, 0x1112131415161718, addr("192.0.2.1:4500"));
+        let py = std::process::Command::new("python3")
+            .args([
+                "-c",
+                "import hashlib,struct,socket;print(hashlib.sha1(struct.pack('>QQ',0x0102030405060708,0x1112131415161718)+socket.inet_aton('192.0.2.1')+struct.pack('>H',4500)).hexdigest())",
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(hex::encode(h), String::from_utf8_lossy(&py.stdout).trim());
+    }
+
+    /// What the RFC says to answer: no acceptable proposal, or a KE for
+    /// another group than the one chosen (INVALID_KE_PAYLOAD naming ours).
+    #[test]
+    fn refusals_are_the_rfcs() {
+        let suite = SUITES[0];
+        let (_, req) = Initiator::start(suite, addr("192.0.2.1:500"), addr("198.51.100.1:500")).unwrap();
+        let mut m = Message::decode(&req).unwrap();
+        // AES-CBC + HMAC only: no proposal chosen.
+        m.payloads[0] = Payload::Sa(vec![Proposal {
+            number: 1,
+            protocol: 1,
+            spi: vec![],
+            transforms: vec![
+                Transform { kind: 1, id: 12, attributes: vec![Attribute::Tv { kind: ATTR_KEY_LENGTH, value: 128 }] },
+                Transform { kind: 3, id: 12, attributes: vec![] },
+                Transform { kind: 2, id: 5, attributes: vec![] },
+                Transform { kind: 4, id: 31, attributes: vec![] },
+            ],
+        }]);
+        let Response::Refuse { message, notify } =
+            respond(&m.encode(), addr("198.51.100.1:500"), addr("192.0.2.1:500")).unwrap()
+        else {
+            panic!("accepted")
+        };
+        assert_eq!(notify, super::super::sa_init::notify::NO_PROPOSAL_CHOSEN);
+        let r = Message::decode(&message).unwrap();
+        assert!(r.header.is_response() && r.header.spi_r == 0);
+        // Group 31 proposed, but the KE is group 14's.
+        let mut m = Message::decode(&req).unwrap();
+        m.payloads[1] = Payload::Ke { group: 14, data: vec![1; 256] };
+        let Response::Refuse { message, notify } =
+            respond(&m.encode(), addr("198.51.100.1:500"), addr("192.0.2.1:500")).unwrap()
+        else {
+            panic!("accepted")
+        };
+        assert_eq!(notify, super::super::sa_init::notify::INVALID_KE_PAYLOAD);
+        assert!(
+            matches!(&Message::decode(&message).unwrap().payloads[0], Payload::Notify { data, .. } if data == &[0, 31])
+        );
+        // The initiator reports the refusal; a response for another SPI is refused.
+        let (i, req) = Initiator::start(suite, addr("192.0.2.1:500"), addr("198.51.100.1:500")).unwrap();
+        let (resp, _) = accept(respond(&req, addr("198.51.100.1:500"), addr("192.0.2.1:500")).unwrap());
+        let mut other = Message::decode(&resp).unwrap();
+        other.header.spi_i ^= 1;
+        assert!(matches!(i.complete(req.clone(), &other.encode()), Err(InitError::Invalid(_))));
+        let (i, req) = Initiator::start(suite, addr("192.0.2.1:500"), addr("198.51.100.1:500")).unwrap();
+        let mut refusal = Message::decode(&req).unwrap();
+        refusal.header.flags = flags::RESPONSE;
+        refusal.payloads = vec![Payload::Notify { protocol: 0, spi: vec![], kind: 14, data: vec![] }];
+        assert_eq!(i.complete(req, &refusal.encode()).err(), Some(InitError::Refused { notify: 14, data: vec![] }));
+    }
+}

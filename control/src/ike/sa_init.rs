@@ -1,0 +1,356 @@
+//! The IKE_SA_INIT exchange (RFC 7296 §1.2), both roles, as pure functions
+//! of messages: proposal choice, X25519 key exchange, nonces, NAT detection
+//! (§2.23), and the refusals the RFC prescribes (NO_PROPOSAL_CHOSEN,
+//! INVALID_KE_PAYLOAD naming the group we want). Both sides end with the
+//! IKE SA's keys ([`IkeKeys`]); IKE_AUTH builds on them.
+//!
+//! Offered and accepted today: ENCR_AES_GCM_16 with a 128- or 256-bit key,
+//! PRF_HMAC_SHA2_256, group 31 (Curve25519).
+
+use std::net::SocketAddr;
+
+use ring::{digest, rand::SecureRandom};
+use zeroize::Zeroizing;
+
+use super::crypto::{IkeCryptoError, IkeKeys, ENCR_AES_GCM_16, GROUP_X25519, PRF_HMAC_SHA2_256, X25519};
+use super::message::{exchange, flags, Attribute, Header, Message, Payload, Proposal, Transform, ATTR_KEY_LENGTH};
+
+/// Transform types (§3.3.2).
+pub mod transform {
+    pub const ENCR: u8 = 1;
+    pub const PRF: u8 = 2;
+    pub const INTEG: u8 = 3;
+    pub const KE: u8 = 4;
+}
+
+/// Notify message types used here (§3.10.1).
+pub mod notify {
+    pub const INVALID_KE_PAYLOAD: u16 = 17;
+    pub const NO_PROPOSAL_CHOSEN: u16 = 14;
+    pub const INVALID_SYNTAX: u16 = 7;
+    pub const NAT_DETECTION_SOURCE_IP: u16 = 16388;
+    pub const NAT_DETECTION_DESTINATION_IP: u16 = 16389;
+}
+
+/// Nonce length we send (§2.10: at least half the PRF's key size, 16..256).
+pub const NONCE_LEN: usize = 32;
+
+/// The algorithms an IKE SA runs with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Suite {
+    /// AES-GCM key bytes (16 or 32); the salt adds 4.
+    pub encr_key: usize,
+    pub prf: u16,
+    pub group: u16,
+}
+
+impl Suite {
+    /// Encryption key length with the salt (RFC 5282 §7).
+    pub fn encr_len(&self) -> usize {
+        self.encr_key + 4
+    }
+
+    /// This suite as a proposal (number 1, protocol IKE).
+    pub fn proposal(&self, spi: Vec<u8>) -> Proposal {
+        Proposal {
+            number: 1,
+            protocol: 1,
+            spi,
+            transforms: vec![
+                Transform {
+                    kind: transform::ENCR,
+                    id: ENCR_AES_GCM_16,
+                    attributes: vec![Attribute::Tv { kind: ATTR_KEY_LENGTH, value: (self.encr_key * 8) as u16 }],
+                },
+                Transform { kind: transform::PRF, id: self.prf, attributes: vec![] },
+                Transform { kind: transform::KE, id: self.group, attributes: vec![] },
+            ],
+        }
+    }
+}
+
+/// What we accept, in our order of preference.
+pub const SUITES: [Suite; 2] = [
+    Suite { encr_key: 16, prf: PRF_HMAC_SHA2_256, group: GROUP_X25519 },
+    Suite { encr_key: 32, prf: PRF_HMAC_SHA2_256, group: GROUP_X25519 },
+];
+
+/// The first offered IKE proposal we can run (§2.7: the responder picks one
+/// proposal and one transform of each type from it).
+pub fn choose(offered: &[Proposal]) -> Option<(u8, Suite)> {
+    offered.iter().filter(|p| p.protocol == 1).find_map(|p| {
+        let has = |kind: u8, id: u16| p.transforms.iter().any(|t| t.kind == kind && t.id == id);
+        // Any integrity transform beside an AEAD makes the proposal unusable for us.
+        if p.transforms.iter().any(|t| t.kind == transform::INTEG && t.id != 0) {
+            return None;
+        }
+        SUITES
+            .iter()
+            .find(|s| {
+                p.transforms.iter().any(|t| {
+                    t.kind == transform::ENCR
+                        && t.id == ENCR_AES_GCM_16
+                        && t.key_length() == Some((s.encr_key * 8) as u16)
+                }) && has(transform::PRF, s.prf)
+                    && has(transform::KE, s.group)
+            })
+            .map(|s| (p.number, *s))
+    })
+}
+
+/// NAT detection hash (§2.23): SHA-1(SPIi | SPIr | IP | port).
+pub fn nat_hash(spi_i: u64, spi_r: u64, addr: SocketAddr) -> Vec<u8> {
+    let mut d = digest::Context::new(&digest::SHA1_FOR_LEGACY_USE_ONLY);
+    d.update(&spi_i.to_be_bytes());
+    d.update(&spi_r.to_be_bytes());
+    match addr.ip() {
+        std::net::IpAddr::V4(a) => d.update(&a.octets()),
+        std::net::IpAddr::V6(a) => d.update(&a.octets()),
+    }
+    d.update(&addr.port().to_be_bytes());
+    d.finish().as_ref().to_vec()
+}
+
+/// Which side of the exchange is behind a NAT (the hashes did not match).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct NatStatus {
+    /// Our address as the peer saw it differs: we are behind a NAT.
+    pub local: bool,
+    /// The peer's address differs from what it reported: it is behind one.
+    pub remote: bool,
+}
+
+impl NatStatus {
+    /// Either side: switch to UDP 4500 and ESP in UDP (§2.23).
+    pub fn any(&self) -> bool {
+        self.local || self.remote
+    }
+}
+
+fn nat_notifies(spi_i: u64, spi_r: u64, local: SocketAddr, remote: SocketAddr) -> [Payload; 2] {
+    let n = |kind, data| Payload::Notify { protocol: 0, spi: vec![], kind, data };
+    [
+        n(notify::NAT_DETECTION_SOURCE_IP, nat_hash(spi_i, spi_r, local)),
+        n(notify::NAT_DETECTION_DESTINATION_IP, nat_hash(spi_i, spi_r, remote)),
+    ]
+}
+
+/// Compare the peer's NAT detection notifies with the addresses the packet
+/// really had (`local` = our address it was sent to, `remote` = its source).
+fn nat_status(m: &Message, spi_r: u64, local: SocketAddr, remote: SocketAddr) -> NatStatus {
+    let (spi_i, mut st) = (m.header.spi_i, NatStatus::default());
+    let mut srcs = Vec::new();
+    for p in &m.payloads {
+        if let Payload::Notify { kind, data, .. } = p {
+            match *kind {
+                notify::NAT_DETECTION_SOURCE_IP => srcs.push(data.clone()),
+                notify::NAT_DETECTION_DESTINATION_IP => st.local = *data != nat_hash(spi_i, spi_r, local),
+                _ => {}
+            }
+        }
+    }
+    // §2.23: any source hash matching means the peer is not behind a NAT.
+    if !srcs.is_empty() {
+        let real = nat_hash(spi_i, spi_r, remote);
+        st.remote = !srcs.contains(&real);
+    }
+    st
+}
+
+fn random(len: usize) -> Result<Vec<u8>, IkeCryptoError> {
+    let mut v = vec![0u8; len];
+    ring::rand::SystemRandom::new().fill(&mut v).map_err(|_| IkeCryptoError::Random)?;
+    Ok(v)
+}
+
+/// An initiator between its request and the response.
+pub struct Initiator {
+    pub spi_i: u64,
+    suite: Suite,
+    dh: X25519,
+    ni: Zeroizing<Vec<u8>>,
+    local: SocketAddr,
+    remote: SocketAddr,
+}
+
+/// An established IKE SA's secrets and parameters, on either side.
+pub struct Established {
+    pub spi_i: u64,
+    pub spi_r: u64,
+    pub suite: Suite,
+    pub keys: IkeKeys,
+    pub ni: Zeroizing<Vec<u8>>,
+    pub nr: Zeroizing<Vec<u8>>,
+    pub nat: NatStatus,
+    /// The IKE_SA_INIT messages, signed in IKE_AUTH (§2.15).
+    pub request: Vec<u8>,
+    pub response: Vec<u8>,
+}
+
+impl std::fmt::Debug for Established {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Established")
+            .field("spi_i", &format_args!("{:016x}", self.spi_i))
+            .field("spi_r", &format_args!("{:016x}", self.spi_r))
+            .field("suite", &self.suite)
+            .field("nat", &self.nat)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why an exchange failed on our side.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InitError {
+    /// The peer refused with this notify (and, for INVALID_KE_PAYLOAD, the group it wants).
+    Refused {
+        notify: u16,
+        data: Vec<u8>,
+    },
+    /// The response does not fit the request (SPI, missing payloads, suite not offered).
+    Invalid(&'static str),
+    Crypto(IkeCryptoError),
+}
+
+impl From<IkeCryptoError> for InitError {
+    fn from(e: IkeCryptoError) -> Self {
+        InitError::Crypto(e)
+    }
+}
+
+impl Initiator {
+    /// Start: the IKE_SA_INIT request (message ID 0) from `local` to `remote`.
+    pub fn start(suite: Suite, local: SocketAddr, remote: SocketAddr) -> Result<(Initiator, Vec<u8>), InitError> {
+        let spi_i = u64::from_be_bytes(random(8)?.try_into().unwrap_or([1; 8])).max(1);
+        let dh = X25519::generate()?;
+        let ni = Zeroizing::new(random(NONCE_LEN)?);
+        let mut payloads = vec![
+            Payload::Sa(vec![suite.proposal(vec![])]),
+            Payload::Ke { group: suite.group, data: dh.public().to_vec() },
+            Payload::Nonce(ni.to_vec()),
+        ];
+        payloads.extend(nat_notifies(spi_i, 0, local, remote));
+        let header = Header {
+            spi_i,
+            spi_r: 0,
+            minor: 0,
+            exchange: exchange::IKE_SA_INIT,
+            flags: flags::INITIATOR,
+            message_id: 0,
+        };
+        let request = Message { header, payloads }.encode();
+        Ok((Initiator { spi_i, suite, dh, ni, local, remote }, request))
+    }
+
+    /// The response: keys, or why not.
+    pub fn complete(self, request: Vec<u8>, response: &[u8]) -> Result<Established, InitError> {
+        let m = Message::decode(response).map_err(|e| InitError::Crypto(e.into()))?;
+        let h = m.header;
+        if h.spi_i != self.spi_i || !h.is_response() || h.exchange != exchange::IKE_SA_INIT || h.message_id != 0 {
+            return Err(InitError::Invalid("not the response to our IKE_SA_INIT"));
+        }
+        for p in &m.payloads {
+            if let Payload::Notify { kind, data, .. } = p {
+                if *kind < 16384 {
+                    return Err(InitError::Refused { notify: *kind, data: data.clone() });
+                }
+            }
+        }
+        let chosen = m.payloads.iter().find_map(|p| match p {
+            Payload::Sa(props) => Some(props),
+            _ => None,
+        });
+        let Some([one]) = chosen.map(Vec::as_slice) else { return Err(InitError::Invalid("one proposal expected")) };
+        if choose(std::slice::from_ref(one)) != Some((one.number, self.suite)) {
+            return Err(InitError::Invalid("the responder chose a suite we did not offer"));
+        }
+        let (ke, nr) = ke_and_nonce(&m).ok_or(InitError::Invalid("KE or nonce missing"))?;
+        let g_ir = self.dh.agree(ke)?;
+        let keys = IkeKeys::derive(&self.ni, nr, &g_ir, self.spi_i, h.spi_r, self.suite.encr_len(), 0);
+        let nat = nat_status(&m, h.spi_r, self.local, self.remote);
+        Ok(Established {
+            spi_i: self.spi_i,
+            spi_r: h.spi_r,
+            suite: self.suite,
+            keys,
+            ni: self.ni,
+            nr: Zeroizing::new(nr.to_vec()),
+            nat,
+            request,
+            response: response.to_vec(),
+        })
+    }
+}
+
+fn ke_and_nonce(m: &Message) -> Option<(&[u8], &[u8])> {
+    let ke = m.payloads.iter().find_map(|p| match p {
+        Payload::Ke { group: GROUP_X25519, data } => Some(data.as_slice()),
+        _ => None,
+    })?;
+    let n = m.payloads.iter().find_map(|p| match p {
+        Payload::Nonce(n) if (16..=256).contains(&n.len()) => Some(n.as_slice()),
+        _ => None,
+    })?;
+    Some((ke, n))
+}
+
+/// What a responder answers to an IKE_SA_INIT request.
+pub enum Response {
+    /// The SA is established on our side; send `message`.
+    Accept { message: Vec<u8>, sa: Box<Established> },
+    /// Refused as §1.2/§2.7 say; send `message` (no state kept).
+    Refuse { message: Vec<u8>, notify: u16 },
+}
+
+/// Answer an IKE_SA_INIT request that arrived at `local` from `remote`.
+pub fn respond(request: &[u8], local: SocketAddr, remote: SocketAddr) -> Result<Response, InitError> {
+    let m = Message::decode(request).map_err(|e| InitError::Crypto(e.into()))?;
+    let h = m.header;
+    if h.exchange != exchange::IKE_SA_INIT || h.is_response() || h.spi_r != 0 || h.message_id != 0 || h.spi_i == 0 {
+        return Err(InitError::Invalid("not an IKE_SA_INIT request"));
+    }
+    let refuse = |kind: u16, data: Vec<u8>| {
+        let header = Header { spi_r: 0, flags: flags::RESPONSE, ..h };
+        let message = Message { header, payloads: vec![Payload::Notify { protocol: 0, spi: vec![], kind, data }] };
+        Ok(Response::Refuse { message: message.encode(), notify: kind })
+    };
+    let offered = m.payloads.iter().find_map(|p| match p {
+        Payload::Sa(props) => Some(props.as_slice()),
+        _ => None,
+    });
+    let Some((number, suite)) = offered.and_then(choose) else {
+        return refuse(notify::NO_PROPOSAL_CHOSEN, vec![]);
+    };
+    let Some((ke, ni)) = ke_and_nonce(&m) else {
+        // A KE for another group than the chosen one: ask for ours (§1.2).
+        if m.payloads.iter().any(|p| matches!(p, Payload::Ke { .. })) {
+            return refuse(notify::INVALID_KE_PAYLOAD, suite.group.to_be_bytes().to_vec());
+        }
+        return refuse(notify::INVALID_SYNTAX, vec![]);
+    };
+    let spi_r = u64::from_be_bytes(random(8)?.try_into().unwrap_or([2; 8])).max(1);
+    let dh = X25519::generate()?;
+    let public = dh.public().to_vec();
+    let g_ir = dh.agree(ke)?;
+    let nr = Zeroizing::new(random(NONCE_LEN)?);
+    let keys = IkeKeys::derive(ni, &nr, &g_ir, h.spi_i, spi_r, suite.encr_len(), 0);
+    let nat = nat_status(&m, 0, local, remote);
+    let mut chosen = suite.proposal(vec![]);
+    chosen.number = number;
+    let mut payloads =
+        vec![Payload::Sa(vec![chosen]), Payload::Ke { group: suite.group, data: public }, Payload::Nonce(nr.to_vec())];
+    payloads.extend(nat_notifies(h.spi_i, spi_r, local, remote));
+    let header = Header { spi_r, flags: flags::RESPONSE, ..h };
+    let message = Message { header, payloads }.encode();
+    let sa = Established {
+        spi_i: h.spi_i,
+        spi_r,
+        suite,
+        keys,
+        ni: Zeroizing::new(ni.to_vec()),
+        nr,
+        nat,
+        request: request.to_vec(),
+        response: message.clone(),
+    };
+    Ok(Response::Accept { message, sa: Box::new(sa) })
+}

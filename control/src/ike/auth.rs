@@ -126,10 +126,13 @@ pub fn narrow(asked: &[TrafficSelector], allowed: &[TrafficSelector]) -> Vec<Tra
     out
 }
 
+/// One direction's key of a child SA.
+pub type ChildKey = Zeroizing<Vec<u8>>;
+
 /// A child SA's keys from its KEYMAT (§2.17): the initiator-to-responder
 /// key first, then the responder-to-initiator one, `len` bytes each (for
 /// AES-GCM: key and 4-byte salt, as the `enc_key` of an espgw SA).
-pub fn split_child_keys(keymat: &[u8], len: usize) -> Option<(Zeroizing<Vec<u8>>, Zeroizing<Vec<u8>>)> {
+pub fn split_child_keys(keymat: &[u8], len: usize) -> Option<(ChildKey, ChildKey)> {
     if keymat.len() < 2 * len {
         return None;
     }

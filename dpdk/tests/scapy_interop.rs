@@ -51,6 +51,27 @@ fn inner6(len: usize, seed: u8) -> Vec<u8> {
     p
 }
 
+/// Run tests/py/esp_interop.py (scapy) on the cases; its results, one per case.
+fn scapy_oracle(doc: &[Value]) -> Vec<Value> {
+    let dir = tempfile::tempdir().unwrap();
+    let (cp, rp) = (dir.path().join("cases.json"), dir.path().join("results.json"));
+    std::fs::write(&cp, serde_json::to_vec(doc).unwrap()).unwrap();
+    let out = Command::new("python3")
+        .arg(repo().join("tests/py/esp_interop.py"))
+        .arg(&cp)
+        .arg(&rp)
+        .output()
+        .expect("python3 is needed for the interop oracle (make test-deps)");
+    assert!(
+        out.status.success(),
+        "scapy oracle failed (make test-deps installs scapy):\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let results: Vec<Value> = serde_json::from_slice(&std::fs::read(&rp).unwrap()).unwrap();
+    assert_eq!(results.len(), doc.len());
+    results
+}
+
 struct Case {
     id: usize,
     cfg: SaConfig,
@@ -127,22 +148,7 @@ fn scapy_decrypts_ours_and_we_decrypt_scapys() {
             })
         })
         .collect();
-    let dir = tempfile::tempdir().unwrap();
-    let cases_path = dir.path().join("cases.json");
-    let results_path = dir.path().join("results.json");
-    std::fs::write(&cases_path, serde_json::to_vec(&doc).unwrap()).unwrap();
-    let out = Command::new("python3")
-        .arg(repo().join("tests/py/esp_interop.py"))
-        .arg(&cases_path)
-        .arg(&results_path)
-        .output()
-        .expect("python3 is needed for the interop oracle (make test-deps)");
-    assert!(
-        out.status.success(),
-        "scapy oracle failed (make test-deps installs scapy):\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let results: Vec<Value> = serde_json::from_slice(&std::fs::read(&results_path).unwrap()).unwrap();
+    let results = scapy_oracle(&doc);
     assert_eq!(results.len(), cases.len());
 
     let mut failures = Vec::new();
@@ -260,17 +266,7 @@ fn scapy_reassembles_and_decrypts_our_fragments() {
             }
         }
     }
-    let dir = tempfile::tempdir().unwrap();
-    let (cp, rp) = (dir.path().join("cases.json"), dir.path().join("results.json"));
-    std::fs::write(&cp, serde_json::to_vec(&doc).unwrap()).unwrap();
-    let out = Command::new("python3")
-        .arg(repo().join("tests/py/esp_interop.py"))
-        .arg(&cp)
-        .arg(&rp)
-        .output()
-        .expect("python3");
-    assert!(out.status.success(), "scapy oracle failed:\n{}", String::from_utf8_lossy(&out.stderr));
-    let results: Vec<Value> = serde_json::from_slice(&std::fs::read(&rp).unwrap()).unwrap();
+    let results = scapy_oracle(&doc);
     let mut failures = Vec::new();
     for ((c, r), inner) in doc.iter().zip(&results).zip(&inners) {
         match r.get("decrypted").and_then(Value::as_str) {
@@ -364,17 +360,7 @@ fn scapy_interop_udp_encapsulation() {
             }
         }
     }
-    let dir = tempfile::tempdir().unwrap();
-    let (cp, rp) = (dir.path().join("cases.json"), dir.path().join("results.json"));
-    std::fs::write(&cp, serde_json::to_vec(&doc).unwrap()).unwrap();
-    let out = Command::new("python3")
-        .arg(repo().join("tests/py/esp_interop.py"))
-        .arg(&cp)
-        .arg(&rp)
-        .output()
-        .expect("python3");
-    assert!(out.status.success(), "scapy oracle failed:\n{}", String::from_utf8_lossy(&out.stderr));
-    let results: Vec<Value> = serde_json::from_slice(&std::fs::read(&rp).unwrap()).unwrap();
+    let results = scapy_oracle(&doc);
     let mut failures = Vec::new();
     for ((name, cfg, inner, seq), r) in cases.iter().zip(&results) {
         match r.get("decrypted").and_then(Value::as_str) {

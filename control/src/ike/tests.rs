@@ -62,16 +62,8 @@ fn scapy_messages_decode_and_reencode_byte_exact() {
 /// What we write, scapy reads as we meant it.
 #[test]
 fn our_messages_are_read_by_scapy() {
-    let sa = Payload::Sa(vec![Proposal {
-        number: 1,
-        protocol: 1,
-        spi: vec![],
-        transforms: vec![
-            Transform { kind: 1, id: 20, attributes: vec![Attribute::Tv { kind: ATTR_KEY_LENGTH, value: 256 }] },
-            Transform { kind: 2, id: 5, attributes: vec![] },
-            Transform { kind: 4, id: 31, attributes: vec![] },
-        ],
-    }]);
+    // ENCR AES-GCM-16 with a 256-bit key, PRF HMAC-SHA2-256, group 31.
+    let sa = Payload::Sa(vec![super::sa_init::SUITES[1].proposal(vec![])]);
     let init = Message {
         header: Header {
             spi_i: 0x0102_0304_0506_0708,

@@ -1,8 +1,12 @@
-//! IKEv2 (RFC 7296), written as pure code tested without sockets. So far:
-//! the message codec ([`message`]); the exchanges and the state machine
-//! build on it (issue 19).
+//! IKEv2 (RFC 7296), written as pure code tested without sockets (issue 19).
+//! So far: the message codec ([`message`]), the crypto ([`crypto`]), the
+//! IKE_SA_INIT exchange ([`sa_init`]), IKE_AUTH with pre-shared keys and the
+//! first child SA ([`auth`], [`ike_auth`]). Still to come: the state machine
+//! (message IDs, retransmission, rekeying, DPD, cookies), the sockets and
+//! the worker→control queue, configuration and the strongSwan tests.
 pub mod auth;
 pub mod crypto;
+pub mod ike_auth;
 pub mod message;
 pub mod sa_init;
 

@@ -501,3 +501,121 @@ mod auth {
         assert!(narrow(&[ts("192.168.0.0", "192.168.0.255", 0, (0, 65535))], &allowed).is_empty(), "TS_UNACCEPTABLE");
     }
 }
+
+mod ike_auth {
+    use super::super::ike_auth::*;
+    use super::super::message::TrafficSelector;
+    use super::super::sa_init::{self, Established, Initiator, Response, SUITES};
+    use espgw_core::crypto::Algorithm;
+    use espgw_core::esp::{Mode, Sa, SaConfig};
+    use espgw_core::packet::{PacketBuf, VecBuf};
+    use zeroize::Zeroizing;
+
+    fn ts(start: &str, end: &str) -> TrafficSelector {
+        TrafficSelector {
+            protocol: 0,
+            start_port: 0,
+            end_port: 65535,
+            start: start.parse().unwrap(),
+            end: end.parse().unwrap(),
+        }
+    }
+
+    fn sa_pair() -> (Established, Established) {
+        let a = |s: &str| s.parse().unwrap();
+        let (i, req) = Initiator::start(SUITES[0], a("192.0.2.1:500"), a("198.51.100.1:500")).unwrap();
+        let Response::Accept { message, sa } =
+            sa_init::respond(&req, a("198.51.100.1:500"), a("192.0.2.1:500")).unwrap()
+        else {
+            panic!("refused")
+        };
+        (i.complete(req, &message).unwrap(), *sa)
+    }
+
+    fn cfgs(psk_i: &[u8], psk_r: &[u8]) -> (AuthConfig, AuthConfig) {
+        let (west, east) = (Identity::fqdn("west.example"), Identity::fqdn("east.example"));
+        (
+            AuthConfig { me: west.clone(), peer: east.clone(), psk: Zeroizing::new(psk_i.to_vec()), child_key: 16 },
+            AuthConfig { me: east, peer: west, psk: Zeroizing::new(psk_r.to_vec()), child_key: 16 },
+        )
+    }
+
+    /// A whole IKE_AUTH with PSK: both sides authenticate each other, the
+    /// selectors are narrowed, and the child SA's keys and SPIs, installed
+    /// as espgw SAs, carry a packet from the initiator's side to the
+    /// responder's.
+    #[test]
+    fn ike_auth_with_psk_yields_working_child_sas() {
+        let (l, r) = sa_pair();
+        let (ci, cr) = cfgs(b"shared secret", b"shared secret");
+        let req =
+            request(&l, &ci, 0xc000_0001, &[ts("10.0.1.0", "10.0.1.255")], &[ts("10.0.0.0", "10.0.255.255")], [1; 8])
+                .unwrap();
+        let (resp, child_r) = respond(
+            &r,
+            &cr,
+            &req,
+            0xd000_0002,
+            &[ts("10.0.1.0", "10.0.1.255")],
+            &[ts("10.0.2.0", "10.0.2.255")],
+            [2; 8],
+        )
+        .unwrap();
+        assert_eq!(child_r.tsr, vec![ts("10.0.2.0", "10.0.2.255")], "narrowed to the responder's policy");
+        let child_i = complete(&l, &ci, 0xc000_0001, &resp).unwrap();
+        assert_eq!((child_i.spi_out, child_r.spi_out), (0xd000_0002, 0xc000_0001), "SPIs crosswise");
+        assert_eq!((&child_i.key_out[..], &child_i.key_in[..]), (&child_r.key_in[..], &child_r.key_out[..]));
+        assert_ne!(child_i.key_in, child_i.key_out);
+        assert_eq!(child_i.tsr, child_r.tsr);
+        assert!(!format!("{child_i:?}").contains(&hex::encode(&child_i.key_out[..])), "keys are never printed");
+        // Installed as espgw SAs: the initiator's outbound, the responder's inbound.
+        let tunnel = Mode::Tunnel { local: "192.0.2.1".parse().unwrap(), remote: "198.51.100.1".parse().unwrap() };
+        let out =
+            Sa::new(&SaConfig::new(child_i.spi_out, Algorithm::AesGcm128, &child_i.key_out, &[], tunnel)).unwrap();
+        let inn = Sa::new(&SaConfig::new(child_r.spi_in, Algorithm::AesGcm128, &child_r.key_in, &[], tunnel)).unwrap();
+        let mut p = vec![0x45, 0, 0, 48, 0, 1, 0, 0, 64, 17, 0, 0, 10, 0, 1, 5, 10, 0, 2, 7];
+        espgw_core::packet::ip::ipv4_set_checksum(&mut p);
+        p.extend_from_slice(&[0x13, 0x88, 0x13, 0x89, 0, 28, 0, 0]);
+        p.resize(48, 0x61);
+        let mut b = VecBuf::from_slice(&p);
+        out.encap(&mut b).unwrap();
+        inn.decap(&mut b).unwrap();
+        assert_eq!(b.data(), &p[..]);
+    }
+
+    /// A wrong PSK or identity is AUTHENTICATION_FAILED; selectors outside
+    /// the policy are TS_UNACCEPTABLE; the initiator sees the refusal.
+    #[test]
+    fn ike_auth_refusals() {
+        let tsi = [ts("10.0.1.0", "10.0.1.255")];
+        let (l, r) = sa_pair();
+        let (ci, cr) = cfgs(b"one secret", b"another secret");
+        let req = request(&l, &ci, 1000, &tsi, &tsi, [1; 8]).unwrap();
+        let Err(AuthError::Refuse { notify: n, response }) = respond(&r, &cr, &req, 2000, &tsi, &tsi, [2; 8]) else {
+            panic!()
+        };
+        assert_eq!(n, notify::AUTHENTICATION_FAILED);
+        assert_eq!(complete(&l, &ci, 1000, &response).err(), Some(AuthError::Refused(notify::AUTHENTICATION_FAILED)));
+        let (l, r) = sa_pair();
+        let (mut ci, cr) = cfgs(b"s", b"s");
+        ci.me = Identity::fqdn("mallory.example");
+        let req = request(&l, &ci, 1000, &tsi, &tsi, [1; 8]).unwrap();
+        assert!(matches!(
+            respond(&r, &cr, &req, 2000, &tsi, &tsi, [2; 8]),
+            Err(AuthError::Refuse { notify: notify::AUTHENTICATION_FAILED, .. })
+        ));
+        let (l, r) = sa_pair();
+        let (ci, cr) = cfgs(b"s", b"s");
+        let req = request(&l, &ci, 1000, &[ts("172.16.0.0", "172.16.0.255")], &tsi, [1; 8]).unwrap();
+        assert!(matches!(
+            respond(&r, &cr, &req, 2000, &tsi, &tsi, [2; 8]),
+            Err(AuthError::Refuse { notify: notify::TS_UNACCEPTABLE, .. })
+        ));
+        // A response from another IKE SA does not decrypt.
+        let (l2, _) = sa_pair();
+        let (l, r) = sa_pair();
+        let req = request(&l, &ci, 1000, &tsi, &tsi, [1; 8]).unwrap();
+        let (resp, _) = respond(&r, &cr, &req, 2000, &tsi, &tsi, [2; 8]).unwrap();
+        assert!(complete(&l2, &ci, 1000, &resp).is_err());
+    }
+}

@@ -1,0 +1,274 @@
+//! The IKE_AUTH exchange with pre-shared keys (RFC 7296 §1.2, §2.15) and
+//! its first CHILD_SA (ESP, AES-GCM-16, tunnel mode), both roles as pure
+//! functions of messages, after [`super::sa_init`]. The outcome is the
+//! child SA's two directions — SPIs, keys (key || salt, as espgw's
+//! `enc_key`) and the narrowed traffic selectors — ready for the policy
+//! store.
+
+use zeroize::Zeroizing;
+
+use super::auth::{initiator_auth, narrow, responder_auth, split_child_keys, verify_psk_auth, ChildKey, AUTH_PSK};
+use super::crypto::{child_keymat, decrypt_message, encrypt_message, IkeCryptoError, ENCR_AES_GCM_16};
+use super::message::{
+    exchange, flags, Attribute, Header, Payload, Proposal, TrafficSelector, Transform, ATTR_KEY_LENGTH,
+};
+use super::sa_init::{transform, Established};
+
+/// Notify types of IKE_AUTH failures (§3.10.1).
+pub mod notify {
+    pub const AUTHENTICATION_FAILED: u16 = 24;
+    pub const NO_PROPOSAL_CHOSEN: u16 = 14;
+    pub const TS_UNACCEPTABLE: u16 = 38;
+}
+
+/// Transform type 5: extended sequence numbers (0 = no, 1 = yes).
+const ESN: u8 = 5;
+/// Protocol id of ESP in proposals.
+const PROTO_ESP: u8 = 3;
+
+/// An identity (§3.5): type (1 IPv4, 2 FQDN, 3 RFC822, 5 IPv6) and data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub id_type: u8,
+    pub data: Vec<u8>,
+}
+
+impl Identity {
+    pub fn fqdn(name: &str) -> Self {
+        Identity { id_type: 2, data: name.as_bytes().to_vec() }
+    }
+}
+
+/// What one side's configuration says about the peer and itself.
+pub struct AuthConfig {
+    pub me: Identity,
+    pub peer: Identity,
+    pub psk: Zeroizing<Vec<u8>>,
+    /// AES-GCM key bytes of the child SA (16 or 32).
+    pub child_key: usize,
+}
+
+/// A negotiated child SA, from one side's point of view.
+pub struct ChildSa {
+    pub spi_in: u32,
+    pub spi_out: u32,
+    pub key_in: ChildKey,
+    pub key_out: ChildKey,
+    /// Selectors as the exchange left them (initiator's side, responder's side).
+    pub tsi: Vec<TrafficSelector>,
+    pub tsr: Vec<TrafficSelector>,
+}
+
+impl std::fmt::Debug for ChildSa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChildSa")
+            .field("spi_in", &format_args!("0x{:08x}", self.spi_in))
+            .field("spi_out", &format_args!("0x{:08x}", self.spi_out))
+            .field("tsi", &self.tsi)
+            .field("tsr", &self.tsr)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why IKE_AUTH failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthError {
+    /// The peer refused (its notify).
+    Refused(u16),
+    /// We refuse; the response carrying this notify is to be sent.
+    Refuse {
+        notify: u16,
+        response: Vec<u8>,
+    },
+    /// Not a message of this exchange.
+    Invalid(&'static str),
+    Crypto(IkeCryptoError),
+}
+
+impl From<IkeCryptoError> for AuthError {
+    fn from(e: IkeCryptoError) -> Self {
+        AuthError::Crypto(e)
+    }
+}
+
+/// The ESP proposal we offer/accept: AES-GCM-16 of `key` bytes, no ESN.
+fn esp_proposal(spi: u32, key: usize) -> Proposal {
+    Proposal {
+        number: 1,
+        protocol: PROTO_ESP,
+        spi: spi.to_be_bytes().to_vec(),
+        transforms: vec![
+            Transform {
+                kind: transform::ENCR,
+                id: ENCR_AES_GCM_16,
+                attributes: vec![Attribute::Tv { kind: ATTR_KEY_LENGTH, value: (key * 8) as u16 }],
+            },
+            Transform { kind: ESN, id: 0, attributes: vec![] },
+        ],
+    }
+}
+
+/// The peer's ESP proposal that matches ours: its SPI.
+fn accept_esp(props: &[Proposal], key: usize) -> Option<(u8, u32)> {
+    props.iter().find_map(|p| {
+        let ok = p.protocol == PROTO_ESP
+            && p.spi.len() == 4
+            && p.transforms.iter().any(|t| {
+                t.kind == transform::ENCR && t.id == ENCR_AES_GCM_16 && t.key_length() == Some((key * 8) as u16)
+            })
+            && p.transforms.iter().any(|t| t.kind == ESN && t.id == 0)
+            && !p.transforms.iter().any(|t| t.kind == transform::INTEG && t.id != 0);
+        ok.then(|| (p.number, u32::from_be_bytes([p.spi[0], p.spi[1], p.spi[2], p.spi[3]])))
+    })
+}
+
+fn header(sa: &Established, response: bool, initiator: bool) -> Header {
+    let mut f = if initiator { flags::INITIATOR } else { 0 };
+    if response {
+        f |= flags::RESPONSE;
+    }
+    Header { spi_i: sa.spi_i, spi_r: sa.spi_r, minor: 0, exchange: exchange::IKE_AUTH, flags: f, message_id: 1 }
+}
+
+/// The initiator's IKE_AUTH request: SK{IDi, AUTH, SA, TSi, TSr} with our
+/// inbound SPI `spi_in`.
+pub fn request(
+    sa: &Established,
+    cfg: &AuthConfig,
+    spi_in: u32,
+    tsi: &[TrafficSelector],
+    tsr: &[TrafficSelector],
+    iv: [u8; 8],
+) -> Result<Vec<u8>, AuthError> {
+    let auth = initiator_auth(&sa.keys, &cfg.psk, &sa.request, &sa.nr, cfg.me.id_type, &cfg.me.data);
+    let inner = vec![
+        Payload::Id { initiator: true, id_type: cfg.me.id_type, data: cfg.me.data.clone() },
+        Payload::Auth { method: AUTH_PSK, data: auth.to_vec() },
+        Payload::Sa(vec![esp_proposal(spi_in, cfg.child_key)]),
+        Payload::Ts { initiator: true, selectors: tsi.to_vec() },
+        Payload::Ts { initiator: false, selectors: tsr.to_vec() },
+    ];
+    Ok(encrypt_message(header(sa, false, true), &inner, &sa.keys.sk_ei, iv)?)
+}
+
+/// The responder: check the initiator's AUTH and identity, choose the ESP
+/// proposal, narrow the selectors to `allowed_tsi`/`allowed_tsr` (§2.9),
+/// answer SK{IDr, AUTH, SA, TSi, TSr} with our inbound SPI `spi_in`.
+pub fn respond(
+    sa: &Established,
+    cfg: &AuthConfig,
+    bytes: &[u8],
+    spi_in: u32,
+    allowed_tsi: &[TrafficSelector],
+    allowed_tsr: &[TrafficSelector],
+    iv: [u8; 8],
+) -> Result<(Vec<u8>, ChildSa), AuthError> {
+    let (m, inner) = decrypt_message(bytes, &sa.keys.sk_ei)?;
+    let h = m.header;
+    if h.exchange != exchange::IKE_AUTH || h.is_response() || (h.spi_i, h.spi_r) != (sa.spi_i, sa.spi_r) {
+        return Err(AuthError::Invalid("not this IKE SA's IKE_AUTH request"));
+    }
+    let refuse = |kind: u16| -> Result<(Vec<u8>, ChildSa), AuthError> {
+        let n = vec![Payload::Notify { protocol: 0, spi: vec![], kind, data: vec![] }];
+        let response = encrypt_message(header(sa, true, false), &n, &sa.keys.sk_er, iv)?;
+        Err(AuthError::Refuse { notify: kind, response })
+    };
+    let id = inner.iter().find_map(|p| match p {
+        Payload::Id { initiator: true, id_type, data } => Some(Identity { id_type: *id_type, data: data.clone() }),
+        _ => None,
+    });
+    let auth = inner.iter().find_map(|p| match p {
+        Payload::Auth { method: AUTH_PSK, data } => Some(data.as_slice()),
+        _ => None,
+    });
+    let (Some(id), Some(auth)) = (id, auth) else { return refuse(notify::AUTHENTICATION_FAILED) };
+    let want = initiator_auth(&sa.keys, &cfg.psk, &sa.request, &sa.nr, id.id_type, &id.data);
+    // The identity must be the configured peer's, and the AUTH must verify (§2.15).
+    if id != cfg.peer || !verify_psk_auth(auth, &want) {
+        return refuse(notify::AUTHENTICATION_FAILED);
+    }
+    let offered = inner.iter().find_map(|p| match p {
+        Payload::Sa(props) => Some(props.as_slice()),
+        _ => None,
+    });
+    let Some((number, spi_out)) = offered.and_then(|p| accept_esp(p, cfg.child_key)) else {
+        return refuse(notify::NO_PROPOSAL_CHOSEN);
+    };
+    let ts = |init: bool| {
+        inner.iter().find_map(|p| match p {
+            Payload::Ts { initiator, selectors } if *initiator == init => Some(selectors.clone()),
+            _ => None,
+        })
+    };
+    let (tsi, tsr) =
+        (narrow(&ts(true).unwrap_or_default(), allowed_tsi), narrow(&ts(false).unwrap_or_default(), allowed_tsr));
+    if tsi.is_empty() || tsr.is_empty() {
+        return refuse(notify::TS_UNACCEPTABLE);
+    }
+    let len = cfg.child_key + 4;
+    let km = child_keymat(&sa.keys.sk_d, None, &sa.ni, &sa.nr, 2 * len);
+    let (i2r, r2i) = split_child_keys(&km, len).ok_or(AuthError::Invalid("key material"))?;
+    let my_auth = responder_auth(&sa.keys, &cfg.psk, &sa.response, &sa.ni, cfg.me.id_type, &cfg.me.data);
+    let mut chosen = esp_proposal(spi_in, cfg.child_key);
+    chosen.number = number;
+    let out = vec![
+        Payload::Id { initiator: false, id_type: cfg.me.id_type, data: cfg.me.data.clone() },
+        Payload::Auth { method: AUTH_PSK, data: my_auth.to_vec() },
+        Payload::Sa(vec![chosen]),
+        Payload::Ts { initiator: true, selectors: tsi.clone() },
+        Payload::Ts { initiator: false, selectors: tsr.clone() },
+    ];
+    let response = encrypt_message(header(sa, true, false), &out, &sa.keys.sk_er, iv)?;
+    Ok((response, ChildSa { spi_in, spi_out, key_in: i2r, key_out: r2i, tsi, tsr }))
+}
+
+/// The initiator: check the responder's AUTH and identity, take its SPI and
+/// narrowed selectors.
+pub fn complete(sa: &Established, cfg: &AuthConfig, spi_in: u32, bytes: &[u8]) -> Result<ChildSa, AuthError> {
+    let (m, inner) = decrypt_message(bytes, &sa.keys.sk_er)?;
+    let h = m.header;
+    if h.exchange != exchange::IKE_AUTH || !h.is_response() || (h.spi_i, h.spi_r) != (sa.spi_i, sa.spi_r) {
+        return Err(AuthError::Invalid("not this IKE SA's IKE_AUTH response"));
+    }
+    if let Some(kind) = inner.iter().find_map(|p| match p {
+        Payload::Notify { kind, .. } if *kind < 16384 => Some(*kind),
+        _ => None,
+    }) {
+        return Err(AuthError::Refused(kind));
+    }
+    let id = inner.iter().find_map(|p| match p {
+        Payload::Id { initiator: false, id_type, data } => Some(Identity { id_type: *id_type, data: data.clone() }),
+        _ => None,
+    });
+    let auth = inner.iter().find_map(|p| match p {
+        Payload::Auth { method: AUTH_PSK, data } => Some(data.as_slice()),
+        _ => None,
+    });
+    let (Some(id), Some(auth)) = (id, auth) else { return Err(AuthError::Invalid("IDr or AUTH missing")) };
+    let want = responder_auth(&sa.keys, &cfg.psk, &sa.response, &sa.ni, id.id_type, &id.data);
+    if id != cfg.peer || !verify_psk_auth(auth, &want) {
+        return Err(AuthError::Refused(notify::AUTHENTICATION_FAILED));
+    }
+    let chosen = inner.iter().find_map(|p| match p {
+        Payload::Sa(props) => accept_esp(props, cfg.child_key),
+        _ => None,
+    });
+    let Some((_, spi_out)) = chosen else { return Err(AuthError::Invalid("no acceptable ESP proposal chosen")) };
+    let ts = |init: bool| {
+        inner.iter().find_map(|p| match p {
+            Payload::Ts { initiator, selectors } if *initiator == init => Some(selectors.clone()),
+            _ => None,
+        })
+    };
+    let len = cfg.child_key + 4;
+    let km = child_keymat(&sa.keys.sk_d, None, &sa.ni, &sa.nr, 2 * len);
+    let (i2r, r2i) = split_child_keys(&km, len).ok_or(AuthError::Invalid("key material"))?;
+    Ok(ChildSa {
+        spi_in,
+        spi_out,
+        key_in: r2i,
+        key_out: i2r,
+        tsi: ts(true).unwrap_or_default(),
+        tsr: ts(false).unwrap_or_default(),
+    })
+}

@@ -31,6 +31,8 @@ TEST_PKGS=(
   tcpdump
   iproute2        # network namespaces and veths for host tests
   ethtool         # veth checksum offload off (a real NIC never hands over partial checksums)
+  strongswan-charon strongswan-swanctl # a real IKEv2 peer (charon) for the IKE interop test
+  libcharon-extra-plugins libstrongswan-standard-plugins # kernel-libipsec, openssl (x25519), gcm
   prometheus      # a real Prometheus scrapes /metrics; promtool tests the alert rules
   valgrind        # callgrind instruction counts: the per-packet regression guard
   man-db          # man -l renders the generated manual pages

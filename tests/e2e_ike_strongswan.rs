@@ -1,0 +1,177 @@
+//! espgw's IKEv2 code (control::ike: codec, crypto, IKE_SA_INIT, IKE_AUTH
+//! with a pre-shared key) against a real strongSwan 5.9 charon — an
+//! implementation we did not write. charon runs in a network namespace
+//! (its own mount namespace hides a private /run, as its pid file path is
+//! fixed) with kernel-libipsec; this test is the initiator over plain UDP
+//! sockets, follows charon to port 4500 when NAT detection says so (libipsec
+//! always asks for UDP encapsulation), and must end with an IKE SA and a
+//! CHILD_SA that charon reports established.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use control::ike::ike_auth::{self, AuthConfig, Identity};
+use control::ike::message::TrafficSelector;
+use control::ike::sa_init::{Initiator, SUITES};
+use zeroize::Zeroizing;
+
+fn sh(args: &[&str]) {
+    let st = Command::new(args[0]).args(&args[1..]).status().unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    assert!(st.success(), "{args:?} failed");
+}
+
+struct Lab {
+    ns: String,
+    link: String,
+    charon: Option<Child>,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.charon.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = Command::new("ip").args(["link", "del", &self.link]).status();
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
+    }
+}
+
+fn ts(start: &str, end: &str) -> TrafficSelector {
+    TrafficSelector {
+        protocol: 0,
+        start_port: 0,
+        end_port: 65535,
+        start: start.parse().unwrap(),
+        end: end.parse().unwrap(),
+    }
+}
+
+/// One datagram out, its answer back (retransmitted like an initiator would).
+fn exchange(sock: &UdpSocket, to: SocketAddr, marker: bool, msg: &[u8]) -> Vec<u8> {
+    let mut out = if marker { vec![0; 4] } else { Vec::new() };
+    out.extend_from_slice(msg);
+    sock.set_read_timeout(Some(Duration::from_millis(1000))).unwrap();
+    let mut buf = vec![0u8; 65536];
+    for _ in 0..5 {
+        sock.send_to(&out, to).unwrap();
+        if let Ok((n, _)) = sock.recv_from(&mut buf) {
+            let skip = if marker { 4 } else { 0 };
+            return buf[skip..n].to_vec();
+        }
+    }
+    panic!("no answer from charon at {to}");
+}
+
+#[test]
+fn strongswan_accepts_our_ike_sa_init_and_psk_ike_auth() {
+    let tag = format!("{}", std::process::id() % 100_000);
+    let dir = tempfile::tempdir().unwrap();
+    let mut lab = Lab { ns: format!("ss-{tag}"), link: format!("sr{tag}"), charon: None, dir };
+    let (peer_if, d) = (format!("sp{tag}"), lab.dir.path().to_path_buf());
+    sh(&["ip", "netns", "add", &lab.ns]);
+    sh(&["ip", "link", "add", &lab.link, "type", "veth", "peer", "name", &peer_if, "netns", &lab.ns]);
+    sh(&["ip", "addr", "add", "203.0.113.1/30", "dev", &lab.link]);
+    sh(&["ip", "link", "set", &lab.link, "up"]);
+    sh(&["ip", "-n", &lab.ns, "addr", "add", "203.0.113.2/30", "dev", &peer_if]);
+    sh(&["ip", "-n", &lab.ns, "link", "set", &peer_if, "up"]);
+    sh(&["ip", "-n", &lab.ns, "link", "set", "lo", "up"]);
+    // charon's protected network (libipsec routes the tunnel from an address in it).
+    sh(&["ip", "-n", &lab.ns, "addr", "add", "10.0.2.1/24", "dev", "lo"]);
+    std::fs::create_dir(d.join("run")).unwrap();
+    let vici = d.join("charon.vici");
+    let log = d.join("charon.log");
+    std::fs::write(
+        d.join("strongswan.conf"),
+        format!(
+            "charon {{\n  load = random nonce openssl aes gcm sha1 sha2 hmac kdf kernel-libipsec kernel-netlink socket-default vici\n\
+             \x20 plugins {{ vici {{ socket = unix://{} }} }}\n\
+             \x20 filelog {{ log {{ path = {}\n flush_line = yes\n default = 1\n ike = 2\n cfg = 2 }} }}\n}}\n",
+            vici.display(),
+            log.display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("swanctl.conf"),
+        "connections { espgw {\n local_addrs = 203.0.113.2\n remote_addrs = 203.0.113.1\n\
+         proposals = aes128gcm16-prfsha256-x25519\n\
+         local { auth = psk\n id = east.example }\n remote { auth = psk\n id = west.example }\n\
+         children { net { local_ts = 10.0.2.0/24\n remote_ts = 10.0.1.0/24\n esp_proposals = aes128gcm16 } } } }\n\
+         secrets { ike-1 { id-1 = west.example\n id-2 = east.example\n secret = \"shared secret\" } }\n",
+    )
+    .unwrap();
+    let conf = d.join("strongswan.conf");
+    lab.charon = Some(
+        Command::new("ip")
+            .args(["netns", "exec", &lab.ns, "sh", "-c"])
+            .arg(format!("mount --bind {} /run && exec /usr/lib/ipsec/charon", d.join("run").display()))
+            .env("STRONGSWAN_CONF", &conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("charon (strongswan-charon)"),
+    );
+    let mut loaded = false;
+    for _ in 0..50 {
+        std::thread::sleep(Duration::from_millis(200));
+        let o = Command::new("ip")
+            .args(["netns", "exec", &lab.ns, "swanctl", "--load-all", "--file"])
+            .arg(d.join("swanctl.conf"))
+            .arg("--uri")
+            .arg(format!("unix://{}", vici.display()))
+            .env("STRONGSWAN_CONF", &conf)
+            .output()
+            .unwrap();
+        if o.status.success() {
+            loaded = true;
+            break;
+        }
+    }
+    assert!(loaded, "swanctl could not load the config into charon");
+
+    // IKE_SA_INIT on 500.
+    let local: SocketAddr = "203.0.113.1:500".parse().unwrap();
+    let remote: SocketAddr = "203.0.113.2:500".parse().unwrap();
+    let sock = UdpSocket::bind(local).unwrap();
+    let (init, req) = Initiator::start(SUITES[0], local, remote).unwrap();
+    let resp = exchange(&sock, remote, false, &req);
+    let sa = init
+        .complete(req, &resp)
+        .unwrap_or_else(|e| panic!("IKE_SA_INIT: {e:?}\n{}", std::fs::read_to_string(&log).unwrap_or_default()));
+    // NAT detected (libipsec fakes it to force UDP encapsulation): IKE moves to 4500 (§2.23).
+    let (sock, to, marker) = if sa.nat.any() {
+        let l4500: SocketAddr = "203.0.113.1:4500".parse().unwrap();
+        (UdpSocket::bind(l4500).unwrap(), "203.0.113.2:4500".parse().unwrap(), true)
+    } else {
+        (sock, remote, false)
+    };
+    let cfg = AuthConfig {
+        me: Identity::fqdn("west.example"),
+        peer: Identity::fqdn("east.example"),
+        psk: Zeroizing::new(b"shared secret".to_vec()),
+        child_key: 16,
+    };
+    let spi_in = 0xc0de_0001;
+    let auth_req =
+        ike_auth::request(&sa, &cfg, spi_in, &[ts("10.0.1.0", "10.0.1.255")], &[ts("10.0.2.0", "10.0.2.255")], [7; 8])
+            .unwrap();
+    let auth_resp = exchange(&sock, to, marker, &auth_req);
+    let child = ike_auth::complete(&sa, &cfg, spi_in, &auth_resp).unwrap_or_else(|e| {
+        std::thread::sleep(Duration::from_millis(500));
+        panic!("IKE_AUTH: {e:?}\n{}", std::fs::read_to_string(&log).unwrap_or_default())
+    });
+    assert_eq!(child.tsr, vec![ts("10.0.2.0", "10.0.2.255")]);
+    assert_ne!(child.spi_out, 0);
+    // charon agrees: the IKE SA and the CHILD_SA are established on its side.
+    std::thread::sleep(Duration::from_millis(300));
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(text.contains("IKE_SA espgw[1] established"), "charon's log:\n{text}");
+    assert!(text.contains("CHILD_SA net{1} established"), "charon's log:\n{text}");
+    assert!(
+        text.contains(&format!("{:08x}_o", spi_in)) || text.contains(&format!("{:08x}", spi_in)),
+        "our SPI in charon's SA:\n{text}"
+    );
+}

@@ -8,6 +8,7 @@
 //! CHILD_SA that charon reports established.
 
 use std::net::{SocketAddr, UdpSocket};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -26,6 +27,9 @@ struct Lab {
     link: String,
     charon: Option<Child>,
     dir: tempfile::TempDir,
+    log: PathBuf,
+    conf: PathBuf,
+    vici: PathBuf,
 }
 
 impl Drop for Lab {
@@ -65,11 +69,21 @@ fn exchange(sock: &UdpSocket, to: SocketAddr, marker: bool, msg: &[u8]) -> Vec<u
     panic!("no answer from charon at {to}");
 }
 
-#[test]
-fn strongswan_accepts_our_ike_sa_init_and_psk_ike_auth() {
-    let tag = format!("{}", std::process::id() % 100_000);
+/// charon in its namespace at 203.0.113.2 (we are 203.0.113.1 on the veth),
+/// east.example with PSK "shared secret" for west.example, its network
+/// 10.0.2.0/24 to ours 10.0.1.0/24; the connection loaded.
+fn start_charon(suffix: &str) -> Lab {
+    let tag = format!("{}{suffix}", std::process::id() % 100_000);
     let dir = tempfile::tempdir().unwrap();
-    let mut lab = Lab { ns: format!("ss-{tag}"), link: format!("sr{tag}"), charon: None, dir };
+    let mut lab = Lab {
+        ns: format!("ss-{tag}"),
+        link: format!("sr{tag}"),
+        charon: None,
+        dir,
+        log: PathBuf::new(),
+        conf: PathBuf::new(),
+        vici: PathBuf::new(),
+    };
     let (peer_if, d) = (format!("sp{tag}"), lab.dir.path().to_path_buf());
     sh(&["ip", "netns", "add", &lab.ns]);
     sh(&["ip", "link", "add", &lab.link, "type", "veth", "peer", "name", &peer_if, "netns", &lab.ns]);
@@ -131,6 +145,18 @@ fn strongswan_accepts_our_ike_sa_init_and_psk_ike_auth() {
         }
     }
     assert!(loaded, "swanctl could not load the config into charon");
+    (lab.log, lab.conf, lab.vici) = (log, conf, vici);
+    lab
+}
+
+/// The tests use the same addresses and ports: one at a time.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+#[test]
+fn strongswan_accepts_our_ike_sa_init_and_psk_ike_auth() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let lab = start_charon("i");
+    let log = lab.log.clone();
 
     // IKE_SA_INIT on 500.
     let local: SocketAddr = "203.0.113.1:500".parse().unwrap();
@@ -174,4 +200,72 @@ fn strongswan_accepts_our_ike_sa_init_and_psk_ike_auth() {
         text.contains(&format!("{:08x}_o", spi_in)) || text.contains(&format!("{:08x}", spi_in)),
         "our SPI in charon's SA:\n{text}"
     );
+}
+
+/// The other way round: charon initiates (`swanctl --initiate`) and our
+/// responder answers IKE_SA_INIT on 500 and IKE_AUTH on 4500 (charon forces
+/// UDP encapsulation), narrowing charon's selectors to our policy; charon
+/// must report both SAs established, with the SPI we chose.
+#[test]
+fn strongswan_initiates_and_our_responder_answers() {
+    use control::ike::sa_init::{self, Response};
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let lab = start_charon("r");
+    let s500 = UdpSocket::bind("203.0.113.1:500").unwrap();
+    let s4500 = UdpSocket::bind("203.0.113.1:4500").unwrap();
+    for s in [&s500, &s4500] {
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    }
+    let initiate = Command::new("ip")
+        .args(["netns", "exec", &lab.ns, "swanctl", "--initiate", "--child", "net", "--timeout", "10", "--uri"])
+        .arg(format!("unix://{}", lab.vici.display()))
+        .env("STRONGSWAN_CONF", &lab.conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut buf = vec![0u8; 65536];
+    // IKE_SA_INIT.
+    let (n, from) = s500.recv_from(&mut buf).expect("charon's IKE_SA_INIT");
+    let Response::Accept { message, sa } =
+        sa_init::respond(&buf[..n], "203.0.113.1:500".parse().unwrap(), from).unwrap()
+    else {
+        panic!("refused charon's proposal")
+    };
+    s500.send_to(&message, from).unwrap();
+    // IKE_AUTH, behind the non-ESP marker on 4500 (or on 500 if charon stayed).
+    let (auth_req, from, marker) = match s4500.recv_from(&mut buf) {
+        Ok((n, from)) if n > 4 && buf[..4] == [0, 0, 0, 0] => (buf[4..n].to_vec(), from, true),
+        other => panic!("no IKE_AUTH on 4500: {other:?}\n{}", std::fs::read_to_string(&lab.log).unwrap_or_default()),
+    };
+    let cfg = AuthConfig {
+        me: Identity::fqdn("west.example"),
+        peer: Identity::fqdn("east.example"),
+        psk: Zeroizing::new(b"shared secret".to_vec()),
+        child_key: 16,
+    };
+    let spi_in = 0xc0de_0002;
+    let (resp, child) = ike_auth::respond(
+        &sa,
+        &cfg,
+        &auth_req,
+        spi_in,
+        &[ts("10.0.2.0", "10.0.2.255")],
+        &[ts("10.0.1.0", "10.0.1.255")],
+        [9; 8],
+    )
+    .unwrap_or_else(|e| panic!("IKE_AUTH: {e:?}\n{}", std::fs::read_to_string(&lab.log).unwrap_or_default()));
+    let mut out = if marker { vec![0; 4] } else { Vec::new() };
+    out.extend_from_slice(&resp);
+    s4500.send_to(&out, from).unwrap();
+    let mut initiate = initiate;
+    let _ = initiate.wait();
+    std::thread::sleep(Duration::from_millis(300));
+    let text = std::fs::read_to_string(&lab.log).unwrap_or_default();
+    assert!(text.contains("authentication of 'west.example' with pre-shared key successful"), "charon's log:\n{text}");
+    assert!(text.contains("IKE_SA espgw[1] established"), "charon's log:\n{text}");
+    assert!(text.contains("CHILD_SA net{1} established"), "charon's log:\n{text}");
+    assert!(text.contains(&format!("{spi_in:08x}")), "our SPI in charon's CHILD_SA:\n{text}");
+    assert_eq!((child.tsi, child.tsr), (vec![ts("10.0.2.0", "10.0.2.255")], vec![ts("10.0.1.0", "10.0.1.255")]));
+    assert_ne!(child.spi_out, 0);
 }

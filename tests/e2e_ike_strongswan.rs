@@ -13,7 +13,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use control::ike::ike_auth::{self, AuthConfig, Identity};
-use control::ike::message::TrafficSelector;
+use control::ike::informational;
+use control::ike::message::{Payload, TrafficSelector};
 use control::ike::sa_init::{Initiator, SUITES};
 use zeroize::Zeroizing;
 
@@ -200,6 +201,18 @@ fn strongswan_accepts_our_ike_sa_init_and_psk_ike_auth() {
         text.contains(&format!("{:08x}_o", spi_in)) || text.contains(&format!("{:08x}", spi_in)),
         "our SPI in charon's SA:\n{text}"
     );
+    // INFORMATIONAL: a liveness check answered, then the IKE SA deleted.
+    let dpd = informational::request(&sa, true, 2, &[], [8; 8]).unwrap();
+    let ans = exchange(&sock, to, marker, &dpd);
+    assert_eq!(informational::response(&sa, true, 2, &ans).unwrap(), vec![], "DPD answered empty");
+    let del = Payload::Delete { protocol: informational::PROTO_IKE, spi_size: 0, spis: vec![] };
+    let req = informational::request(&sa, true, 3, &[del], [9; 8]).unwrap();
+    let ans = exchange(&sock, to, marker, &req);
+    informational::response(&sa, true, 3, &ans).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(text.contains("received DELETE for IKE_SA espgw[1]"), "charon's log:\n{text}");
+    assert!(text.contains("IKE_SA deleted"), "charon's log:\n{text}");
 }
 
 /// The other way round: charon initiates (`swanctl --initiate`) and our

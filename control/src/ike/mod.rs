@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod crypto;
 pub mod ike_auth;
+pub mod informational;
 pub mod message;
 pub mod sa_init;
 

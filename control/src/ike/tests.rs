@@ -619,3 +619,50 @@ mod ike_auth {
         assert!(complete(&l2, &ci, 1000, &resp).is_err());
     }
 }
+
+mod informational {
+    use super::super::informational::*;
+    use super::super::message::Payload;
+    use super::super::sa_init::{self, Established, Initiator, Response, SUITES};
+
+    fn pair() -> (Established, Established) {
+        let a = |s: &str| s.parse().unwrap();
+        let (i, req) = Initiator::start(SUITES[0], a("192.0.2.1:500"), a("198.51.100.1:500")).unwrap();
+        let Response::Accept { message, sa } =
+            sa_init::respond(&req, a("198.51.100.1:500"), a("192.0.2.1:500")).unwrap()
+        else {
+            panic!()
+        };
+        (i.complete(req, &message).unwrap(), *sa)
+    }
+
+    /// DPD both ways, a child SA deleted with its partner's SPI in the
+    /// answer (§1.4.1), and responses that do not match refused.
+    #[test]
+    fn liveness_and_delete_both_ways() {
+        let (i, r) = pair();
+        // The initiator checks the responder is alive.
+        let dpd = request(&i, true, 2, &[], [1; 8]).unwrap();
+        let (id, got, ans) = answer(&r, false, &dpd, |_| None, [2; 8]).unwrap();
+        assert_eq!((id, got), (2, vec![]));
+        assert_eq!(response(&i, true, 2, &ans).unwrap(), vec![]);
+        assert!(matches!(response(&i, true, 3, &ans), Err(InfoError::Unexpected(_))), "another message ID");
+        // The responder deletes a child SA: the initiator answers with its own SPI of the pair.
+        let del =
+            Payload::Delete { protocol: PROTO_ESP, spi_size: 4, spis: vec![0xd000_0002u32.to_be_bytes().to_vec()] };
+        let req = request(&r, false, 0, std::slice::from_ref(&del), [3; 8]).unwrap();
+        let (id, got, ans) = answer(&i, true, &req, |s| (s == 0xd000_0002).then_some(0xc000_0001), [4; 8]).unwrap();
+        assert_eq!((id, got), (0, vec![del]));
+        let back = response(&r, false, 0, &ans).unwrap();
+        assert_eq!(
+            back,
+            vec![Payload::Delete {
+                protocol: PROTO_ESP,
+                spi_size: 4,
+                spis: vec![0xc000_0001u32.to_be_bytes().to_vec()]
+            }]
+        );
+        // Our own request is not an answer to us.
+        assert!(response(&i, true, 2, &dpd).is_err());
+    }
+}

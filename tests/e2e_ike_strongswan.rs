@@ -13,9 +13,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use control::ike::ike_auth::{self, AuthConfig, Identity};
-use control::ike::informational;
 use control::ike::message::{Payload, TrafficSelector};
 use control::ike::sa_init::{Initiator, SUITES};
+use control::ike::{create_child, informational};
 use zeroize::Zeroizing;
 
 fn sh(args: &[&str]) {
@@ -201,14 +201,38 @@ fn strongswan_accepts_our_ike_sa_init_and_psk_ike_auth() {
         text.contains(&format!("{:08x}_o", spi_in)) || text.contains(&format!("{:08x}", spi_in)),
         "our SPI in charon's SA:\n{text}"
     );
-    // INFORMATIONAL: a liveness check answered, then the IKE SA deleted.
-    let dpd = informational::request(&sa, true, 2, &[], [8; 8]).unwrap();
-    let ans = exchange(&sock, to, marker, &dpd);
-    assert_eq!(informational::response(&sa, true, 2, &ans).unwrap(), vec![], "DPD answered empty");
-    let del = Payload::Delete { protocol: informational::PROTO_IKE, spi_size: 0, spis: vec![] };
-    let req = informational::request(&sa, true, 3, &[del], [9; 8]).unwrap();
+    // CREATE_CHILD_SA: the child SA rekeyed (a new SPI, fresh keys).
+    let (rekey, req) = create_child::request(
+        &sa,
+        true,
+        2,
+        spi_in,
+        spi_in + 1,
+        16,
+        &[ts("10.0.1.0", "10.0.1.255")],
+        &[ts("10.0.2.0", "10.0.2.255")],
+        [6; 8],
+    )
+    .unwrap();
     let ans = exchange(&sock, to, marker, &req);
-    informational::response(&sa, true, 3, &ans).unwrap();
+    let child2 = rekey.complete(&sa, true, &ans).unwrap_or_else(|e| {
+        std::thread::sleep(Duration::from_millis(500));
+        panic!("CREATE_CHILD_SA: {e:?}\n{}", std::fs::read_to_string(&log).unwrap_or_default())
+    });
+    assert_ne!(child2.spi_out, child.spi_out);
+    assert_ne!(child2.key_out[..], child.key_out[..], "fresh keys");
+    std::thread::sleep(Duration::from_millis(200));
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(text.contains("CHILD_SA net{2} established"), "charon's log:\n{text}");
+    assert!(text.contains(&format!("{:08x}", spi_in + 1)), "our new SPI in charon's CHILD_SA:\n{text}");
+    // INFORMATIONAL: a liveness check answered, then the IKE SA deleted.
+    let dpd = informational::request(&sa, true, 3, &[], [8; 8]).unwrap();
+    let ans = exchange(&sock, to, marker, &dpd);
+    assert_eq!(informational::response(&sa, true, 3, &ans).unwrap(), vec![], "DPD answered empty");
+    let del = Payload::Delete { protocol: informational::PROTO_IKE, spi_size: 0, spis: vec![] };
+    let req = informational::request(&sa, true, 4, &[del], [9; 8]).unwrap();
+    let ans = exchange(&sock, to, marker, &req);
+    informational::response(&sa, true, 4, &ans).unwrap();
     std::thread::sleep(Duration::from_millis(300));
     let text = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(text.contains("received DELETE for IKE_SA espgw[1]"), "charon's log:\n{text}");

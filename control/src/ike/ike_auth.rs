@@ -92,7 +92,7 @@ impl From<IkeCryptoError> for AuthError {
 }
 
 /// The ESP proposal we offer/accept: AES-GCM-16 of `key` bytes, no ESN.
-fn esp_proposal(spi: u32, key: usize) -> Proposal {
+pub(super) fn esp_proposal(spi: u32, key: usize) -> Proposal {
     Proposal {
         number: 1,
         protocol: PROTO_ESP,
@@ -109,7 +109,7 @@ fn esp_proposal(spi: u32, key: usize) -> Proposal {
 }
 
 /// The peer's ESP proposal that matches ours: its SPI.
-fn accept_esp(props: &[Proposal], key: usize) -> Option<(u8, u32)> {
+pub(super) fn accept_esp(props: &[Proposal], key: usize) -> Option<(u8, u32)> {
     props.iter().find_map(|p| {
         let ok = p.protocol == PROTO_ESP
             && p.spi.len() == 4

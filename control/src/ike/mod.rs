@@ -5,6 +5,7 @@
 //! (message IDs, retransmission, rekeying, DPD, cookies), the sockets and
 //! the worker→control queue, configuration and the strongSwan tests.
 pub mod auth;
+pub mod create_child;
 pub mod crypto;
 pub mod ike_auth;
 pub mod informational;

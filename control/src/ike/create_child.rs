@@ -1,0 +1,128 @@
+//! CREATE_CHILD_SA for rekeying a child SA (RFC 7296 §1.3.3), without PFS:
+//! the initiator of this exchange names the SA it rekeys (REKEY_SA with its
+//! inbound SPI), offers the ESP proposal with the new SPI, a fresh nonce and
+//! the selectors; the new KEYMAT is `prf+(SK_d, Ni | Nr)` of this
+//! exchange's nonces, this exchange's initiator-to-responder key first.
+//! Make-before-break: the old SA stays until the new one is installed and
+//! the old is deleted by an INFORMATIONAL exchange.
+
+use zeroize::Zeroizing;
+
+use super::auth::split_child_keys;
+use super::crypto::{child_keymat, decrypt_message, encrypt_message, IkeCryptoError};
+use super::ike_auth::{accept_esp, esp_proposal, ChildSa};
+use super::message::{exchange, flags, Header, Payload, TrafficSelector};
+use super::sa_init::{Established, NONCE_LEN};
+
+/// REKEY_SA (§3.10.1).
+pub const REKEY_SA: u16 = 16393;
+
+/// Why a rekey did not complete.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RekeyError {
+    Refused(u16),
+    Invalid(&'static str),
+    Crypto(IkeCryptoError),
+}
+
+impl From<IkeCryptoError> for RekeyError {
+    fn from(e: IkeCryptoError) -> Self {
+        RekeyError::Crypto(e)
+    }
+}
+
+/// A rekey we started: what its completion needs.
+pub struct Rekey {
+    message_id: u32,
+    ni: Zeroizing<Vec<u8>>,
+    spi_in: u32,
+    key_len: usize,
+}
+
+/// Start rekeying the child SA whose inbound SPI is `old_spi_in`; the new
+/// one will receive on `new_spi_in`. `we_initiated`: we were the IKE SA's initiator.
+#[allow(clippy::too_many_arguments)]
+pub fn request(
+    sa: &Established,
+    we_initiated: bool,
+    message_id: u32,
+    old_spi_in: u32,
+    new_spi_in: u32,
+    key_len: usize,
+    tsi: &[TrafficSelector],
+    tsr: &[TrafficSelector],
+    iv: [u8; 8],
+) -> Result<(Rekey, Vec<u8>), RekeyError> {
+    let mut ni = Zeroizing::new(vec![0u8; NONCE_LEN]);
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut ni).map_err(|_| IkeCryptoError::Random)?;
+    let payloads = vec![
+        Payload::Notify { protocol: 3, spi: old_spi_in.to_be_bytes().to_vec(), kind: REKEY_SA, data: vec![] },
+        Payload::Sa(vec![esp_proposal(new_spi_in, key_len)]),
+        Payload::Nonce(ni.to_vec()),
+        Payload::Ts { initiator: true, selectors: tsi.to_vec() },
+        Payload::Ts { initiator: false, selectors: tsr.to_vec() },
+    ];
+    let f = if we_initiated { flags::INITIATOR } else { 0 };
+    let h = Header {
+        spi_i: sa.spi_i,
+        spi_r: sa.spi_r,
+        minor: 0,
+        exchange: exchange::CREATE_CHILD_SA,
+        flags: f,
+        message_id,
+    };
+    let key = if we_initiated { &sa.keys.sk_ei } else { &sa.keys.sk_er };
+    let bytes = encrypt_message(h, &payloads, key, iv)?;
+    Ok((Rekey { message_id, ni, spi_in: new_spi_in, key_len }, bytes))
+}
+
+impl Rekey {
+    /// The peer's response: the new child SA (our outbound key first from KEYMAT).
+    pub fn complete(self, sa: &Established, we_initiated: bool, bytes: &[u8]) -> Result<ChildSa, RekeyError> {
+        let key = if we_initiated { &sa.keys.sk_er } else { &sa.keys.sk_ei };
+        let (m, inner) = decrypt_message(bytes, key)?;
+        let h = m.header;
+        if h.exchange != exchange::CREATE_CHILD_SA
+            || !h.is_response()
+            || h.message_id != self.message_id
+            || (h.spi_i, h.spi_r) != (sa.spi_i, sa.spi_r)
+        {
+            return Err(RekeyError::Invalid("not the response to our CREATE_CHILD_SA"));
+        }
+        if let Some(k) = inner.iter().find_map(|p| match p {
+            Payload::Notify { kind, .. } if *kind < 16384 => Some(*kind),
+            _ => None,
+        }) {
+            return Err(RekeyError::Refused(k));
+        }
+        let Some((_, spi_out)) = inner.iter().find_map(|p| match p {
+            Payload::Sa(props) => accept_esp(props, self.key_len),
+            _ => None,
+        }) else {
+            return Err(RekeyError::Invalid("no acceptable ESP proposal chosen"));
+        };
+        let Some(nr) = inner.iter().find_map(|p| match p {
+            Payload::Nonce(n) if (16..=256).contains(&n.len()) => Some(n.clone()),
+            _ => None,
+        }) else {
+            return Err(RekeyError::Invalid("no nonce"));
+        };
+        let ts = |init: bool| {
+            inner.iter().find_map(|p| match p {
+                Payload::Ts { initiator, selectors } if *initiator == init => Some(selectors.clone()),
+                _ => None,
+            })
+        };
+        let len = self.key_len + 4;
+        let km = child_keymat(&sa.keys.sk_d, None, &self.ni, &nr, 2 * len);
+        let (i2r, r2i) = split_child_keys(&km, len).ok_or(RekeyError::Invalid("key material"))?;
+        Ok(ChildSa {
+            spi_in: self.spi_in,
+            spi_out,
+            key_in: r2i,
+            key_out: i2r,
+            tsi: ts(true).unwrap_or_default(),
+            tsr: ts(false).unwrap_or_default(),
+        })
+    }
+}

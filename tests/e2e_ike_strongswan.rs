@@ -103,7 +103,7 @@ fn start_charon(suffix: &str) -> Lab {
         format!(
             "charon {{\n  load = random nonce openssl aes gcm sha1 sha2 hmac kdf kernel-libipsec kernel-netlink socket-default vici\n\
              \x20 plugins {{ vici {{ socket = unix://{} }} }}\n\
-             \x20 filelog {{ log {{ path = {}\n flush_line = yes\n default = 1\n ike = 2\n cfg = 2 }} }}\n}}\n",
+             \x20 filelog {{ log {{ path = {}\n flush_line = yes\n default = 1\n ike = 2\n cfg = 2\n chd = 4 }} }}\n}}\n",
             vici.display(),
             log.display()
         ),
@@ -152,6 +152,30 @@ fn start_charon(suffix: &str) -> Lab {
 
 /// The tests use the same addresses and ports: one at a time.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Keys charon logs (`chd = 4`): after each `what => N bytes` line, hex
+/// dump lines `  OFF: XX XX ...` up to N bytes.
+fn logged_keys(log: &str, what: &str) -> Vec<Vec<u8>> {
+    let lines: Vec<&str> = log.lines().collect();
+    let mut keys = Vec::new();
+    for (i, l) in lines.iter().enumerate() {
+        let Some(rest) = l.split(&format!("{what} => ")).nth(1) else { continue };
+        let n: usize = rest.split(' ').next().and_then(|x| x.parse().ok()).unwrap_or(0);
+        let mut key = Vec::new();
+        for d in &lines[i + 1..] {
+            let Some((_, dump)) = d.split_once(": ") else { break };
+            key.extend(
+                dump.split_whitespace().take_while(|h| h.len() == 2).filter_map(|h| u8::from_str_radix(h, 16).ok()),
+            );
+            if key.len() >= n {
+                break;
+            }
+        }
+        key.truncate(n);
+        keys.push(key);
+    }
+    keys
+}
 
 #[test]
 fn strongswan_accepts_our_ike_sa_init_and_psk_ike_auth() {
@@ -225,6 +249,20 @@ fn strongswan_accepts_our_ike_sa_init_and_psk_ike_auth() {
     let text = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(text.contains("CHILD_SA net{2} established"), "charon's log:\n{text}");
     assert!(text.contains(&format!("{:08x}", spi_in + 1)), "our new SPI in charon's CHILD_SA:\n{text}");
+    // charon's own child keys (its log at chd = 4), initiator's then
+    // responder's, for the first CHILD_SA and the rekeyed one: ours exactly.
+    let (init_keys, resp_keys) =
+        (logged_keys(&text, "encryption initiator key"), logged_keys(&text, "encryption responder key"));
+    assert_eq!(
+        init_keys,
+        vec![child.key_out.to_vec(), child2.key_out.to_vec()],
+        "our outbound keys are charon's initiator keys"
+    );
+    assert_eq!(
+        resp_keys,
+        vec![child.key_in.to_vec(), child2.key_in.to_vec()],
+        "our inbound keys are charon's responder keys"
+    );
     // INFORMATIONAL: a liveness check answered, then the IKE SA deleted.
     let dpd = informational::request(&sa, true, 3, &[], [8; 8]).unwrap();
     let ans = exchange(&sock, to, marker, &dpd);

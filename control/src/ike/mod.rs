@@ -1,9 +1,12 @@
 //! IKEv2 (RFC 7296), written as pure code tested without sockets (issue 19).
 //! So far: the message codec ([`message`]), the crypto ([`crypto`]), the
 //! IKE_SA_INIT exchange ([`sa_init`]), IKE_AUTH with pre-shared keys and the
-//! first child SA ([`auth`], [`ike_auth`]). Still to come: the state machine
-//! (message IDs, retransmission, rekeying, DPD, cookies), the sockets and
-//! the worker→control queue, configuration and the strongSwan tests.
+//! first child SA ([`auth`], [`ike_auth`]), child SA rekeying
+//! ([`create_child`]) and INFORMATIONAL liveness checks and deletes
+//! ([`informational`]) — each interoperating with strongSwan in the tests.
+//! Still to come: the state machine (message ID windows, retransmission,
+//! cookies, fragmentation), the sockets and the worker→control queue in the
+//! gateway, `[[connection]]` configuration and traffic through negotiated SAs.
 pub mod auth;
 pub mod create_child;
 pub mod crypto;

@@ -11,7 +11,7 @@ use zeroize::Zeroizing;
 use super::auth::split_child_keys;
 use super::crypto::{child_keymat, decrypt_message, encrypt_message, IkeCryptoError};
 use super::ike_auth::{accept_esp, esp_proposal, ChildSa};
-use super::message::{exchange, flags, Header, Payload, TrafficSelector};
+use super::message::{exchange, flags, selectors, Header, Payload, TrafficSelector};
 use super::sa_init::{Established, NONCE_LEN};
 
 /// REKEY_SA (§3.10.1).
@@ -107,12 +107,6 @@ impl Rekey {
         }) else {
             return Err(RekeyError::Invalid("no nonce"));
         };
-        let ts = |init: bool| {
-            inner.iter().find_map(|p| match p {
-                Payload::Ts { initiator, selectors } if *initiator == init => Some(selectors.clone()),
-                _ => None,
-            })
-        };
         let len = self.key_len + 4;
         let km = child_keymat(&sa.keys.sk_d, None, &self.ni, &nr, 2 * len);
         let (i2r, r2i) = split_child_keys(&km, len).ok_or(RekeyError::Invalid("key material"))?;
@@ -121,8 +115,8 @@ impl Rekey {
             spi_out,
             key_in: r2i,
             key_out: i2r,
-            tsi: ts(true).unwrap_or_default(),
-            tsr: ts(false).unwrap_or_default(),
+            tsi: selectors(&inner, true),
+            tsr: selectors(&inner, false),
         })
     }
 }

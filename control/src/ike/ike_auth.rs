@@ -10,7 +10,7 @@ use zeroize::Zeroizing;
 use super::auth::{initiator_auth, narrow, responder_auth, split_child_keys, verify_psk_auth, ChildKey, AUTH_PSK};
 use super::crypto::{child_keymat, decrypt_message, encrypt_message, IkeCryptoError, ENCR_AES_GCM_16};
 use super::message::{
-    exchange, flags, Attribute, Header, Payload, Proposal, TrafficSelector, Transform, ATTR_KEY_LENGTH,
+    exchange, flags, selectors, Attribute, Header, Payload, Proposal, TrafficSelector, Transform, ATTR_KEY_LENGTH,
 };
 use super::sa_init::{transform, Established};
 
@@ -194,14 +194,7 @@ pub fn respond(
     let Some((number, spi_out)) = offered.and_then(|p| accept_esp(p, cfg.child_key)) else {
         return refuse(notify::NO_PROPOSAL_CHOSEN);
     };
-    let ts = |init: bool| {
-        inner.iter().find_map(|p| match p {
-            Payload::Ts { initiator, selectors } if *initiator == init => Some(selectors.clone()),
-            _ => None,
-        })
-    };
-    let (tsi, tsr) =
-        (narrow(&ts(true).unwrap_or_default(), allowed_tsi), narrow(&ts(false).unwrap_or_default(), allowed_tsr));
+    let (tsi, tsr) = (narrow(&selectors(&inner, true), allowed_tsi), narrow(&selectors(&inner, false), allowed_tsr));
     if tsi.is_empty() || tsr.is_empty() {
         return refuse(notify::TS_UNACCEPTABLE);
     }
@@ -254,12 +247,6 @@ pub fn complete(sa: &Established, cfg: &AuthConfig, spi_in: u32, bytes: &[u8]) -
         _ => None,
     });
     let Some((_, spi_out)) = chosen else { return Err(AuthError::Invalid("no acceptable ESP proposal chosen")) };
-    let ts = |init: bool| {
-        inner.iter().find_map(|p| match p {
-            Payload::Ts { initiator, selectors } if *initiator == init => Some(selectors.clone()),
-            _ => None,
-        })
-    };
     let len = cfg.child_key + 4;
     let km = child_keymat(&sa.keys.sk_d, None, &sa.ni, &sa.nr, 2 * len);
     let (i2r, r2i) = split_child_keys(&km, len).ok_or(AuthError::Invalid("key material"))?;
@@ -268,7 +255,7 @@ pub fn complete(sa: &Established, cfg: &AuthConfig, spi_in: u32, bytes: &[u8]) -
         spi_out,
         key_in: r2i,
         key_out: i2r,
-        tsi: ts(true).unwrap_or_default(),
-        tsr: ts(false).unwrap_or_default(),
+        tsi: selectors(&inner, true),
+        tsr: selectors(&inner, false),
     })
 }

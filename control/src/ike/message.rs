@@ -151,6 +151,24 @@ pub struct TrafficSelector {
     pub end: IpAddr,
 }
 
+impl TrafficSelector {
+    /// Every protocol and port between two addresses of one family.
+    pub fn range(start: IpAddr, end: IpAddr) -> Self {
+        TrafficSelector { protocol: 0, start_port: 0, end_port: 65535, start, end }
+    }
+}
+
+/// The selectors of the TSi (`initiator`) or TSr payload in `payloads` (none: empty).
+pub fn selectors(payloads: &[Payload], initiator: bool) -> Vec<TrafficSelector> {
+    payloads
+        .iter()
+        .find_map(|p| match p {
+            Payload::Ts { initiator: i, selectors } if *i == initiator => Some(selectors.clone()),
+            _ => None,
+        })
+        .unwrap_or_default()
+}
+
 /// One payload, typed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Payload {

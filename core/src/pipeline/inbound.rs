@@ -259,7 +259,7 @@ impl<B: PacketBuf> Pipeline<B> {
         let Some(e) = sa.udp_encap() else { return };
         // Transport SAs have no peer address of their own: only the port counts.
         let addr_moved = match sa.mode() {
-            Mode::Tunnel { remote, .. } => key_bits(remote) != from.src,
+            Mode::Tunnel { remote, .. } => crate::policy::to_u128(remote) != from.src,
             Mode::Transport => false,
         };
         if !addr_moved && from.sport == e.remote_port {
@@ -274,13 +274,5 @@ impl<B: PacketBuf> Pipeline<B> {
             let _ = q.push(NatMapping { sa_id: entry.id, spi: sa.spi(), addr, port: from.sport });
             // lossy
         }
-    }
-}
-
-/// An address in the selector encoding.
-fn key_bits(a: std::net::IpAddr) -> u128 {
-    match a {
-        std::net::IpAddr::V4(a) => u128::from(u32::from(a)),
-        std::net::IpAddr::V6(a) => u128::from(a),
     }
 }

@@ -127,7 +127,14 @@ drop_reasons! {
         /// For the gateway, larger than the host link, and not fragmentable
         /// there (an IPv6 packet with extension headers).
         HostTooBig => "host_too_big",
-        /// From the kernel with a source that is not one of the gateway's addresses.
+        /// IKE for the control thread when its queue is full (the control
+        /// thread is behind: the peer retransmits).
+        IkeQueueFull => "ike_queue_full",
+        /// IKE for the control thread larger than a queue slot
+        /// ([`crate::pipeline::IKE_DATAGRAM_MAX`]).
+        IkeTooBig => "ike_too_big",
+        /// From the kernel (or the IKE daemon) with a source that is not one
+        /// of the gateway's addresses.
         HostBadSource => "host_bad_source",
         /// The kernel's link-local chatter on the host link (MLD, IGMP,
         /// multicast, link-local sources): never forwarded.

@@ -96,6 +96,14 @@ impl Gw {
         sink.0
     }
 
+    /// What the control thread's IKE daemon queued, sent; what went out.
+    pub(crate) fn send_ike(&mut self, now_ms: u64) -> Vec<(usize, VecBuf)> {
+        let mut sink = Sink::default();
+        let mut cx = BurstCtx { routes: &self.routes, now_ms, alloc: &mut VecAlloc, tx: &mut sink, stats: &self.stats };
+        self.pipe.send_ike(&mut cx);
+        sink.0
+    }
+
     pub(crate) fn drops(&self, r: DropReason) -> u64 {
         self.stats.drops[r.index()].get()
     }
@@ -382,6 +390,9 @@ impl Lab {
             _ => None,
         };
         match port {
+            // ESP the kernel writes itself (a raw socket) is the kernel's
+            // business, like its ICMP: only what A seals must have fresh IVs.
+            PROT if esp_at.is_some() && from == HOST && [A_IP, A_CLEAR_V4].contains(&src) => Ok(()),
             PROT if esp_at.is_some() => {
                 let at = esp_at.unwrap_or(hl);
                 let first = u16::from_be_bytes([ip[6], ip[7]]) & 0x1fff == 0;

@@ -111,6 +111,12 @@ events! {
     /// Other traffic for the gateway handed to the kernel.
     HostOther => "to_host_other", "espgw_host_other_packets_total",
         "Other traffic for the gateway (SSH, BGP, ...) handed to the kernel.",
+    /// IKE for the gateway handed to the control thread's IKE daemon.
+    ToControlIke => "to_control_ike", "espgw_ike_packets_received_total",
+        "IKE packets (UDP 500/4500) for the gateway handed to the control thread.",
+    /// IKE the control thread sent through a worker.
+    FromControlIke => "from_control_ike", "espgw_ike_packets_sent_total",
+        "IKE packets the control thread sent through the workers.",
     /// Packets the kernel sent through the host port.
     FromHost => "from_host", "espgw_host_sent_packets_total", "Packets the kernel sent out through the host port.",
     /// Other ARP/ND messages seen (not for us).

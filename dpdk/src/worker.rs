@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use espgw_core::mtu::ReasmConfig;
-use espgw_core::pipeline::{AcquireQueue, BurstCtx, LearnQueue, NatQueue, Pipeline, PortInfo, TxSink};
+use espgw_core::pipeline::{AcquireQueue, BurstCtx, IkeQueues, LearnQueue, NatQueue, Pipeline, PortInfo, TxSink};
 use espgw_core::policy::PolicyReader;
 use espgw_core::route::RouteTable;
 use espgw_core::stats::{DropReason, WorkerStats};
@@ -54,6 +54,8 @@ pub struct Shared<'p, 'e> {
     pub nat_reports: Arc<NatQueue>,
     /// Host path: packets per second per worker to the kernel, per bucket.
     pub host_rate: u32,
+    /// IKE to and from the control thread's daemon, when connections are configured.
+    pub ike: Option<IkeQueues>,
     pub pool: &'p Mempool<'e>,
     pub jumbo: Option<&'p Mempool<'e>>,
     pub reasm: ReasmConfig,
@@ -150,6 +152,9 @@ pub fn poll_loop<'q, 'p>(
         .with_acquires(shared.acquires.clone())
         .with_nat_reports(shared.nat_reports.clone())
         .with_host_rate(shared.host_rate);
+    if let Some(q) = &shared.ike {
+        pipeline = pipeline.with_ike(q.clone(), shared.host_rate);
+    }
     let mut alloc = PoolAlloc { regular: shared.pool, jumbo: shared.jumbo };
     let mut last_tick = 0u64;
     let mut idle_run = 0u32;
@@ -193,6 +198,11 @@ pub fn poll_loop<'q, 'p>(
         }
         txb.flush_all();
         if now_ms >= last_tick + TICK_MS {
+            if shared.ike.is_some() {
+                let mut cx = BurstCtx { routes: &routes, now_ms, alloc: &mut alloc, tx: &mut txb, stats };
+                pipeline.send_ike(&mut cx);
+                txb.flush_all();
+            }
             pipeline.tick(now_ms, stats);
             last_tick = now_ms;
         }

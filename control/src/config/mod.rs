@@ -10,10 +10,12 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::Spanned;
 
+mod ike;
 mod ipsec;
 mod json;
 pub mod preflight;
 pub mod schema;
+pub use ike::{identity, ConnectionSpec, Start};
 pub use ipsec::{
     fmt_mac, parse_mac, parse_one_eroute, parse_one_sa, sa_input_from_view, ErouteSpec, InboundCheck, PolicyConfig,
     SaRoleSpec, SaSpec,
@@ -210,6 +212,8 @@ pub struct Config {
     /// Where sequence-number leases and replay tops persist across restarts
     /// (`[state] file`; default: next to the config, `<stem>.state`).
     pub state_file: PathBuf,
+    /// IKEv2 peers (`[[connection]]`): the control thread negotiates their SAs.
+    pub connections: Vec<ConnectionSpec>,
 }
 
 /// Default control socket (when `[control]` names no listener), like
@@ -333,6 +337,8 @@ struct RawConfig {
     routes: Vec<Spanned<ipsec::RawRoute>>,
     #[serde(default, rename = "neighbor")]
     neighbors: Vec<Spanned<ipsec::RawNeighbor>>,
+    #[serde(default, rename = "connection")]
+    connections: Vec<Spanned<ike::RawConnection>>,
     control: Option<Spanned<RawControl>>,
     #[serde(default)]
     state: RawState,
@@ -796,6 +802,8 @@ impl Config {
             host_port,
         )?;
         let metrics = metrics_config(loc, &raw.metrics)?;
+        let own: Vec<std::net::IpAddr> = ports.iter().flat_map(|p| p.addresses.iter().copied()).collect();
+        let connections = ike::validate(loc, &raw.connections, &own)?;
         Ok(Config {
             file: loc.file.to_path_buf(),
             capture: raw.eal.capture,
@@ -813,6 +821,7 @@ impl Config {
             control,
             metrics,
             state_file,
+            connections,
         })
     }
 

@@ -132,6 +132,9 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, GatewayError> {
     let learned = Arc::new(LearnQueue::new(1024));
     let acquires = Arc::new(AcquireQueue::new(1024));
     let nat_reports = Arc::new(NatQueue::new(1024));
+    // IKE goes to the control thread's daemon when connections are configured.
+    let ike_queues = (!cfg.connections.is_empty()).then(espgw_core::pipeline::IkeQueues::new);
+    let mut daemon = ike_queues.clone().map(|q| crate::ike::daemon::Daemon::new(cfg.connections.clone(), q));
     let running = AtomicBool::new(true);
     let stats: Vec<Arc<WorkerStats>> =
         cfg.worker_cores.iter().map(|_| Arc::new(WorkerStats::new(ports.ports.len()))).collect();
@@ -142,6 +145,7 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, GatewayError> {
         learned: learned.clone(),
         acquires: acquires.clone(),
         nat_reports: nat_reports.clone(),
+        ike: ike_queues.clone(),
         host_rate: cfg
             .ports
             .iter()
@@ -214,6 +218,7 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, GatewayError> {
                     learned: &learned,
                     acquires: &acquires,
                     nat_reports: &nat_reports,
+                    ike: &mut daemon,
                     start,
                 },
                 &control,
@@ -235,6 +240,7 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, GatewayError> {
 
     // 5. Shutdown: every worker has stopped; their queues are back.
     let mut report = report::build(cfg, &ports, &stats, stop_cause, elapsed);
+    report.ike = daemon.as_ref().map(|d| d.counters);
     report.sas = store
         .sas()
         .into_iter()
@@ -371,6 +377,8 @@ struct Inputs<'a> {
     learned: &'a LearnQueue,
     acquires: &'a AcquireQueue,
     nat_reports: &'a NatQueue,
+    /// The IKE daemon (`None` without `[[connection]]`).
+    ike: &'a mut Option<crate::ike::daemon::Daemon>,
     start: Instant,
 }
 
@@ -383,7 +391,10 @@ fn supervise(
     state: &SharedState,
     stats: &[Arc<WorkerStats>],
 ) -> &'static str {
-    let Inputs { stop, hup, learned, acquires, nat_reports, start } = inputs;
+    let Inputs { stop, hup, learned, acquires, nat_reports, ike: daemon, start } = inputs;
+    if let Some(d) = daemon.as_ref() {
+        d.install_traps(control);
+    }
     let mut last_rx = 0u64;
     let mut last_change = Instant::now();
     let mut last_tops = Instant::now();
@@ -398,8 +409,15 @@ fn supervise(
         }
         std::thread::sleep(Duration::from_millis(20));
         neighbors.absorb(learned);
-        watch.acquires(control, acquires);
+        for eroute in watch.acquires(control, acquires) {
+            if let Some(d) = daemon.as_mut() {
+                d.acquire(&eroute, Instant::now());
+            }
+        }
         watch.nat_mappings(control, nat_reports);
+        if let Some(d) = daemon.as_mut() {
+            d.poll(control, Instant::now());
+        }
         if watch.last.elapsed() >= Duration::from_secs(1) {
             watch.second(control);
         }
@@ -416,11 +434,20 @@ fn supervise(
                 }
             }
         }
-        if stop.load(Ordering::Relaxed) {
-            return "signal";
-        }
-        if opts.duration.is_some_and(|d| start.elapsed() >= d) {
-            return "duration";
+        let cause = if stop.load(Ordering::Relaxed) {
+            Some("signal")
+        } else if opts.duration.is_some_and(|d| start.elapsed() >= d) {
+            Some("duration")
+        } else {
+            None
+        };
+        if let Some(cause) = cause {
+            if let Some(d) = daemon.as_mut() {
+                // The peers hear that the IKE SAs go; the workers send it.
+                d.shutdown(control, Instant::now());
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            return cause;
         }
         if let Some(idle) = opts.stop_when_idle {
             let rx: u64 = stats.iter().map(|s| s.rx_packets()).sum();
@@ -464,14 +491,21 @@ impl Default for Watch {
 const NAT_EVENT_INTERVAL: Duration = Duration::from_secs(10);
 
 impl Watch {
-    /// `%trap` hits → `acquire` events (rate-limited per eroute by the bus).
-    fn acquires(&mut self, control: &ControlState<'_>, q: &AcquireQueue) {
+    /// `%trap` hits → `acquire` events (rate-limited per eroute by the bus);
+    /// the names of the eroutes hit, for the IKE daemon.
+    fn acquires(&mut self, control: &ControlState<'_>, q: &AcquireQueue) -> Vec<String> {
+        let mut hit = Vec::new();
         if q.is_empty() {
-            return;
+            return hit;
         }
         let store = control.store();
         while let Some((id, k)) = q.pop() {
             let addr = |a: u128| espgw_core::pipeline::addr_of_key(k.v6, a).to_string();
+            if let Some(n) = store.eroute_name(id) {
+                if !hit.iter().any(|h: &String| h == n) {
+                    hit.push(n.to_string());
+                }
+            }
             control.events.acquire(
                 id,
                 serde_json::json!({
@@ -481,6 +515,7 @@ impl Watch {
                 }),
             );
         }
+        hit
     }
 
     /// NAT rebinding reports → SAs with `nat_follow` moved, `nat_mapping` events.

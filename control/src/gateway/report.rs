@@ -19,6 +19,9 @@ pub struct RunReport {
     #[serde(serialize_with = "ser_events")]
     pub events: Vec<(Event, u64)>,
     pub sas: Vec<SaReport>,
+    /// The IKE daemon's counters (`None` without `[[connection]]`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ike: Option<crate::ike::daemon::IkeCounters>,
     pub mbufs_total: u32,
     pub mbufs_in_use: u32,
     pub stop_cause: &'static str,
@@ -226,6 +229,7 @@ pub(super) fn build(
         drops,
         events,
         sas: Vec::new(),
+        ike: None,
         mbufs_total: 0,
         mbufs_in_use: 0,
         stop_cause,

@@ -120,3 +120,89 @@ impl Rekey {
         })
     }
 }
+
+/// What the responder of a CREATE_CHILD_SA request did.
+pub enum Answer {
+    /// A child SA rekeyed: the peer's SPI of the old one (its REKEY_SA),
+    /// the new child, the response to send.
+    Rekeyed { old_spi_out: u32, child: ChildSa, response: Vec<u8> },
+    /// Refused with this notify (a new child, an IKE SA rekey, PFS, no
+    /// acceptable proposal); the response to send.
+    Refused { notify: u16, response: Vec<u8> },
+}
+
+/// Answer the peer's CREATE_CHILD_SA request (`we_initiated`: we were the
+/// IKE SA's initiator): a rekey of one of our child SAs (`known` says
+/// whether the REKEY_SA SPI is one of ours, as our outbound SPI) is
+/// accepted with our new inbound SPI `new_spi_in`, the selectors narrowed
+/// to `allowed_tsi`/`allowed_tsr`; anything else is refused as §1.3 says.
+#[allow(clippy::too_many_arguments)]
+pub fn respond(
+    sa: &Established,
+    we_initiated: bool,
+    bytes: &[u8],
+    known: impl Fn(u32) -> bool,
+    new_spi_in: u32,
+    key_len: usize,
+    allowed_tsi: &[TrafficSelector],
+    allowed_tsr: &[TrafficSelector],
+    iv: [u8; 8],
+) -> Result<(u32, Answer), RekeyError> {
+    let (recv, send) = if we_initiated { (&sa.keys.sk_er, &sa.keys.sk_ei) } else { (&sa.keys.sk_ei, &sa.keys.sk_er) };
+    let (m, inner) = decrypt_message(bytes, recv)?;
+    let h = m.header;
+    if h.exchange != exchange::CREATE_CHILD_SA || h.is_response() || (h.spi_i, h.spi_r) != (sa.spi_i, sa.spi_r) {
+        return Err(RekeyError::Invalid("not a CREATE_CHILD_SA request of this IKE SA"));
+    }
+    let f = flags::RESPONSE | if we_initiated { flags::INITIATOR } else { 0 };
+    let header = Header { flags: f, ..h };
+    let refuse = |notify: u16| -> Result<(u32, Answer), RekeyError> {
+        let n = vec![Payload::Notify { protocol: 0, spi: vec![], kind: notify, data: vec![] }];
+        Ok((h.message_id, Answer::Refused { notify, response: encrypt_message(header, &n, send, iv)? }))
+    };
+    let old = inner.iter().find_map(|p| match p {
+        Payload::Notify { kind: REKEY_SA, protocol: 3, spi, .. } => <[u8; 4]>::try_from(spi.as_slice()).ok(),
+        _ => None,
+    });
+    // No REKEY_SA: a new child SA (or an IKE SA rekey, protocol 1): not offered.
+    let Some(old) = old.map(u32::from_be_bytes).filter(|s| known(*s)) else {
+        return refuse(super::sa_init::notify::NO_ADDITIONAL_SAS);
+    };
+    if inner.iter().any(|p| matches!(p, Payload::Ke { .. })) {
+        // PFS asked for: our proposal has no DH group.
+        return refuse(super::ike_auth::notify::NO_PROPOSAL_CHOSEN);
+    }
+    let Some((number, spi_out)) = inner.iter().find_map(|p| match p {
+        Payload::Sa(props) => accept_esp(props, key_len),
+        _ => None,
+    }) else {
+        return refuse(super::ike_auth::notify::NO_PROPOSAL_CHOSEN);
+    };
+    let Some(ni) = inner.iter().find_map(|p| match p {
+        Payload::Nonce(n) if (16..=256).contains(&n.len()) => Some(n.clone()),
+        _ => None,
+    }) else {
+        return Err(RekeyError::Invalid("no nonce"));
+    };
+    let tsi = super::auth::narrow(&selectors(&inner, true), allowed_tsi);
+    let tsr = super::auth::narrow(&selectors(&inner, false), allowed_tsr);
+    if tsi.is_empty() || tsr.is_empty() {
+        return refuse(super::ike_auth::notify::TS_UNACCEPTABLE);
+    }
+    let mut nr = Zeroizing::new(vec![0u8; NONCE_LEN]);
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut nr).map_err(|_| IkeCryptoError::Random)?;
+    let mut chosen = esp_proposal(new_spi_in, key_len);
+    chosen.number = number;
+    let out = vec![
+        Payload::Sa(vec![chosen]),
+        Payload::Nonce(nr.to_vec()),
+        Payload::Ts { initiator: true, selectors: tsi.clone() },
+        Payload::Ts { initiator: false, selectors: tsr.clone() },
+    ];
+    let response = encrypt_message(header, &out, send, iv)?;
+    let len = key_len + 4;
+    let km = child_keymat(&sa.keys.sk_d, None, &ni, &nr, 2 * len);
+    let (i2r, r2i) = split_child_keys(&km, len).ok_or(RekeyError::Invalid("key material"))?;
+    let child = ChildSa { spi_in: new_spi_in, spi_out, key_in: i2r, key_out: r2i, tsi, tsr };
+    Ok((h.message_id, Answer::Rekeyed { old_spi_out: old, child, response }))
+}

@@ -10,10 +10,13 @@
 pub mod auth;
 pub mod create_child;
 pub mod crypto;
+pub mod daemon;
 pub mod ike_auth;
 pub mod informational;
 pub mod message;
 pub mod sa_init;
 
+#[cfg(test)]
+mod daemon_tests;
 #[cfg(test)]
 mod tests;

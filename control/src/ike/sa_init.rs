@@ -28,6 +28,7 @@ pub mod notify {
     pub const INVALID_KE_PAYLOAD: u16 = 17;
     pub const NO_PROPOSAL_CHOSEN: u16 = 14;
     pub const INVALID_SYNTAX: u16 = 7;
+    pub const NO_ADDITIONAL_SAS: u16 = 35;
     pub const NAT_DETECTION_SOURCE_IP: u16 = 16388;
     pub const NAT_DETECTION_DESTINATION_IP: u16 = 16389;
 }

@@ -116,12 +116,14 @@ pub(super) struct HostPath {
 
 impl<B: PacketBuf> Pipeline<B> {
     /// Hand a packet for the gateway (IP header at 0, record `meta`) to the
-    /// kernel, or drop it (no host port, or over the rate) — counted.
-    pub(super) fn send_to_kernel<A, S>(&mut self, mut buf: B, meta: &Meta, kind: HostKind, cx: &mut BurstCtx<'_, A, S>)
+    /// kernel, or drop it (no host port, or over the rate) — counted. IKE
+    /// goes to the control thread instead when its daemon listens ([`super::ike`]).
+    pub(super) fn send_to_kernel<A, S>(&mut self, buf: B, meta: &Meta, kind: HostKind, cx: &mut BurstCtx<'_, A, S>)
     where
         A: BufAlloc<Buf = B>,
         S: TxSink<B>,
     {
+        let Some(mut buf) = self.to_daemon(buf, meta, cx) else { return };
         let Some(h) = &mut self.host else {
             cx.stats.drop_one(DropReason::ForGateway);
             return;

@@ -17,7 +17,8 @@
 //!   pass eroute allowed exactly that packet), the egress port's MTU
 //!   (fragment, or ICMP need-frag / PTB to the source), TTL, L2, TX.
 //!
-//! Traffic addressed to the gateway itself is never forwarded: it goes to
+//! Traffic addressed to the gateway itself is never forwarded: IKE goes to
+//! the control thread's daemon when one listens ([`ike`]); the rest goes to
 //! the kernel through the host port ([`host`]), rate-limited, or without
 //! one is dropped and counted (`for_gateway`).
 //!
@@ -32,6 +33,7 @@
 
 mod egress;
 mod host;
+mod ike;
 mod inbound;
 mod ingress;
 mod neighbor;
@@ -69,6 +71,7 @@ pub enum PortRole {
 }
 
 pub use host::{TokenBucket, DEFAULT_HOST_RATE, HOST_PEER_MAC};
+pub use ike::{IkeDatagram, IkeQueue, IkeQueues, IKE_DATAGRAM_MAX, IKE_QUEUE_LEN};
 
 /// What the pipeline needs to know about a port.
 #[derive(Debug, Clone)]
@@ -202,6 +205,8 @@ pub struct Pipeline<B: PacketBuf> {
     nat_reports: Option<Arc<NatQueue>>,
     /// The host port, if there is one, and its rate limits.
     host: Option<host::HostPath>,
+    /// The control thread's IKE daemon, if one listens.
+    ike: Option<ike::IkeLink>,
     solicit_limit: RequestLimiter,
     /// Packets for the outbound policy after this burst.
     deferred: ArrayVec<Pkt<B>, { 2 * BURST }>,
@@ -232,6 +237,7 @@ impl<B: PacketBuf> Pipeline<B> {
                 ike: TokenBucket::new(DEFAULT_HOST_RATE),
                 other: TokenBucket::new(DEFAULT_HOST_RATE),
             }),
+            ike: None,
             solicit_limit: RequestLimiter::new(256, 1000),
             deferred: ArrayVec::new(),
             ports,

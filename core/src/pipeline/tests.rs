@@ -1074,3 +1074,64 @@ fn host_path_fragments_what_the_kernel_link_cannot_carry() {
     assert_eq!(payload, &big[20..], "the kernel reassembles the datagram");
     assert_eq!(g.event(Event::HostIke), 1);
 }
+
+/// With an IKE daemon listening, IKE for the gateway (UDP 500, and 4500
+/// with the marker) goes to the control thread's queue, not to the kernel,
+/// with both addresses and ports; what the daemon queues leaves as UDP from
+/// the gateway's address in clear although an eroute protects the gateway's
+/// traffic to that peer, with valid IP and UDP checksums; a datagram from an
+/// address that is not the gateway's is refused; a full queue drops, counted.
+#[test]
+fn ike_goes_to_the_control_thread_and_back() {
+    let (mut g, _) = host_gw(1000);
+    let q = IkeQueues::new();
+    g.pipe = std::mem::replace(&mut g.pipe, Pipeline::new(vec![], ReasmConfig::default(), mtu::PMTU_AGEING_MS))
+        .with_ike(q.clone(), 1000);
+    let sa_init = udp_to([198, 51, 100, 1], [192, 0, 2, 1], 500, 500, &[0x11; 40]);
+    let auth = udp_to([198, 51, 100, 1], [192, 0, 2, 1], 4500, 4500, &[0, 0, 0, 0, 0x22, 0x22]);
+    let ping_gw = ping([198, 51, 100, 1], [192, 0, 2, 1]);
+    let out = g.run(PROT, [sa_init, auth, ping_gw].iter().map(|p| eth(p, MAC_A_PROT, MAC_ROUTER)).collect(), 0);
+    assert_eq!(out.len(), 1, "only the ping goes to the kernel: {out:?}");
+    assert_eq!(out[0].0, HOST);
+    let d1 = q.to_control.pop().unwrap();
+    let d2 = q.to_control.pop().unwrap();
+    assert!(q.to_control.pop().is_none());
+    assert_eq!((d1.local, d1.remote), ("192.0.2.1:500".parse().unwrap(), "198.51.100.1:500".parse().unwrap()));
+    assert_eq!(d1.payload(), &[0x11; 40][..]);
+    assert_eq!((d2.local.port(), d2.payload()), (4500, &[0, 0, 0, 0, 0x22, 0x22][..]), "the marker stays");
+    assert_eq!((g.event(Event::ToControlIke), g.event(Event::HostIke)), (2, 0));
+
+    // The daemon answers: from the gateway to the peer (an eroute protects
+    // 192.0.2.1 → 198.51.100.1, IKE bypasses it), and a forged source.
+    let answer =
+        IkeDatagram::new("192.0.2.1:4500".parse().unwrap(), "198.51.100.1:4500".parse().unwrap(), b"answer").unwrap();
+    q.from_control.push(answer).unwrap();
+    let forged =
+        IkeDatagram::new("10.9.9.9:500".parse().unwrap(), "198.51.100.1:500".parse().unwrap(), b"forged").unwrap();
+    q.from_control.push(forged).unwrap();
+    let out = g.send_ike(0);
+    assert_eq!(out.len(), 1, "{:?}", drops_summary(&g));
+    let (port, f) = &out[0];
+    assert_eq!((*port, &f.data()[..6]), (PROT, &MAC_ROUTER[..]));
+    let p = l3(f);
+    assert_eq!((p[9], &p[12..16], &p[16..20]), (proto::UDP, &[192, 0, 2, 1][..], &[198, 51, 100, 1][..]));
+    assert_eq!(ip::checksum(&p[..20]), 0, "IPv4 header checksum");
+    assert_eq!((&p[20..22], &p[22..24]), (&4500u16.to_be_bytes()[..], &4500u16.to_be_bytes()[..]));
+    assert_eq!(&p[28..], b"answer");
+    let udp_sum = crate::esp::natt::l4_checksum(false, &p[12..16], &p[16..20], proto::UDP, &{
+        let mut seg = p[20..].to_vec();
+        seg[6..8].copy_from_slice(&[0, 0]);
+        seg
+    });
+    assert_eq!(u16::from_be_bytes([p[26], p[27]]), udp_sum, "UDP checksum");
+    assert_eq!((g.event(Event::FromControlIke), g.event(Event::Encrypted)), (1, 0));
+    assert_eq!(g.drops(DropReason::HostBadSource), 1, "the forged source is not sent");
+
+    // A control thread that is behind: the queue fills, the rest is counted.
+    for _ in 0..IKE_QUEUE_LEN {
+        let _ = q.to_control.push(IkeDatagram::new(d1.local, d1.remote, b"x").unwrap());
+    }
+    let more = udp_to([198, 51, 100, 1], [192, 0, 2, 1], 500, 500, &[0x33; 40]);
+    assert!(g.run(PROT, vec![eth(&more, MAC_A_PROT, MAC_ROUTER)], 10).is_empty());
+    assert_eq!(g.drops(DropReason::IkeQueueFull), 1);
+}

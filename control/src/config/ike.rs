@@ -1,0 +1,205 @@
+//! `[[connection]]`: IKEv2 peers whose SAs the control thread negotiates
+//! (issue 19), validated with file:line errors like the rest.
+//!
+//! ```toml
+//! [[connection]]
+//! name = "east"
+//! local = "192.0.2.1"            # one of the gateway's port addresses
+//! remote = "203.0.113.2"         # the peer
+//! local_id = "west.example"      # FQDN, user@FQDN, or an IP address (default: local)
+//! remote_id = "east.example"     # default: remote
+//! psk = "shared secret"          # or psk_file = "east.psk" (relative to the config)
+//! esp = "aes128gcm16"            # or aes256gcm16 (the child SAs)
+//! local_ts = ["10.0.1.0/24"]     # the child SA's selectors: our side,
+//! remote_ts = ["10.0.2.0/24"]    #   the peer's side
+//! start = "none"                 # "start": initiate at startup; "trap": on the first packet
+//! rekey_seconds = 3600           # child SA rekey (make-before-break); 0 = never
+//! dpd_seconds = 30               # liveness check after this much silence; 0 = off
+//! ```
+
+use std::net::IpAddr;
+use std::path::Path;
+
+use espgw_core::policy::Prefix;
+use serde::Deserialize;
+use toml::Spanned;
+use zeroize::Zeroizing;
+
+use super::{ConfigError, Locator};
+use crate::ike::ike_auth::Identity;
+
+/// When a connection's IKE SA is set up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// Only when the peer initiates (or `espgwctl ike initiate`).
+    None,
+    /// At startup, and again after it goes down.
+    Start,
+    /// On the first packet its selectors match (a `%trap` eroute).
+    Trap,
+}
+
+/// A validated `[[connection]]`.
+#[derive(Clone)]
+pub struct ConnectionSpec {
+    pub name: String,
+    pub local: IpAddr,
+    pub remote: IpAddr,
+    pub local_id: Identity,
+    pub remote_id: Identity,
+    pub psk: Zeroizing<Vec<u8>>,
+    /// AES-GCM key bytes of the child SAs (16 or 32).
+    pub child_key: usize,
+    pub local_ts: Vec<Prefix>,
+    pub remote_ts: Vec<Prefix>,
+    pub start: Start,
+    pub rekey_seconds: u64,
+    pub dpd_seconds: u64,
+}
+
+impl std::fmt::Debug for ConnectionSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectionSpec")
+            .field("name", &self.name)
+            .field("local", &self.local)
+            .field("remote", &self.remote)
+            .field("psk", &"<redacted>")
+            .field("local_ts", &self.local_ts)
+            .field("remote_ts", &self.remote_ts)
+            .field("start", &self.start)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConnection {
+    name: Spanned<String>,
+    local: Spanned<String>,
+    remote: Spanned<String>,
+    local_id: Option<Spanned<String>>,
+    remote_id: Option<Spanned<String>>,
+    psk: Option<Spanned<String>>,
+    psk_file: Option<Spanned<String>>,
+    esp: Option<Spanned<String>>,
+    local_ts: Spanned<Vec<Spanned<String>>>,
+    remote_ts: Spanned<Vec<Spanned<String>>>,
+    start: Option<Spanned<String>>,
+    rekey_seconds: Option<Spanned<i64>>,
+    dpd_seconds: Option<Spanned<i64>>,
+}
+
+/// An identity as written: an IP address (ID_IPV4_ADDR / ID_IPV6_ADDR), a
+/// user@FQDN (ID_RFC822_ADDR), or an FQDN (ID_FQDN), RFC 7296 §3.5.
+pub fn identity(s: &str) -> Identity {
+    match s.parse::<IpAddr>() {
+        Ok(IpAddr::V4(a)) => Identity { id_type: 1, data: a.octets().to_vec() },
+        Ok(IpAddr::V6(a)) => Identity { id_type: 5, data: a.octets().to_vec() },
+        Err(_) if s.contains('@') => Identity { id_type: 3, data: s.as_bytes().to_vec() },
+        Err(_) => Identity::fqdn(s),
+    }
+}
+
+pub(super) fn validate(
+    loc: &Locator<'_>,
+    raw: &[Spanned<RawConnection>],
+    own: &[IpAddr],
+) -> Result<Vec<ConnectionSpec>, ConfigError> {
+    let mut out: Vec<ConnectionSpec> = Vec::new();
+    for (i, c) in raw.iter().enumerate() {
+        let r = c.get_ref();
+        let f = |name: &str| format!("connection[{i}].{name}");
+        let name = r.name.get_ref().trim().to_string();
+        if name.is_empty() || !name.chars().all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch)) {
+            return Err(loc.at(&r.name, f("name"), "must be letters, digits, '-', '_' or '.'"));
+        }
+        if out.iter().any(|o| o.name == name) {
+            return Err(loc.at(&r.name, f("name"), format!("a connection named {name:?} is already defined")));
+        }
+        let addr = |s: &Spanned<String>, field: &str| {
+            s.get_ref()
+                .parse::<IpAddr>()
+                .map_err(|_| loc.at(s, f(field), format!("{:?} is not an IP address", s.get_ref())))
+        };
+        let local = addr(&r.local, "local")?;
+        if !own.contains(&local) {
+            return Err(loc.at(&r.local, f("local"), format!("{local} is not one of the ports' addresses")));
+        }
+        let remote = addr(&r.remote, "remote")?;
+        if remote.is_ipv4() != local.is_ipv4() {
+            return Err(loc.at(&r.remote, f("remote"), "not the family of local"));
+        }
+        let psk = match (&r.psk, &r.psk_file) {
+            (Some(p), None) => Zeroizing::new(p.get_ref().as_bytes().to_vec()),
+            (None, Some(p)) => {
+                let path = loc.file.parent().unwrap_or(Path::new(".")).join(p.get_ref());
+                let text = std::fs::read(&path)
+                    .map_err(|e| loc.at(p, f("psk_file"), format!("cannot read {}: {e}", path.display())))?;
+                let mut v = Zeroizing::new(text);
+                while v.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+                    v.pop();
+                }
+                v
+            }
+            (Some(p), Some(_)) => return Err(loc.at(p, f("psk"), "give psk or psk_file, not both")),
+            (None, None) => return Err(loc.at(c, f("psk"), "missing: a pre-shared key (psk or psk_file)")),
+        };
+        if psk.is_empty() {
+            return Err(loc.at(c, f("psk"), "empty pre-shared key"));
+        }
+        let child_key = match r.esp.as_ref().map(|s| s.get_ref().as_str()) {
+            None | Some("aes128gcm16") => 16,
+            Some("aes256gcm16") => 32,
+            Some(other) => {
+                let e = r.esp.as_ref().map_or(0..0, |s| s.span());
+                return Err(loc.err::<()>(e, f("esp"), format!("{other:?}: aes128gcm16 or aes256gcm16")));
+            }
+        };
+        let prefixes = |list: &Spanned<Vec<Spanned<String>>>, field: &str| -> Result<Vec<Prefix>, ConfigError> {
+            if list.get_ref().is_empty() {
+                return Err(loc.at(list, f(field), "at least one prefix"));
+            }
+            list.get_ref().iter().map(|p| p.get_ref().parse::<Prefix>().map_err(|e| loc.at(p, f(field), e))).collect()
+        };
+        let local_ts = prefixes(&r.local_ts, "local_ts")?;
+        let remote_ts = prefixes(&r.remote_ts, "remote_ts")?;
+        if local_ts.len() != 1 || remote_ts.len() != 1 || local_ts[0].is_v6() != remote_ts[0].is_v6() {
+            return Err(loc.at(&r.local_ts, f("local_ts"), "one prefix each side, of one family"));
+        }
+        let start = match r.start.as_ref().map(|s| s.get_ref().as_str()) {
+            None | Some("none") => Start::None,
+            Some("start") => Start::Start,
+            Some("trap") => Start::Trap,
+            Some(other) => {
+                let s = r.start.as_ref().map_or(0..0, |s| s.span());
+                return Err(loc.err::<()>(s, f("start"), format!("{other:?}: none, start or trap")));
+            }
+        };
+        let seconds = |v: &Option<Spanned<i64>>, field: &str, default: u64| match v {
+            None => Ok(default),
+            Some(s) if (0..=86_400 * 365).contains(s.get_ref()) => Ok(*s.get_ref() as u64),
+            Some(s) => Err(loc.at(s, f(field), format!("{}: 0 .. one year in seconds", s.get_ref()))),
+        };
+        let rekey_seconds = seconds(&r.rekey_seconds, "rekey_seconds", 3600)?;
+        let dpd_seconds = seconds(&r.dpd_seconds, "dpd_seconds", 30)?;
+        let id = |v: &Option<Spanned<String>>, default: IpAddr| match v {
+            Some(s) if !s.get_ref().trim().is_empty() => identity(s.get_ref().trim()),
+            _ => identity(&default.to_string()),
+        };
+        out.push(ConnectionSpec {
+            name,
+            local,
+            remote,
+            local_id: id(&r.local_id, local),
+            remote_id: id(&r.remote_id, remote),
+            psk,
+            child_key,
+            local_ts,
+            remote_ts,
+            start,
+            rekey_seconds,
+            dpd_seconds,
+        });
+    }
+    Ok(out)
+}

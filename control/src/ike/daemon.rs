@@ -1,0 +1,986 @@
+//! The IKE daemon in the control thread: the exchanges of [`super::sa_init`],
+//! [`super::ike_auth`], [`super::create_child`] and [`super::informational`]
+//! driven as a state machine over the workers' IKE queues, installing what
+//! it negotiates through the policy store the API uses.
+//!
+//! - Responder: IKE_SA_INIT (the connection found by local and remote
+//!   address), IKE_AUTH (the child SA installed *before* the answer leaves,
+//!   so the peer's first packet finds it), INFORMATIONAL (liveness checks
+//!   answered; deletes of child or IKE SAs carried out), CREATE_CHILD_SA
+//!   refused with NO_ADDITIONAL_SAS (we rekey ourselves, see below).
+//!   A retransmitted request gets the same answer again (§2.1).
+//! - Initiator: on `start`, on a `%trap` hit, or on demand; moves to port
+//!   4500 when NAT detection says so (§2.23); retransmits with back-off
+//!   (1, 2, 4, 8, 16 s) and gives up after that.
+//! - Child SAs: tunnel mode, AES-GCM, ESP in UDP when NAT was detected
+//!   (following the peer's NAT mapping); rekeyed by us make-before-break
+//!   after `rekey_seconds` (new SAs installed, the eroute switched to the
+//!   new outbound SA, then the old pair deleted with the peer).
+//! - Liveness: after `dpd_seconds` of silence an empty INFORMATIONAL; no
+//!   answer after the retransmissions takes the IKE SA and its children down.
+//!
+//! Names in the store: `ike-<connection>` for the eroute, and
+//! `ike-<connection>-<inbound SPI>-in|out` for a child's SAs.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use espgw_core::pipeline::{IkeDatagram, IkeQueues};
+use espgw_core::policy::Prefix;
+use serde::Serialize;
+use serde_json::json;
+
+use super::create_child::{self, Rekey};
+use super::ike_auth::{self, AuthConfig, AuthError, ChildSa};
+use super::informational::{self, PROTO_ESP, PROTO_IKE};
+use super::message::{exchange, Header, Message, Payload, TrafficSelector};
+use super::sa_init::{self, Established, Initiator, Response, SUITES};
+use crate::api::ControlState;
+use crate::config::{ConnectionSpec, Start};
+
+/// IKE's ports (RFC 7296 §2, RFC 3948).
+const IKE_PORT: u16 = 500;
+const NAT_T_PORT: u16 = 4500;
+/// Retransmissions of one request before the peer is declared dead.
+const MAX_TRIES: u32 = 5;
+/// Half-open IKE SAs (IKE_SA_INIT answered, IKE_AUTH not yet) we keep at most.
+const MAX_HALF_OPEN: usize = 1024;
+/// A half-open SA is forgotten after this.
+const HALF_OPEN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Counters of the daemon (exported on `/metrics`, shown by `espgwctl ike list`).
+#[derive(Debug, Default, Clone, Copy, Serialize)]
+pub struct IkeCounters {
+    pub received: u64,
+    pub sent: u64,
+    pub retransmitted: u64,
+    pub malformed: u64,
+    pub no_connection: u64,
+    pub auth_failed: u64,
+    pub no_proposal: u64,
+    pub established: u64,
+    pub child_installed: u64,
+    pub child_rekeyed: u64,
+    pub deleted: u64,
+    pub timed_out: u64,
+    pub dropped_half_open: u64,
+}
+
+/// One IKE SA as `espgwctl ike list` shows it (no keys).
+#[derive(Debug, Clone, Serialize)]
+pub struct IkeSaView {
+    pub connection: String,
+    pub initiator: bool,
+    pub spi_i: String,
+    pub spi_r: String,
+    pub state: &'static str,
+    pub local: String,
+    pub remote: String,
+    pub nat: bool,
+    pub children: Vec<String>,
+    pub age_s: u64,
+}
+
+/// A child SA installed in the store.
+#[derive(Debug, Clone)]
+struct Child {
+    spi_in: u32,
+    spi_out: u32,
+    installed: Instant,
+    /// Rekeyed by the peer: kept until the peer deletes it.
+    retiring: bool,
+}
+
+/// What we wait for from the peer.
+enum Waiting {
+    Init { init: Initiator, request: Vec<u8> },
+    Auth { spi_in: u32 },
+    Dpd,
+    Rekey { rekey: Rekey, old: Child },
+    DeleteChild { old: Child },
+    DeleteIke,
+}
+
+/// Our outstanding request.
+struct Pending {
+    message_id: u32,
+    bytes: Vec<u8>,
+    sent: Instant,
+    tries: u32,
+    waiting: Waiting,
+}
+
+struct IkeSa {
+    conn: usize,
+    initiator: bool,
+    spi_i: u64,
+    spi_r: u64,
+    local: SocketAddr,
+    remote: SocketAddr,
+    est: Option<Box<Established>>,
+    up: bool,
+    /// The last request we answered, for its retransmissions (§2.1).
+    answered: Option<(u32, Vec<u8>)>,
+    pending: Option<Pending>,
+    next_id: u32,
+    children: Vec<Child>,
+    /// IVs of our Encrypted payloads: a counter, never repeated under a key.
+    iv: u64,
+    created: Instant,
+    last_heard: Instant,
+}
+
+impl IkeSa {
+    fn next_iv(&mut self) -> [u8; 8] {
+        self.iv += 1;
+        self.iv.to_be_bytes()
+    }
+    fn natt(&self) -> bool {
+        self.local.port() != IKE_PORT
+    }
+}
+
+/// The daemon: connections, IKE SAs, the queues to the workers.
+pub struct Daemon {
+    conns: Vec<ConnectionSpec>,
+    sas: Vec<IkeSa>,
+    queues: IkeQueues,
+    next_spi: u32,
+    /// When each connection last tried to initiate (back-off for `start`).
+    last_try: Vec<Option<Instant>>,
+    pub counters: IkeCounters,
+}
+
+/// The store name of a connection's eroute.
+pub fn eroute_name(conn: &str) -> String {
+    format!("ike-{conn}")
+}
+
+/// A prefix as a traffic selector (every protocol and port).
+pub fn ts_of(p: &Prefix) -> TrafficSelector {
+    let host_bits = if p.is_v6() { 128 } else { 32 } - u32::from(p.len());
+    let start = p.to_string().split('/').next().and_then(|a| a.parse::<IpAddr>().ok()).unwrap_or(IpAddr::from([0; 4]));
+    let end = match start {
+        IpAddr::V4(a) => {
+            let m = if host_bits >= 32 { u32::MAX } else { (1u32 << host_bits) - 1 };
+            IpAddr::V4((u32::from(a) | m).into())
+        }
+        IpAddr::V6(a) => {
+            let m = if host_bits >= 128 { u128::MAX } else { (1u128 << host_bits) - 1 };
+            IpAddr::V6((u128::from(a) | m).into())
+        }
+    };
+    TrafficSelector::range(start, end)
+}
+
+/// A traffic selector as a prefix, when it is one (an aligned block, any
+/// protocol and port); the narrowed selectors of two prefixes always are.
+pub fn prefix_of(ts: &TrafficSelector) -> Option<Prefix> {
+    let (s, e, width) = match (ts.start, ts.end) {
+        (IpAddr::V4(s), IpAddr::V4(e)) => (u128::from(u32::from(s)), u128::from(u32::from(e)), 32u32),
+        (IpAddr::V6(s), IpAddr::V6(e)) => (u128::from(s), u128::from(e), 128),
+        _ => return None,
+    };
+    let span = e.checked_sub(s)?;
+    let host_bits = 128 - span.leading_zeros();
+    let aligned = span.checked_add(1).is_none_or(|n| n.is_power_of_two()) && s & span == 0;
+    if !aligned || ts.protocol != 0 || (ts.start_port, ts.end_port) != (0, 65535) {
+        return None;
+    }
+    Prefix::new(ts.start, (width - host_bits) as u8).ok()
+}
+
+impl Daemon {
+    pub fn new(conns: Vec<ConnectionSpec>, queues: IkeQueues) -> Self {
+        let mut seed = [0u8; 4];
+        let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut seed);
+        let n = conns.len();
+        Daemon {
+            conns,
+            sas: Vec::new(),
+            queues,
+            next_spi: u32::from_be_bytes(seed) | 0xc000_0000,
+            last_try: vec![None; n],
+            counters: IkeCounters::default(),
+        }
+    }
+
+    /// Install the `%trap` eroutes of `start = "trap"` connections.
+    pub fn install_traps(&self, control: &ControlState<'_>) {
+        for c in self.conns.iter().filter(|c| c.start == Start::Trap) {
+            let spec = json!({
+                "name": eroute_name(&c.name), "src": c.local_ts[0].to_string(),
+                "dst": c.remote_ts[0].to_string(), "action": "trap",
+            });
+            let mut store = control.store();
+            let id = store.next_eroute_id();
+            match crate::config::parse_one_eroute(&spec, id, &|n| store.find_sa(n)) {
+                Ok(e) => {
+                    if let Err(e) = store.add_eroute(e) {
+                        tracing::warn!(target: "espgw::ike", conn = %c.name, error = %e, "trap eroute not installed");
+                    }
+                }
+                Err(e) => tracing::warn!(target: "espgw::ike", conn = %c.name, error = %e, "trap eroute invalid"),
+            }
+        }
+    }
+
+    /// The IKE SAs, for `espgwctl ike list`.
+    pub fn list(&self, now: Instant) -> Vec<IkeSaView> {
+        self.sas
+            .iter()
+            .map(|s| IkeSaView {
+                connection: self.conns[s.conn].name.clone(),
+                initiator: s.initiator,
+                spi_i: format!("{:016x}", s.spi_i),
+                spi_r: format!("{:016x}", s.spi_r),
+                state: if s.up {
+                    "established"
+                } else if s.est.is_some() {
+                    "authenticating"
+                } else {
+                    "connecting"
+                },
+                local: s.local.to_string(),
+                remote: s.remote.to_string(),
+                nat: s.natt(),
+                children: s.children.iter().map(|c| format!("{:08x}/{:08x}", c.spi_in, c.spi_out)).collect(),
+                age_s: now.duration_since(s.created).as_secs(),
+            })
+            .collect()
+    }
+
+    /// Work: datagrams from the workers, timers, connections to start.
+    pub fn poll(&mut self, control: &ControlState<'_>, now: Instant) {
+        while let Some(d) = self.queues.to_control.pop() {
+            self.counters.received += 1;
+            self.receive(control, &d, now);
+        }
+        self.timers(control, now);
+        for i in 0..self.conns.len() {
+            let due = self.last_try[i].is_none_or(|t| now.duration_since(t) >= Duration::from_secs(30));
+            if self.conns[i].start == Start::Start && due && !self.sas.iter().any(|s| s.conn == i) {
+                self.initiate(i, now);
+            }
+        }
+    }
+
+    /// `%trap` hits: initiate the connection whose eroute was hit (once).
+    pub fn acquire(&mut self, eroute: &str, now: Instant) {
+        if let Some(i) = self.conns.iter().position(|c| eroute_name(&c.name) == eroute) {
+            if !self.sas.iter().any(|s| s.conn == i) {
+                self.initiate(i, now);
+            }
+        }
+    }
+
+    /// Start an IKE SA for the connection named `name` (`espgwctl ike initiate`).
+    pub fn initiate_named(&mut self, name: &str, now: Instant) -> Result<(), String> {
+        let i = self.conns.iter().position(|c| c.name == name).ok_or(format!("no connection named {name:?}"))?;
+        self.initiate(i, now);
+        Ok(())
+    }
+
+    fn initiate(&mut self, conn: usize, now: Instant) {
+        self.last_try[conn] = Some(now);
+        let c = &self.conns[conn];
+        let (local, remote) = (SocketAddr::new(c.local, IKE_PORT), SocketAddr::new(c.remote, IKE_PORT));
+        let suite = if c.child_key == 32 { SUITES[1] } else { SUITES[0] };
+        let Ok((init, request)) = Initiator::start(suite, local, remote) else { return };
+        tracing::info!(target: "espgw::ike", conn = %c.name, peer = %remote, "initiating");
+        let mut sa = IkeSa {
+            conn,
+            initiator: true,
+            spi_i: init.spi_i,
+            spi_r: 0,
+            local,
+            remote,
+            est: None,
+            up: false,
+            answered: None,
+            pending: None,
+            next_id: 1,
+            children: Vec::new(),
+            iv: 0,
+            created: now,
+            last_heard: now,
+        };
+        let bytes = request.clone();
+        sa.pending =
+            Some(Pending { message_id: 0, bytes, sent: now, tries: 0, waiting: Waiting::Init { init, request } });
+        self.sas.push(sa);
+        let i = self.sas.len() - 1;
+        if let Some(b) = self.sas[i].pending.as_ref().map(|p| p.bytes.clone()) {
+            self.send(i, &b);
+        }
+    }
+
+    fn alloc_spi(&mut self) -> u32 {
+        self.next_spi = self.next_spi.wrapping_add(1) | 0xc000_0000;
+        self.next_spi
+    }
+
+    /// Send `msg` to the SA's peer (the non-ESP marker on 4500).
+    fn send_raw(&self, sa: &IkeSa, msg: &[u8]) {
+        let mut buf = Vec::with_capacity(msg.len() + 4);
+        if sa.natt() {
+            buf.extend_from_slice(&[0; 4]);
+        }
+        buf.extend_from_slice(msg);
+        if let Some(d) = IkeDatagram::new(sa.local, sa.remote, &buf) {
+            let _ = self.queues.from_control.push(d);
+        }
+    }
+
+    fn send(&mut self, i: usize, msg: &[u8]) {
+        self.counters.sent += 1;
+        self.send_raw(&self.sas[i], msg);
+    }
+
+    /// Send a request we wait an answer for.
+    fn request(&mut self, i: usize, bytes: Vec<u8>, waiting: Waiting, now: Instant) {
+        let message_id = self.sas[i].next_id;
+        self.sas[i].next_id += 1;
+        self.send(i, &bytes);
+        self.sas[i].pending = Some(Pending { message_id, bytes, sent: now, tries: 0, waiting });
+    }
+
+    fn receive(&mut self, control: &ControlState<'_>, d: &IkeDatagram, now: Instant) {
+        let mut msg = d.payload();
+        if d.local.port() != IKE_PORT {
+            // Port 4500: IKE behind the non-ESP marker (RFC 3948 §2.2).
+            match msg {
+                [0, 0, 0, 0, rest @ ..] => msg = rest,
+                _ => {
+                    self.counters.malformed += 1;
+                    return;
+                }
+            }
+        }
+        let Ok(m) = Message::decode(msg) else {
+            self.counters.malformed += 1;
+            return;
+        };
+        let h = m.header;
+        if h.exchange == exchange::IKE_SA_INIT && !h.is_response() && h.spi_r == 0 {
+            return self.init_request(msg, d, now);
+        }
+        let Some(i) = self.sas.iter().position(|s| {
+            s.spi_i == h.spi_i && (s.spi_r == h.spi_r || (h.exchange == exchange::IKE_SA_INIT && s.spi_r == 0))
+        }) else {
+            self.counters.no_connection += 1;
+            return;
+        };
+        self.sas[i].last_heard = now;
+        if h.is_response() {
+            self.response(control, i, h, msg, d, now);
+        } else {
+            self.peer_request(control, i, h, msg, d, now);
+        }
+    }
+
+    /// IKE_SA_INIT from a peer: answered statelessly when refused.
+    fn init_request(&mut self, msg: &[u8], d: &IkeDatagram, now: Instant) {
+        // A retransmission: the same answer.
+        let spi_i = peek_spi_i(msg);
+        if let Some(i) = self.sas.iter().position(|s| !s.initiator && s.remote == d.remote && s.spi_i == spi_i) {
+            if let Some((0, a)) = self.sas[i].answered.clone() {
+                self.counters.retransmitted += 1;
+                self.send(i, &a);
+            }
+            return;
+        }
+        let Some(conn) = self.conns.iter().position(|c| c.local == d.local.ip() && c.remote == d.remote.ip()) else {
+            self.counters.no_connection += 1;
+            return;
+        };
+        let half_open = self.sas.iter().filter(|s| !s.initiator && !s.up).count();
+        if half_open >= MAX_HALF_OPEN {
+            self.counters.dropped_half_open += 1;
+            return;
+        }
+        match sa_init::respond(msg, d.local, d.remote) {
+            Ok(Response::Accept { message, sa }) => {
+                let s = IkeSa {
+                    conn,
+                    initiator: false,
+                    spi_i: sa.spi_i,
+                    spi_r: sa.spi_r,
+                    local: d.local,
+                    remote: d.remote,
+                    est: Some(sa),
+                    up: false,
+                    answered: Some((0, message.clone())),
+                    pending: None,
+                    next_id: 0,
+                    children: Vec::new(),
+                    iv: 0,
+                    created: now,
+                    last_heard: now,
+                };
+                self.sas.push(s);
+                let i = self.sas.len() - 1;
+                self.send(i, &message);
+            }
+            Ok(Response::Refuse { message, notify }) => {
+                self.counters.no_proposal += 1;
+                tracing::info!(target: "espgw::ike", peer = %d.remote, notify, "IKE_SA_INIT refused");
+                let tmp = IkeSa {
+                    conn,
+                    initiator: false,
+                    spi_i: 0,
+                    spi_r: 0,
+                    local: d.local,
+                    remote: d.remote,
+                    est: None,
+                    up: false,
+                    answered: None,
+                    pending: None,
+                    next_id: 0,
+                    children: Vec::new(),
+                    iv: 0,
+                    created: now,
+                    last_heard: now,
+                };
+                self.counters.sent += 1;
+                self.send_raw(&tmp, &message);
+            }
+            Err(_) => self.counters.malformed += 1,
+        }
+    }
+
+    /// A request of the peer on an IKE SA.
+    fn peer_request(
+        &mut self,
+        control: &ControlState<'_>,
+        i: usize,
+        h: Header,
+        msg: &[u8],
+        d: &IkeDatagram,
+        now: Instant,
+    ) {
+        // §2.1: a retransmitted request gets the same answer; older ones nothing.
+        if let Some((id, a)) = &self.sas[i].answered {
+            if h.message_id == *id {
+                let a = a.clone();
+                self.counters.retransmitted += 1;
+                return self.send(i, &a);
+            }
+            if h.message_id != id + 1 {
+                return;
+            }
+        }
+        let Some(est) = self.sas[i].est.take() else { return };
+        let out = match h.exchange {
+            exchange::IKE_AUTH if !self.sas[i].up => {
+                // The peer may have moved to 4500 (NAT detected).
+                (self.sas[i].local, self.sas[i].remote) = (d.local, d.remote);
+                self.auth_request(control, i, &est, msg, now)
+            }
+            exchange::INFORMATIONAL if self.sas[i].up => self.info_request(control, i, &est, msg),
+            exchange::CREATE_CHILD_SA if self.sas[i].up => self.child_request(control, i, &est, msg, now),
+            _ => None,
+        };
+        if self.sas.get(i).is_some_and(|s| s.spi_i == h.spi_i) {
+            self.sas[i].est = Some(est);
+            if let Some(out) = out {
+                self.sas[i].answered = Some((h.message_id, out.clone()));
+                self.send(i, &out);
+            }
+        } else if let Some(out) = out {
+            // The SA went (a Delete): the answer still goes.
+            self.counters.sent += 1;
+            let tmp = IkeSa {
+                conn: 0,
+                initiator: false,
+                spi_i: 0,
+                spi_r: 0,
+                local: d.local,
+                remote: d.remote,
+                est: None,
+                up: false,
+                answered: None,
+                pending: None,
+                next_id: 0,
+                children: Vec::new(),
+                iv: 0,
+                created: now,
+                last_heard: now,
+            };
+            self.send_raw(&tmp, &out);
+        }
+    }
+
+    fn auth_request(
+        &mut self,
+        control: &ControlState<'_>,
+        i: usize,
+        est: &Established,
+        msg: &[u8],
+        now: Instant,
+    ) -> Option<Vec<u8>> {
+        let c = self.conns[self.sas[i].conn].clone();
+        let cfg = auth_config(&c);
+        let spi_in = self.alloc_spi();
+        let iv = self.sas[i].next_iv();
+        let (allowed_i, allowed_r) = (vec![ts_of(&c.remote_ts[0])], vec![ts_of(&c.local_ts[0])]);
+        match ike_auth::respond(est, &cfg, msg, spi_in, &allowed_i, &allowed_r, iv) {
+            Ok((resp, child)) => {
+                // Installed before the answer leaves: the peer sends at once.
+                let (remote_ts, local_ts) = (child.tsi.clone(), child.tsr.clone());
+                match self.install(control, i, &child, &local_ts, &remote_ts, est.nat.any(), now) {
+                    Ok(()) => {
+                        self.established(control, i);
+                        Some(resp)
+                    }
+                    Err(e) => {
+                        tracing::warn!(target: "espgw::ike", conn = %c.name, error = %e, "child SA not installed");
+                        None
+                    }
+                }
+            }
+            Err(AuthError::Refuse { notify, response }) => {
+                if notify == ike_auth::notify::AUTHENTICATION_FAILED {
+                    self.counters.auth_failed += 1;
+                } else {
+                    self.counters.no_proposal += 1;
+                }
+                tracing::warn!(target: "espgw::ike", conn = %c.name, peer = %self.sas[i].remote, notify, "IKE_AUTH refused");
+                control.events.publish(
+                    "ike_auth_failed",
+                    json!({ "connection": c.name, "peer": self.sas[i].remote.ip(), "notify": notify }),
+                );
+                // The half-open SA goes after the answer (kept until then for it).
+                self.sas[i].pending = None;
+                self.sas[i].created = now.checked_sub(HALF_OPEN_TIMEOUT).unwrap_or(now);
+                Some(response)
+            }
+            Err(_) => {
+                self.counters.malformed += 1;
+                None
+            }
+        }
+    }
+
+    /// The peer rekeys one of our child SAs: the new pair installed (the
+    /// eroute moves to it) before the answer; the old one retires until
+    /// the peer deletes it.
+    fn child_request(
+        &mut self,
+        control: &ControlState<'_>,
+        i: usize,
+        est: &Established,
+        msg: &[u8],
+        now: Instant,
+    ) -> Option<Vec<u8>> {
+        let c = self.conns[self.sas[i].conn].clone();
+        let spi_in = self.alloc_spi();
+        let iv = self.sas[i].next_iv();
+        let live: Vec<u32> = self.sas[i].children.iter().filter(|c| !c.retiring).map(|c| c.spi_out).collect();
+        let (allowed_i, allowed_r) = (vec![ts_of(&c.remote_ts[0])], vec![ts_of(&c.local_ts[0])]);
+        let initiator = self.sas[i].initiator;
+        let known = |spi: u32| live.contains(&spi);
+        match create_child::respond(est, initiator, msg, known, spi_in, c.child_key, &allowed_i, &allowed_r, iv) {
+            Ok((_, create_child::Answer::Rekeyed { old_spi_out, child, response })) => {
+                let (remote_ts, local_ts) = (child.tsi.clone(), child.tsr.clone());
+                self.install(control, i, &child, &local_ts, &remote_ts, est.nat.any(), now).ok()?;
+                self.counters.child_rekeyed += 1;
+                for ch in self.sas[i].children.iter_mut().filter(|ch| ch.spi_out == old_spi_out) {
+                    ch.retiring = true;
+                }
+                Some(response)
+            }
+            Ok((_, create_child::Answer::Refused { notify, response })) => {
+                tracing::info!(target: "espgw::ike", conn = %c.name, notify, "CREATE_CHILD_SA refused");
+                Some(response)
+            }
+            Err(_) => {
+                self.counters.malformed += 1;
+                None
+            }
+        }
+    }
+
+    fn info_request(&mut self, control: &ControlState<'_>, i: usize, est: &Established, msg: &[u8]) -> Option<Vec<u8>> {
+        let iv = self.sas[i].next_iv();
+        let children = self.sas[i].children.clone();
+        let ours = |peer_spi: u32| children.iter().find(|c| c.spi_out == peer_spi).map(|c| c.spi_in);
+        let (_, payloads, out) = informational::answer(est, self.sas[i].initiator, msg, ours, iv).ok()?;
+        for p in &payloads {
+            match p {
+                Payload::Delete { protocol: PROTO_IKE, .. } => {
+                    self.counters.deleted += 1;
+                    self.remove_sa(control, i, "deleted by peer");
+                    return Some(out);
+                }
+                Payload::Delete { protocol: PROTO_ESP, spis, .. } => {
+                    for s in spis.iter().filter_map(|s| <[u8; 4]>::try_from(s.as_slice()).ok()) {
+                        let spi = u32::from_be_bytes(s);
+                        if let Some(k) = self.sas[i].children.iter().position(|c| c.spi_out == spi) {
+                            let c = self.sas[i].children.remove(k);
+                            self.uninstall(control, i, &c);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        Some(out)
+    }
+
+    /// A response to our request.
+    fn response(&mut self, control: &ControlState<'_>, i: usize, h: Header, msg: &[u8], d: &IkeDatagram, now: Instant) {
+        if self.sas[i].pending.as_ref().is_none_or(|p| p.message_id != h.message_id) {
+            return;
+        }
+        let Some(p) = self.sas[i].pending.take() else { return };
+        let c = self.conns[self.sas[i].conn].clone();
+        match p.waiting {
+            Waiting::Init { init, request } => match init.complete(request, msg) {
+                Ok(est) => {
+                    let s = &mut self.sas[i];
+                    s.spi_r = est.spi_r;
+                    if est.nat.any() {
+                        // §2.23: on to 4500.
+                        s.local.set_port(NAT_T_PORT);
+                        s.remote.set_port(NAT_T_PORT);
+                    }
+                    let spi_in = self.alloc_spi();
+                    let iv = self.sas[i].next_iv();
+                    let cfg = auth_config(&c);
+                    let (tsi, tsr) = (vec![ts_of(&c.local_ts[0])], vec![ts_of(&c.remote_ts[0])]);
+                    match ike_auth::request(&est, &cfg, spi_in, &tsi, &tsr, iv) {
+                        Ok(bytes) => {
+                            self.sas[i].est = Some(Box::new(est));
+                            self.request(i, bytes, Waiting::Auth { spi_in }, now);
+                        }
+                        Err(_) => self.remove_sa(control, i, "IKE_AUTH request failed"),
+                    }
+                }
+                Err(e) => {
+                    self.counters.no_proposal += 1;
+                    tracing::warn!(target: "espgw::ike", conn = %c.name, error = ?e, "IKE_SA_INIT failed");
+                    self.remove_sa(control, i, "IKE_SA_INIT refused");
+                }
+            },
+            Waiting::Auth { spi_in } => {
+                let Some(est) = self.sas[i].est.take() else { return };
+                let cfg = auth_config(&c);
+                let r = ike_auth::complete(&est, &cfg, spi_in, msg);
+                let nat = est.nat.any();
+                self.sas[i].est = Some(est);
+                match r {
+                    Ok(child) => {
+                        let (local_ts, remote_ts) = (child.tsi.clone(), child.tsr.clone());
+                        match self.install(control, i, &child, &local_ts, &remote_ts, nat, now) {
+                            Ok(()) => self.established(control, i),
+                            Err(e) => {
+                                tracing::warn!(target: "espgw::ike", conn = %c.name, error = %e, "child SA not installed");
+                                self.remove_sa(control, i, "child SA not installed");
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        self.counters.auth_failed += 1;
+                        tracing::warn!(target: "espgw::ike", conn = %c.name, error = ?e, "IKE_AUTH failed");
+                        control.events.publish(
+                            "ike_auth_failed",
+                            json!({ "connection": c.name, "peer": d.remote.ip(), "error": format!("{e:?}") }),
+                        );
+                        self.remove_sa(control, i, "IKE_AUTH failed");
+                    }
+                }
+            }
+            Waiting::Dpd => {}
+            Waiting::Rekey { rekey, old } => {
+                let Some(est) = self.sas[i].est.take() else { return };
+                let r = rekey.complete(&est, self.sas[i].initiator, msg);
+                let nat = est.nat.any();
+                self.sas[i].est = Some(est);
+                match r {
+                    Ok(child) => {
+                        let (local_ts, remote_ts) = (child.tsi.clone(), child.tsr.clone());
+                        if self.install(control, i, &child, &local_ts, &remote_ts, nat, now).is_ok() {
+                            self.counters.child_rekeyed += 1;
+                            // The old pair: deleted with the peer (its inbound kept until the answer).
+                            self.delete_child(i, old, now);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(target: "espgw::ike", conn = %c.name, error = ?e, "rekey failed");
+                        self.sas[i].children.push(old);
+                    }
+                }
+            }
+            Waiting::DeleteChild { old } => self.uninstall(control, i, &old),
+            Waiting::DeleteIke => self.remove_sa(control, i, "deleted"),
+        }
+    }
+
+    fn delete_child(&mut self, i: usize, old: Child, now: Instant) {
+        let Some(est) = self.sas[i].est.take() else { return };
+        let del = Payload::Delete { protocol: PROTO_ESP, spi_size: 4, spis: vec![old.spi_in.to_be_bytes().to_vec()] };
+        let iv = self.sas[i].next_iv();
+        let id = self.sas[i].next_id;
+        let r = informational::request(&est, self.sas[i].initiator, id, &[del], iv);
+        self.sas[i].est = Some(est);
+        if let Ok(bytes) = r {
+            self.request(i, bytes, Waiting::DeleteChild { old }, now);
+        }
+    }
+
+    fn established(&mut self, control: &ControlState<'_>, i: usize) {
+        let s = &mut self.sas[i];
+        s.up = true;
+        self.counters.established += 1;
+        let c = &self.conns[s.conn];
+        tracing::info!(target: "espgw::ike", conn = %c.name, peer = %s.remote, nat = s.natt(), "IKE SA established");
+        control.events.publish(
+            "ike_sa_up",
+            json!({
+                "connection": c.name, "peer": s.remote.ip(), "port": s.remote.port(),
+                "spi_i": format!("{:016x}", s.spi_i), "spi_r": format!("{:016x}", s.spi_r),
+                "initiator": s.initiator, "nat": s.natt(),
+            }),
+        );
+    }
+
+    /// Put a negotiated child SA into the store: inbound SA, outbound SA,
+    /// the connection's eroute pointing at the outbound one.
+    #[allow(clippy::too_many_arguments)]
+    fn install(
+        &mut self,
+        control: &ControlState<'_>,
+        i: usize,
+        child: &ChildSa,
+        local_ts: &[TrafficSelector],
+        remote_ts: &[TrafficSelector],
+        nat: bool,
+        now: Instant,
+    ) -> Result<(), String> {
+        let s = &self.sas[i];
+        let c = &self.conns[s.conn];
+        let (Some(lp), Some(rp)) = (local_ts.first().and_then(prefix_of), remote_ts.first().and_then(prefix_of)) else {
+            return Err("the narrowed selectors are not prefixes".into());
+        };
+        let alg = if c.child_key == 32 { "aes256-gcm16" } else { "aes128-gcm16" };
+        let base = format!("ike-{}-{:08x}", c.name, child.spi_in);
+        let er = eroute_name(&c.name);
+        let sa = |name: String, dir: &str, spi: u32, key: &[u8]| {
+            let mut v = json!({
+                "name": name, "direction": dir, "spi": spi, "algorithm": alg,
+                "enc_key": hex(key), "mode": "tunnel",
+                "local": s.local.ip().to_string(), "remote": s.remote.ip().to_string(),
+            });
+            if nat {
+                v["encap"] = json!("udp");
+                v["local_port"] = json!(s.local.port());
+                v["remote_port"] = json!(s.remote.port());
+                v["nat_follow"] = json!(true);
+            }
+            if dir == "in" {
+                v["src"] = json!(rp.to_string());
+                v["dst"] = json!(lp.to_string());
+            }
+            v
+        };
+        let inbound = sa(format!("{base}-in"), "in", child.spi_in, &child.key_in);
+        let outbound = sa(format!("{base}-out"), "out", child.spi_out, &child.key_out);
+        let mut store = control.store();
+        for v in [inbound, outbound] {
+            let spec = crate::config::parse_one_sa(&v).map_err(|e| e.to_string())?;
+            store.add_sa(spec).map_err(|e| e.to_string())?;
+        }
+        let e = json!({
+            "name": er, "src": lp.to_string(), "dst": rp.to_string(), "action": "protect", "sa": format!("{base}-out"),
+        });
+        let id = store.eroute_id(&er).unwrap_or_else(|| store.next_eroute_id());
+        let spec = crate::config::parse_one_eroute(&e, id, &|n| store.find_sa(n)).map_err(|e| e.to_string())?;
+        if store.eroute_id(&er).is_some() {
+            store.replace_eroute(&er, spec).map_err(|e| e.to_string())?;
+        } else {
+            store.add_eroute(spec).map_err(|e| e.to_string())?;
+        }
+        drop(store);
+        self.counters.child_installed += 1;
+        control.events.publish(
+            "child_sa_up",
+            json!({
+                "connection": c.name, "spi_in": format!("{:08x}", child.spi_in),
+                "spi_out": format!("{:08x}", child.spi_out), "local_ts": lp.to_string(),
+                "remote_ts": rp.to_string(), "encap": if nat { "udp" } else { "none" },
+            }),
+        );
+        tracing::info!(
+            target: "espgw::ike", conn = %c.name,
+            spi_in = %format_args!("{:08x}", child.spi_in), spi_out = %format_args!("{:08x}", child.spi_out),
+            "child SA installed"
+        );
+        self.sas[i].children.push(Child {
+            spi_in: child.spi_in,
+            spi_out: child.spi_out,
+            installed: now,
+            retiring: false,
+        });
+        Ok(())
+    }
+
+    /// Take a child's SAs out of the store (the eroute turns to trap if it
+    /// still points at the outbound one).
+    fn uninstall(&mut self, control: &ControlState<'_>, i: usize, c: &Child) {
+        let conn = &self.conns[self.sas[i].conn];
+        let base = format!("ike-{}-{:08x}", conn.name, c.spi_in);
+        let mut store = control.store();
+        let _ = store.delete_sa(&format!("{base}-out"), true);
+        let _ = store.delete_sa(&format!("{base}-in"), true);
+        control
+            .events
+            .publish("child_sa_down", json!({ "connection": conn.name, "spi_in": format!("{:08x}", c.spi_in) }));
+    }
+
+    /// The IKE SA and its children go.
+    fn remove_sa(&mut self, control: &ControlState<'_>, i: usize, why: &str) {
+        let children = std::mem::take(&mut self.sas[i].children);
+        for c in &children {
+            self.uninstall(control, i, c);
+        }
+        let s = self.sas.swap_remove(i);
+        let c = &self.conns[s.conn];
+        if !children.is_empty() && c.start != Start::Trap {
+            // Without trap the eroute goes: traffic meets the defaults again.
+            let _ = control.store().delete_eroute(&eroute_name(&c.name));
+        }
+        if s.up {
+            tracing::info!(target: "espgw::ike", conn = %c.name, peer = %s.remote, why, "IKE SA down");
+            control
+                .events
+                .publish("ike_sa_down", json!({ "connection": c.name, "peer": s.remote.ip(), "reason": why }));
+        }
+    }
+
+    /// Retransmissions, half-open expiry, liveness checks, rekeys.
+    fn timers(&mut self, control: &ControlState<'_>, now: Instant) {
+        let mut i = 0;
+        while i < self.sas.len() {
+            let s = &self.sas[i];
+            if !s.up && !s.initiator && now.duration_since(s.created) >= HALF_OPEN_TIMEOUT {
+                self.sas.swap_remove(i);
+                continue;
+            }
+            if let Some(p) = &s.pending {
+                let wait = Duration::from_secs(1 << p.tries.min(4));
+                if now.duration_since(p.sent) >= wait {
+                    if p.tries + 1 >= MAX_TRIES {
+                        self.counters.timed_out += 1;
+                        self.remove_sa(control, i, "peer not answering");
+                        continue;
+                    }
+                    let bytes = p.bytes.clone();
+                    if let Some(p) = &mut self.sas[i].pending {
+                        p.tries += 1;
+                        p.sent = now;
+                    }
+                    self.counters.retransmitted += 1;
+                    self.send(i, &bytes);
+                }
+                i += 1;
+                continue;
+            }
+            if s.up {
+                let c = &self.conns[s.conn];
+                let (dpd, rekey) = (Duration::from_secs(c.dpd_seconds), Duration::from_secs(c.rekey_seconds));
+                let (key, ts) = (c.child_key, (vec![ts_of(&c.local_ts[0])], vec![ts_of(&c.remote_ts[0])]));
+                if c.rekey_seconds > 0
+                    && s.children.iter().any(|ch| !ch.retiring && now.duration_since(ch.installed) >= rekey)
+                {
+                    self.rekey(i, rekey, key, ts, now);
+                } else if c.dpd_seconds > 0 && now.duration_since(s.last_heard) >= dpd {
+                    self.dpd(i, now);
+                }
+            }
+            i += 1;
+        }
+    }
+
+    fn dpd(&mut self, i: usize, now: Instant) {
+        let Some(est) = self.sas[i].est.take() else { return };
+        let iv = self.sas[i].next_iv();
+        let r = informational::request(&est, self.sas[i].initiator, self.sas[i].next_id, &[], iv);
+        self.sas[i].est = Some(est);
+        if let Ok(bytes) = r {
+            self.request(i, bytes, Waiting::Dpd, now);
+        }
+    }
+
+    fn rekey(
+        &mut self,
+        i: usize,
+        after: Duration,
+        key: usize,
+        ts: (Vec<TrafficSelector>, Vec<TrafficSelector>),
+        now: Instant,
+    ) {
+        let Some(k) = self.sas[i].children.iter().position(|c| !c.retiring && now.duration_since(c.installed) >= after)
+        else {
+            return;
+        };
+        let old = self.sas[i].children.remove(k);
+        let new_spi = self.alloc_spi();
+        let Some(est) = self.sas[i].est.take() else { return };
+        let iv = self.sas[i].next_iv();
+        let id = self.sas[i].next_id;
+        let r = create_child::request(&est, self.sas[i].initiator, id, old.spi_in, new_spi, key, &ts.0, &ts.1, iv);
+        self.sas[i].est = Some(est);
+        match r {
+            Ok((rekey, bytes)) => self.request(i, bytes, Waiting::Rekey { rekey, old }, now),
+            Err(_) => self.sas[i].children.push(old),
+        }
+    }
+
+    /// Delete every IKE SA with the peer (at exit, `espgwctl ike terminate`).
+    pub fn terminate_named(&mut self, control: &ControlState<'_>, name: &str, now: Instant) -> usize {
+        let mut n = 0;
+        while let Some(i) = self.sas.iter().position(|s| self.conns[s.conn].name == name && s.pending.is_none() && s.up)
+        {
+            if let Some(est) = self.sas[i].est.take() {
+                let iv = self.sas[i].next_iv();
+                let del = Payload::Delete { protocol: PROTO_IKE, spi_size: 0, spis: vec![] };
+                if let Ok(b) = informational::request(&est, self.sas[i].initiator, self.sas[i].next_id, &[del], iv) {
+                    self.sas[i].est = Some(est);
+                    self.request(i, b, Waiting::DeleteIke, now);
+                }
+            }
+            // Gone from our side at once; the peer's answer finds nothing.
+            self.remove_sa(control, i, "terminated");
+            n += 1;
+        }
+        n
+    }
+}
+
+impl Daemon {
+    /// At exit: every established IKE SA is deleted with its peer (one
+    /// try; the workers still send for a moment after this).
+    pub fn shutdown(&mut self, control: &ControlState<'_>, now: Instant) {
+        let names: Vec<String> = self.conns.iter().map(|c| c.name.clone()).collect();
+        for n in names {
+            self.terminate_named(control, &n, now);
+        }
+    }
+}
+
+fn peek_spi_i(msg: &[u8]) -> u64 {
+    msg.get(..8).and_then(|b| <[u8; 8]>::try_from(b).ok()).map_or(0, u64::from_be_bytes)
+}
+
+fn auth_config(c: &ConnectionSpec) -> AuthConfig {
+    AuthConfig { me: c.local_id.clone(), peer: c.remote_id.clone(), psk: c.psk.clone(), child_key: c.child_key }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// The daemon, shared between the main thread (which polls it) and the API.
+pub type SharedDaemon = Arc<std::sync::Mutex<Daemon>>;

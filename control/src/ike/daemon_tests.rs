@@ -1,0 +1,235 @@
+//! Two daemons back to back over their queues, each with its own policy
+//! store (no sockets, no DPDK): what one negotiates, both install; keys
+//! match crosswise; a wrong PSK is refused and counted; liveness checks,
+//! rekeys (make-before-break) and deletes do what they say.
+
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use espgw_core::pipeline::{IkeDatagram, IkeQueues};
+
+use super::daemon::*;
+use crate::api::ControlState;
+use crate::config::Config;
+use crate::store::PolicyStore;
+
+fn config(me: &str, peer: &str, my_net: &str, peer_net: &str, psk: &str, extra: &str) -> Config {
+    let src = format!(
+        r#"
+[workers]
+cores = [0]
+[[port]]
+name = "clear"
+device = "net_null0"
+role = "cleartext"
+[[port]]
+name = "public"
+device = "net_null1"
+role = "protected"
+addresses = ["{me}"]
+[[connection]]
+name = "peer"
+local = "{me}"
+remote = "{peer}"
+local_id = "{me}"
+psk = "{psk}"
+local_ts = ["{my_net}"]
+remote_ts = ["{peer_net}"]
+{extra}
+"#
+    );
+    Config::parse(Path::new("t.toml"), &src).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn state(cfg: &Config) -> ControlState<'static> {
+    ControlState {
+        events: Default::default(),
+        store: Mutex::new(PolicyStore::from_config(cfg).unwrap()),
+        live: None,
+        token: None,
+        metrics: Default::default(),
+    }
+}
+
+struct Side {
+    daemon: Daemon,
+    queues: IkeQueues,
+    control: ControlState<'static>,
+}
+
+fn side(cfg: Config) -> Side {
+    let queues = IkeQueues::new();
+    let control = state(&cfg);
+    Side { daemon: Daemon::new(cfg.connections.clone(), queues.clone()), queues, control }
+}
+
+/// What `from` sent reaches `to` (as a worker would deliver it: the
+/// addresses seen from the receiver); `drop` loses them instead.
+fn carry(from: &Side, to: &Side, drop: bool) -> usize {
+    let mut n = 0;
+    while let Some(d) = from.queues.from_control.pop() {
+        n += 1;
+        if !drop {
+            let got = IkeDatagram::new(d.remote, d.local, d.payload()).unwrap();
+            to.queues.to_control.push(got).unwrap();
+        }
+    }
+    n
+}
+
+/// Run both for a few rounds at `now`.
+fn rounds(a: &mut Side, b: &mut Side, now: Instant) {
+    for _ in 0..6 {
+        a.daemon.poll(&a.control, now);
+        carry(a, b, false);
+        b.daemon.poll(&b.control, now);
+        carry(b, a, false);
+    }
+}
+
+fn sa_names(s: &Side) -> Vec<String> {
+    let mut v: Vec<String> = s.control.store().sas().into_iter().map(|x| x.sa.name).collect();
+    v.sort();
+    v
+}
+
+fn pair(psk_b: &str, extra_a: &str) -> (Side, Side) {
+    let a = side(config("192.0.2.1", "198.51.100.1", "10.0.1.0/24", "10.0.2.0/24", "secret", extra_a));
+    let b = side(config("198.51.100.1", "192.0.2.1", "10.0.2.0/24", "10.0.1.0/24", psk_b, ""));
+    (a, b)
+}
+
+#[test]
+fn prefixes_and_selectors_convert_both_ways() {
+    for p in ["10.0.1.0/24", "0.0.0.0/0", "192.0.2.7/32", "fd00:1::/64", "::/0"] {
+        let prefix: espgw_core::policy::Prefix = p.parse().unwrap();
+        assert_eq!(prefix_of(&ts_of(&prefix)).map(|x| x.to_string()), Some(p.to_string()));
+    }
+    let odd = super::message::TrafficSelector::range("10.0.0.1".parse().unwrap(), "10.0.0.6".parse().unwrap());
+    assert_eq!(prefix_of(&odd), None, "not an aligned block");
+}
+
+#[test]
+fn two_daemons_negotiate_install_rekey_and_delete() {
+    let (mut a, mut b) = pair("secret", "start = \"start\"\nrekey_seconds = 60\ndpd_seconds = 10");
+    let t0 = Instant::now();
+    rounds(&mut a, &mut b, t0);
+    let (la, lb) = (a.daemon.list(t0), b.daemon.list(t0));
+    assert_eq!((la.len(), lb.len()), (1, 1), "{la:?} {lb:?}");
+    assert_eq!((la[0].state, lb[0].state), ("established", "established"));
+    assert!(la[0].initiator && !lb[0].initiator);
+    assert_eq!((a.daemon.counters.established, b.daemon.counters.established), (1, 1));
+    // Each side: an inbound and an outbound SA, and the eroute pointing out.
+    let (na, nb) = (sa_names(&a), sa_names(&b));
+    assert_eq!(na.iter().filter(|n| n.starts_with("ike-peer-")).count(), 2, "{na:?}");
+    assert_eq!(nb.iter().filter(|n| n.starts_with("ike-peer-")).count(), 2, "{nb:?}");
+    let ea = a.control.store().eroute("ike-peer").unwrap();
+    let eb = b.control.store().eroute("ike-peer").unwrap();
+    let (ja, jb) = (serde_json::to_value(&ea).unwrap(), serde_json::to_value(&eb).unwrap());
+    assert_eq!((ja["src"].as_str(), ja["dst"].as_str()), (Some("10.0.1.0/24"), Some("10.0.2.0/24")), "{ja}");
+    assert_eq!((jb["src"].as_str(), jb["dst"].as_str()), (Some("10.0.2.0/24"), Some("10.0.1.0/24")), "{jb}");
+    // A's outbound SPI is B's inbound one and the other way round.
+    let spis = |s: &Side, dir: &str| -> Vec<u32> {
+        s.control.store().sas().into_iter().filter(|x| x.sa.direction == dir).map(|x| x.sa.spi).collect()
+    };
+    assert_eq!(spis(&a, "out"), spis(&b, "in"));
+    assert_eq!(spis(&a, "in"), spis(&b, "out"));
+    // Same keys crosswise: the data planes' SAs are built from the store's
+    // configs, so seal with A's outbound and open with B's inbound.
+    let a_out = a.control.store().db().reader().load_full();
+    let b_in = b.control.store().db().reader().load_full();
+    let spi = spis(&a, "out")[0];
+    let out_sa = a_out.outbound_sa(spi).unwrap();
+    let in_sa = b_in.inbound_sa(spi, "198.51.100.1".parse().unwrap()).unwrap();
+    let inner = ipv4_udp([10, 0, 1, 5], [10, 0, 2, 7], b"through the tunnel");
+    let mut buf = espgw_core::packet::VecBuf::from_slice(&inner);
+    out_sa.sa.encap(&mut buf).unwrap();
+    let opened = in_sa.entry.sa.decap(&mut buf);
+    assert!(opened.is_ok(), "B opens what A sealed: {opened:?}");
+    assert_eq!(espgw_core::packet::PacketBuf::data(&buf), &inner[..]);
+
+    // Quiet for dpd_seconds: A checks liveness, B answers.
+    let t1 = t0 + Duration::from_secs(11);
+    rounds(&mut a, &mut b, t1);
+    assert_eq!(a.daemon.list(t1)[0].state, "established");
+    // rekey_seconds: a new pair, the eroute moved, the old pair gone on both sides.
+    let old_out = spis(&a, "out");
+    let t2 = t0 + Duration::from_secs(61);
+    rounds(&mut a, &mut b, t2);
+    assert_eq!(a.daemon.counters.child_rekeyed, 1);
+    let (new_out, new_in) = (spis(&a, "out"), spis(&a, "in"));
+    assert_eq!(new_out.len(), 1, "the old outbound SA is gone: {:?}", sa_names(&a));
+    assert_ne!(new_out, old_out);
+    assert_eq!((spis(&b, "in"), spis(&b, "out")), (new_out.clone(), new_in), "B has exactly the new pair");
+    let ja = serde_json::to_value(a.control.store().eroute("ike-peer").unwrap()).unwrap();
+    assert!(ja["sa"].as_str().unwrap().contains(&format!("{:08x}", spis(&a, "in")[0])), "{ja}");
+
+    // Terminate: both sides forget the IKE SA and its children.
+    assert_eq!(a.daemon.terminate_named(&a.control, "peer", t2), 1);
+    carry(&a, &b, false);
+    b.daemon.poll(&b.control, t2);
+    assert!(b.daemon.list(t2).is_empty());
+    assert!(sa_names(&b).iter().all(|n| !n.starts_with("ike-")), "{:?}", sa_names(&b));
+    assert!(sa_names(&a).iter().all(|n| !n.starts_with("ike-")));
+    assert!(b.control.store().eroute("ike-peer").is_err(), "start=none: the eroute goes too");
+}
+
+#[test]
+fn a_wrong_psk_is_refused_and_nothing_is_installed() {
+    let (mut a, mut b) = pair("not the secret", "start = \"start\"");
+    let t0 = Instant::now();
+    rounds(&mut a, &mut b, t0);
+    assert_eq!(b.daemon.counters.auth_failed, 1, "{:?}", b.daemon.counters);
+    assert_eq!(a.daemon.counters.auth_failed, 1, "A hears AUTHENTICATION_FAILED");
+    assert!(a.daemon.list(t0).is_empty());
+    assert!(sa_names(&a).iter().chain(sa_names(&b).iter()).all(|n| !n.starts_with("ike-")));
+    // B forgets the half-open SA.
+    b.daemon.poll(&b.control, t0 + Duration::from_secs(31));
+    assert!(b.daemon.list(t0).is_empty());
+}
+
+#[test]
+fn lost_packets_are_retransmitted_and_a_dead_peer_is_given_up() {
+    let (mut a, mut b) = pair("secret", "start = \"start\"");
+    let t0 = Instant::now();
+    a.daemon.poll(&a.control, t0);
+    assert_eq!(carry(&a, &b, true), 1, "IKE_SA_INIT lost");
+    // 1 s later it goes again; now it arrives and everything completes.
+    a.daemon.poll(&a.control, t0 + Duration::from_secs(1));
+    assert_eq!(a.daemon.counters.retransmitted, 1);
+    rounds(&mut a, &mut b, t0 + Duration::from_secs(1));
+    assert_eq!(a.daemon.list(t0)[0].state, "established");
+    assert_eq!(b.daemon.counters.established, 1);
+
+    // A dead peer: 1 + 2 + 4 + 8 + 16 s of retransmissions, then the IKE SA goes.
+    let (mut a, _b) = pair("secret", "start = \"start\"");
+    let mut now = t0;
+    a.daemon.poll(&a.control, now);
+    for _ in 0..35 {
+        now += Duration::from_secs(1);
+        a.daemon.poll(&a.control, now);
+        while a.queues.from_control.pop().is_some() {}
+    }
+    let k = a.daemon.counters;
+    assert_eq!(k.timed_out, 1, "{k:?}");
+    assert!(k.retransmitted >= 4, "{k:?}");
+    // start = "start": a fresh attempt (30 s after the last one), not a storm.
+    let l = a.daemon.list(now);
+    assert_eq!((l.len(), l[0].state, l[0].age_s < 5), (1, "connecting", true), "{l:?}");
+}
+
+/// An IPv4 UDP packet (checksums right).
+fn ipv4_udp(src: [u8; 4], dst: [u8; 4], payload: &[u8]) -> Vec<u8> {
+    let mut p = vec![0x45, 0, 0, 0, 0, 1, 0, 0, 64, 17, 0, 0];
+    p.extend_from_slice(&src);
+    p.extend_from_slice(&dst);
+    p.extend_from_slice(&[0x13, 0x88, 0x13, 0x89, 0, 0, 0, 0]);
+    p.extend_from_slice(payload);
+    let len = p.len() as u16;
+    p[2..4].copy_from_slice(&len.to_be_bytes());
+    p[24..26].copy_from_slice(&(len - 20).to_be_bytes());
+    let c = espgw_core::packet::ip::checksum(&p[..20]);
+    p[10..12].copy_from_slice(&c.to_be_bytes());
+    p
+}

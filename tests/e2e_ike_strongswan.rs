@@ -9,7 +9,7 @@
 
 use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use control::ike::ike_auth::{self, AuthConfig, Identity};
@@ -17,6 +17,9 @@ use control::ike::message::{Payload, TrafficSelector};
 use control::ike::sa_init::{Initiator, SUITES};
 use control::ike::{create_child, informational};
 use zeroize::Zeroizing;
+
+mod common;
+use common::strongswan::{logged_keys, Charon};
 
 fn sh(args: &[&str]) {
     let st = Command::new(args[0]).args(&args[1..]).status().unwrap_or_else(|e| panic!("{args:?}: {e}"));
@@ -26,19 +29,13 @@ fn sh(args: &[&str]) {
 struct Lab {
     ns: String,
     link: String,
-    charon: Option<Child>,
-    dir: tempfile::TempDir,
+    charon: Option<Charon>,
     log: PathBuf,
-    conf: PathBuf,
-    vici: PathBuf,
 }
 
 impl Drop for Lab {
     fn drop(&mut self) {
-        if let Some(mut c) = self.charon.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        drop(self.charon.take());
         let _ = Command::new("ip").args(["link", "del", &self.link]).status();
         let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
     }
@@ -75,17 +72,8 @@ fn exchange(sock: &UdpSocket, to: SocketAddr, marker: bool, msg: &[u8]) -> Vec<u
 /// 10.0.2.0/24 to ours 10.0.1.0/24; the connection loaded.
 fn start_charon(suffix: &str) -> Lab {
     let tag = format!("{}{suffix}", std::process::id() % 100_000);
-    let dir = tempfile::tempdir().unwrap();
-    let mut lab = Lab {
-        ns: format!("ss-{tag}"),
-        link: format!("sr{tag}"),
-        charon: None,
-        dir,
-        log: PathBuf::new(),
-        conf: PathBuf::new(),
-        vici: PathBuf::new(),
-    };
-    let (peer_if, d) = (format!("sp{tag}"), lab.dir.path().to_path_buf());
+    let mut lab = Lab { ns: format!("ss-{tag}"), link: format!("sr{tag}"), charon: None, log: PathBuf::new() };
+    let peer_if = format!("sp{tag}");
     sh(&["ip", "netns", "add", &lab.ns]);
     sh(&["ip", "link", "add", &lab.link, "type", "veth", "peer", "name", &peer_if, "netns", &lab.ns]);
     sh(&["ip", "addr", "add", "203.0.113.1/30", "dev", &lab.link]);
@@ -95,87 +83,21 @@ fn start_charon(suffix: &str) -> Lab {
     sh(&["ip", "-n", &lab.ns, "link", "set", "lo", "up"]);
     // charon's protected network (libipsec routes the tunnel from an address in it).
     sh(&["ip", "-n", &lab.ns, "addr", "add", "10.0.2.1/24", "dev", "lo"]);
-    std::fs::create_dir(d.join("run")).unwrap();
-    let vici = d.join("charon.vici");
-    let log = d.join("charon.log");
-    std::fs::write(
-        d.join("strongswan.conf"),
-        format!(
-            "charon {{\n  load = random nonce openssl aes gcm sha1 sha2 hmac kdf kernel-libipsec kernel-netlink socket-default vici\n\
-             \x20 plugins {{ vici {{ socket = unix://{} }} }}\n\
-             \x20 filelog {{ log {{ path = {}\n flush_line = yes\n default = 1\n ike = 2\n cfg = 2\n chd = 4 }} }}\n}}\n",
-            vici.display(),
-            log.display()
-        ),
-    )
-    .unwrap();
-    std::fs::write(
-        d.join("swanctl.conf"),
+    let charon = Charon::start(
+        &lab.ns,
         "connections { espgw {\n local_addrs = 203.0.113.2\n remote_addrs = 203.0.113.1\n\
          proposals = aes128gcm16-prfsha256-x25519\n\
          local { auth = psk\n id = east.example }\n remote { auth = psk\n id = west.example }\n\
          children { net { local_ts = 10.0.2.0/24\n remote_ts = 10.0.1.0/24\n esp_proposals = aes128gcm16 } } } }\n\
          secrets { ike-1 { id-1 = west.example\n id-2 = east.example\n secret = \"shared secret\" } }\n",
-    )
-    .unwrap();
-    let conf = d.join("strongswan.conf");
-    lab.charon = Some(
-        Command::new("ip")
-            .args(["netns", "exec", &lab.ns, "sh", "-c"])
-            .arg(format!("mount --bind {} /run && exec /usr/lib/ipsec/charon", d.join("run").display()))
-            .env("STRONGSWAN_CONF", &conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("charon (strongswan-charon)"),
     );
-    let mut loaded = false;
-    for _ in 0..50 {
-        std::thread::sleep(Duration::from_millis(200));
-        let o = Command::new("ip")
-            .args(["netns", "exec", &lab.ns, "swanctl", "--load-all", "--file"])
-            .arg(d.join("swanctl.conf"))
-            .arg("--uri")
-            .arg(format!("unix://{}", vici.display()))
-            .env("STRONGSWAN_CONF", &conf)
-            .output()
-            .unwrap();
-        if o.status.success() {
-            loaded = true;
-            break;
-        }
-    }
-    assert!(loaded, "swanctl could not load the config into charon");
-    (lab.log, lab.conf, lab.vici) = (log, conf, vici);
+    lab.log = charon.log.clone();
+    lab.charon = Some(charon);
     lab
 }
 
 /// The tests use the same addresses and ports: one at a time.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-/// Keys charon logs (`chd = 4`): after each `what => N bytes` line, hex
-/// dump lines `  OFF: XX XX ...` up to N bytes.
-fn logged_keys(log: &str, what: &str) -> Vec<Vec<u8>> {
-    let lines: Vec<&str> = log.lines().collect();
-    let mut keys = Vec::new();
-    for (i, l) in lines.iter().enumerate() {
-        let Some(rest) = l.split(&format!("{what} => ")).nth(1) else { continue };
-        let n: usize = rest.split(' ').next().and_then(|x| x.parse().ok()).unwrap_or(0);
-        let mut key = Vec::new();
-        for d in &lines[i + 1..] {
-            let Some((_, dump)) = d.split_once(": ") else { break };
-            key.extend(
-                dump.split_whitespace().take_while(|h| h.len() == 2).filter_map(|h| u8::from_str_radix(h, 16).ok()),
-            );
-            if key.len() >= n {
-                break;
-            }
-        }
-        key.truncate(n);
-        keys.push(key);
-    }
-    keys
-}
 
 #[test]
 fn strongswan_accepts_our_ike_sa_init_and_psk_ike_auth() {
@@ -291,14 +213,7 @@ fn strongswan_initiates_and_our_responder_answers() {
     for s in [&s500, &s4500] {
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     }
-    let initiate = Command::new("ip")
-        .args(["netns", "exec", &lab.ns, "swanctl", "--initiate", "--child", "net", "--timeout", "10", "--uri"])
-        .arg(format!("unix://{}", lab.vici.display()))
-        .env("STRONGSWAN_CONF", &lab.conf)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let initiate = lab.charon.as_ref().unwrap().swanctl_spawn(&["--initiate", "--child", "net", "--timeout", "10"]);
     let mut buf = vec![0u8; 65536];
     // IKE_SA_INIT.
     let (n, from) = s500.recv_from(&mut buf).expect("charon's IKE_SA_INIT");

@@ -37,6 +37,7 @@ pub fn eal_args_toml(test: &str) -> String {
 pub use espgw_testkit::traffic::*;
 
 pub mod ipsec;
+pub mod strongswan;
 
 /// Read a pcap the test expects to exist.
 pub fn read_frames(path: &Path) -> Vec<Vec<u8>> {

@@ -203,3 +203,79 @@ pub(super) fn validate(
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Start;
+    use crate::config::Config;
+    use std::path::Path;
+
+    const BASE: &str = "[workers]\ncores = [0]\n[[port]]\nname = \"p\"\ndevice = \"net_null0\"\nrole = \"protected\"\n\
+                        addresses = [\"192.0.2.1\"]\n";
+    const CONN: &str = "[[connection]]\nname = \"east\"\nlocal = \"192.0.2.1\"\nremote = \"203.0.113.2\"\n\
+                        remote_id = \"east.example\"\npsk = \"a secret\"\nlocal_ts = [\"10.0.1.0/24\"]\n\
+                        remote_ts = [\"10.0.2.0/24\"]\n";
+
+    #[test]
+    fn a_connection_parses_with_its_defaults() {
+        let c = Config::parse(Path::new("c.toml"), &format!("{BASE}{CONN}")).unwrap();
+        let k = &c.connections[0];
+        assert_eq!((k.name.as_str(), k.child_key, k.start), ("east", 16, Start::None));
+        assert_eq!((k.rekey_seconds, k.dpd_seconds), (3600, 30));
+        assert_eq!((k.local_id.id_type, k.local_id.data.as_slice()), (1, &[192, 0, 2, 1][..]));
+        assert_eq!((k.remote_id.id_type, k.remote_id.data.as_slice()), (2, &b"east.example"[..]));
+        assert!(!format!("{k:?}").contains("a secret"), "the PSK is never printed");
+    }
+
+    #[test]
+    fn connection_errors_name_line_field_and_reason() {
+        // (replace, with, line, field, reason); line 8 is `[[connection]]`.
+        let cases: &[(&str, &str, usize, &str, &str)] = &[
+            (
+                "local = \"192.0.2.1\"",
+                "local = \"192.0.2.9\"",
+                10,
+                "connection[0].local",
+                "not one of the ports' addresses",
+            ),
+            ("remote = \"203.0.113.2\"", "remote = \"2001:db8::2\"", 11, "connection[0].remote", "not the family"),
+            ("psk = \"a secret\"", "psk = \"\"", 8, "connection[0].psk", "empty pre-shared key"),
+            ("psk = \"a secret\"", "psk = \"x\"\npsk_file = \"f\"", 13, "connection[0].psk", "not both"),
+            ("psk = \"a secret\"", "esp = \"des\"", 8, "connection[0].psk", "missing"),
+            (
+                "local_ts = [\"10.0.1.0/24\"]",
+                "local_ts = [\"10.0.1.0/24\"]\nesp = \"des\"",
+                15,
+                "connection[0].esp",
+                "\"des\"",
+            ),
+            (
+                "remote_ts = [\"10.0.2.0/24\"]",
+                "remote_ts = [\"10.0.2.0/33\"]",
+                15,
+                "connection[0].remote_ts",
+                "32 bits",
+            ),
+            (
+                "remote_ts = [\"10.0.2.0/24\"]",
+                "remote_ts = [\"2001:db8::/64\"]",
+                14,
+                "connection[0].local_ts",
+                "one family",
+            ),
+            ("name = \"east\"", "name = \"ea st\"", 9, "connection[0].name", "letters"),
+            ("psk = \"a secret\"", "psk = \"s\"\nstart = \"later\"", 14, "connection[0].start", "none, start or trap"),
+            ("psk = \"a secret\"", "psk = \"s\"\ndpd_seconds = -1", 14, "connection[0].dpd_seconds", "one year"),
+            ("psk = \"a secret\"", "psk = \"s\"\ncolour = 1", 14, "", "unknown field `colour`"),
+        ];
+        for (from, to, line, field, reason) in cases {
+            let text = format!("{BASE}{}", CONN.replace(from, to));
+            let e = Config::parse(Path::new("c.toml"), &text).unwrap_err();
+            assert_eq!(e.line, Some(*line), "{to}: {e}");
+            assert!(e.field.contains(field) && e.reason.contains(reason), "{to}: {e}");
+        }
+        let twice = format!("{BASE}{CONN}{}", CONN.replace("\"east\"", "\"east\""));
+        let e = Config::parse(Path::new("c.toml"), &twice).unwrap_err();
+        assert!(e.reason.contains("already defined"), "{e}");
+    }
+}

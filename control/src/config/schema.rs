@@ -37,6 +37,7 @@ pub const SECTIONS: &[Section] = &[
     Section { name: "neighbor", repeated: true, about: "Static next-hop MAC addresses (others are learned with ARP/ND)." },
     Section { name: "control", repeated: false, about: "The control API (HTTP over a Unix socket and/or TCP), Prometheus metrics, the event stream and DPDK telemetry commands." },
     Section { name: "metrics", repeated: false, about: "What /metrics exports per SA (totals over every SA are always exported). Applies at restart." },
+    Section { name: "connection", repeated: true, about: "An IKEv2 peer (RFC 7296): the control thread negotiates, rekeys and deletes the child SAs and the eroute it installs (named ike-NAME). IKE on UDP 500/4500 to local goes from the workers to the control thread, never through the kernel." },
     Section { name: "state", repeated: false, about: "Where sequence-number leases and replay tops persist across restarts (the nonce rule)." },
 ];
 
@@ -120,6 +121,19 @@ pub const KEYS: &[Key] = &[
     Key { section: "control", key: "token_file", ty: "path", default: "-", meaning: "Read the token from this file (relative to the config's folder)." },
     Key { section: "metrics", key: "per_sa", ty: "\"top\" | \"all\" | \"off\"", default: "top", meaning: "top: series for the top_sas busiest SAs plus the top_sas with most drops; all: every SA; off: totals only." },
     Key { section: "metrics", key: "top_sas", ty: "integer 1..100000", default: "100", meaning: "N for per_sa = \"top\"." },
+    Key { section: "connection", key: "name", ty: "string", default: "required", meaning: "The connection's name (letters, digits, '-', '_', '.'); its eroute is ike-NAME, its SAs ike-NAME-SPI-in/out." },
+    Key { section: "connection", key: "local", ty: "IP address", default: "required", meaning: "Our address: one of the ports' addresses. IKE is sent from it, the child SAs' outer source." },
+    Key { section: "connection", key: "remote", ty: "IP address", default: "required", meaning: "The peer's address (same family as local)." },
+    Key { section: "connection", key: "local_id", ty: "IP address, FQDN or user@FQDN", default: "local", meaning: "Our IKE identity (ID_IPV4_ADDR/ID_IPV6_ADDR, ID_FQDN, ID_RFC822_ADDR)." },
+    Key { section: "connection", key: "remote_id", ty: "IP address, FQDN or user@FQDN", default: "remote", meaning: "The identity the peer must prove; any other is refused with AUTHENTICATION_FAILED." },
+    Key { section: "connection", key: "psk", ty: "string", default: "required unless psk_file", meaning: "The pre-shared key. Never printed." },
+    Key { section: "connection", key: "psk_file", ty: "path", default: "-", meaning: "Read the pre-shared key from this file (relative to the config's folder; a trailing newline is dropped)." },
+    Key { section: "connection", key: "esp", ty: "\"aes128gcm16\" | \"aes256gcm16\"", default: "aes128gcm16", meaning: "The child SAs' algorithm (IKE itself: AES-GCM, PRF HMAC-SHA256, x25519 or the peer's choice among those offered)." },
+    Key { section: "connection", key: "local_ts", ty: "array of one prefix", default: "required", meaning: "The child SA's traffic selector on our side (narrowed as RFC 7296 §2.9 says)." },
+    Key { section: "connection", key: "remote_ts", ty: "array of one prefix", default: "required", meaning: "The child SA's traffic selector on the peer's side." },
+    Key { section: "connection", key: "start", ty: "\"none\" | \"start\" | \"trap\"", default: "none", meaning: "none: wait for the peer (or espgwctl ike initiate); start: initiate at startup and again after the tunnel goes down; trap: install a trap eroute and initiate on its first packet (ACQUIRE)." },
+    Key { section: "connection", key: "rekey_seconds", ty: "integer 0..31536000", default: "3600", meaning: "Rekey the child SA after this long, make-before-break (the new SA is installed before the old is deleted); 0 never." },
+    Key { section: "connection", key: "dpd_seconds", ty: "integer 0..31536000", default: "30", meaning: "Liveness check (an empty INFORMATIONAL) after this much silence; a peer that does not answer the retransmissions is declared dead and its SAs removed. 0 off." },
     Key { section: "state", key: "file", ty: "path", default: "<config stem>.state next to the config", meaning: "The state file (fsync'd before any leased sequence number is used)." },
 ];
 

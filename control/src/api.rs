@@ -36,11 +36,20 @@ pub struct ControlState<'a> {
     pub token: Option<Zeroizing<String>>,
     /// What `/metrics` exports per SA.
     pub metrics: crate::config::MetricsConfig,
+    /// The IKE daemon (`None` without `[[connection]]`). The control loop
+    /// polls it every 20 ms; `/api/v1/ike` reads and commands it. Lock
+    /// order: this, then the store (the daemon writes SAs into the store).
+    pub ike: Option<Mutex<crate::ike::daemon::Daemon>>,
 }
 
 impl ControlState<'_> {
     pub fn store(&self) -> MutexGuard<'_, PolicyStore> {
         self.store.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The IKE daemon, locked, if there is one.
+    pub fn ike(&self) -> Option<MutexGuard<'_, crate::ike::daemon::Daemon>> {
+        self.ike.as_ref().map(|d| d.lock().unwrap_or_else(|p| p.into_inner()))
     }
 }
 
@@ -141,6 +150,10 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/v1/stats"),
     ("GET", "/api/v1/ports"),
     ("GET", "/api/v1/pmtu"),
+    ("GET", "/api/v1/ike"),
+    ("POST", "/api/v1/ike/{name}/initiate"),
+    ("POST", "/api/v1/ike/{name}/terminate"),
+    ("POST", "/api/v1/ike/{name}/rekey"),
     // Served by the HTTP layer (an endless stream): server.rs.
     ("GET", "/api/v1/events"),
     ("GET", "/metrics"),
@@ -397,12 +410,17 @@ pub fn handle(state: &ControlState<'_>, req: &ApiRequest) -> ApiResponse {
             let sas = state.store().sas();
             ApiResponse::json(200, &l.pmtu(&sas))
         }),
+        ("GET", "/api/v1/ike") => Ok(ike_list(state)),
+        ("POST", "/api/v1/ike/{name}/initiate") => ike_command(state, &name, IkeCommand::Initiate),
+        ("POST", "/api/v1/ike/{name}/terminate") => ike_command(state, &name, IkeCommand::Terminate),
+        ("POST", "/api/v1/ike/{name}/rekey") => ike_command(state, &name, IkeCommand::Rekey),
         ("GET", "/metrics") => live(state).map(|l| {
             let sas = state.store().sas();
+            let ike = state.ike().map(|d| (d.counters, d.list(std::time::Instant::now()).len()));
             ApiResponse {
                 status: 200,
                 content_type: "text/plain; version=0.0.4; charset=utf-8",
-                body: crate::metrics::render(l, &sas, &state.metrics),
+                body: crate::metrics::render(l, &sas, &state.metrics, ike),
                 headers: Vec::new(),
             }
         }),
@@ -414,6 +432,52 @@ pub fn handle(state: &ControlState<'_>, req: &ApiRequest) -> ApiResponse {
         _ => Err(ApiResponse::error(405, "method not allowed", None)),
     };
     result.unwrap_or_else(|e| e)
+}
+
+/// What `POST /api/v1/ike/{name}/...` asks of the daemon.
+#[derive(Debug, Clone, Copy)]
+enum IkeCommand {
+    Initiate,
+    Terminate,
+    Rekey,
+}
+
+/// `GET /api/v1/ike`: connections, IKE SAs (no keys) and counters.
+fn ike_list(state: &ControlState<'_>) -> ApiResponse {
+    let now = std::time::Instant::now();
+    match state.ike() {
+        Some(d) => ApiResponse::json(
+            200,
+            &json!({ "connections": d.connections(), "ike_sas": d.list(now), "counters": d.counters }),
+        ),
+        None => ApiResponse::json(
+            200,
+            &json!({ "connections": [], "ike_sas": [], "counters": crate::ike::daemon::IkeCounters::default() }),
+        ),
+    }
+}
+
+fn ike_command(state: &ControlState<'_>, name: &str, cmd: IkeCommand) -> Result<ApiResponse, ApiResponse> {
+    let now = std::time::Instant::now();
+    let unknown = || ApiResponse::error(404, format!("no connection named {name:?}"), None);
+    let Some(mut d) = state.ike() else { return Err(unknown()) };
+    if !d.connections().iter().any(|c| c.name == name) {
+        return Err(unknown());
+    }
+    match cmd {
+        IkeCommand::Initiate => {
+            d.initiate_named(name, now).map_err(|e| ApiResponse::error(404, e, None))?;
+            Ok(ApiResponse::json(202, &json!({ "connection": name, "initiating": true })))
+        }
+        IkeCommand::Terminate => {
+            let n = d.terminate_named(state, name, now);
+            Ok(ApiResponse::json(200, &json!({ "connection": name, "terminated": n })))
+        }
+        IkeCommand::Rekey => match d.rekey_named(name, now) {
+            Ok(n) => Ok(ApiResponse::json(202, &json!({ "connection": name, "rekeying": n }))),
+            Err(e) => Err(ApiResponse::error(409, e, None)),
+        },
+    }
 }
 
 fn health(state: &ControlState<'_>) -> Result<ApiResponse, ApiResponse> {

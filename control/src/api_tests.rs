@@ -22,6 +22,7 @@ fn state(token: Option<&str>) -> ControlState<'static> {
         live: None,
         token: token.map(|t| Zeroizing::new(t.to_string())),
         metrics: Default::default(),
+        ike: None,
     }
 }
 
@@ -392,6 +393,7 @@ mod nonce_property {
                 live: None,
                 token: None,
                 metrics: Default::default(),
+                ike: None,
             },
             st,
         )
@@ -608,4 +610,50 @@ fn udp_sas_follow_a_nat_rebinding() {
     }
     // A late report of the same mapping changes nothing.
     assert_eq!(st.store().follow_nat(in_id, (to, 31000)), None);
+}
+
+/// `/api/v1/ike` lists the connections and IKE SAs (never the PSK) and
+/// drives the daemon: initiate sends IKE_SA_INIT through the workers'
+/// queue, rekey without an established SA is a conflict, unknown names 404.
+#[test]
+fn ike_endpoints_list_and_command_the_daemon() {
+    let psk = "an-ike-psk-that-never-leaves";
+    let text = base_config().replacen("role = \"protected\"", "role = \"protected\"\naddresses = [\"192.0.2.1\"]", 1)
+        + &format!(
+            "[[connection]]\nname = \"east\"\nlocal = \"192.0.2.1\"\nremote = \"198.51.100.9\"\npsk = \"{psk}\"\n\
+             local_ts = [\"10.9.1.0/24\"]\nremote_ts = [\"10.9.2.0/24\"]\n"
+        );
+    let cfg = Config::parse(Path::new("t.toml"), &text).unwrap_or_else(|e| panic!("{e}"));
+    let queues = espgw_core::pipeline::IkeQueues::new();
+    let mut st = state(None);
+    st.ike = Some(Mutex::new(crate::ike::daemon::Daemon::new(cfg.connections.clone(), queues.clone())));
+
+    let (s, v) = call(&st, "GET", "/api/v1/ike", None);
+    assert_eq!(s, 200);
+    assert_eq!(v["connections"][0]["name"], "east");
+    assert_eq!(v["connections"][0]["remote_ts"][0], "10.9.2.0/24");
+    assert_eq!(v["ike_sas"], json!([]));
+    assert!(!v.to_string().contains(psk));
+
+    assert_eq!(call(&st, "POST", "/api/v1/ike/east/rekey", Some(json!({}))).0, 409);
+    assert_eq!(call(&st, "POST", "/api/v1/ike/west/initiate", Some(json!({}))).0, 404);
+    let (s, v) = call(&st, "POST", "/api/v1/ike/east/initiate", Some(json!({})));
+    assert_eq!((s, &v["initiating"]), (202, &json!(true)));
+    let d = queues.from_control.pop().expect("IKE_SA_INIT queued for a worker");
+    assert_eq!((d.local.to_string(), d.remote.to_string()), ("192.0.2.1:500".into(), "198.51.100.9:500".into()));
+    assert_eq!(d.payload()[18], 34, "exchange type IKE_SA_INIT");
+    let (_, v) = call(&st, "GET", "/api/v1/ike", None);
+    assert_eq!(
+        (v["ike_sas"][0]["state"].as_str(), v["ike_sas"][0]["initiator"].as_bool()),
+        (Some("connecting"), Some(true))
+    );
+    assert_eq!(v["counters"]["sent"], 1);
+    let (s, v) = call(&st, "POST", "/api/v1/ike/east/terminate", Some(json!({})));
+    assert_eq!((s, &v["terminated"]), (200, &json!(0)), "nothing established to delete");
+
+    // Without connections: empty lists, commands 404.
+    let plain = state(None);
+    let (s, v) = call(&plain, "GET", "/api/v1/ike", None);
+    assert_eq!((s, &v["connections"]), (200, &json!([])));
+    assert_eq!(call(&plain, "POST", "/api/v1/ike/east/initiate", Some(json!({}))).0, 404);
 }

@@ -68,6 +68,7 @@ pub fn gateway() -> ControlState<'static> {
         live: None,
         token: Some(Zeroizing::new(TOKEN.to_string())),
         metrics: Default::default(),
+        ike: None,
     }
 }
 

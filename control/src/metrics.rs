@@ -8,6 +8,7 @@
 use prometheus::{Encoder, GaugeVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
 
 use crate::config::{MetricsConfig, PerSa};
+use crate::ike::daemon::IkeCounters;
 use crate::live::Live;
 use crate::store::SaStatus;
 use espgw_core::esp::SaDrop;
@@ -32,7 +33,9 @@ fn igauge(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVe
 }
 
 /// Render every metric in the Prometheus text format.
-pub fn render(live: &Live<'_>, sas: &[SaStatus], cfg: &MetricsConfig) -> String {
+/// `ike`: the IKE daemon's counters and how many IKE SAs it holds, when
+/// connections are configured.
+pub fn render(live: &Live<'_>, sas: &[SaStatus], cfg: &MetricsConfig, ike: Option<(IkeCounters, usize)>) -> String {
     let reg = Registry::new();
 
     let info = igauge(&reg, "espgw_build_info", "espgw version (value is always 1).", &["version"]);
@@ -108,7 +111,39 @@ pub fn render(live: &Live<'_>, sas: &[SaStatus], cfg: &MetricsConfig) -> String 
         size.with_label_values(&[p.name]).set(i64::from(p.size));
     }
 
+    if let Some((c, n)) = ike {
+        ike_metrics(&reg, &c, n);
+    }
     encode(&reg)
+}
+
+/// The IKE daemon's counters (the workers' side of IKE is in the events:
+/// espgw_ike_packets_received_total / _sent_total).
+fn ike_metrics(reg: &Registry, c: &IkeCounters, sas: usize) {
+    let one = |name: &str, help: &str, v: u64| {
+        counter(reg, name, help, &[]).with_label_values(&[] as &[&str]).inc_by(v);
+    };
+    one("espgw_ike_messages_received_total", "IKE messages the daemon read.", c.received);
+    one("espgw_ike_messages_sent_total", "IKE messages the daemon sent (retransmissions included).", c.sent);
+    one("espgw_ike_retransmissions_total", "IKE requests retransmitted for want of an answer.", c.retransmitted);
+    one("espgw_ike_sas_established_total", "IKE SAs established (either side initiating).", c.established);
+    one("espgw_ike_child_sas_installed_total", "Child SAs negotiated and installed.", c.child_installed);
+    one("espgw_ike_child_sas_rekeyed_total", "Child SAs rekeyed (by us or by the peer).", c.child_rekeyed);
+    one("espgw_ike_sas_deleted_total", "IKE and child SA deletes exchanged.", c.deleted);
+    one("espgw_ike_peers_dead_total", "IKE SAs removed because the peer stopped answering.", c.timed_out);
+    let refused = counter(reg, "espgw_ike_refused_total", "IKE messages refused, by reason.", &["reason"]);
+    for (reason, v) in [
+        ("malformed", c.malformed),
+        ("no_connection", c.no_connection),
+        ("auth_failed", c.auth_failed),
+        ("no_proposal", c.no_proposal),
+        ("half_open_limit", c.dropped_half_open),
+    ] {
+        refused.with_label_values(&[reason]).inc_by(v);
+    }
+    igauge(reg, "espgw_ike_sas", "IKE SAs the daemon holds (connecting or established).", &[])
+        .with_label_values(&[] as &[&str])
+        .set(sas as i64);
 }
 
 fn encode(reg: &Registry) -> String {

@@ -178,6 +178,7 @@ mod tests {
             live: None,
             token: None,
             metrics: Default::default(),
+            ike: None,
         }
     }
 

@@ -56,6 +56,11 @@ enum Cmd {
         #[command(subcommand)]
         cmd: ErouteCmd,
     },
+    /// IKEv2: connections, IKE SAs and their child SAs, counters.
+    Ike {
+        #[command(subcommand)]
+        cmd: IkeCmd,
+    },
     /// Counters: ports, workers, drops by reason, SAs.
     Stats,
     /// Everything at a glance: eroutes → SAs → counters → path MTU.
@@ -166,6 +171,18 @@ struct SaAdd {
     soft_packets: Option<u64>,
     #[arg(long)]
     hard_packets: Option<u64>,
+}
+
+#[derive(Subcommand, Debug)]
+enum IkeCmd {
+    /// Connections, their IKE SAs (state, peer, NAT, child SPIs in/out) and the daemon's counters.
+    List,
+    /// Start an IKE SA and its child SA for a connection now.
+    Initiate { connection: String },
+    /// Delete the connection's IKE SAs (and their child SAs), telling the peer.
+    Terminate { connection: String },
+    /// Rekey the connection's child SAs now, make-before-break.
+    Rekey { connection: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -494,6 +511,51 @@ fn eroute_rows(eroutes: &[Value], sas: &[Value]) -> String {
     table(&["NAME", "SELECTOR", "", "SA", "PRIO", "PACKETS"], &rows)
 }
 
+/// `espgw ike list` for people: connections, then IKE SAs, then counters.
+fn ike_text(v: &Value) -> String {
+    let empty = Vec::new();
+    let arr = |k: &str| v[k].as_array().unwrap_or(&empty).clone();
+    let conns: Vec<Vec<String>> = arr("connections")
+        .iter()
+        .map(|c| {
+            let ts = |k: &str| c[k].as_array().map_or(String::new(), |a| a.iter().map(s).collect::<Vec<_>>().join(","));
+            vec![
+                s(&c["name"]),
+                format!("{} -> {}", s(&c["local"]), s(&c["remote"])),
+                s(&c["start"]),
+                format!("{} === {}", ts("local_ts"), ts("remote_ts")),
+            ]
+        })
+        .collect();
+    if conns.is_empty() {
+        return "no [[connection]] configured\n".into();
+    }
+    let sas: Vec<Vec<String>> = arr("ike_sas")
+        .iter()
+        .map(|x| {
+            let children =
+                x["children"].as_array().map_or(String::new(), |a| a.iter().map(s).collect::<Vec<_>>().join(" "));
+            vec![
+                s(&x["connection"]),
+                s(&x["state"]),
+                if x["initiator"] == true { "initiator".into() } else { "responder".into() },
+                format!("{} -> {}{}", s(&x["local"]), s(&x["remote"]), if x["nat"] == true { " (NAT-T)" } else { "" }),
+                format!("{}_i {}_r", s(&x["spi_i"]), s(&x["spi_r"])),
+                format!("{}s", s(&x["age_s"])),
+                if children.is_empty() { "-".into() } else { children },
+            ]
+        })
+        .collect();
+    let mut out = table(&["CONNECTION", "ADDRESSES", "START", "SELECTORS"], &conns);
+    out += "\n";
+    out += &table(&["CONNECTION", "STATE", "ROLE", "ADDRESSES", "SPIS", "AGE", "CHILD SPIS IN/OUT"], &sas);
+    let counters = v["counters"].as_object().map_or(String::new(), |m| {
+        m.iter().filter(|(_, n)| n.as_u64() != Some(0)).map(|(k, n)| format!("{k}={n}")).collect::<Vec<_>>().join(" ")
+    });
+    out += &format!("\ncounters: {}\n", if counters.is_empty() { "all zero" } else { &counters });
+    out
+}
+
 fn stats_text(st: &Value) -> String {
     let mut out = String::new();
     let ports: Vec<Vec<String>> = st["ports"]
@@ -665,6 +727,24 @@ fn run(cli: &Cli) -> Result<(), Failure> {
             ErouteCmd::Del { name } => {
                 let v = c.call("DELETE", &format!("/api/v1/eroutes/{}", enc(name)), None)?;
                 print(&v, format!("eroute {name} deleted\n"));
+            }
+        },
+        Cmd::Ike { cmd } => match cmd {
+            IkeCmd::List => {
+                let v = c.call("GET", "/api/v1/ike", None)?;
+                print(&v, ike_text(&v));
+            }
+            IkeCmd::Initiate { connection } => {
+                let v = c.call("POST", &format!("/api/v1/ike/{}/initiate", enc(connection)), Some(&json!({})))?;
+                print(&v, format!("{connection}: initiating\n"));
+            }
+            IkeCmd::Terminate { connection } => {
+                let v = c.call("POST", &format!("/api/v1/ike/{}/terminate", enc(connection)), Some(&json!({})))?;
+                print(&v, format!("{connection}: {} IKE SA(s) deleted\n", s(&v["terminated"])));
+            }
+            IkeCmd::Rekey { connection } => {
+                let v = c.call("POST", &format!("/api/v1/ike/{}/rekey", enc(connection)), Some(&json!({})))?;
+                print(&v, format!("{connection}: rekeying {} IKE SA(s)' child SAs\n", s(&v["rekeying"])));
             }
         },
         Cmd::Stats => {

@@ -134,7 +134,7 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, GatewayError> {
     let nat_reports = Arc::new(NatQueue::new(1024));
     // IKE goes to the control thread's daemon when connections are configured.
     let ike_queues = (!cfg.connections.is_empty()).then(espgw_core::pipeline::IkeQueues::new);
-    let mut daemon = ike_queues.clone().map(|q| crate::ike::daemon::Daemon::new(cfg.connections.clone(), q));
+    let daemon = ike_queues.clone().map(|q| crate::ike::daemon::Daemon::new(cfg.connections.clone(), q));
     let running = AtomicBool::new(true);
     let stats: Vec<Arc<WorkerStats>> =
         cfg.worker_cores.iter().map(|_| Arc::new(WorkerStats::new(ports.ports.len()))).collect();
@@ -160,7 +160,7 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, GatewayError> {
 
     // 3 + 4. Workers on their lcores, the control thread, supervision.
     let start = Instant::now();
-    let (stop_cause, store, worker_results) = eal.scope(|lcores| {
+    let (stop_cause, store, worker_results, ike_counters) = eal.scope(|lcores| {
         // Whatever happens in here, workers are told to stop before the
         // scope waits for them.
         struct StopWorkers<'a>(&'a AtomicBool);
@@ -193,6 +193,7 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, GatewayError> {
             live: Some(live),
             token: cfg.control.as_ref().and_then(|c| c.token.clone()),
             metrics: cfg.metrics,
+            ike: daemon.map(Mutex::new),
         };
         let cause = std::thread::scope(|threads| -> Result<_, GatewayError> {
             let server = match listener {
@@ -218,7 +219,6 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, GatewayError> {
                     learned: &learned,
                     acquires: &acquires,
                     nat_reports: &nat_reports,
-                    ike: &mut daemon,
                     start,
                 },
                 &control,
@@ -232,15 +232,16 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, GatewayError> {
             }
             Ok(cause)
         })?;
+        let ike = control.ike.map(|d| d.into_inner().unwrap_or_else(|p| p.into_inner()).counters);
         let store = control.store.into_inner().unwrap_or_else(|p| p.into_inner());
         let results: Vec<Result<(), DpdkError>> = handles.into_iter().map(LcoreHandle::join).collect();
-        Ok::<_, GatewayError>((cause, store, results))
+        Ok::<_, GatewayError>((cause, store, results, ike))
     })?;
     let elapsed = start.elapsed();
 
     // 5. Shutdown: every worker has stopped; their queues are back.
     let mut report = report::build(cfg, &ports, &stats, stop_cause, elapsed);
-    report.ike = daemon.as_ref().map(|d| d.counters);
+    report.ike = ike_counters;
     report.sas = store
         .sas()
         .into_iter()
@@ -377,8 +378,6 @@ struct Inputs<'a> {
     learned: &'a LearnQueue,
     acquires: &'a AcquireQueue,
     nat_reports: &'a NatQueue,
-    /// The IKE daemon (`None` without `[[connection]]`).
-    ike: &'a mut Option<crate::ike::daemon::Daemon>,
     start: Instant,
 }
 
@@ -391,8 +390,8 @@ fn supervise(
     state: &SharedState,
     stats: &[Arc<WorkerStats>],
 ) -> &'static str {
-    let Inputs { stop, hup, learned, acquires, nat_reports, ike: daemon, start } = inputs;
-    if let Some(d) = daemon.as_ref() {
+    let Inputs { stop, hup, learned, acquires, nat_reports, start } = inputs;
+    if let Some(d) = control.ike() {
         d.install_traps(control);
     }
     let mut last_rx = 0u64;
@@ -410,12 +409,12 @@ fn supervise(
         std::thread::sleep(Duration::from_millis(20));
         neighbors.absorb(learned);
         for eroute in watch.acquires(control, acquires) {
-            if let Some(d) = daemon.as_mut() {
+            if let Some(mut d) = control.ike() {
                 d.acquire(&eroute, Instant::now());
             }
         }
         watch.nat_mappings(control, nat_reports);
-        if let Some(d) = daemon.as_mut() {
+        if let Some(mut d) = control.ike() {
             d.poll(control, Instant::now());
         }
         if watch.last.elapsed() >= Duration::from_secs(1) {
@@ -442,7 +441,7 @@ fn supervise(
             None
         };
         if let Some(cause) = cause {
-            if let Some(d) = daemon.as_mut() {
+            if let Some(mut d) = control.ike() {
                 // The peers hear that the IKE SAs go; the workers send it.
                 d.shutdown(control, Instant::now());
                 std::thread::sleep(Duration::from_millis(100));

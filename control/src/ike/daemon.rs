@@ -38,6 +38,7 @@ use super::message::{exchange, Header, Message, Payload, TrafficSelector};
 use super::sa_init::{self, Established, Initiator, Response, SUITES};
 use crate::api::ControlState;
 use crate::config::{ConnectionSpec, Start};
+use crate::store::PolicyStore;
 
 /// IKE's ports (RFC 7296 §2, RFC 3948).
 const IKE_PORT: u16 = 500;
@@ -67,6 +68,17 @@ pub struct IkeCounters {
     pub dropped_half_open: u64,
 }
 
+/// A configured connection as `espgwctl ike list` shows it (no PSK).
+#[derive(Debug, Clone, Serialize)]
+pub struct ConnectionView {
+    pub name: String,
+    pub local: String,
+    pub remote: String,
+    pub start: &'static str,
+    pub local_ts: Vec<String>,
+    pub remote_ts: Vec<String>,
+}
+
 /// One IKE SA as `espgwctl ike list` shows it (no keys).
 #[derive(Debug, Clone, Serialize)]
 pub struct IkeSaView {
@@ -90,7 +102,14 @@ struct Child {
     installed: Instant,
     /// Rekeyed by the peer: kept until the peer deletes it.
     retiring: bool,
+    /// Installed while answering the peer's rekey: the selectors the eroute
+    /// gets once the peer deletes the old SA (or [`HELD_MAX`] has passed).
+    held: Option<(Prefix, Prefix)>,
 }
+
+/// How long the outbound SA of a peer's rekey waits for the peer's delete
+/// of the old SA before traffic moves to it anyway.
+const HELD_MAX: Duration = Duration::from_secs(5);
 
 /// What we wait for from the peer.
 enum Waiting {
@@ -150,6 +169,18 @@ pub struct Daemon {
     /// When each connection last tried to initiate (back-off for `start`).
     last_try: Vec<Option<Instant>>,
     pub counters: IkeCounters,
+}
+
+/// Point (add or replace) the connection's eroute `er` at the outbound SA `out`.
+fn point_eroute(store: &mut PolicyStore, er: &str, out: &str, lp: Prefix, rp: Prefix) -> Result<(), String> {
+    let e = json!({ "name": er, "src": lp.to_string(), "dst": rp.to_string(), "action": "protect", "sa": out });
+    let id = store.eroute_id(er).unwrap_or_else(|| store.next_eroute_id());
+    let spec = crate::config::parse_one_eroute(&e, id, &|n| store.find_sa(n)).map_err(|e| e.to_string())?;
+    if store.eroute_id(er).is_some() {
+        store.replace_eroute(er, spec).map(drop).map_err(|e| e.to_string())
+    } else {
+        store.add_eroute(spec).map(drop).map_err(|e| e.to_string())
+    }
 }
 
 /// The store name of a connection's eroute.
@@ -529,7 +560,7 @@ impl Daemon {
             Ok((resp, child)) => {
                 // Installed before the answer leaves: the peer sends at once.
                 let (remote_ts, local_ts) = (child.tsi.clone(), child.tsr.clone());
-                match self.install(control, i, &child, &local_ts, &remote_ts, est.nat.any(), now) {
+                match self.install(control, i, &child, &local_ts, &remote_ts, est.nat.any(), true, now) {
                     Ok(()) => {
                         self.established(control, i);
                         Some(resp)
@@ -584,7 +615,7 @@ impl Daemon {
         match create_child::respond(est, initiator, msg, known, spi_in, c.child_key, &allowed_i, &allowed_r, iv) {
             Ok((_, create_child::Answer::Rekeyed { old_spi_out, child, response })) => {
                 let (remote_ts, local_ts) = (child.tsi.clone(), child.tsr.clone());
-                self.install(control, i, &child, &local_ts, &remote_ts, est.nat.any(), now).ok()?;
+                self.install(control, i, &child, &local_ts, &remote_ts, est.nat.any(), false, now).ok()?;
                 self.counters.child_rekeyed += 1;
                 for ch in self.sas[i].children.iter_mut().filter(|ch| ch.spi_out == old_spi_out) {
                     ch.retiring = true;
@@ -618,6 +649,12 @@ impl Daemon {
                     for s in spis.iter().filter_map(|s| <[u8; 4]>::try_from(s.as_slice()).ok()) {
                         let spi = u32::from_be_bytes(s);
                         if let Some(k) = self.sas[i].children.iter().position(|c| c.spi_out == spi) {
+                            // Its successor takes the traffic first: no packet meets a missing SA.
+                            if self.sas[i].children[k].retiring {
+                                for h in 0..self.sas[i].children.len() {
+                                    self.release(control, i, h);
+                                }
+                            }
                             let c = self.sas[i].children.remove(k);
                             self.uninstall(control, i, &c);
                         }
@@ -673,7 +710,7 @@ impl Daemon {
                 match r {
                     Ok(child) => {
                         let (local_ts, remote_ts) = (child.tsi.clone(), child.tsr.clone());
-                        match self.install(control, i, &child, &local_ts, &remote_ts, nat, now) {
+                        match self.install(control, i, &child, &local_ts, &remote_ts, nat, true, now) {
                             Ok(()) => self.established(control, i),
                             Err(e) => {
                                 tracing::warn!(target: "espgw::ike", conn = %c.name, error = %e, "child SA not installed");
@@ -701,7 +738,7 @@ impl Daemon {
                 match r {
                     Ok(child) => {
                         let (local_ts, remote_ts) = (child.tsi.clone(), child.tsr.clone());
-                        if self.install(control, i, &child, &local_ts, &remote_ts, nat, now).is_ok() {
+                        if self.install(control, i, &child, &local_ts, &remote_ts, nat, true, now).is_ok() {
                             self.counters.child_rekeyed += 1;
                             // The old pair: deleted with the peer (its inbound kept until the answer).
                             self.delete_child(i, old, now);
@@ -747,7 +784,11 @@ impl Daemon {
     }
 
     /// Put a negotiated child SA into the store: inbound SA, outbound SA,
-    /// the connection's eroute pointing at the outbound one.
+    /// and (`route`) the connection's eroute pointing at the outbound one.
+    /// Without `route` the outbound SA is held back until [`Self::release`]:
+    /// when the peer rekeys, it can only decrypt the new SA once it has our
+    /// answer, so we keep sending on the old SA until the peer deletes it
+    /// (as strongSwan does as the responder of a rekey).
     #[allow(clippy::too_many_arguments)]
     fn install(
         &mut self,
@@ -757,6 +798,7 @@ impl Daemon {
         local_ts: &[TrafficSelector],
         remote_ts: &[TrafficSelector],
         nat: bool,
+        route: bool,
         now: Instant,
     ) -> Result<(), String> {
         let s = &self.sas[i];
@@ -792,15 +834,8 @@ impl Daemon {
             let spec = crate::config::parse_one_sa(&v).map_err(|e| e.to_string())?;
             store.add_sa(spec).map_err(|e| e.to_string())?;
         }
-        let e = json!({
-            "name": er, "src": lp.to_string(), "dst": rp.to_string(), "action": "protect", "sa": format!("{base}-out"),
-        });
-        let id = store.eroute_id(&er).unwrap_or_else(|| store.next_eroute_id());
-        let spec = crate::config::parse_one_eroute(&e, id, &|n| store.find_sa(n)).map_err(|e| e.to_string())?;
-        if store.eroute_id(&er).is_some() {
-            store.replace_eroute(&er, spec).map_err(|e| e.to_string())?;
-        } else {
-            store.add_eroute(spec).map_err(|e| e.to_string())?;
+        if route {
+            point_eroute(&mut store, &er, &format!("{base}-out"), lp, rp)?;
         }
         drop(store);
         self.counters.child_installed += 1;
@@ -822,8 +857,20 @@ impl Daemon {
             spi_out: child.spi_out,
             installed: now,
             retiring: false,
+            held: (!route).then_some((lp, rp)),
         });
         Ok(())
+    }
+
+    /// Route the connection's traffic into child `k`'s outbound SA, which
+    /// was installed held back (we answered the peer's rekey).
+    fn release(&mut self, control: &ControlState<'_>, i: usize, k: usize) {
+        let Some((lp, rp)) = self.sas[i].children[k].held.take() else { return };
+        let name = &self.conns[self.sas[i].conn].name;
+        let out = format!("ike-{name}-{:08x}-out", self.sas[i].children[k].spi_in);
+        if let Err(e) = point_eroute(&mut control.store(), &eroute_name(name), &out, lp, rp) {
+            tracing::warn!(target: "espgw::ike", conn = %name, error = %e, "cannot route into the rekeyed SA");
+        }
     }
 
     /// Take a child's SAs out of the store (the eroute turns to trap if it
@@ -887,6 +934,12 @@ impl Daemon {
                 i += 1;
                 continue;
             }
+            if let Some(k) =
+                s.children.iter().position(|c| c.held.is_some() && now.duration_since(c.installed) >= HELD_MAX)
+            {
+                self.release(control, i, k);
+            }
+            let s = &self.sas[i];
             if s.up {
                 let c = &self.conns[s.conn];
                 let (dpd, rekey) = (Duration::from_secs(c.dpd_seconds), Duration::from_secs(c.rekey_seconds));
@@ -936,6 +989,48 @@ impl Daemon {
             Ok((rekey, bytes)) => self.request(i, bytes, Waiting::Rekey { rekey, old }, now),
             Err(_) => self.sas[i].children.push(old),
         }
+    }
+
+    /// Rekey every child SA of the connection now (`espgwctl ike rekey`),
+    /// make-before-break as when rekey_seconds runs out: how many rekeys
+    /// were started. Err when it has no established IKE SA to do it on.
+    pub fn rekey_named(&mut self, name: &str, now: Instant) -> Result<usize, String> {
+        let conn = self.conns.iter().position(|c| c.name == name).ok_or(format!("no connection named {name:?}"))?;
+        let (key, ts) = {
+            let c = &self.conns[conn];
+            (c.child_key, (vec![ts_of(&c.local_ts[0])], vec![ts_of(&c.remote_ts[0])]))
+        };
+        let mut started = 0;
+        for i in 0..self.sas.len() {
+            let s = &self.sas[i];
+            if s.conn == conn && s.up && s.pending.is_none() && s.children.iter().any(|c| !c.retiring) {
+                self.rekey(i, Duration::ZERO, key, ts.clone(), now);
+                started += 1;
+            }
+        }
+        if started == 0 {
+            return Err(format!("connection {name:?} has no established IKE SA that is not busy"));
+        }
+        Ok(started)
+    }
+
+    /// The configured connections (`espgwctl ike list`): name, addresses, start.
+    pub fn connections(&self) -> Vec<ConnectionView> {
+        self.conns
+            .iter()
+            .map(|c| ConnectionView {
+                name: c.name.clone(),
+                local: c.local.to_string(),
+                remote: c.remote.to_string(),
+                start: match c.start {
+                    Start::None => "none",
+                    Start::Start => "start",
+                    Start::Trap => "trap",
+                },
+                local_ts: c.local_ts.iter().map(|p| p.to_string()).collect(),
+                remote_ts: c.remote_ts.iter().map(|p| p.to_string()).collect(),
+            })
+            .collect()
     }
 
     /// Delete every IKE SA with the peer (at exit, `espgwctl ike terminate`).

@@ -49,6 +49,7 @@ fn state(cfg: &Config) -> ControlState<'static> {
         live: None,
         token: None,
         metrics: Default::default(),
+        ike: None,
     }
 }
 
@@ -156,6 +157,18 @@ fn two_daemons_negotiate_install_rekey_and_delete() {
     // rekey_seconds: a new pair, the eroute moved, the old pair gone on both sides.
     let old_out = spis(&a, "out");
     let t2 = t0 + Duration::from_secs(61);
+    let b_route = |b: &Side| serde_json::to_value(b.control.store().eroute("ike-peer").unwrap()).unwrap()["sa"].clone();
+    let b_old = b_route(&b);
+    a.daemon.poll(&a.control, t2);
+    assert_eq!(carry(&a, &b, false), 1, "CREATE_CHILD_SA");
+    b.daemon.poll(&b.control, t2);
+    assert_eq!(spis(&b, "out").len(), 2, "B installed the new pair while answering");
+    assert_eq!(b_route(&b), b_old, "B keeps sending on the old SA: A cannot open the new one before our answer");
+    assert_eq!(carry(&b, &a, false), 1);
+    a.daemon.poll(&a.control, t2);
+    assert_eq!(carry(&a, &b, false), 1, "A's delete of the old SA");
+    b.daemon.poll(&b.control, t2);
+    assert_ne!(b_route(&b), b_old, "the delete moved B's traffic to the new SA");
     rounds(&mut a, &mut b, t2);
     assert_eq!(a.daemon.counters.child_rekeyed, 1);
     let (new_out, new_in) = (spis(&a, "out"), spis(&a, "in"));

@@ -1,0 +1,363 @@
+//! IKEv2 on the real binary against strongSwan 5.9 (issue 19).
+//!
+//! Three namespaces joined by two veths:
+//!
+//! ```text
+//!  host ns 10.0.1.2 ── veth ── [private | espgw | public] ── veth ── charon ns 203.0.113.2
+//!                      net_af_packet  10.0.1.254  203.0.113.1          (10.0.2.1 behind it)
+//! ```
+//!
+//! espgw negotiates with charon (kernel-libipsec: ESP in UDP 4500 in user
+//! space) through its control thread; IKE reaches it from the workers over
+//! the IKE queues, never through a kernel. Pings and a TCP transfer from
+//! the host namespace to 10.0.2.1 then cross the tunnel both ways.
+
+mod common;
+use common::strongswan::Charon;
+use common::*;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn sh(args: &[&str]) {
+    let o = Command::new(args[0]).args(&args[1..]).output().unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    assert!(o.status.success(), "{args:?} failed: {}", String::from_utf8_lossy(&o.stderr));
+}
+
+fn traffic_script() -> String {
+    format!("{}/../tests/py/tunnel_traffic.py", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The three namespaces (removed, with their veths, on drop).
+struct Lab {
+    tag: String,
+    gw: String,
+    host: String,
+    peer: String,
+    public_if: String,
+    private_if: String,
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for ns in [&self.gw, &self.host, &self.peer] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+impl Lab {
+    fn new(test: &str) -> Lab {
+        let tag = format!("{}{test}", std::process::id() % 100_000);
+        let lab = Lab {
+            gw: format!("ig-gw-{tag}"),
+            host: format!("ig-h-{tag}"),
+            peer: format!("ig-ss-{tag}"),
+            public_if: format!("ip{tag}"),
+            private_if: format!("ic{tag}"),
+            tag,
+        };
+        let (peer_if, host_if) = (format!("sp{}", lab.tag), format!("hc{}", lab.tag));
+        for ns in [&lab.gw, &lab.host, &lab.peer] {
+            sh(&["ip", "netns", "add", ns]);
+            sh(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+        }
+        let veth = |a: &str, ans: &str, b: &str, bns: &str| {
+            sh(&["ip", "link", "add", a, "netns", ans, "type", "veth", "peer", "name", b, "netns", bns]);
+            sh(&["ip", "-n", ans, "link", "set", a, "up"]);
+            sh(&["ip", "-n", bns, "link", "set", b, "up"]);
+        };
+        veth(&lab.public_if, &lab.gw, &peer_if, &lab.peer);
+        veth(&lab.private_if, &lab.gw, &host_if, &lab.host);
+        // The gateway's kernel stays out of the veths espgw drives (as with
+        // a NIC under DPDK): espgw answers ARP with MACs of its own.
+        for i in [&lab.public_if, &lab.private_if] {
+            sh(&["ip", "netns", "exec", &lab.gw, "sysctl", "-qw", &format!("net.ipv4.conf.{i}.arp_ignore=8")]);
+        }
+        // af_packet hands over CHECKSUM_PARTIAL packets unfilled, which no
+        // real NIC does: the peers' checksum offload goes off.
+        sh(&["ip", "netns", "exec", &lab.peer, "ethtool", "-K", &peer_if, "tx", "off"]);
+        sh(&["ip", "netns", "exec", &lab.host, "ethtool", "-K", &host_if, "tx", "off"]);
+        sh(&["ip", "-n", &lab.peer, "addr", "add", "203.0.113.2/24", "dev", &peer_if]);
+        sh(&["ip", "-n", &lab.peer, "addr", "add", "10.0.2.1/24", "dev", "lo"]);
+        sh(&["ip", "-n", &lab.host, "addr", "add", "10.0.1.2/24", "dev", &host_if]);
+        sh(&["ip", "-n", &lab.host, "route", "add", "default", "via", "10.0.1.254"]);
+        lab
+    }
+
+    /// charon as east.example, PSK `psk`, child `net` 10.0.2.0/24 <-> 10.0.1.0/24;
+    /// `child_extra` goes into the child section (e.g. a rekey_time).
+    fn charon(&self, psk: &str, child_extra: &str) -> Charon {
+        Charon::start(
+            &self.peer,
+            &format!(
+                "connections {{ espgw {{\n local_addrs = 203.0.113.2\n remote_addrs = 203.0.113.1\n\
+                 proposals = aes128gcm16-prfsha256-x25519\n dpd_delay = 2s\n\
+                 local {{ auth = psk\n id = east.example }}\n remote {{ auth = psk\n id = west.example }}\n\
+                 children {{ net {{ local_ts = 10.0.2.0/24\n remote_ts = 10.0.1.0/24\n esp_proposals = aes128gcm16\n\
+                 {child_extra}\n }} }} }} }}\n\
+                 secrets {{ ike-1 {{ id-1 = west.example\n id-2 = east.example\n secret = \"{psk}\" }} }}\n"
+            ),
+        )
+    }
+
+    /// espgw in the gateway namespace with one `[[connection]]` (`extra` appended to it).
+    fn espgw(&self, s: &Scratch, psk: &str, extra: &str) -> (Child, std::path::PathBuf) {
+        let cfg = format!(
+            r#"
+[eal]
+{eal}
+[mempool]
+mbufs = 4095
+[workers]
+cores = [1]
+idle_sleep_us = 20
+[control]
+socket = "api.sock"
+[policy]
+default_outbound = "drop"
+default_inbound_clear = "drop"
+[[port]]
+name = "private"
+device = "net_af_packet0,iface={private},qpairs=1"
+role = "cleartext"
+mtu = 1500
+mac = "02:00:00:00:0b:01"
+addresses = ["10.0.1.254"]
+[[port]]
+name = "public"
+device = "net_af_packet1,iface={public},qpairs=1"
+role = "protected"
+mtu = 1500
+mac = "02:00:00:00:0a:01"
+addresses = ["203.0.113.1"]
+[[route]]
+prefix = "10.0.1.0/24"
+port = "private"
+[[route]]
+prefix = "203.0.113.0/24"
+port = "public"
+[[connection]]
+name = "east"
+local = "203.0.113.1"
+remote = "203.0.113.2"
+local_id = "west.example"
+remote_id = "east.example"
+psk = "{psk}"
+local_ts = ["10.0.1.0/24"]
+remote_ts = ["10.0.2.0/24"]
+dpd_seconds = 2
+{extra}
+"#,
+            eal = eal_args_toml(&format!("ike{}", self.tag)),
+            private = self.private_if,
+            public = self.public_if,
+        );
+        let cfg_path = s.config(&cfg);
+        let report = s.path("report.json");
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.gw])
+            .arg(espgw_bin())
+            .arg("--config")
+            .arg(&cfg_path)
+            .arg("--report-json")
+            .arg(&report)
+            .args(["--wait-link", "5000", "--duration", "120"])
+            .current_dir(s.path(""))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("espgw in its namespace");
+        (child, report)
+    }
+
+    /// Run tunnel_traffic.py in `ns`: its JSON line, or what went wrong.
+    fn traffic(&self, ns: &str, args: &[&str]) -> Result<Value, String> {
+        let out = Command::new("ip")
+            .args(["netns", "exec", ns, "python3", &traffic_script()])
+            .args(args)
+            .output()
+            .map_err(|e| e.to_string())?;
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        if !out.status.success() {
+            return Err(format!("{args:?}: {text}{}", String::from_utf8_lossy(&out.stderr)));
+        }
+        serde_json::from_str(text.lines().last().unwrap_or("null")).map_err(|e| format!("{e}: {text}"))
+    }
+
+    /// Pings from the host namespace to 10.0.2.1 until one is answered.
+    fn wait_for_tunnel(&self, within: Duration) -> bool {
+        let end = Instant::now() + within;
+        while Instant::now() < end {
+            if let Ok(v) = self.traffic(&self.host, &["ping", "10.0.1.2", "10.0.2.1", "1", "10"]) {
+                if v["received"] == 1 {
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
+    /// A TCP transfer of `bytes` from the host namespace to a sink behind charon.
+    fn tcp(&self, bytes: usize) -> Result<(Value, Value), String> {
+        let mut sink = Command::new("ip")
+            .args(["netns", "exec", &self.peer, "python3", &traffic_script(), "tcp-sink", "10.0.2.1", "5001", "30"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|e| e.to_string())?;
+        let mut lines = BufReader::new(sink.stdout.take().unwrap()).lines();
+        let ready = lines.next().map(|l| l.unwrap_or_default()).unwrap_or_default();
+        if !ready.contains("ready") {
+            return Err(format!("sink: {ready}"));
+        }
+        let sent = self.traffic(&self.host, &["tcp-send", "10.0.1.2", "10.0.2.1", "5001", &bytes.to_string()]);
+        let got = lines.map_while(Result::ok).last().unwrap_or_default();
+        let _ = sink.wait();
+        Ok((sent?, serde_json::from_str(&got).unwrap_or(Value::Null)))
+    }
+}
+
+/// `espgwctl --socket SCRATCH/api.sock ARGS`: success and stdout.
+fn espgwctl(s: &Scratch, args: &[&str]) -> (bool, String) {
+    let o = Command::new(env!("CARGO_BIN_EXE_espgwctl"))
+        .arg("--socket")
+        .arg(s.path("api.sock"))
+        .args(args)
+        .output()
+        .expect("espgwctl");
+    (o.status.success(), format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)))
+}
+
+/// Number of `what` log lines charon wrote.
+fn count(log: &str, what: &str) -> usize {
+    log.lines().filter(|l| l.contains(what)).count()
+}
+
+/// The tunnel carries a ping flood without losing one packet while child
+/// SAs are rekeyed underneath it, and a TCP transfer arrives intact.
+fn assert_flood_and_transfer(lab: &Lab, ctx: &dyn Fn() -> String) {
+    let flood = lab.traffic(&lab.host, &["ping", "10.0.1.2", "10.0.2.1", "1200", "10"]);
+    let flood = flood.unwrap_or_else(|e| panic!("ping flood: {e}{}", ctx()));
+    assert_eq!(flood["sent"], 1200, "{flood}");
+    assert_eq!(flood["lost"], Value::Array(vec![]), "pings lost across rekeys: {flood}{}", ctx());
+    let (sent, got) = lab.tcp(2_000_000).unwrap_or_else(|e| panic!("TCP: {e}{}", ctx()));
+    assert_eq!(got["received"], 2_000_000, "{sent} {got}{}", ctx());
+    assert_eq!(got["sha256"], sent["sha256"], "the transfer arrived intact");
+}
+
+#[test]
+fn strongswan_initiates_and_rekeys_while_traffic_flows() {
+    let _heavy = heavy_test_lock();
+    let lab = Lab::new("r");
+    let s = Scratch::new();
+    let (gw, report) = lab.espgw(&s, "shared secret", "rekey_seconds = 0");
+    // charon rekeys its child every 4 s (with up to 1 s of jitter).
+    let charon = lab.charon("shared secret", "rekey_time = 4s\n rand_time = 1s");
+    let (ok, out) = charon.swanctl(&["--initiate", "--child", "net", "--timeout", "20"]);
+    let ctx = || format!("\n--- charon ---\n{}", charon.log_text());
+    assert!(ok, "charon could not bring the tunnel up with espgw: {out}{}", ctx());
+    assert!(lab.wait_for_tunnel(Duration::from_secs(10)), "no ping through the tunnel{}", ctx());
+    assert_flood_and_transfer(&lab, &ctx);
+    let log = charon.log_text();
+    assert!(count(&log, "CHILD_SA net{") >= 1);
+    // The peer deletes the IKE SA: espgw removes the child SAs and the eroute.
+    let (ok, out) = charon.swanctl(&["--terminate", "--ike", "espgw", "--timeout", "10"]);
+    assert!(ok, "terminate: {out}");
+    std::thread::sleep(Duration::from_millis(500));
+    let after = lab.traffic(&lab.host, &["ping", "10.0.1.2", "10.0.2.1", "3", "100"]).unwrap();
+    let run = stop_espgw(gw, &report);
+    run.assert_ok();
+    let r = run.report();
+    let ike = &r["ike"];
+    let ctx = format!("{}\n{}\n{}", r["ike"], run.stdout, run.stderr);
+    assert_eq!(after["received"], 0, "the tunnel is gone after the delete: {after}");
+    assert_eq!(ike["established"], 1, "{ctx}");
+    assert!(ike["child_rekeyed"].as_u64().unwrap() >= 3, "charon rekeyed at least 3 times in ~15 s: {ctx}");
+    assert!(ike["deleted"].as_u64().unwrap() >= 1, "{ctx}");
+    assert_eq!(ike["malformed"], 0, "{ctx}");
+    assert!(r["events"]["to_control_ike"].as_u64().unwrap() >= 5, "IKE came through the workers' queue");
+    assert!(r["events"]["decrypted"].as_u64().unwrap() >= 1200 && r["events"]["encrypted"].as_u64().unwrap() >= 1200);
+}
+
+#[test]
+fn espgw_initiates_at_start_rekeys_and_sees_the_peer_die() {
+    let _heavy = heavy_test_lock();
+    let lab = Lab::new("i");
+    let s = Scratch::new();
+    let mut charon = Some(lab.charon("shared secret", ""));
+    let (gw, report) = lab.espgw(&s, "shared secret", "start = \"start\"\nrekey_seconds = 4");
+    let log = || charon.as_ref().map(|c| c.log_text()).unwrap_or_default();
+    let ctx = || format!("\n--- charon ---\n{}", log());
+    assert!(lab.wait_for_tunnel(Duration::from_secs(20)), "espgw did not bring the tunnel up{}", ctx());
+    // The operator's view: one IKE SA we initiated, moved to 4500 (libipsec forces NAT-T), one child.
+    let (ok, out) = espgwctl(&s, &["--json", "ike", "list"]);
+    assert!(ok, "{out}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let sa = &v["ike_sas"][0];
+    assert_eq!(
+        (sa["state"].as_str(), sa["initiator"].as_bool(), sa["nat"].as_bool()),
+        (Some("established"), Some(true), Some(true)),
+        "{v}"
+    );
+    assert_eq!(sa["children"].as_array().map(Vec::len), Some(1), "{v}");
+    assert!(!out.contains("shared secret"));
+    let (ok, out) = espgwctl(&s, &["ike", "rekey", "east"]);
+    assert!(ok && out.contains("rekeying 1"), "{out}");
+    let (ok, out) = espgwctl(&s, &["ike", "rekey", "west"]);
+    assert!(!ok && out.contains("no connection named"), "{out}");
+    assert_flood_and_transfer(&lab, &ctx);
+    let (ok, out) = espgwctl(&s, &["ike", "list"]);
+    assert!(ok && out.contains("established") && out.contains("east"), "{out}");
+    // charon dies without a word: DPD (2 s, then retransmissions) takes the tunnel down.
+    drop(charon.take());
+    std::thread::sleep(Duration::from_secs(40));
+    let run = stop_espgw(gw, &report);
+    run.assert_ok();
+    let r = run.report();
+    let ike = &r["ike"];
+    let ctx = format!("{}\n{}\n{}", r["ike"], run.stdout, run.stderr);
+    assert!(ike["established"].as_u64().unwrap() >= 1, "{ctx}");
+    assert!(ike["child_rekeyed"].as_u64().unwrap() >= 3, "espgw rekeyed every 4 s: {ctx}");
+    assert!(ike["timed_out"].as_u64().unwrap() >= 1, "the dead peer was noticed: {ctx}");
+}
+
+#[test]
+fn a_trap_hit_starts_the_negotiation() {
+    let _heavy = heavy_test_lock();
+    let lab = Lab::new("t");
+    let s = Scratch::new();
+    let charon = lab.charon("shared secret", "");
+    let (gw, report) = lab.espgw(&s, "shared secret", "start = \"trap\"");
+    let ctx = || format!("\n--- charon ---\n{}", charon.log_text());
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(count(&charon.log_text(), "IKE_SA_INIT") == 0, "nothing is negotiated before traffic{}", ctx());
+    assert!(lab.wait_for_tunnel(Duration::from_secs(20)), "the trap did not bring the tunnel up{}", ctx());
+    let (sent, got) = lab.tcp(200_000).unwrap_or_else(|e| panic!("TCP: {e}{}", ctx()));
+    assert_eq!(got["sha256"], sent["sha256"]);
+    let run = stop_espgw(gw, &report);
+    run.assert_ok();
+    let r = run.report();
+    assert!(r["drops"]["policy_trap"].as_u64().unwrap() >= 1, "the first packet hit the trap: {}", r["drops"]);
+    assert_eq!(r["ike"]["established"], 1, "{}", r["ike"]);
+}
+
+#[test]
+fn a_wrong_psk_is_refused_and_counted() {
+    let _heavy = heavy_test_lock();
+    let lab = Lab::new("p");
+    let s = Scratch::new();
+    let (gw, report) = lab.espgw(&s, "shared secret", "");
+    let charon = lab.charon("not the secret", "");
+    let (ok, _) = charon.swanctl(&["--initiate", "--child", "net", "--timeout", "10"]);
+    let log = charon.log_text();
+    let run = stop_espgw(gw, &report);
+    run.assert_ok();
+    let r = run.report();
+    assert!(!ok, "charon got a tunnel with the wrong key");
+    assert!(log.contains("AUTHENTICATION_FAILED"), "espgw answered as RFC 7296 §2.21.2 says:\n{log}");
+    assert!(r["ike"]["auth_failed"].as_u64().unwrap() >= 1, "{}", r["ike"]);
+    assert_eq!(r["ike"]["established"], 0);
+    assert_eq!(r["ike"]["child_installed"], 0);
+}

@@ -29,6 +29,23 @@ fn traffic_script() -> String {
     format!("{}/../tests/py/tunnel_traffic.py", env!("CARGO_MANIFEST_DIR"))
 }
 
+/// espgw, killed if a test fails before stopping it.
+struct Gw(Option<Child>);
+
+impl Drop for Gw {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Stop espgw as an operator would and collect its run.
+fn stop(mut gw: Gw, report: &std::path::Path) -> Run {
+    stop_espgw(gw.0.take().expect("running"), report)
+}
+
 /// The three namespaces (removed, with their veths, on drop).
 struct Lab {
     tag: String,
@@ -103,7 +120,7 @@ impl Lab {
     }
 
     /// espgw in the gateway namespace with one `[[connection]]` (`extra` appended to it).
-    fn espgw(&self, s: &Scratch, psk: &str, extra: &str) -> (Child, std::path::PathBuf) {
+    fn espgw(&self, s: &Scratch, psk: &str, extra: &str) -> (Gw, std::path::PathBuf) {
         let cfg = format!(
             r#"
 [eal]
@@ -170,7 +187,7 @@ dpd_seconds = 2
             .stderr(Stdio::piped())
             .spawn()
             .expect("espgw in its namespace");
-        (child, report)
+        (Gw(Some(child)), report)
     }
 
     /// Run tunnel_traffic.py in `ns`: its JSON line, or what went wrong.
@@ -230,6 +247,17 @@ fn espgwctl(s: &Scratch, args: &[&str]) -> (bool, String) {
     (o.status.success(), format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)))
 }
 
+/// Wait until espgw answers on its control socket (its workers run by then).
+fn wait_ready(s: &Scratch) {
+    for _ in 0..100 {
+        if espgwctl(s, &["health"]).0 {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("espgw did not come up");
+}
+
 /// Number of `what` log lines charon wrote.
 fn count(log: &str, what: &str) -> usize {
     log.lines().filter(|l| l.contains(what)).count()
@@ -253,6 +281,7 @@ fn strongswan_initiates_and_rekeys_while_traffic_flows() {
     let lab = Lab::new("r");
     let s = Scratch::new();
     let (gw, report) = lab.espgw(&s, "shared secret", "rekey_seconds = 0");
+    wait_ready(&s);
     // charon rekeys its child every 4 s (with up to 1 s of jitter).
     let charon = lab.charon("shared secret", "rekey_time = 4s\n rand_time = 1s");
     let (ok, out) = charon.swanctl(&["--initiate", "--child", "net", "--timeout", "20"]);
@@ -267,7 +296,7 @@ fn strongswan_initiates_and_rekeys_while_traffic_flows() {
     assert!(ok, "terminate: {out}");
     std::thread::sleep(Duration::from_millis(500));
     let after = lab.traffic(&lab.host, &["ping", "10.0.1.2", "10.0.2.1", "3", "100"]).unwrap();
-    let run = stop_espgw(gw, &report);
+    let run = stop(gw, &report);
     run.assert_ok();
     let r = run.report();
     let ike = &r["ike"];
@@ -288,6 +317,7 @@ fn espgw_initiates_at_start_rekeys_and_sees_the_peer_die() {
     let s = Scratch::new();
     let mut charon = Some(lab.charon("shared secret", ""));
     let (gw, report) = lab.espgw(&s, "shared secret", "start = \"start\"\nrekey_seconds = 4");
+    wait_ready(&s);
     let log = || charon.as_ref().map(|c| c.log_text()).unwrap_or_default();
     let ctx = || format!("\n--- charon ---\n{}", log());
     assert!(lab.wait_for_tunnel(Duration::from_secs(20)), "espgw did not bring the tunnel up{}", ctx());
@@ -313,7 +343,7 @@ fn espgw_initiates_at_start_rekeys_and_sees_the_peer_die() {
     // charon dies without a word: DPD (2 s, then retransmissions) takes the tunnel down.
     drop(charon.take());
     std::thread::sleep(Duration::from_secs(40));
-    let run = stop_espgw(gw, &report);
+    let run = stop(gw, &report);
     run.assert_ok();
     let r = run.report();
     let ike = &r["ike"];
@@ -330,13 +360,14 @@ fn a_trap_hit_starts_the_negotiation() {
     let s = Scratch::new();
     let charon = lab.charon("shared secret", "");
     let (gw, report) = lab.espgw(&s, "shared secret", "start = \"trap\"");
+    wait_ready(&s);
     let ctx = || format!("\n--- charon ---\n{}", charon.log_text());
     std::thread::sleep(Duration::from_secs(2));
     assert!(count(&charon.log_text(), "IKE_SA_INIT") == 0, "nothing is negotiated before traffic{}", ctx());
     assert!(lab.wait_for_tunnel(Duration::from_secs(20)), "the trap did not bring the tunnel up{}", ctx());
     let (sent, got) = lab.tcp(200_000).unwrap_or_else(|e| panic!("TCP: {e}{}", ctx()));
     assert_eq!(got["sha256"], sent["sha256"]);
-    let run = stop_espgw(gw, &report);
+    let run = stop(gw, &report);
     run.assert_ok();
     let r = run.report();
     assert!(r["drops"]["policy_trap"].as_u64().unwrap() >= 1, "the first packet hit the trap: {}", r["drops"]);
@@ -349,10 +380,11 @@ fn a_wrong_psk_is_refused_and_counted() {
     let lab = Lab::new("p");
     let s = Scratch::new();
     let (gw, report) = lab.espgw(&s, "shared secret", "");
+    wait_ready(&s);
     let charon = lab.charon("not the secret", "");
     let (ok, _) = charon.swanctl(&["--initiate", "--child", "net", "--timeout", "10"]);
     let log = charon.log_text();
-    let run = stop_espgw(gw, &report);
+    let run = stop(gw, &report);
     run.assert_ok();
     let r = run.report();
     assert!(!ok, "charon got a tunnel with the wrong key");
@@ -360,4 +392,61 @@ fn a_wrong_psk_is_refused_and_counted() {
     assert!(r["ike"]["auth_failed"].as_u64().unwrap() >= 1, "{}", r["ike"]);
     assert_eq!(r["ike"]["established"], 0);
     assert_eq!(r["ike"]["child_installed"], 0);
+}
+
+/// A flood of IKE_SA_INIT (RFC 7296 §2.6): 200 requests from addresses no
+/// connection names get no answer and leave no state; 300 from the peer's
+/// address (each from its own port) fill the half-open table to the
+/// cookie threshold, every one after that is answered with a stateless
+/// COOKIE. strongSwan, initiating in the middle of it, answers the cookie
+/// and gets its tunnel.
+#[test]
+fn an_ike_sa_init_flood_gets_cookies_and_the_peer_still_gets_in() {
+    let _heavy = heavy_test_lock();
+    let lab = Lab::new("f");
+    let s = Scratch::new();
+    let charon = lab.charon("shared secret", "");
+    let (gw, report) = lab.espgw(&s, "shared secret", "");
+    wait_ready(&s);
+    let ctx = || format!("\n--- charon ---\n{}", charon.log_text());
+    let flood = |src: &str, n: usize, port: u16| {
+        let script = format!("{}/../tests/py/ike_flood.py", env!("CARGO_MANIFEST_DIR"));
+        let o = Command::new("ip")
+            .args(["netns", "exec", &lab.peer, "python3", &script, src, "203.0.113.1"])
+            .args([n.to_string(), port.to_string()])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&o.stdout).to_string();
+        serde_json::from_str::<Value>(text.lines().last().unwrap_or("null"))
+            .unwrap_or_else(|e| panic!("{e}: {text}{}", String::from_utf8_lossy(&o.stderr)))
+    };
+    let n = |v: &Value, k: &str| v[k].as_u64().unwrap();
+    sh(&["ip", "-n", &lab.peer, "addr", "add", "203.0.113.200/24", "dev", &format!("sp{}", lab.tag)]);
+    // The peer first: its kernel's ARP request (from 203.0.113.2) teaches
+    // espgw its MAC (from a stranger's address it would ask, and drop the
+    // first answers meanwhile).
+    let from_peer = flood("203.0.113.2", 300, 20000);
+    let strangers = flood("203.0.113.200", 200, 30000);
+    let (ok, out) = charon.swanctl(&["--initiate", "--child", "net", "--timeout", "20"]);
+    assert!(ok, "strongSwan did not get in during the flood: {out}{}", ctx());
+    assert!(lab.wait_for_tunnel(Duration::from_secs(10)), "no ping through the tunnel{}", ctx());
+    let run = stop(gw, &report);
+    run.assert_ok();
+    let r = run.report();
+    let ike = &r["ike"];
+    let drops: Vec<String> = r["drops"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(_, v)| v != &&Value::from(0))
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    let c = format!("strangers {strangers} peer {from_peer} ike {ike} drops {drops:?} events {}", r["events"]);
+    assert_eq!(n(&strangers, "answers"), 0, "{c}");
+    assert_eq!(n(ike, "no_connection"), 200, "{c}");
+    assert_eq!(n(&from_peer, "answers"), 300, "{c}");
+    assert_eq!(n(&from_peer, "accepted"), 32, "state only up to the cookie threshold: {c}");
+    assert_eq!(n(&from_peer, "cookies"), 268, "{c}");
+    assert_eq!(n(ike, "cookies_sent"), 269, "and strongSwan was asked once: {c}");
+    assert_eq!(n(ike, "established"), 1, "{c}");
 }

@@ -218,7 +218,7 @@ fn strongswan_initiates_and_our_responder_answers() {
     // IKE_SA_INIT.
     let (n, from) = s500.recv_from(&mut buf).expect("charon's IKE_SA_INIT");
     let Response::Accept { message, sa } =
-        sa_init::respond(&buf[..n], "203.0.113.1:500".parse().unwrap(), from).unwrap()
+        sa_init::respond(&buf[..n], "203.0.113.1:500".parse().unwrap(), from, None).unwrap()
     else {
         panic!("refused charon's proposal")
     };

@@ -131,6 +131,11 @@ fn ike_metrics(reg: &Registry, c: &IkeCounters, sas: usize) {
     one("espgw_ike_child_sas_rekeyed_total", "Child SAs rekeyed (by us or by the peer).", c.child_rekeyed);
     one("espgw_ike_sas_deleted_total", "IKE and child SA deletes exchanged.", c.deleted);
     one("espgw_ike_peers_dead_total", "IKE SAs removed because the peer stopped answering.", c.timed_out);
+    one(
+        "espgw_ike_cookies_sent_total",
+        "IKE_SA_INIT answered with a COOKIE request under load (RFC 7296 §2.6).",
+        c.cookies_sent,
+    );
     let refused = counter(reg, "espgw_ike_refused_total", "IKE messages refused, by reason.", &["reason"]);
     for (reason, v) in [
         ("malformed", c.malformed),

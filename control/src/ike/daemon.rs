@@ -47,6 +47,10 @@ const NAT_T_PORT: u16 = 4500;
 const MAX_TRIES: u32 = 5;
 /// Half-open IKE SAs (IKE_SA_INIT answered, IKE_AUTH not yet) we keep at most.
 const MAX_HALF_OPEN: usize = 1024;
+/// From this many half-open IKE SAs on, IKE_SA_INIT needs a cookie (§2.6).
+pub const COOKIE_THRESHOLD: usize = 32;
+/// The cookie secret changes this often.
+const COOKIE_ROTATION: Duration = Duration::from_secs(120);
 /// A half-open SA is forgotten after this.
 const HALF_OPEN_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -66,6 +70,8 @@ pub struct IkeCounters {
     pub deleted: u64,
     pub timed_out: u64,
     pub dropped_half_open: u64,
+    /// IKE_SA_INIT answered with a COOKIE request (§2.6) instead of state.
+    pub cookies_sent: u64,
 }
 
 /// A configured connection as `espgwctl ike list` shows it (no PSK).
@@ -113,11 +119,23 @@ const HELD_MAX: Duration = Duration::from_secs(5);
 
 /// What we wait for from the peer.
 enum Waiting {
-    Init { init: Initiator, request: Vec<u8> },
-    Auth { spi_in: u32 },
+    /// `cookies`: how often the responder asked for a cookie (§2.6) so far.
+    Init {
+        init: Initiator,
+        request: Vec<u8>,
+        cookies: u8,
+    },
+    Auth {
+        spi_in: u32,
+    },
     Dpd,
-    Rekey { rekey: Rekey, old: Child },
-    DeleteChild { old: Child },
+    Rekey {
+        rekey: Rekey,
+        old: Child,
+    },
+    DeleteChild {
+        old: Child,
+    },
     DeleteIke,
 }
 
@@ -169,6 +187,10 @@ pub struct Daemon {
     /// When each connection last tried to initiate (back-off for `start`).
     last_try: Vec<Option<Instant>>,
     pub counters: IkeCounters,
+    /// Stateless cookies for when half-open SAs pile up (`None`: no
+    /// randomness for a secret; then requests beyond the threshold are dropped).
+    cookies: Option<sa_init::CookieJar>,
+    cookies_rotated: Option<Instant>,
 }
 
 /// Point (add or replace) the connection's eroute `er` at the outbound SA `out`.
@@ -234,6 +256,8 @@ impl Daemon {
             next_spi: u32::from_be_bytes(seed) | 0xc000_0000,
             last_try: vec![None; n],
             counters: IkeCounters::default(),
+            cookies: sa_init::CookieJar::new().ok(),
+            cookies_rotated: None,
         }
     }
 
@@ -284,6 +308,12 @@ impl Daemon {
 
     /// Work: datagrams from the workers, timers, connections to start.
     pub fn poll(&mut self, control: &ControlState<'_>, now: Instant) {
+        if self.cookies_rotated.is_none_or(|t| now.duration_since(t) >= COOKIE_ROTATION) {
+            self.cookies_rotated = Some(now);
+            if let Some(j) = self.cookies.as_mut() {
+                let _ = j.rotate();
+            }
+        }
         while let Some(d) = self.queues.to_control.pop() {
             self.counters.received += 1;
             self.receive(control, &d, now);
@@ -338,8 +368,13 @@ impl Daemon {
             last_heard: now,
         };
         let bytes = request.clone();
-        sa.pending =
-            Some(Pending { message_id: 0, bytes, sent: now, tries: 0, waiting: Waiting::Init { init, request } });
+        sa.pending = Some(Pending {
+            message_id: 0,
+            bytes,
+            sent: now,
+            tries: 0,
+            waiting: Waiting::Init { init, request, cookies: 0 },
+        });
         self.sas.push(sa);
         let i = self.sas.len() - 1;
         if let Some(b) = self.sas[i].pending.as_ref().map(|p| p.bytes.clone()) {
@@ -354,12 +389,23 @@ impl Daemon {
 
     /// Send `msg` to the SA's peer (the non-ESP marker on 4500).
     fn send_raw(&self, sa: &IkeSa, msg: &[u8]) {
+        self.push(sa.local, sa.remote, msg);
+    }
+
+    /// A message no IKE SA keeps (a refusal, a cookie request): counted as sent.
+    fn send_to(&mut self, local: SocketAddr, remote: SocketAddr, msg: &[u8]) {
+        self.counters.sent += 1;
+        self.push(local, remote, msg);
+    }
+
+    /// To a worker, with the non-ESP marker on port 4500.
+    fn push(&self, local: SocketAddr, remote: SocketAddr, msg: &[u8]) {
         let mut buf = Vec::with_capacity(msg.len() + 4);
-        if sa.natt() {
+        if local.port() != IKE_PORT {
             buf.extend_from_slice(&[0; 4]);
         }
         buf.extend_from_slice(msg);
-        if let Some(d) = IkeDatagram::new(sa.local, sa.remote, &buf) {
+        if let Some(d) = IkeDatagram::new(local, remote, &buf) {
             let _ = self.queues.from_control.push(d);
         }
     }
@@ -427,11 +473,17 @@ impl Daemon {
             return;
         };
         let half_open = self.sas.iter().filter(|s| !s.initiator && !s.up).count();
-        if half_open >= MAX_HALF_OPEN {
+        let under_load = half_open >= COOKIE_THRESHOLD;
+        if half_open >= MAX_HALF_OPEN || (under_load && self.cookies.is_none()) {
             self.counters.dropped_half_open += 1;
             return;
         }
-        match sa_init::respond(msg, d.local, d.remote) {
+        let cookies = self.cookies.as_ref().filter(|_| under_load);
+        match sa_init::respond(msg, d.local, d.remote, cookies) {
+            Ok(Response::Cookie { message }) => {
+                self.counters.cookies_sent += 1;
+                self.send_to(d.local, d.remote, &message);
+            }
             Ok(Response::Accept { message, sa }) => {
                 let s = IkeSa {
                     conn,
@@ -457,25 +509,7 @@ impl Daemon {
             Ok(Response::Refuse { message, notify }) => {
                 self.counters.no_proposal += 1;
                 tracing::info!(target: "espgw::ike", peer = %d.remote, notify, "IKE_SA_INIT refused");
-                let tmp = IkeSa {
-                    conn,
-                    initiator: false,
-                    spi_i: 0,
-                    spi_r: 0,
-                    local: d.local,
-                    remote: d.remote,
-                    est: None,
-                    up: false,
-                    answered: None,
-                    pending: None,
-                    next_id: 0,
-                    children: Vec::new(),
-                    iv: 0,
-                    created: now,
-                    last_heard: now,
-                };
-                self.counters.sent += 1;
-                self.send_raw(&tmp, &message);
+                self.send_to(d.local, d.remote, &message);
             }
             Err(_) => self.counters.malformed += 1,
         }
@@ -674,7 +708,20 @@ impl Daemon {
         let Some(p) = self.sas[i].pending.take() else { return };
         let c = self.conns[self.sas[i].conn].clone();
         match p.waiting {
-            Waiting::Init { init, request } => match init.complete(request, msg) {
+            Waiting::Init { init, request, cookies } if cookies < 3 && sa_init::cookie_asked(msg).is_some() => {
+                // §2.6: the same request again with the responder's cookie first.
+                let retry = sa_init::cookie_asked(msg).and_then(|c| sa_init::with_cookie(&request, &c));
+                match retry {
+                    Some(r) => {
+                        let waiting = Waiting::Init { init, request: r.clone(), cookies: cookies + 1 };
+                        self.sas[i].pending =
+                            Some(Pending { message_id: 0, bytes: r.clone(), sent: now, tries: 0, waiting });
+                        self.send(i, &r);
+                    }
+                    None => self.remove_sa(control, i, "IKE_SA_INIT cookie unusable"),
+                }
+            }
+            Waiting::Init { init, request, .. } => match init.complete(request, msg) {
                 Ok(est) => {
                     let s = &mut self.sas[i];
                     s.spi_r = est.spi_r;

@@ -232,6 +232,56 @@ fn lost_packets_are_retransmitted_and_a_dead_peer_is_given_up() {
     assert_eq!((l.len(), l[0].state, l[0].age_s < 5), (1, "connecting", true), "{l:?}");
 }
 
+/// A flood of IKE_SA_INIT: from addresses no connection names it costs
+/// nothing (no answer, no state, no Diffie-Hellman); from the peer's
+/// address (spoofed, many ports) it fills the half-open table up to the
+/// cookie threshold, after which every new request gets a stateless COOKIE
+/// answer. The real peer's daemon then retries with its cookie and gets
+/// its tunnel while the flood is still on.
+#[test]
+fn an_ike_sa_init_flood_is_answered_with_cookies() {
+    let (mut a, mut b) = pair("secret", "start = \"none\"");
+    let t0 = Instant::now();
+    let flood = |b: &Side, src: &str, n: u16| {
+        for port in 0..n {
+            let from: std::net::SocketAddr = format!("{src}:{}", 10_000 + port).parse().unwrap();
+            let me: std::net::SocketAddr = "198.51.100.1:500".parse().unwrap();
+            let (_, req) = super::sa_init::Initiator::start(super::sa_init::SUITES[0], from, me).unwrap();
+            b.queues.to_control.push(IkeDatagram::new(me, from, &req).unwrap()).unwrap();
+        }
+    };
+    flood(&b, "203.0.113.77", 200);
+    b.daemon.poll(&b.control, t0);
+    assert_eq!(b.daemon.counters.no_connection, 200);
+    assert!(b.queues.from_control.pop().is_none(), "strangers get no answer");
+    assert!(b.daemon.list(t0).is_empty());
+
+    flood(&b, "192.0.2.1", 200);
+    b.daemon.poll(&b.control, t0);
+    let k = b.daemon.counters;
+    assert_eq!(b.daemon.list(t0).len(), COOKIE_THRESHOLD, "state only up to the threshold");
+    assert_eq!(k.cookies_sent, 200 - COOKIE_THRESHOLD as u64, "{k:?}");
+    let mut answers = 0;
+    while let Some(d) = b.queues.from_control.pop() {
+        answers += 1;
+        if answers > COOKIE_THRESHOLD {
+            let m = super::message::Message::decode(d.payload()).unwrap();
+            assert_eq!(m.header.spi_r, 0);
+            assert!(super::sa_init::cookie_asked(d.payload()).is_some());
+        }
+    }
+    assert_eq!(answers, 200);
+
+    // The real peer initiates during the flood: asked for a cookie, retries, gets in.
+    a.daemon.initiate_named("peer", t0).unwrap();
+    rounds(&mut a, &mut b, t0);
+    assert_eq!(a.daemon.counters.established, 1, "{:?} {:?}", a.daemon.counters, b.daemon.counters);
+    assert_eq!(b.daemon.counters.cookies_sent, k.cookies_sent + 1, "the peer was asked once");
+    // The flood's half-open SAs expire; below the threshold no cookie is asked.
+    b.daemon.poll(&b.control, t0 + Duration::from_secs(31));
+    assert_eq!(b.daemon.list(t0).len(), 1, "only the real IKE SA is left");
+}
+
 /// An IPv4 UDP packet (checksums right).
 fn ipv4_udp(src: [u8; 4], dst: [u8; 4], payload: &[u8]) -> Vec<u8> {
     let mut p = vec![0x45, 0, 0, 0, 0, 1, 0, 0, 64, 17, 0, 0];

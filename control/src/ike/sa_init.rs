@@ -31,6 +31,88 @@ pub mod notify {
     pub const NO_ADDITIONAL_SAS: u16 = 35;
     pub const NAT_DETECTION_SOURCE_IP: u16 = 16388;
     pub const NAT_DETECTION_DESTINATION_IP: u16 = 16389;
+    pub const COOKIE: u16 = 16390;
+}
+
+/// Stateless cookies (RFC 7296 §2.6): under load the responder answers an
+/// IKE_SA_INIT with only a COOKIE, keeping no state and doing no
+/// Diffie-Hellman; a real initiator repeats its request with the cookie
+/// first, which proves it receives at its address. Cookie =
+/// VersionIDofSecret (4 bytes) | HMAC-SHA-256(secret, Ni | IPi | SPIi).
+/// The secret changes every so often ([`CookieJar::rotate`]); cookies made
+/// with the previous one are still accepted.
+pub struct CookieJar {
+    current: (u32, ring::hmac::Key),
+    previous: Option<(u32, ring::hmac::Key)>,
+}
+
+impl CookieJar {
+    pub fn new() -> Result<Self, IkeCryptoError> {
+        Ok(CookieJar { current: (1, Self::secret()?), previous: None })
+    }
+
+    fn secret() -> Result<ring::hmac::Key, IkeCryptoError> {
+        Ok(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &random(32)?))
+    }
+
+    /// A new secret; the old one is still good for cookies already sent.
+    pub fn rotate(&mut self) -> Result<(), IkeCryptoError> {
+        let next = (self.current.0.wrapping_add(1), Self::secret()?);
+        self.previous = Some(std::mem::replace(&mut self.current, next));
+        Ok(())
+    }
+
+    /// What the HMAC covers: Ni | IPi | SPIi.
+    fn input(ni: &[u8], ip: std::net::IpAddr, spi_i: u64) -> Vec<u8> {
+        let mut m = ni.to_vec();
+        match ip {
+            std::net::IpAddr::V4(a) => m.extend_from_slice(&a.octets()),
+            std::net::IpAddr::V6(a) => m.extend_from_slice(&a.octets()),
+        }
+        m.extend_from_slice(&spi_i.to_be_bytes());
+        m
+    }
+
+    /// The cookie for this initiator.
+    pub fn make(&self, ni: &[u8], ip: std::net::IpAddr, spi_i: u64) -> Vec<u8> {
+        let mut out = self.current.0.to_be_bytes().to_vec();
+        out.extend_from_slice(ring::hmac::sign(&self.current.1, &Self::input(ni, ip, spi_i)).as_ref());
+        out
+    }
+
+    /// Was `cookie` made by us (now or before the last rotation) for this
+    /// initiator? (Compared in constant time by ring's HMAC verify.)
+    pub fn check(&self, cookie: &[u8], ni: &[u8], ip: std::net::IpAddr, spi_i: u64) -> bool {
+        let Some((v, tag)) = cookie.split_first_chunk::<4>() else { return false };
+        let v = u32::from_be_bytes(*v);
+        [Some(&self.current), self.previous.as_ref()]
+            .into_iter()
+            .flatten()
+            .filter(|(version, _)| *version == v)
+            .any(|(_, key)| ring::hmac::verify(key, &Self::input(ni, ip, spi_i), tag).is_ok())
+    }
+}
+
+/// The cookie a responder asked for, if this IKE_SA_INIT response is that
+/// request (§2.6: a response holding a COOKIE notify).
+pub fn cookie_asked(response: &[u8]) -> Option<Vec<u8>> {
+    let m = Message::decode(response).ok()?;
+    if !m.header.is_response() || m.header.exchange != exchange::IKE_SA_INIT {
+        return None;
+    }
+    m.payloads.iter().find_map(|p| match p {
+        Payload::Notify { kind: notify::COOKIE, data, .. } if (1..=64).contains(&data.len()) => Some(data.clone()),
+        _ => None,
+    })
+}
+
+/// Our IKE_SA_INIT request again with the responder's cookie as its first
+/// payload (§2.6); any cookie of an earlier try is replaced.
+pub fn with_cookie(request: &[u8], cookie: &[u8]) -> Option<Vec<u8>> {
+    let mut m = Message::decode(request).ok()?;
+    m.payloads.retain(|p| !matches!(p, Payload::Notify { kind: notify::COOKIE, .. }));
+    m.payloads.insert(0, Payload::Notify { protocol: 0, spi: vec![], kind: notify::COOKIE, data: cookie.to_vec() });
+    Some(m.encode())
 }
 
 /// Nonce length we send (§2.10: at least half the PRF's key size, 16..256).
@@ -296,6 +378,9 @@ fn ke_and_nonce(m: &Message) -> Option<(&[u8], &[u8])> {
 
 /// What a responder answers to an IKE_SA_INIT request.
 pub enum Response {
+    /// Under load and without a valid cookie: send `message` (only a
+    /// COOKIE notify), keep no state (§2.6).
+    Cookie { message: Vec<u8> },
     /// The SA is established on our side; send `message`.
     Accept { message: Vec<u8>, sa: Box<Established> },
     /// Refused as §1.2/§2.7 say; send `message` (no state kept).
@@ -303,17 +388,38 @@ pub enum Response {
 }
 
 /// Answer an IKE_SA_INIT request that arrived at `local` from `remote`.
-pub fn respond(request: &[u8], local: SocketAddr, remote: SocketAddr) -> Result<Response, InitError> {
+/// With `cookies` (the daemon is under load) a request must carry a valid
+/// cookie first, before any Diffie-Hellman is done.
+pub fn respond(
+    request: &[u8],
+    local: SocketAddr,
+    remote: SocketAddr,
+    cookies: Option<&CookieJar>,
+) -> Result<Response, InitError> {
     let m = Message::decode(request).map_err(|e| InitError::Crypto(e.into()))?;
     let h = m.header;
     if h.exchange != exchange::IKE_SA_INIT || h.is_response() || h.spi_r != 0 || h.message_id != 0 || h.spi_i == 0 {
         return Err(InitError::Invalid("not an IKE_SA_INIT request"));
     }
-    let refuse = |kind: u16, data: Vec<u8>| {
+    let only = |kind: u16, data: Vec<u8>| {
         let header = Header { spi_r: 0, flags: flags::RESPONSE, ..h };
-        let message = Message { header, payloads: vec![Payload::Notify { protocol: 0, spi: vec![], kind, data }] };
-        Ok(Response::Refuse { message: message.encode(), notify: kind })
+        Message { header, payloads: vec![Payload::Notify { protocol: 0, spi: vec![], kind, data }] }.encode()
     };
+    let refuse = |kind: u16, data: Vec<u8>| Ok(Response::Refuse { message: only(kind, data), notify: kind });
+    if let Some(jar) = cookies {
+        let ni = m.payloads.iter().find_map(|p| match p {
+            Payload::Nonce(n) => Some(n.as_slice()),
+            _ => None,
+        });
+        let Some(ni) = ni else { return refuse(notify::INVALID_SYNTAX, vec![]) };
+        let valid = match m.payloads.first() {
+            Some(Payload::Notify { kind: notify::COOKIE, data, .. }) => jar.check(data, ni, remote.ip(), h.spi_i),
+            _ => false,
+        };
+        if !valid {
+            return Ok(Response::Cookie { message: only(notify::COOKIE, jar.make(ni, remote.ip(), h.spi_i)) });
+        }
+    }
     let offered = m.payloads.iter().find_map(|p| match p {
         Payload::Sa(props) => Some(props.as_slice()),
         _ => None,

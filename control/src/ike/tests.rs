@@ -311,7 +311,47 @@ mod sa_init {
         match r {
             Response::Accept { message, sa } => (message, *sa),
             Response::Refuse { notify, .. } => panic!("refused with {notify}"),
+            Response::Cookie { .. } => panic!("asked for a cookie"),
         }
+    }
+
+    /// §2.6: under load the responder asks for a cookie without doing any
+    /// Diffie-Hellman or keeping state; the initiator's retry with the
+    /// cookie first is accepted, and the keys still agree (the signed
+    /// request is the retry). A cookie for another initiator (SPI, address
+    /// or nonce), a forged one, or one older than two secrets is refused.
+    #[test]
+    fn cookies_under_load() {
+        let (me, peer) = (addr("198.51.100.1:500"), addr("192.0.2.1:500"));
+        let mut jar = CookieJar::new().unwrap();
+        let (i, req) = Initiator::start(SUITES[0], peer, me).unwrap();
+        let Response::Cookie { message } = respond(&req, me, peer, Some(&jar)).unwrap() else { panic!("no cookie") };
+        let cookie = cookie_asked(&message).expect("a COOKIE notify");
+        assert!((5..=64).contains(&cookie.len()));
+        assert_eq!(Message::decode(&message).unwrap().header.spi_r, 0, "no responder SPI: no state");
+        let retry = with_cookie(&req, &cookie).unwrap();
+        assert!(matches!(Message::decode(&retry).unwrap().payloads[0], Payload::Notify { kind: notify::COOKIE, .. }));
+        // The same cookie from another address, or on a request with another SPI, is asked for again.
+        assert!(matches!(respond(&retry, me, addr("192.0.2.9:500"), Some(&jar)).unwrap(), Response::Cookie { .. }));
+        let (_, other) = Initiator::start(SUITES[0], peer, me).unwrap();
+        let stolen = with_cookie(&other, &cookie).unwrap();
+        assert!(matches!(respond(&stolen, me, peer, Some(&jar)).unwrap(), Response::Cookie { .. }));
+        let mut forged = cookie.clone();
+        *forged.last_mut().unwrap() ^= 1;
+        let forged = with_cookie(&req, &forged).unwrap();
+        assert!(matches!(respond(&forged, me, peer, Some(&jar)).unwrap(), Response::Cookie { .. }));
+        // One rotation later the cookie is still good; the retry completes the exchange.
+        jar.rotate().unwrap();
+        let (resp, r) = accept(respond(&retry, me, peer, Some(&jar)).unwrap());
+        assert_eq!(r.request, retry, "IKE_AUTH signs the request that was answered");
+        let l = i.complete(retry.clone(), &resp).unwrap();
+        assert_eq!(l.keys.sk_d, r.keys.sk_d);
+        // Two rotations: gone.
+        jar.rotate().unwrap();
+        assert!(matches!(respond(&retry, me, peer, Some(&jar)).unwrap(), Response::Cookie { .. }));
+        // Not under load: a cookie is simply ignored.
+        assert!(matches!(respond(&retry, me, peer, None).unwrap(), Response::Accept { .. }));
+        assert_eq!(cookie_asked(&resp), None);
     }
 
     /// Initiator and responder agree on every key; without a NAT neither
@@ -320,7 +360,7 @@ mod sa_init {
     fn both_roles_derive_the_same_keys_and_detect_nat() {
         for suite in SUITES {
             let (i, req) = Initiator::start(suite, addr("192.0.2.1:500"), addr("198.51.100.1:500")).unwrap();
-            let (resp, r) = accept(respond(&req, addr("198.51.100.1:500"), addr("192.0.2.1:500")).unwrap());
+            let (resp, r) = accept(respond(&req, addr("198.51.100.1:500"), addr("192.0.2.1:500"), None).unwrap());
             let l = i.complete(req, &resp).unwrap();
             assert_eq!((l.spi_i, l.spi_r, l.suite), (r.spi_i, r.spi_r, suite));
             for (a, b) in [(&l.keys.sk_d, &r.keys.sk_d), (&l.keys.sk_ei, &r.keys.sk_ei), (&l.keys.sk_er, &r.keys.sk_er)]
@@ -335,7 +375,7 @@ mod sa_init {
         // The initiator at 10.0.0.5:500 behind a NAT that shows it as 203.0.113.9:31000.
         let suite = SUITES[0];
         let (i, req) = Initiator::start(suite, addr("10.0.0.5:500"), addr("198.51.100.1:500")).unwrap();
-        let (resp, r) = accept(respond(&req, addr("198.51.100.1:500"), addr("203.0.113.9:31000")).unwrap());
+        let (resp, r) = accept(respond(&req, addr("198.51.100.1:500"), addr("203.0.113.9:31000"), None).unwrap());
         assert_eq!(r.nat, NatStatus { local: false, remote: true }, "the responder sees the initiator behind a NAT");
         let l = i.complete(req, &resp).unwrap();
         assert_eq!(l.nat, NatStatus { local: true, remote: false }, "the initiator learns it is behind one");
@@ -376,7 +416,7 @@ mod sa_init {
             ],
         }]);
         let Response::Refuse { message, notify } =
-            respond(&m.encode(), addr("198.51.100.1:500"), addr("192.0.2.1:500")).unwrap()
+            respond(&m.encode(), addr("198.51.100.1:500"), addr("192.0.2.1:500"), None).unwrap()
         else {
             panic!("accepted")
         };
@@ -387,7 +427,7 @@ mod sa_init {
         let mut m = Message::decode(&req).unwrap();
         m.payloads[1] = Payload::Ke { group: 14, data: vec![1; 256] };
         let Response::Refuse { message, notify } =
-            respond(&m.encode(), addr("198.51.100.1:500"), addr("192.0.2.1:500")).unwrap()
+            respond(&m.encode(), addr("198.51.100.1:500"), addr("192.0.2.1:500"), None).unwrap()
         else {
             panic!("accepted")
         };
@@ -397,7 +437,7 @@ mod sa_init {
         );
         // The initiator reports the refusal; a response for another SPI is refused.
         let (i, req) = Initiator::start(suite, addr("192.0.2.1:500"), addr("198.51.100.1:500")).unwrap();
-        let (resp, _) = accept(respond(&req, addr("198.51.100.1:500"), addr("192.0.2.1:500")).unwrap());
+        let (resp, _) = accept(respond(&req, addr("198.51.100.1:500"), addr("192.0.2.1:500"), None).unwrap());
         let mut other = Message::decode(&resp).unwrap();
         other.header.spi_i ^= 1;
         assert!(matches!(i.complete(req.clone(), &other.encode()), Err(InitError::Invalid(_))));
@@ -447,7 +487,8 @@ mod auth {
 
         let a = |s: &str| s.parse().unwrap();
         let (i, req) = Initiator::start(SUITES[0], a("192.0.2.1:500"), a("198.51.100.1:500")).unwrap();
-        let Response::Accept { message, sa: r } = respond(&req, a("198.51.100.1:500"), a("192.0.2.1:500")).unwrap()
+        let Response::Accept { message, sa: r } =
+            respond(&req, a("198.51.100.1:500"), a("192.0.2.1:500"), None).unwrap()
         else {
             panic!()
         };
@@ -525,7 +566,7 @@ mod ike_auth {
         let a = |s: &str| s.parse().unwrap();
         let (i, req) = Initiator::start(SUITES[0], a("192.0.2.1:500"), a("198.51.100.1:500")).unwrap();
         let Response::Accept { message, sa } =
-            sa_init::respond(&req, a("198.51.100.1:500"), a("192.0.2.1:500")).unwrap()
+            sa_init::respond(&req, a("198.51.100.1:500"), a("192.0.2.1:500"), None).unwrap()
         else {
             panic!("refused")
         };
@@ -629,7 +670,7 @@ mod informational {
         let a = |s: &str| s.parse().unwrap();
         let (i, req) = Initiator::start(SUITES[0], a("192.0.2.1:500"), a("198.51.100.1:500")).unwrap();
         let Response::Accept { message, sa } =
-            sa_init::respond(&req, a("198.51.100.1:500"), a("192.0.2.1:500")).unwrap()
+            sa_init::respond(&req, a("198.51.100.1:500"), a("192.0.2.1:500"), None).unwrap()
         else {
             panic!()
         };

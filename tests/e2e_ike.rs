@@ -104,13 +104,14 @@ impl Lab {
     }
 
     /// charon as east.example, PSK `psk`, child `net` 10.0.2.0/24 <-> 10.0.1.0/24;
-    /// `child_extra` goes into the child section (e.g. a rekey_time).
-    fn charon(&self, psk: &str, child_extra: &str) -> Charon {
+    /// `conn_extra` goes into the connection, `child_extra` into the child
+    /// section (e.g. a rekey_time).
+    fn charon(&self, psk: &str, conn_extra: &str, child_extra: &str) -> Charon {
         Charon::start(
             &self.peer,
             &format!(
                 "connections {{ espgw {{\n local_addrs = 203.0.113.2\n remote_addrs = 203.0.113.1\n\
-                 proposals = aes128gcm16-prfsha256-x25519\n dpd_delay = 2s\n\
+                 proposals = aes128gcm16-prfsha256-x25519\n dpd_delay = 2s\n {conn_extra}\n\
                  local {{ auth = psk\n id = east.example }}\n remote {{ auth = psk\n id = west.example }}\n\
                  children {{ net {{ local_ts = 10.0.2.0/24\n remote_ts = 10.0.1.0/24\n esp_proposals = aes128gcm16\n\
                  {child_extra}\n }} }} }} }}\n\
@@ -269,7 +270,8 @@ fn assert_flood_and_transfer(lab: &Lab, ctx: &dyn Fn() -> String) {
     let flood = lab.traffic(&lab.host, &["ping", "10.0.1.2", "10.0.2.1", "1200", "10"]);
     let flood = flood.unwrap_or_else(|e| panic!("ping flood: {e}{}", ctx()));
     assert_eq!(flood["sent"], 1200, "{flood}");
-    assert_eq!(flood["lost"], Value::Array(vec![]), "pings lost across rekeys: {flood}{}", ctx());
+    let lost = flood["lost"].as_array().cloned().unwrap_or_default();
+    assert!(lost.is_empty(), "{} pings lost across rekeys, from {:?}{}", lost.len(), lost.first(), ctx());
     let (sent, got) = lab.tcp(2_000_000).unwrap_or_else(|e| panic!("TCP: {e}{}", ctx()));
     assert_eq!(got["received"], 2_000_000, "{sent} {got}{}", ctx());
     assert_eq!(got["sha256"], sent["sha256"], "the transfer arrived intact");
@@ -283,7 +285,11 @@ fn strongswan_initiates_and_rekeys_while_traffic_flows() {
     let (gw, report) = lab.espgw(&s, "shared secret", "rekey_seconds = 0");
     wait_ready(&s);
     // charon rekeys its child every 4 s (with up to 1 s of jitter).
-    let charon = lab.charon("shared secret", "rekey_time = 4s\n rand_time = 1s");
+    let charon = lab.charon(
+        "shared secret",
+        "rekey_time = 5s\n over_time = 60s\n rand_time = 1s",
+        "rekey_time = 4s\n rand_time = 1s",
+    );
     let (ok, out) = charon.swanctl(&["--initiate", "--child", "net", "--timeout", "20"]);
     let ctx = || format!("\n--- charon ---\n{}", charon.log_text());
     assert!(ok, "charon could not bring the tunnel up with espgw: {out}{}", ctx());
@@ -304,6 +310,7 @@ fn strongswan_initiates_and_rekeys_while_traffic_flows() {
     assert_eq!(after["received"], 0, "the tunnel is gone after the delete: {after}");
     assert_eq!(ike["established"], 1, "{ctx}");
     assert!(ike["child_rekeyed"].as_u64().unwrap() >= 3, "charon rekeyed at least 3 times in ~15 s: {ctx}");
+    assert!(ike["ike_rekeyed"].as_u64().unwrap() >= 2, "and the IKE SA every ~5 s: {ctx}");
     assert!(ike["deleted"].as_u64().unwrap() >= 1, "{ctx}");
     assert_eq!(ike["malformed"], 0, "{ctx}");
     assert!(r["events"]["to_control_ike"].as_u64().unwrap() >= 5, "IKE came through the workers' queue");
@@ -315,8 +322,8 @@ fn espgw_initiates_at_start_rekeys_and_sees_the_peer_die() {
     let _heavy = heavy_test_lock();
     let lab = Lab::new("i");
     let s = Scratch::new();
-    let mut charon = Some(lab.charon("shared secret", ""));
-    let (gw, report) = lab.espgw(&s, "shared secret", "start = \"start\"\nrekey_seconds = 4");
+    let mut charon = Some(lab.charon("shared secret", "", ""));
+    let (gw, report) = lab.espgw(&s, "shared secret", "start = \"start\"\nrekey_seconds = 4\nike_rekey_seconds = 6");
     wait_ready(&s);
     let log = || charon.as_ref().map(|c| c.log_text()).unwrap_or_default();
     let ctx = || format!("\n--- charon ---\n{}", log());
@@ -350,6 +357,7 @@ fn espgw_initiates_at_start_rekeys_and_sees_the_peer_die() {
     let ctx = format!("{}\n{}\n{}", r["ike"], run.stdout, run.stderr);
     assert!(ike["established"].as_u64().unwrap() >= 1, "{ctx}");
     assert!(ike["child_rekeyed"].as_u64().unwrap() >= 3, "espgw rekeyed every 4 s: {ctx}");
+    assert!(ike["ike_rekeyed"].as_u64().unwrap() >= 2, "and the IKE SA every ~6 s: {ctx}");
     assert!(ike["timed_out"].as_u64().unwrap() >= 1, "the dead peer was noticed: {ctx}");
 }
 
@@ -358,7 +366,7 @@ fn a_trap_hit_starts_the_negotiation() {
     let _heavy = heavy_test_lock();
     let lab = Lab::new("t");
     let s = Scratch::new();
-    let charon = lab.charon("shared secret", "");
+    let charon = lab.charon("shared secret", "", "");
     let (gw, report) = lab.espgw(&s, "shared secret", "start = \"trap\"");
     wait_ready(&s);
     let ctx = || format!("\n--- charon ---\n{}", charon.log_text());
@@ -381,7 +389,7 @@ fn a_wrong_psk_is_refused_and_counted() {
     let s = Scratch::new();
     let (gw, report) = lab.espgw(&s, "shared secret", "");
     wait_ready(&s);
-    let charon = lab.charon("not the secret", "");
+    let charon = lab.charon("not the secret", "", "");
     let (ok, _) = charon.swanctl(&["--initiate", "--child", "net", "--timeout", "10"]);
     let log = charon.log_text();
     let run = stop(gw, &report);
@@ -405,7 +413,7 @@ fn an_ike_sa_init_flood_gets_cookies_and_the_peer_still_gets_in() {
     let _heavy = heavy_test_lock();
     let lab = Lab::new("f");
     let s = Scratch::new();
-    let charon = lab.charon("shared secret", "");
+    let charon = lab.charon("shared secret", "", "");
     let (gw, report) = lab.espgw(&s, "shared secret", "");
     wait_ready(&s);
     let ctx = || format!("\n--- charon ---\n{}", charon.log_text());

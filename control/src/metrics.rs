@@ -128,6 +128,11 @@ fn ike_metrics(reg: &Registry, c: &IkeCounters, sas: usize) {
     one("espgw_ike_retransmissions_total", "IKE requests retransmitted for want of an answer.", c.retransmitted);
     one("espgw_ike_sas_established_total", "IKE SAs established (either side initiating).", c.established);
     one("espgw_ike_child_sas_installed_total", "Child SAs negotiated and installed.", c.child_installed);
+    one(
+        "espgw_ike_sas_rekeyed_total",
+        "IKE SAs rekeyed with their child SAs kept (by us or by the peer).",
+        c.ike_rekeyed,
+    );
     one("espgw_ike_child_sas_rekeyed_total", "Child SAs rekeyed (by us or by the peer).", c.child_rekeyed);
     one("espgw_ike_sas_deleted_total", "IKE and child SA deletes exchanged.", c.deleted);
     one("espgw_ike_peers_dead_total", "IKE SAs removed because the peer stopped answering.", c.timed_out);

@@ -14,6 +14,7 @@
 //! remote_ts = ["10.0.2.0/24"]    #   the peer's side
 //! start = "none"                 # "start": initiate at startup; "trap": on the first packet
 //! rekey_seconds = 3600           # child SA rekey (make-before-break); 0 = never
+//! ike_rekey_seconds = 14400      # IKE SA rekey (children kept); 0 = never
 //! dpd_seconds = 30               # liveness check after this much silence; 0 = off
 //! ```
 
@@ -54,6 +55,7 @@ pub struct ConnectionSpec {
     pub remote_ts: Vec<Prefix>,
     pub start: Start,
     pub rekey_seconds: u64,
+    pub ike_rekey_seconds: u64,
     pub dpd_seconds: u64,
 }
 
@@ -86,6 +88,7 @@ pub(super) struct RawConnection {
     remote_ts: Spanned<Vec<Spanned<String>>>,
     start: Option<Spanned<String>>,
     rekey_seconds: Option<Spanned<i64>>,
+    ike_rekey_seconds: Option<Spanned<i64>>,
     dpd_seconds: Option<Spanned<i64>>,
 }
 
@@ -182,6 +185,7 @@ pub(super) fn validate(
         };
         let rekey_seconds = seconds(&r.rekey_seconds, "rekey_seconds", 3600)?;
         let dpd_seconds = seconds(&r.dpd_seconds, "dpd_seconds", 30)?;
+        let ike_rekey_seconds = seconds(&r.ike_rekey_seconds, "ike_rekey_seconds", 14_400)?;
         let id = |v: &Option<Spanned<String>>, default: IpAddr| match v {
             Some(s) if !s.get_ref().trim().is_empty() => identity(s.get_ref().trim()),
             _ => identity(&default.to_string()),
@@ -198,6 +202,7 @@ pub(super) fn validate(
             remote_ts,
             start,
             rekey_seconds,
+            ike_rekey_seconds,
             dpd_seconds,
         });
     }
@@ -221,7 +226,7 @@ mod tests {
         let c = Config::parse(Path::new("c.toml"), &format!("{BASE}{CONN}")).unwrap();
         let k = &c.connections[0];
         assert_eq!((k.name.as_str(), k.child_key, k.start), ("east", 16, Start::None));
-        assert_eq!((k.rekey_seconds, k.dpd_seconds), (3600, 30));
+        assert_eq!((k.rekey_seconds, k.dpd_seconds, k.ike_rekey_seconds), (3600, 30, 14_400));
         assert_eq!((k.local_id.id_type, k.local_id.data.as_slice()), (1, &[192, 0, 2, 1][..]));
         assert_eq!((k.remote_id.id_type, k.remote_id.data.as_slice()), (2, &b"east.example"[..]));
         assert!(!format!("{k:?}").contains("a secret"), "the PSK is never printed");

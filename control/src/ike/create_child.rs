@@ -11,6 +11,7 @@ use zeroize::Zeroizing;
 use super::auth::split_child_keys;
 use super::crypto::{child_keymat, decrypt_message, encrypt_message, IkeCryptoError};
 use super::ike_auth::{accept_esp, esp_proposal, ChildSa};
+use super::ike_rekey::IkeRekeyAnswer;
 use super::message::{exchange, flags, selectors, Header, Payload, TrafficSelector};
 use super::sa_init::{Established, NONCE_LEN};
 
@@ -126,8 +127,11 @@ pub enum Answer {
     /// A child SA rekeyed: the peer's SPI of the old one (its REKEY_SA),
     /// the new child, the response to send.
     Rekeyed { old_spi_out: u32, child: ChildSa, response: Vec<u8> },
-    /// Refused with this notify (a new child, an IKE SA rekey, PFS, no
-    /// acceptable proposal); the response to send.
+    /// The IKE SA itself rekeyed (§1.3.2): the new one (the peer is its
+    /// original initiator), the response to send on the old one.
+    IkeRekeyed { new: Box<Established>, response: Vec<u8> },
+    /// Refused with this notify (a new child, PFS, no acceptable
+    /// proposal); the response to send.
     Refused { notify: u16, response: Vec<u8> },
 }
 
@@ -160,6 +164,15 @@ pub fn respond(
         let n = vec![Payload::Notify { protocol: 0, spi: vec![], kind: notify, data: vec![] }];
         Ok((h.message_id, Answer::Refused { notify, response: encrypt_message(header, &n, send, iv)? }))
     };
+    if super::ike_rekey::is_ike_rekey(&inner) {
+        return Ok((
+            h.message_id,
+            match super::ike_rekey::respond(sa, h, f, &inner, send, iv)? {
+                IkeRekeyAnswer::Rekeyed { new, response } => Answer::IkeRekeyed { new, response },
+                IkeRekeyAnswer::Refused { notify, response } => Answer::Refused { notify, response },
+            },
+        ));
+    }
     let old = inner.iter().find_map(|p| match p {
         Payload::Notify { kind: REKEY_SA, protocol: 3, spi, .. } => <[u8; 4]>::try_from(spi.as_slice()).ok(),
         _ => None,

@@ -102,14 +102,44 @@ impl IkeKeys {
         encr_len: usize,
         integ_len: usize,
     ) -> Self {
-        let nonces = [ni, nr].concat();
-        let skeyseed = prf(&nonces, g_ir);
-        let mut seed = nonces;
+        let skeyseed = prf(&[ni, nr].concat(), g_ir);
+        Self::expand(&skeyseed, ni, nr, spi_i, spi_r, encr_len, integ_len)
+    }
+
+    /// The keys of an IKE SA that rekeys `old_sk_d`'s (§2.18): SKEYSEED =
+    /// prf(SK_d (old), g^ir (new) | Ni | Nr) with this exchange's nonces,
+    /// then the same expansion with the new SPIs.
+    #[allow(clippy::too_many_arguments)]
+    pub fn derive_rekey(
+        old_sk_d: &[u8],
+        g_ir: &[u8],
+        ni: &[u8],
+        nr: &[u8],
+        spi_i: u64,
+        spi_r: u64,
+        encr_len: usize,
+        integ_len: usize,
+    ) -> Self {
+        let skeyseed = prf(old_sk_d, &[g_ir, ni, nr].concat());
+        Self::expand(&skeyseed, ni, nr, spi_i, spi_r, encr_len, integ_len)
+    }
+
+    /// {SK_d | SK_ai | SK_ar | SK_ei | SK_er | SK_pi | SK_pr} = prf+(SKEYSEED, Ni | Nr | SPIi | SPIr).
+    fn expand(
+        skeyseed: &[u8],
+        ni: &[u8],
+        nr: &[u8],
+        spi_i: u64,
+        spi_r: u64,
+        encr_len: usize,
+        integ_len: usize,
+    ) -> Self {
+        let mut seed = [ni, nr].concat();
         seed.extend_from_slice(&spi_i.to_be_bytes());
         seed.extend_from_slice(&spi_r.to_be_bytes());
         let prf_len = 32;
         let lens = [prf_len, integ_len, integ_len, encr_len, encr_len, prf_len, prf_len];
-        let all = prf_plus(&skeyseed, &seed, lens.iter().sum());
+        let all = prf_plus(skeyseed, &seed, lens.iter().sum());
         let mut at = 0;
         let mut next = |n: usize| {
             let k = Zeroizing::new(all[at..at + n].to_vec());

@@ -33,6 +33,7 @@ use serde_json::json;
 
 use super::create_child::{self, Rekey};
 use super::ike_auth::{self, AuthConfig, AuthError, ChildSa};
+use super::ike_rekey;
 use super::informational::{self, PROTO_ESP, PROTO_IKE};
 use super::message::{exchange, Header, Message, Payload, TrafficSelector};
 use super::sa_init::{self, Established, Initiator, Response, SUITES};
@@ -72,6 +73,8 @@ pub struct IkeCounters {
     pub dropped_half_open: u64,
     /// IKE_SA_INIT answered with a COOKIE request (§2.6) instead of state.
     pub cookies_sent: u64,
+    /// IKE SAs rekeyed (by us or by the peer), their child SAs kept.
+    pub ike_rekeyed: u64,
 }
 
 /// A configured connection as `espgwctl ike list` shows it (no PSK).
@@ -129,6 +132,9 @@ enum Waiting {
         spi_in: u32,
     },
     Dpd,
+    IkeRekey {
+        rekey: ike_rekey::IkeRekey,
+    },
     Rekey {
         rekey: Rekey,
         old: Child,
@@ -166,9 +172,37 @@ struct IkeSa {
     iv: u64,
     created: Instant,
     last_heard: Instant,
+    /// When we rekey this IKE SA (ike_rekey_seconds after it was made).
+    rekey_at: Option<Instant>,
+    /// Rekeyed (§1.3.2): its children moved to the new IKE SA; kept only
+    /// for the peer's delete, and forgotten after [`HALF_OPEN_TIMEOUT`].
+    superseded: Option<Instant>,
 }
 
 impl IkeSa {
+    /// A fresh IKE SA record (no keys yet, nothing pending).
+    fn new(conn: usize, initiator: bool, local: SocketAddr, remote: SocketAddr, now: Instant) -> Self {
+        IkeSa {
+            conn,
+            initiator,
+            spi_i: 0,
+            spi_r: 0,
+            local,
+            remote,
+            est: None,
+            up: false,
+            answered: None,
+            pending: None,
+            next_id: 0,
+            children: Vec::new(),
+            iv: 0,
+            created: now,
+            last_heard: now,
+            rekey_at: None,
+            superseded: None,
+        }
+    }
+
     fn next_iv(&mut self) -> [u8; 8] {
         self.iv += 1;
         self.iv.to_be_bytes()
@@ -290,7 +324,9 @@ impl Daemon {
                 initiator: s.initiator,
                 spi_i: format!("{:016x}", s.spi_i),
                 spi_r: format!("{:016x}", s.spi_r),
-                state: if s.up {
+                state: if s.superseded.is_some() {
+                    "rekeyed"
+                } else if s.up {
                     "established"
                 } else if s.est.is_some() {
                     "authenticating"
@@ -350,23 +386,7 @@ impl Daemon {
         let suite = if c.child_key == 32 { SUITES[1] } else { SUITES[0] };
         let Ok((init, request)) = Initiator::start(suite, local, remote) else { return };
         tracing::info!(target: "espgw::ike", conn = %c.name, peer = %remote, "initiating");
-        let mut sa = IkeSa {
-            conn,
-            initiator: true,
-            spi_i: init.spi_i,
-            spi_r: 0,
-            local,
-            remote,
-            est: None,
-            up: false,
-            answered: None,
-            pending: None,
-            next_id: 1,
-            children: Vec::new(),
-            iv: 0,
-            created: now,
-            last_heard: now,
-        };
+        let mut sa = IkeSa { spi_i: init.spi_i, next_id: 1, ..IkeSa::new(conn, true, local, remote, now) };
         let bytes = request.clone();
         sa.pending = Some(Pending {
             message_id: 0,
@@ -486,21 +506,11 @@ impl Daemon {
             }
             Ok(Response::Accept { message, sa }) => {
                 let s = IkeSa {
-                    conn,
-                    initiator: false,
                     spi_i: sa.spi_i,
                     spi_r: sa.spi_r,
-                    local: d.local,
-                    remote: d.remote,
                     est: Some(sa),
-                    up: false,
                     answered: Some((0, message.clone())),
-                    pending: None,
-                    next_id: 0,
-                    children: Vec::new(),
-                    iv: 0,
-                    created: now,
-                    last_heard: now,
+                    ..IkeSa::new(conn, false, d.local, d.remote, now)
                 };
                 self.sas.push(s);
                 let i = self.sas.len() - 1;
@@ -555,25 +565,7 @@ impl Daemon {
             }
         } else if let Some(out) = out {
             // The SA went (a Delete): the answer still goes.
-            self.counters.sent += 1;
-            let tmp = IkeSa {
-                conn: 0,
-                initiator: false,
-                spi_i: 0,
-                spi_r: 0,
-                local: d.local,
-                remote: d.remote,
-                est: None,
-                up: false,
-                answered: None,
-                pending: None,
-                next_id: 0,
-                children: Vec::new(),
-                iv: 0,
-                created: now,
-                last_heard: now,
-            };
-            self.send_raw(&tmp, &out);
+            self.send_to(d.local, d.remote, &out);
         }
     }
 
@@ -596,7 +588,7 @@ impl Daemon {
                 let (remote_ts, local_ts) = (child.tsi.clone(), child.tsr.clone());
                 match self.install(control, i, &child, &local_ts, &remote_ts, est.nat.any(), true, now) {
                     Ok(()) => {
-                        self.established(control, i);
+                        self.established(control, i, now);
                         Some(resp)
                     }
                     Err(e) => {
@@ -654,6 +646,11 @@ impl Daemon {
                 for ch in self.sas[i].children.iter_mut().filter(|ch| ch.spi_out == old_spi_out) {
                     ch.retiring = true;
                 }
+                Some(response)
+            }
+            Ok((_, create_child::Answer::IkeRekeyed { new, response })) => {
+                // The peer rekeyed the IKE SA: it is the new one's initiator.
+                self.supersede(i, *new, false, now);
                 Some(response)
             }
             Ok((_, create_child::Answer::Refused { notify, response })) => {
@@ -758,7 +755,7 @@ impl Daemon {
                     Ok(child) => {
                         let (local_ts, remote_ts) = (child.tsi.clone(), child.tsr.clone());
                         match self.install(control, i, &child, &local_ts, &remote_ts, nat, true, now) {
-                            Ok(()) => self.established(control, i),
+                            Ok(()) => self.established(control, i, now),
                             Err(e) => {
                                 tracing::warn!(target: "espgw::ike", conn = %c.name, error = %e, "child SA not installed");
                                 self.remove_sa(control, i, "child SA not installed");
@@ -792,8 +789,34 @@ impl Daemon {
                         }
                     }
                     Err(e) => {
+                        // Tried again after another rekey_seconds, not at every poll.
                         tracing::warn!(target: "espgw::ike", conn = %c.name, error = ?e, "rekey failed");
-                        self.sas[i].children.push(old);
+                        self.sas[i].children.push(Child { installed: now, ..old });
+                    }
+                }
+            }
+            Waiting::IkeRekey { rekey } => {
+                let Some(est) = self.sas[i].est.take() else { return };
+                let r = rekey.complete(&est, self.sas[i].initiator, msg);
+                self.sas[i].est = Some(est);
+                match r {
+                    Ok(new) => {
+                        // We are the new IKE SA's initiator; the old one is deleted with the peer.
+                        self.supersede(i, new, true, now);
+                        self.sas[i].up = false;
+                        if let Some(est) = self.sas[i].est.take() {
+                            let iv = self.sas[i].next_iv();
+                            let del = Payload::Delete { protocol: PROTO_IKE, spi_size: 0, spis: vec![] };
+                            let id = self.sas[i].next_id;
+                            if let Ok(b) = informational::request(&est, self.sas[i].initiator, id, &[del], iv) {
+                                self.send(i, &b);
+                            }
+                        }
+                        self.remove_sa(control, i, "rekeyed");
+                    }
+                    Err(e) => {
+                        tracing::warn!(target: "espgw::ike", conn = %c.name, error = ?e, "IKE SA rekey failed");
+                        self.sas[i].rekey_at = Some(now + Duration::from_secs(60));
                     }
                 }
             }
@@ -814,9 +837,11 @@ impl Daemon {
         }
     }
 
-    fn established(&mut self, control: &ControlState<'_>, i: usize) {
+    fn established(&mut self, control: &ControlState<'_>, i: usize, now: Instant) {
+        let rekey_at = self.ike_rekey_time(self.sas[i].conn, now);
         let s = &mut self.sas[i];
         s.up = true;
+        s.rekey_at = rekey_at;
         self.counters.established += 1;
         let c = &self.conns[s.conn];
         tracing::info!(target: "espgw::ike", conn = %c.name, peer = %s.remote, nat = s.natt(), "IKE SA established");
@@ -945,7 +970,7 @@ impl Daemon {
             // Without trap the eroute goes: traffic meets the defaults again.
             let _ = control.store().delete_eroute(&eroute_name(&c.name));
         }
-        if s.up {
+        if s.up && s.superseded.is_none() {
             tracing::info!(target: "espgw::ike", conn = %c.name, peer = %s.remote, why, "IKE SA down");
             control
                 .events
@@ -981,6 +1006,15 @@ impl Daemon {
                 i += 1;
                 continue;
             }
+            if let Some(t) = s.superseded {
+                // A rekeyed IKE SA whose delete never came goes quietly.
+                if now.duration_since(t) >= HALF_OPEN_TIMEOUT {
+                    self.sas.swap_remove(i);
+                    continue;
+                }
+                i += 1;
+                continue;
+            }
             if let Some(k) =
                 s.children.iter().position(|c| c.held.is_some() && now.duration_since(c.installed) >= HELD_MAX)
             {
@@ -991,7 +1025,9 @@ impl Daemon {
                 let c = &self.conns[s.conn];
                 let (dpd, rekey) = (Duration::from_secs(c.dpd_seconds), Duration::from_secs(c.rekey_seconds));
                 let (key, ts) = (c.child_key, (vec![ts_of(&c.local_ts[0])], vec![ts_of(&c.remote_ts[0])]));
-                if c.rekey_seconds > 0
+                if s.rekey_at.is_some_and(|t| now >= t) {
+                    self.rekey_ike(i, now);
+                } else if c.rekey_seconds > 0
                     && s.children.iter().any(|ch| !ch.retiring && now.duration_since(ch.installed) >= rekey)
                 {
                     self.rekey(i, rekey, key, ts, now);
@@ -1000,6 +1036,54 @@ impl Daemon {
                 }
             }
             i += 1;
+        }
+    }
+
+    /// IKE SA `i` was rekeyed into `new`: its children move there, and it
+    /// stays only to hear (or, `initiator`, to send) the delete.
+    fn supersede(&mut self, i: usize, new: Established, initiator: bool, now: Instant) {
+        let rekey_at = self.ike_rekey_time(self.sas[i].conn, now);
+        let old = &mut self.sas[i];
+        old.superseded = Some(now);
+        let conn = &self.conns[old.conn];
+        tracing::info!(
+            target: "espgw::ike", conn = %conn.name,
+            spi_i = %format_args!("{:016x}", new.spi_i), spi_r = %format_args!("{:016x}", new.spi_r),
+            "IKE SA rekeyed"
+        );
+        let fresh = IkeSa {
+            spi_i: new.spi_i,
+            spi_r: new.spi_r,
+            est: Some(Box::new(new)),
+            up: true,
+            children: std::mem::take(&mut old.children),
+            rekey_at,
+            ..IkeSa::new(old.conn, initiator, old.local, old.remote, now)
+        };
+        self.counters.ike_rekeyed += 1;
+        self.sas.push(fresh);
+    }
+
+    /// When an IKE SA made now is rekeyed: ike_rekey_seconds less up to a
+    /// tenth at random, so that two peers with the same setting rarely
+    /// start at the same moment (strongSwan's rand_time).
+    fn ike_rekey_time(&self, conn: usize, now: Instant) -> Option<Instant> {
+        let secs = self.conns[conn].ike_rekey_seconds;
+        let mut r = [0u8; 4];
+        let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut r);
+        let jitter_ms = u64::from(u32::from_be_bytes(r)) % (secs * 100).max(1);
+        (secs > 0).then(|| now + Duration::from_millis(secs * 1000 - jitter_ms))
+    }
+
+    /// Start rekeying IKE SA `i` (ike_rekey_seconds ran out).
+    fn rekey_ike(&mut self, i: usize, now: Instant) {
+        let Some(est) = self.sas[i].est.take() else { return };
+        let iv = self.sas[i].next_iv();
+        let r = ike_rekey::request(&est, self.sas[i].initiator, self.sas[i].next_id, iv);
+        self.sas[i].est = Some(est);
+        match r {
+            Ok((rekey, bytes)) => self.request(i, bytes, Waiting::IkeRekey { rekey }, now),
+            Err(_) => self.sas[i].rekey_at = Some(now + Duration::from_secs(60)),
         }
     }
 

@@ -232,6 +232,53 @@ fn lost_packets_are_retransmitted_and_a_dead_peer_is_given_up() {
     assert_eq!((l.len(), l[0].state, l[0].age_s < 5), (1, "connecting", true), "{l:?}");
 }
 
+/// The IKE SA rekeys itself (§1.3.2, §2.18) without touching the child
+/// SAs or the traffic: both sides move to one new IKE SA (new SPIs, the
+/// rekey's initiator its initiator), the old one is deleted, the store
+/// keeps exactly the same SAs, and the new IKE SA still carries a child
+/// rekey. B, the responder of the first IKE SA, rekeys first; then again
+/// as the initiator of the second.
+#[test]
+fn the_ike_sa_rekeys_and_keeps_its_children() {
+    let mut a = side(config("192.0.2.1", "198.51.100.1", "10.0.1.0/24", "10.0.2.0/24", "secret", "start = \"start\""));
+    let mut b =
+        side(config("198.51.100.1", "192.0.2.1", "10.0.2.0/24", "10.0.1.0/24", "secret", "ike_rekey_seconds = 100"));
+    let t0 = Instant::now();
+    rounds(&mut a, &mut b, t0);
+    let before = (sa_names(&a), sa_names(&b));
+    let old = a.daemon.list(t0)[0].clone();
+    assert!(old.initiator);
+    // At most a tenth early: nothing at 89 s, rekeyed by 101 s.
+    rounds(&mut b, &mut a, t0 + Duration::from_secs(89));
+    assert_eq!(b.daemon.counters.ike_rekeyed, 0);
+    let t1 = t0 + Duration::from_secs(101);
+    rounds(&mut b, &mut a, t1);
+    assert_eq!((a.daemon.counters.ike_rekeyed, b.daemon.counters.ike_rekeyed), (1, 1));
+    let (la, lb) = (a.daemon.list(t1), b.daemon.list(t1));
+    assert_eq!((la.len(), lb.len()), (1, 1), "the old IKE SA is gone on both sides: {la:?} {lb:?}");
+    assert_eq!((&la[0].spi_i, &la[0].spi_r), (&lb[0].spi_i, &lb[0].spi_r));
+    assert_ne!(la[0].spi_i, old.spi_i);
+    assert!(lb[0].initiator && !la[0].initiator, "the rekey's initiator initiates the new SA");
+    assert_eq!(la[0].children, old.children, "the child SAs moved over");
+    assert_eq!((sa_names(&a), sa_names(&b)), before, "the data plane saw nothing");
+    assert_eq!(a.daemon.counters.timed_out + b.daemon.counters.timed_out, 0);
+    // The new IKE SA works: a child rekey over it.
+    a.daemon.rekey_named("peer", t1).unwrap();
+    rounds(&mut a, &mut b, t1);
+    assert_eq!((a.daemon.counters.child_rekeyed, b.daemon.counters.child_rekeyed), (1, 1));
+    assert_ne!(sa_names(&a), before.0);
+    // B again, now as the IKE SA's initiator.
+    let t2 = t1 + Duration::from_secs(101);
+    rounds(&mut b, &mut a, t2);
+    let (la, lb) = (a.daemon.list(t2), b.daemon.list(t2));
+    assert_eq!((la.len(), lb.len()), (1, 1), "{la:?} {lb:?}");
+    assert_eq!((a.daemon.counters.ike_rekeyed, b.daemon.counters.ike_rekeyed), (2, 2));
+    assert!(lb[0].initiator && !la[0].initiator);
+    assert_eq!(la[0].spi_i, lb[0].spi_i);
+    assert_eq!(la[0].children.len(), 1);
+    assert_eq!(la[0].state, "established");
+}
+
 /// A flood of IKE_SA_INIT: from addresses no connection names it costs
 /// nothing (no answer, no state, no Diffie-Hellman); from the peer's
 /// address (spoofed, many ports) it fills the half-open table up to the

@@ -12,6 +12,7 @@ pub mod create_child;
 pub mod crypto;
 pub mod daemon;
 pub mod ike_auth;
+pub mod ike_rekey;
 pub mod informational;
 pub mod message;
 pub mod sa_init;

@@ -107,17 +107,24 @@ impl Lab {
     /// `conn_extra` goes into the connection, `child_extra` into the child
     /// section (e.g. a rekey_time).
     fn charon(&self, psk: &str, conn_extra: &str, child_extra: &str) -> Charon {
-        Charon::start(
-            &self.peer,
-            &format!(
-                "connections {{ espgw {{\n local_addrs = 203.0.113.2\n remote_addrs = 203.0.113.1\n\
+        self.charon_edited(psk, conn_extra, child_extra, &[])
+    }
+
+    /// [`Self::charon`] with text replacements in its swanctl.conf (another
+    /// identity, other proposals).
+    fn charon_edited(&self, psk: &str, conn_extra: &str, child_extra: &str, edits: &[(&str, &str)]) -> Charon {
+        let mut conf = format!(
+            "connections {{ espgw {{\n local_addrs = 203.0.113.2\n remote_addrs = 203.0.113.1\n\
                  proposals = aes128gcm16-prfsha256-x25519\n dpd_delay = 2s\n {conn_extra}\n\
                  local {{ auth = psk\n id = east.example }}\n remote {{ auth = psk\n id = west.example }}\n\
                  children {{ net {{ local_ts = 10.0.2.0/24\n remote_ts = 10.0.1.0/24\n esp_proposals = aes128gcm16\n\
                  {child_extra}\n }} }} }} }}\n\
                  secrets {{ ike-1 {{ id-1 = west.example\n id-2 = east.example\n secret = \"{psk}\" }} }}\n"
-            ),
-        )
+        );
+        for (from, to) in edits {
+            conf = conf.replace(from, to);
+        }
+        Charon::start(&self.peer, &conf)
     }
 
     /// espgw in the gateway namespace with one `[[connection]]` (`extra` appended to it).
@@ -457,4 +464,42 @@ fn an_ike_sa_init_flood_gets_cookies_and_the_peer_still_gets_in() {
     assert_eq!(n(&from_peer, "cookies"), 268, "{c}");
     assert_eq!(n(ike, "cookies_sent"), 269, "and strongSwan was asked once: {c}");
     assert_eq!(n(ike, "established"), 1, "{c}");
+}
+
+/// The other refusals of RFC 7296, each answered and counted while the
+/// real tunnel stays possible: a peer proving another identity than
+/// remote_id (AUTHENTICATION_FAILED, §2.21.2), an IKE proposal espgw does
+/// not run (NO_PROPOSAL_CHOSEN in IKE_SA_INIT, §2.21.1), and a child SA
+/// proposal it does not run (NO_PROPOSAL_CHOSEN in IKE_AUTH, §1.2: the IKE
+/// SA may stand, the child does not).
+#[test]
+fn wrong_identity_and_proposals_are_refused_and_counted() {
+    let _heavy = heavy_test_lock();
+    let lab = Lab::new("n");
+    let s = Scratch::new();
+    let (gw, report) = lab.espgw(&s, "shared secret", "");
+    wait_ready(&s);
+    let attempt = |edits: &[(&str, &str)]| {
+        let charon = lab.charon_edited("shared secret", "", "", edits);
+        let (ok, out) = charon.swanctl(&["--initiate", "--child", "net", "--timeout", "10"]);
+        (ok, format!("{out}\n{}", charon.log_text()))
+    };
+    let (id_ok, id_log) = attempt(&[
+        ("id = east.example }", "id = mallory.example }"),
+        ("id-2 = east.example", "id-2 = mallory.example"),
+    ]);
+    let (ike_ok, ike_log) =
+        attempt(&[("proposals = aes128gcm16-prfsha256-x25519", "proposals = aes256gcm16-prfsha384-ecp384")]);
+    let (esp_ok, esp_log) = attempt(&[("esp_proposals = aes128gcm16", "esp_proposals = aes256-sha256")]);
+    let (good, good_log) = attempt(&[]);
+    let run = stop(gw, &report);
+    run.assert_ok();
+    let ike = &run.report()["ike"];
+    assert!(!id_ok && id_log.contains("AUTHENTICATION_FAILED"), "{id_log}");
+    assert!(!ike_ok && ike_log.contains("NO_PROPOSAL_CHOSEN"), "{ike_log}");
+    assert!(!esp_ok && esp_log.contains("NO_PROPOSAL_CHOSEN"), "{esp_log}");
+    assert!(good, "the right settings still work: {good_log}");
+    assert!(ike["auth_failed"].as_u64().unwrap() >= 1, "{ike}");
+    assert!(ike["no_proposal"].as_u64().unwrap() >= 2, "IKE and ESP proposals: {ike}");
+    assert_eq!(ike["child_installed"], 1, "only the good attempt installed SAs: {ike}");
 }

@@ -419,5 +419,7 @@ mod tests {
         }
         let n = espgw_testkit::fuzz_corpus::replay("ike", crate::ike::message::check_roundtrip);
         assert!(n >= 3, "{n} ike seeds");
+        let n = espgw_testkit::fuzz_corpus::replay("ike_daemon", crate::ike::fuzzing::daemons);
+        assert!(n >= 3, "{n} ike_daemon seeds");
     }
 }

@@ -813,8 +813,11 @@ mod tests {
             .map(|e| e.unwrap().file_name().to_string_lossy().trim_end_matches(".rs").to_string())
             .collect();
         files.sort();
-        let mut names: Vec<String> =
-            TARGETS.iter().map(|t| t.0.to_string()).chain(["api", "config", "ike"].map(String::from)).collect();
+        let mut names: Vec<String> = TARGETS
+            .iter()
+            .map(|t| t.0.to_string())
+            .chain(["api", "config", "ike", "ike_daemon"].map(String::from))
+            .collect();
         names.sort();
         assert_eq!(files, names);
     }

@@ -180,6 +180,15 @@ struct IkeSa {
 }
 
 impl IkeSa {
+    /// The child SA an outstanding request is about (being rekeyed, or
+    /// replaced and being deleted): still in the store, so still ours.
+    fn pending_child(&self) -> Option<&Child> {
+        match self.pending.as_ref().map(|p| &p.waiting) {
+            Some(Waiting::Rekey { old, .. } | Waiting::DeleteChild { old }) => Some(old),
+            _ => None,
+        }
+    }
+
     /// A fresh IKE SA record (no keys yet, nothing pending).
     fn new(conn: usize, initiator: bool, local: SocketAddr, remote: SocketAddr, now: Instant) -> Self {
         IkeSa {
@@ -336,7 +345,12 @@ impl Daemon {
                 local: s.local.to_string(),
                 remote: s.remote.to_string(),
                 nat: s.natt(),
-                children: s.children.iter().map(|c| format!("{:08x}/{:08x}", c.spi_in, c.spi_out)).collect(),
+                children: s
+                    .children
+                    .iter()
+                    .chain(s.pending_child())
+                    .map(|c| format!("{:08x}/{:08x}", c.spi_in, c.spi_out))
+                    .collect(),
                 age_s: now.duration_since(s.created).as_secs(),
             })
             .collect()
@@ -650,7 +664,7 @@ impl Daemon {
             }
             Ok((_, create_child::Answer::IkeRekeyed { new, response })) => {
                 // The peer rekeyed the IKE SA: it is the new one's initiator.
-                self.supersede(i, *new, false, now);
+                self.supersede(control, i, *new, false, now);
                 Some(response)
             }
             Ok((_, create_child::Answer::Refused { notify, response })) => {
@@ -802,7 +816,7 @@ impl Daemon {
                 match r {
                     Ok(new) => {
                         // We are the new IKE SA's initiator; the old one is deleted with the peer.
-                        self.supersede(i, new, true, now);
+                        self.supersede(control, i, new, true, now);
                         self.sas[i].up = false;
                         if let Some(est) = self.sas[i].est.take() {
                             let iv = self.sas[i].next_iv();
@@ -961,7 +975,7 @@ impl Daemon {
     /// The IKE SA and its children go.
     fn remove_sa(&mut self, control: &ControlState<'_>, i: usize, why: &str) {
         let children = std::mem::take(&mut self.sas[i].children);
-        for c in &children {
+        for c in children.iter().chain(self.sas[i].pending_child().cloned().as_ref()) {
             self.uninstall(control, i, c);
         }
         let s = self.sas.swap_remove(i);
@@ -1041,8 +1055,15 @@ impl Daemon {
 
     /// IKE SA `i` was rekeyed into `new`: its children move there, and it
     /// stays only to hear (or, `initiator`, to send) the delete.
-    fn supersede(&mut self, i: usize, new: Established, initiator: bool, now: Instant) {
+    fn supersede(&mut self, control: &ControlState<'_>, i: usize, new: Established, initiator: bool, now: Instant) {
         let rekey_at = self.ike_rekey_time(self.sas[i].conn, now);
+        // Our own exchange on the old IKE SA is abandoned: a child we were
+        // rekeying moves on as it is, one we were deleting goes now.
+        match self.sas[i].pending.take().map(|p| p.waiting) {
+            Some(Waiting::Rekey { old, .. }) => self.sas[i].children.push(old),
+            Some(Waiting::DeleteChild { old }) => self.uninstall(control, i, &old),
+            _ => {}
+        }
         let old = &mut self.sas[i];
         old.superseded = Some(now);
         let conn = &self.conns[old.conn];

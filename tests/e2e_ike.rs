@@ -291,11 +291,13 @@ fn strongswan_initiates_and_rekeys_while_traffic_flows() {
     let s = Scratch::new();
     let (gw, report) = lab.espgw(&s, "shared secret", "rekey_seconds = 0");
     wait_ready(&s);
-    // charon rekeys its child every 4 s (with up to 1 s of jitter).
-    let charon = lab.charon(
+    // charon rekeys its child every 4 s (with up to 1 s of jitter) with PFS,
+    // and the IKE SA every ~5 s.
+    let charon = lab.charon_edited(
         "shared secret",
         "rekey_time = 5s\n over_time = 60s\n rand_time = 1s",
         "rekey_time = 4s\n rand_time = 1s",
+        &[("esp_proposals = aes128gcm16", "esp_proposals = aes128gcm16-x25519")],
     );
     let (ok, out) = charon.swanctl(&["--initiate", "--child", "net", "--timeout", "20"]);
     let ctx = || format!("\n--- charon ---\n{}", charon.log_text());
@@ -304,6 +306,7 @@ fn strongswan_initiates_and_rekeys_while_traffic_flows() {
     assert_flood_and_transfer(&lab, &ctx);
     let log = charon.log_text();
     assert!(count(&log, "CHILD_SA net{") >= 1);
+    assert!(log.contains("ESP:AES_GCM_16_128/CURVE_25519"), "the rekeys used PFS{}", ctx());
     // The peer deletes the IKE SA: espgw removes the child SAs and the eroute.
     let (ok, out) = charon.swanctl(&["--terminate", "--ike", "espgw", "--timeout", "10"]);
     assert!(ok, "terminate: {out}");
@@ -329,8 +332,10 @@ fn espgw_initiates_at_start_rekeys_and_sees_the_peer_die() {
     let _heavy = heavy_test_lock();
     let lab = Lab::new("i");
     let s = Scratch::new();
-    let mut charon = Some(lab.charon("shared secret", "", ""));
-    let (gw, report) = lab.espgw(&s, "shared secret", "start = \"start\"\nrekey_seconds = 4\nike_rekey_seconds = 6");
+    let pfs = [("esp_proposals = aes128gcm16", "esp_proposals = aes128gcm16-x25519")];
+    let mut charon = Some(lab.charon_edited("shared secret", "", "", &pfs));
+    let (gw, report) =
+        lab.espgw(&s, "shared secret", "start = \"start\"\nrekey_seconds = 4\nike_rekey_seconds = 6\npfs = true");
     wait_ready(&s);
     let log = || charon.as_ref().map(|c| c.log_text()).unwrap_or_default();
     let ctx = || format!("\n--- charon ---\n{}", log());
@@ -354,6 +359,7 @@ fn espgw_initiates_at_start_rekeys_and_sees_the_peer_die() {
     assert_flood_and_transfer(&lab, &ctx);
     let (ok, out) = espgwctl(&s, &["ike", "list"]);
     assert!(ok && out.contains("established") && out.contains("east"), "{out}");
+    assert!(log().contains("ESP:AES_GCM_16_128/CURVE_25519"), "our rekeys used PFS{}", ctx());
     // charon dies without a word: DPD (2 s, then retransmissions) takes the tunnel down.
     drop(charon.take());
     std::thread::sleep(Duration::from_secs(40));

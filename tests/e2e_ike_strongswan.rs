@@ -157,6 +157,7 @@ fn strongswan_accepts_our_ike_sa_init_and_psk_ike_auth() {
         16,
         &[ts("10.0.1.0", "10.0.1.255")],
         &[ts("10.0.2.0", "10.0.2.255")],
+        false,
         [6; 8],
     )
     .unwrap();

@@ -466,11 +466,11 @@ fn ike_command(state: &ControlState<'_>, name: &str, cmd: IkeCommand) -> Result<
     }
     match cmd {
         IkeCommand::Initiate => {
-            d.initiate_named(name, now).map_err(|e| ApiResponse::error(404, e, None))?;
+            d.initiate_named(name, now).map_err(|e| ApiResponse::error(409, e, None))?;
             Ok(ApiResponse::json(202, &json!({ "connection": name, "initiating": true })))
         }
         IkeCommand::Terminate => {
-            let n = d.terminate_named(state, name, now);
+            let n = d.terminate_named(state, name);
             Ok(ApiResponse::json(200, &json!({ "connection": name, "terminated": n })))
         }
         IkeCommand::Rekey => match d.rekey_named(name, now) {

@@ -383,8 +383,22 @@ mod nonce_property {
         ]
     }
 
+    /// A restart. The previous run's lock can outlive it for a moment: a
+    /// process another test spawns meanwhile holds a copy of the file
+    /// descriptor between its fork and its exec (close-on-exec), and flock
+    /// belongs to the open file, so opening is retried briefly.
     fn start(cfg: &Config) -> (ControlState<'static>, SharedState) {
-        let st = SharedState::new(StateFile::open(&cfg.state_file).unwrap());
+        let mut tries = 0;
+        let file = loop {
+            match StateFile::open(&cfg.state_file) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && tries < 200 => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                r => break r.unwrap(),
+            }
+        };
+        let st = SharedState::new(file);
         let store = PolicyStore::from_config_with(cfg, Some(Box::new(st.clone()))).unwrap();
         (
             ControlState {

@@ -15,6 +15,7 @@
 //! start = "none"                 # "start": initiate at startup; "trap": on the first packet
 //! rekey_seconds = 3600           # child SA rekey (make-before-break); 0 = never
 //! ike_rekey_seconds = 14400      # IKE SA rekey (children kept); 0 = never
+//! pfs = false                    # child rekeys with a fresh Curve25519 exchange
 //! dpd_seconds = 30               # liveness check after this much silence; 0 = off
 //! ```
 
@@ -57,6 +58,8 @@ pub struct ConnectionSpec {
     pub rekey_seconds: u64,
     pub ike_rekey_seconds: u64,
     pub dpd_seconds: u64,
+    /// Our child rekeys carry a Curve25519 exchange (perfect forward secrecy).
+    pub pfs: bool,
 }
 
 impl std::fmt::Debug for ConnectionSpec {
@@ -90,6 +93,7 @@ pub(super) struct RawConnection {
     rekey_seconds: Option<Spanned<i64>>,
     ike_rekey_seconds: Option<Spanned<i64>>,
     dpd_seconds: Option<Spanned<i64>>,
+    pfs: Option<Spanned<bool>>,
 }
 
 /// An identity as written: an IP address (ID_IPV4_ADDR / ID_IPV6_ADDR), a
@@ -204,6 +208,7 @@ pub(super) fn validate(
             rekey_seconds,
             ike_rekey_seconds,
             dpd_seconds,
+            pfs: r.pfs.as_ref().is_some_and(|b| *b.get_ref()),
         });
     }
     Ok(out)
@@ -226,7 +231,7 @@ mod tests {
         let c = Config::parse(Path::new("c.toml"), &format!("{BASE}{CONN}")).unwrap();
         let k = &c.connections[0];
         assert_eq!((k.name.as_str(), k.child_key, k.start), ("east", 16, Start::None));
-        assert_eq!((k.rekey_seconds, k.dpd_seconds, k.ike_rekey_seconds), (3600, 30, 14_400));
+        assert_eq!((k.rekey_seconds, k.dpd_seconds, k.ike_rekey_seconds, k.pfs), (3600, 30, 14_400, false));
         assert_eq!((k.local_id.id_type, k.local_id.data.as_slice()), (1, &[192, 0, 2, 1][..]));
         assert_eq!((k.remote_id.id_type, k.remote_id.data.as_slice()), (2, &b"east.example"[..]));
         assert!(!format!("{k:?}").contains("a secret"), "the PSK is never printed");

@@ -134,6 +134,7 @@ pub const KEYS: &[Key] = &[
     Key { section: "connection", key: "start", ty: "\"none\" | \"start\" | \"trap\"", default: "none", meaning: "none: wait for the peer (or espgwctl ike initiate); start: initiate at startup and again after the tunnel goes down; trap: install a trap eroute and initiate on its first packet (ACQUIRE)." },
     Key { section: "connection", key: "rekey_seconds", ty: "integer 0..31536000", default: "3600", meaning: "Rekey the child SA after this long, make-before-break (the new SA is installed before the old is deleted); 0 never." },
     Key { section: "connection", key: "ike_rekey_seconds", ty: "integer 0..31536000", default: "14400", meaning: "Rekey the IKE SA after this long (less up to a tenth at random), keeping its child SAs (RFC 7296 §2.18); 0 never. The peer may rekey it sooner." },
+    Key { section: "connection", key: "pfs", ty: "boolean", default: "false", meaning: "Our child SA rekeys carry a fresh Curve25519 exchange (perfect forward secrecy; strongSwan: esp_proposals = aes128gcm16-x25519). A peer that asks for PFS gets it either way." },
     Key { section: "connection", key: "dpd_seconds", ty: "integer 0..31536000", default: "30", meaning: "Liveness check (an empty INFORMATIONAL) after this much silence; a peer that does not answer the retransmissions is declared dead and its SAs removed. 0 off." },
     Key { section: "state", key: "file", ty: "path", default: "<config stem>.state next to the config", meaning: "The state file (fsync'd before any leased sequence number is used)." },
 ];

@@ -443,7 +443,7 @@ fn supervise(
         if let Some(cause) = cause {
             if let Some(mut d) = control.ike() {
                 // The peers hear that the IKE SAs go; the workers send it.
-                d.shutdown(control, Instant::now());
+                d.shutdown(control);
                 std::thread::sleep(Duration::from_millis(100));
             }
             return cause;

@@ -1,18 +1,23 @@
-//! CREATE_CHILD_SA for rekeying a child SA (RFC 7296 §1.3.3), without PFS:
-//! the initiator of this exchange names the SA it rekeys (REKEY_SA with its
+//! CREATE_CHILD_SA for rekeying a child SA (RFC 7296 §1.3.3): the
+//! initiator of this exchange names the SA it rekeys (REKEY_SA with its
 //! inbound SPI), offers the ESP proposal with the new SPI, a fresh nonce and
 //! the selectors; the new KEYMAT is `prf+(SK_d, Ni | Nr)` of this
 //! exchange's nonces, this exchange's initiator-to-responder key first.
+//! With perfect forward secrecy (§1.3.1, §2.17) the proposal carries a
+//! Diffie-Hellman group (Curve25519), both sides send a KE payload, and the
+//! KEYMAT is `prf+(SK_d, g^ir (new) | Ni | Nr)`: a later leak of the IKE
+//! SA's keys does not reveal the child's.
 //! Make-before-break: the old SA stays until the new one is installed and
 //! the old is deleted by an INFORMATIONAL exchange.
 
 use zeroize::Zeroizing;
 
 use super::auth::split_child_keys;
-use super::crypto::{child_keymat, decrypt_message, encrypt_message, IkeCryptoError};
+use super::crypto::{child_keymat, decrypt_message, encrypt_message, IkeCryptoError, GROUP_X25519, X25519};
 use super::ike_auth::{accept_esp, esp_proposal, ChildSa};
 use super::ike_rekey::IkeRekeyAnswer;
-use super::message::{exchange, flags, selectors, Header, Payload, TrafficSelector};
+use super::message::{exchange, flags, selectors, Header, Payload, Proposal, TrafficSelector, Transform};
+use super::sa_init::transform;
 use super::sa_init::{Established, NONCE_LEN};
 
 /// REKEY_SA (§3.10.1).
@@ -38,6 +43,40 @@ pub struct Rekey {
     ni: Zeroizing<Vec<u8>>,
     spi_in: u32,
     key_len: usize,
+    /// Our Diffie-Hellman half when we asked for PFS.
+    dh: Option<X25519>,
+}
+
+/// Our ESP proposal, with Curve25519 for PFS when `pfs`.
+fn proposal(spi: u32, key_len: usize, pfs: bool) -> Proposal {
+    let mut p = esp_proposal(spi, key_len);
+    if pfs {
+        p.transforms.push(Transform { kind: transform::KE, id: GROUP_X25519, attributes: vec![] });
+    }
+    p
+}
+
+/// Does the peer's proposal `number` ask for PFS? `Some(true)` with
+/// Curve25519, `Some(false)` without a group (or with NONE among them),
+/// `None` when it only names groups we do not run.
+fn pfs_asked(props: &[Proposal], number: u8) -> Option<bool> {
+    let p = props.iter().find(|p| p.number == number && p.protocol == 3)?;
+    let groups: Vec<u16> = p.transforms.iter().filter(|t| t.kind == transform::KE).map(|t| t.id).collect();
+    if groups.is_empty() || groups == [0] {
+        Some(false)
+    } else if groups.contains(&GROUP_X25519) {
+        Some(true)
+    } else {
+        groups.contains(&0).then_some(false)
+    }
+}
+
+/// The peer's Curve25519 share, if it sent one.
+fn ke_of(inner: &[Payload]) -> Option<&[u8]> {
+    inner.iter().find_map(|p| match p {
+        Payload::Ke { group: GROUP_X25519, data } => Some(data.as_slice()),
+        _ => None,
+    })
 }
 
 /// Start rekeying the child SA whose inbound SPI is `old_spi_in`; the new
@@ -52,17 +91,22 @@ pub fn request(
     key_len: usize,
     tsi: &[TrafficSelector],
     tsr: &[TrafficSelector],
+    pfs: bool,
     iv: [u8; 8],
 ) -> Result<(Rekey, Vec<u8>), RekeyError> {
     let mut ni = Zeroizing::new(vec![0u8; NONCE_LEN]);
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut ni).map_err(|_| IkeCryptoError::Random)?;
-    let payloads = vec![
+    let dh = if pfs { Some(X25519::generate()?) } else { None };
+    let mut payloads = vec![
         Payload::Notify { protocol: 3, spi: old_spi_in.to_be_bytes().to_vec(), kind: REKEY_SA, data: vec![] },
-        Payload::Sa(vec![esp_proposal(new_spi_in, key_len)]),
+        Payload::Sa(vec![proposal(new_spi_in, key_len, pfs)]),
         Payload::Nonce(ni.to_vec()),
-        Payload::Ts { initiator: true, selectors: tsi.to_vec() },
-        Payload::Ts { initiator: false, selectors: tsr.to_vec() },
     ];
+    if let Some(dh) = &dh {
+        payloads.push(Payload::Ke { group: GROUP_X25519, data: dh.public().to_vec() });
+    }
+    payloads.push(Payload::Ts { initiator: true, selectors: tsi.to_vec() });
+    payloads.push(Payload::Ts { initiator: false, selectors: tsr.to_vec() });
     let f = if we_initiated { flags::INITIATOR } else { 0 };
     let h = Header {
         spi_i: sa.spi_i,
@@ -74,7 +118,7 @@ pub fn request(
     };
     let key = if we_initiated { &sa.keys.sk_ei } else { &sa.keys.sk_er };
     let bytes = encrypt_message(h, &payloads, key, iv)?;
-    Ok((Rekey { message_id, ni, spi_in: new_spi_in, key_len }, bytes))
+    Ok((Rekey { message_id, ni, spi_in: new_spi_in, key_len, dh }, bytes))
 }
 
 impl Rekey {
@@ -108,8 +152,12 @@ impl Rekey {
         }) else {
             return Err(RekeyError::Invalid("no nonce"));
         };
+        let g_ir = match self.dh {
+            Some(dh) => Some(dh.agree(ke_of(&inner).ok_or(RekeyError::Invalid("PFS asked for, no KE answered"))?)?),
+            None => None,
+        };
         let len = self.key_len + 4;
-        let km = child_keymat(&sa.keys.sk_d, None, &self.ni, &nr, 2 * len);
+        let km = child_keymat(&sa.keys.sk_d, g_ir.as_deref().map(|g| g.as_slice()), &self.ni, &nr, 2 * len);
         let (i2r, r2i) = split_child_keys(&km, len).ok_or(RekeyError::Invalid("key material"))?;
         Ok(ChildSa {
             spi_in: self.spi_in,
@@ -181,16 +229,32 @@ pub fn respond(
     let Some(old) = old.map(u32::from_be_bytes).filter(|s| known(*s)) else {
         return refuse(super::sa_init::notify::NO_ADDITIONAL_SAS);
     };
-    if inner.iter().any(|p| matches!(p, Payload::Ke { .. })) {
-        // PFS asked for: our proposal has no DH group.
-        return refuse(super::ike_auth::notify::NO_PROPOSAL_CHOSEN);
-    }
-    let Some((number, spi_out)) = inner.iter().find_map(|p| match p {
-        Payload::Sa(props) => accept_esp(props, key_len),
-        _ => None,
-    }) else {
+    let offered: Vec<Proposal> = inner
+        .iter()
+        .filter_map(|p| match p {
+            Payload::Sa(props) => Some(props.clone()),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    let Some((number, spi_out)) = accept_esp(&offered, key_len) else {
         return refuse(super::ike_auth::notify::NO_PROPOSAL_CHOSEN);
     };
+    let Some(pfs) = pfs_asked(&offered, number) else {
+        return refuse(super::ike_auth::notify::NO_PROPOSAL_CHOSEN);
+    };
+    let peer_ke = ke_of(&inner);
+    if pfs && peer_ke.is_none() {
+        // §1.3: the group we want, and the peer tries again with it.
+        let n = vec![Payload::Notify {
+            protocol: 0,
+            spi: vec![],
+            kind: super::sa_init::notify::INVALID_KE_PAYLOAD,
+            data: GROUP_X25519.to_be_bytes().to_vec(),
+        }];
+        let response = encrypt_message(header, &n, send, iv)?;
+        return Ok((h.message_id, Answer::Refused { notify: super::sa_init::notify::INVALID_KE_PAYLOAD, response }));
+    }
     let Some(ni) = inner.iter().find_map(|p| match p {
         Payload::Nonce(n) if (16..=256).contains(&n.len()) => Some(n.clone()),
         _ => None,
@@ -204,17 +268,22 @@ pub fn respond(
     }
     let mut nr = Zeroizing::new(vec![0u8; NONCE_LEN]);
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut nr).map_err(|_| IkeCryptoError::Random)?;
-    let mut chosen = esp_proposal(new_spi_in, key_len);
+    let mut chosen = proposal(new_spi_in, key_len, pfs);
     chosen.number = number;
-    let out = vec![
-        Payload::Sa(vec![chosen]),
-        Payload::Nonce(nr.to_vec()),
-        Payload::Ts { initiator: true, selectors: tsi.clone() },
-        Payload::Ts { initiator: false, selectors: tsr.clone() },
-    ];
+    let mut out = vec![Payload::Sa(vec![chosen]), Payload::Nonce(nr.to_vec())];
+    let g_ir = match (pfs, peer_ke) {
+        (true, Some(ke)) => {
+            let dh = X25519::generate()?;
+            out.push(Payload::Ke { group: GROUP_X25519, data: dh.public().to_vec() });
+            Some(dh.agree(ke)?)
+        }
+        _ => None,
+    };
+    out.push(Payload::Ts { initiator: true, selectors: tsi.clone() });
+    out.push(Payload::Ts { initiator: false, selectors: tsr.clone() });
     let response = encrypt_message(header, &out, send, iv)?;
     let len = key_len + 4;
-    let km = child_keymat(&sa.keys.sk_d, None, &ni, &nr, 2 * len);
+    let km = child_keymat(&sa.keys.sk_d, g_ir.as_deref().map(|g| g.as_slice()), &ni, &nr, 2 * len);
     let (i2r, r2i) = split_child_keys(&km, len).ok_or(RekeyError::Invalid("key material"))?;
     let child = ChildSa { spi_in: new_spi_in, spi_out, key_in: i2r, key_out: r2i, tsi, tsr };
     Ok((h.message_id, Answer::Rekeyed { old_spi_out: old, child, response }))

@@ -111,9 +111,21 @@ struct Child {
     installed: Instant,
     /// Rekeyed by the peer: kept until the peer deletes it.
     retiring: bool,
-    /// Installed while answering the peer's rekey: the selectors the eroute
-    /// gets once the peer deletes the old SA (or [`HELD_MAX`] has passed).
-    held: Option<(Prefix, Prefix)>,
+    /// The eroute's selectors when it routes into this child (ours, theirs).
+    selectors: (Prefix, Prefix),
+    /// Installed while answering the peer's rekey: not routed into until
+    /// the peer deletes the old SA (or [`HELD_MAX`] has passed).
+    held: bool,
+}
+
+impl Child {
+    /// Ours to rekey `after` its install: not replaced by the peer's rekey
+    /// already, and carrying our traffic (a held child is the peer's
+    /// fresh replacement: rekeying it before the old one goes would leave
+    /// the eroute on an SA that is about to be deleted).
+    fn due_for_rekey(&self, now: Instant, after: Duration) -> bool {
+        !self.retiring && !self.held && now.duration_since(self.installed) >= after
+    }
 }
 
 /// How long the outbound SA of a peer's rekey waits for the peer's delete
@@ -142,7 +154,6 @@ enum Waiting {
     DeleteChild {
         old: Child,
     },
-    DeleteIke,
 }
 
 /// Our outstanding request.
@@ -306,7 +317,15 @@ impl Daemon {
 
     /// Install the `%trap` eroutes of `start = "trap"` connections.
     pub fn install_traps(&self, control: &ControlState<'_>) {
-        for c in self.conns.iter().filter(|c| c.start == Start::Trap) {
+        for (i, _) in self.conns.iter().enumerate().filter(|(_, c)| c.start == Start::Trap) {
+            self.install_trap(control, i);
+        }
+    }
+
+    /// The `%trap` eroute of connection `conn`.
+    fn install_trap(&self, control: &ControlState<'_>, conn: usize) {
+        {
+            let c = &self.conns[conn];
             let spec = json!({
                 "name": eroute_name(&c.name), "src": c.local_ts[0].to_string(),
                 "dst": c.remote_ts[0].to_string(), "action": "trap",
@@ -387,8 +406,13 @@ impl Daemon {
     }
 
     /// Start an IKE SA for the connection named `name` (`espgwctl ike initiate`).
+    /// Err when there is no such connection, or it has an IKE SA already
+    /// (connecting or up: a second one would only race the first).
     pub fn initiate_named(&mut self, name: &str, now: Instant) -> Result<(), String> {
         let i = self.conns.iter().position(|c| c.name == name).ok_or(format!("no connection named {name:?}"))?;
+        if self.sas.iter().any(|s| s.conn == i && s.superseded.is_none()) {
+            return Err(format!("connection {name:?} has an IKE SA already"));
+        }
         self.initiate(i, now);
         Ok(())
     }
@@ -701,7 +725,7 @@ impl Daemon {
                                 }
                             }
                             let c = self.sas[i].children.remove(k);
-                            self.uninstall(control, i, &c);
+                            self.uninstall(control, self.sas[i].conn, &c);
                         }
                     }
                 }
@@ -834,8 +858,7 @@ impl Daemon {
                     }
                 }
             }
-            Waiting::DeleteChild { old } => self.uninstall(control, i, &old),
-            Waiting::DeleteIke => self.remove_sa(control, i, "deleted"),
+            Waiting::DeleteChild { old } => self.uninstall(control, self.sas[i].conn, &old),
         }
     }
 
@@ -943,7 +966,8 @@ impl Daemon {
             spi_out: child.spi_out,
             installed: now,
             retiring: false,
-            held: (!route).then_some((lp, rp)),
+            selectors: (lp, rp),
+            held: !route,
         });
         Ok(())
     }
@@ -951,39 +975,81 @@ impl Daemon {
     /// Route the connection's traffic into child `k`'s outbound SA, which
     /// was installed held back (we answered the peer's rekey).
     fn release(&mut self, control: &ControlState<'_>, i: usize, k: usize) {
-        let Some((lp, rp)) = self.sas[i].children[k].held.take() else { return };
-        let name = &self.conns[self.sas[i].conn].name;
-        let out = format!("ike-{name}-{:08x}-out", self.sas[i].children[k].spi_in);
-        if let Err(e) = point_eroute(&mut control.store(), &eroute_name(name), &out, lp, rp) {
-            tracing::warn!(target: "espgw::ike", conn = %name, error = %e, "cannot route into the rekeyed SA");
+        let c = &mut self.sas[i].children[k];
+        if c.held {
+            c.held = false;
+            let conn = self.sas[i].conn;
+            self.reroute(control, conn);
         }
     }
 
-    /// Take a child's SAs out of the store (the eroute turns to trap if it
-    /// still points at the outbound one).
-    fn uninstall(&mut self, control: &ControlState<'_>, i: usize, c: &Child) {
-        let conn = &self.conns[self.sas[i].conn];
-        let base = format!("ike-{}-{:08x}", conn.name, c.spi_in);
+    /// Point the connection's eroute at its newest child SA that carries
+    /// traffic, across all its IKE SAs (two can exist when both sides
+    /// initiated at once); with none left, back to `%trap` (start = "trap")
+    /// or gone (traffic meets the defaults again).
+    fn reroute(&mut self, control: &ControlState<'_>, conn: usize) {
+        let name = self.conns[conn].name.clone();
+        let best = self
+            .sas
+            .iter()
+            .filter(|s| s.conn == conn)
+            .flat_map(|s| {
+                let rekeying = match s.pending.as_ref().map(|p| &p.waiting) {
+                    Some(Waiting::Rekey { old, .. }) => Some(old),
+                    _ => None,
+                };
+                s.children.iter().chain(rekeying)
+            })
+            .filter(|c| !c.held)
+            .max_by_key(|c| c.installed)
+            .map(|c| (format!("ike-{name}-{:08x}-out", c.spi_in), c.selectors));
+        let er = eroute_name(&name);
         let mut store = control.store();
-        let _ = store.delete_sa(&format!("{base}-out"), true);
-        let _ = store.delete_sa(&format!("{base}-in"), true);
-        control
-            .events
-            .publish("child_sa_down", json!({ "connection": conn.name, "spi_in": format!("{:08x}", c.spi_in) }));
+        let current = store.eroute(&er).ok().and_then(|e| serde_json::to_value(&e).ok());
+        let result = match best {
+            Some((out, _)) if current.as_ref().is_some_and(|v| v["sa"] == out.as_str()) => Ok(()),
+            Some((out, (lp, rp))) => point_eroute(&mut store, &er, &out, lp, rp),
+            None if self.conns[conn].start == Start::Trap => {
+                if current.is_none_or(|v| v["action"] != "trap") {
+                    let _ = store.delete_eroute(&er);
+                    drop(store);
+                    self.install_trap(control, conn);
+                }
+                Ok(())
+            }
+            None => {
+                let _ = store.delete_eroute(&er);
+                Ok(())
+            }
+        };
+        if let Err(e) = result {
+            tracing::warn!(target: "espgw::ike", conn = %name, error = %e, "cannot point the eroute at the child SA");
+        }
+    }
+
+    /// Take a child's SAs out of the store; the eroute moves to another
+    /// child of the connection if there is one.
+    fn uninstall(&mut self, control: &ControlState<'_>, conn: usize, c: &Child) {
+        let name = self.conns[conn].name.clone();
+        let base = format!("ike-{name}-{:08x}", c.spi_in);
+        {
+            let mut store = control.store();
+            let _ = store.delete_sa(&format!("{base}-out"), true);
+            let _ = store.delete_sa(&format!("{base}-in"), true);
+        }
+        control.events.publish("child_sa_down", json!({ "connection": name, "spi_in": format!("{:08x}", c.spi_in) }));
+        self.reroute(control, conn);
     }
 
     /// The IKE SA and its children go.
     fn remove_sa(&mut self, control: &ControlState<'_>, i: usize, why: &str) {
-        let children = std::mem::take(&mut self.sas[i].children);
-        for c in children.iter().chain(self.sas[i].pending_child().cloned().as_ref()) {
-            self.uninstall(control, i, c);
-        }
+        let mut children = std::mem::take(&mut self.sas[i].children);
+        children.extend(self.sas[i].pending_child().cloned());
         let s = self.sas.swap_remove(i);
-        let c = &self.conns[s.conn];
-        if !children.is_empty() && c.start != Start::Trap {
-            // Without trap the eroute goes: traffic meets the defaults again.
-            let _ = control.store().delete_eroute(&eroute_name(&c.name));
+        for c in &children {
+            self.uninstall(control, s.conn, c);
         }
+        let c = &self.conns[s.conn];
         if s.up && s.superseded.is_none() {
             tracing::info!(target: "espgw::ike", conn = %c.name, peer = %s.remote, why, "IKE SA down");
             control
@@ -1029,9 +1095,7 @@ impl Daemon {
                 i += 1;
                 continue;
             }
-            if let Some(k) =
-                s.children.iter().position(|c| c.held.is_some() && now.duration_since(c.installed) >= HELD_MAX)
-            {
+            if let Some(k) = s.children.iter().position(|c| c.held && now.duration_since(c.installed) >= HELD_MAX) {
                 self.release(control, i, k);
             }
             let s = &self.sas[i];
@@ -1041,9 +1105,7 @@ impl Daemon {
                 let (key, ts) = (c.child_key, (vec![ts_of(&c.local_ts[0])], vec![ts_of(&c.remote_ts[0])]));
                 if s.rekey_at.is_some_and(|t| now >= t) {
                     self.rekey_ike(i, now);
-                } else if c.rekey_seconds > 0
-                    && s.children.iter().any(|ch| !ch.retiring && now.duration_since(ch.installed) >= rekey)
-                {
+                } else if c.rekey_seconds > 0 && s.children.iter().any(|ch| ch.due_for_rekey(now, rekey)) {
                     self.rekey(i, rekey, key, ts, now);
                 } else if c.dpd_seconds > 0 && now.duration_since(s.last_heard) >= dpd {
                     self.dpd(i, now);
@@ -1061,7 +1123,7 @@ impl Daemon {
         // rekeying moves on as it is, one we were deleting goes now.
         match self.sas[i].pending.take().map(|p| p.waiting) {
             Some(Waiting::Rekey { old, .. }) => self.sas[i].children.push(old),
-            Some(Waiting::DeleteChild { old }) => self.uninstall(control, i, &old),
+            Some(Waiting::DeleteChild { old }) => self.uninstall(control, self.sas[i].conn, &old),
             _ => {}
         }
         let old = &mut self.sas[i];
@@ -1126,8 +1188,7 @@ impl Daemon {
         ts: (Vec<TrafficSelector>, Vec<TrafficSelector>),
         now: Instant,
     ) {
-        let Some(k) = self.sas[i].children.iter().position(|c| !c.retiring && now.duration_since(c.installed) >= after)
-        else {
+        let Some(k) = self.sas[i].children.iter().position(|c| c.due_for_rekey(now, after)) else {
             return;
         };
         let old = self.sas[i].children.remove(k);
@@ -1135,7 +1196,8 @@ impl Daemon {
         let Some(est) = self.sas[i].est.take() else { return };
         let iv = self.sas[i].next_iv();
         let id = self.sas[i].next_id;
-        let r = create_child::request(&est, self.sas[i].initiator, id, old.spi_in, new_spi, key, &ts.0, &ts.1, iv);
+        let pfs = self.conns[self.sas[i].conn].pfs;
+        let r = create_child::request(&est, self.sas[i].initiator, id, old.spi_in, new_spi, key, &ts.0, &ts.1, pfs, iv);
         self.sas[i].est = Some(est);
         match r {
             Ok((rekey, bytes)) => self.request(i, bytes, Waiting::Rekey { rekey, old }, now),
@@ -1155,7 +1217,11 @@ impl Daemon {
         let mut started = 0;
         for i in 0..self.sas.len() {
             let s = &self.sas[i];
-            if s.conn == conn && s.up && s.pending.is_none() && s.children.iter().any(|c| !c.retiring) {
+            if s.conn == conn
+                && s.up
+                && s.pending.is_none()
+                && s.children.iter().any(|c| c.due_for_rekey(now, Duration::ZERO))
+            {
                 self.rekey(i, Duration::ZERO, key, ts.clone(), now);
                 started += 1;
             }
@@ -1185,22 +1251,27 @@ impl Daemon {
             .collect()
     }
 
-    /// Delete every IKE SA with the peer (at exit, `espgwctl ike terminate`).
-    pub fn terminate_named(&mut self, control: &ControlState<'_>, name: &str, now: Instant) -> usize {
+    /// Delete every IKE SA of the connection (at exit, `espgwctl ike
+    /// terminate`): the peer is told where no other exchange is in flight
+    /// (one request at a time, §2.3); every one goes from our side at once.
+    pub fn terminate_named(&mut self, control: &ControlState<'_>, name: &str) -> usize {
         let mut n = 0;
-        while let Some(i) = self.sas.iter().position(|s| self.conns[s.conn].name == name && s.pending.is_none() && s.up)
-        {
-            if let Some(est) = self.sas[i].est.take() {
-                let iv = self.sas[i].next_iv();
-                let del = Payload::Delete { protocol: PROTO_IKE, spi_size: 0, spis: vec![] };
-                if let Ok(b) = informational::request(&est, self.sas[i].initiator, self.sas[i].next_id, &[del], iv) {
+        while let Some(i) = self.sas.iter().position(|s| self.conns[s.conn].name == name) {
+            if self.sas[i].up && self.sas[i].pending.is_none() {
+                if let Some(est) = self.sas[i].est.take() {
+                    let iv = self.sas[i].next_iv();
+                    let del = Payload::Delete { protocol: PROTO_IKE, spi_size: 0, spis: vec![] };
+                    if let Ok(b) = informational::request(&est, self.sas[i].initiator, self.sas[i].next_id, &[del], iv)
+                    {
+                        self.send(i, &b);
+                    }
                     self.sas[i].est = Some(est);
-                    self.request(i, b, Waiting::DeleteIke, now);
                 }
             }
-            // Gone from our side at once; the peer's answer finds nothing.
+            if self.sas[i].up && self.sas[i].superseded.is_none() {
+                n += 1;
+            }
             self.remove_sa(control, i, "terminated");
-            n += 1;
         }
         n
     }
@@ -1209,10 +1280,10 @@ impl Daemon {
 impl Daemon {
     /// At exit: every established IKE SA is deleted with its peer (one
     /// try; the workers still send for a moment after this).
-    pub fn shutdown(&mut self, control: &ControlState<'_>, now: Instant) {
+    pub fn shutdown(&mut self, control: &ControlState<'_>) {
         let names: Vec<String> = self.conns.iter().map(|c| c.name.clone()).collect();
         for n in names {
-            self.terminate_named(control, &n, now);
+            self.terminate_named(control, &n);
         }
     }
 }

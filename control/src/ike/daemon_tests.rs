@@ -113,7 +113,8 @@ fn prefixes_and_selectors_convert_both_ways() {
 
 #[test]
 fn two_daemons_negotiate_install_rekey_and_delete() {
-    let (mut a, mut b) = pair("secret", "start = \"start\"\nrekey_seconds = 60\ndpd_seconds = 10");
+    // A rekeys with PFS (B, without pfs set, goes along as the peer asks).
+    let (mut a, mut b) = pair("secret", "start = \"start\"\nrekey_seconds = 60\ndpd_seconds = 10\npfs = true");
     let t0 = Instant::now();
     rounds(&mut a, &mut b, t0);
     let (la, lb) = (a.daemon.list(t0), b.daemon.list(t0));
@@ -138,17 +139,20 @@ fn two_daemons_negotiate_install_rekey_and_delete() {
     assert_eq!(spis(&a, "in"), spis(&b, "out"));
     // Same keys crosswise: the data planes' SAs are built from the store's
     // configs, so seal with A's outbound and open with B's inbound.
-    let a_out = a.control.store().db().reader().load_full();
-    let b_in = b.control.store().db().reader().load_full();
-    let spi = spis(&a, "out")[0];
-    let out_sa = a_out.outbound_sa(spi).unwrap();
-    let in_sa = b_in.inbound_sa(spi, "198.51.100.1".parse().unwrap()).unwrap();
-    let inner = ipv4_udp([10, 0, 1, 5], [10, 0, 2, 7], b"through the tunnel");
-    let mut buf = espgw_core::packet::VecBuf::from_slice(&inner);
-    out_sa.sa.encap(&mut buf).unwrap();
-    let opened = in_sa.entry.sa.decap(&mut buf);
-    assert!(opened.is_ok(), "B opens what A sealed: {opened:?}");
-    assert_eq!(espgw_core::packet::PacketBuf::data(&buf), &inner[..]);
+    let crosswise = |a: &Side, b: &Side| {
+        let a_out = a.control.store().db().reader().load_full();
+        let b_in = b.control.store().db().reader().load_full();
+        let spi = spis(a, "out")[0];
+        let out_sa = a_out.outbound_sa(spi).unwrap();
+        let in_sa = b_in.inbound_sa(spi, "198.51.100.1".parse().unwrap()).unwrap();
+        let inner = ipv4_udp([10, 0, 1, 5], [10, 0, 2, 7], b"through the tunnel");
+        let mut buf = espgw_core::packet::VecBuf::from_slice(&inner);
+        out_sa.sa.encap(&mut buf).unwrap();
+        let opened = in_sa.entry.sa.decap(&mut buf);
+        assert!(opened.is_ok(), "B opens what A sealed: {opened:?}");
+        assert_eq!(espgw_core::packet::PacketBuf::data(&buf), &inner[..]);
+    };
+    crosswise(&a, &b);
 
     // Quiet for dpd_seconds: A checks liveness, B answers.
     let t1 = t0 + Duration::from_secs(11);
@@ -177,9 +181,10 @@ fn two_daemons_negotiate_install_rekey_and_delete() {
     assert_eq!((spis(&b, "in"), spis(&b, "out")), (new_out.clone(), new_in), "B has exactly the new pair");
     let ja = serde_json::to_value(a.control.store().eroute("ike-peer").unwrap()).unwrap();
     assert!(ja["sa"].as_str().unwrap().contains(&format!("{:08x}", spis(&a, "in")[0])), "{ja}");
+    crosswise(&a, &b);
 
     // Terminate: both sides forget the IKE SA and its children.
-    assert_eq!(a.daemon.terminate_named(&a.control, "peer", t2), 1);
+    assert_eq!(a.daemon.terminate_named(&a.control, "peer"), 1);
     carry(&a, &b, false);
     b.daemon.poll(&b.control, t2);
     assert!(b.daemon.list(t2).is_empty());

@@ -163,7 +163,10 @@ pub fn daemons(data: &[u8]) -> Result<(), String> {
                 let _ = match y % 4 {
                     0 => s.daemon.rekey_named("peer", now).map(drop),
                     1 => s.daemon.initiate_named("peer", now),
-                    2 => Ok(drop(s.daemon.terminate_named(&s.control, "peer", now))),
+                    2 => {
+                        s.daemon.terminate_named(&s.control, "peer");
+                        Ok(())
+                    }
                     _ => s.daemon.rekey_named("nobody", now).map(drop),
                 };
             }
@@ -171,6 +174,10 @@ pub fn daemons(data: &[u8]) -> Result<(), String> {
                 a.daemon.poll(&a.control, now);
                 b.daemon.poll(&b.control, now);
             }
+        }
+        if std::env::var_os("ESPGW_FUZZ_TRACE").is_some() {
+            // Debugging a found input: every step and what each side holds.
+            eprintln!("op {kind} {x} {y}\n  A {:?}\n  B {:?}", a.daemon.list(now), b.daemon.list(now));
         }
         consistent(&a, "A", now)?;
         consistent(&b, "B", now)?;

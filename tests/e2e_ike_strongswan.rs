@@ -125,7 +125,7 @@ fn strongswan_accepts_our_ike_sa_init_and_psk_ike_auth() {
         me: Identity::fqdn("west.example"),
         peer: Identity::fqdn("east.example"),
         psk: Zeroizing::new(b"shared secret".to_vec()),
-        child_key: 16,
+        child: Default::default(),
     };
     let spi_in = 0xc0de_0001;
     let auth_req =
@@ -154,10 +154,9 @@ fn strongswan_accepts_our_ike_sa_init_and_psk_ike_auth() {
         2,
         spi_in,
         spi_in + 1,
-        16,
+        &Default::default(),
         &[ts("10.0.1.0", "10.0.1.255")],
         &[ts("10.0.2.0", "10.0.2.255")],
-        false,
         [6; 8],
     )
     .unwrap();
@@ -233,7 +232,7 @@ fn strongswan_initiates_and_our_responder_answers() {
         me: Identity::fqdn("west.example"),
         peer: Identity::fqdn("east.example"),
         psk: Zeroizing::new(b"shared secret".to_vec()),
-        child_key: 16,
+        child: Default::default(),
     };
     let spi_in = 0xc0de_0002;
     let (resp, child) = ike_auth::respond(

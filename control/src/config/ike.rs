@@ -9,7 +9,9 @@
 //! local_id = "west.example"      # FQDN, user@FQDN, or an IP address (default: local)
 //! remote_id = "east.example"     # default: remote
 //! psk = "shared secret"          # or psk_file = "east.psk" (relative to the config)
-//! esp = "aes128gcm16"            # or aes256gcm16 (the child SAs)
+//! esp = ["aes128gcm16"]          # the child SAs' suites in our order: aes128gcm16,
+//!                                #   aes256gcm16, chacha20poly1305, aes128-sha1, aes256-sha1
+//! esn = false                    # extended sequence numbers when the peer agrees
 //! local_ts = ["10.0.1.0/24"]     # the child SA's selectors: our side,
 //! remote_ts = ["10.0.2.0/24"]    #   the peer's side
 //! start = "none"                 # "start": initiate at startup; "trap": on the first packet
@@ -28,6 +30,7 @@ use toml::Spanned;
 use zeroize::Zeroizing;
 
 use super::{ConfigError, Locator};
+use crate::ike::esp_suite::{ChildPolicy, EspSuite};
 use crate::ike::ike_auth::Identity;
 
 /// When a connection's IKE SA is set up.
@@ -50,16 +53,14 @@ pub struct ConnectionSpec {
     pub local_id: Identity,
     pub remote_id: Identity,
     pub psk: Zeroizing<Vec<u8>>,
-    /// AES-GCM key bytes of the child SAs (16 or 32).
-    pub child_key: usize,
+    /// What the child SAs may be (suites, ESN, PFS).
+    pub child: ChildPolicy,
     pub local_ts: Vec<Prefix>,
     pub remote_ts: Vec<Prefix>,
     pub start: Start,
     pub rekey_seconds: u64,
     pub ike_rekey_seconds: u64,
     pub dpd_seconds: u64,
-    /// Our child rekeys carry a Curve25519 exchange (perfect forward secrecy).
-    pub pfs: bool,
 }
 
 impl std::fmt::Debug for ConnectionSpec {
@@ -86,7 +87,8 @@ pub(super) struct RawConnection {
     remote_id: Option<Spanned<String>>,
     psk: Option<Spanned<String>>,
     psk_file: Option<Spanned<String>>,
-    esp: Option<Spanned<String>>,
+    esp: Option<Spanned<toml::Value>>,
+    esn: Option<Spanned<bool>>,
     local_ts: Spanned<Vec<Spanned<String>>>,
     remote_ts: Spanned<Vec<Spanned<String>>>,
     start: Option<Spanned<String>>,
@@ -154,12 +156,27 @@ pub(super) fn validate(
         if psk.is_empty() {
             return Err(loc.at(c, f("psk"), "empty pre-shared key"));
         }
-        let child_key = match r.esp.as_ref().map(|s| s.get_ref().as_str()) {
-            None | Some("aes128gcm16") => 16,
-            Some("aes256gcm16") => 32,
-            Some(other) => {
-                let e = r.esp.as_ref().map_or(0..0, |s| s.span());
-                return Err(loc.err::<()>(e, f("esp"), format!("{other:?}: aes128gcm16 or aes256gcm16")));
+        let suites = match r.esp.as_ref() {
+            None => vec![EspSuite::Aes128Gcm16],
+            Some(v) => {
+                let names: Vec<&str> = match v.get_ref() {
+                    toml::Value::String(one) => vec![one.as_str()],
+                    toml::Value::Array(list) => list.iter().map(|x| x.as_str().unwrap_or("")).collect(),
+                    _ => vec![""],
+                };
+                let all = EspSuite::ALL.map(|(n, _)| n).join(", ");
+                let mut suites = Vec::new();
+                for n in names {
+                    let s = EspSuite::parse(n)
+                        .ok_or_else(|| loc.at(v, f("esp"), format!("{n:?}: one or more of {all}")))?;
+                    if !suites.contains(&s) {
+                        suites.push(s);
+                    }
+                }
+                if suites.is_empty() {
+                    return Err(loc.at(v, f("esp"), format!("at least one of {all}")));
+                }
+                suites
             }
         };
         let prefixes = |list: &Spanned<Vec<Spanned<String>>>, field: &str| -> Result<Vec<Prefix>, ConfigError> {
@@ -201,14 +218,17 @@ pub(super) fn validate(
             local_id: id(&r.local_id, local),
             remote_id: id(&r.remote_id, remote),
             psk,
-            child_key,
             local_ts,
             remote_ts,
             start,
             rekey_seconds,
             ike_rekey_seconds,
             dpd_seconds,
-            pfs: r.pfs.as_ref().is_some_and(|b| *b.get_ref()),
+            child: ChildPolicy {
+                suites,
+                esn: r.esn.as_ref().is_some_and(|b| *b.get_ref()),
+                pfs: r.pfs.as_ref().is_some_and(|b| *b.get_ref()),
+            },
         });
     }
     Ok(out)
@@ -218,6 +238,7 @@ pub(super) fn validate(
 mod tests {
     use super::Start;
     use crate::config::Config;
+    use crate::ike::esp_suite::ChildPolicy;
     use std::path::Path;
 
     const BASE: &str = "[workers]\ncores = [0]\n[[port]]\nname = \"p\"\ndevice = \"net_null0\"\nrole = \"protected\"\n\
@@ -230,8 +251,14 @@ mod tests {
     fn a_connection_parses_with_its_defaults() {
         let c = Config::parse(Path::new("c.toml"), &format!("{BASE}{CONN}")).unwrap();
         let k = &c.connections[0];
-        assert_eq!((k.name.as_str(), k.child_key, k.start), ("east", 16, Start::None));
-        assert_eq!((k.rekey_seconds, k.dpd_seconds, k.ike_rekey_seconds, k.pfs), (3600, 30, 14_400, false));
+        assert_eq!((k.name.as_str(), k.start), ("east", Start::None));
+        assert_eq!(k.child, ChildPolicy::default());
+        assert_eq!((k.rekey_seconds, k.dpd_seconds, k.ike_rekey_seconds), (3600, 30, 14_400));
+        let many =
+            CONN.replace("psk = ", "esp = [\"chacha20poly1305\", \"aes128-sha1\"]\nesn = true\npfs = true\npsk = ");
+        let c = Config::parse(Path::new("c.toml"), &format!("{BASE}{many}")).unwrap();
+        let want = vec![crate::ike::esp_suite::EspSuite::Chacha20Poly1305, crate::ike::esp_suite::EspSuite::Aes128Sha1];
+        assert_eq!(c.connections[0].child, ChildPolicy { suites: want, esn: true, pfs: true });
         assert_eq!((k.local_id.id_type, k.local_id.data.as_slice()), (1, &[192, 0, 2, 1][..]));
         assert_eq!((k.remote_id.id_type, k.remote_id.data.as_slice()), (2, &b"east.example"[..]));
         assert!(!format!("{k:?}").contains("a secret"), "the PSK is never printed");

@@ -14,9 +14,10 @@ use zeroize::Zeroizing;
 
 use super::auth::split_child_keys;
 use super::crypto::{child_keymat, decrypt_message, encrypt_message, IkeCryptoError, GROUP_X25519, X25519};
-use super::ike_auth::{accept_esp, esp_proposal, ChildSa};
+use super::esp_suite::{self, ChildPolicy};
+use super::ike_auth::ChildSa;
 use super::ike_rekey::IkeRekeyAnswer;
-use super::message::{exchange, flags, selectors, Header, Payload, Proposal, TrafficSelector, Transform};
+use super::message::{exchange, flags, selectors, Header, Payload, Proposal, TrafficSelector};
 use super::sa_init::transform;
 use super::sa_init::{Established, NONCE_LEN};
 
@@ -42,18 +43,9 @@ pub struct Rekey {
     message_id: u32,
     ni: Zeroizing<Vec<u8>>,
     spi_in: u32,
-    key_len: usize,
+    policy: ChildPolicy,
     /// Our Diffie-Hellman half when we asked for PFS.
     dh: Option<X25519>,
-}
-
-/// Our ESP proposal, with Curve25519 for PFS when `pfs`.
-fn proposal(spi: u32, key_len: usize, pfs: bool) -> Proposal {
-    let mut p = esp_proposal(spi, key_len);
-    if pfs {
-        p.transforms.push(Transform { kind: transform::KE, id: GROUP_X25519, attributes: vec![] });
-    }
-    p
 }
 
 /// Does the peer's proposal `number` ask for PFS? `Some(true)` with
@@ -88,18 +80,18 @@ pub fn request(
     message_id: u32,
     old_spi_in: u32,
     new_spi_in: u32,
-    key_len: usize,
+    policy: &ChildPolicy,
     tsi: &[TrafficSelector],
     tsr: &[TrafficSelector],
-    pfs: bool,
     iv: [u8; 8],
 ) -> Result<(Rekey, Vec<u8>), RekeyError> {
+    let pfs = policy.pfs;
     let mut ni = Zeroizing::new(vec![0u8; NONCE_LEN]);
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut ni).map_err(|_| IkeCryptoError::Random)?;
     let dh = if pfs { Some(X25519::generate()?) } else { None };
     let mut payloads = vec![
         Payload::Notify { protocol: 3, spi: old_spi_in.to_be_bytes().to_vec(), kind: REKEY_SA, data: vec![] },
-        Payload::Sa(vec![proposal(new_spi_in, key_len, pfs)]),
+        Payload::Sa(esp_suite::offer(&policy.suites, new_spi_in, policy.esn, pfs)),
         Payload::Nonce(ni.to_vec()),
     ];
     if let Some(dh) = &dh {
@@ -118,7 +110,7 @@ pub fn request(
     };
     let key = if we_initiated { &sa.keys.sk_ei } else { &sa.keys.sk_er };
     let bytes = encrypt_message(h, &payloads, key, iv)?;
-    Ok((Rekey { message_id, ni, spi_in: new_spi_in, key_len, dh }, bytes))
+    Ok((Rekey { message_id, ni, spi_in: new_spi_in, policy: policy.clone(), dh }, bytes))
 }
 
 impl Rekey {
@@ -140,8 +132,8 @@ impl Rekey {
         }) {
             return Err(RekeyError::Refused(k));
         }
-        let Some((_, spi_out)) = inner.iter().find_map(|p| match p {
-            Payload::Sa(props) => accept_esp(props, self.key_len),
+        let Some(chosen) = inner.iter().find_map(|p| match p {
+            Payload::Sa(props) if props.len() == 1 => esp_suite::accept(props, &self.policy.suites, self.policy.esn),
             _ => None,
         }) else {
             return Err(RekeyError::Invalid("no acceptable ESP proposal chosen"));
@@ -156,12 +148,14 @@ impl Rekey {
             Some(dh) => Some(dh.agree(ke_of(&inner).ok_or(RekeyError::Invalid("PFS asked for, no KE answered"))?)?),
             None => None,
         };
-        let len = self.key_len + 4;
+        let len = chosen.suite.keymat_len();
         let km = child_keymat(&sa.keys.sk_d, g_ir.as_deref().map(|g| g.as_slice()), &self.ni, &nr, 2 * len);
         let (i2r, r2i) = split_child_keys(&km, len).ok_or(RekeyError::Invalid("key material"))?;
         Ok(ChildSa {
             spi_in: self.spi_in,
-            spi_out,
+            spi_out: chosen.spi,
+            suite: chosen.suite,
+            esn: chosen.esn,
             key_in: r2i,
             key_out: i2r,
             tsi: selectors(&inner, true),
@@ -195,7 +189,7 @@ pub fn respond(
     bytes: &[u8],
     known: impl Fn(u32) -> bool,
     new_spi_in: u32,
-    key_len: usize,
+    policy: &ChildPolicy,
     allowed_tsi: &[TrafficSelector],
     allowed_tsr: &[TrafficSelector],
     iv: [u8; 8],
@@ -237,10 +231,10 @@ pub fn respond(
         })
         .flatten()
         .collect();
-    let Some((number, spi_out)) = accept_esp(&offered, key_len) else {
+    let Some(chosen) = esp_suite::accept(&offered, &policy.suites, policy.esn) else {
         return refuse(super::ike_auth::notify::NO_PROPOSAL_CHOSEN);
     };
-    let Some(pfs) = pfs_asked(&offered, number) else {
+    let Some(pfs) = pfs_asked(&offered, chosen.number) else {
         return refuse(super::ike_auth::notify::NO_PROPOSAL_CHOSEN);
     };
     let peer_ke = ke_of(&inner);
@@ -268,9 +262,8 @@ pub fn respond(
     }
     let mut nr = Zeroizing::new(vec![0u8; NONCE_LEN]);
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut nr).map_err(|_| IkeCryptoError::Random)?;
-    let mut chosen = proposal(new_spi_in, key_len, pfs);
-    chosen.number = number;
-    let mut out = vec![Payload::Sa(vec![chosen]), Payload::Nonce(nr.to_vec())];
+    let answer = chosen.suite.proposal(chosen.number, new_spi_in, chosen.esn, pfs);
+    let mut out = vec![Payload::Sa(vec![answer]), Payload::Nonce(nr.to_vec())];
     let g_ir = match (pfs, peer_ke) {
         (true, Some(ke)) => {
             let dh = X25519::generate()?;
@@ -282,9 +275,10 @@ pub fn respond(
     out.push(Payload::Ts { initiator: true, selectors: tsi.clone() });
     out.push(Payload::Ts { initiator: false, selectors: tsr.clone() });
     let response = encrypt_message(header, &out, send, iv)?;
-    let len = key_len + 4;
+    let len = chosen.suite.keymat_len();
     let km = child_keymat(&sa.keys.sk_d, g_ir.as_deref().map(|g| g.as_slice()), &ni, &nr, 2 * len);
     let (i2r, r2i) = split_child_keys(&km, len).ok_or(RekeyError::Invalid("key material"))?;
-    let child = ChildSa { spi_in: new_spi_in, spi_out, key_in: i2r, key_out: r2i, tsi, tsr };
+    let (spi_out, suite, esn) = (chosen.spi, chosen.suite, chosen.esn);
+    let child = ChildSa { spi_in: new_spi_in, spi_out, suite, esn, key_in: i2r, key_out: r2i, tsi, tsr };
     Ok((h.message_id, Answer::Rekeyed { old_spi_out: old, child, response }))
 }

@@ -32,6 +32,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::create_child::{self, Rekey};
+use super::esp_suite::EspSuite;
 use super::ike_auth::{self, AuthConfig, AuthError, ChildSa};
 use super::ike_rekey;
 use super::informational::{self, PROTO_ESP, PROTO_IKE};
@@ -421,7 +422,12 @@ impl Daemon {
         self.last_try[conn] = Some(now);
         let c = &self.conns[conn];
         let (local, remote) = (SocketAddr::new(c.local, IKE_PORT), SocketAddr::new(c.remote, IKE_PORT));
-        let suite = if c.child_key == 32 { SUITES[1] } else { SUITES[0] };
+        // The IKE SA as strong as the first child suite: AES-256 with a 256-bit child.
+        let strong = matches!(
+            c.child.suites.first(),
+            Some(EspSuite::Aes256Gcm16 | EspSuite::Aes256Sha1 | EspSuite::Chacha20Poly1305)
+        );
+        let suite = if strong { SUITES[1] } else { SUITES[0] };
         let Ok((init, request)) = Initiator::start(suite, local, remote) else { return };
         tracing::info!(target: "espgw::ike", conn = %c.name, peer = %remote, "initiating");
         let mut sa = IkeSa { spi_i: init.spi_i, next_id: 1, ..IkeSa::new(conn, true, local, remote, now) };
@@ -676,7 +682,7 @@ impl Daemon {
         let (allowed_i, allowed_r) = (vec![ts_of(&c.remote_ts[0])], vec![ts_of(&c.local_ts[0])]);
         let initiator = self.sas[i].initiator;
         let known = |spi: u32| live.contains(&spi);
-        match create_child::respond(est, initiator, msg, known, spi_in, c.child_key, &allowed_i, &allowed_r, iv) {
+        match create_child::respond(est, initiator, msg, known, spi_in, &c.child, &allowed_i, &allowed_r, iv) {
             Ok((_, create_child::Answer::Rekeyed { old_spi_out, child, response })) => {
                 let (remote_ts, local_ts) = (child.tsi.clone(), child.tsr.clone());
                 self.install(control, i, &child, &local_ts, &remote_ts, est.nat.any(), false, now).ok()?;
@@ -915,15 +921,19 @@ impl Daemon {
         let (Some(lp), Some(rp)) = (local_ts.first().and_then(prefix_of), remote_ts.first().and_then(prefix_of)) else {
             return Err("the narrowed selectors are not prefixes".into());
         };
-        let alg = if c.child_key == 32 { "aes256-gcm16" } else { "aes128-gcm16" };
+        let (alg, enc_len) = (child.suite.algorithm(), child.suite.enc_len());
         let base = format!("ike-{}-{:08x}", c.name, child.spi_in);
         let er = eroute_name(&c.name);
         let sa = |name: String, dir: &str, spi: u32, key: &[u8]| {
             let mut v = json!({
                 "name": name, "direction": dir, "spi": spi, "algorithm": alg,
-                "enc_key": hex(key), "mode": "tunnel",
+                "enc_key": hex(&key[..enc_len.min(key.len())]), "mode": "tunnel", "esn": child.esn,
                 "local": s.local.ip().to_string(), "remote": s.remote.ip().to_string(),
             });
+            if key.len() > enc_len {
+                // KEYMAT order (§2.17): the encryption key, then the integrity key.
+                v["auth_key"] = json!(hex(&key[enc_len..]));
+            }
             if nat {
                 v["encap"] = json!("udp");
                 v["local_port"] = json!(s.local.port());
@@ -1102,11 +1112,11 @@ impl Daemon {
             if s.up {
                 let c = &self.conns[s.conn];
                 let (dpd, rekey) = (Duration::from_secs(c.dpd_seconds), Duration::from_secs(c.rekey_seconds));
-                let (key, ts) = (c.child_key, (vec![ts_of(&c.local_ts[0])], vec![ts_of(&c.remote_ts[0])]));
+                let ts = (vec![ts_of(&c.local_ts[0])], vec![ts_of(&c.remote_ts[0])]);
                 if s.rekey_at.is_some_and(|t| now >= t) {
                     self.rekey_ike(i, now);
                 } else if c.rekey_seconds > 0 && s.children.iter().any(|ch| ch.due_for_rekey(now, rekey)) {
-                    self.rekey(i, rekey, key, ts, now);
+                    self.rekey(i, rekey, ts, now);
                 } else if c.dpd_seconds > 0 && now.duration_since(s.last_heard) >= dpd {
                     self.dpd(i, now);
                 }
@@ -1180,14 +1190,7 @@ impl Daemon {
         }
     }
 
-    fn rekey(
-        &mut self,
-        i: usize,
-        after: Duration,
-        key: usize,
-        ts: (Vec<TrafficSelector>, Vec<TrafficSelector>),
-        now: Instant,
-    ) {
+    fn rekey(&mut self, i: usize, after: Duration, ts: (Vec<TrafficSelector>, Vec<TrafficSelector>), now: Instant) {
         let Some(k) = self.sas[i].children.iter().position(|c| c.due_for_rekey(now, after)) else {
             return;
         };
@@ -1196,8 +1199,8 @@ impl Daemon {
         let Some(est) = self.sas[i].est.take() else { return };
         let iv = self.sas[i].next_iv();
         let id = self.sas[i].next_id;
-        let pfs = self.conns[self.sas[i].conn].pfs;
-        let r = create_child::request(&est, self.sas[i].initiator, id, old.spi_in, new_spi, key, &ts.0, &ts.1, pfs, iv);
+        let policy = self.conns[self.sas[i].conn].child.clone();
+        let r = create_child::request(&est, self.sas[i].initiator, id, old.spi_in, new_spi, &policy, &ts.0, &ts.1, iv);
         self.sas[i].est = Some(est);
         match r {
             Ok((rekey, bytes)) => self.request(i, bytes, Waiting::Rekey { rekey, old }, now),
@@ -1210,9 +1213,9 @@ impl Daemon {
     /// were started. Err when it has no established IKE SA to do it on.
     pub fn rekey_named(&mut self, name: &str, now: Instant) -> Result<usize, String> {
         let conn = self.conns.iter().position(|c| c.name == name).ok_or(format!("no connection named {name:?}"))?;
-        let (key, ts) = {
+        let ts = {
             let c = &self.conns[conn];
-            (c.child_key, (vec![ts_of(&c.local_ts[0])], vec![ts_of(&c.remote_ts[0])]))
+            (vec![ts_of(&c.local_ts[0])], vec![ts_of(&c.remote_ts[0])])
         };
         let mut started = 0;
         for i in 0..self.sas.len() {
@@ -1222,7 +1225,7 @@ impl Daemon {
                 && s.pending.is_none()
                 && s.children.iter().any(|c| c.due_for_rekey(now, Duration::ZERO))
             {
-                self.rekey(i, Duration::ZERO, key, ts.clone(), now);
+                self.rekey(i, Duration::ZERO, ts.clone(), now);
                 started += 1;
             }
         }
@@ -1293,7 +1296,7 @@ fn peek_spi_i(msg: &[u8]) -> u64 {
 }
 
 fn auth_config(c: &ConnectionSpec) -> AuthConfig {
-    AuthConfig { me: c.local_id.clone(), peer: c.remote_id.clone(), psk: c.psk.clone(), child_key: c.child_key }
+    AuthConfig { me: c.local_id.clone(), peer: c.remote_id.clone(), psk: c.psk.clone(), child: c.child.clone() }
 }
 
 fn hex(b: &[u8]) -> String {

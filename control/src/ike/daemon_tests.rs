@@ -132,26 +132,10 @@ fn two_daemons_negotiate_install_rekey_and_delete() {
     assert_eq!((ja["src"].as_str(), ja["dst"].as_str()), (Some("10.0.1.0/24"), Some("10.0.2.0/24")), "{ja}");
     assert_eq!((jb["src"].as_str(), jb["dst"].as_str()), (Some("10.0.2.0/24"), Some("10.0.1.0/24")), "{jb}");
     // A's outbound SPI is B's inbound one and the other way round.
-    let spis = |s: &Side, dir: &str| -> Vec<u32> {
-        s.control.store().sas().into_iter().filter(|x| x.sa.direction == dir).map(|x| x.sa.spi).collect()
-    };
     assert_eq!(spis(&a, "out"), spis(&b, "in"));
     assert_eq!(spis(&a, "in"), spis(&b, "out"));
     // Same keys crosswise: the data planes' SAs are built from the store's
     // configs, so seal with A's outbound and open with B's inbound.
-    let crosswise = |a: &Side, b: &Side| {
-        let a_out = a.control.store().db().reader().load_full();
-        let b_in = b.control.store().db().reader().load_full();
-        let spi = spis(a, "out")[0];
-        let out_sa = a_out.outbound_sa(spi).unwrap();
-        let in_sa = b_in.inbound_sa(spi, "198.51.100.1".parse().unwrap()).unwrap();
-        let inner = ipv4_udp([10, 0, 1, 5], [10, 0, 2, 7], b"through the tunnel");
-        let mut buf = espgw_core::packet::VecBuf::from_slice(&inner);
-        out_sa.sa.encap(&mut buf).unwrap();
-        let opened = in_sa.entry.sa.decap(&mut buf);
-        assert!(opened.is_ok(), "B opens what A sealed: {opened:?}");
-        assert_eq!(espgw_core::packet::PacketBuf::data(&buf), &inner[..]);
-    };
     crosswise(&a, &b);
 
     // Quiet for dpd_seconds: A checks liveness, B answers.
@@ -332,6 +316,65 @@ fn an_ike_sa_init_flood_is_answered_with_cookies() {
     // The flood's half-open SAs expire; below the threshold no cookie is asked.
     b.daemon.poll(&b.control, t0 + Duration::from_secs(31));
     assert_eq!(b.daemon.list(t0).len(), 1, "only the real IKE SA is left");
+}
+
+/// SPIs of one direction in a side's store.
+fn spis(s: &Side, dir: &str) -> Vec<u32> {
+    s.control.store().sas().into_iter().filter(|x| x.sa.direction == dir).map(|x| x.sa.spi).collect()
+}
+
+/// B opens what A's outbound SA sealed (A at 192.0.2.1 -> B at 198.51.100.1).
+fn crosswise(a: &Side, b: &Side) {
+    let a_out = a.control.store().db().reader().load_full();
+    let b_in = b.control.store().db().reader().load_full();
+    let spi = spis(a, "out")[0];
+    let out_sa = a_out.outbound_sa(spi).unwrap();
+    let in_sa = b_in
+        .inbound_sa(spi, "192.0.2.1".parse().unwrap())
+        .or_else(|| b_in.inbound_sa(spi, "198.51.100.1".parse().unwrap()))
+        .unwrap();
+    let inner = ipv4_udp([10, 0, 1, 5], [10, 0, 2, 7], b"through the tunnel");
+    let mut buf = espgw_core::packet::VecBuf::from_slice(&inner);
+    out_sa.sa.encap(&mut buf).unwrap();
+    let opened = in_sa.entry.sa.decap(&mut buf);
+    assert!(opened.is_ok(), "B opens what A sealed: {opened:?}");
+    assert_eq!(espgw_core::packet::PacketBuf::data(&buf), &inner[..]);
+}
+
+/// Every child suite, chosen by the responder from the initiator's list,
+/// installs SAs with the right algorithm and keys split right (encryption
+/// key, then integrity key): each side opens what the other sealed.
+#[test]
+fn every_child_suite_negotiates_and_interoperates() {
+    use super::esp_suite::EspSuite;
+    for (name, suite) in EspSuite::ALL {
+        let a = format!("start = \"start\"\nesp = [\"{name}\", \"aes128gcm16\"]\nesn = true");
+        let b = format!("esp = [\"{name}\"]\nesn = true");
+        let mut a = side(config("192.0.2.1", "198.51.100.1", "10.0.1.0/24", "10.0.2.0/24", "secret", &a));
+        let mut b = side(config("198.51.100.1", "192.0.2.1", "10.0.2.0/24", "10.0.1.0/24", "secret", &b));
+        rounds(&mut a, &mut b, Instant::now());
+        let sas = a.control.store().sas();
+        assert_eq!(sas.len(), 2, "{name}: {:?}", a.daemon.counters);
+        let v = serde_json::to_value(&sas[0].sa).unwrap();
+        assert_eq!(v["algorithm"], suite.algorithm(), "{name}: {v}");
+        assert_eq!(v["esn"], true, "{name}: both asked for ESN: {v}");
+        crosswise(&a, &b);
+        crosswise(&b, &a);
+    }
+    // Nothing in common: NO_PROPOSAL_CHOSEN, nothing installed.
+    let mut a = side(config(
+        "192.0.2.1",
+        "198.51.100.1",
+        "10.0.1.0/24",
+        "10.0.2.0/24",
+        "secret",
+        "start = \"start\"\nesp = \"aes256-sha1\"",
+    ));
+    let mut b =
+        side(config("198.51.100.1", "192.0.2.1", "10.0.2.0/24", "10.0.1.0/24", "secret", "esp = \"chacha20poly1305\""));
+    rounds(&mut a, &mut b, Instant::now());
+    assert_eq!(b.daemon.counters.no_proposal, 1, "{:?}", b.daemon.counters);
+    assert!(sa_names(&a).is_empty() && sa_names(&b).is_empty());
 }
 
 /// An IPv4 UDP packet (checksums right).

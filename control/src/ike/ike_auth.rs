@@ -1,18 +1,17 @@
 //! The IKE_AUTH exchange with pre-shared keys (RFC 7296 §1.2, §2.15) and
-//! its first CHILD_SA (ESP, AES-GCM-16, tunnel mode), both roles as pure
+//! its first CHILD_SA (ESP in tunnel mode, [`EspSuite`]s), both roles as pure
 //! functions of messages, after [`super::sa_init`]. The outcome is the
-//! child SA's two directions — SPIs, keys (key || salt, as espgw's
-//! `enc_key`) and the narrowed traffic selectors — ready for the policy
-//! store.
+//! child SA's two directions — SPIs, algorithm, keys (encryption key then
+//! integrity key, as KEYMAT holds them) and the narrowed traffic selectors —
+//! ready for the policy store.
 
 use zeroize::Zeroizing;
 
 use super::auth::{initiator_auth, narrow, responder_auth, split_child_keys, verify_psk_auth, ChildKey, AUTH_PSK};
-use super::crypto::{child_keymat, decrypt_message, encrypt_message, IkeCryptoError, ENCR_AES_GCM_16};
-use super::message::{
-    exchange, flags, selectors, Attribute, Header, Payload, Proposal, TrafficSelector, Transform, ATTR_KEY_LENGTH,
-};
-use super::sa_init::{transform, Established};
+use super::crypto::{child_keymat, decrypt_message, encrypt_message, IkeCryptoError};
+use super::esp_suite::{self, ChildPolicy, EspSuite};
+use super::message::{exchange, flags, selectors, Header, Payload, TrafficSelector};
+use super::sa_init::Established;
 
 /// Notify types of IKE_AUTH failures (§3.10.1).
 pub mod notify {
@@ -20,11 +19,6 @@ pub mod notify {
     pub const NO_PROPOSAL_CHOSEN: u16 = 14;
     pub const TS_UNACCEPTABLE: u16 = 38;
 }
-
-/// Transform type 5: extended sequence numbers (0 = no, 1 = yes).
-const ESN: u8 = 5;
-/// Protocol id of ESP in proposals.
-const PROTO_ESP: u8 = 3;
 
 /// An identity (§3.5): type (1 IPv4, 2 FQDN, 3 RFC822, 5 IPv6) and data.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,14 +38,16 @@ pub struct AuthConfig {
     pub me: Identity,
     pub peer: Identity,
     pub psk: Zeroizing<Vec<u8>>,
-    /// AES-GCM key bytes of the child SA (16 or 32).
-    pub child_key: usize,
+    /// What the child SAs may be.
+    pub child: ChildPolicy,
 }
 
 /// A negotiated child SA, from one side's point of view.
 pub struct ChildSa {
     pub spi_in: u32,
     pub spi_out: u32,
+    pub suite: EspSuite,
+    pub esn: bool,
     pub key_in: ChildKey,
     pub key_out: ChildKey,
     /// Selectors as the exchange left them (initiator's side, responder's side).
@@ -64,6 +60,8 @@ impl std::fmt::Debug for ChildSa {
         f.debug_struct("ChildSa")
             .field("spi_in", &format_args!("0x{:08x}", self.spi_in))
             .field("spi_out", &format_args!("0x{:08x}", self.spi_out))
+            .field("suite", &self.suite)
+            .field("esn", &self.esn)
             .field("tsi", &self.tsi)
             .field("tsr", &self.tsr)
             .finish_non_exhaustive()
@@ -91,37 +89,6 @@ impl From<IkeCryptoError> for AuthError {
     }
 }
 
-/// The ESP proposal we offer/accept: AES-GCM-16 of `key` bytes, no ESN.
-pub(super) fn esp_proposal(spi: u32, key: usize) -> Proposal {
-    Proposal {
-        number: 1,
-        protocol: PROTO_ESP,
-        spi: spi.to_be_bytes().to_vec(),
-        transforms: vec![
-            Transform {
-                kind: transform::ENCR,
-                id: ENCR_AES_GCM_16,
-                attributes: vec![Attribute::Tv { kind: ATTR_KEY_LENGTH, value: (key * 8) as u16 }],
-            },
-            Transform { kind: ESN, id: 0, attributes: vec![] },
-        ],
-    }
-}
-
-/// The peer's ESP proposal that matches ours: its SPI.
-pub(super) fn accept_esp(props: &[Proposal], key: usize) -> Option<(u8, u32)> {
-    props.iter().find_map(|p| {
-        let ok = p.protocol == PROTO_ESP
-            && p.spi.len() == 4
-            && p.transforms.iter().any(|t| {
-                t.kind == transform::ENCR && t.id == ENCR_AES_GCM_16 && t.key_length() == Some((key * 8) as u16)
-            })
-            && p.transforms.iter().any(|t| t.kind == ESN && t.id == 0)
-            && !p.transforms.iter().any(|t| t.kind == transform::INTEG && t.id != 0);
-        ok.then(|| (p.number, u32::from_be_bytes([p.spi[0], p.spi[1], p.spi[2], p.spi[3]])))
-    })
-}
-
 fn header(sa: &Established, response: bool, initiator: bool) -> Header {
     let mut f = if initiator { flags::INITIATOR } else { 0 };
     if response {
@@ -144,7 +111,7 @@ pub fn request(
     let inner = vec![
         Payload::Id { initiator: true, id_type: cfg.me.id_type, data: cfg.me.data.clone() },
         Payload::Auth { method: AUTH_PSK, data: auth.to_vec() },
-        Payload::Sa(vec![esp_proposal(spi_in, cfg.child_key)]),
+        Payload::Sa(esp_suite::offer(&cfg.child.suites, spi_in, cfg.child.esn, false)),
         Payload::Ts { initiator: true, selectors: tsi.to_vec() },
         Payload::Ts { initiator: false, selectors: tsr.to_vec() },
     ];
@@ -191,28 +158,27 @@ pub fn respond(
         Payload::Sa(props) => Some(props.as_slice()),
         _ => None,
     });
-    let Some((number, spi_out)) = offered.and_then(|p| accept_esp(p, cfg.child_key)) else {
+    let Some(chosen) = offered.and_then(|p| esp_suite::accept(p, &cfg.child.suites, cfg.child.esn)) else {
         return refuse(notify::NO_PROPOSAL_CHOSEN);
     };
     let (tsi, tsr) = (narrow(&selectors(&inner, true), allowed_tsi), narrow(&selectors(&inner, false), allowed_tsr));
     if tsi.is_empty() || tsr.is_empty() {
         return refuse(notify::TS_UNACCEPTABLE);
     }
-    let len = cfg.child_key + 4;
+    let len = chosen.suite.keymat_len();
     let km = child_keymat(&sa.keys.sk_d, None, &sa.ni, &sa.nr, 2 * len);
     let (i2r, r2i) = split_child_keys(&km, len).ok_or(AuthError::Invalid("key material"))?;
     let my_auth = responder_auth(&sa.keys, &cfg.psk, &sa.response, &sa.ni, cfg.me.id_type, &cfg.me.data);
-    let mut chosen = esp_proposal(spi_in, cfg.child_key);
-    chosen.number = number;
     let out = vec![
         Payload::Id { initiator: false, id_type: cfg.me.id_type, data: cfg.me.data.clone() },
         Payload::Auth { method: AUTH_PSK, data: my_auth.to_vec() },
-        Payload::Sa(vec![chosen]),
+        Payload::Sa(vec![chosen.suite.proposal(chosen.number, spi_in, chosen.esn, false)]),
         Payload::Ts { initiator: true, selectors: tsi.clone() },
         Payload::Ts { initiator: false, selectors: tsr.clone() },
     ];
     let response = encrypt_message(header(sa, true, false), &out, &sa.keys.sk_er, iv)?;
-    Ok((response, ChildSa { spi_in, spi_out, key_in: i2r, key_out: r2i, tsi, tsr }))
+    let (suite, esn, spi_out) = (chosen.suite, chosen.esn, chosen.spi);
+    Ok((response, ChildSa { spi_in, spi_out, suite, esn, key_in: i2r, key_out: r2i, tsi, tsr }))
 }
 
 /// The initiator: check the responder's AUTH and identity, take its SPI and
@@ -242,17 +208,20 @@ pub fn complete(sa: &Established, cfg: &AuthConfig, spi_in: u32, bytes: &[u8]) -
     if id != cfg.peer || !verify_psk_auth(auth, &want) {
         return Err(AuthError::Refused(notify::AUTHENTICATION_FAILED));
     }
+    // The responder's choice must be one of ours, exactly as offered (§2.7).
     let chosen = inner.iter().find_map(|p| match p {
-        Payload::Sa(props) => accept_esp(props, cfg.child_key),
+        Payload::Sa(props) if props.len() == 1 => esp_suite::accept(props, &cfg.child.suites, cfg.child.esn),
         _ => None,
     });
-    let Some((_, spi_out)) = chosen else { return Err(AuthError::Invalid("no acceptable ESP proposal chosen")) };
-    let len = cfg.child_key + 4;
+    let Some(chosen) = chosen else { return Err(AuthError::Invalid("no acceptable ESP proposal chosen")) };
+    let len = chosen.suite.keymat_len();
     let km = child_keymat(&sa.keys.sk_d, None, &sa.ni, &sa.nr, 2 * len);
     let (i2r, r2i) = split_child_keys(&km, len).ok_or(AuthError::Invalid("key material"))?;
     Ok(ChildSa {
         spi_in,
-        spi_out,
+        spi_out: chosen.spi,
+        suite: chosen.suite,
+        esn: chosen.esn,
         key_in: r2i,
         key_out: i2r,
         tsi: selectors(&inner, true),

@@ -11,6 +11,7 @@ pub mod auth;
 pub mod create_child;
 pub mod crypto;
 pub mod daemon;
+pub mod esp_suite;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
 pub mod ike_auth;

@@ -576,8 +576,13 @@ mod ike_auth {
     fn cfgs(psk_i: &[u8], psk_r: &[u8]) -> (AuthConfig, AuthConfig) {
         let (west, east) = (Identity::fqdn("west.example"), Identity::fqdn("east.example"));
         (
-            AuthConfig { me: west.clone(), peer: east.clone(), psk: Zeroizing::new(psk_i.to_vec()), child_key: 16 },
-            AuthConfig { me: east, peer: west, psk: Zeroizing::new(psk_r.to_vec()), child_key: 16 },
+            AuthConfig {
+                me: west.clone(),
+                peer: east.clone(),
+                psk: Zeroizing::new(psk_i.to_vec()),
+                child: Default::default(),
+            },
+            AuthConfig { me: east, peer: west, psk: Zeroizing::new(psk_r.to_vec()), child: Default::default() },
         )
     }
 

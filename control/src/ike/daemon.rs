@@ -641,12 +641,15 @@ impl Daemon {
                     }
                 }
             }
+            Err(AuthError::Refuse { notify, response }) if notify != ike_auth::notify::AUTHENTICATION_FAILED => {
+                // Authenticated; the child refused: the IKE SA stands without one (§2.21.3).
+                self.counters.no_proposal += 1;
+                tracing::warn!(target: "espgw::ike", conn = %c.name, peer = %self.sas[i].remote, notify, "child SA refused");
+                self.established(control, i, now);
+                Some(response)
+            }
             Err(AuthError::Refuse { notify, response }) => {
-                if notify == ike_auth::notify::AUTHENTICATION_FAILED {
-                    self.counters.auth_failed += 1;
-                } else {
-                    self.counters.no_proposal += 1;
-                }
+                self.counters.auth_failed += 1;
                 tracing::warn!(target: "espgw::ike", conn = %c.name, peer = %self.sas[i].remote, notify, "IKE_AUTH refused");
                 control.events.publish(
                     "ike_auth_failed",
@@ -805,6 +808,14 @@ impl Daemon {
                                 self.remove_sa(control, i, "child SA not installed");
                             }
                         }
+                    }
+                    Err(AuthError::ChildRefused(notify)) => {
+                        // The IKE SA is up but useless without its child: deleted, and
+                        // start = "start" tries again later.
+                        self.counters.no_proposal += 1;
+                        tracing::warn!(target: "espgw::ike", conn = %c.name, notify, "the peer refused the child SA");
+                        self.sas[i].up = true;
+                        self.terminate_one(control, i);
                     }
                     Err(e) => {
                         self.counters.auth_failed += 1;
@@ -1260,23 +1271,27 @@ impl Daemon {
     pub fn terminate_named(&mut self, control: &ControlState<'_>, name: &str) -> usize {
         let mut n = 0;
         while let Some(i) = self.sas.iter().position(|s| self.conns[s.conn].name == name) {
-            if self.sas[i].up && self.sas[i].pending.is_none() {
-                if let Some(est) = self.sas[i].est.take() {
-                    let iv = self.sas[i].next_iv();
-                    let del = Payload::Delete { protocol: PROTO_IKE, spi_size: 0, spis: vec![] };
-                    if let Ok(b) = informational::request(&est, self.sas[i].initiator, self.sas[i].next_id, &[del], iv)
-                    {
-                        self.send(i, &b);
-                    }
-                    self.sas[i].est = Some(est);
-                }
-            }
             if self.sas[i].up && self.sas[i].superseded.is_none() {
                 n += 1;
             }
-            self.remove_sa(control, i, "terminated");
+            self.terminate_one(control, i);
         }
         n
+    }
+
+    /// Delete IKE SA `i`: the peer is told when no other exchange is in flight.
+    fn terminate_one(&mut self, control: &ControlState<'_>, i: usize) {
+        if self.sas[i].up && self.sas[i].pending.is_none() {
+            if let Some(est) = self.sas[i].est.take() {
+                let iv = self.sas[i].next_iv();
+                let del = Payload::Delete { protocol: PROTO_IKE, spi_size: 0, spis: vec![] };
+                if let Ok(b) = informational::request(&est, self.sas[i].initiator, self.sas[i].next_id, &[del], iv) {
+                    self.send(i, &b);
+                }
+                self.sas[i].est = Some(est);
+            }
+        }
+        self.remove_sa(control, i, "terminated");
     }
 }
 

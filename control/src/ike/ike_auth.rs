@@ -78,6 +78,10 @@ pub enum AuthError {
         notify: u16,
         response: Vec<u8>,
     },
+    /// The IKE SA is authenticated, its first child SA was refused with
+    /// this notify (§1.2, §2.21.3: the responder still sends IDr and AUTH;
+    /// the IKE SA stands without a child).
+    ChildRefused(u16),
     /// Not a message of this exchange.
     Invalid(&'static str),
     Crypto(IkeCryptoError),
@@ -158,20 +162,30 @@ pub fn respond(
         Payload::Sa(props) => Some(props.as_slice()),
         _ => None,
     });
+    let my_auth = responder_auth(&sa.keys, &cfg.psk, &sa.response, &sa.ni, cfg.me.id_type, &cfg.me.data);
+    let id_r = Payload::Id { initiator: false, id_type: cfg.me.id_type, data: cfg.me.data.clone() };
+    let auth_r = Payload::Auth { method: AUTH_PSK, data: my_auth.to_vec() };
+    // The peer is authenticated: a child SA we cannot make is refused
+    // beside IDr and AUTH, and the IKE SA stands (§2.21.3).
+    let refuse_child = |kind: u16| -> Result<(Vec<u8>, ChildSa), AuthError> {
+        let n = Payload::Notify { protocol: 0, spi: vec![], kind, data: vec![] };
+        let out = vec![id_r.clone(), auth_r.clone(), n];
+        let response = encrypt_message(header(sa, true, false), &out, &sa.keys.sk_er, iv)?;
+        Err(AuthError::Refuse { notify: kind, response })
+    };
     let Some(chosen) = offered.and_then(|p| esp_suite::accept(p, &cfg.child.suites, cfg.child.esn)) else {
-        return refuse(notify::NO_PROPOSAL_CHOSEN);
+        return refuse_child(notify::NO_PROPOSAL_CHOSEN);
     };
     let (tsi, tsr) = (narrow(&selectors(&inner, true), allowed_tsi), narrow(&selectors(&inner, false), allowed_tsr));
     if tsi.is_empty() || tsr.is_empty() {
-        return refuse(notify::TS_UNACCEPTABLE);
+        return refuse_child(notify::TS_UNACCEPTABLE);
     }
     let len = chosen.suite.keymat_len();
     let km = child_keymat(&sa.keys.sk_d, None, &sa.ni, &sa.nr, 2 * len);
     let (i2r, r2i) = split_child_keys(&km, len).ok_or(AuthError::Invalid("key material"))?;
-    let my_auth = responder_auth(&sa.keys, &cfg.psk, &sa.response, &sa.ni, cfg.me.id_type, &cfg.me.data);
     let out = vec![
-        Payload::Id { initiator: false, id_type: cfg.me.id_type, data: cfg.me.data.clone() },
-        Payload::Auth { method: AUTH_PSK, data: my_auth.to_vec() },
+        id_r,
+        auth_r,
         Payload::Sa(vec![chosen.suite.proposal(chosen.number, spi_in, chosen.esn, false)]),
         Payload::Ts { initiator: true, selectors: tsi.clone() },
         Payload::Ts { initiator: false, selectors: tsr.clone() },
@@ -189,16 +203,18 @@ pub fn complete(sa: &Established, cfg: &AuthConfig, spi_in: u32, bytes: &[u8]) -
     if h.exchange != exchange::IKE_AUTH || !h.is_response() || (h.spi_i, h.spi_r) != (sa.spi_i, sa.spi_r) {
         return Err(AuthError::Invalid("not this IKE SA's IKE_AUTH response"));
     }
-    if let Some(kind) = inner.iter().find_map(|p| match p {
+    let error = inner.iter().find_map(|p| match p {
         Payload::Notify { kind, .. } if *kind < 16384 => Some(*kind),
         _ => None,
-    }) {
-        return Err(AuthError::Refused(kind));
-    }
+    });
     let id = inner.iter().find_map(|p| match p {
         Payload::Id { initiator: false, id_type, data } => Some(Identity { id_type: *id_type, data: data.clone() }),
         _ => None,
     });
+    // An error without IDr: the IKE SA itself was refused.
+    if let (Some(kind), None) = (error, &id) {
+        return Err(AuthError::Refused(kind));
+    }
     let auth = inner.iter().find_map(|p| match p {
         Payload::Auth { method: AUTH_PSK, data } => Some(data.as_slice()),
         _ => None,
@@ -207,6 +223,9 @@ pub fn complete(sa: &Established, cfg: &AuthConfig, spi_in: u32, bytes: &[u8]) -
     let want = responder_auth(&sa.keys, &cfg.psk, &sa.response, &sa.ni, id.id_type, &id.data);
     if id != cfg.peer || !verify_psk_auth(auth, &want) {
         return Err(AuthError::Refused(notify::AUTHENTICATION_FAILED));
+    }
+    if let Some(kind) = error {
+        return Err(AuthError::ChildRefused(kind));
     }
     // The responder's choice must be one of ours, exactly as offered (§2.7).
     let chosen = inner.iter().find_map(|p| match p {

@@ -653,10 +653,27 @@ mod ike_auth {
         let (l, r) = sa_pair();
         let (ci, cr) = cfgs(b"s", b"s");
         let req = request(&l, &ci, 1000, &[ts("172.16.0.0", "172.16.0.255")], &tsi, [1; 8]).unwrap();
-        assert!(matches!(
-            respond(&r, &cr, &req, 2000, &tsi, &tsi, [2; 8]),
-            Err(AuthError::Refuse { notify: notify::TS_UNACCEPTABLE, .. })
-        ));
+        let Err(AuthError::Refuse { notify: notify::TS_UNACCEPTABLE, response }) =
+            respond(&r, &cr, &req, 2000, &tsi, &tsi, [2; 8])
+        else {
+            panic!()
+        };
+        // Authenticated, so the refusal of the child comes with IDr and AUTH
+        // and the initiator knows its IKE SA stands (§2.21.3).
+        assert_eq!(complete(&l, &ci, 1000, &response).err(), Some(AuthError::ChildRefused(notify::TS_UNACCEPTABLE)));
+        let (l, r) = sa_pair();
+        let (ci, mut chacha_only) = cfgs(b"s", b"s");
+        chacha_only.child.suites = vec![super::super::esp_suite::EspSuite::Chacha20Poly1305];
+        let req = request(&l, &ci, 1000, &tsi, &tsi, [1; 8]).unwrap();
+        let Err(AuthError::Refuse { notify: notify::NO_PROPOSAL_CHOSEN, response }) =
+            respond(&r, &chacha_only, &req, 2000, &tsi, &tsi, [2; 8])
+        else {
+            panic!()
+        };
+        assert_eq!(complete(&l, &ci, 1000, &response).err(), Some(AuthError::ChildRefused(notify::NO_PROPOSAL_CHOSEN)));
+        let (_, inner) = super::super::crypto::decrypt_message(&response, &l.keys.sk_er).unwrap();
+        assert!(inner.iter().any(|p| matches!(p, super::super::message::Payload::Id { initiator: false, .. })));
+        assert!(inner.iter().any(|p| matches!(p, super::super::message::Payload::Auth { .. })));
         // A response from another IKE SA does not decrypt.
         let (l2, _) = sa_pair();
         let (l, r) = sa_pair();

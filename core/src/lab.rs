@@ -97,6 +97,7 @@ impl Gw {
     }
 
     /// What the control thread's IKE daemon queued, sent; what went out.
+    #[cfg(test)]
     pub(crate) fn send_ike(&mut self, now_ms: u64) -> Vec<(usize, VecBuf)> {
         let mut sink = Sink::default();
         let mut cx = BurstCtx { routes: &self.routes, now_ms, alloc: &mut VecAlloc, tx: &mut sink, stats: &self.stats };

@@ -123,7 +123,7 @@ impl<B: PacketBuf> Pipeline<B> {
         A: BufAlloc<Buf = B>,
         S: TxSink<B>,
     {
-        let Some(mut buf) = self.to_daemon(buf, meta, cx) else { return };
+        let Some(mut buf) = self.hand_to_daemon(buf, meta, cx) else { return };
         let Some(h) = &mut self.host else {
             cx.stats.drop_one(DropReason::ForGateway);
             return;

@@ -127,7 +127,7 @@ impl<B: PacketBuf> Pipeline<B> {
 
     /// A packet for the gateway: if it is IKE and a daemon listens, it is
     /// queued for it (or dropped, counted) and consumed; otherwise given back.
-    pub(super) fn to_daemon<A, S>(&mut self, buf: B, meta: &Meta, cx: &mut BurstCtx<'_, A, S>) -> Option<B>
+    pub(super) fn hand_to_daemon<A, S>(&mut self, buf: B, meta: &Meta, cx: &mut BurstCtx<'_, A, S>) -> Option<B>
     where
         A: BufAlloc<Buf = B>,
         S: TxSink<B>,

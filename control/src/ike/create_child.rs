@@ -17,7 +17,7 @@ use super::crypto::{child_keymat, decrypt_message, encrypt_message, IkeCryptoErr
 use super::esp_suite::{self, ChildPolicy};
 use super::ike_auth::ChildSa;
 use super::ike_rekey::IkeRekeyAnswer;
-use super::message::{exchange, flags, selectors, Header, Payload, Proposal, TrafficSelector};
+use super::message::{exchange, flags, proposals, selectors, Header, Payload, Proposal, TrafficSelector};
 use super::sa_init::transform;
 use super::sa_init::{Established, NONCE_LEN};
 
@@ -99,39 +99,57 @@ pub fn request(
     }
     payloads.push(Payload::Ts { initiator: true, selectors: tsi.to_vec() });
     payloads.push(Payload::Ts { initiator: false, selectors: tsr.to_vec() });
-    let f = if we_initiated { flags::INITIATOR } else { 0 };
-    let h = Header {
-        spi_i: sa.spi_i,
-        spi_r: sa.spi_r,
-        minor: 0,
-        exchange: exchange::CREATE_CHILD_SA,
-        flags: f,
-        message_id,
-    };
-    let key = if we_initiated { &sa.keys.sk_ei } else { &sa.keys.sk_er };
-    let bytes = encrypt_message(h, &payloads, key, iv)?;
+    let bytes = seal_request(sa, we_initiated, message_id, &payloads, iv)?;
     Ok((Rekey { message_id, ni, spi_in: new_spi_in, policy: policy.clone(), dh }, bytes))
+}
+
+/// A CREATE_CHILD_SA request of ours on `sa` (`we_initiated`: we were its
+/// original initiator, which sets the I flag and picks the key).
+pub(super) fn seal_request(
+    sa: &Established,
+    we_initiated: bool,
+    message_id: u32,
+    payloads: &[Payload],
+    iv: [u8; 8],
+) -> Result<Vec<u8>, RekeyError> {
+    let flags = if we_initiated { flags::INITIATOR } else { 0 };
+    let h =
+        Header { spi_i: sa.spi_i, spi_r: sa.spi_r, minor: 0, exchange: exchange::CREATE_CHILD_SA, flags, message_id };
+    let key = if we_initiated { &sa.keys.sk_ei } else { &sa.keys.sk_er };
+    Ok(encrypt_message(h, payloads, key, iv)?)
+}
+
+/// The peer's response to our CREATE_CHILD_SA `message_id`: its payloads,
+/// or the error it notified.
+pub(super) fn open_response(
+    sa: &Established,
+    we_initiated: bool,
+    message_id: u32,
+    bytes: &[u8],
+) -> Result<Vec<Payload>, RekeyError> {
+    let key = if we_initiated { &sa.keys.sk_er } else { &sa.keys.sk_ei };
+    let (m, inner) = decrypt_message(bytes, key)?;
+    let h = m.header;
+    if h.exchange != exchange::CREATE_CHILD_SA
+        || !h.is_response()
+        || h.message_id != message_id
+        || (h.spi_i, h.spi_r) != (sa.spi_i, sa.spi_r)
+    {
+        return Err(RekeyError::Invalid("not the response to our CREATE_CHILD_SA"));
+    }
+    if let Some(k) = inner.iter().find_map(|p| match p {
+        Payload::Notify { kind, .. } if *kind < 16384 => Some(*kind),
+        _ => None,
+    }) {
+        return Err(RekeyError::Refused(k));
+    }
+    Ok(inner)
 }
 
 impl Rekey {
     /// The peer's response: the new child SA (our outbound key first from KEYMAT).
     pub fn complete(self, sa: &Established, we_initiated: bool, bytes: &[u8]) -> Result<ChildSa, RekeyError> {
-        let key = if we_initiated { &sa.keys.sk_er } else { &sa.keys.sk_ei };
-        let (m, inner) = decrypt_message(bytes, key)?;
-        let h = m.header;
-        if h.exchange != exchange::CREATE_CHILD_SA
-            || !h.is_response()
-            || h.message_id != self.message_id
-            || (h.spi_i, h.spi_r) != (sa.spi_i, sa.spi_r)
-        {
-            return Err(RekeyError::Invalid("not the response to our CREATE_CHILD_SA"));
-        }
-        if let Some(k) = inner.iter().find_map(|p| match p {
-            Payload::Notify { kind, .. } if *kind < 16384 => Some(*kind),
-            _ => None,
-        }) {
-            return Err(RekeyError::Refused(k));
-        }
+        let inner = open_response(sa, we_initiated, self.message_id, bytes)?;
         let Some(chosen) = inner.iter().find_map(|p| match p {
             Payload::Sa(props) if props.len() == 1 => esp_suite::accept(props, &self.policy.suites, self.policy.esn),
             _ => None,
@@ -223,14 +241,7 @@ pub fn respond(
     let Some(old) = old.map(u32::from_be_bytes).filter(|s| known(*s)) else {
         return refuse(super::sa_init::notify::NO_ADDITIONAL_SAS);
     };
-    let offered: Vec<Proposal> = inner
-        .iter()
-        .filter_map(|p| match p {
-            Payload::Sa(props) => Some(props.clone()),
-            _ => None,
-        })
-        .flatten()
-        .collect();
+    let offered = proposals(&inner);
     let Some(chosen) = esp_suite::accept(&offered, &policy.suites, policy.esn) else {
         return refuse(super::ike_auth::notify::NO_PROPOSAL_CHOSEN);
     };

@@ -667,9 +667,9 @@ impl Daemon {
         }
     }
 
-    /// The peer rekeys one of our child SAs: the new pair installed (the
-    /// eroute moves to it) before the answer; the old one retires until
-    /// the peer deletes it.
+    /// The peer rekeys one of our child SAs (or the IKE SA): the new pair
+    /// is installed before the answer, held (our traffic stays on the old
+    /// SA, which retires) until the peer deletes the old one.
     fn child_request(
         &mut self,
         control: &ControlState<'_>,

@@ -9,9 +9,9 @@
 
 use zeroize::Zeroizing;
 
-use super::create_child::RekeyError;
-use super::crypto::{decrypt_message, encrypt_message, IkeCryptoError, IkeKeys, X25519};
-use super::message::{exchange, flags, Header, Payload};
+use super::create_child::{open_response, seal_request, RekeyError};
+use super::crypto::{encrypt_message, IkeCryptoError, IkeKeys, X25519};
+use super::message::{proposals, Header, Payload};
 use super::sa_init::{choose, notify, Established, Suite, NONCE_LEN};
 
 /// An IKE SA rekey we started.
@@ -67,39 +67,14 @@ pub fn request(
         Payload::Nonce(ni.to_vec()),
         Payload::Ke { group: sa.suite.group, data: dh.public().to_vec() },
     ];
-    let f = if we_initiated { flags::INITIATOR } else { 0 };
-    let h = Header {
-        spi_i: sa.spi_i,
-        spi_r: sa.spi_r,
-        minor: 0,
-        exchange: exchange::CREATE_CHILD_SA,
-        flags: f,
-        message_id,
-    };
-    let key = if we_initiated { &sa.keys.sk_ei } else { &sa.keys.sk_er };
-    let bytes = encrypt_message(h, &payloads, key, iv)?;
+    let bytes = seal_request(sa, we_initiated, message_id, &payloads, iv)?;
     Ok((IkeRekey { message_id, suite: sa.suite, dh, ni, spi }, bytes))
 }
 
 impl IkeRekey {
     /// The peer's response: the new IKE SA, of which we are the original initiator.
     pub fn complete(self, sa: &Established, we_initiated: bool, bytes: &[u8]) -> Result<Established, RekeyError> {
-        let key = if we_initiated { &sa.keys.sk_er } else { &sa.keys.sk_ei };
-        let (m, inner) = decrypt_message(bytes, key)?;
-        let h = m.header;
-        if h.exchange != exchange::CREATE_CHILD_SA
-            || !h.is_response()
-            || h.message_id != self.message_id
-            || (h.spi_i, h.spi_r) != (sa.spi_i, sa.spi_r)
-        {
-            return Err(RekeyError::Invalid("not the response to our IKE SA rekey"));
-        }
-        if let Some(k) = inner.iter().find_map(|p| match p {
-            Payload::Notify { kind, .. } if *kind < 16384 => Some(*kind),
-            _ => None,
-        }) {
-            return Err(RekeyError::Refused(k));
-        }
+        let inner = open_response(sa, we_initiated, self.message_id, bytes)?;
         let chosen = inner.iter().find_map(|p| match p {
             Payload::Sa(props) => props.first().cloned(),
             _ => None,
@@ -150,14 +125,7 @@ pub fn respond(
         let n = vec![Payload::Notify { protocol: 0, spi: vec![], kind, data }];
         Ok(IkeRekeyAnswer::Refused { notify: kind, response: encrypt_message(header, &n, send, iv)? })
     };
-    let offered: Vec<_> = inner
-        .iter()
-        .filter_map(|p| match p {
-            Payload::Sa(props) => Some(props.clone()),
-            _ => None,
-        })
-        .flatten()
-        .collect();
+    let offered = proposals(inner);
     let Some((number, suite)) = choose(&offered) else { return refuse(notify::NO_PROPOSAL_CHOSEN, vec![]) };
     let Some(spi_i) = offered
         .iter()

@@ -169,6 +169,18 @@ pub fn selectors(payloads: &[Payload], initiator: bool) -> Vec<TrafficSelector> 
         .unwrap_or_default()
 }
 
+/// Every proposal of the SA payloads in `payloads`, in order.
+pub fn proposals(payloads: &[Payload]) -> Vec<Proposal> {
+    payloads
+        .iter()
+        .filter_map(|p| match p {
+            Payload::Sa(props) => Some(props.clone()),
+            _ => None,
+        })
+        .flatten()
+        .collect()
+}
+
 /// One payload, typed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Payload {

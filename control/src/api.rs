@@ -42,6 +42,15 @@ pub struct ControlState<'a> {
     pub ike: Option<Mutex<crate::ike::daemon::Daemon>>,
 }
 
+impl crate::ike::daemon::Control for ControlState<'_> {
+    fn store(&self) -> MutexGuard<'_, PolicyStore> {
+        ControlState::store(self)
+    }
+    fn events(&self) -> &crate::events::EventBus {
+        &self.events
+    }
+}
+
 impl ControlState<'_> {
     pub fn store(&self) -> MutexGuard<'_, PolicyStore> {
         self.store.lock().unwrap_or_else(|p| p.into_inner())

@@ -38,8 +38,8 @@ use super::ike_rekey;
 use super::informational::{self, PROTO_ESP, PROTO_IKE};
 use super::message::{exchange, Header, Message, Payload, TrafficSelector};
 use super::sa_init::{self, Established, Initiator, Response, SUITES};
-use crate::api::ControlState;
 use crate::config::{ConnectionSpec, Start};
+use crate::events::EventBus;
 use crate::store::PolicyStore;
 
 /// IKE's ports (RFC 7296 §2, RFC 3948).
@@ -260,6 +260,14 @@ fn point_eroute(store: &mut PolicyStore, er: &str, out: &str, lp: Prefix, rp: Pr
     }
 }
 
+/// What the daemon needs of the control thread: the policy store it
+/// installs negotiated SAs into, the event stream it reports on.
+/// (`api::ControlState` is one; the daemon does not depend on the API.)
+pub trait Control {
+    fn store(&self) -> std::sync::MutexGuard<'_, PolicyStore>;
+    fn events(&self) -> &EventBus;
+}
+
 /// The store name of a connection's eroute.
 pub fn eroute_name(conn: &str) -> String {
     format!("ike-{conn}")
@@ -317,14 +325,14 @@ impl Daemon {
     }
 
     /// Install the `%trap` eroutes of `start = "trap"` connections.
-    pub fn install_traps(&self, control: &ControlState<'_>) {
+    pub fn install_traps(&self, control: &dyn Control) {
         for (i, _) in self.conns.iter().enumerate().filter(|(_, c)| c.start == Start::Trap) {
             self.install_trap(control, i);
         }
     }
 
     /// The `%trap` eroute of connection `conn`.
-    fn install_trap(&self, control: &ControlState<'_>, conn: usize) {
+    fn install_trap(&self, control: &dyn Control, conn: usize) {
         {
             let c = &self.conns[conn];
             let spec = json!({
@@ -377,7 +385,7 @@ impl Daemon {
     }
 
     /// Work: datagrams from the workers, timers, connections to start.
-    pub fn poll(&mut self, control: &ControlState<'_>, now: Instant) {
+    pub fn poll(&mut self, control: &dyn Control, now: Instant) {
         if self.cookies_rotated.is_none_or(|t| now.duration_since(t) >= COOKIE_ROTATION) {
             self.cookies_rotated = Some(now);
             if let Some(j) = self.cookies.as_mut() {
@@ -487,7 +495,7 @@ impl Daemon {
         self.sas[i].pending = Some(Pending { message_id, bytes, sent: now, tries: 0, waiting });
     }
 
-    fn receive(&mut self, control: &ControlState<'_>, d: &IkeDatagram, now: Instant) {
+    fn receive(&mut self, control: &dyn Control, d: &IkeDatagram, now: Instant) {
         let mut msg = d.payload();
         if d.local.port() != IKE_PORT {
             // Port 4500: IKE behind the non-ESP marker (RFC 3948 §2.2).
@@ -570,15 +578,7 @@ impl Daemon {
     }
 
     /// A request of the peer on an IKE SA.
-    fn peer_request(
-        &mut self,
-        control: &ControlState<'_>,
-        i: usize,
-        h: Header,
-        msg: &[u8],
-        d: &IkeDatagram,
-        now: Instant,
-    ) {
+    fn peer_request(&mut self, control: &dyn Control, i: usize, h: Header, msg: &[u8], d: &IkeDatagram, now: Instant) {
         // §2.1: a retransmitted request gets the same answer; older ones nothing.
         if let Some((id, a)) = &self.sas[i].answered {
             if h.message_id == *id {
@@ -615,7 +615,7 @@ impl Daemon {
 
     fn auth_request(
         &mut self,
-        control: &ControlState<'_>,
+        control: &dyn Control,
         i: usize,
         est: &Established,
         msg: &[u8],
@@ -651,7 +651,7 @@ impl Daemon {
             Err(AuthError::Refuse { notify, response }) => {
                 self.counters.auth_failed += 1;
                 tracing::warn!(target: "espgw::ike", conn = %c.name, peer = %self.sas[i].remote, notify, "IKE_AUTH refused");
-                control.events.publish(
+                control.events().publish(
                     "ike_auth_failed",
                     json!({ "connection": c.name, "peer": self.sas[i].remote.ip(), "notify": notify }),
                 );
@@ -672,7 +672,7 @@ impl Daemon {
     /// SA, which retires) until the peer deletes the old one.
     fn child_request(
         &mut self,
-        control: &ControlState<'_>,
+        control: &dyn Control,
         i: usize,
         est: &Established,
         msg: &[u8],
@@ -711,7 +711,7 @@ impl Daemon {
         }
     }
 
-    fn info_request(&mut self, control: &ControlState<'_>, i: usize, est: &Established, msg: &[u8]) -> Option<Vec<u8>> {
+    fn info_request(&mut self, control: &dyn Control, i: usize, est: &Established, msg: &[u8]) -> Option<Vec<u8>> {
         let iv = self.sas[i].next_iv();
         let children = self.sas[i].children.clone();
         let ours = |peer_spi: u32| children.iter().find(|c| c.spi_out == peer_spi).map(|c| c.spi_in);
@@ -745,7 +745,7 @@ impl Daemon {
     }
 
     /// A response to our request.
-    fn response(&mut self, control: &ControlState<'_>, i: usize, h: Header, msg: &[u8], d: &IkeDatagram, now: Instant) {
+    fn response(&mut self, control: &dyn Control, i: usize, h: Header, msg: &[u8], d: &IkeDatagram, now: Instant) {
         if self.sas[i].pending.as_ref().is_none_or(|p| p.message_id != h.message_id) {
             return;
         }
@@ -820,7 +820,7 @@ impl Daemon {
                     Err(e) => {
                         self.counters.auth_failed += 1;
                         tracing::warn!(target: "espgw::ike", conn = %c.name, error = ?e, "IKE_AUTH failed");
-                        control.events.publish(
+                        control.events().publish(
                             "ike_auth_failed",
                             json!({ "connection": c.name, "peer": d.remote.ip(), "error": format!("{e:?}") }),
                         );
@@ -891,7 +891,7 @@ impl Daemon {
         }
     }
 
-    fn established(&mut self, control: &ControlState<'_>, i: usize, now: Instant) {
+    fn established(&mut self, control: &dyn Control, i: usize, now: Instant) {
         let rekey_at = self.ike_rekey_time(self.sas[i].conn, now);
         let s = &mut self.sas[i];
         s.up = true;
@@ -899,7 +899,7 @@ impl Daemon {
         self.counters.established += 1;
         let c = &self.conns[s.conn];
         tracing::info!(target: "espgw::ike", conn = %c.name, peer = %s.remote, nat = s.natt(), "IKE SA established");
-        control.events.publish(
+        control.events().publish(
             "ike_sa_up",
             json!({
                 "connection": c.name, "peer": s.remote.ip(), "port": s.remote.port(),
@@ -918,7 +918,7 @@ impl Daemon {
     #[allow(clippy::too_many_arguments)]
     fn install(
         &mut self,
-        control: &ControlState<'_>,
+        control: &dyn Control,
         i: usize,
         child: &ChildSa,
         local_ts: &[TrafficSelector],
@@ -969,7 +969,7 @@ impl Daemon {
         }
         drop(store);
         self.counters.child_installed += 1;
-        control.events.publish(
+        control.events().publish(
             "child_sa_up",
             json!({
                 "connection": c.name, "spi_in": format!("{:08x}", child.spi_in),
@@ -995,7 +995,7 @@ impl Daemon {
 
     /// Route the connection's traffic into child `k`'s outbound SA, which
     /// was installed held back (we answered the peer's rekey).
-    fn release(&mut self, control: &ControlState<'_>, i: usize, k: usize) {
+    fn release(&mut self, control: &dyn Control, i: usize, k: usize) {
         let c = &mut self.sas[i].children[k];
         if c.held {
             c.held = false;
@@ -1008,7 +1008,7 @@ impl Daemon {
     /// traffic, across all its IKE SAs (two can exist when both sides
     /// initiated at once); with none left, back to `%trap` (start = "trap")
     /// or gone (traffic meets the defaults again).
-    fn reroute(&mut self, control: &ControlState<'_>, conn: usize) {
+    fn reroute(&mut self, control: &dyn Control, conn: usize) {
         let name = self.conns[conn].name.clone();
         let best = self
             .sas
@@ -1050,7 +1050,7 @@ impl Daemon {
 
     /// Take a child's SAs out of the store; the eroute moves to another
     /// child of the connection if there is one.
-    fn uninstall(&mut self, control: &ControlState<'_>, conn: usize, c: &Child) {
+    fn uninstall(&mut self, control: &dyn Control, conn: usize, c: &Child) {
         let name = self.conns[conn].name.clone();
         let base = format!("ike-{name}-{:08x}", c.spi_in);
         {
@@ -1058,12 +1058,12 @@ impl Daemon {
             let _ = store.delete_sa(&format!("{base}-out"), true);
             let _ = store.delete_sa(&format!("{base}-in"), true);
         }
-        control.events.publish("child_sa_down", json!({ "connection": name, "spi_in": format!("{:08x}", c.spi_in) }));
+        control.events().publish("child_sa_down", json!({ "connection": name, "spi_in": format!("{:08x}", c.spi_in) }));
         self.reroute(control, conn);
     }
 
     /// The IKE SA and its children go.
-    fn remove_sa(&mut self, control: &ControlState<'_>, i: usize, why: &str) {
+    fn remove_sa(&mut self, control: &dyn Control, i: usize, why: &str) {
         let mut children = std::mem::take(&mut self.sas[i].children);
         children.extend(self.sas[i].pending_child().cloned());
         let s = self.sas.swap_remove(i);
@@ -1074,13 +1074,13 @@ impl Daemon {
         if s.up && s.superseded.is_none() {
             tracing::info!(target: "espgw::ike", conn = %c.name, peer = %s.remote, why, "IKE SA down");
             control
-                .events
+                .events()
                 .publish("ike_sa_down", json!({ "connection": c.name, "peer": s.remote.ip(), "reason": why }));
         }
     }
 
     /// Retransmissions, half-open expiry, liveness checks, rekeys.
-    fn timers(&mut self, control: &ControlState<'_>, now: Instant) {
+    fn timers(&mut self, control: &dyn Control, now: Instant) {
         let mut i = 0;
         while i < self.sas.len() {
             let s = &self.sas[i];
@@ -1138,7 +1138,7 @@ impl Daemon {
 
     /// IKE SA `i` was rekeyed into `new`: its children move there, and it
     /// stays only to hear (or, `initiator`, to send) the delete.
-    fn supersede(&mut self, control: &ControlState<'_>, i: usize, new: Established, initiator: bool, now: Instant) {
+    fn supersede(&mut self, control: &dyn Control, i: usize, new: Established, initiator: bool, now: Instant) {
         let rekey_at = self.ike_rekey_time(self.sas[i].conn, now);
         // Our own exchange on the old IKE SA is abandoned: a child we were
         // rekeying moves on as it is, one we were deleting goes now.
@@ -1268,7 +1268,7 @@ impl Daemon {
     /// Delete every IKE SA of the connection (at exit, `espgwctl ike
     /// terminate`): the peer is told where no other exchange is in flight
     /// (one request at a time, §2.3); every one goes from our side at once.
-    pub fn terminate_named(&mut self, control: &ControlState<'_>, name: &str) -> usize {
+    pub fn terminate_named(&mut self, control: &dyn Control, name: &str) -> usize {
         let mut n = 0;
         while let Some(i) = self.sas.iter().position(|s| self.conns[s.conn].name == name) {
             if self.sas[i].up && self.sas[i].superseded.is_none() {
@@ -1280,7 +1280,7 @@ impl Daemon {
     }
 
     /// Delete IKE SA `i`: the peer is told when no other exchange is in flight.
-    fn terminate_one(&mut self, control: &ControlState<'_>, i: usize) {
+    fn terminate_one(&mut self, control: &dyn Control, i: usize) {
         if self.sas[i].up && self.sas[i].pending.is_none() {
             if let Some(est) = self.sas[i].est.take() {
                 let iv = self.sas[i].next_iv();
@@ -1298,7 +1298,7 @@ impl Daemon {
 impl Daemon {
     /// At exit: every established IKE SA is deleted with its peer (one
     /// try; the workers still send for a moment after this).
-    pub fn shutdown(&mut self, control: &ControlState<'_>) {
+    pub fn shutdown(&mut self, control: &dyn Control) {
         let names: Vec<String> = self.conns.iter().map(|c| c.name.clone()).collect();
         for n in names {
             self.terminate_named(control, &n);

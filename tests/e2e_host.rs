@@ -16,11 +16,6 @@ use std::time::Duration;
 const KEY_IN: &str = "202122232425262728292a2b2c2d2e2f30313233";
 const KEY_OUT: &str = "404142434445464748494a4b4c4d4e4f50515253";
 
-fn sh(args: &[&str]) {
-    let st = Command::new(args[0]).args(&args[1..]).status().unwrap_or_else(|e| panic!("{args:?}: {e}"));
-    assert!(st.success(), "{args:?} failed");
-}
-
 struct Netns(Vec<String>);
 impl Drop for Netns {
     fn drop(&mut self) {
@@ -136,20 +131,7 @@ port = "public"
     );
     let cfg_path = s.config(&cfg);
     let report = s.path("report.json");
-    let gw = Command::new("ip")
-        .args(["netns", "exec", &gw_ns])
-        .arg(espgw_bin())
-        .arg("--config")
-        .arg(&cfg_path)
-        .arg("--report-json")
-        .arg(&report)
-        .args(["--wait-link", "5000", "--duration", "60"])
-        .current_dir(s.path(""))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("espgw in its namespace");
+    let gw = spawn_espgw_in_netns(&s, &gw_ns, &cfg_path, &report, 60);
     // Wait for the kernel side: the tap has the gateway's address.
     let mut up = false;
     for _ in 0..100 {

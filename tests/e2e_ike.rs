@@ -20,11 +20,6 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn sh(args: &[&str]) {
-    let o = Command::new(args[0]).args(&args[1..]).output().unwrap_or_else(|e| panic!("{args:?}: {e}"));
-    assert!(o.status.success(), "{args:?} failed: {}", String::from_utf8_lossy(&o.stderr));
-}
-
 fn traffic_script() -> String {
     format!("{}/../tests/py/tunnel_traffic.py", env!("CARGO_MANIFEST_DIR"))
 }
@@ -181,21 +176,7 @@ dpd_seconds = 2
         );
         let cfg_path = s.config(&cfg);
         let report = s.path("report.json");
-        let child = Command::new("ip")
-            .args(["netns", "exec", &self.gw])
-            .arg(espgw_bin())
-            .arg("--config")
-            .arg(&cfg_path)
-            .arg("--report-json")
-            .arg(&report)
-            .args(["--wait-link", "5000", "--duration", "120"])
-            .current_dir(s.path(""))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("espgw in its namespace");
-        (Gw(Some(child)), report)
+        (Gw(Some(spawn_espgw_in_netns(s, &self.gw, &cfg_path, &report, 120))), report)
     }
 
     /// Run tunnel_traffic.py in `ns`: its JSON line, or what went wrong.

@@ -19,12 +19,8 @@ use control::ike::{create_child, informational};
 use zeroize::Zeroizing;
 
 mod common;
+use common::sh;
 use common::strongswan::{logged_keys, Charon};
-
-fn sh(args: &[&str]) {
-    let st = Command::new(args[0]).args(&args[1..]).status().unwrap_or_else(|e| panic!("{args:?}: {e}"));
-    assert!(st.success(), "{args:?} failed");
-}
 
 struct Lab {
     ns: String,

@@ -146,6 +146,32 @@ pub fn spawn_espgw_named(scratch: &Scratch, config: &Path, report: &str, args: &
     (child, report)
 }
 
+/// Run a set-up command (namespaces, links, sysctls) that must succeed; its
+/// output is kept for the failure message only.
+pub fn sh(args: &[&str]) {
+    let o = Command::new(args[0]).args(&args[1..]).output().unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    assert!(o.status.success(), "{args:?} failed: {}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// Start espgw inside network namespace `ns` (its ports are the veths
+/// there), reporting to `report`; it stops by itself after `seconds`.
+pub fn spawn_espgw_in_netns(scratch: &Scratch, ns: &str, config: &Path, report: &Path, seconds: u32) -> Child {
+    Command::new("ip")
+        .args(["netns", "exec", ns])
+        .arg(espgw_bin())
+        .arg("--config")
+        .arg(config)
+        .arg("--report-json")
+        .arg(report)
+        .args(["--wait-link", "5000", "--duration", &seconds.to_string()])
+        .current_dir(scratch.path(""))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("espgw in its namespace")
+}
+
 /// Stop a running espgw as an operator would (SIGTERM) and collect its run.
 pub fn stop_espgw(child: Child, report: &Path) -> Run {
     let rc = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().expect("kill");

@@ -21,14 +21,7 @@ import struct
 import sys
 import time
 
-
-def csum(b):
-    if len(b) % 2:
-        b += b"\0"
-    s = sum(struct.unpack(f"!{len(b) // 2}H", b))
-    while s >> 16:
-        s = (s & 0xFFFF) + (s >> 16)
-    return ~s & 0xFFFF
+from host_peer import csum  # the Internet checksum, next to this script
 
 
 def ping(src, dst, count, interval_ms):

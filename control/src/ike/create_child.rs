@@ -19,7 +19,7 @@ use super::ike_auth::ChildSa;
 use super::ike_rekey::IkeRekeyAnswer;
 use super::message::{exchange, flags, proposals, selectors, Header, Payload, Proposal, TrafficSelector};
 use super::sa_init::transform;
-use super::sa_init::{Established, NONCE_LEN};
+use super::sa_init::{nonce, Established};
 
 /// REKEY_SA (§3.10.1).
 pub const REKEY_SA: u16 = 16393;
@@ -86,8 +86,7 @@ pub fn request(
     iv: [u8; 8],
 ) -> Result<(Rekey, Vec<u8>), RekeyError> {
     let pfs = policy.pfs;
-    let mut ni = Zeroizing::new(vec![0u8; NONCE_LEN]);
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut ni).map_err(|_| IkeCryptoError::Random)?;
+    let ni = nonce()?;
     let dh = if pfs { Some(X25519::generate()?) } else { None };
     let mut payloads = vec![
         Payload::Notify { protocol: 3, spi: old_spi_in.to_be_bytes().to_vec(), kind: REKEY_SA, data: vec![] },
@@ -271,8 +270,7 @@ pub fn respond(
     if tsi.is_empty() || tsr.is_empty() {
         return refuse(super::ike_auth::notify::TS_UNACCEPTABLE);
     }
-    let mut nr = Zeroizing::new(vec![0u8; NONCE_LEN]);
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut nr).map_err(|_| IkeCryptoError::Random)?;
+    let nr = nonce()?;
     let answer = chosen.suite.proposal(chosen.number, new_spi_in, chosen.esn, pfs);
     let mut out = vec![Payload::Sa(vec![answer]), Payload::Nonce(nr.to_vec())];
     let g_ir = match (pfs, peer_ke) {

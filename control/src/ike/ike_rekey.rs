@@ -10,9 +10,9 @@
 use zeroize::Zeroizing;
 
 use super::create_child::{open_response, seal_request, RekeyError};
-use super::crypto::{encrypt_message, IkeCryptoError, IkeKeys, X25519};
+use super::crypto::{encrypt_message, IkeKeys, X25519};
 use super::message::{proposals, Header, Payload};
-use super::sa_init::{choose, notify, Established, Suite, NONCE_LEN};
+use super::sa_init::{choose, nonce, notify, random_spi, Established, Suite};
 
 /// An IKE SA rekey we started.
 pub struct IkeRekey {
@@ -21,18 +21,6 @@ pub struct IkeRekey {
     dh: X25519,
     ni: Zeroizing<Vec<u8>>,
     spi: u64,
-}
-
-fn random_spi() -> Result<u64, IkeCryptoError> {
-    let mut b = [0u8; 8];
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b).map_err(|_| IkeCryptoError::Random)?;
-    Ok(u64::from_be_bytes(b).max(1))
-}
-
-fn nonce() -> Result<Zeroizing<Vec<u8>>, IkeCryptoError> {
-    let mut n = Zeroizing::new(vec![0u8; NONCE_LEN]);
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut n).map_err(|_| IkeCryptoError::Random)?;
-    Ok(n)
 }
 
 /// The nonce and the Curve25519 share of a message, if both are there.

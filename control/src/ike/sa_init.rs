@@ -240,6 +240,17 @@ fn nat_status(m: &Message, spi_r: u64, local: SocketAddr, remote: SocketAddr) ->
     st
 }
 
+/// A fresh nonce of our length (§2.10).
+pub(super) fn nonce() -> Result<Zeroizing<Vec<u8>>, IkeCryptoError> {
+    Ok(Zeroizing::new(random(NONCE_LEN)?))
+}
+
+/// A fresh IKE SA SPI (never 0, which means "not yet known").
+pub(super) fn random_spi() -> Result<u64, IkeCryptoError> {
+    let b: [u8; 8] = random(8)?.try_into().map_err(|_| IkeCryptoError::Random)?;
+    Ok(u64::from_be_bytes(b).max(1))
+}
+
 fn random(len: usize) -> Result<Vec<u8>, IkeCryptoError> {
     let mut v = vec![0u8; len];
     ring::rand::SystemRandom::new().fill(&mut v).map_err(|_| IkeCryptoError::Random)?;
@@ -303,9 +314,9 @@ impl From<IkeCryptoError> for InitError {
 impl Initiator {
     /// Start: the IKE_SA_INIT request (message ID 0) from `local` to `remote`.
     pub fn start(suite: Suite, local: SocketAddr, remote: SocketAddr) -> Result<(Initiator, Vec<u8>), InitError> {
-        let spi_i = u64::from_be_bytes(random(8)?.try_into().unwrap_or([1; 8])).max(1);
+        let spi_i = random_spi()?;
         let dh = X25519::generate()?;
-        let ni = Zeroizing::new(random(NONCE_LEN)?);
+        let ni = nonce()?;
         let mut payloads = vec![
             Payload::Sa(vec![suite.proposal(vec![])]),
             Payload::Ke { group: suite.group, data: dh.public().to_vec() },
@@ -434,11 +445,11 @@ pub fn respond(
         }
         return refuse(notify::INVALID_SYNTAX, vec![]);
     };
-    let spi_r = u64::from_be_bytes(random(8)?.try_into().unwrap_or([2; 8])).max(1);
+    let spi_r = random_spi()?;
     let dh = X25519::generate()?;
     let public = dh.public().to_vec();
     let g_ir = dh.agree(ke)?;
-    let nr = Zeroizing::new(random(NONCE_LEN)?);
+    let nr = nonce()?;
     let keys = IkeKeys::derive(ni, &nr, &g_ir, h.spi_i, spi_r, suite.encr_len(), 0);
     let nat = nat_status(&m, 0, local, remote);
     let mut chosen = suite.proposal(vec![]);

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use control::ike::ike_auth::{self, AuthConfig, Identity};
+use control::ike::ike_auth::{self, AuthConfig, Credential, Identity};
 use control::ike::message::{Payload, TrafficSelector};
 use control::ike::sa_init::{Initiator, SUITES};
 use control::ike::{create_child, informational};
@@ -120,7 +120,7 @@ fn strongswan_accepts_our_ike_sa_init_and_psk_ike_auth() {
     let cfg = AuthConfig {
         me: Identity::fqdn("west.example"),
         peer: Identity::fqdn("east.example"),
-        psk: Zeroizing::new(b"shared secret".to_vec()),
+        credential: Credential::Psk(Zeroizing::new(b"shared secret".to_vec())),
         child: Default::default(),
     };
     let spi_in = 0xc0de_0001;
@@ -214,7 +214,7 @@ fn strongswan_initiates_and_our_responder_answers() {
     // IKE_SA_INIT.
     let (n, from) = s500.recv_from(&mut buf).expect("charon's IKE_SA_INIT");
     let Response::Accept { message, sa } =
-        sa_init::respond(&buf[..n], "203.0.113.1:500".parse().unwrap(), from, None).unwrap()
+        sa_init::respond(&buf[..n], "203.0.113.1:500".parse().unwrap(), from, None, None).unwrap()
     else {
         panic!("refused charon's proposal")
     };
@@ -227,7 +227,7 @@ fn strongswan_initiates_and_our_responder_answers() {
     let cfg = AuthConfig {
         me: Identity::fqdn("west.example"),
         peer: Identity::fqdn("east.example"),
-        psk: Zeroizing::new(b"shared secret".to_vec()),
+        credential: Credential::Psk(Zeroizing::new(b"shared secret".to_vec())),
         child: Default::default(),
     };
     let spi_in = 0xc0de_0002;

@@ -8,7 +8,7 @@
 use std::hint::black_box;
 use std::net::SocketAddr;
 
-use control::ike::ike_auth::{self, AuthConfig, Identity};
+use control::ike::ike_auth::{self, AuthConfig, Credential, Identity};
 use control::ike::message::TrafficSelector;
 use control::ike::sa_init::{respond, CookieJar, Initiator, Response, SUITES};
 use criterion::{criterion_group, criterion_main, Criterion};
@@ -23,20 +23,20 @@ fn bench(c: &mut Criterion) {
     let (init, req) = Initiator::start(SUITES[0], peer, me).unwrap();
     let mut g = c.benchmark_group("ike");
     g.bench_function("sa_init_answered_in_full", |b| {
-        b.iter(|| matches!(respond(black_box(&req), me, peer, None).unwrap(), Response::Accept { .. }))
+        b.iter(|| matches!(respond(black_box(&req), me, peer, None, None).unwrap(), Response::Accept { .. }))
     });
     let jar = CookieJar::new().unwrap();
     g.bench_function("sa_init_answered_with_a_cookie", |b| {
-        b.iter(|| matches!(respond(black_box(&req), me, peer, Some(&jar)).unwrap(), Response::Cookie { .. }))
+        b.iter(|| matches!(respond(black_box(&req), me, peer, Some(&jar), None).unwrap(), Response::Cookie { .. }))
     });
 
     // IKE_AUTH on the responder: PSK AUTH checked and made, child keys derived.
-    let Response::Accept { message, sa: r } = respond(&req, me, peer, None).unwrap() else { panic!() };
+    let Response::Accept { message, sa: r } = respond(&req, me, peer, None, None).unwrap() else { panic!() };
     let l = init.complete(req.clone(), &message).unwrap();
     let cfg = |me: &str, peer: &str| AuthConfig {
         me: Identity::fqdn(me),
         peer: Identity::fqdn(peer),
-        psk: Zeroizing::new(b"a shared secret".to_vec()),
+        credential: Credential::Psk(Zeroizing::new(b"a shared secret".to_vec())),
         child: Default::default(),
     };
     let (ci, cr) = (cfg("west.example", "east.example"), cfg("east.example", "west.example"));

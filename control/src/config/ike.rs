@@ -8,7 +8,11 @@
 //! remote = "203.0.113.2"         # the peer
 //! local_id = "west.example"      # FQDN, user@FQDN, or an IP address (default: local)
 //! remote_id = "east.example"     # default: remote
-//! psk = "shared secret"          # or psk_file = "east.psk" (relative to the config)
+//! psk = "shared secret"          # or psk_file = "east.psk" (relative to the config), or
+//! # cert = "west.crt"            #   certificates (PEM, relative to the config): ours (then
+//! # key = "west.key"             #   any intermediates), its PKCS#8 key (ECDSA or RSA), and
+//! # ca = "ca.crt"                #   the CA(s) the peer's must chain to; local_id defaults
+//!                                #   to our certificate's first subjectAltName
 //! esp = ["aes128gcm16"]          # the child SAs' suites in our order: aes128gcm16,
 //!                                #   aes256gcm16, chacha20poly1305, aes128-sha1, aes256-sha1
 //! esn = false                    # extended sequence numbers when the peer agrees
@@ -30,8 +34,9 @@ use toml::Spanned;
 use zeroize::Zeroizing;
 
 use super::{ConfigError, Locator};
+use crate::ike::cert::Credentials;
 use crate::ike::esp_suite::{ChildPolicy, EspSuite};
-use crate::ike::ike_auth::Identity;
+use crate::ike::ike_auth::{Credential, Identity};
 
 /// When a connection's IKE SA is set up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,7 +57,8 @@ pub struct ConnectionSpec {
     pub remote: IpAddr,
     pub local_id: Identity,
     pub remote_id: Identity,
-    pub psk: Zeroizing<Vec<u8>>,
+    /// A PSK or certificates.
+    pub credential: Credential,
     /// What the child SAs may be (suites, ESN, PFS).
     pub child: ChildPolicy,
     pub local_ts: Vec<Prefix>,
@@ -69,7 +75,7 @@ impl std::fmt::Debug for ConnectionSpec {
             .field("name", &self.name)
             .field("local", &self.local)
             .field("remote", &self.remote)
-            .field("psk", &"<redacted>")
+            .field("credential", &"<redacted>")
             .field("local_ts", &self.local_ts)
             .field("remote_ts", &self.remote_ts)
             .field("start", &self.start)
@@ -87,6 +93,9 @@ pub(super) struct RawConnection {
     remote_id: Option<Spanned<String>>,
     psk: Option<Spanned<String>>,
     psk_file: Option<Spanned<String>>,
+    cert: Option<Spanned<String>>,
+    key: Option<Spanned<String>>,
+    ca: Option<Spanned<String>>,
     esp: Option<Spanned<toml::Value>>,
     esn: Option<Spanned<bool>>,
     local_ts: Spanned<Vec<Spanned<String>>>,
@@ -138,23 +147,44 @@ pub(super) fn validate(
         if remote.is_ipv4() != local.is_ipv4() {
             return Err(loc.at(&r.remote, f("remote"), "not the family of local"));
         }
-        let psk = match (&r.psk, &r.psk_file) {
-            (Some(p), None) => Zeroizing::new(p.get_ref().as_bytes().to_vec()),
-            (None, Some(p)) => {
-                let path = loc.file.parent().unwrap_or(Path::new(".")).join(p.get_ref());
-                let text = std::fs::read(&path)
-                    .map_err(|e| loc.at(p, f("psk_file"), format!("cannot read {}: {e}", path.display())))?;
-                let mut v = Zeroizing::new(text);
+        let read = |p: &Spanned<String>, field: &str| {
+            let path = loc.file.parent().unwrap_or(Path::new(".")).join(p.get_ref());
+            std::fs::read(&path)
+                .map(Zeroizing::new)
+                .map_err(|e| loc.at(p, f(field), format!("cannot read {}: {e}", path.display())))
+        };
+        let credential = match (&r.psk, &r.psk_file, &r.cert) {
+            (Some(p), None, None) => Credential::Psk(Zeroizing::new(p.get_ref().as_bytes().to_vec())),
+            (None, Some(p), None) => {
+                let mut v = read(p, "psk_file")?;
                 while v.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
                     v.pop();
                 }
-                v
+                Credential::Psk(v)
             }
-            (Some(p), Some(_)) => return Err(loc.at(p, f("psk"), "give psk or psk_file, not both")),
-            (None, None) => return Err(loc.at(c, f("psk"), "missing: a pre-shared key (psk or psk_file)")),
+            (None, None, Some(cert)) => {
+                let (Some(key), Some(ca)) = (&r.key, &r.ca) else {
+                    return Err(loc.at(cert, f("cert"), "a certificate needs its key and the ca to check the peer"));
+                };
+                let creds = Credentials::from_pem(&read(cert, "cert")?, &read(key, "key")?, &read(ca, "ca")?)
+                    .map_err(|e| loc.at(cert, f("cert"), e.to_string()))?;
+                Credential::Cert(std::sync::Arc::new(creds))
+            }
+            (Some(p), Some(_), _) => return Err(loc.at(p, f("psk"), "give psk or psk_file, not both")),
+            (Some(p), _, Some(_)) | (_, Some(p), Some(_)) => {
+                return Err(loc.at(p, f("psk"), "give a pre-shared key or a certificate, not both"))
+            }
+            (None, None, None) => {
+                return Err(loc.at(c, f("psk"), "missing: a pre-shared key (psk or psk_file) or a certificate (cert)"))
+            }
         };
-        if psk.is_empty() {
-            return Err(loc.at(c, f("psk"), "empty pre-shared key"));
+        if let Credential::Psk(psk) = &credential {
+            if psk.is_empty() {
+                return Err(loc.at(c, f("psk"), "empty pre-shared key"));
+            }
+            if let Some(k) = r.key.as_ref().or(r.ca.as_ref()) {
+                return Err(loc.at(k, f("key"), "key and ca go with cert"));
+            }
         }
         let suites = match r.esp.as_ref() {
             None => vec![EspSuite::Aes128Gcm16],
@@ -211,13 +241,40 @@ pub(super) fn validate(
             Some(s) if !s.get_ref().trim().is_empty() => identity(s.get_ref().trim()),
             _ => identity(&default.to_string()),
         };
+        let local_id = match (&credential, &r.local_id) {
+            // With a certificate our identity is one it carries (RFC 4945 §3.1).
+            (Credential::Cert(creds), given) => {
+                let names = creds.identities();
+                match given {
+                    None => names.first().cloned().ok_or_else(|| {
+                        loc.at(
+                            r.cert.as_ref().unwrap_or(&r.name),
+                            f("cert"),
+                            "the certificate has no subjectAltName to be our identity",
+                        )
+                    })?,
+                    Some(s) => {
+                        let want = id(given, local);
+                        if !names.contains(&want) {
+                            return Err(loc.at(
+                                s,
+                                f("local_id"),
+                                format!("{want} is not among our certificate's subjectAltNames"),
+                            ));
+                        }
+                        want
+                    }
+                }
+            }
+            (Credential::Psk(_), given) => id(given, local),
+        };
         out.push(ConnectionSpec {
             name,
             local,
             remote,
-            local_id: id(&r.local_id, local),
+            local_id,
             remote_id: id(&r.remote_id, remote),
-            psk,
+            credential,
             local_ts,
             remote_ts,
             start,

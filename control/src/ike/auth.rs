@@ -23,9 +23,18 @@ fn id_body(id_type: u8, id: &[u8]) -> Vec<u8> {
     b
 }
 
-/// `AUTH = prf(prf(PSK, "Key Pad for IKEv2"), <SignedOctets>)` where
-/// SignedOctets = this side's IKE_SA_INIT message | the peer's nonce |
-/// prf(SK_p of this side, this side's ID body).
+/// The octets an AUTH covers (§2.15), a PSK MAC as a signature: this
+/// side's IKE_SA_INIT message | the peer's nonce | prf(SK_p of this side,
+/// this side's ID body).
+pub fn signed_octets(own_init_message: &[u8], peer_nonce: &[u8], sk_p: &[u8], id_type: u8, id: &[u8]) -> Vec<u8> {
+    let maced_id = prf(sk_p, &id_body(id_type, id));
+    let mut signed = own_init_message.to_vec();
+    signed.extend_from_slice(peer_nonce);
+    signed.extend_from_slice(&maced_id);
+    signed
+}
+
+/// `AUTH = prf(prf(PSK, "Key Pad for IKEv2"), <SignedOctets>)`.
 pub fn psk_auth(
     psk: &[u8],
     own_init_message: &[u8],
@@ -34,11 +43,12 @@ pub fn psk_auth(
     id_type: u8,
     id: &[u8],
 ) -> Zeroizing<Vec<u8>> {
-    let maced_id = prf(sk_p, &id_body(id_type, id));
-    let mut signed = own_init_message.to_vec();
-    signed.extend_from_slice(peer_nonce);
-    signed.extend_from_slice(&maced_id);
-    prf(&prf(psk, KEY_PAD), &signed)
+    psk_mac(psk, &signed_octets(own_init_message, peer_nonce, sk_p, id_type, id))
+}
+
+/// A PSK AUTH value over `signed` octets.
+pub fn psk_mac(psk: &[u8], signed: &[u8]) -> Zeroizing<Vec<u8>> {
+    prf(&prf(psk, KEY_PAD), signed)
 }
 
 /// Check a peer's PSK AUTH value in constant time.

@@ -13,7 +13,7 @@
 use zeroize::Zeroizing;
 
 use super::auth::split_child_keys;
-use super::crypto::{child_keymat, decrypt_message, encrypt_message, IkeCryptoError, GROUP_X25519, X25519};
+use super::crypto::{child_keymat, encrypt_message, IkeCryptoError, Inbound, GROUP_X25519, X25519};
 use super::esp_suite::{self, ChildPolicy};
 use super::ike_auth::ChildSa;
 use super::ike_rekey::IkeRekeyAnswer;
@@ -120,15 +120,14 @@ pub(super) fn seal_request(
 
 /// The peer's response to our CREATE_CHILD_SA `message_id`: its payloads,
 /// or the error it notified.
-pub(super) fn open_response(
+pub(super) fn open_response<'a>(
     sa: &Established,
     we_initiated: bool,
     message_id: u32,
-    bytes: &[u8],
+    msg: impl Into<Inbound<'a>>,
 ) -> Result<Vec<Payload>, RekeyError> {
     let key = if we_initiated { &sa.keys.sk_er } else { &sa.keys.sk_ei };
-    let (m, inner) = decrypt_message(bytes, key)?;
-    let h = m.header;
+    let (h, inner) = msg.into().open(key)?;
     if h.exchange != exchange::CREATE_CHILD_SA
         || !h.is_response()
         || h.message_id != message_id
@@ -147,8 +146,13 @@ pub(super) fn open_response(
 
 impl Rekey {
     /// The peer's response: the new child SA (our outbound key first from KEYMAT).
-    pub fn complete(self, sa: &Established, we_initiated: bool, bytes: &[u8]) -> Result<ChildSa, RekeyError> {
-        let inner = open_response(sa, we_initiated, self.message_id, bytes)?;
+    pub fn complete<'a>(
+        self,
+        sa: &Established,
+        we_initiated: bool,
+        msg: impl Into<Inbound<'a>>,
+    ) -> Result<ChildSa, RekeyError> {
+        let inner = open_response(sa, we_initiated, self.message_id, msg)?;
         let Some(chosen) = inner.iter().find_map(|p| match p {
             Payload::Sa(props) if props.len() == 1 => esp_suite::accept(props, &self.policy.suites, self.policy.esn),
             _ => None,
@@ -200,10 +204,10 @@ pub enum Answer {
 /// accepted with our new inbound SPI `new_spi_in`, the selectors narrowed
 /// to `allowed_tsi`/`allowed_tsr`; anything else is refused as §1.3 says.
 #[allow(clippy::too_many_arguments)]
-pub fn respond(
+pub fn respond<'a>(
     sa: &Established,
     we_initiated: bool,
-    bytes: &[u8],
+    msg: impl Into<Inbound<'a>>,
     known: impl Fn(u32) -> bool,
     new_spi_in: u32,
     policy: &ChildPolicy,
@@ -212,8 +216,7 @@ pub fn respond(
     iv: [u8; 8],
 ) -> Result<(u32, Answer), RekeyError> {
     let (recv, send) = if we_initiated { (&sa.keys.sk_er, &sa.keys.sk_ei) } else { (&sa.keys.sk_ei, &sa.keys.sk_er) };
-    let (m, inner) = decrypt_message(bytes, recv)?;
-    let h = m.header;
+    let (h, inner) = msg.into().open(recv)?;
     if h.exchange != exchange::CREATE_CHILD_SA || h.is_response() || (h.spi_i, h.spi_r) != (sa.spi_i, sa.spi_r) {
         return Err(RekeyError::Invalid("not a CREATE_CHILD_SA request of this IKE SA"));
     }

@@ -204,24 +204,27 @@ fn gcm_key(key_salt: &[u8]) -> Result<(aead::LessSafeKey, [u8; 4]), IkeCryptoErr
     Ok((aead::LessSafeKey::new(k), salt.try_into().unwrap_or([0; 4])))
 }
 
-/// Encrypt `inner` payloads into a message with `header`: one SK payload
-/// (IV = `iv`, no padding, pad length 0), AES-GCM under `key_salt`.
-pub fn encrypt_message(
+/// Seal `plain` into `shell`'s last payload (SK or SKF, its body still
+/// empty): the header and the payload headers up to the body are the AAD
+/// (RFC 5282 §5.1, RFC 7383 §2.5), the body becomes IV || ciphertext || ICV.
+fn seal(
     header: Header,
-    inner: &[Payload],
+    shell: Payload,
+    mut plain: Vec<u8>,
     key_salt: &[u8],
     iv: [u8; 8],
 ) -> Result<Vec<u8>, IkeCryptoError> {
     let (key, salt) = gcm_key(key_salt)?;
-    let mut plain = Vec::new();
-    message::encode_chain(inner, &mut plain);
-    plain.push(0); // pad length: no padding (RFC 5282 §3 allows none)
-    let first = inner.first().map_or(kind::NONE, Payload::kind);
-    // Header and SK generic header first (they are the AAD), lengths final.
     let body_len = GCM_IV_LEN + plain.len() + GCM_ICV_LEN;
-    let m = Message { header, payloads: vec![Payload::Encrypted { first, body: vec![0; body_len] }] };
-    let mut out = m.encode();
-    let aad_end = HEADER_LEN + PAYLOAD_HEADER_LEN;
+    let shell = match shell {
+        Payload::Encrypted { first, .. } => Payload::Encrypted { first, body: vec![0; body_len] },
+        Payload::EncryptedFragment { first, number, total, .. } => {
+            Payload::EncryptedFragment { first, number, total, body: vec![0; body_len] }
+        }
+        _ => return Err(IkeCryptoError::NotEncrypted),
+    };
+    let mut out = Message { header, payloads: vec![shell] }.encode();
+    let aad_end = out.len() - body_len;
     let mut nonce = [0u8; 12];
     nonce[..4].copy_from_slice(&salt);
     nonce[4..].copy_from_slice(&iv);
@@ -239,18 +242,28 @@ pub fn encrypt_message(
     Ok(out)
 }
 
-/// Decrypt a message whose last payload is SK: its header, the payloads
-/// before SK (in clear) and the inner payloads.
-pub fn decrypt_message(bytes: &[u8], key_salt: &[u8]) -> Result<(Message, Vec<Payload>), IkeCryptoError> {
-    let m = Message::decode(bytes)?;
-    let Some(Payload::Encrypted { first, body }) = m.payloads.last() else {
-        return Err(IkeCryptoError::NotEncrypted);
-    };
+/// Encrypt `inner` payloads into a message with `header`: one SK payload
+/// (IV = `iv`, no padding, pad length 0), AES-GCM under `key_salt`.
+pub fn encrypt_message(
+    header: Header,
+    inner: &[Payload],
+    key_salt: &[u8],
+    iv: [u8; 8],
+) -> Result<Vec<u8>, IkeCryptoError> {
+    let mut plain = Vec::new();
+    message::encode_chain(inner, &mut plain);
+    plain.push(0); // pad length: no padding (RFC 5282 §3 allows none)
+    let first = inner.first().map_or(kind::NONE, Payload::kind);
+    seal(header, Payload::Encrypted { first, body: vec![] }, plain, key_salt, iv)
+}
+
+/// Open the body (IV || ciphertext || ICV) that ends `bytes`, everything
+/// before it being the AAD: the plaintext without its padding.
+fn open_body(bytes: &[u8], body: &[u8], key_salt: &[u8]) -> Result<Vec<u8>, IkeCryptoError> {
     if body.len() < GCM_IV_LEN + 1 + GCM_ICV_LEN {
         return Err(IkeCryptoError::Malformed);
     }
     let (key, salt) = gcm_key(key_salt)?;
-    // The AAD runs to the end of the SK payload's generic header.
     let aad_end = bytes.len() - body.len();
     let mut nonce = [0u8; 12];
     nonce[..4].copy_from_slice(&salt);
@@ -261,6 +274,175 @@ pub fn decrypt_message(bytes: &[u8], key_salt: &[u8]) -> Result<(Message, Vec<Pa
         .map_err(|_| IkeCryptoError::Integrity)?;
     let pad = usize::from(*plain.last().ok_or(IkeCryptoError::Malformed)?);
     let chain_len = plain.len().checked_sub(1 + pad).ok_or(IkeCryptoError::Malformed)?;
-    let inner = message::decode_chain(*first, &plain[..chain_len])?;
+    ct.truncate(chain_len);
+    Ok(ct)
+}
+
+/// Decrypt a message whose last payload is SK: its header, the payloads
+/// before SK (in clear) and the inner payloads.
+pub fn decrypt_message(bytes: &[u8], key_salt: &[u8]) -> Result<(Message, Vec<Payload>), IkeCryptoError> {
+    let m = Message::decode(bytes)?;
+    let Some(Payload::Encrypted { first, body }) = m.payloads.last() else {
+        return Err(IkeCryptoError::NotEncrypted);
+    };
+    let plain = open_body(bytes, body, key_salt)?;
+    let inner = message::decode_chain(*first, &plain)?;
     Ok((m, inner))
+}
+
+/// A protected message as it reaches an exchange: one datagram with an SK
+/// payload, or a fragmented one put back together (RFC 7383).
+#[derive(Clone, Copy)]
+pub enum Inbound<'a> {
+    Datagram(&'a [u8]),
+    Reassembled(&'a Reassembled),
+}
+
+impl<'a> From<&'a [u8]> for Inbound<'a> {
+    fn from(b: &'a [u8]) -> Self {
+        Inbound::Datagram(b)
+    }
+}
+
+impl<'a> From<&'a Vec<u8>> for Inbound<'a> {
+    fn from(b: &'a Vec<u8>) -> Self {
+        Inbound::Datagram(b)
+    }
+}
+
+impl<'a> From<&'a Reassembled> for Inbound<'a> {
+    fn from(r: &'a Reassembled) -> Self {
+        Inbound::Reassembled(r)
+    }
+}
+
+impl<'a> Inbound<'a> {
+    /// Its header and inner payloads, decrypted and checked under `key_salt`
+    /// (a reassembled message's fragments were checked one by one).
+    pub fn open(self, key_salt: &[u8]) -> Result<(Header, Vec<Payload>), IkeCryptoError> {
+        match self {
+            Inbound::Datagram(b) => decrypt_message(b, key_salt).map(|(m, inner)| (m.header, inner)),
+            Inbound::Reassembled(r) => Ok((r.header, message::decode_chain(r.first, &r.plain)?)),
+        }
+    }
+
+    /// The datagram, when it was one.
+    pub fn datagram(self) -> Option<&'a [u8]> {
+        match self {
+            Inbound::Datagram(b) => Some(b),
+            Inbound::Reassembled(_) => None,
+        }
+    }
+}
+
+/// Fragments we take of one message at most, and bytes in all.
+const MAX_FRAGMENTS: u16 = 64;
+const MAX_REASSEMBLED: usize = 64 * 1024;
+
+/// A fragmented message being put back together (RFC 7383 §2.6): each
+/// fragment is authenticated before it is kept, so a forged one costs
+/// nothing but its decryption.
+#[derive(Debug)]
+pub struct Reassembly {
+    pub message_id: u32,
+    response: bool,
+    header: Header,
+    first: u8,
+    parts: Vec<Option<Vec<u8>>>,
+    bytes: usize,
+}
+
+/// A whole message out of its fragments.
+#[derive(Debug)]
+pub struct Reassembled {
+    pub header: Header,
+    first: u8,
+    plain: Vec<u8>,
+}
+
+impl Reassembly {
+    /// Take one SKF message (checked under `key_salt`) into `slot`: the
+    /// whole message when it was the last piece missing. A fragment of a
+    /// newer message replaces what `slot` held; one of another message, a
+    /// duplicate or one past the limits is dropped.
+    pub fn add(
+        slot: &mut Option<Reassembly>,
+        bytes: &[u8],
+        key_salt: &[u8],
+    ) -> Result<Option<Reassembled>, IkeCryptoError> {
+        let m = Message::decode(bytes)?;
+        let Some(Payload::EncryptedFragment { first, number, total, body }) = m.payloads.last() else {
+            return Err(IkeCryptoError::NotEncrypted);
+        };
+        let (h, number, total) = (m.header, *number, *total);
+        if number == 0 || number > total || total > MAX_FRAGMENTS {
+            return Err(IkeCryptoError::Malformed);
+        }
+        let plain = open_body(bytes, body, key_salt)?;
+        let same = |r: &Reassembly| r.message_id == h.message_id && r.response == h.is_response();
+        match slot {
+            // §2.6.2: a retransmission with another fragmentation starts over.
+            Some(r) if same(r) && usize::from(total) == r.parts.len() => {}
+            _ => {
+                *slot = Some(Reassembly {
+                    message_id: h.message_id,
+                    response: h.is_response(),
+                    header: h,
+                    first: kind::NONE,
+                    parts: vec![None; usize::from(total)],
+                    bytes: 0,
+                })
+            }
+        }
+        let Some(r) = slot.as_mut() else { return Ok(None) };
+        let i = usize::from(number - 1);
+        if r.parts[i].is_some() || r.bytes + plain.len() > MAX_REASSEMBLED {
+            return Ok(None);
+        }
+        if number == 1 {
+            // Only the first fragment names the first inner payload (§2.5).
+            r.first = *first;
+        }
+        r.bytes += plain.len();
+        r.parts[i] = Some(plain);
+        if r.parts.iter().any(Option::is_none) {
+            return Ok(None);
+        }
+        let Some(r) = slot.take() else { return Ok(None) };
+        let plain = r.parts.into_iter().flatten().flatten().collect();
+        Ok(Some(Reassembled { header: r.header, first: r.first, plain }))
+    }
+}
+
+/// Our SK message `bytes` as SKF fragments of at most `max` bytes each
+/// (RFC 7383 §2.5), each sealed on its own under `key_salt` with an IV
+/// from `iv`; `bytes` itself when it fits.
+pub fn fragment(
+    bytes: &[u8],
+    key_salt: &[u8],
+    max: usize,
+    mut iv: impl FnMut() -> [u8; 8],
+) -> Result<Vec<Vec<u8>>, IkeCryptoError> {
+    if bytes.len() <= max {
+        return Ok(vec![bytes.to_vec()]);
+    }
+    let m = Message::decode(bytes)?;
+    let Some(Payload::Encrypted { first, body }) = m.payloads.last() else {
+        return Err(IkeCryptoError::NotEncrypted);
+    };
+    let plain = open_body(bytes, body, key_salt)?;
+    // Header, SKF header with number and total, IV, pad length, ICV.
+    let overhead = HEADER_LEN + PAYLOAD_HEADER_LEN + 4 + GCM_IV_LEN + 1 + GCM_ICV_LEN;
+    let room = max.checked_sub(overhead).filter(|r| *r > 0).ok_or(IkeCryptoError::Malformed)?;
+    let total = u16::try_from(plain.len().div_ceil(room)).map_err(|_| IkeCryptoError::Malformed)?;
+    plain
+        .chunks(room)
+        .zip(1..)
+        .map(|(chunk, number)| {
+            let first = if number == 1 { *first } else { kind::NONE };
+            let mut p = chunk.to_vec();
+            p.push(0);
+            seal(m.header, Payload::EncryptedFragment { first, number, total, body: vec![] }, p, key_salt, iv())
+        })
+        .collect()
 }

@@ -32,6 +32,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::create_child::{self, Rekey};
+use super::crypto::{self, Inbound, Reassembled, Reassembly};
 use super::esp_suite::EspSuite;
 use super::ike_auth::{self, AuthConfig, AuthError, ChildSa};
 use super::ike_rekey;
@@ -45,6 +46,10 @@ use crate::store::PolicyStore;
 /// IKE's ports (RFC 7296 §2, RFC 3948).
 const IKE_PORT: u16 = 500;
 const NAT_T_PORT: u16 = 4500;
+/// The largest IKE message we send whole once the peer takes fragments
+/// (RFC 7383 §2.5.1): a 1 280-byte IPv6 packet less its IP and UDP
+/// headers and the non-ESP marker, the same for IPv4.
+const FRAGMENT_MAX: usize = 1280 - 40 - 8 - 4;
 /// Retransmissions of one request before the peer is declared dead.
 const MAX_TRIES: u32 = 5;
 /// Half-open IKE SAs (IKE_SA_INIT answered, IKE_AUTH not yet) we keep at most.
@@ -76,6 +81,9 @@ pub struct IkeCounters {
     pub cookies_sent: u64,
     /// IKE SAs rekeyed (by us or by the peer), their child SAs kept.
     pub ike_rekeyed: u64,
+    /// IKE fragments (RFC 7383) sent, and messages reassembled from them.
+    pub fragments_sent: u64,
+    pub reassembled: u64,
 }
 
 /// A configured connection as `espgwctl ike list` shows it (no PSK).
@@ -189,6 +197,8 @@ struct IkeSa {
     /// Rekeyed (§1.3.2): its children moved to the new IKE SA; kept only
     /// for the peer's delete, and forgotten after [`HALF_OPEN_TIMEOUT`].
     superseded: Option<Instant>,
+    /// The peer's fragmented message being put back together (RFC 7383).
+    reassembly: Option<Reassembly>,
 }
 
 impl IkeSa {
@@ -221,6 +231,7 @@ impl IkeSa {
             last_heard: now,
             rekey_at: None,
             superseded: None,
+            reassembly: None,
         }
     }
 
@@ -482,9 +493,30 @@ impl Daemon {
         }
     }
 
+    /// Send a message of an IKE SA, in fragments (RFC 7383) when it is
+    /// larger than [`FRAGMENT_MAX`] and the peer takes them.
     fn send(&mut self, i: usize, msg: &[u8]) {
         self.counters.sent += 1;
-        self.send_raw(&self.sas[i], msg);
+        let s = &mut self.sas[i];
+        let Some(est) = s.est.as_ref().filter(|e| e.peer_fragments && msg.len() > FRAGMENT_MAX) else {
+            return self.send_raw(&self.sas[i], msg);
+        };
+        let key = if s.initiator { &est.keys.sk_ei } else { &est.keys.sk_er };
+        let mut iv = s.iv;
+        let pieces = crypto::fragment(msg, key, FRAGMENT_MAX, || {
+            iv += 1;
+            iv.to_be_bytes()
+        });
+        s.iv = iv;
+        match pieces {
+            Ok(pieces) => {
+                self.counters.fragments_sent += pieces.len() as u64;
+                for p in pieces {
+                    self.send_raw(&self.sas[i], &p);
+                }
+            }
+            Err(_) => self.send_raw(&self.sas[i], msg),
+        }
     }
 
     /// Send a request we wait an answer for.
@@ -522,10 +554,52 @@ impl Daemon {
             return;
         };
         self.sas[i].last_heard = now;
+        let whole;
+        let msg = if matches!(m.payloads.last(), Some(Payload::EncryptedFragment { .. })) {
+            match self.reassemble(i, h, msg) {
+                Some(r) => {
+                    whole = r;
+                    Inbound::Reassembled(&whole)
+                }
+                None => return,
+            }
+        } else {
+            Inbound::Datagram(msg)
+        };
         if h.is_response() {
             self.response(control, i, h, msg, d, now);
         } else {
             self.peer_request(control, i, h, msg, d, now);
+        }
+    }
+
+    /// One fragment of a message (RFC 7383): the whole message once all
+    /// are in. A fragment of a request we answered already gets the
+    /// answer again (once, on its first fragment).
+    fn reassemble(&mut self, i: usize, h: Header, msg: &[u8]) -> Option<Reassembled> {
+        let s = &mut self.sas[i];
+        if let (false, Some((id, a))) = (h.is_response(), &s.answered) {
+            if h.message_id == *id {
+                let (a, first) = (a.clone(), fragment_number(msg) == Some(1));
+                if first {
+                    self.counters.retransmitted += 1;
+                    self.send(i, &a);
+                }
+                return None;
+            }
+        }
+        let est = s.est.as_ref()?;
+        let key = if s.initiator { &est.keys.sk_er } else { &est.keys.sk_ei };
+        match Reassembly::add(&mut s.reassembly, msg, key) {
+            Ok(Some(whole)) => {
+                self.counters.reassembled += 1;
+                Some(whole)
+            }
+            Ok(None) => None,
+            Err(_) => {
+                self.counters.malformed += 1;
+                None
+            }
         }
     }
 
@@ -551,7 +625,7 @@ impl Daemon {
             return;
         }
         let cookies = self.cookies.as_ref().filter(|_| under_load);
-        match sa_init::respond(msg, d.local, d.remote, cookies) {
+        match sa_init::respond(msg, d.local, d.remote, cookies, self.conns[conn].credential.certreq()) {
             Ok(Response::Cookie { message }) => {
                 self.counters.cookies_sent += 1;
                 self.send_to(d.local, d.remote, &message);
@@ -578,7 +652,15 @@ impl Daemon {
     }
 
     /// A request of the peer on an IKE SA.
-    fn peer_request(&mut self, control: &dyn Control, i: usize, h: Header, msg: &[u8], d: &IkeDatagram, now: Instant) {
+    fn peer_request(
+        &mut self,
+        control: &dyn Control,
+        i: usize,
+        h: Header,
+        msg: Inbound<'_>,
+        d: &IkeDatagram,
+        now: Instant,
+    ) {
         // §2.1: a retransmitted request gets the same answer; older ones nothing.
         if let Some((id, a)) = &self.sas[i].answered {
             if h.message_id == *id {
@@ -618,7 +700,7 @@ impl Daemon {
         control: &dyn Control,
         i: usize,
         est: &Established,
-        msg: &[u8],
+        msg: Inbound<'_>,
         now: Instant,
     ) -> Option<Vec<u8>> {
         let c = self.conns[self.sas[i].conn].clone();
@@ -675,7 +757,7 @@ impl Daemon {
         control: &dyn Control,
         i: usize,
         est: &Established,
-        msg: &[u8],
+        msg: Inbound<'_>,
         now: Instant,
     ) -> Option<Vec<u8>> {
         let c = self.conns[self.sas[i].conn].clone();
@@ -711,7 +793,13 @@ impl Daemon {
         }
     }
 
-    fn info_request(&mut self, control: &dyn Control, i: usize, est: &Established, msg: &[u8]) -> Option<Vec<u8>> {
+    fn info_request(
+        &mut self,
+        control: &dyn Control,
+        i: usize,
+        est: &Established,
+        msg: Inbound<'_>,
+    ) -> Option<Vec<u8>> {
         let iv = self.sas[i].next_iv();
         let children = self.sas[i].children.clone();
         let ours = |peer_spi: u32| children.iter().find(|c| c.spi_out == peer_spi).map(|c| c.spi_in);
@@ -745,16 +833,27 @@ impl Daemon {
     }
 
     /// A response to our request.
-    fn response(&mut self, control: &dyn Control, i: usize, h: Header, msg: &[u8], d: &IkeDatagram, now: Instant) {
+    fn response(
+        &mut self,
+        control: &dyn Control,
+        i: usize,
+        h: Header,
+        msg: Inbound<'_>,
+        d: &IkeDatagram,
+        now: Instant,
+    ) {
         if self.sas[i].pending.as_ref().is_none_or(|p| p.message_id != h.message_id) {
             return;
         }
         let Some(p) = self.sas[i].pending.take() else { return };
         let c = self.conns[self.sas[i].conn].clone();
         match p.waiting {
-            Waiting::Init { init, request, cookies } if cookies < 3 && sa_init::cookie_asked(msg).is_some() => {
+            Waiting::Init { init, request, cookies }
+                if cookies < 3 && msg.datagram().and_then(sa_init::cookie_asked).is_some() =>
+            {
                 // §2.6: the same request again with the responder's cookie first.
-                let retry = sa_init::cookie_asked(msg).and_then(|c| sa_init::with_cookie(&request, &c));
+                let retry =
+                    msg.datagram().and_then(sa_init::cookie_asked).and_then(|c| sa_init::with_cookie(&request, &c));
                 match retry {
                     Some(r) => {
                         let waiting = Waiting::Init { init, request: r.clone(), cookies: cookies + 1 };
@@ -765,7 +864,7 @@ impl Daemon {
                     None => self.remove_sa(control, i, "IKE_SA_INIT cookie unusable"),
                 }
             }
-            Waiting::Init { init, request, .. } => match init.complete(request, msg) {
+            Waiting::Init { init, request, .. } => match init.complete(request, msg.datagram().unwrap_or_default()) {
                 Ok(est) => {
                     let s = &mut self.sas[i];
                     s.spi_r = est.spi_r;
@@ -1306,12 +1405,25 @@ impl Daemon {
     }
 }
 
+/// An SKF message's fragment number.
+fn fragment_number(msg: &[u8]) -> Option<u16> {
+    match Message::decode(msg).ok()?.payloads.last()? {
+        Payload::EncryptedFragment { number, .. } => Some(*number),
+        _ => None,
+    }
+}
+
 fn peek_spi_i(msg: &[u8]) -> u64 {
     msg.get(..8).and_then(|b| <[u8; 8]>::try_from(b).ok()).map_or(0, u64::from_be_bytes)
 }
 
 fn auth_config(c: &ConnectionSpec) -> AuthConfig {
-    AuthConfig { me: c.local_id.clone(), peer: c.remote_id.clone(), psk: c.psk.clone(), child: c.child.clone() }
+    AuthConfig {
+        me: c.local_id.clone(),
+        peer: c.remote_id.clone(),
+        credential: c.credential.clone(),
+        child: c.child.clone(),
+    }
 }
 
 fn hex(b: &[u8]) -> String {

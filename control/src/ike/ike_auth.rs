@@ -1,14 +1,18 @@
-//! The IKE_AUTH exchange with pre-shared keys (RFC 7296 §1.2, §2.15) and
+//! The IKE_AUTH exchange with pre-shared keys or X.509 certificates (RFC
+//! 7296 §1.2, §2.15; [`super::cert`]) and
 //! its first CHILD_SA (ESP in tunnel mode, [`EspSuite`]s), both roles as pure
 //! functions of messages, after [`super::sa_init`]. The outcome is the
 //! child SA's two directions — SPIs, algorithm, keys (encryption key then
 //! integrity key, as KEYMAT holds them) and the narrowed traffic selectors —
 //! ready for the policy store.
 
+use std::sync::Arc;
+
 use zeroize::Zeroizing;
 
-use super::auth::{initiator_auth, narrow, responder_auth, split_child_keys, verify_psk_auth, ChildKey, AUTH_PSK};
-use super::crypto::{child_keymat, decrypt_message, encrypt_message, IkeCryptoError};
+use super::auth::{narrow, psk_mac, signed_octets, split_child_keys, verify_psk_auth, ChildKey, AUTH_PSK};
+use super::cert::{CertError, Credentials, AUTH_DIGITAL_SIGNATURE, CERT_X509_SIGNATURE};
+use super::crypto::{child_keymat, encrypt_message, IkeCryptoError, Inbound};
 use super::esp_suite::{self, ChildPolicy, EspSuite};
 use super::message::{exchange, flags, selectors, Header, Payload, TrafficSelector};
 use super::sa_init::Established;
@@ -33,11 +37,101 @@ impl Identity {
     }
 }
 
+impl std::fmt::Display for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.id_type, self.data.as_slice()) {
+            (1, d) if d.len() == 4 => {
+                write!(f, "{}", std::net::Ipv4Addr::from(<[u8; 4]>::try_from(d).unwrap_or([0; 4])))
+            }
+            (5, d) if d.len() == 16 => {
+                write!(f, "{}", std::net::Ipv6Addr::from(<[u8; 16]>::try_from(d).unwrap_or([0; 16])))
+            }
+            (2 | 3, d) => write!(f, "{}", String::from_utf8_lossy(d)),
+            (t, d) => write!(f, "id type {t} ({} bytes)", d.len()),
+        }
+    }
+}
+
+/// How this side proves its identity and checks the peer's.
+#[derive(Clone)]
+pub enum Credential {
+    /// A pre-shared key, the same on both sides (§2.15).
+    Psk(Zeroizing<Vec<u8>>),
+    /// Our certificate and key, the CAs the peer's certificate chains to.
+    Cert(Arc<Credentials>),
+}
+
+/// Whose AUTH: the initiator's covers its IKE_SA_INIT request, the
+/// responder's nonce and its ID under SK_pi; the responder's the mirror.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Initiator,
+    Responder,
+}
+
+fn octets(sa: &Established, side: Side, id: &Identity) -> Vec<u8> {
+    match side {
+        Side::Initiator => signed_octets(&sa.request, &sa.nr, &sa.keys.sk_pi, id.id_type, &id.data),
+        Side::Responder => signed_octets(&sa.response, &sa.ni, &sa.keys.sk_pr, id.id_type, &id.data),
+    }
+}
+
+impl Credential {
+    /// Our CERT payloads (none with a PSK) and AUTH payload as `side`.
+    fn prove(&self, sa: &Established, side: Side, me: &Identity) -> Result<(Vec<Payload>, Payload), AuthError> {
+        let signed = octets(sa, side, me);
+        Ok(match self {
+            Credential::Psk(psk) => (vec![], Payload::Auth { method: AUTH_PSK, data: psk_mac(psk, &signed).to_vec() }),
+            Credential::Cert(c) => {
+                let data = c.sign(&signed, &sa.peer_hashes).map_err(AuthError::Credential)?;
+                (c.cert_payloads(), Payload::Auth { method: AUTH_DIGITAL_SIGNATURE, data })
+            }
+        })
+    }
+
+    /// Check the peer's AUTH (it is `side`, its ID `id`) with the method
+    /// we expect of it; why not, if not.
+    fn check(&self, sa: &Established, side: Side, id: &Identity, inner: &[Payload]) -> Result<(), CertError> {
+        let signed = octets(sa, side, id);
+        let auth = |method: u8| {
+            inner.iter().find_map(|p| match p {
+                Payload::Auth { method: m, data } if *m == method => Some(data.as_slice()),
+                _ => None,
+            })
+        };
+        match self {
+            Credential::Psk(psk) => match auth(AUTH_PSK) {
+                Some(got) if verify_psk_auth(got, &psk_mac(psk, &signed)) => Ok(()),
+                _ => Err(CertError::BadSignature),
+            },
+            Credential::Cert(c) => {
+                let got = auth(AUTH_DIGITAL_SIGNATURE).ok_or(CertError::BadAuth)?;
+                let certs: Vec<&[u8]> = inner
+                    .iter()
+                    .filter_map(|p| match p {
+                        Payload::Cert { encoding: CERT_X509_SIGNATURE, data } => Some(data.as_slice()),
+                        _ => None,
+                    })
+                    .collect();
+                c.verify_peer(&certs, id, got, &signed, rustls_pki_types::UnixTime::now())
+            }
+        }
+    }
+
+    /// The CERTREQ we send (certificates only).
+    pub fn certreq(&self) -> Option<Payload> {
+        match self {
+            Credential::Psk(_) => None,
+            Credential::Cert(c) => Some(c.certreq()),
+        }
+    }
+}
+
 /// What one side's configuration says about the peer and itself.
 pub struct AuthConfig {
     pub me: Identity,
     pub peer: Identity,
-    pub psk: Zeroizing<Vec<u8>>,
+    pub credential: Credential,
     /// What the child SAs may be.
     pub child: ChildPolicy,
 }
@@ -84,6 +178,8 @@ pub enum AuthError {
     ChildRefused(u16),
     /// Not a message of this exchange.
     Invalid(&'static str),
+    /// We cannot prove who we are (our key cannot sign what the peer verifies).
+    Credential(CertError),
     Crypto(IkeCryptoError),
 }
 
@@ -111,31 +207,33 @@ pub fn request(
     tsr: &[TrafficSelector],
     iv: [u8; 8],
 ) -> Result<Vec<u8>, AuthError> {
-    let auth = initiator_auth(&sa.keys, &cfg.psk, &sa.request, &sa.nr, cfg.me.id_type, &cfg.me.data);
-    let inner = vec![
-        Payload::Id { initiator: true, id_type: cfg.me.id_type, data: cfg.me.data.clone() },
-        Payload::Auth { method: AUTH_PSK, data: auth.to_vec() },
+    let (certs, auth) = cfg.credential.prove(sa, Side::Initiator, &cfg.me)?;
+    // §1.2 order: IDi, [CERT,] [CERTREQ,] AUTH, SA, TSi, TSr.
+    let mut inner = vec![Payload::Id { initiator: true, id_type: cfg.me.id_type, data: cfg.me.data.clone() }];
+    inner.extend(certs);
+    inner.extend(cfg.credential.certreq());
+    inner.extend([
+        auth,
         Payload::Sa(esp_suite::offer(&cfg.child.suites, spi_in, cfg.child.esn, false)),
         Payload::Ts { initiator: true, selectors: tsi.to_vec() },
         Payload::Ts { initiator: false, selectors: tsr.to_vec() },
-    ];
+    ]);
     Ok(encrypt_message(header(sa, false, true), &inner, &sa.keys.sk_ei, iv)?)
 }
 
 /// The responder: check the initiator's AUTH and identity, choose the ESP
 /// proposal, narrow the selectors to `allowed_tsi`/`allowed_tsr` (§2.9),
 /// answer SK{IDr, AUTH, SA, TSi, TSr} with our inbound SPI `spi_in`.
-pub fn respond(
+pub fn respond<'a>(
     sa: &Established,
     cfg: &AuthConfig,
-    bytes: &[u8],
+    msg: impl Into<Inbound<'a>>,
     spi_in: u32,
     allowed_tsi: &[TrafficSelector],
     allowed_tsr: &[TrafficSelector],
     iv: [u8; 8],
 ) -> Result<(Vec<u8>, ChildSa), AuthError> {
-    let (m, inner) = decrypt_message(bytes, &sa.keys.sk_ei)?;
-    let h = m.header;
+    let (h, inner) = msg.into().open(&sa.keys.sk_ei)?;
     if h.exchange != exchange::IKE_AUTH || h.is_response() || (h.spi_i, h.spi_r) != (sa.spi_i, sa.spi_r) {
         return Err(AuthError::Invalid("not this IKE SA's IKE_AUTH request"));
     }
@@ -148,28 +246,31 @@ pub fn respond(
         Payload::Id { initiator: true, id_type, data } => Some(Identity { id_type: *id_type, data: data.clone() }),
         _ => None,
     });
-    let auth = inner.iter().find_map(|p| match p {
-        Payload::Auth { method: AUTH_PSK, data } => Some(data.as_slice()),
-        _ => None,
-    });
-    let (Some(id), Some(auth)) = (id, auth) else { return refuse(notify::AUTHENTICATION_FAILED) };
-    let want = initiator_auth(&sa.keys, &cfg.psk, &sa.request, &sa.nr, id.id_type, &id.data);
+    let Some(id) = id else { return refuse(notify::AUTHENTICATION_FAILED) };
     // The identity must be the configured peer's, and the AUTH must verify (§2.15).
-    if id != cfg.peer || !verify_psk_auth(auth, &want) {
+    if id != cfg.peer {
+        tracing::info!(target: "espgw::ike", peer_id = %id, "IKE_AUTH: not the configured peer identity");
+        return refuse(notify::AUTHENTICATION_FAILED);
+    }
+    if let Err(e) = cfg.credential.check(sa, Side::Initiator, &id, &inner) {
+        tracing::info!(target: "espgw::ike", peer_id = %id, error = %e, "IKE_AUTH: the peer's AUTH does not verify");
         return refuse(notify::AUTHENTICATION_FAILED);
     }
     let offered = inner.iter().find_map(|p| match p {
         Payload::Sa(props) => Some(props.as_slice()),
         _ => None,
     });
-    let my_auth = responder_auth(&sa.keys, &cfg.psk, &sa.response, &sa.ni, cfg.me.id_type, &cfg.me.data);
-    let id_r = Payload::Id { initiator: false, id_type: cfg.me.id_type, data: cfg.me.data.clone() };
-    let auth_r = Payload::Auth { method: AUTH_PSK, data: my_auth.to_vec() };
+    let (certs, auth_r) = cfg.credential.prove(sa, Side::Responder, &cfg.me)?;
+    // IDr, [CERT,] AUTH first in every answer to an authenticated peer.
+    let mut proof = vec![Payload::Id { initiator: false, id_type: cfg.me.id_type, data: cfg.me.data.clone() }];
+    proof.extend(certs);
+    proof.push(auth_r);
     // The peer is authenticated: a child SA we cannot make is refused
     // beside IDr and AUTH, and the IKE SA stands (§2.21.3).
     let refuse_child = |kind: u16| -> Result<(Vec<u8>, ChildSa), AuthError> {
         let n = Payload::Notify { protocol: 0, spi: vec![], kind, data: vec![] };
-        let out = vec![id_r.clone(), auth_r.clone(), n];
+        let mut out = proof.clone();
+        out.push(n);
         let response = encrypt_message(header(sa, true, false), &out, &sa.keys.sk_er, iv)?;
         Err(AuthError::Refuse { notify: kind, response })
     };
@@ -183,13 +284,12 @@ pub fn respond(
     let len = chosen.suite.keymat_len();
     let km = child_keymat(&sa.keys.sk_d, None, &sa.ni, &sa.nr, 2 * len);
     let (i2r, r2i) = split_child_keys(&km, len).ok_or(AuthError::Invalid("key material"))?;
-    let out = vec![
-        id_r,
-        auth_r,
+    let mut out = proof;
+    out.extend([
         Payload::Sa(vec![chosen.suite.proposal(chosen.number, spi_in, chosen.esn, false)]),
         Payload::Ts { initiator: true, selectors: tsi.clone() },
         Payload::Ts { initiator: false, selectors: tsr.clone() },
-    ];
+    ]);
     let response = encrypt_message(header(sa, true, false), &out, &sa.keys.sk_er, iv)?;
     let (suite, esn, spi_out) = (chosen.suite, chosen.esn, chosen.spi);
     Ok((response, ChildSa { spi_in, spi_out, suite, esn, key_in: i2r, key_out: r2i, tsi, tsr }))
@@ -197,9 +297,13 @@ pub fn respond(
 
 /// The initiator: check the responder's AUTH and identity, take its SPI and
 /// narrowed selectors.
-pub fn complete(sa: &Established, cfg: &AuthConfig, spi_in: u32, bytes: &[u8]) -> Result<ChildSa, AuthError> {
-    let (m, inner) = decrypt_message(bytes, &sa.keys.sk_er)?;
-    let h = m.header;
+pub fn complete<'a>(
+    sa: &Established,
+    cfg: &AuthConfig,
+    spi_in: u32,
+    msg: impl Into<Inbound<'a>>,
+) -> Result<ChildSa, AuthError> {
+    let (h, inner) = msg.into().open(&sa.keys.sk_er)?;
     if h.exchange != exchange::IKE_AUTH || !h.is_response() || (h.spi_i, h.spi_r) != (sa.spi_i, sa.spi_r) {
         return Err(AuthError::Invalid("not this IKE SA's IKE_AUTH response"));
     }
@@ -215,13 +319,13 @@ pub fn complete(sa: &Established, cfg: &AuthConfig, spi_in: u32, bytes: &[u8]) -
     if let (Some(kind), None) = (error, &id) {
         return Err(AuthError::Refused(kind));
     }
-    let auth = inner.iter().find_map(|p| match p {
-        Payload::Auth { method: AUTH_PSK, data } => Some(data.as_slice()),
-        _ => None,
-    });
-    let (Some(id), Some(auth)) = (id, auth) else { return Err(AuthError::Invalid("IDr or AUTH missing")) };
-    let want = responder_auth(&sa.keys, &cfg.psk, &sa.response, &sa.ni, id.id_type, &id.data);
-    if id != cfg.peer || !verify_psk_auth(auth, &want) {
+    let Some(id) = id else { return Err(AuthError::Invalid("IDr missing")) };
+    if id != cfg.peer {
+        tracing::info!(target: "espgw::ike", peer_id = %id, "IKE_AUTH: not the configured peer identity");
+        return Err(AuthError::Refused(notify::AUTHENTICATION_FAILED));
+    }
+    if let Err(e) = cfg.credential.check(sa, Side::Responder, &id, &inner) {
+        tracing::info!(target: "espgw::ike", peer_id = %id, error = %e, "IKE_AUTH: the peer's AUTH does not verify");
         return Err(AuthError::Refused(notify::AUTHENTICATION_FAILED));
     }
     if let Some(kind) = error {

@@ -10,7 +10,7 @@
 use zeroize::Zeroizing;
 
 use super::create_child::{open_response, seal_request, RekeyError};
-use super::crypto::{encrypt_message, IkeKeys, X25519};
+use super::crypto::{encrypt_message, IkeKeys, Inbound, X25519};
 use super::message::{proposals, Header, Payload};
 use super::sa_init::{choose, nonce, notify, random_spi, Established, Suite};
 
@@ -61,8 +61,13 @@ pub fn request(
 
 impl IkeRekey {
     /// The peer's response: the new IKE SA, of which we are the original initiator.
-    pub fn complete(self, sa: &Established, we_initiated: bool, bytes: &[u8]) -> Result<Established, RekeyError> {
-        let inner = open_response(sa, we_initiated, self.message_id, bytes)?;
+    pub fn complete<'a>(
+        self,
+        sa: &Established,
+        we_initiated: bool,
+        msg: impl Into<Inbound<'a>>,
+    ) -> Result<Established, RekeyError> {
+        let inner = open_response(sa, we_initiated, self.message_id, msg)?;
         let chosen = inner.iter().find_map(|p| match p {
             Payload::Sa(props) => props.first().cloned(),
             _ => None,
@@ -87,6 +92,8 @@ impl IkeRekey {
             nat: sa.nat,
             request: Vec::new(),
             response: Vec::new(),
+            peer_hashes: sa.peer_hashes.clone(),
+            peer_fragments: sa.peer_fragments,
         })
     }
 }
@@ -145,6 +152,8 @@ pub fn respond(
         nat: sa.nat,
         request: Vec::new(),
         response: Vec::new(),
+        peer_hashes: sa.peer_hashes.clone(),
+        peer_fragments: sa.peer_fragments,
     };
     Ok(IkeRekeyAnswer::Rekeyed { new: Box::new(new), response })
 }

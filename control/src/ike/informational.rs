@@ -7,7 +7,7 @@
 //! flag only if it was the IKE SA's initiator; message IDs count the
 //! requests of each side (§2.2).
 
-use super::crypto::{decrypt_message, encrypt_message, IkeCryptoError};
+use super::crypto::{encrypt_message, IkeCryptoError, Inbound};
 use super::message::{exchange, flags, Header, Payload};
 use super::sa_init::Established;
 
@@ -59,15 +59,14 @@ pub fn request(
 }
 
 /// The peer's response to our request `message_id`: its payloads.
-pub fn response(
+pub fn response<'a>(
     sa: &Established,
     we_initiated: bool,
     message_id: u32,
-    bytes: &[u8],
+    msg: impl Into<Inbound<'a>>,
 ) -> Result<Vec<Payload>, InfoError> {
     let (_, recv) = keys(sa, we_initiated);
-    let (m, inner) = decrypt_message(bytes, recv)?;
-    let h = m.header;
+    let (h, inner) = msg.into().open(recv)?;
     if h.exchange != exchange::INFORMATIONAL || (h.spi_i, h.spi_r) != (sa.spi_i, sa.spi_r) {
         return Err(InfoError::Unexpected("not an INFORMATIONAL message of this IKE SA"));
     }
@@ -81,16 +80,15 @@ pub fn response(
 /// to send — empty for a liveness check; for a Delete of child SAs, a
 /// Delete of our matching inbound SPIs (`ours` maps the peer's SPI to ours,
 /// §1.4.1); for a Delete of the IKE SA, empty (the SA is then gone).
-pub fn answer(
+pub fn answer<'a>(
     sa: &Established,
     we_initiated: bool,
-    bytes: &[u8],
+    msg: impl Into<Inbound<'a>>,
     ours: impl Fn(u32) -> Option<u32>,
     iv: [u8; 8],
 ) -> Result<(u32, Vec<Payload>, Vec<u8>), InfoError> {
     let (send, recv) = keys(sa, we_initiated);
-    let (m, inner) = decrypt_message(bytes, recv)?;
-    let h = m.header;
+    let (h, inner) = msg.into().open(recv)?;
     if h.exchange != exchange::INFORMATIONAL || (h.spi_i, h.spi_r) != (sa.spi_i, sa.spi_r) || h.is_response() {
         return Err(InfoError::Unexpected("not an INFORMATIONAL request of this IKE SA"));
     }

@@ -32,6 +32,9 @@ pub mod notify {
     pub const NAT_DETECTION_SOURCE_IP: u16 = 16388;
     pub const NAT_DETECTION_DESTINATION_IP: u16 = 16389;
     pub const COOKIE: u16 = 16390;
+    /// RFC 7383 §2.3: we reassemble and send IKE fragments.
+    pub const IKEV2_FRAGMENTATION_SUPPORTED: u16 = 16430;
+    pub use super::super::cert::SIGNATURE_HASH_ALGORITHMS;
 }
 
 /// Stateless cookies (RFC 7296 §2.6): under load the responder answers an
@@ -240,6 +243,32 @@ fn nat_status(m: &Message, spi_r: u64, local: SocketAddr, remote: SocketAddr) ->
     st
 }
 
+/// What every IKE_SA_INIT of ours announces: the signature hashes we
+/// verify (RFC 7427 §4) and that we take fragmented messages (RFC 7383).
+fn capability_notifies() -> [Payload; 2] {
+    let hashes = super::cert::OUR_HASHES.iter().flat_map(|h| h.to_be_bytes()).collect();
+    [
+        Payload::Notify { protocol: 0, spi: vec![], kind: notify::SIGNATURE_HASH_ALGORITHMS, data: hashes },
+        Payload::Notify { protocol: 0, spi: vec![], kind: notify::IKEV2_FRAGMENTATION_SUPPORTED, data: vec![] },
+    ]
+}
+
+/// What the peer's IKE_SA_INIT announced: (signature hashes, fragmentation).
+fn peer_capabilities(m: &Message) -> (Vec<u16>, bool) {
+    let mut hashes = Vec::new();
+    let mut fragments = false;
+    for p in &m.payloads {
+        match p {
+            Payload::Notify { kind: notify::SIGNATURE_HASH_ALGORITHMS, data, .. } => {
+                hashes.extend(data.chunks_exact(2).map(|c| u16::from_be_bytes([c[0], c[1]])));
+            }
+            Payload::Notify { kind: notify::IKEV2_FRAGMENTATION_SUPPORTED, .. } => fragments = true,
+            _ => {}
+        }
+    }
+    (hashes, fragments)
+}
+
 /// A fresh nonce of our length (§2.10).
 pub(super) fn nonce() -> Result<Zeroizing<Vec<u8>>, IkeCryptoError> {
     Ok(Zeroizing::new(random(NONCE_LEN)?))
@@ -279,6 +308,10 @@ pub struct Established {
     /// The IKE_SA_INIT messages, signed in IKE_AUTH (§2.15).
     pub request: Vec<u8>,
     pub response: Vec<u8>,
+    /// What the peer announced in IKE_SA_INIT: the hashes it verifies
+    /// signatures with (RFC 7427), and IKE fragmentation (RFC 7383).
+    pub peer_hashes: Vec<u16>,
+    pub peer_fragments: bool,
 }
 
 impl std::fmt::Debug for Established {
@@ -323,6 +356,7 @@ impl Initiator {
             Payload::Nonce(ni.to_vec()),
         ];
         payloads.extend(nat_notifies(spi_i, 0, local, remote));
+        payloads.extend(capability_notifies());
         let header = Header {
             spi_i,
             spi_r: 0,
@@ -361,6 +395,7 @@ impl Initiator {
         let g_ir = self.dh.agree(ke)?;
         let keys = IkeKeys::derive(&self.ni, nr, &g_ir, self.spi_i, h.spi_r, self.suite.encr_len(), 0);
         let nat = nat_status(&m, h.spi_r, self.local, self.remote);
+        let (peer_hashes, peer_fragments) = peer_capabilities(&m);
         Ok(Established {
             spi_i: self.spi_i,
             spi_r: h.spi_r,
@@ -371,6 +406,8 @@ impl Initiator {
             nat,
             request,
             response: response.to_vec(),
+            peer_hashes,
+            peer_fragments,
         })
     }
 }
@@ -400,12 +437,14 @@ pub enum Response {
 
 /// Answer an IKE_SA_INIT request that arrived at `local` from `remote`.
 /// With `cookies` (the daemon is under load) a request must carry a valid
-/// cookie first, before any Diffie-Hellman is done.
+/// cookie first, before any Diffie-Hellman is done. `certreq`: the
+/// connection's CERTREQ, when it authenticates with certificates.
 pub fn respond(
     request: &[u8],
     local: SocketAddr,
     remote: SocketAddr,
     cookies: Option<&CookieJar>,
+    certreq: Option<Payload>,
 ) -> Result<Response, InitError> {
     let m = Message::decode(request).map_err(|e| InitError::Crypto(e.into()))?;
     let h = m.header;
@@ -456,7 +495,10 @@ pub fn respond(
     chosen.number = number;
     let mut payloads =
         vec![Payload::Sa(vec![chosen]), Payload::Ke { group: suite.group, data: public }, Payload::Nonce(nr.to_vec())];
+    payloads.extend(certreq);
     payloads.extend(nat_notifies(h.spi_i, spi_r, local, remote));
+    payloads.extend(capability_notifies());
+    let (peer_hashes, peer_fragments) = peer_capabilities(&m);
     let header = Header { spi_r, flags: flags::RESPONSE, ..h };
     let message = Message { header, payloads }.encode();
     let sa = Established {
@@ -469,6 +511,8 @@ pub fn respond(
         nat,
         request: request.to_vec(),
         response: message.clone(),
+        peer_hashes,
+        peer_fragments,
     };
     Ok(Response::Accept { message, sa: Box::new(sa) })
 }

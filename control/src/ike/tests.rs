@@ -325,32 +325,37 @@ mod sa_init {
         let (me, peer) = (addr("198.51.100.1:500"), addr("192.0.2.1:500"));
         let mut jar = CookieJar::new().unwrap();
         let (i, req) = Initiator::start(SUITES[0], peer, me).unwrap();
-        let Response::Cookie { message } = respond(&req, me, peer, Some(&jar)).unwrap() else { panic!("no cookie") };
+        let Response::Cookie { message } = respond(&req, me, peer, Some(&jar), None).unwrap() else {
+            panic!("no cookie")
+        };
         let cookie = cookie_asked(&message).expect("a COOKIE notify");
         assert!((5..=64).contains(&cookie.len()));
         assert_eq!(Message::decode(&message).unwrap().header.spi_r, 0, "no responder SPI: no state");
         let retry = with_cookie(&req, &cookie).unwrap();
         assert!(matches!(Message::decode(&retry).unwrap().payloads[0], Payload::Notify { kind: notify::COOKIE, .. }));
         // The same cookie from another address, or on a request with another SPI, is asked for again.
-        assert!(matches!(respond(&retry, me, addr("192.0.2.9:500"), Some(&jar)).unwrap(), Response::Cookie { .. }));
+        assert!(matches!(
+            respond(&retry, me, addr("192.0.2.9:500"), Some(&jar), None).unwrap(),
+            Response::Cookie { .. }
+        ));
         let (_, other) = Initiator::start(SUITES[0], peer, me).unwrap();
         let stolen = with_cookie(&other, &cookie).unwrap();
-        assert!(matches!(respond(&stolen, me, peer, Some(&jar)).unwrap(), Response::Cookie { .. }));
+        assert!(matches!(respond(&stolen, me, peer, Some(&jar), None).unwrap(), Response::Cookie { .. }));
         let mut forged = cookie.clone();
         *forged.last_mut().unwrap() ^= 1;
         let forged = with_cookie(&req, &forged).unwrap();
-        assert!(matches!(respond(&forged, me, peer, Some(&jar)).unwrap(), Response::Cookie { .. }));
+        assert!(matches!(respond(&forged, me, peer, Some(&jar), None).unwrap(), Response::Cookie { .. }));
         // One rotation later the cookie is still good; the retry completes the exchange.
         jar.rotate().unwrap();
-        let (resp, r) = accept(respond(&retry, me, peer, Some(&jar)).unwrap());
+        let (resp, r) = accept(respond(&retry, me, peer, Some(&jar), None).unwrap());
         assert_eq!(r.request, retry, "IKE_AUTH signs the request that was answered");
         let l = i.complete(retry.clone(), &resp).unwrap();
         assert_eq!(l.keys.sk_d, r.keys.sk_d);
         // Two rotations: gone.
         jar.rotate().unwrap();
-        assert!(matches!(respond(&retry, me, peer, Some(&jar)).unwrap(), Response::Cookie { .. }));
+        assert!(matches!(respond(&retry, me, peer, Some(&jar), None).unwrap(), Response::Cookie { .. }));
         // Not under load: a cookie is simply ignored.
-        assert!(matches!(respond(&retry, me, peer, None).unwrap(), Response::Accept { .. }));
+        assert!(matches!(respond(&retry, me, peer, None, None).unwrap(), Response::Accept { .. }));
         assert_eq!(cookie_asked(&resp), None);
     }
 
@@ -360,7 +365,7 @@ mod sa_init {
     fn both_roles_derive_the_same_keys_and_detect_nat() {
         for suite in SUITES {
             let (i, req) = Initiator::start(suite, addr("192.0.2.1:500"), addr("198.51.100.1:500")).unwrap();
-            let (resp, r) = accept(respond(&req, addr("198.51.100.1:500"), addr("192.0.2.1:500"), None).unwrap());
+            let (resp, r) = accept(respond(&req, addr("198.51.100.1:500"), addr("192.0.2.1:500"), None, None).unwrap());
             let l = i.complete(req, &resp).unwrap();
             assert_eq!((l.spi_i, l.spi_r, l.suite), (r.spi_i, r.spi_r, suite));
             for (a, b) in [(&l.keys.sk_d, &r.keys.sk_d), (&l.keys.sk_ei, &r.keys.sk_ei), (&l.keys.sk_er, &r.keys.sk_er)]
@@ -375,7 +380,7 @@ mod sa_init {
         // The initiator at 10.0.0.5:500 behind a NAT that shows it as 203.0.113.9:31000.
         let suite = SUITES[0];
         let (i, req) = Initiator::start(suite, addr("10.0.0.5:500"), addr("198.51.100.1:500")).unwrap();
-        let (resp, r) = accept(respond(&req, addr("198.51.100.1:500"), addr("203.0.113.9:31000"), None).unwrap());
+        let (resp, r) = accept(respond(&req, addr("198.51.100.1:500"), addr("203.0.113.9:31000"), None, None).unwrap());
         assert_eq!(r.nat, NatStatus { local: false, remote: true }, "the responder sees the initiator behind a NAT");
         let l = i.complete(req, &resp).unwrap();
         assert_eq!(l.nat, NatStatus { local: true, remote: false }, "the initiator learns it is behind one");
@@ -416,7 +421,7 @@ mod sa_init {
             ],
         }]);
         let Response::Refuse { message, notify } =
-            respond(&m.encode(), addr("198.51.100.1:500"), addr("192.0.2.1:500"), None).unwrap()
+            respond(&m.encode(), addr("198.51.100.1:500"), addr("192.0.2.1:500"), None, None).unwrap()
         else {
             panic!("accepted")
         };
@@ -427,7 +432,7 @@ mod sa_init {
         let mut m = Message::decode(&req).unwrap();
         m.payloads[1] = Payload::Ke { group: 14, data: vec![1; 256] };
         let Response::Refuse { message, notify } =
-            respond(&m.encode(), addr("198.51.100.1:500"), addr("192.0.2.1:500"), None).unwrap()
+            respond(&m.encode(), addr("198.51.100.1:500"), addr("192.0.2.1:500"), None, None).unwrap()
         else {
             panic!("accepted")
         };
@@ -437,7 +442,7 @@ mod sa_init {
         );
         // The initiator reports the refusal; a response for another SPI is refused.
         let (i, req) = Initiator::start(suite, addr("192.0.2.1:500"), addr("198.51.100.1:500")).unwrap();
-        let (resp, _) = accept(respond(&req, addr("198.51.100.1:500"), addr("192.0.2.1:500"), None).unwrap());
+        let (resp, _) = accept(respond(&req, addr("198.51.100.1:500"), addr("192.0.2.1:500"), None, None).unwrap());
         let mut other = Message::decode(&resp).unwrap();
         other.header.spi_i ^= 1;
         assert!(matches!(i.complete(req.clone(), &other.encode()), Err(InitError::Invalid(_))));
@@ -488,7 +493,7 @@ mod auth {
         let a = |s: &str| s.parse().unwrap();
         let (i, req) = Initiator::start(SUITES[0], a("192.0.2.1:500"), a("198.51.100.1:500")).unwrap();
         let Response::Accept { message, sa: r } =
-            respond(&req, a("198.51.100.1:500"), a("192.0.2.1:500"), None).unwrap()
+            respond(&req, a("198.51.100.1:500"), a("192.0.2.1:500"), None, None).unwrap()
         else {
             panic!()
         };
@@ -566,7 +571,7 @@ mod ike_auth {
         let a = |s: &str| s.parse().unwrap();
         let (i, req) = Initiator::start(SUITES[0], a("192.0.2.1:500"), a("198.51.100.1:500")).unwrap();
         let Response::Accept { message, sa } =
-            sa_init::respond(&req, a("198.51.100.1:500"), a("192.0.2.1:500"), None).unwrap()
+            sa_init::respond(&req, a("198.51.100.1:500"), a("192.0.2.1:500"), None, None).unwrap()
         else {
             panic!("refused")
         };
@@ -579,10 +584,15 @@ mod ike_auth {
             AuthConfig {
                 me: west.clone(),
                 peer: east.clone(),
-                psk: Zeroizing::new(psk_i.to_vec()),
+                credential: Credential::Psk(Zeroizing::new(psk_i.to_vec())),
                 child: Default::default(),
             },
-            AuthConfig { me: east, peer: west, psk: Zeroizing::new(psk_r.to_vec()), child: Default::default() },
+            AuthConfig {
+                me: east,
+                peer: west,
+                credential: Credential::Psk(Zeroizing::new(psk_r.to_vec())),
+                child: Default::default(),
+            },
         )
     }
 
@@ -692,7 +702,7 @@ mod informational {
         let a = |s: &str| s.parse().unwrap();
         let (i, req) = Initiator::start(SUITES[0], a("192.0.2.1:500"), a("198.51.100.1:500")).unwrap();
         let Response::Accept { message, sa } =
-            sa_init::respond(&req, a("198.51.100.1:500"), a("192.0.2.1:500"), None).unwrap()
+            sa_init::respond(&req, a("198.51.100.1:500"), a("192.0.2.1:500"), None, None).unwrap()
         else {
             panic!()
         };

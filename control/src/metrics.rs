@@ -141,6 +141,16 @@ fn ike_metrics(reg: &Registry, c: &IkeCounters, sas: usize) {
         "IKE_SA_INIT answered with a COOKIE request under load (RFC 7296 §2.6).",
         c.cookies_sent,
     );
+    one(
+        "espgw_ike_fragments_sent_total",
+        "IKE fragments sent (RFC 7383: large messages such as IKE_AUTH with certificates).",
+        c.fragments_sent,
+    );
+    one(
+        "espgw_ike_messages_reassembled_total",
+        "IKE messages put back together from the peer's fragments (RFC 7383).",
+        c.reassembled,
+    );
     let refused = counter(reg, "espgw_ike_refused_total", "IKE messages refused, by reason.", &["reason"]);
     for (reason, v) in [
         ("malformed", c.malformed),

@@ -372,4 +372,51 @@ mod tests {
         let e = Config::parse(Path::new("c.toml"), &twice).unwrap_err();
         assert!(e.reason.contains("already defined"), "{e}");
     }
+
+    /// Certificates: files relative to the config, the local identity
+    /// from the certificate, and every mistake named with its line.
+    #[test]
+    fn certificate_connections_and_their_errors() {
+        use crate::ike::ike_auth::{Credential, Identity};
+        use crate::ike::test_pki::{Ca, KeyKind};
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Ca::new("Test CA");
+        let west = ca.issue(&["west.example", "192.0.2.1"], KeyKind::P256, |_| {});
+        let other = ca.issue(&["other.example"], KeyKind::P256, |_| {});
+        for (name, text) in [("ca.crt", &ca.pem), ("w.crt", &west.cert), ("w.key", &west.key), ("o.key", &other.key)] {
+            std::fs::write(dir.path().join(name), text).unwrap();
+        }
+        let path = dir.path().join("c.toml");
+        let certs = "cert = \"w.crt\"\nkey = \"w.key\"\nca = \"ca.crt\"";
+        let c = Config::parse(&path, &format!("{BASE}{}", CONN.replace("psk = \"a secret\"", certs))).unwrap();
+        let k = &c.connections[0];
+        assert!(matches!(k.credential, Credential::Cert(_)));
+        assert_eq!(k.local_id, Identity::fqdn("west.example"), "the certificate's first subjectAltName");
+        assert!(!format!("{k:?}").contains("PRIVATE"), "no key printed");
+        // (replace psk line with, line, field, reason); line 13 is where psk was.
+        let cases: &[(&str, usize, &str, &str)] = &[
+            ("cert = \"w.crt\"", 13, "connection[0].cert", "needs its key and the ca"),
+            ("cert = \"w.crt\"\nkey = \"w.key\"\nca = \"missing.crt\"", 15, "connection[0].ca", "cannot read"),
+            ("cert = \"w.crt\"\nkey = \"o.key\"\nca = \"ca.crt\"", 13, "connection[0].cert", "not the certificate's"),
+            ("cert = \"w.crt\"\nkey = \"w.crt\"\nca = \"ca.crt\"", 13, "connection[0].cert", "PKCS#8"),
+            ("psk = \"s\"\ncert = \"w.crt\"", 13, "connection[0].psk", "not both"),
+            ("psk = \"s\"\nkey = \"w.key\"", 14, "connection[0].key", "go with cert"),
+            (
+                "cert = \"w.crt\"\nkey = \"w.key\"\nca = \"ca.crt\"\nlocal_id = \"gw.example\"",
+                16,
+                "connection[0].local_id",
+                "not among our certificate's subjectAltNames",
+            ),
+        ];
+        for (to, line, field, reason) in cases {
+            let text = format!("{BASE}{}", CONN.replace("psk = \"a secret\"", to));
+            let e = Config::parse(&path, &text).unwrap_err();
+            assert_eq!(e.line, Some(*line), "{to}: {e}");
+            assert!(e.field.contains(field) && e.reason.contains(reason), "{to}: {e}");
+        }
+        // An IP identity the certificate carries is fine.
+        let by_ip =
+            format!("{BASE}{}", CONN.replace("psk = \"a secret\"", &format!("{certs}\nlocal_id = \"192.0.2.1\"")));
+        assert_eq!(Config::parse(&path, &by_ip).unwrap().connections[0].local_id.id_type, 1);
+    }
 }

@@ -13,6 +13,9 @@
 //! the host namespace to 10.0.2.1 then cross the tunnel both ways.
 
 mod common;
+#[path = "../control/src/ike/test_pki.rs"]
+#[allow(dead_code)]
+mod test_pki;
 use common::strongswan::Charon;
 use common::*;
 
@@ -108,6 +111,18 @@ impl Lab {
     /// [`Self::charon`] with text replacements in its swanctl.conf (another
     /// identity, other proposals).
     fn charon_edited(&self, psk: &str, conn_extra: &str, child_extra: &str, edits: &[(&str, &str)]) -> Charon {
+        self.charon_with_creds(psk, conn_extra, child_extra, edits, &[])
+    }
+
+    /// [`Self::charon_edited`] with credential files for its swanctl directory.
+    fn charon_with_creds(
+        &self,
+        psk: &str,
+        conn_extra: &str,
+        child_extra: &str,
+        edits: &[(&str, &str)],
+        creds: &[(&str, &str, &str)],
+    ) -> Charon {
         let mut conf = format!(
             "connections {{ espgw {{\n local_addrs = 203.0.113.2\n remote_addrs = 203.0.113.1\n\
                  proposals = aes128gcm16-prfsha256-x25519\n dpd_delay = 2s\n {conn_extra}\n\
@@ -119,11 +134,16 @@ impl Lab {
         for (from, to) in edits {
             conf = conf.replace(from, to);
         }
-        Charon::start(&self.peer, &conf)
+        Charon::start_with_creds(&self.peer, &conf, creds)
     }
 
     /// espgw in the gateway namespace with one `[[connection]]` (`extra` appended to it).
     fn espgw(&self, s: &Scratch, psk: &str, extra: &str) -> (Gw, std::path::PathBuf) {
+        self.espgw_auth(s, &format!("psk = \"{psk}\""), extra)
+    }
+
+    /// [`Self::espgw`] with `auth` (psk or cert lines) for the connection.
+    fn espgw_auth(&self, s: &Scratch, auth: &str, extra: &str) -> (Gw, std::path::PathBuf) {
         let cfg = format!(
             r#"
 [eal]
@@ -164,7 +184,7 @@ local = "203.0.113.1"
 remote = "203.0.113.2"
 local_id = "west.example"
 remote_id = "east.example"
-psk = "{psk}"
+{auth}
 local_ts = ["10.0.1.0/24"]
 remote_ts = ["10.0.2.0/24"]
 dpd_seconds = 2
@@ -533,4 +553,70 @@ fn child_suites_interoperate_with_strongswan() {
         // espgw would take ESN; charon did not offer it (libipsec has none).
         assert!(!list.contains("\"esn\": true"), "{proposal}: {list}");
     }
+}
+
+/// X.509 certificates both ways (RSA-4096, so IKE_AUTH does not fit 1 280
+/// bytes and travels in RFC 7383 fragments in both directions): charon
+/// initiates, then espgw does; each time the tunnel carries traffic and
+/// charon reports the signature it checked.
+#[test]
+fn certificates_authenticate_both_ways_in_fragments() {
+    use test_pki::{Ca, KeyKind};
+    let _heavy = heavy_test_lock();
+    let lab = Lab::new("x");
+    let s = Scratch::new();
+    let ca = Ca::new("espgw test CA");
+    let (west, east) = (
+        ca.issue(&["west.example"], KeyKind::Rsa(4096), |_| {}),
+        ca.issue(&["east.example"], KeyKind::Rsa(4096), |_| {}),
+    );
+    for (name, text) in [
+        ("ca.crt", &ca.pem),
+        ("west.crt", &west.cert),
+        ("west.key", &west.key),
+        ("east.crt", &east.cert),
+        ("east.key", &east.key),
+    ] {
+        std::fs::write(s.path(name), text).unwrap();
+    }
+    let edits = [
+        ("local { auth = psk\n id = east.example }", "local { auth = pubkey\n certs = east.crt\n id = east.example }"),
+        (
+            "remote { auth = psk\n id = west.example }",
+            "remote { auth = pubkey\n cacerts = ca.crt\n id = west.example }",
+        ),
+    ];
+    let creds =
+        [("x509", "east.crt", east.cert.as_str()), ("x509ca", "ca.crt", &ca.pem), ("pkcs8", "east.key", &east.key)];
+    let charon = lab.charon_with_creds("unused", "", "", &edits, &creds);
+    let (gw, report) = lab.espgw_auth(&s, "cert = \"west.crt\"\nkey = \"west.key\"\nca = \"ca.crt\"", "");
+    wait_ready(&s);
+    let ctx = || format!("\n--- charon ---\n{}", charon.log_text());
+
+    // charon initiates.
+    let (ok, out) = charon.swanctl(&["--initiate", "--child", "net", "--timeout", "20"]);
+    assert!(ok, "charon could not initiate: {out}{}", ctx());
+    assert!(lab.wait_for_tunnel(Duration::from_secs(10)), "no tunnel after charon's initiate{}", ctx());
+    let log = charon.log_text();
+    assert!(log.contains("authentication of 'west.example' with RSA_EMSA_PKCS1_SHA2_256 successful"), "{}", ctx());
+    assert!(count(&log, "received fragment") >= 2, "our IKE_AUTH answer came in fragments{}", ctx());
+    let (ok, out) = charon.swanctl(&["--terminate", "--ike", "espgw", "--timeout", "10"]);
+    assert!(ok, "{out}{}", ctx());
+
+    // espgw initiates.
+    let (ok, out) = espgwctl(&s, &["ike", "initiate", "east"]);
+    assert!(ok, "{out}");
+    assert!(lab.wait_for_tunnel(Duration::from_secs(20)), "no tunnel after espgw's initiate{}", ctx());
+    let (sent, got) = lab.tcp(300_000).unwrap_or_else(|e| panic!("TCP: {e}{}", ctx()));
+    assert_eq!(got["sha256"], sent["sha256"], "{}", ctx());
+    let run = stop(gw, &report);
+    run.assert_ok();
+    let r = run.report();
+    let ike = &r["ike"];
+    let ctx = format!("{ike}\n{}\n{}{}", run.stdout, run.stderr, ctx());
+    assert_eq!(ike["established"], 2, "{ctx}");
+    assert_eq!(ike["auth_failed"], 0, "{ctx}");
+    assert!(ike["fragments_sent"].as_u64().unwrap() >= 4, "our IKE_AUTH both times in fragments: {ctx}");
+    assert!(ike["reassembled"].as_u64().unwrap() >= 2, "and charon's: {ctx}");
+    assert!(!run.stdout.contains("PRIVATE KEY") && !run.stderr.contains("PRIVATE KEY"));
 }

@@ -29,14 +29,25 @@ impl Drop for Charon {
 impl Charon {
     /// Start charon in `ns` (which exists) and load `swanctl_conf`.
     pub fn start(ns: &str, swanctl_conf: &str) -> Charon {
+        Self::start_with_creds(ns, swanctl_conf, &[])
+    }
+
+    /// [`Self::start`] with credential files in its swanctl directory
+    /// (`SWANCTL_DIR`): (folder, name, text), e.g. ("x509", "east.crt", PEM),
+    /// ("x509ca", ...), ("pkcs8", "east.key", PEM).
+    pub fn start_with_creds(ns: &str, swanctl_conf: &str, creds: &[(&str, &str, &str)]) -> Charon {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path().to_path_buf();
+        for (folder, name, text) in creds {
+            std::fs::create_dir_all(d.join(folder)).unwrap();
+            std::fs::write(d.join(folder).join(name), text).unwrap();
+        }
         std::fs::create_dir(d.join("run")).unwrap();
         let (vici, log, conf) = (d.join("charon.vici"), d.join("charon.log"), d.join("strongswan.conf"));
         std::fs::write(
             &conf,
             format!(
-                "charon {{\n  load = random nonce openssl aes gcm sha1 sha2 hmac kdf kernel-libipsec kernel-netlink socket-default vici\n\
+                "charon {{\n  load = random nonce openssl aes gcm sha1 sha2 hmac kdf pem pkcs1 pkcs8 x509 pubkey constraints kernel-libipsec kernel-netlink socket-default vici\n\
                  \x20 plugins {{ vici {{ socket = unix://{} }} }}\n\
                  \x20 filelog {{ log {{ path = {}\n flush_line = yes\n default = 1\n ike = 2\n cfg = 2\n chd = 4 }} }}\n}}\n",
                 vici.display(),
@@ -75,6 +86,7 @@ impl Charon {
             .arg("--uri")
             .arg(format!("unix://{}", self.vici.display()))
             .env("STRONGSWAN_CONF", &self.conf)
+            .env("SWANCTL_DIR", self.dir.path())
             .output()
             .unwrap();
         (o.status.success(), format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)))
@@ -88,6 +100,7 @@ impl Charon {
             .arg("--uri")
             .arg(format!("unix://{}", self.vici.display()))
             .env("STRONGSWAN_CONF", &self.conf)
+            .env("SWANCTL_DIR", self.dir.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -105,7 +105,7 @@ fn strongswan_accepts_our_ike_sa_init_and_psk_ike_auth() {
     let local: SocketAddr = "203.0.113.1:500".parse().unwrap();
     let remote: SocketAddr = "203.0.113.2:500".parse().unwrap();
     let sock = UdpSocket::bind(local).unwrap();
-    let (init, req) = Initiator::start(SUITES[0], local, remote).unwrap();
+    let (init, req) = Initiator::start(&SUITES[..1], local, remote).unwrap();
     let resp = exchange(&sock, remote, false, &req);
     let sa = init
         .complete(req, &resp)
@@ -214,7 +214,7 @@ fn strongswan_initiates_and_our_responder_answers() {
     // IKE_SA_INIT.
     let (n, from) = s500.recv_from(&mut buf).expect("charon's IKE_SA_INIT");
     let Response::Accept { message, sa } =
-        sa_init::respond(&buf[..n], "203.0.113.1:500".parse().unwrap(), from, None, None).unwrap()
+        sa_init::respond(&buf[..n], "203.0.113.1:500".parse().unwrap(), from, None, None, &SUITES).unwrap()
     else {
         panic!("refused charon's proposal")
     };

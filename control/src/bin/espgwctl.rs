@@ -541,6 +541,7 @@ fn ike_text(v: &Value) -> String {
                 if x["initiator"] == true { "initiator".into() } else { "responder".into() },
                 format!("{} -> {}{}", s(&x["local"]), s(&x["remote"]), if x["nat"] == true { " (NAT-T)" } else { "" }),
                 format!("{}_i {}_r", s(&x["spi_i"]), s(&x["spi_r"])),
+                if s(&x["proposal"]).is_empty() { "-".into() } else { s(&x["proposal"]) },
                 format!("{}s", s(&x["age_s"])),
                 if children.is_empty() { "-".into() } else { children },
             ]
@@ -548,7 +549,7 @@ fn ike_text(v: &Value) -> String {
         .collect();
     let mut out = table(&["CONNECTION", "ADDRESSES", "START", "SELECTORS"], &conns);
     out += "\n";
-    out += &table(&["CONNECTION", "STATE", "ROLE", "ADDRESSES", "SPIS", "AGE", "CHILD SPIS IN/OUT"], &sas);
+    out += &table(&["CONNECTION", "STATE", "ROLE", "ADDRESSES", "SPIS", "PROPOSAL", "AGE", "CHILD SPIS IN/OUT"], &sas);
     let counters = v["counters"].as_object().map_or(String::new(), |m| {
         m.iter().filter(|(_, n)| n.as_u64() != Some(0)).map(|(k, n)| format!("{k}={n}")).collect::<Vec<_>>().join(" ")
     });

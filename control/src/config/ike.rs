@@ -13,6 +13,8 @@
 //! # key = "west.key"             #   any intermediates), its PKCS#8 key (ECDSA or RSA), and
 //! # ca = "ca.crt"                #   the CA(s) the peer's must chain to; local_id defaults
 //!                                #   to our certificate's first subjectAltName
+//! ike = ["aes128gcm16-prfsha256-x25519"]  # the IKE SA's proposals (default: every
+//!                                #   AES-GCM / PRF-SHA256 / x25519, ecp256, ecp384, modp2048)
 //! esp = ["aes128gcm16"]          # the child SAs' suites in our order: aes128gcm16,
 //!                                #   aes256gcm16, chacha20poly1305, aes128-sha1, aes256-sha1
 //! esn = false                    # extended sequence numbers when the peer agrees
@@ -37,6 +39,7 @@ use super::{ConfigError, Locator};
 use crate::ike::cert::Credentials;
 use crate::ike::esp_suite::{ChildPolicy, EspSuite};
 use crate::ike::ike_auth::{Credential, Identity};
+use crate::ike::sa_init::{Suite, SUITES};
 
 /// When a connection's IKE SA is set up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,6 +62,8 @@ pub struct ConnectionSpec {
     pub remote_id: Identity,
     /// A PSK or certificates.
     pub credential: Credential,
+    /// What the IKE SA may be, in our order of preference.
+    pub ike: Vec<Suite>,
     /// What the child SAs may be (suites, ESN, PFS).
     pub child: ChildPolicy,
     pub local_ts: Vec<Prefix>,
@@ -96,6 +101,7 @@ pub(super) struct RawConnection {
     cert: Option<Spanned<String>>,
     key: Option<Spanned<String>>,
     ca: Option<Spanned<String>>,
+    ike: Option<Spanned<toml::Value>>,
     esp: Option<Spanned<toml::Value>>,
     esn: Option<Spanned<bool>>,
     local_ts: Spanned<Vec<Spanned<String>>>,
@@ -209,6 +215,39 @@ pub(super) fn validate(
                 suites
             }
         };
+        let ike = match r.ike.as_ref() {
+            // Ours first, as strong as the first child suite: AES-256 first with a 256-bit child.
+            None => {
+                let strong = matches!(
+                    suites.first(),
+                    Some(EspSuite::Aes256Gcm16 | EspSuite::Aes256Sha1 | EspSuite::Chacha20Poly1305)
+                );
+                let mut all = SUITES.to_vec();
+                if strong {
+                    all.sort_by_key(|s| std::cmp::Reverse(s.encr_key));
+                }
+                all
+            }
+            Some(v) => {
+                let names: Vec<&str> = match v.get_ref() {
+                    toml::Value::String(one) => vec![one.as_str()],
+                    toml::Value::Array(list) => list.iter().map(|x| x.as_str().unwrap_or("")).collect(),
+                    _ => vec![""],
+                };
+                let mut out: Vec<Suite> = Vec::new();
+                for n in names {
+                    for s in Suite::parse(n).map_err(|e| loc.at(v, f("ike"), e))? {
+                        if !out.contains(&s) {
+                            out.push(s);
+                        }
+                    }
+                }
+                if out.is_empty() {
+                    return Err(loc.at(v, f("ike"), "at least one proposal, e.g. \"aes128gcm16-prfsha256-x25519\""));
+                }
+                out
+            }
+        };
         let prefixes = |list: &Spanned<Vec<Spanned<String>>>, field: &str| -> Result<Vec<Prefix>, ConfigError> {
             if list.get_ref().is_empty() {
                 return Err(loc.at(list, f(field), "at least one prefix"));
@@ -275,6 +314,7 @@ pub(super) fn validate(
             local_id,
             remote_id: id(&r.remote_id, remote),
             credential,
+            ike,
             local_ts,
             remote_ts,
             start,

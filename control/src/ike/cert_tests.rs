@@ -116,9 +116,9 @@ fn ts(net: &str) -> Vec<TrafficSelector> {
 /// IKE_SA_INIT between two pure sides; the responder sends `certreq`.
 fn sa_pair(certreq: Option<Payload>) -> (Established, Established, Vec<u8>) {
     let a = |s: &str| s.parse().unwrap();
-    let (i, req) = Initiator::start(SUITES[0], a("192.0.2.1:500"), a("198.51.100.1:500")).unwrap();
+    let (i, req) = Initiator::start(&SUITES[..1], a("192.0.2.1:500"), a("198.51.100.1:500")).unwrap();
     let Response::Accept { message, sa } =
-        sa_init::respond(&req, a("198.51.100.1:500"), a("192.0.2.1:500"), None, certreq).unwrap()
+        sa_init::respond(&req, a("198.51.100.1:500"), a("192.0.2.1:500"), None, certreq, &SUITES).unwrap()
     else {
         panic!("refused")
     };

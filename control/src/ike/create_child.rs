@@ -13,7 +13,7 @@
 use zeroize::Zeroizing;
 
 use super::auth::split_child_keys;
-use super::crypto::{child_keymat, encrypt_message, IkeCryptoError, Inbound, GROUP_X25519, X25519};
+use super::crypto::{child_keymat, encrypt_message, Dh, IkeCryptoError, Inbound, GROUP_X25519};
 use super::esp_suite::{self, ChildPolicy};
 use super::ike_auth::ChildSa;
 use super::ike_rekey::IkeRekeyAnswer;
@@ -45,28 +45,29 @@ pub struct Rekey {
     spi_in: u32,
     policy: ChildPolicy,
     /// Our Diffie-Hellman half when we asked for PFS.
-    dh: Option<X25519>,
+    dh: Option<Dh>,
 }
 
-/// Does the peer's proposal `number` ask for PFS? `Some(true)` with
-/// Curve25519, `Some(false)` without a group (or with NONE among them),
-/// `None` when it only names groups we do not run.
-fn pfs_asked(props: &[Proposal], number: u8) -> Option<bool> {
+/// Does the peer's proposal `number` ask for PFS? `Some(Some(group))`
+/// with a group we run (the peer's first such), `Some(None)` without a
+/// group (or with NONE among them), `None` when it only names groups we
+/// do not run.
+fn pfs_asked(props: &[Proposal], number: u8) -> Option<Option<u16>> {
     let p = props.iter().find(|p| p.number == number && p.protocol == 3)?;
     let groups: Vec<u16> = p.transforms.iter().filter(|t| t.kind == transform::KE).map(|t| t.id).collect();
     if groups.is_empty() || groups == [0] {
-        Some(false)
-    } else if groups.contains(&GROUP_X25519) {
-        Some(true)
+        Some(None)
+    } else if let Some(g) = groups.iter().find(|g| Dh::supports(**g)) {
+        Some(Some(*g))
     } else {
-        groups.contains(&0).then_some(false)
+        groups.contains(&0).then_some(None)
     }
 }
 
-/// The peer's Curve25519 share, if it sent one.
-fn ke_of(inner: &[Payload]) -> Option<&[u8]> {
+/// The peer's share in `group`, if it sent one.
+fn ke_of(inner: &[Payload], group: u16) -> Option<&[u8]> {
     inner.iter().find_map(|p| match p {
-        Payload::Ke { group: GROUP_X25519, data } => Some(data.as_slice()),
+        Payload::Ke { group: g, data } if *g == group => Some(data.as_slice()),
         _ => None,
     })
 }
@@ -85,16 +86,17 @@ pub fn request(
     tsr: &[TrafficSelector],
     iv: [u8; 8],
 ) -> Result<(Rekey, Vec<u8>), RekeyError> {
-    let pfs = policy.pfs;
+    // Our rekeys with PFS use Curve25519 (the peer may ask us for another group).
+    let pfs = policy.pfs.then_some(GROUP_X25519);
     let ni = nonce()?;
-    let dh = if pfs { Some(X25519::generate()?) } else { None };
+    let dh = pfs.map(Dh::generate).transpose()?;
     let mut payloads = vec![
         Payload::Notify { protocol: 3, spi: old_spi_in.to_be_bytes().to_vec(), kind: REKEY_SA, data: vec![] },
         Payload::Sa(esp_suite::offer(&policy.suites, new_spi_in, policy.esn, pfs)),
         Payload::Nonce(ni.to_vec()),
     ];
     if let Some(dh) = &dh {
-        payloads.push(Payload::Ke { group: GROUP_X25519, data: dh.public().to_vec() });
+        payloads.push(Payload::Ke { group: dh.group(), data: dh.public().to_vec() });
     }
     payloads.push(Payload::Ts { initiator: true, selectors: tsi.to_vec() });
     payloads.push(Payload::Ts { initiator: false, selectors: tsr.to_vec() });
@@ -166,7 +168,10 @@ impl Rekey {
             return Err(RekeyError::Invalid("no nonce"));
         };
         let g_ir = match self.dh {
-            Some(dh) => Some(dh.agree(ke_of(&inner).ok_or(RekeyError::Invalid("PFS asked for, no KE answered"))?)?),
+            Some(dh) => {
+                let ke = ke_of(&inner, dh.group()).ok_or(RekeyError::Invalid("PFS asked for, no KE answered"))?;
+                Some(dh.agree(ke)?)
+            }
             None => None,
         };
         let len = chosen.suite.keymat_len();
@@ -202,7 +207,8 @@ pub enum Answer {
 /// IKE SA's initiator): a rekey of one of our child SAs (`known` says
 /// whether the REKEY_SA SPI is one of ours, as our outbound SPI) is
 /// accepted with our new inbound SPI `new_spi_in`, the selectors narrowed
-/// to `allowed_tsi`/`allowed_tsr`; anything else is refused as §1.3 says.
+/// to `allowed_tsi`/`allowed_tsr`; an IKE SA rekey is answered with one of
+/// the suites `ike`; anything else is refused as §1.3 says.
 #[allow(clippy::too_many_arguments)]
 pub fn respond<'a>(
     sa: &Established,
@@ -211,6 +217,7 @@ pub fn respond<'a>(
     known: impl Fn(u32) -> bool,
     new_spi_in: u32,
     policy: &ChildPolicy,
+    ike: &[super::sa_init::Suite],
     allowed_tsi: &[TrafficSelector],
     allowed_tsr: &[TrafficSelector],
     iv: [u8; 8],
@@ -229,7 +236,7 @@ pub fn respond<'a>(
     if super::ike_rekey::is_ike_rekey(&inner) {
         return Ok((
             h.message_id,
-            match super::ike_rekey::respond(sa, h, f, &inner, send, iv)? {
+            match super::ike_rekey::respond(sa, h, f, &inner, send, ike, iv)? {
                 IkeRekeyAnswer::Rekeyed { new, response } => Answer::IkeRekeyed { new, response },
                 IkeRekeyAnswer::Refused { notify, response } => Answer::Refused { notify, response },
             },
@@ -250,14 +257,14 @@ pub fn respond<'a>(
     let Some(pfs) = pfs_asked(&offered, chosen.number) else {
         return refuse(super::ike_auth::notify::NO_PROPOSAL_CHOSEN);
     };
-    let peer_ke = ke_of(&inner);
-    if pfs && peer_ke.is_none() {
+    let peer_ke = pfs.and_then(|g| ke_of(&inner, g));
+    if let (Some(group), None) = (pfs, peer_ke) {
         // §1.3: the group we want, and the peer tries again with it.
         let n = vec![Payload::Notify {
             protocol: 0,
             spi: vec![],
             kind: super::sa_init::notify::INVALID_KE_PAYLOAD,
-            data: GROUP_X25519.to_be_bytes().to_vec(),
+            data: group.to_be_bytes().to_vec(),
         }];
         let response = encrypt_message(header, &n, send, iv)?;
         return Ok((h.message_id, Answer::Refused { notify: super::sa_init::notify::INVALID_KE_PAYLOAD, response }));
@@ -277,9 +284,9 @@ pub fn respond<'a>(
     let answer = chosen.suite.proposal(chosen.number, new_spi_in, chosen.esn, pfs);
     let mut out = vec![Payload::Sa(vec![answer]), Payload::Nonce(nr.to_vec())];
     let g_ir = match (pfs, peer_ke) {
-        (true, Some(ke)) => {
-            let dh = X25519::generate()?;
-            out.push(Payload::Ke { group: GROUP_X25519, data: dh.public().to_vec() });
+        (Some(group), Some(ke)) => {
+            let dh = Dh::generate(group)?;
+            out.push(Payload::Ke { group, data: dh.public().to_vec() });
             Some(dh.agree(ke)?)
         }
         _ => None,

@@ -5,13 +5,15 @@
 //!   `SK_d | SK_ai | SK_ar | SK_ei | SK_er | SK_pi | SK_pr = prf+(SKEYSEED,
 //!   Ni | Nr | SPIi | SPIr)`; a child SA's `KEYMAT = prf+(SK_d, [g^ir] | Ni |
 //!   Nr)` (§2.17), initiator-to-responder keys first;
-//! - the Diffie-Hellman exchange, X25519 (group 31, RFC 8031);
+//! - the Diffie-Hellman exchange: X25519 (group 31, RFC 8031), ECP-256/384
+//!   (groups 19/20, RFC 5903), MODP-2048 (group 14, RFC 3526);
 //! - the Encrypted payload with AES-GCM (RFC 5282): key || 4-byte salt from
 //!   the key material, an 8-byte explicit IV, the 16-byte ICV, the IKE
 //!   header up to and including the SK payload's generic header as AAD.
 //!
 //! Keys live in `Zeroizing` buffers and are never printed.
 
+use crypto_bigint::{Encoding, U2048, U256};
 use ring::{aead, agreement, hmac, rand};
 use thiserror::Error;
 use zeroize::Zeroizing;
@@ -37,8 +39,10 @@ pub enum IkeCryptoError {
     Malformed,
     #[error("the message has no Encrypted payload")]
     NotEncrypted,
-    #[error("the peer's key exchange value is not a valid X25519 public key")]
+    #[error("the peer's key exchange value is not a valid public value of the group")]
     BadKe,
+    #[error("Diffie-Hellman group {0} is not one we run")]
+    Group(u16),
     #[error("unsupported key length {0}")]
     KeyLength(usize),
     #[error("the system random generator failed")]
@@ -165,19 +169,91 @@ pub fn child_keymat(sk_d: &[u8], g_ir: Option<&[u8]>, ni: &[u8], nr: &[u8], len:
     prf_plus(sk_d, &seed, len)
 }
 
-/// Our half of an X25519 exchange (one use: the private key is consumed).
-pub struct X25519 {
-    private: agreement::EphemeralPrivateKey,
+/// Diffie-Hellman groups (RFC 7296 §3.3.2, IANA "Transform Type 4").
+pub const GROUP_MODP2048: u16 = 14;
+pub const GROUP_ECP256: u16 = 19;
+pub const GROUP_ECP384: u16 = 20;
+
+/// The groups we run, in our order of preference, with their names in
+/// the configuration (strongSwan's).
+pub const GROUPS: [(&str, u16); 4] =
+    [("x25519", GROUP_X25519), ("ecp256", GROUP_ECP256), ("ecp384", GROUP_ECP384), ("modp2048", GROUP_MODP2048)];
+
+/// The 2048-bit MODP group's prime (RFC 3526 §3); the generator is 2.
+const MODP2048_P: U2048 = U2048::from_be_hex(concat!(
+    "FFFFFFFFFFFFFFFFC90FDAA22168C234C4C6628B80DC1CD129024E088A67CC74020BBEA63B139B22514A08798E3404DD",
+    "EF9519B3CD3A431B302B0A6DF25F14374FE1356D6D51C245E485B576625E7EC6F44C42E9A637ED6B0BFF5CB6F406B7ED",
+    "EE386BFB5A899FA5AE9F24117C4B1FE649286651ECE45B3DC2007CB8A163BF0598DA48361C55D39A69163FA8FD24CF5F",
+    "83655D23DCA3AD961C62F356208552BB9ED529077096966D670C354E4ABC9804F1746C08CA18217C32905E462E36CE3B",
+    "E39E772C180E86039B2783A2EC07A28FB5C55DF06F4C52C9DE2BCBF6955817183995497CEA956AE515D2261898FA0510",
+    "15728E5A8AACAA68FFFFFFFFFFFFFFFF"
+));
+
+/// Our half of a Diffie-Hellman exchange in one group (one use: the
+/// private key is consumed by [`Dh::agree`]). X25519 and the NIST curves
+/// on ring; MODP-2048 as a constant-time modular exponentiation on
+/// crypto-bigint with a 256-bit private exponent (twice the group's
+/// ~112-bit strength, RFC 3526 §8).
+pub struct Dh {
+    group: u16,
+    private: DhPrivate,
     public: Vec<u8>,
 }
 
-impl X25519 {
-    pub fn generate() -> Result<Self, IkeCryptoError> {
+enum DhPrivate {
+    Ring(agreement::EphemeralPrivateKey),
+    Modp(Zeroizing<[u8; 32]>),
+}
+
+/// The shared secret length of a group, and the length of its KE data.
+fn ke_len(group: u16) -> Option<usize> {
+    match group {
+        GROUP_X25519 => Some(32),
+        GROUP_ECP256 => Some(64),
+        GROUP_ECP384 => Some(96),
+        GROUP_MODP2048 => Some(256),
+        _ => None,
+    }
+}
+
+fn ring_alg(group: u16) -> Option<&'static agreement::Algorithm> {
+    match group {
+        GROUP_X25519 => Some(&agreement::X25519),
+        GROUP_ECP256 => Some(&agreement::ECDH_P256),
+        GROUP_ECP384 => Some(&agreement::ECDH_P384),
+        _ => None,
+    }
+}
+
+impl Dh {
+    /// Do we run this group?
+    pub fn supports(group: u16) -> bool {
+        ke_len(group).is_some()
+    }
+
+    pub fn generate(group: u16) -> Result<Self, IkeCryptoError> {
         let rng = rand::SystemRandom::new();
-        let private =
-            agreement::EphemeralPrivateKey::generate(&agreement::X25519, &rng).map_err(|_| IkeCryptoError::Random)?;
-        let public = private.compute_public_key().map_err(|_| IkeCryptoError::Random)?.as_ref().to_vec();
-        Ok(X25519 { private, public })
+        if let Some(alg) = ring_alg(group) {
+            let private = agreement::EphemeralPrivateKey::generate(alg, &rng).map_err(|_| IkeCryptoError::Random)?;
+            let point = private.compute_public_key().map_err(|_| IkeCryptoError::Random)?;
+            // RFC 5903 §7: the NIST curves' KE data is x | y, without the 0x04 of SEC1.
+            let public = match group {
+                GROUP_X25519 => point.as_ref().to_vec(),
+                _ => point.as_ref()[1..].to_vec(),
+            };
+            return Ok(Dh { group, private: DhPrivate::Ring(private), public });
+        }
+        if group != GROUP_MODP2048 {
+            return Err(IkeCryptoError::Group(group));
+        }
+        let mut x = Zeroizing::new([0u8; 32]);
+        rand::SecureRandom::fill(&rng, &mut x[..]).map_err(|_| IkeCryptoError::Random)?;
+        let public = modp_pow(&U2048::from_u8(2), &x).to_vec();
+        Ok(Dh { group, private: DhPrivate::Modp(x), public })
+    }
+
+    pub fn group(&self) -> u16 {
+        self.group
     }
 
     /// The KE payload's data.
@@ -185,12 +261,45 @@ impl X25519 {
         &self.public
     }
 
-    /// g^ir from the peer's KE data.
+    /// g^ir from the peer's KE data (checked: the right length, a point on
+    /// the curve, 1 < y < p - 1).
     pub fn agree(self, peer: &[u8]) -> Result<Zeroizing<Vec<u8>>, IkeCryptoError> {
-        let peer = agreement::UnparsedPublicKey::new(&agreement::X25519, peer);
-        agreement::agree_ephemeral(self.private, &peer, |s| Zeroizing::new(s.to_vec()))
-            .map_err(|_| IkeCryptoError::BadKe)
+        if Some(peer.len()) != ke_len(self.group) {
+            return Err(IkeCryptoError::BadKe);
+        }
+        match self.private {
+            DhPrivate::Ring(private) => {
+                let alg = ring_alg(self.group).ok_or(IkeCryptoError::BadKe)?;
+                let sec1;
+                let peer = if self.group == GROUP_X25519 {
+                    peer
+                } else {
+                    sec1 = [&[4u8][..], peer].concat();
+                    &sec1
+                };
+                let peer = agreement::UnparsedPublicKey::new(alg, peer);
+                agreement::agree_ephemeral(private, &peer, |s| Zeroizing::new(s.to_vec()))
+                    .map_err(|_| IkeCryptoError::BadKe)
+            }
+            DhPrivate::Modp(x) => {
+                let y = U2048::from_be_slice(peer);
+                let p_minus_1 = MODP2048_P.wrapping_sub(&U2048::ONE);
+                if y <= U2048::ONE || y >= p_minus_1 {
+                    return Err(IkeCryptoError::BadKe);
+                }
+                Ok(Zeroizing::new(modp_pow(&y, &x).to_vec()))
+            }
+        }
     }
+}
+
+/// `base ^ x mod p` (MODP-2048), big-endian with leading zeros to 256
+/// bytes (§2.14), in constant time.
+fn modp_pow(base: &U2048, x: &[u8; 32]) -> [u8; 256] {
+    use crypto_bigint::modular::runtime_mod::{DynResidue, DynResidueParams};
+    let params = DynResidueParams::new(&MODP2048_P);
+    let exp = U256::from_be_slice(x);
+    DynResidue::new(base, params).pow_bounded_exp(&exp, 256).retrieve().to_be_bytes()
 }
 
 fn gcm_key(key_salt: &[u8]) -> Result<(aead::LessSafeKey, [u8; 4]), IkeCryptoError> {

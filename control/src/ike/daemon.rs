@@ -33,12 +33,11 @@ use serde_json::json;
 
 use super::create_child::{self, Rekey};
 use super::crypto::{self, Inbound, Reassembled, Reassembly};
-use super::esp_suite::EspSuite;
 use super::ike_auth::{self, AuthConfig, AuthError, ChildSa};
 use super::ike_rekey;
 use super::informational::{self, PROTO_ESP, PROTO_IKE};
 use super::message::{exchange, Header, Message, Payload, TrafficSelector};
-use super::sa_init::{self, Established, Initiator, Response, SUITES};
+use super::sa_init::{self, Established, Initiator, Response};
 use crate::config::{ConnectionSpec, Start};
 use crate::events::EventBus;
 use crate::store::PolicyStore;
@@ -110,6 +109,8 @@ pub struct IkeSaView {
     pub nat: bool,
     pub children: Vec<String>,
     pub age_s: u64,
+    /// The IKE SA's algorithms (empty before IKE_SA_INIT is done).
+    pub proposal: String,
 }
 
 /// A child SA installed in the store.
@@ -384,6 +385,7 @@ impl Daemon {
                 local: s.local.to_string(),
                 remote: s.remote.to_string(),
                 nat: s.natt(),
+                proposal: s.est.as_ref().map(|e| e.suite.name()).unwrap_or_default(),
                 children: s
                     .children
                     .iter()
@@ -441,13 +443,7 @@ impl Daemon {
         self.last_try[conn] = Some(now);
         let c = &self.conns[conn];
         let (local, remote) = (SocketAddr::new(c.local, IKE_PORT), SocketAddr::new(c.remote, IKE_PORT));
-        // The IKE SA as strong as the first child suite: AES-256 with a 256-bit child.
-        let strong = matches!(
-            c.child.suites.first(),
-            Some(EspSuite::Aes256Gcm16 | EspSuite::Aes256Sha1 | EspSuite::Chacha20Poly1305)
-        );
-        let suite = if strong { SUITES[1] } else { SUITES[0] };
-        let Ok((init, request)) = Initiator::start(suite, local, remote) else { return };
+        let Ok((init, request)) = Initiator::start(&c.ike, local, remote) else { return };
         tracing::info!(target: "espgw::ike", conn = %c.name, peer = %remote, "initiating");
         let mut sa = IkeSa { spi_i: init.spi_i, next_id: 1, ..IkeSa::new(conn, true, local, remote, now) };
         let bytes = request.clone();
@@ -625,7 +621,8 @@ impl Daemon {
             return;
         }
         let cookies = self.cookies.as_ref().filter(|_| under_load);
-        match sa_init::respond(msg, d.local, d.remote, cookies, self.conns[conn].credential.certreq()) {
+        let c = &self.conns[conn];
+        match sa_init::respond(msg, d.local, d.remote, cookies, c.credential.certreq(), &c.ike) {
             Ok(Response::Cookie { message }) => {
                 self.counters.cookies_sent += 1;
                 self.send_to(d.local, d.remote, &message);
@@ -767,7 +764,7 @@ impl Daemon {
         let (allowed_i, allowed_r) = (vec![ts_of(&c.remote_ts[0])], vec![ts_of(&c.local_ts[0])]);
         let initiator = self.sas[i].initiator;
         let known = |spi: u32| live.contains(&spi);
-        match create_child::respond(est, initiator, msg, known, spi_in, &c.child, &allowed_i, &allowed_r, iv) {
+        match create_child::respond(est, initiator, msg, known, spi_in, &c.child, &c.ike, &allowed_i, &allowed_r, iv) {
             Ok((_, create_child::Answer::Rekeyed { old_spi_out, child, response })) => {
                 let (remote_ts, local_ts) = (child.tsi.clone(), child.tsr.clone());
                 self.install(control, i, &child, &local_ts, &remote_ts, est.nat.any(), false, now).ok()?;
@@ -862,6 +859,24 @@ impl Daemon {
                         self.send(i, &r);
                     }
                     None => self.remove_sa(control, i, "IKE_SA_INIT cookie unusable"),
+                }
+            }
+            Waiting::Init { init, request, cookies } if msg.datagram().and_then(sa_init::group_asked).is_some() => {
+                // §1.2: the responder wants another of the groups we offered.
+                let group = msg.datagram().and_then(sa_init::group_asked).unwrap_or_default();
+                match init.with_group(&request, group) {
+                    Some((init, r)) => {
+                        tracing::info!(target: "espgw::ike", conn = %c.name, group, "the peer asked for another group");
+                        let waiting = Waiting::Init { init, request: r.clone(), cookies };
+                        self.sas[i].pending =
+                            Some(Pending { message_id: 0, bytes: r.clone(), sent: now, tries: 0, waiting });
+                        self.send(i, &r);
+                    }
+                    None => {
+                        self.counters.no_proposal += 1;
+                        tracing::warn!(target: "espgw::ike", conn = %c.name, group, "the peer wants a group we did not offer");
+                        self.remove_sa(control, i, "IKE_SA_INIT refused");
+                    }
                 }
             }
             Waiting::Init { init, request, .. } => match init.complete(request, msg.datagram().unwrap_or_default()) {

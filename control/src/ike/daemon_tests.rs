@@ -288,7 +288,7 @@ fn an_ike_sa_init_flood_is_answered_with_cookies() {
         for port in 0..n {
             let from: std::net::SocketAddr = format!("{src}:{}", 10_000 + port).parse().unwrap();
             let me: std::net::SocketAddr = "198.51.100.1:500".parse().unwrap();
-            let (_, req) = super::sa_init::Initiator::start(super::sa_init::SUITES[0], from, me).unwrap();
+            let (_, req) = super::sa_init::Initiator::start(&super::sa_init::SUITES[..1], from, me).unwrap();
             b.queues.to_control.push(IkeDatagram::new(me, from, &req).unwrap()).unwrap();
         }
     };
@@ -452,4 +452,50 @@ fn two_daemons_with_certificates_fragment_ike_auth() {
     assert_eq!(a.daemon.counters.auth_failed + b.daemon.counters.auth_failed, 0);
     assert_eq!(spis(&a, "out"), spis(&b, "in"));
     crosswise(&a, &b);
+}
+
+/// B runs only MODP-2048: A's first KE (Curve25519) is answered
+/// INVALID_KE_PAYLOAD, A tries again with group 14, both end with it; a
+/// peer that runs nothing A offers gets NO_PROPOSAL_CHOSEN.
+#[test]
+fn the_responders_group_wins_after_one_round_trip() {
+    let a = side(config("192.0.2.1", "198.51.100.1", "10.0.1.0/24", "10.0.2.0/24", "secret", "start = \"start\""));
+    let b = side(config(
+        "198.51.100.1",
+        "192.0.2.1",
+        "10.0.2.0/24",
+        "10.0.1.0/24",
+        "secret",
+        "ike = \"aes128gcm16-prfsha256-modp2048\"",
+    ));
+    let (mut a, mut b) = (a, b);
+    let t0 = Instant::now();
+    rounds(&mut a, &mut b, t0);
+    let (la, lb) = (a.daemon.list(t0), b.daemon.list(t0));
+    assert_eq!((la.len(), lb.len()), (1, 1), "{la:?} {lb:?}");
+    assert_eq!((la[0].state, lb[0].state), ("established", "established"));
+    assert_eq!(la[0].proposal, "aes128gcm16-prfsha256-modp2048");
+    assert_eq!(lb[0].proposal, la[0].proposal);
+    assert_eq!(b.daemon.counters.no_proposal, 1, "the INVALID_KE_PAYLOAD answer");
+    crosswise(&a, &b);
+
+    let mut a = side(config(
+        "192.0.2.1",
+        "198.51.100.1",
+        "10.0.1.0/24",
+        "10.0.2.0/24",
+        "secret",
+        "start = \"start\"\nike = [\"aes256gcm16-prfsha256-ecp384\"]",
+    ));
+    let mut b = side(config(
+        "198.51.100.1",
+        "192.0.2.1",
+        "10.0.2.0/24",
+        "10.0.1.0/24",
+        "secret",
+        "ike = \"aes128gcm16-prfsha256-x25519-ecp256\"",
+    ));
+    rounds(&mut a, &mut b, t0);
+    assert!(a.daemon.list(t0).is_empty() && b.daemon.list(t0).is_empty());
+    assert_eq!((a.daemon.counters.no_proposal, b.daemon.counters.no_proposal), (1, 1));
 }

@@ -4,7 +4,6 @@
 //! and what the policy store calls them. One list: config, proposals and
 //! the installed SAs all come from [`EspSuite`].
 
-use super::crypto::GROUP_X25519;
 use super::message::{Attribute, Proposal, Transform, ATTR_KEY_LENGTH};
 use super::sa_init::transform;
 
@@ -111,16 +110,16 @@ impl EspSuite {
     }
 
     /// This suite as proposal `number` with our SPI; `esn` the ESN
-    /// transform's value, `pfs` Curve25519 for a rekey with PFS.
-    pub fn proposal(self, number: u8, spi: u32, esn: bool, pfs: bool) -> Proposal {
+    /// transform's value, `pfs` the Diffie-Hellman group of a rekey with PFS.
+    pub fn proposal(self, number: u8, spi: u32, esn: bool, pfs: Option<u16>) -> Proposal {
         let (id, bits) = self.encr();
         let attributes = bits.map(|b| vec![Attribute::Tv { kind: ATTR_KEY_LENGTH, value: b }]).unwrap_or_default();
         let mut transforms = vec![Transform { kind: transform::ENCR, id, attributes }];
         if let Some(i) = self.integ() {
             transforms.push(Transform { kind: transform::INTEG, id: i, attributes: vec![] });
         }
-        if pfs {
-            transforms.push(Transform { kind: transform::KE, id: GROUP_X25519, attributes: vec![] });
+        if let Some(group) = pfs {
+            transforms.push(Transform { kind: transform::KE, id: group, attributes: vec![] });
         }
         transforms.push(Transform { kind: ESN, id: u16::from(esn), attributes: vec![] });
         Proposal { number, protocol: PROTO_ESP, spi: spi.to_be_bytes().to_vec(), transforms }
@@ -142,7 +141,7 @@ impl EspSuite {
 }
 
 /// Our offer: one proposal per suite, numbered from 1.
-pub fn offer(suites: &[EspSuite], spi: u32, esn: bool, pfs: bool) -> Vec<Proposal> {
+pub fn offer(suites: &[EspSuite], spi: u32, esn: bool, pfs: Option<u16>) -> Vec<Proposal> {
     suites.iter().zip(1u8..).map(|(s, n)| s.proposal(n, spi, esn, pfs)).collect()
 }
 
@@ -187,20 +186,20 @@ mod tests {
         for (name, s) in EspSuite::ALL {
             assert_eq!(EspSuite::parse(name), Some(s));
             assert_eq!(s.name(), name);
-            let p = s.proposal(1, 0x1234, false, false);
+            let p = s.proposal(1, 0x1234, false, None);
             assert_eq!(accept(&[p], &[s], false).map(|a| (a.suite, a.spi, a.esn)), Some((s, 0x1234, false)));
         }
         assert_eq!(EspSuite::parse("des"), None);
         // The peer's order wins among what we run; a suite we do not run is skipped.
-        let peer = offer(&[EspSuite::Aes256Sha1, EspSuite::Chacha20Poly1305, EspSuite::Aes128Gcm16], 7, false, false);
+        let peer = offer(&[EspSuite::Aes256Sha1, EspSuite::Chacha20Poly1305, EspSuite::Aes128Gcm16], 7, false, None);
         let a = accept(&peer, &[EspSuite::Aes128Gcm16, EspSuite::Chacha20Poly1305], false).unwrap();
         assert_eq!((a.number, a.suite), (2, EspSuite::Chacha20Poly1305));
         // GCM with an integrity transform is not our GCM; CBC needs SHA1-96.
-        let mut odd = EspSuite::Aes128Gcm16.proposal(1, 7, false, false);
+        let mut odd = EspSuite::Aes128Gcm16.proposal(1, 7, false, None);
         odd.transforms.push(Transform { kind: transform::INTEG, id: 12, attributes: vec![] });
         assert_eq!(accept(&[odd], &[EspSuite::Aes128Gcm16], false), None);
         // ESN: chosen only when both want it; a peer insisting on it is refused without.
-        let esn_only = EspSuite::Aes128Gcm16.proposal(1, 7, true, false);
+        let esn_only = EspSuite::Aes128Gcm16.proposal(1, 7, true, None);
         assert_eq!(accept(std::slice::from_ref(&esn_only), &[EspSuite::Aes128Gcm16], true).map(|a| a.esn), Some(true));
         assert_eq!(accept(&[esn_only], &[EspSuite::Aes128Gcm16], false), None);
         assert_eq!(EspSuite::Aes256Sha1.keymat_len(), 52);

@@ -214,7 +214,7 @@ pub fn request(
     inner.extend(cfg.credential.certreq());
     inner.extend([
         auth,
-        Payload::Sa(esp_suite::offer(&cfg.child.suites, spi_in, cfg.child.esn, false)),
+        Payload::Sa(esp_suite::offer(&cfg.child.suites, spi_in, cfg.child.esn, None)),
         Payload::Ts { initiator: true, selectors: tsi.to_vec() },
         Payload::Ts { initiator: false, selectors: tsr.to_vec() },
     ]);
@@ -286,7 +286,7 @@ pub fn respond<'a>(
     let (i2r, r2i) = split_child_keys(&km, len).ok_or(AuthError::Invalid("key material"))?;
     let mut out = proof;
     out.extend([
-        Payload::Sa(vec![chosen.suite.proposal(chosen.number, spi_in, chosen.esn, false)]),
+        Payload::Sa(vec![chosen.suite.proposal(chosen.number, spi_in, chosen.esn, None)]),
         Payload::Ts { initiator: true, selectors: tsi.clone() },
         Payload::Ts { initiator: false, selectors: tsr.clone() },
     ]);

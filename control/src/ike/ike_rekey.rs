@@ -10,7 +10,7 @@
 use zeroize::Zeroizing;
 
 use super::create_child::{open_response, seal_request, RekeyError};
-use super::crypto::{encrypt_message, IkeKeys, Inbound, X25519};
+use super::crypto::{encrypt_message, Dh, IkeKeys, Inbound};
 use super::message::{proposals, Header, Payload};
 use super::sa_init::{choose, nonce, notify, random_spi, Established, Suite};
 
@@ -18,7 +18,7 @@ use super::sa_init::{choose, nonce, notify, random_spi, Established, Suite};
 pub struct IkeRekey {
     message_id: u32,
     suite: Suite,
-    dh: X25519,
+    dh: Dh,
     ni: Zeroizing<Vec<u8>>,
     spi: u64,
 }
@@ -49,7 +49,7 @@ pub fn request(
     message_id: u32,
     iv: [u8; 8],
 ) -> Result<(IkeRekey, Vec<u8>), RekeyError> {
-    let (spi, dh, ni) = (random_spi()?, X25519::generate()?, nonce()?);
+    let (spi, dh, ni) = (random_spi()?, Dh::generate(sa.suite.group)?, nonce()?);
     let payloads = vec![
         Payload::Sa(vec![sa.suite.proposal(spi.to_be_bytes().to_vec())]),
         Payload::Nonce(ni.to_vec()),
@@ -72,7 +72,9 @@ impl IkeRekey {
             Payload::Sa(props) => props.first().cloned(),
             _ => None,
         });
-        let Some(chosen) = chosen.filter(|p| choose(std::slice::from_ref(p)).map(|c| c.1) == Some(self.suite)) else {
+        let Some(chosen) =
+            chosen.filter(|p| choose(std::slice::from_ref(p), &[self.suite], None).map(|c| c.1) == Some(self.suite))
+        else {
             return Err(RekeyError::Invalid("the peer chose a suite we did not offer"));
         };
         let spi_r = <[u8; 8]>::try_from(chosen.spi.as_slice())
@@ -106,13 +108,15 @@ pub enum IkeRekeyAnswer {
 }
 
 /// Answer the peer's IKE SA rekey (`h` its header, `inner` its decrypted
-/// payloads; `send` our encryption key on the old SA).
+/// payloads; `send` our encryption key on the old SA; `ours` the suites
+/// the connection accepts).
 pub fn respond(
     sa: &Established,
     h: Header,
     response_flags: u8,
     inner: &[Payload],
     send: &[u8],
+    ours: &[Suite],
     iv: [u8; 8],
 ) -> Result<IkeRekeyAnswer, RekeyError> {
     let header = Header { flags: response_flags, ..h };
@@ -121,7 +125,13 @@ pub fn respond(
         Ok(IkeRekeyAnswer::Refused { notify: kind, response: encrypt_message(header, &n, send, iv)? })
     };
     let offered = proposals(inner);
-    let Some((number, suite)) = choose(&offered) else { return refuse(notify::NO_PROPOSAL_CHOSEN, vec![]) };
+    let ke_group = inner.iter().find_map(|p| match p {
+        Payload::Ke { group, .. } => Some(*group),
+        _ => None,
+    });
+    let Some((number, suite)) = choose(&offered, ours, ke_group) else {
+        return refuse(notify::NO_PROPOSAL_CHOSEN, vec![]);
+    };
     let Some(spi_i) = offered
         .iter()
         .find(|p| p.number == number && p.protocol == 1)
@@ -133,7 +143,7 @@ pub fn respond(
     let Some((ni, ke)) = nonce_and_ke(inner, suite.group) else {
         return refuse(notify::INVALID_KE_PAYLOAD, suite.group.to_be_bytes().to_vec());
     };
-    let (spi_r, dh, nr) = (random_spi()?, X25519::generate()?, nonce()?);
+    let (spi_r, dh, nr) = (random_spi()?, Dh::generate(suite.group)?, nonce()?);
     let public = dh.public().to_vec();
     let g_ir = dh.agree(&ke)?;
     let keys = IkeKeys::derive_rekey(&sa.keys.sk_d, &g_ir, &ni, &nr, spi_i, spi_r, suite.encr_len(), 0);

@@ -4,15 +4,21 @@
 //! INVALID_KE_PAYLOAD naming the group we want). Both sides end with the
 //! IKE SA's keys ([`IkeKeys`]); IKE_AUTH builds on them.
 //!
-//! Offered and accepted today: ENCR_AES_GCM_16 with a 128- or 256-bit key,
-//! PRF_HMAC_SHA2_256, group 31 (Curve25519).
+//! Offered and accepted: ENCR_AES_GCM_16 with a 128- or 256-bit key,
+//! PRF_HMAC_SHA2_256, and the Diffie-Hellman groups Curve25519 (31),
+//! ECP-256 (19), ECP-384 (20) and MODP-2048 (14); a connection narrows
+//! that list (`ike = [...]`). A responder that wants another group than
+//! our KE payload's answers INVALID_KE_PAYLOAD and we try again with it.
 
 use std::net::SocketAddr;
 
 use ring::{digest, rand::SecureRandom};
 use zeroize::Zeroizing;
 
-use super::crypto::{IkeCryptoError, IkeKeys, ENCR_AES_GCM_16, GROUP_X25519, PRF_HMAC_SHA2_256, X25519};
+use super::crypto::{
+    Dh, IkeCryptoError, IkeKeys, ENCR_AES_GCM_16, GROUPS, GROUP_ECP256, GROUP_ECP384, GROUP_MODP2048, GROUP_X25519,
+    PRF_HMAC_SHA2_256,
+};
 use super::message::{exchange, flags, Attribute, Header, Message, Payload, Proposal, Transform, ATTR_KEY_LENGTH};
 
 /// Transform types (§3.3.2).
@@ -109,6 +115,21 @@ pub fn cookie_asked(response: &[u8]) -> Option<Vec<u8>> {
     })
 }
 
+/// The group a responder asked for, if this IKE_SA_INIT response is an
+/// INVALID_KE_PAYLOAD (§1.2).
+pub fn group_asked(response: &[u8]) -> Option<u16> {
+    let m = Message::decode(response).ok()?;
+    if !m.header.is_response() || m.header.exchange != exchange::IKE_SA_INIT {
+        return None;
+    }
+    m.payloads.iter().find_map(|p| match p {
+        Payload::Notify { kind: notify::INVALID_KE_PAYLOAD, data, .. } => {
+            Some(u16::from_be_bytes(data.as_slice().try_into().ok()?))
+        }
+        _ => None,
+    })
+}
+
 /// Our IKE_SA_INIT request again with the responder's cookie as its first
 /// payload (§2.6); any cookie of an earlier try is replaced.
 pub fn with_cookie(request: &[u8], cookie: &[u8]) -> Option<Vec<u8>> {
@@ -153,34 +174,85 @@ impl Suite {
             ],
         }
     }
+
+    /// Its name, strongSwan's way: `aes128gcm16-prfsha256-x25519`.
+    pub fn name(&self) -> String {
+        let group = GROUPS.iter().find(|(_, g)| *g == self.group).map_or("?", |(n, _)| n);
+        format!("aes{}gcm16-prfsha256-{group}", self.encr_key * 8)
+    }
+
+    /// Suites from a proposal written strongSwan's way: one or more
+    /// encryption algorithms (`aes128gcm16`, `aes256gcm16`), the PRF
+    /// (`prfsha256`, the default), one or more groups (`x25519`,
+    /// `ecp256`, `ecp384`, `modp2048`), joined by `-`; every combination,
+    /// in the order written.
+    pub fn parse(text: &str) -> Result<Vec<Suite>, String> {
+        let (mut encrs, mut groups) = (Vec::new(), Vec::new());
+        for token in text.split('-') {
+            match token {
+                "aes128gcm16" | "aes128gcm" => encrs.push(16),
+                "aes256gcm16" | "aes256gcm" => encrs.push(32),
+                "prfsha256" => {}
+                t => match GROUPS.iter().find(|(n, _)| *n == t) {
+                    Some((_, g)) => groups.push(*g),
+                    None => {
+                        let groups = GROUPS.map(|(n, _)| n).join(", ");
+                        return Err(format!(
+                            "{t:?} in {text:?}: aes128gcm16, aes256gcm16, prfsha256, or a group ({groups})"
+                        ));
+                    }
+                },
+            }
+        }
+        if encrs.is_empty() || groups.is_empty() {
+            return Err(format!("{text:?}: an encryption algorithm and a Diffie-Hellman group at least"));
+        }
+        Ok(encrs
+            .iter()
+            .flat_map(|e| groups.iter().map(|g| Suite { encr_key: *e, prf: PRF_HMAC_SHA2_256, group: *g }))
+            .collect())
+    }
 }
 
-/// What we accept, in our order of preference.
-pub const SUITES: [Suite; 2] = [
-    Suite { encr_key: 16, prf: PRF_HMAC_SHA2_256, group: GROUP_X25519 },
-    Suite { encr_key: 32, prf: PRF_HMAC_SHA2_256, group: GROUP_X25519 },
-];
+/// Everything we run, in our order of preference (AES-128 before
+/// AES-256, Curve25519 first), for a connection that says nothing.
+pub const SUITES: [Suite; 8] = {
+    const fn s(encr_key: usize, group: u16) -> Suite {
+        Suite { encr_key, prf: PRF_HMAC_SHA2_256, group }
+    }
+    [
+        s(16, GROUP_X25519),
+        s(32, GROUP_X25519),
+        s(16, GROUP_ECP256),
+        s(32, GROUP_ECP256),
+        s(16, GROUP_ECP384),
+        s(32, GROUP_ECP384),
+        s(16, GROUP_MODP2048),
+        s(32, GROUP_MODP2048),
+    ]
+};
 
-/// The first offered IKE proposal we can run (§2.7: the responder picks one
-/// proposal and one transform of each type from it).
-pub fn choose(offered: &[Proposal]) -> Option<(u8, Suite)> {
+/// The first offered IKE proposal we can run with one of `ours` (§2.7: the
+/// responder picks one proposal and one transform of each type from it),
+/// with the group `ke_group` (the initiator's KE payload) when that
+/// proposal allows it, saving a round trip.
+pub fn choose(offered: &[Proposal], ours: &[Suite], ke_group: Option<u16>) -> Option<(u8, Suite)> {
     offered.iter().filter(|p| p.protocol == 1).find_map(|p| {
         let has = |kind: u8, id: u16| p.transforms.iter().any(|t| t.kind == kind && t.id == id);
         // Any integrity transform beside an AEAD makes the proposal unusable for us.
         if p.transforms.iter().any(|t| t.kind == transform::INTEG && t.id != 0) {
             return None;
         }
-        SUITES
-            .iter()
-            .find(|s| {
-                p.transforms.iter().any(|t| {
-                    t.kind == transform::ENCR
-                        && t.id == ENCR_AES_GCM_16
-                        && t.key_length() == Some((s.encr_key * 8) as u16)
-                }) && has(transform::PRF, s.prf)
-                    && has(transform::KE, s.group)
-            })
-            .map(|s| (p.number, *s))
+        let fits = |s: &&Suite| {
+            p.transforms.iter().any(|t| {
+                t.kind == transform::ENCR && t.id == ENCR_AES_GCM_16 && t.key_length() == Some((s.encr_key * 8) as u16)
+            }) && has(transform::PRF, s.prf)
+                && has(transform::KE, s.group)
+        };
+        let mut candidates = ours.iter().filter(fits);
+        let first = candidates.clone().next()?;
+        let best = candidates.find(|s| Some(s.group) == ke_group).unwrap_or(first);
+        Some((p.number, *best))
     })
 }
 
@@ -289,8 +361,9 @@ fn random(len: usize) -> Result<Vec<u8>, IkeCryptoError> {
 /// An initiator between its request and the response.
 pub struct Initiator {
     pub spi_i: u64,
-    suite: Suite,
-    dh: X25519,
+    /// What we offered, one proposal each, in our order.
+    offer: Vec<Suite>,
+    dh: Dh,
     ni: Zeroizing<Vec<u8>>,
     local: SocketAddr,
     remote: SocketAddr,
@@ -345,14 +418,18 @@ impl From<IkeCryptoError> for InitError {
 }
 
 impl Initiator {
-    /// Start: the IKE_SA_INIT request (message ID 0) from `local` to `remote`.
-    pub fn start(suite: Suite, local: SocketAddr, remote: SocketAddr) -> Result<(Initiator, Vec<u8>), InitError> {
+    /// Start: the IKE_SA_INIT request (message ID 0) from `local` to
+    /// `remote`, offering `offer` (one proposal each, ours first) with a
+    /// KE payload for the first one's group.
+    pub fn start(offer: &[Suite], local: SocketAddr, remote: SocketAddr) -> Result<(Initiator, Vec<u8>), InitError> {
+        let first = offer.first().ok_or(InitError::Invalid("nothing to offer"))?;
         let spi_i = random_spi()?;
-        let dh = X25519::generate()?;
+        let dh = Dh::generate(first.group)?;
         let ni = nonce()?;
+        let proposals = offer.iter().zip(1u8..).map(|(s, n)| Proposal { number: n, ..s.proposal(vec![]) }).collect();
         let mut payloads = vec![
-            Payload::Sa(vec![suite.proposal(vec![])]),
-            Payload::Ke { group: suite.group, data: dh.public().to_vec() },
+            Payload::Sa(proposals),
+            Payload::Ke { group: first.group, data: dh.public().to_vec() },
             Payload::Nonce(ni.to_vec()),
         ];
         payloads.extend(nat_notifies(spi_i, 0, local, remote));
@@ -366,7 +443,24 @@ impl Initiator {
             message_id: 0,
         };
         let request = Message { header, payloads }.encode();
-        Ok((Initiator { spi_i, suite, dh, ni, local, remote }, request))
+        Ok((Initiator { spi_i, offer: offer.to_vec(), dh, ni, local, remote }, request))
+    }
+
+    /// The responder asked for another group (INVALID_KE_PAYLOAD, §1.2):
+    /// our `request` again with a KE payload of that group, same SPI,
+    /// nonce and any cookie. `None` when we did not offer the group.
+    pub fn with_group(self, request: &[u8], group: u16) -> Option<(Initiator, Vec<u8>)> {
+        if group == self.dh.group() || !self.offer.iter().any(|s| s.group == group) {
+            return None;
+        }
+        let dh = Dh::generate(group).ok()?;
+        let mut m = Message::decode(request).ok()?;
+        for p in &mut m.payloads {
+            if let Payload::Ke { .. } = p {
+                *p = Payload::Ke { group, data: dh.public().to_vec() };
+            }
+        }
+        Some((Initiator { dh, ..self }, m.encode()))
     }
 
     /// The response: keys, or why not.
@@ -388,18 +482,20 @@ impl Initiator {
             _ => None,
         });
         let Some([one]) = chosen.map(Vec::as_slice) else { return Err(InitError::Invalid("one proposal expected")) };
-        if choose(std::slice::from_ref(one)) != Some((one.number, self.suite)) {
-            return Err(InitError::Invalid("the responder chose a suite we did not offer"));
-        }
-        let (ke, nr) = ke_and_nonce(&m).ok_or(InitError::Invalid("KE or nonce missing"))?;
+        // One of ours, exactly as offered, with the group of our KE (§2.7).
+        let suite = match choose(std::slice::from_ref(one), &self.offer, Some(self.dh.group())) {
+            Some((_, s)) if s.group == self.dh.group() && one.transforms.len() == 3 => s,
+            _ => return Err(InitError::Invalid("the responder chose a suite we did not offer")),
+        };
+        let (ke, nr) = ke_and_nonce(&m, suite.group).ok_or(InitError::Invalid("KE or nonce missing"))?;
         let g_ir = self.dh.agree(ke)?;
-        let keys = IkeKeys::derive(&self.ni, nr, &g_ir, self.spi_i, h.spi_r, self.suite.encr_len(), 0);
+        let keys = IkeKeys::derive(&self.ni, nr, &g_ir, self.spi_i, h.spi_r, suite.encr_len(), 0);
         let nat = nat_status(&m, h.spi_r, self.local, self.remote);
         let (peer_hashes, peer_fragments) = peer_capabilities(&m);
         Ok(Established {
             spi_i: self.spi_i,
             spi_r: h.spi_r,
-            suite: self.suite,
+            suite,
             keys,
             ni: self.ni,
             nr: Zeroizing::new(nr.to_vec()),
@@ -412,9 +508,9 @@ impl Initiator {
     }
 }
 
-fn ke_and_nonce(m: &Message) -> Option<(&[u8], &[u8])> {
+fn ke_and_nonce(m: &Message, group: u16) -> Option<(&[u8], &[u8])> {
     let ke = m.payloads.iter().find_map(|p| match p {
-        Payload::Ke { group: GROUP_X25519, data } => Some(data.as_slice()),
+        Payload::Ke { group: g, data } if *g == group => Some(data.as_slice()),
         _ => None,
     })?;
     let n = m.payloads.iter().find_map(|p| match p {
@@ -438,13 +534,15 @@ pub enum Response {
 /// Answer an IKE_SA_INIT request that arrived at `local` from `remote`.
 /// With `cookies` (the daemon is under load) a request must carry a valid
 /// cookie first, before any Diffie-Hellman is done. `certreq`: the
-/// connection's CERTREQ, when it authenticates with certificates.
+/// connection's CERTREQ, when it authenticates with certificates; `ours`
+/// the suites it accepts.
 pub fn respond(
     request: &[u8],
     local: SocketAddr,
     remote: SocketAddr,
     cookies: Option<&CookieJar>,
     certreq: Option<Payload>,
+    ours: &[Suite],
 ) -> Result<Response, InitError> {
     let m = Message::decode(request).map_err(|e| InitError::Crypto(e.into()))?;
     let h = m.header;
@@ -474,10 +572,14 @@ pub fn respond(
         Payload::Sa(props) => Some(props.as_slice()),
         _ => None,
     });
-    let Some((number, suite)) = offered.and_then(choose) else {
+    let ke_group = m.payloads.iter().find_map(|p| match p {
+        Payload::Ke { group, .. } => Some(*group),
+        _ => None,
+    });
+    let Some((number, suite)) = offered.and_then(|o| choose(o, ours, ke_group)) else {
         return refuse(notify::NO_PROPOSAL_CHOSEN, vec![]);
     };
-    let Some((ke, ni)) = ke_and_nonce(&m) else {
+    let Some((ke, ni)) = ke_and_nonce(&m, suite.group) else {
         // A KE for another group than the chosen one: ask for ours (§1.2).
         if m.payloads.iter().any(|p| matches!(p, Payload::Ke { .. })) {
             return refuse(notify::INVALID_KE_PAYLOAD, suite.group.to_be_bytes().to_vec());
@@ -485,7 +587,7 @@ pub fn respond(
         return refuse(notify::INVALID_SYNTAX, vec![]);
     };
     let spi_r = random_spi()?;
-    let dh = X25519::generate()?;
+    let dh = Dh::generate(suite.group)?;
     let public = dh.public().to_vec();
     let g_ir = dh.agree(ke)?;
     let nr = nonce()?;

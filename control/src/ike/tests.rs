@@ -237,12 +237,86 @@ mod crypto {
     /// X25519 with pyca/cryptography on the other side: both compute the same g^ir.
     #[test]
     fn x25519_agrees_with_an_independent_peer() {
-        let ours = X25519::generate().unwrap();
+        let ours = Dh::generate(GROUP_X25519).unwrap();
         let theirs = oracle(&["x25519", &hex::encode(ours.public())]);
         let peer = hex::decode(theirs["public"].as_str().unwrap()).unwrap();
         let shared = ours.agree(&peer).unwrap();
         assert_eq!(hex::encode(&*shared), theirs["shared"].as_str().unwrap());
-        assert_eq!(X25519::generate().unwrap().agree(&[0; 31]).err(), Some(IkeCryptoError::BadKe));
+        assert_eq!(Dh::generate(GROUP_X25519).unwrap().agree(&[0; 31]).err(), Some(IkeCryptoError::BadKe));
+    }
+
+    /// ECP-256/384 (RFC 5903: KE data x | y, g^ir the x coordinate) and
+    /// MODP-2048 (RFC 3526, values of the prime's length) against
+    /// pyca/cryptography; values off the curve or outside 1 < y < p - 1
+    /// are refused.
+    #[test]
+    fn ecp_and_modp_agree_with_an_independent_peer() {
+        use super::super::crypto::{GROUP_ECP256, GROUP_ECP384, GROUP_MODP2048};
+        for (group, len) in [(GROUP_ECP256, 64), (GROUP_ECP384, 96), (GROUP_MODP2048, 256)] {
+            let ours = Dh::generate(group).unwrap();
+            assert_eq!(ours.public().len(), len, "group {group}");
+            let theirs = match group {
+                GROUP_MODP2048 => oracle(&["modp2048", &hex::encode(ours.public())]),
+                g => oracle(&["ecp", &g.to_string(), &hex::encode(ours.public())]),
+            };
+            let peer = hex::decode(theirs["public"].as_str().unwrap()).unwrap();
+            let shared = ours.agree(&peer).unwrap();
+            assert_eq!(hex::encode(&*shared), theirs["shared"].as_str().unwrap(), "group {group}");
+            // Forged values.
+            let bad = |v: Vec<u8>| Dh::generate(group).unwrap().agree(&v).err();
+            assert_eq!(bad(vec![0; len - 1]), Some(IkeCryptoError::BadKe), "short, group {group}");
+            if group != GROUP_MODP2048 {
+                assert_eq!(bad(vec![0x11; len]), Some(IkeCryptoError::BadKe), "not on the curve, group {group}");
+            }
+        }
+        let one = [&[0u8; 255][..], &[1]].concat();
+        assert_eq!(Dh::generate(GROUP_MODP2048).unwrap().agree(&one).err(), Some(IkeCryptoError::BadKe), "y = 1");
+        assert_eq!(
+            Dh::generate(GROUP_MODP2048).unwrap().agree(&[0xff; 256]).err(),
+            Some(IkeCryptoError::BadKe),
+            "y > p"
+        );
+        assert!(Dh::generate(5).is_err(), "MODP-1536 is not run");
+    }
+
+    /// Our IKE fragments (RFC 7383) opened by pyca/cryptography give back
+    /// the message's inner payloads; ours put back together give the same.
+    #[test]
+    fn fragments_are_the_rfcs() {
+        use super::super::crypto::{fragment, Reassembly};
+        let key = [0x42u8; 20];
+        let inner = vec![Payload::VendorId(vec![0x61; 1500]), Payload::Nonce(vec![0x62; 64])];
+        let h = Header { spi_i: 1, spi_r: 2, minor: 0, exchange: 35, flags: 0x08, message_id: 1 };
+        let whole = encrypt_message(h, &inner, &key, [1; 8]).unwrap();
+        let mut n = 10u64;
+        let frags = fragment(&whole, &key, 600, || {
+            n += 1;
+            n.to_be_bytes()
+        })
+        .unwrap();
+        assert_eq!(frags.len(), 3);
+        assert!(frags.iter().all(|f| f.len() <= 600));
+        let mut args = vec!["frag".to_string(), hex::encode(key)];
+        args.extend(frags.iter().map(hex::encode));
+        let theirs = oracle(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        let mut chain = Vec::new();
+        super::super::message::encode_chain(&inner, &mut chain);
+        assert_eq!((theirs["first"].as_u64(), theirs["total"].as_u64()), (Some(43), Some(3)));
+        assert_eq!(theirs["chain"].as_str().unwrap(), hex::encode(&chain));
+        // Ours, out of order, with a duplicate and a forged fragment.
+        let mut slot = None;
+        let mut forged = frags[1].clone();
+        *forged.last_mut().unwrap() ^= 1;
+        assert!(Reassembly::add(&mut slot, &forged, &key).is_err(), "integrity checked per fragment");
+        assert!(Reassembly::add(&mut slot, &frags[2], &key).unwrap().is_none());
+        assert!(Reassembly::add(&mut slot, &frags[2], &key).unwrap().is_none());
+        assert!(Reassembly::add(&mut slot, &frags[0], &key).unwrap().is_none());
+        let done = Reassembly::add(&mut slot, &frags[1], &key).unwrap().expect("complete");
+        let (hdr, got) = super::super::crypto::Inbound::Reassembled(&done).open(&key).unwrap();
+        assert_eq!((hdr.message_id, got), (1, inner));
+        assert!(slot.is_none());
+        // A small message goes whole.
+        assert_eq!(fragment(&whole, &key, 4000, || [0; 8]).unwrap(), vec![whole]);
     }
 
     /// The Encrypted payload (RFC 5282 AES-GCM) both ways with
@@ -324,8 +398,8 @@ mod sa_init {
     fn cookies_under_load() {
         let (me, peer) = (addr("198.51.100.1:500"), addr("192.0.2.1:500"));
         let mut jar = CookieJar::new().unwrap();
-        let (i, req) = Initiator::start(SUITES[0], peer, me).unwrap();
-        let Response::Cookie { message } = respond(&req, me, peer, Some(&jar), None).unwrap() else {
+        let (i, req) = Initiator::start(&SUITES[..1], peer, me).unwrap();
+        let Response::Cookie { message } = respond(&req, me, peer, Some(&jar), None, &SUITES).unwrap() else {
             panic!("no cookie")
         };
         let cookie = cookie_asked(&message).expect("a COOKIE notify");
@@ -335,27 +409,27 @@ mod sa_init {
         assert!(matches!(Message::decode(&retry).unwrap().payloads[0], Payload::Notify { kind: notify::COOKIE, .. }));
         // The same cookie from another address, or on a request with another SPI, is asked for again.
         assert!(matches!(
-            respond(&retry, me, addr("192.0.2.9:500"), Some(&jar), None).unwrap(),
+            respond(&retry, me, addr("192.0.2.9:500"), Some(&jar), None, &SUITES).unwrap(),
             Response::Cookie { .. }
         ));
-        let (_, other) = Initiator::start(SUITES[0], peer, me).unwrap();
+        let (_, other) = Initiator::start(&SUITES[..1], peer, me).unwrap();
         let stolen = with_cookie(&other, &cookie).unwrap();
-        assert!(matches!(respond(&stolen, me, peer, Some(&jar), None).unwrap(), Response::Cookie { .. }));
+        assert!(matches!(respond(&stolen, me, peer, Some(&jar), None, &SUITES).unwrap(), Response::Cookie { .. }));
         let mut forged = cookie.clone();
         *forged.last_mut().unwrap() ^= 1;
         let forged = with_cookie(&req, &forged).unwrap();
-        assert!(matches!(respond(&forged, me, peer, Some(&jar), None).unwrap(), Response::Cookie { .. }));
+        assert!(matches!(respond(&forged, me, peer, Some(&jar), None, &SUITES).unwrap(), Response::Cookie { .. }));
         // One rotation later the cookie is still good; the retry completes the exchange.
         jar.rotate().unwrap();
-        let (resp, r) = accept(respond(&retry, me, peer, Some(&jar), None).unwrap());
+        let (resp, r) = accept(respond(&retry, me, peer, Some(&jar), None, &SUITES).unwrap());
         assert_eq!(r.request, retry, "IKE_AUTH signs the request that was answered");
         let l = i.complete(retry.clone(), &resp).unwrap();
         assert_eq!(l.keys.sk_d, r.keys.sk_d);
         // Two rotations: gone.
         jar.rotate().unwrap();
-        assert!(matches!(respond(&retry, me, peer, Some(&jar), None).unwrap(), Response::Cookie { .. }));
+        assert!(matches!(respond(&retry, me, peer, Some(&jar), None, &SUITES).unwrap(), Response::Cookie { .. }));
         // Not under load: a cookie is simply ignored.
-        assert!(matches!(respond(&retry, me, peer, None, None).unwrap(), Response::Accept { .. }));
+        assert!(matches!(respond(&retry, me, peer, None, None, &SUITES).unwrap(), Response::Accept { .. }));
         assert_eq!(cookie_asked(&resp), None);
     }
 
@@ -364,8 +438,9 @@ mod sa_init {
     #[test]
     fn both_roles_derive_the_same_keys_and_detect_nat() {
         for suite in SUITES {
-            let (i, req) = Initiator::start(suite, addr("192.0.2.1:500"), addr("198.51.100.1:500")).unwrap();
-            let (resp, r) = accept(respond(&req, addr("198.51.100.1:500"), addr("192.0.2.1:500"), None, None).unwrap());
+            let (i, req) = Initiator::start(&[suite], addr("192.0.2.1:500"), addr("198.51.100.1:500")).unwrap();
+            let (resp, r) =
+                accept(respond(&req, addr("198.51.100.1:500"), addr("192.0.2.1:500"), None, None, &SUITES).unwrap());
             let l = i.complete(req, &resp).unwrap();
             assert_eq!((l.spi_i, l.spi_r, l.suite), (r.spi_i, r.spi_r, suite));
             for (a, b) in [(&l.keys.sk_d, &r.keys.sk_d), (&l.keys.sk_ei, &r.keys.sk_ei), (&l.keys.sk_er, &r.keys.sk_er)]
@@ -379,12 +454,54 @@ mod sa_init {
         }
         // The initiator at 10.0.0.5:500 behind a NAT that shows it as 203.0.113.9:31000.
         let suite = SUITES[0];
-        let (i, req) = Initiator::start(suite, addr("10.0.0.5:500"), addr("198.51.100.1:500")).unwrap();
-        let (resp, r) = accept(respond(&req, addr("198.51.100.1:500"), addr("203.0.113.9:31000"), None, None).unwrap());
+        let (i, req) = Initiator::start(&[suite], addr("10.0.0.5:500"), addr("198.51.100.1:500")).unwrap();
+        let (resp, r) =
+            accept(respond(&req, addr("198.51.100.1:500"), addr("203.0.113.9:31000"), None, None, &SUITES).unwrap());
         assert_eq!(r.nat, NatStatus { local: false, remote: true }, "the responder sees the initiator behind a NAT");
         let l = i.complete(req, &resp).unwrap();
         assert_eq!(l.nat, NatStatus { local: true, remote: false }, "the initiator learns it is behind one");
         assert!(l.nat.any() && r.nat.any());
+    }
+
+    /// A responder that wants another of the offered groups says
+    /// INVALID_KE_PAYLOAD naming it; the initiator's second request (same
+    /// SPI and nonce, the new KE) gets it; a group not offered is not tried.
+    #[test]
+    fn the_initiator_retries_with_the_group_the_responder_wants() {
+        use super::super::crypto::{GROUP_ECP384, GROUP_MODP2048};
+        let (me, peer) = (addr("198.51.100.1:500"), addr("192.0.2.1:500"));
+        let offer = Suite::parse("aes128gcm16-prfsha256-x25519-ecp384").unwrap();
+        assert_eq!(
+            offer.iter().map(|s| s.name()).collect::<Vec<_>>(),
+            ["aes128gcm16-prfsha256-x25519", "aes128gcm16-prfsha256-ecp384"]
+        );
+        let only_ecp384 = Suite::parse("aes128gcm16-ecp384").unwrap();
+        let (i, req) = Initiator::start(&offer, peer, me).unwrap();
+        let Response::Refuse { message, notify } = respond(&req, me, peer, None, None, &only_ecp384).unwrap() else {
+            panic!("accepted a KE of the wrong group")
+        };
+        assert_eq!(
+            (notify, group_asked(&message)),
+            (super::super::sa_init::notify::INVALID_KE_PAYLOAD, Some(GROUP_ECP384))
+        );
+        let spi_i = i.spi_i;
+        let (i, retry) = i.with_group(&req, GROUP_ECP384).expect("offered");
+        let (a, b) = (Message::decode(&req).unwrap(), Message::decode(&retry).unwrap());
+        assert_eq!((b.header.spi_i, b.payloads.len()), (spi_i, a.payloads.len()), "same SPI, same payloads");
+        assert!(b.payloads.iter().any(|p| matches!(p, Payload::Ke { group: GROUP_ECP384, data } if data.len() == 96)));
+        let (resp, r) = accept(respond(&retry, me, peer, None, None, &only_ecp384).unwrap());
+        let l = i.complete(retry, &resp).unwrap();
+        assert_eq!((l.suite.group, r.suite.group), (GROUP_ECP384, GROUP_ECP384));
+        assert_eq!(l.keys.sk_d, r.keys.sk_d);
+        // A group we did not offer is not tried.
+        let (i, req) = Initiator::start(&offer, peer, me).unwrap();
+        assert!(i.with_group(&req, GROUP_MODP2048).is_none());
+        // The responder takes the initiator's KE group when the proposal allows it.
+        let (_, req) = Initiator::start(&Suite::parse("aes256gcm16-modp2048-x25519").unwrap(), peer, me).unwrap();
+        let (_, r) = accept(respond(&req, me, peer, None, None, &SUITES).unwrap());
+        assert_eq!((r.suite.group, r.suite.encr_key), (GROUP_MODP2048, 32), "no round trip: the KE's group");
+        assert!(Suite::parse("aes128gcm16-prfsha384-x25519").unwrap_err().contains("prfsha384"));
+        assert!(Suite::parse("aes128gcm16").unwrap_err().contains("group"));
     }
 
     /// The hash of §2.23, against Python's hashlib.
@@ -406,7 +523,7 @@ mod sa_init {
     #[test]
     fn refusals_are_the_rfcs() {
         let suite = SUITES[0];
-        let (_, req) = Initiator::start(suite, addr("192.0.2.1:500"), addr("198.51.100.1:500")).unwrap();
+        let (_, req) = Initiator::start(&[suite], addr("192.0.2.1:500"), addr("198.51.100.1:500")).unwrap();
         let mut m = Message::decode(&req).unwrap();
         // AES-CBC + HMAC only: no proposal chosen.
         m.payloads[0] = Payload::Sa(vec![Proposal {
@@ -421,7 +538,7 @@ mod sa_init {
             ],
         }]);
         let Response::Refuse { message, notify } =
-            respond(&m.encode(), addr("198.51.100.1:500"), addr("192.0.2.1:500"), None, None).unwrap()
+            respond(&m.encode(), addr("198.51.100.1:500"), addr("192.0.2.1:500"), None, None, &SUITES).unwrap()
         else {
             panic!("accepted")
         };
@@ -432,7 +549,7 @@ mod sa_init {
         let mut m = Message::decode(&req).unwrap();
         m.payloads[1] = Payload::Ke { group: 14, data: vec![1; 256] };
         let Response::Refuse { message, notify } =
-            respond(&m.encode(), addr("198.51.100.1:500"), addr("192.0.2.1:500"), None, None).unwrap()
+            respond(&m.encode(), addr("198.51.100.1:500"), addr("192.0.2.1:500"), None, None, &SUITES).unwrap()
         else {
             panic!("accepted")
         };
@@ -441,12 +558,13 @@ mod sa_init {
             matches!(&Message::decode(&message).unwrap().payloads[0], Payload::Notify { data, .. } if data == &[0, 31])
         );
         // The initiator reports the refusal; a response for another SPI is refused.
-        let (i, req) = Initiator::start(suite, addr("192.0.2.1:500"), addr("198.51.100.1:500")).unwrap();
-        let (resp, _) = accept(respond(&req, addr("198.51.100.1:500"), addr("192.0.2.1:500"), None, None).unwrap());
+        let (i, req) = Initiator::start(&[suite], addr("192.0.2.1:500"), addr("198.51.100.1:500")).unwrap();
+        let (resp, _) =
+            accept(respond(&req, addr("198.51.100.1:500"), addr("192.0.2.1:500"), None, None, &SUITES).unwrap());
         let mut other = Message::decode(&resp).unwrap();
         other.header.spi_i ^= 1;
         assert!(matches!(i.complete(req.clone(), &other.encode()), Err(InitError::Invalid(_))));
-        let (i, req) = Initiator::start(suite, addr("192.0.2.1:500"), addr("198.51.100.1:500")).unwrap();
+        let (i, req) = Initiator::start(&[suite], addr("192.0.2.1:500"), addr("198.51.100.1:500")).unwrap();
         let mut refusal = Message::decode(&req).unwrap();
         refusal.header.flags = flags::RESPONSE;
         refusal.payloads = vec![Payload::Notify { protocol: 0, spi: vec![], kind: 14, data: vec![] }];
@@ -491,9 +609,9 @@ mod auth {
         assert_eq!(hex::encode(&*ours), String::from_utf8_lossy(&py.stdout).trim());
 
         let a = |s: &str| s.parse().unwrap();
-        let (i, req) = Initiator::start(SUITES[0], a("192.0.2.1:500"), a("198.51.100.1:500")).unwrap();
+        let (i, req) = Initiator::start(&SUITES[..1], a("192.0.2.1:500"), a("198.51.100.1:500")).unwrap();
         let Response::Accept { message, sa: r } =
-            respond(&req, a("198.51.100.1:500"), a("192.0.2.1:500"), None, None).unwrap()
+            respond(&req, a("198.51.100.1:500"), a("192.0.2.1:500"), None, None, &SUITES).unwrap()
         else {
             panic!()
         };
@@ -569,9 +687,9 @@ mod ike_auth {
 
     fn sa_pair() -> (Established, Established) {
         let a = |s: &str| s.parse().unwrap();
-        let (i, req) = Initiator::start(SUITES[0], a("192.0.2.1:500"), a("198.51.100.1:500")).unwrap();
+        let (i, req) = Initiator::start(&SUITES[..1], a("192.0.2.1:500"), a("198.51.100.1:500")).unwrap();
         let Response::Accept { message, sa } =
-            sa_init::respond(&req, a("198.51.100.1:500"), a("192.0.2.1:500"), None, None).unwrap()
+            sa_init::respond(&req, a("198.51.100.1:500"), a("192.0.2.1:500"), None, None, &SUITES).unwrap()
         else {
             panic!("refused")
         };
@@ -700,9 +818,9 @@ mod informational {
 
     fn pair() -> (Established, Established) {
         let a = |s: &str| s.parse().unwrap();
-        let (i, req) = Initiator::start(SUITES[0], a("192.0.2.1:500"), a("198.51.100.1:500")).unwrap();
+        let (i, req) = Initiator::start(&SUITES[..1], a("192.0.2.1:500"), a("198.51.100.1:500")).unwrap();
         let Response::Accept { message, sa } =
-            sa_init::respond(&req, a("198.51.100.1:500"), a("192.0.2.1:500"), None, None).unwrap()
+            sa_init::respond(&req, a("198.51.100.1:500"), a("192.0.2.1:500"), None, None, &SUITES).unwrap()
         else {
             panic!()
         };

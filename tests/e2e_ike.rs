@@ -620,3 +620,65 @@ fn certificates_authenticate_both_ways_in_fragments() {
     assert!(ike["reassembled"].as_u64().unwrap() >= 2, "and charon's: {ctx}");
     assert!(!run.stdout.contains("PRIVATE KEY") && !run.stderr.contains("PRIVATE KEY"));
 }
+
+/// The IKE SA's Diffie-Hellman groups with strongSwan: charon initiates
+/// with ECP-256, ECP-384, MODP-2048 and Curve25519 in turn (espgw takes whichever the
+/// peer's KE carries); then espgw initiates with Curve25519 first to a
+/// charon that runs only ECP-384, is told INVALID_KE_PAYLOAD, and tries
+/// again with ECP-384. Each time pings cross the tunnel.
+#[test]
+fn ike_groups_interoperate_with_strongswan() {
+    let _heavy = heavy_test_lock();
+    let lab = Lab::new("g");
+    let s = Scratch::new();
+    let (gw, report) =
+        lab.espgw(&s, "shared secret", "ike = \"aes128gcm16-aes256gcm16-prfsha256-x25519-ecp256-ecp384-modp2048\"");
+    wait_ready(&s);
+    let mut results = Vec::new();
+    let aes256 = "aes256gcm16-prfsha256";
+    for (group, strongswan) in
+        [("ecp256", "ECP_256"), ("ecp384", "ECP_384"), ("modp2048", "MODP_2048"), ("x25519", "CURVE_25519")]
+    {
+        let proposals = format!("proposals = {aes256}-{group}");
+        let charon =
+            lab.charon_edited("shared secret", "", "", &[("proposals = aes128gcm16-prfsha256-x25519", &proposals)]);
+        let (ok, out) = charon.swanctl(&["--initiate", "--child", "net", "--timeout", "10"]);
+        let ping = lab.traffic(&lab.host, &["ping", "10.0.1.2", "10.0.2.1", "3", "50"]);
+        let (_, list) = espgwctl(&s, &["--json", "ike", "list"]);
+        let _ = charon.swanctl(&["--terminate", "--ike", "espgw", "--timeout", "5"]);
+        results.push((group, strongswan, ok, ping, list, format!("{out}\n{}", charon.log_text())));
+    }
+    // espgw initiates: Curve25519 first, charon wants ECP-384.
+    let charon = lab.charon_edited(
+        "shared secret",
+        "",
+        "",
+        &[("proposals = aes128gcm16-prfsha256-x25519", &format!("proposals = {aes256}-ecp384"))],
+    );
+    let (ok, out) = espgwctl(&s, &["ike", "initiate", "east"]);
+    assert!(ok, "{out}");
+    let up = lab.wait_for_tunnel(Duration::from_secs(20));
+    let (_, list) = espgwctl(&s, &["--json", "ike", "list"]);
+    let log = charon.log_text();
+    drop(charon);
+    let run = stop(gw, &report);
+    run.assert_ok();
+    for (group, strongswan, ok, ping, list, log) in results {
+        assert!(ok, "{group}: no tunnel\n{log}");
+        assert!(
+            log.contains(&format!("selected proposal: IKE:AES_GCM_16_256/PRF_HMAC_SHA2_256/{strongswan}")),
+            "{log}"
+        );
+        let ping = ping.unwrap_or_else(|e| panic!("{group}: {e}"));
+        assert!(ping["received"].as_u64().unwrap() >= 2, "{group}: {ping}\n{log}");
+        assert!(list.contains(&format!("\"aes256gcm16-prfsha256-{group}\"")), "{group}: {list}");
+    }
+    assert!(up, "espgw's initiate with a group retry\n{log}");
+    assert!(log.contains("INVALID_KE_PAYLOAD") || log.contains("N(INVAL_KE)"), "charon asked for its group\n{log}");
+    assert!(
+        list.contains("\"aes128gcm16-prfsha256-ecp384\"") || list.contains("\"aes256gcm16-prfsha256-ecp384\""),
+        "{list}"
+    );
+    let ike = &run.report()["ike"];
+    assert!(ike["established"].as_u64().unwrap() >= 5, "{ike}");
+}

@@ -589,7 +589,8 @@ fn certificates_authenticate_both_ways_in_fragments() {
     let creds =
         [("x509", "east.crt", east.cert.as_str()), ("x509ca", "ca.crt", &ca.pem), ("pkcs8", "east.key", &east.key)];
     let charon = lab.charon_with_creds("unused", "", "", &edits, &creds);
-    let (gw, report) = lab.espgw_auth(&s, "cert = \"west.crt\"\nkey = \"west.key\"\nca = \"ca.crt\"", "");
+    let (gw, report) =
+        lab.espgw_auth(&s, "cert = \"west.crt\"\nkey = \"west.key\"\nca = \"ca.crt\"", "wireshark_keys = \"keys\"");
     wait_ready(&s);
     let ctx = || format!("\n--- charon ---\n{}", charon.log_text());
 
@@ -619,6 +620,19 @@ fn certificates_authenticate_both_ways_in_fragments() {
     assert!(ike["fragments_sent"].as_u64().unwrap() >= 4, "our IKE_AUTH both times in fragments: {ctx}");
     assert!(ike["reassembled"].as_u64().unwrap() >= 2, "and charon's: {ctx}");
     assert!(!run.stdout.contains("PRIVATE KEY") && !run.stderr.contains("PRIVATE KEY"));
+    // The debug export holds the keys charon logged (two child SAs, both directions).
+    let esp_sa = std::fs::read_to_string(s.path("keys/esp_sa")).unwrap_or_default();
+    let log = charon.log_text();
+    let theirs: Vec<Vec<u8>> = ["encryption initiator key", "encryption responder key"]
+        .iter()
+        .flat_map(|w| common::strongswan::logged_keys(&log, w))
+        .collect();
+    assert_eq!(theirs.len(), 4, "{log}");
+    for k in theirs {
+        let hex: String = k.iter().map(|b| format!("{b:02x}")).collect();
+        assert!(esp_sa.contains(&format!("\"0x{hex}\"")), "{hex} not in esp_sa:\n{esp_sa}");
+    }
+    assert!(run.stderr.contains("wireshark_keys") || run.stdout.contains("wireshark_keys"), "the warning");
 }
 
 /// The IKE SA's Diffie-Hellman groups with strongSwan: charon initiates

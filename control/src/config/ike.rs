@@ -25,6 +25,8 @@
 //! ike_rekey_seconds = 14400      # IKE SA rekey (children kept); 0 = never
 //! pfs = false                    # child rekeys with a fresh Curve25519 exchange
 //! dpd_seconds = 30               # liveness check after this much silence; 0 = off
+//! # wireshark_keys = "keys"      # DEBUG: append the negotiated keys to keys/esp_sa and
+//!                                #   keys/ikev2_decryption_table (Wireshark's formats)
 //! ```
 
 use std::net::IpAddr;
@@ -72,6 +74,9 @@ pub struct ConnectionSpec {
     pub rekey_seconds: u64,
     pub ike_rekey_seconds: u64,
     pub dpd_seconds: u64,
+    /// Debug: the folder the negotiated keys are exported to (Wireshark's
+    /// formats), relative to the config; off when `None`.
+    pub wireshark_keys: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for ConnectionSpec {
@@ -111,6 +116,7 @@ pub(super) struct RawConnection {
     ike_rekey_seconds: Option<Spanned<i64>>,
     dpd_seconds: Option<Spanned<i64>>,
     pfs: Option<Spanned<bool>>,
+    wireshark_keys: Option<Spanned<String>>,
 }
 
 /// An identity as written: an IP address (ID_IPV4_ADDR / ID_IPV6_ADDR), a
@@ -321,6 +327,10 @@ pub(super) fn validate(
             rekey_seconds,
             ike_rekey_seconds,
             dpd_seconds,
+            wireshark_keys: r
+                .wireshark_keys
+                .as_ref()
+                .map(|p| loc.file.parent().unwrap_or(Path::new(".")).join(p.get_ref())),
             child: ChildPolicy {
                 suites,
                 esn: r.esn.as_ref().is_some_and(|b| *b.get_ref()),

@@ -126,6 +126,7 @@ pub const KEYS: &[Key] = &[
     Key { section: "connection", key: "remote", ty: "IP address", default: "required", meaning: "The peer's address (same family as local)." },
     Key { section: "connection", key: "local_id", ty: "IP address, FQDN or user@FQDN", default: "local", meaning: "Our IKE identity (ID_IPV4_ADDR/ID_IPV6_ADDR, ID_FQDN, ID_RFC822_ADDR)." },
     Key { section: "connection", key: "remote_id", ty: "IP address, FQDN or user@FQDN", default: "remote", meaning: "The identity the peer must prove; any other is refused with AUTHENTICATION_FAILED." },
+    Key { section: "connection", key: "wireshark_keys", ty: "path", default: "off", meaning: "DEBUG ONLY: append every negotiated key to this folder (relative to the config's folder) in Wireshark's formats: esp_sa (ESP SAs) and ikev2_decryption_table (IKE SAs), so a capture can be decrypted. The folder is made 0700, the files 0600; espgw warns at startup while it is on." },
     Key { section: "connection", key: "psk", ty: "string", default: "required unless psk_file or cert", meaning: "The pre-shared key. Never printed." },
     Key { section: "connection", key: "psk_file", ty: "path", default: "-", meaning: "Read the pre-shared key from this file (relative to the config's folder; a trailing newline is dropped)." },
     Key { section: "connection", key: "cert", ty: "path", default: "-", meaning: "Authenticate with this X.509 certificate instead of a PSK (PEM, then any intermediates; relative to the config's folder). local_id must be one of its subjectAltNames and defaults to the first." },

@@ -36,6 +36,7 @@ use super::crypto::{self, Inbound, Reassembled, Reassembly};
 use super::ike_auth::{self, AuthConfig, AuthError, ChildSa};
 use super::ike_rekey;
 use super::informational::{self, PROTO_ESP, PROTO_IKE};
+use super::key_log;
 use super::message::{exchange, Header, Message, Payload, TrafficSelector};
 use super::sa_init::{self, Established, Initiator, Response};
 use crate::config::{ConnectionSpec, Start};
@@ -324,6 +325,10 @@ impl Daemon {
         let mut seed = [0u8; 4];
         let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut seed);
         let n = conns.len();
+        for c in conns.iter().filter(|c| c.wireshark_keys.is_some()) {
+            let dir = c.wireshark_keys.as_deref().map(|d| d.display().to_string()).unwrap_or_default();
+            tracing::warn!(target: "espgw::ike", conn = %c.name, %dir, "DEBUG: negotiated keys are written to disk (wireshark_keys)");
+        }
         Daemon {
             conns,
             sas: Vec::new(),
@@ -628,6 +633,7 @@ impl Daemon {
                 self.send_to(d.local, d.remote, &message);
             }
             Ok(Response::Accept { message, sa }) => {
+                self.log_keys(conn, "ikev2_decryption_table", &key_log::ike_row(&sa));
                 let s = IkeSa {
                     spi_i: sa.spi_i,
                     spi_r: sa.spi_r,
@@ -881,6 +887,7 @@ impl Daemon {
             }
             Waiting::Init { init, request, .. } => match init.complete(request, msg.datagram().unwrap_or_default()) {
                 Ok(est) => {
+                    self.log_keys(self.sas[i].conn, "ikev2_decryption_table", &key_log::ike_row(&est));
                     let s = &mut self.sas[i];
                     s.spi_r = est.spi_r;
                     if est.nat.any() {
@@ -1046,6 +1053,7 @@ impl Daemon {
         let (Some(lp), Some(rp)) = (local_ts.first().and_then(prefix_of), remote_ts.first().and_then(prefix_of)) else {
             return Err("the narrowed selectors are not prefixes".into());
         };
+        self.log_keys(s.conn, "esp_sa", &key_log::esp_rows(s.local.ip(), s.remote.ip(), child));
         let (alg, enc_len) = (child.suite.algorithm(), child.suite.enc_len());
         let base = format!("ike-{}-{:08x}", c.name, child.spi_in);
         let er = eroute_name(&c.name);
@@ -1269,6 +1277,8 @@ impl Daemon {
             spi_i = %format_args!("{:016x}", new.spi_i), spi_r = %format_args!("{:016x}", new.spi_r),
             "IKE SA rekeyed"
         );
+        self.log_keys(self.sas[i].conn, "ikev2_decryption_table", &key_log::ike_row(&new));
+        let old = &mut self.sas[i];
         let fresh = IkeSa {
             spi_i: new.spi_i,
             spi_r: new.spi_r,
@@ -1280,6 +1290,17 @@ impl Daemon {
         };
         self.counters.ike_rekeyed += 1;
         self.sas.push(fresh);
+    }
+
+    /// The debug key export of a connection with `wireshark_keys` (see
+    /// [`key_log`]); a failure to write is logged, never fatal.
+    fn log_keys(&self, conn: usize, file: &str, rows: &str) {
+        let c = &self.conns[conn];
+        if let Some(dir) = &c.wireshark_keys {
+            if let Err(e) = key_log::append(dir, file, rows) {
+                tracing::warn!(target: "espgw::ike", conn = %c.name, error = %e, dir = %dir.display(), "cannot write the key export");
+            }
+        }
     }
 
     /// When an IKE SA made now is rekeyed: ike_rekey_seconds less up to a

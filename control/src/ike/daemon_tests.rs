@@ -499,3 +499,47 @@ fn the_responders_group_wins_after_one_round_trip() {
     assert!(a.daemon.list(t0).is_empty() && b.daemon.list(t0).is_empty());
     assert_eq!((a.daemon.counters.no_proposal, b.daemon.counters.no_proposal), (1, 1));
 }
+
+/// `wireshark_keys`: each side appends its IKE SA and both directions of
+/// its child SA in Wireshark's formats, private files, keys that are the
+/// same on both sides (A's outbound row is B's inbound one, byte for byte).
+#[test]
+fn the_debug_key_export_writes_wiresharks_tables() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let mut sides = Vec::new();
+    for (name, me, peer, my_net, peer_net, extra) in [
+        ("a", "192.0.2.1", "198.51.100.1", "10.0.1.0/24", "10.0.2.0/24", "start = \"start\"\nwireshark_keys = \"ka\""),
+        ("b", "198.51.100.1", "192.0.2.1", "10.0.2.0/24", "10.0.1.0/24", "wireshark_keys = \"kb\""),
+    ] {
+        let path = dir.path().join(format!("{name}.toml"));
+        let extra = format!("{extra}\nesp = \"aes128-sha1\"");
+        sides.push(side(config_at(&path, me, peer, my_net, peer_net, "psk = \"secret\"", &extra)));
+    }
+    let (mut b, mut a) = (sides.pop().unwrap(), sides.pop().unwrap());
+    let (ka, kb) = (dir.path().join("ka"), dir.path().join("kb"));
+    assert!(!ka.exists(), "nothing before there are keys");
+    let t0 = Instant::now();
+    rounds(&mut a, &mut b, t0);
+    assert_eq!(a.daemon.list(t0)[0].state, "established");
+    let read = |d: &Path, f: &str| std::fs::read_to_string(d.join(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
+    let (esp_a, esp_b) = (read(&ka, "esp_sa"), read(&kb, "esp_sa"));
+    assert_eq!((esp_a.lines().count(), esp_b.lines().count()), (2, 2), "{esp_a}");
+    // A's outbound row (A -> B) is B's inbound row.
+    let a_out = esp_a.lines().find(|l| l.starts_with("\"IPv4\",\"192.0.2.1\"")).unwrap();
+    let b_in = esp_b.lines().find(|l| l.starts_with("\"IPv4\",\"192.0.2.1\"")).unwrap();
+    assert_eq!(a_out, b_in);
+    assert!(a_out.contains("\"AES-CBC [RFC3602]\"") && a_out.contains("\"HMAC-SHA-1-96 [RFC2404]\""), "{a_out}");
+    let fields: Vec<&str> = a_out.split(',').collect();
+    assert_eq!(fields.len(), 8);
+    assert_eq!(fields[3], format!("\"0x{:08x}\"", spis(&a, "out")[0]));
+    assert_eq!((fields[5].len(), fields[7].len()), (2 + 2 + 32, 2 + 2 + 40), "AES-128 key, HMAC-SHA1 key: {a_out}");
+    crosswise(&a, &b);
+    let (ike_a, ike_b) = (read(&ka, "ikev2_decryption_table"), read(&kb, "ikev2_decryption_table"));
+    assert_eq!(ike_a, ike_b, "both sides export the same IKE SA");
+    assert!(ike_a.contains("\"AES-GCM-128 with 16 octet ICV [RFC5282]\",,,\"NONE [RFC4306]\""), "{ike_a}");
+    for p in [ka.join("esp_sa"), kb.join("ikev2_decryption_table")] {
+        assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600, "{}", p.display());
+    }
+    assert_eq!(std::fs::metadata(&ka).unwrap().permissions().mode() & 0o777, 0o700);
+}

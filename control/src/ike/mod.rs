@@ -19,6 +19,7 @@ pub mod fuzzing;
 pub mod ike_auth;
 pub mod ike_rekey;
 pub mod informational;
+pub mod key_log;
 pub mod message;
 pub mod sa_init;
 

@@ -696,3 +696,55 @@ fn ike_groups_interoperate_with_strongswan() {
     let ike = &run.report()["ike"];
     assert!(ike["established"].as_u64().unwrap() >= 5, "{ike}");
 }
+
+/// Both sides rekey the child SA on the same schedule (espgw every 4 s,
+/// charon every 4 s without randomness): whoever is first rekeys, the
+/// other's request may cross it (a collision, resolved as RFC 7296 §2.8.1
+/// says; how often depends on sub-millisecond timing, so the daemon tests
+/// force it) — and a ping flood and a TCP transfer cross the tunnel
+/// without a lost packet.
+#[test]
+fn rekeys_on_both_sides_with_strongswan_lose_nothing() {
+    let _heavy = heavy_test_lock();
+    let lab = Lab::new("k");
+    let s = Scratch::new();
+    let charon = lab.charon("shared secret", "", "rekey_time = 4s\n life_time = 30s\n rand_time = 0s");
+    let (gw, report) = lab.espgw(&s, "shared secret", "start = \"start\"\nrekey_seconds = 4");
+    wait_ready(&s);
+    let ctx = || format!("\n--- charon ---\n{}", charon.log_text());
+    assert!(lab.wait_for_tunnel(Duration::from_secs(20)), "no tunnel{}", ctx());
+    assert_flood_and_transfer(&lab, &ctx);
+    let log = charon.log_text();
+    let run = stop(gw, &report);
+    run.assert_ok();
+    let ike = &run.report()["ike"];
+    let ctx = format!("{ike}\n{}\n--- charon ---\n{log}", run.stderr);
+    assert!(ike["child_rekeyed"].as_u64().unwrap() >= 3, "{ctx}");
+    assert_eq!(ike["malformed"], 0, "{ctx}");
+    assert_eq!(ike["established"], 1, "one IKE SA throughout: {ctx}");
+}
+
+/// charon lets its child SA expire (no rekey, a 5 s life) and creates a
+/// new one with CREATE_CHILD_SA (no REKEY_SA): espgw takes it as a new
+/// child SA of the connection and the tunnel carries traffic again.
+#[test]
+fn a_child_sa_the_peer_recreates_is_accepted() {
+    let _heavy = heavy_test_lock();
+    let lab = Lab::new("n");
+    let s = Scratch::new();
+    let charon = lab.charon("shared secret", "", "rekey_time = 0\n life_time = 5s\n rand_time = 0s");
+    let (gw, report) = lab.espgw(&s, "shared secret", "rekey_seconds = 0");
+    wait_ready(&s);
+    let ctx = || format!("\n--- charon ---\n{}", charon.log_text());
+    let (ok, out) = charon.swanctl(&["--initiate", "--child", "net", "--timeout", "10"]);
+    assert!(ok, "{out}{}", ctx());
+    assert!(lab.wait_for_tunnel(Duration::from_secs(5)), "no tunnel{}", ctx());
+    std::thread::sleep(Duration::from_secs(8));
+    assert!(count(&charon.log_text(), "closing expired CHILD_SA") >= 1, "the child expired{}", ctx());
+    assert!(lab.wait_for_tunnel(Duration::from_secs(10)), "no tunnel after charon recreated the child{}", ctx());
+    let run = stop(gw, &report);
+    run.assert_ok();
+    let ike = &run.report()["ike"];
+    assert!(ike["child_installed"].as_u64().unwrap() >= 2, "{ike}{}", ctx());
+    assert_eq!(ike["established"], 1, "{ike}");
+}

@@ -23,6 +23,27 @@ use super::sa_init::{nonce, Established};
 
 /// REKEY_SA (§3.10.1).
 pub const REKEY_SA: u16 = 16393;
+/// Refusals of a rekey (§3.10.1): the SA is being closed, try later; no
+/// such SA.
+pub const TEMPORARY_FAILURE: u16 = 43;
+pub const CHILD_SA_NOT_FOUND: u16 = 44;
+
+/// What the child SA a peer's REKEY_SA names is to us.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RekeyTarget {
+    /// One of ours, live (or being rekeyed by us too: a collision, §2.8.1).
+    Ours,
+    /// One we are deleting: TEMPORARY_FAILURE (§2.25).
+    Closing,
+    /// None of ours: CHILD_SA_NOT_FOUND.
+    Unknown,
+}
+
+/// The lower of an exchange's two nonces: of two colliding rekeys, the
+/// one with the lowest of the four nonces made the redundant SA (§2.8.1).
+fn lowest(a: &[u8], b: &[u8]) -> Vec<u8> {
+    a.min(b).to_vec()
+}
 
 /// Why a rekey did not complete.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -186,6 +207,7 @@ impl Rekey {
             key_out: i2r,
             tsi: selectors(&inner, true),
             tsr: selectors(&inner, false),
+            lowest_nonce: lowest(&self.ni, &nr),
         })
     }
 }
@@ -195,6 +217,8 @@ pub enum Answer {
     /// A child SA rekeyed: the peer's SPI of the old one (its REKEY_SA),
     /// the new child, the response to send.
     Rekeyed { old_spi_out: u32, child: ChildSa, response: Vec<u8> },
+    /// A new child SA (no REKEY_SA, §1.3.1), the response to send.
+    Created { child: ChildSa, response: Vec<u8> },
     /// The IKE SA itself rekeyed (§1.3.2): the new one (the peer is its
     /// original initiator), the response to send on the old one.
     IkeRekeyed { new: Box<Established>, response: Vec<u8> },
@@ -204,17 +228,19 @@ pub enum Answer {
 }
 
 /// Answer the peer's CREATE_CHILD_SA request (`we_initiated`: we were the
-/// IKE SA's initiator): a rekey of one of our child SAs (`known` says
-/// whether the REKEY_SA SPI is one of ours, as our outbound SPI) is
+/// IKE SA's initiator): a rekey of one of our child SAs (`target` says
+/// what the REKEY_SA SPI, our outbound SPI, is to us) is
 /// accepted with our new inbound SPI `new_spi_in`, the selectors narrowed
-/// to `allowed_tsi`/`allowed_tsr`; an IKE SA rekey is answered with one of
-/// the suites `ike`; anything else is refused as §1.3 says.
+/// to `allowed_tsi`/`allowed_tsr`; with `new_children` a new child SA
+/// (no REKEY_SA) is made the same way; an IKE SA rekey is answered with
+/// one of the suites `ike`; anything else is refused as §1.3 says.
 #[allow(clippy::too_many_arguments)]
 pub fn respond<'a>(
     sa: &Established,
     we_initiated: bool,
     msg: impl Into<Inbound<'a>>,
-    known: impl Fn(u32) -> bool,
+    target: impl Fn(u32) -> RekeyTarget,
+    new_children: bool,
     new_spi_in: u32,
     policy: &ChildPolicy,
     ike: &[super::sa_init::Suite],
@@ -246,10 +272,16 @@ pub fn respond<'a>(
         Payload::Notify { kind: REKEY_SA, protocol: 3, spi, .. } => <[u8; 4]>::try_from(spi.as_slice()).ok(),
         _ => None,
     });
-    // No REKEY_SA: a new child SA (or an IKE SA rekey, protocol 1): not offered.
-    let Some(old) = old.map(u32::from_be_bytes).filter(|s| known(*s)) else {
-        return refuse(super::sa_init::notify::NO_ADDITIONAL_SAS);
-    };
+    // No REKEY_SA: a new child SA (§1.3.1), e.g. the peer recreating one
+    // that expired on its side.
+    let old = old.map(u32::from_be_bytes);
+    match old.map(&target) {
+        Some(RekeyTarget::Ours) => {}
+        Some(RekeyTarget::Closing) => return refuse(TEMPORARY_FAILURE),
+        Some(RekeyTarget::Unknown) => return refuse(CHILD_SA_NOT_FOUND),
+        None if !new_children => return refuse(super::sa_init::notify::NO_ADDITIONAL_SAS),
+        None => {}
+    }
     let offered = proposals(&inner);
     let Some(chosen) = esp_suite::accept(&offered, &policy.suites, policy.esn) else {
         return refuse(super::ike_auth::notify::NO_PROPOSAL_CHOSEN);
@@ -298,6 +330,13 @@ pub fn respond<'a>(
     let km = child_keymat(&sa.keys.sk_d, g_ir.as_deref().map(|g| g.as_slice()), &ni, &nr, 2 * len);
     let (i2r, r2i) = split_child_keys(&km, len).ok_or(RekeyError::Invalid("key material"))?;
     let (spi_out, suite, esn) = (chosen.spi, chosen.suite, chosen.esn);
-    let child = ChildSa { spi_in: new_spi_in, spi_out, suite, esn, key_in: i2r, key_out: r2i, tsi, tsr };
-    Ok((h.message_id, Answer::Rekeyed { old_spi_out: old, child, response }))
+    let lowest_nonce = lowest(&ni, &nr);
+    let child = ChildSa { spi_in: new_spi_in, spi_out, suite, esn, key_in: i2r, key_out: r2i, tsi, tsr, lowest_nonce };
+    Ok((
+        h.message_id,
+        match old {
+            Some(old_spi_out) => Answer::Rekeyed { old_spi_out, child, response },
+            None => Answer::Created { child, response },
+        },
+    ))
 }

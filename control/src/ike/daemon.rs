@@ -7,8 +7,13 @@
 //!   address), IKE_AUTH (the child SA installed *before* the answer leaves,
 //!   so the peer's first packet finds it), INFORMATIONAL (liveness checks
 //!   answered; deletes of child or IKE SAs carried out), CREATE_CHILD_SA
-//!   refused with NO_ADDITIONAL_SAS (we rekey ourselves, see below).
-//!   A retransmitted request gets the same answer again (§2.1).
+//!   (the peer's rekeys of child and IKE SAs, held make-before-break; a
+//!   new child SA for the connection's selectors, e.g. one the peer
+//!   recreates after it expired on its side; a rekey of an SA we are
+//!   deleting is TEMPORARY_FAILURE, of one we do not have
+//!   CHILD_SA_NOT_FOUND; both sides rekeying one child at once is
+//!   resolved by the nonces, §2.8.1). A retransmitted request gets the
+//!   same answer again (§2.1).
 //! - Initiator: on `start`, on a `%trap` hit, or on demand; moves to port
 //!   4500 when NAT detection says so (§2.23); retransmits with back-off
 //!   (1, 2, 4, 8, 16 s) and gives up after that.
@@ -31,7 +36,7 @@ use espgw_core::policy::Prefix;
 use serde::Serialize;
 use serde_json::json;
 
-use super::create_child::{self, Rekey};
+use super::create_child::{self, Rekey, RekeyTarget};
 use super::crypto::{self, Inbound, Reassembled, Reassembly};
 use super::ike_auth::{self, AuthConfig, AuthError, ChildSa};
 use super::ike_rekey;
@@ -84,6 +89,8 @@ pub struct IkeCounters {
     /// IKE fragments (RFC 7383) sent, and messages reassembled from them.
     pub fragments_sent: u64,
     pub reassembled: u64,
+    /// Child SAs both sides rekeyed at once (§2.8.1), resolved.
+    pub rekey_collisions: u64,
 }
 
 /// A configured connection as `espgwctl ike list` shows it (no PSK).
@@ -127,6 +134,9 @@ struct Child {
     /// Installed while answering the peer's rekey: not routed into until
     /// the peer deletes the old SA (or [`HELD_MAX`] has passed).
     held: bool,
+    /// The loser of a rekey collision (§2.8.1) that the peer deletes:
+    /// never routed into, never rekeyed.
+    redundant: bool,
 }
 
 impl Child {
@@ -135,7 +145,7 @@ impl Child {
     /// fresh replacement: rekeying it before the old one goes would leave
     /// the eroute on an SA that is about to be deleted).
     fn due_for_rekey(&self, now: Instant, after: Duration) -> bool {
-        !self.retiring && !self.held && now.duration_since(self.installed) >= after
+        !self.retiring && !self.held && !self.redundant && now.duration_since(self.installed) >= after
     }
 }
 
@@ -201,6 +211,19 @@ struct IkeSa {
     superseded: Option<Instant>,
     /// The peer's fragmented message being put back together (RFC 7383).
     reassembly: Option<Reassembly>,
+    /// The peer rekeyed the child SA we are rekeying (§2.8.1).
+    collision: Option<Collision>,
+}
+
+/// A peer's rekey answered while ours of the same child SA was under way.
+#[derive(Debug)]
+struct Collision {
+    /// The old child (our outbound SPI).
+    old_spi_out: u32,
+    /// The peer's new child (our inbound SPI).
+    theirs_spi_in: u32,
+    /// The lower nonce of the peer's exchange.
+    lowest_nonce: Vec<u8>,
 }
 
 impl IkeSa {
@@ -234,6 +257,7 @@ impl IkeSa {
             rekey_at: None,
             superseded: None,
             reassembly: None,
+            collision: None,
         }
     }
 
@@ -766,15 +790,55 @@ impl Daemon {
         let c = self.conns[self.sas[i].conn].clone();
         let spi_in = self.alloc_spi();
         let iv = self.sas[i].next_iv();
-        let live: Vec<u32> = self.sas[i].children.iter().filter(|c| !c.retiring).map(|c| c.spi_out).collect();
+        let s = &self.sas[i];
+        let live: Vec<u32> = s.children.iter().filter(|c| !c.retiring && !c.redundant).map(|c| c.spi_out).collect();
+        // The child we are rekeying ourselves: a collision (§2.8.1), answered as usual.
+        let rekeying = match s.pending.as_ref().map(|p| &p.waiting) {
+            Some(Waiting::Rekey { old, .. }) => Some(old.spi_out),
+            _ => None,
+        };
+        let closing: Vec<u32> = s
+            .children
+            .iter()
+            .filter(|c| c.retiring || c.redundant)
+            .map(|c| c.spi_out)
+            .chain(match s.pending.as_ref().map(|p| &p.waiting) {
+                Some(Waiting::DeleteChild { old }) => Some(old.spi_out),
+                _ => None,
+            })
+            .collect();
+        let target = |spi: u32| {
+            if live.contains(&spi) || rekeying == Some(spi) {
+                RekeyTarget::Ours
+            } else if closing.contains(&spi) {
+                RekeyTarget::Closing
+            } else {
+                RekeyTarget::Unknown
+            }
+        };
         let (allowed_i, allowed_r) = (vec![ts_of(&c.remote_ts[0])], vec![ts_of(&c.local_ts[0])]);
         let initiator = self.sas[i].initiator;
-        let known = |spi: u32| live.contains(&spi);
-        match create_child::respond(est, initiator, msg, known, spi_in, &c.child, &c.ike, &allowed_i, &allowed_r, iv) {
+        let r = create_child::respond(
+            est, initiator, msg, target, true, spi_in, &c.child, &c.ike, &allowed_i, &allowed_r, iv,
+        );
+        match r {
+            Ok((_, create_child::Answer::Created { child, response })) => {
+                // The peer (re)creates a child SA of this connection: it sends at
+                // once, and so do we, as after IKE_AUTH.
+                let (remote_ts, local_ts) = (child.tsi.clone(), child.tsr.clone());
+                self.install(control, i, &child, &local_ts, &remote_ts, est.nat.any(), true, now).ok()?;
+                tracing::info!(target: "espgw::ike", conn = %c.name, "the peer created a child SA");
+                Some(response)
+            }
             Ok((_, create_child::Answer::Rekeyed { old_spi_out, child, response })) => {
                 let (remote_ts, local_ts) = (child.tsi.clone(), child.tsr.clone());
                 self.install(control, i, &child, &local_ts, &remote_ts, est.nat.any(), false, now).ok()?;
                 self.counters.child_rekeyed += 1;
+                if rekeying == Some(old_spi_out) {
+                    tracing::info!(target: "espgw::ike", conn = %c.name, "both sides rekey the same child SA (§2.8.1)");
+                    self.sas[i].collision =
+                        Some(Collision { old_spi_out, theirs_spi_in: child.spi_in, lowest_nonce: child.lowest_nonce });
+                }
                 for ch in self.sas[i].children.iter_mut().filter(|ch| ch.spi_out == old_spi_out) {
                     ch.retiring = true;
                 }
@@ -955,8 +1019,9 @@ impl Daemon {
                 let r = rekey.complete(&est, self.sas[i].initiator, msg);
                 let nat = est.nat.any();
                 self.sas[i].est = Some(est);
-                match r {
-                    Ok(child) => {
+                let collision = self.sas[i].collision.take().filter(|col| col.old_spi_out == old.spi_out);
+                match (r, collision) {
+                    (Ok(child), None) => {
                         let (local_ts, remote_ts) = (child.tsi.clone(), child.tsr.clone());
                         if self.install(control, i, &child, &local_ts, &remote_ts, nat, true, now).is_ok() {
                             self.counters.child_rekeyed += 1;
@@ -964,10 +1029,27 @@ impl Daemon {
                             self.delete_child(i, old, now);
                         }
                     }
-                    Err(e) => {
-                        // Tried again after another rekey_seconds, not at every poll.
+                    (Ok(child), Some(col)) => self.resolve_collision(control, i, child, old, col, nat, now),
+                    (Err(_), Some(col)) => {
+                        // Ours failed, the peer's stands: the old SA is the peer's to delete.
+                        tracing::info!(target: "espgw::ike", conn = %c.name, "our colliding rekey failed; the peer's stands");
+                        self.sas[i].children.push(Child { retiring: true, ..old });
+                        let _ = col;
+                    }
+                    (Err(e), None) => {
+                        // Tried again after another rekey_seconds, not at every poll; after
+                        // a TEMPORARY_FAILURE (the peer is busy with that SA, §2.25) in a
+                        // few seconds.
                         tracing::warn!(target: "espgw::ike", conn = %c.name, error = ?e, "rekey failed");
-                        self.sas[i].children.push(Child { installed: now, ..old });
+                        let installed = match e {
+                            create_child::RekeyError::Refused(create_child::TEMPORARY_FAILURE) => {
+                                let after = Duration::from_secs(c.rekey_seconds);
+                                now.checked_sub(after)
+                                    .map_or(now, |t| t + Duration::from_millis(2000 + jitter_ms(3000)))
+                            }
+                            _ => now,
+                        };
+                        self.sas[i].children.push(Child { installed, ..old });
                     }
                 }
             }
@@ -998,6 +1080,51 @@ impl Daemon {
             }
             Waiting::DeleteChild { old } => self.uninstall(control, self.sas[i].conn, &old),
         }
+    }
+
+    /// Both sides rekeyed the same child SA (§2.8.1): ours (`child`) is
+    /// done now, the peer's (`col`) was answered before. Of the two new
+    /// SAs, the one made by the exchange with the lowest of the four
+    /// nonces is redundant and is deleted by whoever initiated that
+    /// exchange; whoever initiated the surviving one deletes the old SA.
+    /// Both sides decide alike, so exactly one new pair stays.
+    #[allow(clippy::too_many_arguments)]
+    fn resolve_collision(
+        &mut self,
+        control: &dyn Control,
+        i: usize,
+        child: ChildSa,
+        old: Child,
+        col: Collision,
+        nat: bool,
+        now: Instant,
+    ) {
+        self.counters.rekey_collisions += 1;
+        let ours_redundant = child.lowest_nonce < col.lowest_nonce;
+        let (local_ts, remote_ts) = (child.tsi.clone(), child.tsr.clone());
+        // Installed either way: the peer may send on it until it has our delete.
+        if self.install(control, i, &child, &local_ts, &remote_ts, nat, !ours_redundant, now).is_err() {
+            self.sas[i].children.push(Child { retiring: true, ..old });
+            return;
+        }
+        self.counters.child_rekeyed += 1;
+        if ours_redundant {
+            // We delete our new pair; the old one is the peer's to delete,
+            // which moves our traffic to the peer's new pair (held till then).
+            let k = self.sas[i].children.iter().position(|c| c.spi_in == child.spi_in);
+            if let Some(ours) = k.map(|k| self.sas[i].children.remove(k)) {
+                self.sas[i].children.push(Child { retiring: true, ..old });
+                self.delete_child(i, ours, now);
+            }
+        } else {
+            // The peer deletes its new pair: never routed into, not rekeyed.
+            for c in self.sas[i].children.iter_mut().filter(|c| c.spi_in == col.theirs_spi_in) {
+                (c.redundant, c.held) = (true, false);
+            }
+            self.delete_child(i, old, now);
+        }
+        let conn = self.sas[i].conn;
+        self.reroute(control, conn);
     }
 
     fn delete_child(&mut self, i: usize, old: Child, now: Instant) {
@@ -1111,6 +1238,7 @@ impl Daemon {
             retiring: false,
             selectors: (lp, rp),
             held: !route,
+            redundant: false,
         });
         Ok(())
     }
@@ -1143,7 +1271,7 @@ impl Daemon {
                 };
                 s.children.iter().chain(rekeying)
             })
-            .filter(|c| !c.held)
+            .filter(|c| !c.held && !c.redundant)
             .max_by_key(|c| c.installed)
             .map(|c| (format!("ike-{name}-{:08x}-out", c.spi_in), c.selectors));
         let er = eroute_name(&name);
@@ -1308,10 +1436,7 @@ impl Daemon {
     /// start at the same moment (strongSwan's rand_time).
     fn ike_rekey_time(&self, conn: usize, now: Instant) -> Option<Instant> {
         let secs = self.conns[conn].ike_rekey_seconds;
-        let mut r = [0u8; 4];
-        let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut r);
-        let jitter_ms = u64::from(u32::from_be_bytes(r)) % (secs * 100).max(1);
-        (secs > 0).then(|| now + Duration::from_millis(secs * 1000 - jitter_ms))
+        (secs > 0).then(|| now + Duration::from_millis(secs * 1000 - jitter_ms(secs * 100)))
     }
 
     /// Start rekeying IKE SA `i` (ike_rekey_seconds ran out).
@@ -1439,6 +1564,14 @@ impl Daemon {
             self.terminate_named(control, &n);
         }
     }
+}
+
+/// A random number of milliseconds below `max` (timers that two peers
+/// should not run in step).
+fn jitter_ms(max: u64) -> u64 {
+    let mut r = [0u8; 4];
+    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut r);
+    u64::from(u32::from_be_bytes(r)) % max.max(1)
 }
 
 /// An SKF message's fragment number.

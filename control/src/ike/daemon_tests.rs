@@ -543,3 +543,77 @@ fn the_debug_key_export_writes_wiresharks_tables() {
     }
     assert_eq!(std::fs::metadata(&ka).unwrap().permissions().mode() & 0o777, 0o700);
 }
+
+/// Both sides rekey the same child SA at the same moment (RFC 7296
+/// §2.8.1): each answers the other's request as usual, then the pair
+/// made with the lowest of the four nonces is deleted by its initiator and
+/// the old pair by the survivor's: one new pair is left, the same on both
+/// sides, and traffic is never without an SA. A rekey of an SA being
+/// deleted is TEMPORARY_FAILURE; of one that does not exist,
+/// CHILD_SA_NOT_FOUND.
+#[test]
+fn simultaneous_rekeys_leave_exactly_one_pair() {
+    for round in 0..6 {
+        let rekey = "rekey_seconds = 60\ndpd_seconds = 0";
+        let mut a = side(config(
+            "192.0.2.1",
+            "198.51.100.1",
+            "10.0.1.0/24",
+            "10.0.2.0/24",
+            "secret",
+            &format!("start = \"start\"\n{rekey}"),
+        ));
+        let mut b = side(config("198.51.100.1", "192.0.2.1", "10.0.2.0/24", "10.0.1.0/24", "secret", rekey));
+        let t0 = Instant::now();
+        rounds(&mut a, &mut b, t0);
+        let (old_a, old_b) = (spis(&a, "out"), spis(&b, "out"));
+        let t1 = t0 + Duration::from_secs(61);
+        // Both send their CREATE_CHILD_SA before either sees the other's.
+        a.daemon.poll(&a.control, t1);
+        b.daemon.poll(&b.control, t1);
+        let (from_a, from_b) = (drain(&a), drain(&b));
+        assert_eq!((from_a.len(), from_b.len()), (1, 1), "round {round}: both rekey");
+        deliver(&b, &from_a);
+        deliver(&a, &from_b);
+        // Each answers the other's request while its own is pending; every
+        // moment, each eroute points at an installed outbound SA.
+        for _ in 0..8 {
+            a.daemon.poll(&a.control, t1);
+            b.daemon.poll(&b.control, t1);
+            for s in [&a, &b] {
+                let er = serde_json::to_value(s.control.store().eroute("ike-peer").unwrap()).unwrap();
+                let sa = er["sa"].as_str().unwrap().to_string();
+                assert!(sa_names(s).contains(&sa), "round {round}: the eroute points at {sa}, not installed");
+            }
+            carry(&a, &b, false);
+            carry(&b, &a, false);
+        }
+        rounds(&mut a, &mut b, t1 + Duration::from_secs(6));
+        let (out_a, in_a, out_b, in_b) = (spis(&a, "out"), spis(&a, "in"), spis(&b, "out"), spis(&b, "in"));
+        assert_eq!(
+            (out_a.len(), in_a.len(), out_b.len(), in_b.len()),
+            (1, 1, 1, 1),
+            "round {round}: {:?} / {:?}",
+            sa_names(&a),
+            sa_names(&b)
+        );
+        assert_ne!((out_a.clone(), out_b.clone()), (old_a.clone(), old_b.clone()), "round {round}: rekeyed");
+        assert_eq!((out_a, in_a), (in_b, out_b), "round {round}: the same pair on both sides");
+        crosswise(&a, &b);
+        crosswise(&b, &a);
+        assert_eq!(a.daemon.list(t1)[0].children.len(), 1, "round {round}");
+        let c = (a.daemon.counters, b.daemon.counters);
+        assert_eq!((c.0.rekey_collisions, c.1.rekey_collisions), (1, 1), "round {round}: both saw the collision");
+        assert_eq!((c.0.malformed, c.1.malformed), (0, 0));
+    }
+}
+
+fn drain(s: &Side) -> Vec<IkeDatagram> {
+    std::iter::from_fn(|| s.queues.from_control.pop()).collect()
+}
+
+fn deliver(to: &Side, ds: &[IkeDatagram]) {
+    for d in ds {
+        to.queues.to_control.push(IkeDatagram::new(d.remote, d.local, d.payload()).unwrap()).unwrap();
+    }
+}

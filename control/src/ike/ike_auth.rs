@@ -147,6 +147,8 @@ pub struct ChildSa {
     /// Selectors as the exchange left them (initiator's side, responder's side).
     pub tsi: Vec<TrafficSelector>,
     pub tsr: Vec<TrafficSelector>,
+    /// The lower of the exchange's nonces (to resolve rekey collisions, §2.8.1).
+    pub lowest_nonce: Vec<u8>,
 }
 
 impl std::fmt::Debug for ChildSa {
@@ -292,7 +294,8 @@ pub fn respond<'a>(
     ]);
     let response = encrypt_message(header(sa, true, false), &out, &sa.keys.sk_er, iv)?;
     let (suite, esn, spi_out) = (chosen.suite, chosen.esn, chosen.spi);
-    Ok((response, ChildSa { spi_in, spi_out, suite, esn, key_in: i2r, key_out: r2i, tsi, tsr }))
+    let lowest_nonce = sa.ni.as_slice().min(sa.nr.as_slice()).to_vec();
+    Ok((response, ChildSa { spi_in, spi_out, suite, esn, key_in: i2r, key_out: r2i, tsi, tsr, lowest_nonce }))
 }
 
 /// The initiator: check the responder's AUTH and identity, take its SPI and
@@ -349,5 +352,6 @@ pub fn complete<'a>(
         key_out: i2r,
         tsi: selectors(&inner, true),
         tsr: selectors(&inner, false),
+        lowest_nonce: sa.ni.as_slice().min(sa.nr.as_slice()).to_vec(),
     })
 }

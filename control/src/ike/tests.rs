@@ -857,3 +857,36 @@ mod informational {
         assert!(response(&i, true, 2, &dpd).is_err());
     }
 }
+
+mod create_child {
+    use super::super::create_child::*;
+    use super::super::esp_suite::ChildPolicy;
+    use super::super::message::TrafficSelector;
+    use super::super::sa_init::{self, Initiator, Response, SUITES};
+
+    /// A rekey of a child SA we are deleting is TEMPORARY_FAILURE (try
+    /// later, §2.25), of one we do not have CHILD_SA_NOT_FOUND; the
+    /// initiator sees which.
+    #[test]
+    fn rekeys_of_closing_or_unknown_child_sas_are_refused_as_the_rfc_says() {
+        let a = |s: &str| s.parse().unwrap();
+        let (i, req) = Initiator::start(&SUITES[..1], a("192.0.2.1:500"), a("198.51.100.1:500")).unwrap();
+        let Response::Accept { message, sa } =
+            sa_init::respond(&req, a("198.51.100.1:500"), a("192.0.2.1:500"), None, None, &SUITES).unwrap()
+        else {
+            panic!("refused")
+        };
+        let (l, r) = (i.complete(req, &message).unwrap(), *sa);
+        let ts = [TrafficSelector::range("10.0.1.0".parse().unwrap(), "10.0.1.255".parse().unwrap())];
+        let policy = ChildPolicy::default();
+        for (target, notify) in [(RekeyTarget::Closing, TEMPORARY_FAILURE), (RekeyTarget::Unknown, CHILD_SA_NOT_FOUND)]
+        {
+            let (rekey, bytes) = request(&l, true, 2, 0x1111, 0x2222, &policy, &ts, &ts, [1; 8]).unwrap();
+            let (id, answer) =
+                respond(&r, false, &bytes, |_| target, true, 0x3333, &policy, &SUITES, &ts, &ts, [2; 8]).unwrap();
+            let Answer::Refused { notify: n, response } = answer else { panic!("{target:?} accepted") };
+            assert_eq!((id, n), (2, notify));
+            assert!(matches!(rekey.complete(&l, true, &response), Err(RekeyError::Refused(k)) if k == notify));
+        }
+    }
+}

@@ -148,7 +148,7 @@ fn strongswan_accepts_our_ike_sa_init_and_psk_ike_auth() {
         &sa,
         true,
         2,
-        spi_in,
+        Some(spi_in),
         spi_in + 1,
         &Default::default(),
         &[ts("10.0.1.0", "10.0.1.255")],

@@ -18,8 +18,12 @@
 //! esp = ["aes128gcm16"]          # the child SAs' suites in our order: aes128gcm16,
 //!                                #   aes256gcm16, chacha20poly1305, aes128-sha1, aes256-sha1
 //! esn = false                    # extended sequence numbers when the peer agrees
-//! local_ts = ["10.0.1.0/24"]     # the child SA's selectors: our side,
+//! local_ts = ["10.0.1.0/24"]     # the (first) child SA's selectors: our side,
 //! remote_ts = ["10.0.2.0/24"]    #   the peer's side
+//! [[connection.child]]           # more child SAs on the same IKE SA, each with
+//! name = "voice"                 #   its own selectors, eroute (ike-east-voice)
+//! local_ts = ["10.0.3.0/24"]     #   and SAs
+//! remote_ts = ["10.0.4.0/24"]
 //! start = "none"                 # "start": initiate at startup; "trap": on the first packet
 //! rekey_seconds = 3600           # child SA rekey (make-before-break); 0 = never
 //! ike_rekey_seconds = 14400      # IKE SA rekey (children kept); 0 = never
@@ -68,8 +72,9 @@ pub struct ConnectionSpec {
     pub ike: Vec<Suite>,
     /// What the child SAs may be (suites, ESN, PFS).
     pub child: ChildPolicy,
-    pub local_ts: Vec<Prefix>,
-    pub remote_ts: Vec<Prefix>,
+    /// The child SAs: the first from the connection's own `local_ts` /
+    /// `remote_ts`, then its `[[connection.child]]`s.
+    pub children: Vec<ChildSpec>,
     pub start: Start,
     pub rekey_seconds: u64,
     pub ike_rekey_seconds: u64,
@@ -86,8 +91,7 @@ impl std::fmt::Debug for ConnectionSpec {
             .field("local", &self.local)
             .field("remote", &self.remote)
             .field("credential", &"<redacted>")
-            .field("local_ts", &self.local_ts)
-            .field("remote_ts", &self.remote_ts)
+            .field("children", &self.children)
             .field("start", &self.start)
             .finish_non_exhaustive()
     }
@@ -111,12 +115,31 @@ pub(super) struct RawConnection {
     esn: Option<Spanned<bool>>,
     local_ts: Spanned<Vec<Spanned<String>>>,
     remote_ts: Spanned<Vec<Spanned<String>>>,
+    child: Option<Vec<Spanned<RawChild>>>,
     start: Option<Spanned<String>>,
     rekey_seconds: Option<Spanned<i64>>,
     ike_rekey_seconds: Option<Spanned<i64>>,
     dpd_seconds: Option<Spanned<i64>>,
     pfs: Option<Spanned<bool>>,
     wireshark_keys: Option<Spanned<String>>,
+}
+
+/// One child SA of a connection: its selectors (ours, the peer's).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChildSpec {
+    /// `None` for the connection's first child (eroute `ike-NAME`),
+    /// else its name (eroute `ike-NAME-CHILD`).
+    pub name: Option<String>,
+    pub local_ts: Prefix,
+    pub remote_ts: Prefix,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawChild {
+    name: Spanned<String>,
+    local_ts: Spanned<Vec<Spanned<String>>>,
+    remote_ts: Spanned<Vec<Spanned<String>>>,
 }
 
 /// An identity as written: an IP address (ID_IPV4_ADDR / ID_IPV6_ADDR), a
@@ -260,10 +283,35 @@ pub(super) fn validate(
             }
             list.get_ref().iter().map(|p| p.get_ref().parse::<Prefix>().map_err(|e| loc.at(p, f(field), e))).collect()
         };
-        let local_ts = prefixes(&r.local_ts, "local_ts")?;
-        let remote_ts = prefixes(&r.remote_ts, "remote_ts")?;
-        if local_ts.len() != 1 || remote_ts.len() != 1 || local_ts[0].is_v6() != remote_ts[0].is_v6() {
-            return Err(loc.at(&r.local_ts, f("local_ts"), "one prefix each side, of one family"));
+        let selectors = |l: &Spanned<Vec<Spanned<String>>>, r: &Spanned<Vec<Spanned<String>>>, at: &str| {
+            let (local_ts, remote_ts) =
+                (prefixes(l, &format!("{at}local_ts"))?, prefixes(r, &format!("{at}remote_ts"))?);
+            if local_ts.len() != 1 || remote_ts.len() != 1 || local_ts[0].is_v6() != remote_ts[0].is_v6() {
+                return Err(loc.at(l, f(&format!("{at}local_ts")), "one prefix each side, of one family"));
+            }
+            Ok((local_ts[0], remote_ts[0]))
+        };
+        let (local_ts, remote_ts) = selectors(&r.local_ts, &r.remote_ts, "")?;
+        let mut children = vec![ChildSpec { name: None, local_ts, remote_ts }];
+        for (k, ch) in r.child.iter().flatten().enumerate() {
+            let at = format!("child[{k}].");
+            let raw = ch.get_ref();
+            let cname = raw.name.get_ref().trim().to_string();
+            if cname.is_empty() || !cname.chars().all(|x| x.is_ascii_alphanumeric() || "-_.".contains(x)) {
+                return Err(loc.at(&raw.name, f(&format!("{at}name")), "must be letters, digits, '-', '_' or '.'"));
+            }
+            if children.iter().any(|c| c.name.as_deref() == Some(cname.as_str())) {
+                return Err(loc.at(
+                    &raw.name,
+                    f(&format!("{at}name")),
+                    format!("a child named {cname:?} is already defined"),
+                ));
+            }
+            let (local_ts, remote_ts) = selectors(&raw.local_ts, &raw.remote_ts, &at)?;
+            if children.iter().any(|c| c.local_ts == local_ts && c.remote_ts == remote_ts) {
+                return Err(loc.at(&raw.local_ts, f(&format!("{at}local_ts")), "another child has these selectors"));
+            }
+            children.push(ChildSpec { name: Some(cname), local_ts, remote_ts });
         }
         let start = match r.start.as_ref().map(|s| s.get_ref().as_str()) {
             None | Some("none") => Start::None,
@@ -321,8 +369,7 @@ pub(super) fn validate(
             remote_id: id(&r.remote_id, remote),
             credential,
             ike,
-            local_ts,
-            remote_ts,
+            children,
             start,
             rekey_seconds,
             ike_rekey_seconds,

@@ -93,14 +93,15 @@ fn ke_of(inner: &[Payload], group: u16) -> Option<&[u8]> {
     })
 }
 
-/// Start rekeying the child SA whose inbound SPI is `old_spi_in`; the new
-/// one will receive on `new_spi_in`. `we_initiated`: we were the IKE SA's initiator.
+/// Start rekeying the child SA whose inbound SPI is `old_spi_in` (REKEY_SA),
+/// or, with `None`, creating a new child SA (§1.3.1); the new one will
+/// receive on `new_spi_in`. `we_initiated`: we were the IKE SA's initiator.
 #[allow(clippy::too_many_arguments)]
 pub fn request(
     sa: &Established,
     we_initiated: bool,
     message_id: u32,
-    old_spi_in: u32,
+    old_spi_in: Option<u32>,
     new_spi_in: u32,
     policy: &ChildPolicy,
     tsi: &[TrafficSelector],
@@ -111,11 +112,12 @@ pub fn request(
     let pfs = policy.pfs.then_some(GROUP_X25519);
     let ni = nonce()?;
     let dh = pfs.map(Dh::generate).transpose()?;
-    let mut payloads = vec![
-        Payload::Notify { protocol: 3, spi: old_spi_in.to_be_bytes().to_vec(), kind: REKEY_SA, data: vec![] },
-        Payload::Sa(esp_suite::offer(&policy.suites, new_spi_in, policy.esn, pfs)),
-        Payload::Nonce(ni.to_vec()),
-    ];
+    let mut payloads: Vec<Payload> = old_spi_in
+        .map(|old| Payload::Notify { protocol: 3, spi: old.to_be_bytes().to_vec(), kind: REKEY_SA, data: vec![] })
+        .into_iter()
+        .collect();
+    payloads.push(Payload::Sa(esp_suite::offer(&policy.suites, new_spi_in, policy.esn, pfs)));
+    payloads.push(Payload::Nonce(ni.to_vec()));
     if let Some(dh) = &dh {
         payloads.push(Payload::Ke { group: dh.group(), data: dh.public().to_vec() });
     }

@@ -42,7 +42,7 @@ use super::ike_auth::{self, AuthConfig, AuthError, ChildSa};
 use super::ike_rekey;
 use super::informational::{self, PROTO_ESP, PROTO_IKE};
 use super::key_log;
-use super::message::{exchange, Header, Message, Payload, TrafficSelector};
+use super::message::{exchange, selectors, Header, Message, Payload, TrafficSelector};
 use super::sa_init::{self, Established, Initiator, Response};
 use crate::config::{ConnectionSpec, Start};
 use crate::events::EventBus;
@@ -100,8 +100,10 @@ pub struct ConnectionView {
     pub local: String,
     pub remote: String,
     pub start: &'static str,
+    /// Per child SA, in order: our selectors, the peer's, its eroute.
     pub local_ts: Vec<String>,
     pub remote_ts: Vec<String>,
+    pub eroutes: Vec<String>,
 }
 
 /// One IKE SA as `espgwctl ike list` shows it (no keys).
@@ -137,6 +139,10 @@ struct Child {
     /// The loser of a rekey collision (§2.8.1) that the peer deletes:
     /// never routed into, never rekeyed.
     redundant: bool,
+    /// Which of the connection's children (`ConnectionSpec::children`).
+    spec: usize,
+    /// Rekey at the next chance (`espgwctl ike rekey`).
+    force_rekey: bool,
 }
 
 impl Child {
@@ -145,7 +151,10 @@ impl Child {
     /// fresh replacement: rekeying it before the old one goes would leave
     /// the eroute on an SA that is about to be deleted).
     fn due_for_rekey(&self, now: Instant, after: Duration) -> bool {
-        !self.retiring && !self.held && !self.redundant && now.duration_since(self.installed) >= after
+        !self.retiring
+            && !self.held
+            && !self.redundant
+            && (self.force_rekey || (!after.is_zero() && now.duration_since(self.installed) >= after))
     }
 }
 
@@ -175,7 +184,15 @@ enum Waiting {
     DeleteChild {
         old: Child,
     },
+    /// Another child of the connection (`spec`), made after IKE_AUTH.
+    NewChild {
+        rekey: Rekey,
+        spec: usize,
+    },
 }
+
+/// After a failed CREATE_CHILD_SA for a connection's further child, when we try again.
+const NEW_CHILD_RETRY: Duration = Duration::from_secs(30);
 
 /// Our outstanding request.
 struct Pending {
@@ -213,6 +230,9 @@ struct IkeSa {
     reassembly: Option<Reassembly>,
     /// The peer rekeyed the child SA we are rekeying (§2.8.1).
     collision: Option<Collision>,
+    /// We made this IKE SA: from then on we create the connection's
+    /// children it does not have yet (one CREATE_CHILD_SA at a time).
+    missing_after: Option<Instant>,
 }
 
 /// A peer's rekey answered while ours of the same child SA was under way.
@@ -258,6 +278,7 @@ impl IkeSa {
             superseded: None,
             reassembly: None,
             collision: None,
+            missing_after: None,
         }
     }
 
@@ -308,6 +329,40 @@ pub trait Control {
 /// The store name of a connection's eroute.
 pub fn eroute_name(conn: &str) -> String {
     format!("ike-{conn}")
+}
+
+/// The eroute of a connection's child: `ike-NAME` for the first,
+/// `ike-NAME-CHILD` for a `[[connection.child]]`.
+fn child_eroute(c: &ConnectionSpec, spec: usize) -> String {
+    match c.children.get(spec).and_then(|ch| ch.name.as_deref()) {
+        Some(child) => format!("ike-{}-{child}", c.name),
+        None => eroute_name(&c.name),
+    }
+}
+
+/// A child spec's selectors as TSi/TSr of a request we send (ours first).
+fn spec_ts(c: &ConnectionSpec, spec: usize) -> (Vec<TrafficSelector>, Vec<TrafficSelector>) {
+    let ch = &c.children[spec.min(c.children.len().saturating_sub(1))];
+    (vec![ts_of(&ch.local_ts)], vec![ts_of(&ch.remote_ts)])
+}
+
+/// Which of the connection's children a peer's request is for: the first
+/// whose selectors its TSi/TSr (`peer_ts`: the initiator's, the
+/// responder's) narrow into, with those allowed lists (TSi, TSr).
+fn pick_child(
+    c: &ConnectionSpec,
+    tsi: &[TrafficSelector],
+    tsr: &[TrafficSelector],
+) -> (usize, Vec<TrafficSelector>, Vec<TrafficSelector>) {
+    let allowed = |k: usize| (vec![ts_of(&c.children[k].remote_ts)], vec![ts_of(&c.children[k].local_ts)]);
+    let k = (0..c.children.len())
+        .find(|k| {
+            let (ai, ar) = allowed(*k);
+            !super::auth::narrow(tsi, &ai).is_empty() && !super::auth::narrow(tsr, &ar).is_empty()
+        })
+        .unwrap_or(0);
+    let (ai, ar) = allowed(k);
+    (k, ai, ar)
 }
 
 /// A prefix as a traffic selector (every protocol and port).
@@ -365,20 +420,23 @@ impl Daemon {
         }
     }
 
-    /// Install the `%trap` eroutes of `start = "trap"` connections.
+    /// Install the `%trap` eroutes of `start = "trap"` connections (one per child).
     pub fn install_traps(&self, control: &dyn Control) {
-        for (i, _) in self.conns.iter().enumerate().filter(|(_, c)| c.start == Start::Trap) {
-            self.install_trap(control, i);
+        for (i, c) in self.conns.iter().enumerate().filter(|(_, c)| c.start == Start::Trap) {
+            for k in 0..c.children.len() {
+                self.install_trap(control, i, k);
+            }
         }
     }
 
-    /// The `%trap` eroute of connection `conn`.
-    fn install_trap(&self, control: &dyn Control, conn: usize) {
+    /// The `%trap` eroute of connection `conn`'s child `k`.
+    fn install_trap(&self, control: &dyn Control, conn: usize, k: usize) {
         {
             let c = &self.conns[conn];
+            let ch = &c.children[k];
             let spec = json!({
-                "name": eroute_name(&c.name), "src": c.local_ts[0].to_string(),
-                "dst": c.remote_ts[0].to_string(), "action": "trap",
+                "name": child_eroute(c, k), "src": ch.local_ts.to_string(),
+                "dst": ch.remote_ts.to_string(), "action": "trap",
             });
             let mut store = control.store();
             let id = store.next_eroute_id();
@@ -449,7 +507,8 @@ impl Daemon {
 
     /// `%trap` hits: initiate the connection whose eroute was hit (once).
     pub fn acquire(&mut self, eroute: &str, now: Instant) {
-        if let Some(i) = self.conns.iter().position(|c| eroute_name(&c.name) == eroute) {
+        let hit = |c: &ConnectionSpec| (0..c.children.len()).any(|k| child_eroute(c, k) == eroute);
+        if let Some(i) = self.conns.iter().position(hit) {
             if !self.sas.iter().any(|s| s.conn == i) {
                 self.initiate(i, now);
             }
@@ -734,12 +793,17 @@ impl Daemon {
         let cfg = auth_config(&c);
         let spi_in = self.alloc_spi();
         let iv = self.sas[i].next_iv();
-        let (allowed_i, allowed_r) = (vec![ts_of(&c.remote_ts[0])], vec![ts_of(&c.local_ts[0])]);
+        // Which child the peer asks for: the first whose selectors its own narrow into.
+        let peer_ts = msg.open(&est.keys.sk_ei).map(|(_, inner)| (selectors(&inner, true), selectors(&inner, false)));
+        let (spec, allowed_i, allowed_r) = match &peer_ts {
+            Ok((tsi, tsr)) => pick_child(&c, tsi, tsr),
+            Err(_) => pick_child(&c, &[], &[]),
+        };
         match ike_auth::respond(est, &cfg, msg, spi_in, &allowed_i, &allowed_r, iv) {
             Ok((resp, child)) => {
                 // Installed before the answer leaves: the peer sends at once.
                 let (remote_ts, local_ts) = (child.tsi.clone(), child.tsr.clone());
-                match self.install(control, i, &child, &local_ts, &remote_ts, est.nat.any(), true, now) {
+                match self.install(control, i, &child, &local_ts, &remote_ts, est.nat.any(), true, spec, now) {
                     Ok(()) => {
                         self.established(control, i, now);
                         Some(resp)
@@ -816,8 +880,26 @@ impl Daemon {
                 RekeyTarget::Unknown
             }
         };
-        let (allowed_i, allowed_r) = (vec![ts_of(&c.remote_ts[0])], vec![ts_of(&c.local_ts[0])]);
         let initiator = self.sas[i].initiator;
+        // A rekey keeps its child's selectors; a new child is one of the connection's.
+        let recv = if initiator { &est.keys.sk_er } else { &est.keys.sk_ei };
+        let opened = msg.open(recv).ok();
+        let rekeyed_spec = opened.as_ref().and_then(|(_, inner)| {
+            inner.iter().find_map(|p| match p {
+                Payload::Notify { kind: create_child::REKEY_SA, protocol: 3, spi, .. } => {
+                    let spi = u32::from_be_bytes(<[u8; 4]>::try_from(spi.as_slice()).ok()?);
+                    let s = &self.sas[i];
+                    s.children.iter().chain(s.pending_child()).find(|c| c.spi_out == spi).map(|c| c.spec)
+                }
+                _ => None,
+            })
+        });
+        let (tsi, tsr) =
+            opened.map(|(_, inner)| (selectors(&inner, true), selectors(&inner, false))).unwrap_or_default();
+        let (spec, allowed_i, allowed_r) = match rekeyed_spec {
+            Some(k) => (k, vec![ts_of(&c.children[k].remote_ts)], vec![ts_of(&c.children[k].local_ts)]),
+            None => pick_child(&c, &tsi, &tsr),
+        };
         let r = create_child::respond(
             est, initiator, msg, target, true, spi_in, &c.child, &c.ike, &allowed_i, &allowed_r, iv,
         );
@@ -826,13 +908,13 @@ impl Daemon {
                 // The peer (re)creates a child SA of this connection: it sends at
                 // once, and so do we, as after IKE_AUTH.
                 let (remote_ts, local_ts) = (child.tsi.clone(), child.tsr.clone());
-                self.install(control, i, &child, &local_ts, &remote_ts, est.nat.any(), true, now).ok()?;
+                self.install(control, i, &child, &local_ts, &remote_ts, est.nat.any(), true, spec, now).ok()?;
                 tracing::info!(target: "espgw::ike", conn = %c.name, "the peer created a child SA");
                 Some(response)
             }
             Ok((_, create_child::Answer::Rekeyed { old_spi_out, child, response })) => {
                 let (remote_ts, local_ts) = (child.tsi.clone(), child.tsr.clone());
-                self.install(control, i, &child, &local_ts, &remote_ts, est.nat.any(), false, now).ok()?;
+                self.install(control, i, &child, &local_ts, &remote_ts, est.nat.any(), false, spec, now).ok()?;
                 self.counters.child_rekeyed += 1;
                 if rekeying == Some(old_spi_out) {
                     tracing::info!(target: "espgw::ike", conn = %c.name, "both sides rekey the same child SA (§2.8.1)");
@@ -962,7 +1044,7 @@ impl Daemon {
                     let spi_in = self.alloc_spi();
                     let iv = self.sas[i].next_iv();
                     let cfg = auth_config(&c);
-                    let (tsi, tsr) = (vec![ts_of(&c.local_ts[0])], vec![ts_of(&c.remote_ts[0])]);
+                    let (tsi, tsr) = spec_ts(&c, 0);
                     match ike_auth::request(&est, &cfg, spi_in, &tsi, &tsr, iv) {
                         Ok(bytes) => {
                             self.sas[i].est = Some(Box::new(est));
@@ -986,7 +1068,7 @@ impl Daemon {
                 match r {
                     Ok(child) => {
                         let (local_ts, remote_ts) = (child.tsi.clone(), child.tsr.clone());
-                        match self.install(control, i, &child, &local_ts, &remote_ts, nat, true, now) {
+                        match self.install(control, i, &child, &local_ts, &remote_ts, nat, true, 0, now) {
                             Ok(()) => self.established(control, i, now),
                             Err(e) => {
                                 tracing::warn!(target: "espgw::ike", conn = %c.name, error = %e, "child SA not installed");
@@ -1023,7 +1105,7 @@ impl Daemon {
                 match (r, collision) {
                     (Ok(child), None) => {
                         let (local_ts, remote_ts) = (child.tsi.clone(), child.tsr.clone());
-                        if self.install(control, i, &child, &local_ts, &remote_ts, nat, true, now).is_ok() {
+                        if self.install(control, i, &child, &local_ts, &remote_ts, nat, true, old.spec, now).is_ok() {
                             self.counters.child_rekeyed += 1;
                             // The old pair: deleted with the peer (its inbound kept until the answer).
                             self.delete_child(i, old, now);
@@ -1079,6 +1161,20 @@ impl Daemon {
                 }
             }
             Waiting::DeleteChild { old } => self.uninstall(control, self.sas[i].conn, &old),
+            Waiting::NewChild { rekey, spec } => {
+                let Some(est) = self.sas[i].est.take() else { return };
+                let r = rekey.complete(&est, self.sas[i].initiator, msg);
+                let nat = est.nat.any();
+                self.sas[i].est = Some(est);
+                let installed = r.map_err(|e| format!("{e:?}")).and_then(|child| {
+                    let (local_ts, remote_ts) = (child.tsi.clone(), child.tsr.clone());
+                    self.install(control, i, &child, &local_ts, &remote_ts, nat, true, spec, now)
+                });
+                if let Err(e) = installed {
+                    tracing::warn!(target: "espgw::ike", conn = %c.name, error = %e, "child SA not created");
+                    self.sas[i].missing_after = Some(now + NEW_CHILD_RETRY);
+                }
+            }
         }
     }
 
@@ -1101,9 +1197,10 @@ impl Daemon {
     ) {
         self.counters.rekey_collisions += 1;
         let ours_redundant = child.lowest_nonce < col.lowest_nonce;
+        let spec = old.spec;
         let (local_ts, remote_ts) = (child.tsi.clone(), child.tsr.clone());
         // Installed either way: the peer may send on it until it has our delete.
-        if self.install(control, i, &child, &local_ts, &remote_ts, nat, !ours_redundant, now).is_err() {
+        if self.install(control, i, &child, &local_ts, &remote_ts, nat, !ours_redundant, old.spec, now).is_err() {
             self.sas[i].children.push(Child { retiring: true, ..old });
             return;
         }
@@ -1124,7 +1221,7 @@ impl Daemon {
             self.delete_child(i, old, now);
         }
         let conn = self.sas[i].conn;
-        self.reroute(control, conn);
+        self.reroute(control, conn, spec);
     }
 
     fn delete_child(&mut self, i: usize, old: Child, now: Instant) {
@@ -1144,6 +1241,9 @@ impl Daemon {
         let s = &mut self.sas[i];
         s.up = true;
         s.rekey_at = rekey_at;
+        if s.initiator {
+            s.missing_after = Some(now);
+        }
         self.counters.established += 1;
         let c = &self.conns[s.conn];
         tracing::info!(target: "espgw::ike", conn = %c.name, peer = %s.remote, nat = s.natt(), "IKE SA established");
@@ -1173,6 +1273,7 @@ impl Daemon {
         remote_ts: &[TrafficSelector],
         nat: bool,
         route: bool,
+        spec: usize,
         now: Instant,
     ) -> Result<(), String> {
         let s = &self.sas[i];
@@ -1183,7 +1284,7 @@ impl Daemon {
         self.log_keys(s.conn, "esp_sa", &key_log::esp_rows(s.local.ip(), s.remote.ip(), child));
         let (alg, enc_len) = (child.suite.algorithm(), child.suite.enc_len());
         let base = format!("ike-{}-{:08x}", c.name, child.spi_in);
-        let er = eroute_name(&c.name);
+        let er = child_eroute(c, spec);
         let sa = |name: String, dir: &str, spi: u32, key: &[u8]| {
             let mut v = json!({
                 "name": name, "direction": dir, "spi": spi, "algorithm": alg,
@@ -1239,6 +1340,8 @@ impl Daemon {
             selectors: (lp, rp),
             held: !route,
             redundant: false,
+            spec,
+            force_rekey: false,
         });
         Ok(())
     }
@@ -1246,11 +1349,12 @@ impl Daemon {
     /// Route the connection's traffic into child `k`'s outbound SA, which
     /// was installed held back (we answered the peer's rekey).
     fn release(&mut self, control: &dyn Control, i: usize, k: usize) {
+        let conn = self.sas[i].conn;
         let c = &mut self.sas[i].children[k];
         if c.held {
             c.held = false;
-            let conn = self.sas[i].conn;
-            self.reroute(control, conn);
+            let spec = c.spec;
+            self.reroute(control, conn, spec);
         }
     }
 
@@ -1258,7 +1362,7 @@ impl Daemon {
     /// traffic, across all its IKE SAs (two can exist when both sides
     /// initiated at once); with none left, back to `%trap` (start = "trap")
     /// or gone (traffic meets the defaults again).
-    fn reroute(&mut self, control: &dyn Control, conn: usize) {
+    fn reroute(&mut self, control: &dyn Control, conn: usize, spec: usize) {
         let name = self.conns[conn].name.clone();
         let best = self
             .sas
@@ -1271,10 +1375,10 @@ impl Daemon {
                 };
                 s.children.iter().chain(rekeying)
             })
-            .filter(|c| !c.held && !c.redundant)
+            .filter(|c| c.spec == spec && !c.held && !c.redundant)
             .max_by_key(|c| c.installed)
             .map(|c| (format!("ike-{name}-{:08x}-out", c.spi_in), c.selectors));
-        let er = eroute_name(&name);
+        let er = child_eroute(&self.conns[conn], spec);
         let mut store = control.store();
         let current = store.eroute(&er).ok().and_then(|e| serde_json::to_value(&e).ok());
         let result = match best {
@@ -1284,7 +1388,7 @@ impl Daemon {
                 if current.is_none_or(|v| v["action"] != "trap") {
                     let _ = store.delete_eroute(&er);
                     drop(store);
-                    self.install_trap(control, conn);
+                    self.install_trap(control, conn, spec);
                 }
                 Ok(())
             }
@@ -1309,7 +1413,7 @@ impl Daemon {
             let _ = store.delete_sa(&format!("{base}-in"), true);
         }
         control.events().publish("child_sa_down", json!({ "connection": name, "spi_in": format!("{:08x}", c.spi_in) }));
-        self.reroute(control, conn);
+        self.reroute(control, conn, c.spec);
     }
 
     /// The IKE SA and its children go.
@@ -1373,11 +1477,18 @@ impl Daemon {
             if s.up {
                 let c = &self.conns[s.conn];
                 let (dpd, rekey) = (Duration::from_secs(c.dpd_seconds), Duration::from_secs(c.rekey_seconds));
-                let ts = (vec![ts_of(&c.local_ts[0])], vec![ts_of(&c.remote_ts[0])]);
+                let missing = s
+                    .missing_after
+                    .filter(|t| now >= *t)
+                    .and_then(|_| (0..c.children.len()).find(|k| !s.children.iter().any(|ch| ch.spec == *k)));
                 if s.rekey_at.is_some_and(|t| now >= t) {
                     self.rekey_ike(i, now);
-                } else if c.rekey_seconds > 0 && s.children.iter().any(|ch| ch.due_for_rekey(now, rekey)) {
-                    self.rekey(i, rekey, ts, now);
+                } else if s.children.iter().any(|ch| ch.due_for_rekey(now, rekey)) {
+                    self.rekey(i, rekey, now);
+                } else if let Some(k) = missing {
+                    self.new_child(i, k, now);
+                } else if s.missing_after.is_some() && missing.is_none() && s.missing_after.is_some_and(|t| now >= t) {
+                    self.sas[i].missing_after = None;
                 } else if c.dpd_seconds > 0 && now.duration_since(s.last_heard) >= dpd {
                     self.dpd(i, now);
                 }
@@ -1461,21 +1572,43 @@ impl Daemon {
         }
     }
 
-    fn rekey(&mut self, i: usize, after: Duration, ts: (Vec<TrafficSelector>, Vec<TrafficSelector>), now: Instant) {
+    fn rekey(&mut self, i: usize, after: Duration, now: Instant) {
         let Some(k) = self.sas[i].children.iter().position(|c| c.due_for_rekey(now, after)) else {
             return;
         };
-        let old = self.sas[i].children.remove(k);
+        let old = Child { force_rekey: false, ..self.sas[i].children.remove(k) };
+        // The child's own (narrowed) selectors.
+        let ts = (vec![ts_of(&old.selectors.0)], vec![ts_of(&old.selectors.1)]);
         let new_spi = self.alloc_spi();
         let Some(est) = self.sas[i].est.take() else { return };
         let iv = self.sas[i].next_iv();
         let id = self.sas[i].next_id;
         let policy = self.conns[self.sas[i].conn].child.clone();
-        let r = create_child::request(&est, self.sas[i].initiator, id, old.spi_in, new_spi, &policy, &ts.0, &ts.1, iv);
+        let initiator = self.sas[i].initiator;
+        let r = create_child::request(&est, initiator, id, Some(old.spi_in), new_spi, &policy, &ts.0, &ts.1, iv);
         self.sas[i].est = Some(est);
         match r {
             Ok((rekey, bytes)) => self.request(i, bytes, Waiting::Rekey { rekey, old }, now),
             Err(_) => self.sas[i].children.push(old),
+        }
+    }
+
+    /// Create the connection's child `spec` on IKE SA `i` with
+    /// CREATE_CHILD_SA (§1.3.1): its other children, after IKE_AUTH made
+    /// the first.
+    fn new_child(&mut self, i: usize, spec: usize, now: Instant) {
+        let c = &self.conns[self.sas[i].conn];
+        let (tsi, tsr) = spec_ts(c, spec);
+        let policy = c.child.clone();
+        let spi_in = self.alloc_spi();
+        let Some(est) = self.sas[i].est.take() else { return };
+        let iv = self.sas[i].next_iv();
+        let (id, initiator) = (self.sas[i].next_id, self.sas[i].initiator);
+        let r = create_child::request(&est, initiator, id, None, spi_in, &policy, &tsi, &tsr, iv);
+        self.sas[i].est = Some(est);
+        match r {
+            Ok((rekey, bytes)) => self.request(i, bytes, Waiting::NewChild { rekey, spec }, now),
+            Err(_) => self.sas[i].missing_after = Some(now + NEW_CHILD_RETRY),
         }
     }
 
@@ -1484,20 +1617,18 @@ impl Daemon {
     /// were started. Err when it has no established IKE SA to do it on.
     pub fn rekey_named(&mut self, name: &str, now: Instant) -> Result<usize, String> {
         let conn = self.conns.iter().position(|c| c.name == name).ok_or(format!("no connection named {name:?}"))?;
-        let ts = {
-            let c = &self.conns[conn];
-            (vec![ts_of(&c.local_ts[0])], vec![ts_of(&c.remote_ts[0])])
-        };
         let mut started = 0;
         for i in 0..self.sas.len() {
-            let s = &self.sas[i];
-            if s.conn == conn
-                && s.up
-                && s.pending.is_none()
-                && s.children.iter().any(|c| c.due_for_rekey(now, Duration::ZERO))
-            {
-                self.rekey(i, Duration::ZERO, ts.clone(), now);
-                started += 1;
+            let s = &mut self.sas[i];
+            if s.conn == conn && s.up && s.superseded.is_none() {
+                // Each of its children, one exchange after the other.
+                for c in s.children.iter_mut().filter(|c| !c.retiring && !c.held && !c.redundant) {
+                    c.force_rekey = true;
+                    started += 1;
+                }
+                if s.pending.is_none() {
+                    self.rekey(i, Duration::ZERO, now);
+                }
             }
         }
         if started == 0 {
@@ -1519,8 +1650,9 @@ impl Daemon {
                     Start::Start => "start",
                     Start::Trap => "trap",
                 },
-                local_ts: c.local_ts.iter().map(|p| p.to_string()).collect(),
-                remote_ts: c.remote_ts.iter().map(|p| p.to_string()).collect(),
+                local_ts: c.children.iter().map(|ch| ch.local_ts.to_string()).collect(),
+                remote_ts: c.children.iter().map(|ch| ch.remote_ts.to_string()).collect(),
+                eroutes: (0..c.children.len()).map(|k| child_eroute(c, k)).collect(),
             })
             .collect()
     }

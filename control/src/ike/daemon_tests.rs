@@ -617,3 +617,68 @@ fn deliver(to: &Side, ds: &[IkeDatagram]) {
         to.queues.to_control.push(IkeDatagram::new(d.remote, d.local, d.payload()).unwrap()).unwrap();
     }
 }
+
+/// A connection with two children: the initiator makes the first in
+/// IKE_AUTH and the second with CREATE_CHILD_SA; each has its own SAs,
+/// eroute and keys, each rekeys on its own (`espgwctl ike rekey` rekeys
+/// both, one exchange after the other), and terminate takes all down.
+#[test]
+fn a_connection_with_two_children() {
+    let voice = |mine: &str, theirs: &str| {
+        format!("\n[[connection.child]]\nname = \"voice\"\nlocal_ts = [\"{mine}\"]\nremote_ts = [\"{theirs}\"]\n")
+    };
+    let a_extra = format!("start = \"start\"\nrekey_seconds = 60{}", voice("10.0.3.0/24", "10.0.4.0/24"));
+    let mut a = side(config("192.0.2.1", "198.51.100.1", "10.0.1.0/24", "10.0.2.0/24", "secret", &a_extra));
+    let b_extra = voice("10.0.4.0/24", "10.0.3.0/24");
+    let mut b = side(config("198.51.100.1", "192.0.2.1", "10.0.2.0/24", "10.0.1.0/24", "secret", &b_extra));
+    assert_eq!(a.daemon.connections()[0].eroutes, ["ike-peer", "ike-peer-voice"]);
+    let t0 = Instant::now();
+    rounds(&mut a, &mut b, t0);
+    rounds(&mut a, &mut b, t0);
+    let route = |s: &Side, er: &str| {
+        let v = serde_json::to_value(s.control.store().eroute(er).unwrap()).unwrap();
+        (
+            v["src"].as_str().unwrap().to_string(),
+            v["dst"].as_str().unwrap().to_string(),
+            v["sa"].as_str().unwrap().to_string(),
+        )
+    };
+    for (s, first, second) in [
+        (&a, ("10.0.1.0/24", "10.0.2.0/24"), ("10.0.3.0/24", "10.0.4.0/24")),
+        (&b, ("10.0.2.0/24", "10.0.1.0/24"), ("10.0.4.0/24", "10.0.3.0/24")),
+    ] {
+        let (r1, r2) = (route(s, "ike-peer"), route(s, "ike-peer-voice"));
+        assert_eq!((r1.0.as_str(), r1.1.as_str()), first);
+        assert_eq!((r2.0.as_str(), r2.1.as_str()), second);
+        assert_ne!(r1.2, r2.2, "each child its own SA");
+        assert_eq!((spis(s, "in").len(), spis(s, "out").len()), (2, 2));
+    }
+    assert_eq!(a.daemon.list(t0)[0].children.len(), 2);
+    assert_eq!(spis(&a, "out").iter().collect::<std::collections::BTreeSet<_>>(), spis(&b, "in").iter().collect());
+    // Both children due at 61 s: rekeyed one after the other, each keeping its selectors.
+    let before = (route(&a, "ike-peer").2, route(&a, "ike-peer-voice").2);
+    let t1 = t0 + Duration::from_secs(61);
+    for _ in 0..3 {
+        rounds(&mut a, &mut b, t1);
+    }
+    let after = (route(&a, "ike-peer").2, route(&a, "ike-peer-voice").2);
+    assert!(after.0 != before.0 && after.1 != before.1, "{before:?} -> {after:?}");
+    assert_eq!(route(&b, "ike-peer-voice").0, "10.0.4.0/24");
+    assert_eq!((spis(&a, "out").len(), spis(&b, "out").len()), (2, 2), "the old pairs went");
+    assert_eq!(a.daemon.counters.child_rekeyed, 2);
+    // The operator rekeys both now.
+    assert_eq!(a.daemon.rekey_named("peer", t1), Ok(2));
+    for _ in 0..3 {
+        rounds(&mut a, &mut b, t1);
+    }
+    assert_eq!(a.daemon.counters.child_rekeyed, 4);
+    assert_eq!(spis(&a, "out").iter().collect::<std::collections::BTreeSet<_>>(), spis(&b, "in").iter().collect());
+    // Down: every SA and eroute of both children.
+    a.daemon.terminate_named(&a.control, "peer");
+    carry(&a, &b, false);
+    b.daemon.poll(&b.control, t1);
+    for s in [&a, &b] {
+        assert!(sa_names(s).iter().all(|n| !n.starts_with("ike-")), "{:?}", sa_names(s));
+        assert!(s.control.store().eroute("ike-peer-voice").is_err());
+    }
+}

@@ -881,7 +881,7 @@ mod create_child {
         let policy = ChildPolicy::default();
         for (target, notify) in [(RekeyTarget::Closing, TEMPORARY_FAILURE), (RekeyTarget::Unknown, CHILD_SA_NOT_FOUND)]
         {
-            let (rekey, bytes) = request(&l, true, 2, 0x1111, 0x2222, &policy, &ts, &ts, [1; 8]).unwrap();
+            let (rekey, bytes) = request(&l, true, 2, Some(0x1111), 0x2222, &policy, &ts, &ts, [1; 8]).unwrap();
             let (id, answer) =
                 respond(&r, false, &bytes, |_| target, true, 0x3333, &policy, &SUITES, &ts, &ts, [2; 8]).unwrap();
             let Answer::Refused { notify: n, response } = answer else { panic!("{target:?} accepted") };

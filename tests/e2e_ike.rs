@@ -748,3 +748,57 @@ fn a_child_sa_the_peer_recreates_is_accepted() {
     assert!(ike["child_installed"].as_u64().unwrap() >= 2, "{ike}{}", ctx());
     assert_eq!(ike["established"], 1, "{ike}");
 }
+
+/// Two children on one IKE SA with strongSwan: espgw makes the first in
+/// IKE_AUTH and the second with CREATE_CHILD_SA; then charon does it the
+/// other way round (its second child first); each time both subnets behind
+/// charon answer pings through their own child SA.
+#[test]
+fn two_children_with_strongswan_both_ways() {
+    let _heavy = heavy_test_lock();
+    let lab = Lab::new("2");
+    sh(&["ip", "-n", &lab.peer, "addr", "add", "10.0.3.1/24", "dev", "lo"]);
+    let s = Scratch::new();
+    let voice = " voice { local_ts = 10.0.3.0/24\n remote_ts = 10.0.1.0/24\n esp_proposals = aes128gcm16 }\n";
+    let charon = lab.charon_edited("shared secret", "", "", &[("children { ", &format!("children {{ {voice}"))]);
+    let child =
+        "\n[[connection.child]]\nname = \"voice\"\nlocal_ts = [\"10.0.1.0/24\"]\nremote_ts = [\"10.0.3.0/24\"]\n";
+    let (gw, report) = lab.espgw(&s, "shared secret", child);
+    wait_ready(&s);
+    let ctx = || format!("\n--- charon ---\n{}", charon.log_text());
+    let ping = |dst: &str| {
+        let r = lab.traffic(&lab.host, &["ping", "10.0.1.2", dst, "3", "50"]);
+        r.map(|v| v["received"].as_u64().unwrap_or(0)).unwrap_or(0)
+    };
+    let children = || {
+        let (_, out) = espgwctl(&s, &["--json", "ike", "list"]);
+        let v: Value = serde_json::from_str(&out).unwrap_or(Value::Null);
+        v["ike_sas"][0]["children"].as_array().map_or(0, Vec::len)
+    };
+    // espgw initiates: IKE_AUTH for net, CREATE_CHILD_SA for voice.
+    let (ok, out) = espgwctl(&s, &["ike", "initiate", "east"]);
+    assert!(ok, "{out}");
+    assert!(lab.wait_for_tunnel(Duration::from_secs(20)), "net{}", ctx());
+    let end = Instant::now() + Duration::from_secs(10);
+    while children() < 2 && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(children(), 2, "{}", ctx());
+    assert!(ping("10.0.2.1") >= 2 && ping("10.0.3.1") >= 2, "both subnets{}", ctx());
+    let log = charon.log_text();
+    assert!(log.contains("CHILD_SA voice{") && log.contains("CHILD_SA net{"), "{}", ctx());
+    let (ok, out) = charon.swanctl(&["--terminate", "--ike", "espgw", "--timeout", "10"]);
+    assert!(ok, "{out}");
+    // charon initiates its second child first, then the first on the same IKE SA.
+    for child in ["voice", "net"] {
+        let (ok, out) = charon.swanctl(&["--initiate", "--child", child, "--timeout", "10"]);
+        assert!(ok, "{child}: {out}{}", ctx());
+    }
+    assert!(ping("10.0.3.1") >= 2 && ping("10.0.2.1") >= 2, "both subnets again{}", ctx());
+    assert_eq!(children(), 2);
+    let run = stop(gw, &report);
+    run.assert_ok();
+    let ike = &run.report()["ike"];
+    assert_eq!(ike["established"], 2, "{ike}");
+    assert!(ike["child_installed"].as_u64().unwrap() >= 4, "{ike}");
+}

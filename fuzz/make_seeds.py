@@ -155,6 +155,12 @@ msgs = json.loads(subprocess.run([sys.executable, os.path.join(HERE, "..", "test
 for name, h in zip(["sa_init", "auth", "informational_sk"], msgs):
     write("ike", name, bytes.fromhex(h))
 
+# ike_fragments: 3 size bytes (fragment size 100 + 4*b0, the two messages' lengths), then
+# (op, index) pairs: op bit 0 picks the message, bits 1-2 both set corrupt the fragment
+write("ike_fragments", "in_order", bytes([40, 40, 10]) + b"".join(bytes([0, i]) for i in range(8)))
+write("ike_fragments", "interleaved", bytes([10, 20, 30]) + b"".join(bytes([i & 1, i // 2]) for i in range(24)))
+write("ike_fragments", "corrupted_then_good", bytes([60, 50, 5]) + b"".join(bytes([6, i, 0, i]) for i in range(6)))
+
 # api: requests separated by NUL; a request line, headers, an empty line, a body
 AUTH = "Authorization: Bearer fuzz-token\nContent-Type: application/json\n"
 

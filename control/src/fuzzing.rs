@@ -421,5 +421,7 @@ mod tests {
         assert!(n >= 3, "{n} ike seeds");
         let n = espgw_testkit::fuzz_corpus::replay("ike_daemon", crate::ike::fuzzing::daemons);
         assert!(n >= 3, "{n} ike_daemon seeds");
+        let n = espgw_testkit::fuzz_corpus::replay("ike_fragments", crate::ike::fuzzing::fragments);
+        assert!(n >= 3, "{n} ike_fragments seeds");
     }
 }

@@ -6,8 +6,9 @@
 //! liveness checks, rekeys of child and IKE SAs), and run `espgwctl ike`
 //! commands. After every step the stores must agree with the daemons: each
 //! child SA a daemon holds is exactly one inbound and one outbound SA in its
-//! store, nothing else of IKE's is left there, and the connection's eroute
-//! points at an outbound SA that exists whenever a child does.
+//! store, nothing else of IKE's is left there, and the connection's
+//! eroutes (it has two children) point at outbound SAs that exist, one at
+//! least whenever a child does.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -30,11 +31,14 @@ pub struct Side {
 
 /// A side's configuration: `me` talks to `peer`, protecting `my_net` <-> `peer_net`.
 pub fn config(me: &str, peer: &str, my_net: &str, peer_net: &str, extra: &str) -> Config {
+    // A second child: A's subnet to a second one behind B (10.0.12.0/24).
+    let (vl, vr) = if my_net == "10.0.1.0/24" { (my_net, "10.0.12.0/24") } else { ("10.0.12.0/24", peer_net) };
     let src = format!(
         "[workers]\ncores = [0]\n[[port]]\nname = \"clear\"\ndevice = \"net_null0\"\nrole = \"cleartext\"\n\
          [[port]]\nname = \"public\"\ndevice = \"net_null1\"\nrole = \"protected\"\naddresses = [\"{me}\"]\n\
          [[connection]]\nname = \"peer\"\nlocal = \"{me}\"\nremote = \"{peer}\"\nlocal_id = \"{me}\"\n\
-         psk = \"secret\"\nlocal_ts = [\"{my_net}\"]\nremote_ts = [\"{peer_net}\"]\n{extra}\n"
+         psk = \"secret\"\nlocal_ts = [\"{my_net}\"]\nremote_ts = [\"{peer_net}\"]\n{extra}\n\
+         [[connection.child]]\nname = \"voice\"\nlocal_ts = [\"{vl}\"]\nremote_ts = [\"{vr}\"]\n"
     );
     Config::parse(Path::new("fuzz.toml"), &src).expect("the fuzz driver's config is valid")
 }
@@ -92,13 +96,19 @@ fn consistent(s: &Side, who: &str, now: Instant) -> Result<(), String> {
             }
         }
     }
-    if children > 0 {
-        let e = store.eroute("ike-peer").map_err(|e| format!("{who}: children but no eroute: {e:?}"))?;
+    let mut routed = 0;
+    for er in ["ike-peer", "ike-peer-voice"] {
+        let Ok(e) = store.eroute(er) else { continue };
         let v = serde_json::to_value(&e).map_err(|e| e.to_string())?;
-        let out = v["sa"].as_str().unwrap_or_default().to_string();
-        if !ike_sas.contains(&out) {
-            return Err(format!("{who}: the eroute points at {out:?}, not in the store: {ike_sas:?}"));
+        if let Some(out) = v["sa"].as_str() {
+            if !ike_sas.iter().any(|n| n == out) {
+                return Err(format!("{who}: {er} points at {out:?}, not in the store: {ike_sas:?}"));
+            }
+            routed += 1;
         }
+    }
+    if children > 0 && routed == 0 {
+        return Err(format!("{who}: {children} child SAs but no eroute into any: {list:?}"));
     }
     if list.len() > 2048 {
         return Err(format!("{who}: {} IKE SAs held", list.len()));
@@ -185,9 +195,75 @@ pub fn daemons(data: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
+/// IKE fragmentation (RFC 7383) under attack (`fuzz/fuzz_targets/
+/// ike_fragments.rs`): two messages of one IKE SA are cut into fragments
+/// (sizes from the input), and the script delivers, repeats, reorders and
+/// corrupts them. Whatever the order, a message comes out only when all
+/// its fragments came in authentic, and it is exactly what was sent.
+pub fn fragments(data: &[u8]) -> Result<(), String> {
+    use super::crypto::{encrypt_message, fragment, Inbound, Reassembly};
+    use super::message::{Header, Payload};
+    let (head, script) = data.split_at(data.len().min(3));
+    let byte = |i: usize| usize::from(head.get(i).copied().unwrap_or(0));
+    let max = 100 + byte(0) * 4;
+    let key = [0x42u8; 20];
+    let mut iv = 0u64;
+    let mut messages = Vec::new();
+    for (id, len) in [(5u32, byte(1) * 16 + 1), (6, byte(2) * 8 + 40)] {
+        let inner = vec![Payload::VendorId(vec![id as u8; len]), Payload::Nonce(vec![7; 32])];
+        let h = Header { spi_i: 1, spi_r: 2, minor: 0, exchange: 37, flags: 0x08, message_id: id };
+        let whole = encrypt_message(h, &inner, &key, [0xff; 8]).map_err(|e| e.to_string())?;
+        let frags = fragment(&whole, &key, max, || {
+            iv += 1;
+            iv.to_be_bytes()
+        })
+        .map_err(|e| format!("fragmenting {} bytes to {max}: {e}", whole.len()))?;
+        if frags.iter().any(|f| f.len() > max) {
+            return Err(format!("a fragment larger than {max}"));
+        }
+        messages.push((inner, frags));
+    }
+    let mut slot = None;
+    for op in script.chunks(2) {
+        let (k, x) = (op[0], usize::from(op.get(1).copied().unwrap_or(0)));
+        let (inner, frags) = &messages[usize::from(k & 1)];
+        let mut bytes = frags[x % frags.len()].clone();
+        if k & 6 == 6 {
+            // Corrupted anywhere: never accepted.
+            let at = (x * 13 + usize::from(k)) % bytes.len();
+            bytes[at] ^= (k >> 3) | 1;
+        }
+        let Ok(Some(done)) = Reassembly::add(&mut slot, &bytes, &key) else { continue };
+        let (h, got) = Inbound::Reassembled(&done).open(&key).map_err(|e| format!("reassembled, not opened: {e}"))?;
+        let want = &messages[usize::from(h.message_id == 6)].0;
+        if &got != want || (h.message_id != 5 && h.message_id != 6) {
+            return Err(format!("message {} reassembled as something never sent", h.message_id));
+        }
+        let _ = inner;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// In order, every fragment once: each message comes out; a fragment
+    /// flipped is never part of one.
+    #[test]
+    fn fragments_driver_holds() {
+        // max 100 + 40*4 = 260 bytes; 12 fragments of message 5 in order, then of 6.
+        let mut script = vec![40, 40, 10];
+        for i in 0..12 {
+            script.extend([0, i]);
+        }
+        fragments(&script).unwrap();
+        let mut flipped = vec![40, 40, 10];
+        for i in 0..12 {
+            flipped.extend([6, i, 0, i]);
+        }
+        fragments(&flipped).unwrap();
+    }
 
     /// With no script the two daemons negotiate and every check holds; an
     /// SA taken from the store behind the daemon's back is caught.
@@ -204,6 +280,7 @@ mod tests {
             carry(&b, &a, keep);
         }
         assert_eq!(b.daemon.list(now)[0].state, "established");
+        assert_eq!(b.daemon.list(now)[0].children.len(), 2, "both children");
         consistent(&b, "B", now).unwrap();
         let name = b.control.store().sas().into_iter().map(|x| x.sa.name).find(|n| n.ends_with("-in")).unwrap();
         b.control.store().delete_sa(&name, true).unwrap();

@@ -6,6 +6,9 @@
   x25519 PEER_PUB                               our public key and the shared secret
   ecp GROUP PEER_PUB                            the same for ECP-256 (19) / ECP-384 (20): x | y (RFC 5903)
   modp2048 PEER_PUB                             the same for MODP-2048 (14, RFC 3526), 256-byte values
+  open_cbc INTEG EKEY AKEY MSG                  check (HMAC-SHA256-128 / HMAC-SHA1-96) and decrypt an AES-CBC SK message
+  seal_cbc INTEG EKEY AKEY SPII SPIR EXCH FLAGS MID FIRST CHAIN
+                                                build an AES-CBC + HMAC SK message around CHAIN (random IV, padded)
   frag KEYSALT MSG...                           decrypt SKF fragments (RFC 7383): the chain put back together
   open KEYSALT MSG                              decrypt an SK-first message (RFC 5282): inner chain hex
   seal KEYSALT IV SPII SPIR EXCH FLAGS MID FIRST PLAIN
@@ -19,6 +22,8 @@ import sys
 from cryptography.hazmat.primitives import hashes, hmac
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+import os
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import dh, ec
 
@@ -80,6 +85,34 @@ def main():
         peer = dh.DHPublicNumbers(int.from_bytes(x(a[1]), "big"), params.parameter_numbers()).public_key()
         # pyca strips leading zeros; RFC 7296 §2.14 keeps the prime's length.
         print(json.dumps({"public": pub.hex(), "shared": k.exchange(peer).rjust(256, b"\x00").hex()}))
+    elif a[0] in ("open_cbc", "seal_cbc"):
+        hname, icv = {"sha256": (hashes.SHA256(), 16), "sha1": (hashes.SHA1(), 12)}[a[1]]
+        ek, ak = x(a[2]), x(a[3])
+
+        def mac(data):
+            h = hmac.HMAC(ak, hname)
+            h.update(data)
+            return h.finalize()[:icv]
+        if a[0] == "open_cbc":
+            msg = x(a[4])
+            if mac(msg[:-icv]) != msg[-icv:]:
+                raise SystemExit("ICV mismatch")
+            iv, ct = msg[32:48], msg[48:-icv]
+            d = Cipher(algorithms.AES(ek), modes.CBC(iv)).decryptor()
+            plain = d.update(ct) + d.finalize()
+            print(json.dumps({"first": msg[28], "chain": plain[:len(plain) - 1 - plain[-1]].hex()}))
+        else:
+            spii, spir, exch, flags, mid, first = int(a[4], 16), int(a[5], 16), int(a[6]), int(a[7]), int(a[8]), int(a[9])
+            chain = x(a[10])
+            padlen = 15 - len(chain) % 16
+            plain = chain + bytes(padlen) + bytes([padlen])
+            iv = os.urandom(16)
+            e = Cipher(algorithms.AES(ek), modes.CBC(iv)).encryptor()
+            ct = e.update(plain) + e.finalize()
+            sk_len = 4 + 16 + len(ct) + icv
+            hdr = struct.pack(">QQBBBBII", spii, spir, 46, 0x20, exch, flags, mid, 28 + sk_len) + struct.pack(">BBH", first, 0, sk_len)
+            msg = hdr + iv + ct
+            print(json.dumps({"message": (msg + mac(msg)).hex()}))
     elif a[0] == "frag":
         ks, chain, first = x(a[1]), b"", None
         parts = {}

@@ -13,8 +13,8 @@
 //! # key = "west.key"             #   any intermediates), its PKCS#8 key (ECDSA or RSA), and
 //! # ca = "ca.crt"                #   the CA(s) the peer's must chain to; local_id defaults
 //!                                #   to our certificate's first subjectAltName
-//! ike = ["aes128gcm16-prfsha256-x25519"]  # the IKE SA's proposals (default: every
-//!                                #   AES-GCM / PRF-SHA256 / x25519, ecp256, ecp384, modp2048)
+//! ike = ["aes128gcm16-prfsha256-x25519"]  # the IKE SA's proposals (default: AES-GCM,
+//!                                #   then AES-CBC + sha256; prfsha256; x25519, ecp256, ecp384, modp2048)
 //! esp = ["aes128gcm16"]          # the child SAs' suites in our order: aes128gcm16,
 //!                                #   aes256gcm16, chacha20poly1305, aes128-sha1, aes256-sha1
 //! esn = false                    # extended sequence numbers when the peer agrees

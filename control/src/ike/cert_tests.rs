@@ -145,7 +145,7 @@ fn auth(ci: &AuthConfig, cr: &AuthConfig) -> Result<(), String> {
     assert_eq!(has_certreq, matches!(cr.credential, Credential::Cert(_)), "CERTREQ in IKE_SA_INIT");
     let req = request(&l, ci, 0xc000_0001, &ts("west"), &ts("east"), [1; 8]).map_err(|e| format!("{e:?}"))?;
     if matches!(ci.credential, Credential::Cert(_)) {
-        let (_, inner) = super::crypto::decrypt_message(&req, &l.keys.sk_ei).unwrap();
+        let (_, inner) = super::crypto::decrypt_message(&req, l.sk(true)).unwrap();
         assert!(inner.iter().any(|p| matches!(p, Payload::Cert { encoding: 4, .. })));
         assert!(inner.iter().any(|p| matches!(p, Payload::CertReq { .. })));
         assert!(inner.iter().any(|p| matches!(p, Payload::Auth { method: AUTH_DIGITAL_SIGNATURE, .. })));

@@ -139,7 +139,7 @@ pub(super) fn seal_request(
     let flags = if we_initiated { flags::INITIATOR } else { 0 };
     let h =
         Header { spi_i: sa.spi_i, spi_r: sa.spi_r, minor: 0, exchange: exchange::CREATE_CHILD_SA, flags, message_id };
-    let key = if we_initiated { &sa.keys.sk_ei } else { &sa.keys.sk_er };
+    let key = sa.sk(we_initiated);
     Ok(encrypt_message(h, payloads, key, iv)?)
 }
 
@@ -151,7 +151,7 @@ pub(super) fn open_response<'a>(
     message_id: u32,
     msg: impl Into<Inbound<'a>>,
 ) -> Result<Vec<Payload>, RekeyError> {
-    let key = if we_initiated { &sa.keys.sk_er } else { &sa.keys.sk_ei };
+    let key = sa.sk(!we_initiated);
     let (h, inner) = msg.into().open(key)?;
     if h.exchange != exchange::CREATE_CHILD_SA
         || !h.is_response()
@@ -250,7 +250,7 @@ pub fn respond<'a>(
     allowed_tsr: &[TrafficSelector],
     iv: [u8; 8],
 ) -> Result<(u32, Answer), RekeyError> {
-    let (recv, send) = if we_initiated { (&sa.keys.sk_er, &sa.keys.sk_ei) } else { (&sa.keys.sk_ei, &sa.keys.sk_er) };
+    let (recv, send) = (sa.sk(!we_initiated), sa.sk(we_initiated));
     let (h, inner) = msg.into().open(recv)?;
     if h.exchange != exchange::CREATE_CHILD_SA || h.is_response() || (h.spi_i, h.spi_r) != (sa.spi_i, sa.spi_r) {
         return Err(RekeyError::Invalid("not a CREATE_CHILD_SA request of this IKE SA"));

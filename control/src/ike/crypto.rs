@@ -313,18 +313,128 @@ fn gcm_key(key_salt: &[u8]) -> Result<(aead::LessSafeKey, [u8; 4]), IkeCryptoErr
     Ok((aead::LessSafeKey::new(k), salt.try_into().unwrap_or([0; 4])))
 }
 
-/// Seal `plain` into `shell`'s last payload (SK or SKF, its body still
-/// empty): the header and the payload headers up to the body are the AAD
-/// (RFC 5282 §5.1, RFC 7383 §2.5), the body becomes IV || ciphertext || ICV.
+/// Integrity of an IKE SA with a plain cipher (RFC 7296 §3.3.2, RFC 4868).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Integ {
+    /// AUTH_HMAC_SHA1_96 (2).
+    HmacSha1_96,
+    /// AUTH_HMAC_SHA2_256_128 (12).
+    HmacSha256_128,
+}
+
+/// AUTH_HMAC_SHA1_96 and AUTH_HMAC_SHA2_256_128 (transform type 3 ids).
+pub const AUTH_HMAC_SHA1_96: u16 = 2;
+pub const AUTH_HMAC_SHA2_256_128: u16 = 12;
+/// ENCR_AES_CBC (RFC 3602).
+pub const ENCR_AES_CBC: u16 = 12;
+const CBC_IV_LEN: usize = 16;
+
+impl Integ {
+    pub fn id(self) -> u16 {
+        match self {
+            Integ::HmacSha1_96 => AUTH_HMAC_SHA1_96,
+            Integ::HmacSha256_128 => AUTH_HMAC_SHA2_256_128,
+        }
+    }
+
+    pub fn from_id(id: u16) -> Option<Self> {
+        match id {
+            AUTH_HMAC_SHA1_96 => Some(Integ::HmacSha1_96),
+            AUTH_HMAC_SHA2_256_128 => Some(Integ::HmacSha256_128),
+            _ => None,
+        }
+    }
+
+    /// Key and ICV length.
+    pub fn key_len(self) -> usize {
+        match self {
+            Integ::HmacSha1_96 => 20,
+            Integ::HmacSha256_128 => 32,
+        }
+    }
+
+    fn icv_len(self) -> usize {
+        match self {
+            Integ::HmacSha1_96 => 12,
+            Integ::HmacSha256_128 => 16,
+        }
+    }
+
+    fn alg(self) -> hmac::Algorithm {
+        match self {
+            Integ::HmacSha1_96 => hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY,
+            Integ::HmacSha256_128 => hmac::HMAC_SHA256,
+        }
+    }
+}
+
+/// How an IKE SA's Encrypted payloads are protected: AES-GCM (RFC 5282),
+/// or AES-CBC with an HMAC (RFC 7296 §3.14).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SkAlg {
+    AesGcm16,
+    AesCbc(Integ),
+}
+
+/// One direction's keys for the Encrypted payload: the encryption key (with
+/// its 4-byte salt for GCM) and, for CBC, the integrity key.
+#[derive(Clone, Copy)]
+pub struct SkKey<'a> {
+    pub alg: SkAlg,
+    pub encr: &'a [u8],
+    pub integ: &'a [u8],
+}
+
+impl<'a> SkKey<'a> {
+    /// AES-GCM with this key and salt.
+    pub fn gcm(key_salt: &'a [u8]) -> Self {
+        SkKey { alg: SkAlg::AesGcm16, encr: key_salt, integ: &[] }
+    }
+
+    fn iv_len(&self) -> usize {
+        match self.alg {
+            SkAlg::AesGcm16 => GCM_IV_LEN,
+            SkAlg::AesCbc(_) => CBC_IV_LEN,
+        }
+    }
+
+    fn icv_len(&self) -> usize {
+        match self.alg {
+            SkAlg::AesGcm16 => GCM_ICV_LEN,
+            SkAlg::AesCbc(i) => i.icv_len(),
+        }
+    }
+
+    /// Bytes of a sealed payload besides the inner chain: IV, the most
+    /// padding, the pad length, ICV.
+    fn overhead(&self) -> usize {
+        match self.alg {
+            SkAlg::AesGcm16 => GCM_IV_LEN + 1 + GCM_ICV_LEN,
+            SkAlg::AesCbc(i) => CBC_IV_LEN + 16 + i.icv_len(),
+        }
+    }
+}
+
+/// Seal `plain` (the inner chain) into `shell`'s last payload (SK or SKF,
+/// its body still empty), the body becoming IV || ciphertext || ICV.
+/// AES-GCM: no padding, `iv` the explicit IV (a counter, never repeated
+/// under a key), the header and the payload headers up to the body the AAD
+/// (RFC 5282 §5.1, RFC 7383 §2.5). AES-CBC: a random IV, padded to the
+/// block, the ICV an HMAC over the whole message up to it (§3.14).
 fn seal(
     header: Header,
     shell: Payload,
     mut plain: Vec<u8>,
-    key_salt: &[u8],
+    key: SkKey<'_>,
     iv: [u8; 8],
 ) -> Result<Vec<u8>, IkeCryptoError> {
-    let (key, salt) = gcm_key(key_salt)?;
-    let body_len = GCM_IV_LEN + plain.len() + GCM_ICV_LEN;
+    let pad = match key.alg {
+        SkAlg::AesGcm16 => 0,
+        SkAlg::AesCbc(_) => 15 - plain.len() % 16,
+    };
+    plain.resize(plain.len() + pad, 0);
+    plain.push(pad as u8);
+    let body_len = key.iv_len() + plain.len() + key.icv_len();
     let shell = match shell {
         Payload::Encrypted { first, .. } => Payload::Encrypted { first, body: vec![0; body_len] },
         Payload::EncryptedFragment { first, number, total, .. } => {
@@ -334,67 +444,132 @@ fn seal(
     };
     let mut out = Message { header, payloads: vec![shell] }.encode();
     let aad_end = out.len() - body_len;
-    let mut nonce = [0u8; 12];
-    nonce[..4].copy_from_slice(&salt);
-    nonce[4..].copy_from_slice(&iv);
-    let tag = key
-        .seal_in_place_separate_tag(
-            aead::Nonce::assume_unique_for_key(nonce),
-            aead::Aad::from(&out[..aad_end]),
-            &mut plain,
-        )
-        .map_err(|_| IkeCryptoError::Malformed)?;
     out.truncate(aad_end);
-    out.extend_from_slice(&iv);
-    out.extend_from_slice(&plain);
-    out.extend_from_slice(tag.as_ref());
+    match key.alg {
+        SkAlg::AesGcm16 => {
+            let (k, salt) = gcm_key(key.encr)?;
+            let mut nonce = [0u8; 12];
+            nonce[..4].copy_from_slice(&salt);
+            nonce[4..].copy_from_slice(&iv);
+            let tag = k
+                .seal_in_place_separate_tag(
+                    aead::Nonce::assume_unique_for_key(nonce),
+                    aead::Aad::from(&out[..aad_end]),
+                    &mut plain,
+                )
+                .map_err(|_| IkeCryptoError::Malformed)?;
+            out.extend_from_slice(&iv);
+            out.extend_from_slice(&plain);
+            out.extend_from_slice(tag.as_ref());
+        }
+        SkAlg::AesCbc(integ) => {
+            let mut civ = [0u8; CBC_IV_LEN];
+            rand::SecureRandom::fill(&rand::SystemRandom::new(), &mut civ).map_err(|_| IkeCryptoError::Random)?;
+            cbc_encrypt(key.encr, &civ, &mut plain)?;
+            out.extend_from_slice(&civ);
+            out.extend_from_slice(&plain);
+            let tag = hmac::sign(&hmac::Key::new(integ.alg(), key.integ), &out);
+            out.extend_from_slice(&tag.as_ref()[..integ.icv_len()]);
+        }
+    }
     Ok(out)
 }
 
+fn cbc_encrypt(key: &[u8], iv: &[u8; CBC_IV_LEN], data: &mut [u8]) -> Result<(), IkeCryptoError> {
+    use cbc::cipher::{BlockEncryptMut, KeyIvInit};
+    let n = data.len();
+    let r = match key.len() {
+        16 => cbc::Encryptor::<aes::Aes128>::new(key.into(), iv.into())
+            .encrypt_padded_mut::<cbc::cipher::block_padding::NoPadding>(data, n)
+            .map(drop),
+        32 => cbc::Encryptor::<aes::Aes256>::new(key.into(), iv.into())
+            .encrypt_padded_mut::<cbc::cipher::block_padding::NoPadding>(data, n)
+            .map(drop),
+        n => return Err(IkeCryptoError::KeyLength(n)),
+    };
+    r.map_err(|_| IkeCryptoError::Malformed)
+}
+
+fn cbc_decrypt(key: &[u8], iv: &[u8], data: &mut [u8]) -> Result<(), IkeCryptoError> {
+    use cbc::cipher::{BlockDecryptMut, KeyIvInit};
+    let iv: &[u8; CBC_IV_LEN] = iv.try_into().map_err(|_| IkeCryptoError::Malformed)?;
+    let r = match key.len() {
+        16 => cbc::Decryptor::<aes::Aes128>::new(key.into(), iv.into())
+            .decrypt_padded_mut::<cbc::cipher::block_padding::NoPadding>(data)
+            .map(drop),
+        32 => cbc::Decryptor::<aes::Aes256>::new(key.into(), iv.into())
+            .decrypt_padded_mut::<cbc::cipher::block_padding::NoPadding>(data)
+            .map(drop),
+        n => return Err(IkeCryptoError::KeyLength(n)),
+    };
+    r.map_err(|_| IkeCryptoError::Malformed)
+}
+
 /// Encrypt `inner` payloads into a message with `header`: one SK payload
-/// (IV = `iv`, no padding, pad length 0), AES-GCM under `key_salt`.
+/// under `key` (`iv`: the explicit IV of AES-GCM, a counter).
 pub fn encrypt_message(
     header: Header,
     inner: &[Payload],
-    key_salt: &[u8],
+    key: SkKey<'_>,
     iv: [u8; 8],
 ) -> Result<Vec<u8>, IkeCryptoError> {
     let mut plain = Vec::new();
     message::encode_chain(inner, &mut plain);
-    plain.push(0); // pad length: no padding (RFC 5282 §3 allows none)
     let first = inner.first().map_or(kind::NONE, Payload::kind);
-    seal(header, Payload::Encrypted { first, body: vec![] }, plain, key_salt, iv)
+    seal(header, Payload::Encrypted { first, body: vec![] }, plain, key, iv)
 }
 
 /// Open the body (IV || ciphertext || ICV) that ends `bytes`, everything
-/// before it being the AAD: the plaintext without its padding.
-fn open_body(bytes: &[u8], body: &[u8], key_salt: &[u8]) -> Result<Vec<u8>, IkeCryptoError> {
-    if body.len() < GCM_IV_LEN + 1 + GCM_ICV_LEN {
+/// before it being the AAD (GCM) or covered by the ICV with the IV and
+/// ciphertext (CBC): the plaintext without its padding.
+fn open_body(bytes: &[u8], body: &[u8], key: SkKey<'_>) -> Result<Vec<u8>, IkeCryptoError> {
+    let (iv_len, icv_len) = (key.iv_len(), key.icv_len());
+    if body.len() < iv_len + 1 + icv_len {
         return Err(IkeCryptoError::Malformed);
     }
-    let (key, salt) = gcm_key(key_salt)?;
-    let aad_end = bytes.len() - body.len();
-    let mut nonce = [0u8; 12];
-    nonce[..4].copy_from_slice(&salt);
-    nonce[4..].copy_from_slice(&body[..GCM_IV_LEN]);
-    let mut ct = body[GCM_IV_LEN..].to_vec();
-    let plain = key
-        .open_in_place(aead::Nonce::assume_unique_for_key(nonce), aead::Aad::from(&bytes[..aad_end]), &mut ct)
-        .map_err(|_| IkeCryptoError::Integrity)?;
-    let pad = usize::from(*plain.last().ok_or(IkeCryptoError::Malformed)?);
-    let chain_len = plain.len().checked_sub(1 + pad).ok_or(IkeCryptoError::Malformed)?;
+    let mut ct = body[iv_len..].to_vec();
+    let plain_len = match key.alg {
+        SkAlg::AesGcm16 => {
+            let (k, salt) = gcm_key(key.encr)?;
+            let aad_end = bytes.len() - body.len();
+            let mut nonce = [0u8; 12];
+            nonce[..4].copy_from_slice(&salt);
+            nonce[4..].copy_from_slice(&body[..GCM_IV_LEN]);
+            let plain = k
+                .open_in_place(aead::Nonce::assume_unique_for_key(nonce), aead::Aad::from(&bytes[..aad_end]), &mut ct)
+                .map_err(|_| IkeCryptoError::Integrity)?;
+            plain.len()
+        }
+        SkAlg::AesCbc(integ) => {
+            use subtle::ConstantTimeEq;
+            let (signed, icv) = bytes.split_at(bytes.len() - icv_len);
+            let want = hmac::sign(&hmac::Key::new(integ.alg(), key.integ), signed);
+            if !bool::from(want.as_ref()[..icv_len].ct_eq(icv)) {
+                return Err(IkeCryptoError::Integrity);
+            }
+            ct.truncate(ct.len() - icv_len);
+            if ct.is_empty() || !ct.len().is_multiple_of(16) {
+                return Err(IkeCryptoError::Malformed);
+            }
+            cbc_decrypt(key.encr, &body[..iv_len], &mut ct)?;
+            ct.len()
+        }
+    };
+    ct.truncate(plain_len);
+    let pad = usize::from(*ct.last().ok_or(IkeCryptoError::Malformed)?);
+    let chain_len = ct.len().checked_sub(1 + pad).ok_or(IkeCryptoError::Malformed)?;
     ct.truncate(chain_len);
     Ok(ct)
 }
 
 /// Decrypt a message whose last payload is SK: its header, the payloads
 /// before SK (in clear) and the inner payloads.
-pub fn decrypt_message(bytes: &[u8], key_salt: &[u8]) -> Result<(Message, Vec<Payload>), IkeCryptoError> {
+pub fn decrypt_message(bytes: &[u8], key: SkKey<'_>) -> Result<(Message, Vec<Payload>), IkeCryptoError> {
     let m = Message::decode(bytes)?;
     let Some(Payload::Encrypted { first, body }) = m.payloads.last() else {
         return Err(IkeCryptoError::NotEncrypted);
     };
-    let plain = open_body(bytes, body, key_salt)?;
+    let plain = open_body(bytes, body, key)?;
     let inner = message::decode_chain(*first, &plain)?;
     Ok((m, inner))
 }
@@ -426,11 +601,11 @@ impl<'a> From<&'a Reassembled> for Inbound<'a> {
 }
 
 impl<'a> Inbound<'a> {
-    /// Its header and inner payloads, decrypted and checked under `key_salt`
+    /// Its header and inner payloads, decrypted and checked under `key`
     /// (a reassembled message's fragments were checked one by one).
-    pub fn open(self, key_salt: &[u8]) -> Result<(Header, Vec<Payload>), IkeCryptoError> {
+    pub fn open(self, key: SkKey<'_>) -> Result<(Header, Vec<Payload>), IkeCryptoError> {
         match self {
-            Inbound::Datagram(b) => decrypt_message(b, key_salt).map(|(m, inner)| (m.header, inner)),
+            Inbound::Datagram(b) => decrypt_message(b, key).map(|(m, inner)| (m.header, inner)),
             Inbound::Reassembled(r) => Ok((r.header, message::decode_chain(r.first, &r.plain)?)),
         }
     }
@@ -470,14 +645,14 @@ pub struct Reassembled {
 }
 
 impl Reassembly {
-    /// Take one SKF message (checked under `key_salt`) into `slot`: the
+    /// Take one SKF message (checked under `key`) into `slot`: the
     /// whole message when it was the last piece missing. A fragment of a
     /// newer message replaces what `slot` held; one of another message, a
     /// duplicate or one past the limits is dropped.
     pub fn add(
         slot: &mut Option<Reassembly>,
         bytes: &[u8],
-        key_salt: &[u8],
+        key: SkKey<'_>,
     ) -> Result<Option<Reassembled>, IkeCryptoError> {
         let m = Message::decode(bytes)?;
         let Some(Payload::EncryptedFragment { first, number, total, body }) = m.payloads.last() else {
@@ -487,7 +662,7 @@ impl Reassembly {
         if number == 0 || number > total || total > MAX_FRAGMENTS {
             return Err(IkeCryptoError::Malformed);
         }
-        let plain = open_body(bytes, body, key_salt)?;
+        let plain = open_body(bytes, body, key)?;
         let same = |r: &Reassembly| r.message_id == h.message_id && r.response == h.is_response();
         match slot {
             // §2.6.2: a retransmission with another fragmentation starts over.
@@ -524,11 +699,11 @@ impl Reassembly {
 }
 
 /// Our SK message `bytes` as SKF fragments of at most `max` bytes each
-/// (RFC 7383 §2.5), each sealed on its own under `key_salt` with an IV
+/// (RFC 7383 §2.5), each sealed on its own under `key` with an IV
 /// from `iv`; `bytes` itself when it fits.
 pub fn fragment(
     bytes: &[u8],
-    key_salt: &[u8],
+    key: SkKey<'_>,
     max: usize,
     mut iv: impl FnMut() -> [u8; 8],
 ) -> Result<Vec<Vec<u8>>, IkeCryptoError> {
@@ -539,9 +714,9 @@ pub fn fragment(
     let Some(Payload::Encrypted { first, body }) = m.payloads.last() else {
         return Err(IkeCryptoError::NotEncrypted);
     };
-    let plain = open_body(bytes, body, key_salt)?;
-    // Header, SKF header with number and total, IV, pad length, ICV.
-    let overhead = HEADER_LEN + PAYLOAD_HEADER_LEN + 4 + GCM_IV_LEN + 1 + GCM_ICV_LEN;
+    let plain = open_body(bytes, body, key)?;
+    // Header, SKF header with number and total, IV, padding and its length, ICV.
+    let overhead = HEADER_LEN + PAYLOAD_HEADER_LEN + 4 + key.overhead();
     let room = max.checked_sub(overhead).filter(|r| *r > 0).ok_or(IkeCryptoError::Malformed)?;
     let total = u16::try_from(plain.len().div_ceil(room)).map_err(|_| IkeCryptoError::Malformed)?;
     plain
@@ -549,9 +724,8 @@ pub fn fragment(
         .zip(1..)
         .map(|(chunk, number)| {
             let first = if number == 1 { *first } else { kind::NONE };
-            let mut p = chunk.to_vec();
-            p.push(0);
-            seal(m.header, Payload::EncryptedFragment { first, number, total, body: vec![] }, p, key_salt, iv())
+            let shell = Payload::EncryptedFragment { first, number, total, body: vec![] };
+            seal(m.header, shell, chunk.to_vec(), key, iv())
         })
         .collect()
 }

@@ -585,7 +585,7 @@ impl Daemon {
         let Some(est) = s.est.as_ref().filter(|e| e.peer_fragments && msg.len() > FRAGMENT_MAX) else {
             return self.send_raw(&self.sas[i], msg);
         };
-        let key = if s.initiator { &est.keys.sk_ei } else { &est.keys.sk_er };
+        let key = est.sk(s.initiator);
         let mut iv = s.iv;
         let pieces = crypto::fragment(msg, key, FRAGMENT_MAX, || {
             iv += 1;
@@ -673,7 +673,7 @@ impl Daemon {
             }
         }
         let est = s.est.as_ref()?;
-        let key = if s.initiator { &est.keys.sk_er } else { &est.keys.sk_ei };
+        let key = est.sk(!s.initiator);
         match Reassembly::add(&mut s.reassembly, msg, key) {
             Ok(Some(whole)) => {
                 self.counters.reassembled += 1;
@@ -794,7 +794,7 @@ impl Daemon {
         let spi_in = self.alloc_spi();
         let iv = self.sas[i].next_iv();
         // Which child the peer asks for: the first whose selectors its own narrow into.
-        let peer_ts = msg.open(&est.keys.sk_ei).map(|(_, inner)| (selectors(&inner, true), selectors(&inner, false)));
+        let peer_ts = msg.open(est.sk(true)).map(|(_, inner)| (selectors(&inner, true), selectors(&inner, false)));
         let (spec, allowed_i, allowed_r) = match &peer_ts {
             Ok((tsi, tsr)) => pick_child(&c, tsi, tsr),
             Err(_) => pick_child(&c, &[], &[]),
@@ -882,7 +882,7 @@ impl Daemon {
         };
         let initiator = self.sas[i].initiator;
         // A rekey keeps its child's selectors; a new child is one of the connection's.
-        let recv = if initiator { &est.keys.sk_er } else { &est.keys.sk_ei };
+        let recv = est.sk(!initiator);
         let opened = msg.open(recv).ok();
         let rekeyed_spec = opened.as_ref().and_then(|(_, inner)| {
             inner.iter().find_map(|p| match p {

@@ -682,3 +682,41 @@ fn a_connection_with_two_children() {
         assert!(s.control.store().eroute("ike-peer-voice").is_err());
     }
 }
+
+/// An IKE SA with AES-CBC and HMAC-SHA256-128 (what many peers default
+/// to): negotiated, used for the child SA, rekeyed (the new SA's keys
+/// with integrity keys too), its children rekeyed on it.
+#[test]
+fn an_aes_cbc_ike_sa_negotiates_and_rekeys() {
+    let ike = "ike = \"aes256-sha256-prfsha256-ecp384\"";
+    let mut a = side(config(
+        "192.0.2.1",
+        "198.51.100.1",
+        "10.0.1.0/24",
+        "10.0.2.0/24",
+        "secret",
+        &format!("start = \"start\"\n{ike}\nike_rekey_seconds = 100\nrekey_seconds = 60"),
+    ));
+    let mut b = side(config("198.51.100.1", "192.0.2.1", "10.0.2.0/24", "10.0.1.0/24", "secret", ike));
+    let t0 = Instant::now();
+    rounds(&mut a, &mut b, t0);
+    let l = a.daemon.list(t0);
+    assert_eq!((l[0].state, l[0].proposal.as_str()), ("established", "aes256-sha256-prfsha256-ecp384"));
+    crosswise(&a, &b);
+    let t1 = t0 + Duration::from_secs(61);
+    rounds(&mut a, &mut b, t1);
+    assert_eq!(a.daemon.counters.child_rekeyed, 1);
+    let t2 = t0 + Duration::from_secs(101);
+    rounds(&mut a, &mut b, t2);
+    rounds(&mut a, &mut b, t2 + Duration::from_secs(31));
+    assert_eq!(a.daemon.counters.ike_rekeyed, 1, "{:?}", a.daemon.list(t2));
+    let l = a.daemon.list(t2);
+    assert_eq!(l.len(), 1, "{l:?}");
+    assert_eq!(l[0].proposal, "aes256-sha256-prfsha256-ecp384");
+    // The rekeyed IKE SA works: a child rekey on it.
+    let before = a.daemon.counters.child_rekeyed;
+    rounds(&mut a, &mut b, t2 + Duration::from_secs(125));
+    assert_eq!(a.daemon.counters.child_rekeyed, before + 1);
+    assert_eq!((a.daemon.counters.malformed, b.daemon.counters.malformed), (0, 0));
+    crosswise(&a, &b);
+}

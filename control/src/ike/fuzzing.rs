@@ -206,14 +206,15 @@ pub fn fragments(data: &[u8]) -> Result<(), String> {
     let (head, script) = data.split_at(data.len().min(3));
     let byte = |i: usize| usize::from(head.get(i).copied().unwrap_or(0));
     let max = 100 + byte(0) * 4;
-    let key = [0x42u8; 20];
+    let key_bytes = [0x42u8; 20];
+    let key = super::crypto::SkKey::gcm(&key_bytes);
     let mut iv = 0u64;
     let mut messages = Vec::new();
     for (id, len) in [(5u32, byte(1) * 16 + 1), (6, byte(2) * 8 + 40)] {
         let inner = vec![Payload::VendorId(vec![id as u8; len]), Payload::Nonce(vec![7; 32])];
         let h = Header { spi_i: 1, spi_r: 2, minor: 0, exchange: 37, flags: 0x08, message_id: id };
-        let whole = encrypt_message(h, &inner, &key, [0xff; 8]).map_err(|e| e.to_string())?;
-        let frags = fragment(&whole, &key, max, || {
+        let whole = encrypt_message(h, &inner, key, [0xff; 8]).map_err(|e| e.to_string())?;
+        let frags = fragment(&whole, key, max, || {
             iv += 1;
             iv.to_be_bytes()
         })
@@ -233,8 +234,8 @@ pub fn fragments(data: &[u8]) -> Result<(), String> {
             let at = (x * 13 + usize::from(k)) % bytes.len();
             bytes[at] ^= (k >> 3) | 1;
         }
-        let Ok(Some(done)) = Reassembly::add(&mut slot, &bytes, &key) else { continue };
-        let (h, got) = Inbound::Reassembled(&done).open(&key).map_err(|e| format!("reassembled, not opened: {e}"))?;
+        let Ok(Some(done)) = Reassembly::add(&mut slot, &bytes, key) else { continue };
+        let (h, got) = Inbound::Reassembled(&done).open(key).map_err(|e| format!("reassembled, not opened: {e}"))?;
         let want = &messages[usize::from(h.message_id == 6)].0;
         if &got != want || (h.message_id != 5 && h.message_id != 6) {
             return Err(format!("message {} reassembled as something never sent", h.message_id));

@@ -220,7 +220,7 @@ pub fn request(
         Payload::Ts { initiator: true, selectors: tsi.to_vec() },
         Payload::Ts { initiator: false, selectors: tsr.to_vec() },
     ]);
-    Ok(encrypt_message(header(sa, false, true), &inner, &sa.keys.sk_ei, iv)?)
+    Ok(encrypt_message(header(sa, false, true), &inner, sa.sk(true), iv)?)
 }
 
 /// The responder: check the initiator's AUTH and identity, choose the ESP
@@ -235,13 +235,13 @@ pub fn respond<'a>(
     allowed_tsr: &[TrafficSelector],
     iv: [u8; 8],
 ) -> Result<(Vec<u8>, ChildSa), AuthError> {
-    let (h, inner) = msg.into().open(&sa.keys.sk_ei)?;
+    let (h, inner) = msg.into().open(sa.sk(true))?;
     if h.exchange != exchange::IKE_AUTH || h.is_response() || (h.spi_i, h.spi_r) != (sa.spi_i, sa.spi_r) {
         return Err(AuthError::Invalid("not this IKE SA's IKE_AUTH request"));
     }
     let refuse = |kind: u16| -> Result<(Vec<u8>, ChildSa), AuthError> {
         let n = vec![Payload::Notify { protocol: 0, spi: vec![], kind, data: vec![] }];
-        let response = encrypt_message(header(sa, true, false), &n, &sa.keys.sk_er, iv)?;
+        let response = encrypt_message(header(sa, true, false), &n, sa.sk(false), iv)?;
         Err(AuthError::Refuse { notify: kind, response })
     };
     let id = inner.iter().find_map(|p| match p {
@@ -273,7 +273,7 @@ pub fn respond<'a>(
         let n = Payload::Notify { protocol: 0, spi: vec![], kind, data: vec![] };
         let mut out = proof.clone();
         out.push(n);
-        let response = encrypt_message(header(sa, true, false), &out, &sa.keys.sk_er, iv)?;
+        let response = encrypt_message(header(sa, true, false), &out, sa.sk(false), iv)?;
         Err(AuthError::Refuse { notify: kind, response })
     };
     let Some(chosen) = offered.and_then(|p| esp_suite::accept(p, &cfg.child.suites, cfg.child.esn)) else {
@@ -292,7 +292,7 @@ pub fn respond<'a>(
         Payload::Ts { initiator: true, selectors: tsi.clone() },
         Payload::Ts { initiator: false, selectors: tsr.clone() },
     ]);
-    let response = encrypt_message(header(sa, true, false), &out, &sa.keys.sk_er, iv)?;
+    let response = encrypt_message(header(sa, true, false), &out, sa.sk(false), iv)?;
     let (suite, esn, spi_out) = (chosen.suite, chosen.esn, chosen.spi);
     let lowest_nonce = sa.ni.as_slice().min(sa.nr.as_slice()).to_vec();
     Ok((response, ChildSa { spi_in, spi_out, suite, esn, key_in: i2r, key_out: r2i, tsi, tsr, lowest_nonce }))
@@ -306,7 +306,7 @@ pub fn complete<'a>(
     spi_in: u32,
     msg: impl Into<Inbound<'a>>,
 ) -> Result<ChildSa, AuthError> {
-    let (h, inner) = msg.into().open(&sa.keys.sk_er)?;
+    let (h, inner) = msg.into().open(sa.sk(false))?;
     if h.exchange != exchange::IKE_AUTH || !h.is_response() || (h.spi_i, h.spi_r) != (sa.spi_i, sa.spi_r) {
         return Err(AuthError::Invalid("not this IKE SA's IKE_AUTH response"));
     }

@@ -10,7 +10,7 @@
 use zeroize::Zeroizing;
 
 use super::create_child::{open_response, seal_request, RekeyError};
-use super::crypto::{encrypt_message, Dh, IkeKeys, Inbound};
+use super::crypto::{encrypt_message, Dh, IkeKeys, Inbound, SkKey};
 use super::message::{proposals, Header, Payload};
 use super::sa_init::{choose, nonce, notify, random_spi, Established, Suite};
 
@@ -82,8 +82,16 @@ impl IkeRekey {
             .map_err(|_| RekeyError::Invalid("the new responder SPI is not 8 bytes"))?;
         let (nr, ke) = nonce_and_ke(&inner, self.suite.group).ok_or(RekeyError::Invalid("nonce or KE missing"))?;
         let g_ir = self.dh.agree(&ke)?;
-        let keys =
-            IkeKeys::derive_rekey(&sa.keys.sk_d, &g_ir, &self.ni, &nr, self.spi, spi_r, self.suite.encr_len(), 0);
+        let keys = IkeKeys::derive_rekey(
+            &sa.keys.sk_d,
+            &g_ir,
+            &self.ni,
+            &nr,
+            self.spi,
+            spi_r,
+            self.suite.encr_len(),
+            self.suite.integ_len(),
+        );
         Ok(Established {
             spi_i: self.spi,
             spi_r,
@@ -115,7 +123,7 @@ pub fn respond(
     h: Header,
     response_flags: u8,
     inner: &[Payload],
-    send: &[u8],
+    send: SkKey<'_>,
     ours: &[Suite],
     iv: [u8; 8],
 ) -> Result<IkeRekeyAnswer, RekeyError> {
@@ -146,7 +154,7 @@ pub fn respond(
     let (spi_r, dh, nr) = (random_spi()?, Dh::generate(suite.group)?, nonce()?);
     let public = dh.public().to_vec();
     let g_ir = dh.agree(&ke)?;
-    let keys = IkeKeys::derive_rekey(&sa.keys.sk_d, &g_ir, &ni, &nr, spi_i, spi_r, suite.encr_len(), 0);
+    let keys = IkeKeys::derive_rekey(&sa.keys.sk_d, &g_ir, &ni, &nr, spi_i, spi_r, suite.encr_len(), suite.integ_len());
     let mut chosen = suite.proposal(spi_r.to_be_bytes().to_vec());
     chosen.number = number;
     let out =

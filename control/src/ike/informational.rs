@@ -7,7 +7,7 @@
 //! flag only if it was the IKE SA's initiator; message IDs count the
 //! requests of each side (§2.2).
 
-use super::crypto::{encrypt_message, IkeCryptoError, Inbound};
+use super::crypto::{encrypt_message, IkeCryptoError, Inbound, SkKey};
 use super::message::{exchange, flags, Header, Payload};
 use super::sa_init::Established;
 
@@ -29,12 +29,9 @@ impl From<IkeCryptoError> for InfoError {
     }
 }
 
-fn keys(sa: &Established, we_initiated: bool) -> (&[u8], &[u8]) {
-    if we_initiated {
-        (&sa.keys.sk_ei, &sa.keys.sk_er)
-    } else {
-        (&sa.keys.sk_er, &sa.keys.sk_ei)
-    }
+/// Our sending and receiving keys.
+fn keys(sa: &Established, we_initiated: bool) -> (SkKey<'_>, SkKey<'_>) {
+    (sa.sk(we_initiated), sa.sk(!we_initiated))
 }
 
 fn header(sa: &Established, we_initiated: bool, response: bool, message_id: u32) -> Header {

@@ -15,6 +15,7 @@ use std::net::IpAddr;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::Path;
 
+use super::crypto::Integ;
 use super::esp_suite::EspSuite;
 use super::ike_auth::ChildSa;
 use super::sa_init::Established;
@@ -48,13 +49,21 @@ pub fn esp_rows(local: IpAddr, remote: IpAddr, child: &ChildSa) -> String {
 
 /// The `ikev2_decryption_table` row of an IKE SA.
 pub fn ike_row(est: &Established) -> String {
-    let encr = format!("AES-GCM-{} with 16 octet ICV [RFC5282]", est.suite.encr_key * 8);
+    let bits = est.suite.encr_key * 8;
+    let (encr, integ) = match est.suite.integ {
+        None => (format!("AES-GCM-{bits} with 16 octet ICV [RFC5282]"), "NONE [RFC4306]"),
+        Some(Integ::HmacSha1_96) => (format!("AES-CBC-{bits} [RFC3602]"), "HMAC_SHA1_96 [RFC2404]"),
+        Some(Integ::HmacSha256_128) => (format!("AES-CBC-{bits} [RFC3602]"), "HMAC_SHA2_256_128 [RFC4868]"),
+    };
+    let k = &est.keys;
     format!(
-        "{:016x},{:016x},{},{},\"{encr}\",,,\"NONE [RFC4306]\"\n",
+        "{:016x},{:016x},{},{},\"{encr}\",{},{},\"{integ}\"\n",
         est.spi_i,
         est.spi_r,
-        hex(&est.keys.sk_ei),
-        hex(&est.keys.sk_er)
+        hex(&k.sk_ei),
+        hex(&k.sk_er),
+        hex(&k.sk_ai),
+        hex(&k.sk_ar)
     )
 }
 

@@ -16,8 +16,8 @@ use ring::{digest, rand::SecureRandom};
 use zeroize::Zeroizing;
 
 use super::crypto::{
-    Dh, IkeCryptoError, IkeKeys, ENCR_AES_GCM_16, GROUPS, GROUP_ECP256, GROUP_ECP384, GROUP_MODP2048, GROUP_X25519,
-    PRF_HMAC_SHA2_256,
+    Dh, IkeCryptoError, IkeKeys, Integ, SkAlg, SkKey, ENCR_AES_CBC, ENCR_AES_GCM_16, GROUPS, GROUP_ECP256,
+    GROUP_ECP384, GROUP_MODP2048, GROUP_X25519, PRF_HMAC_SHA2_256,
 };
 use super::message::{exchange, flags, Attribute, Header, Message, Payload, Proposal, Transform, ATTR_KEY_LENGTH};
 
@@ -145,60 +145,85 @@ pub const NONCE_LEN: usize = 32;
 /// The algorithms an IKE SA runs with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Suite {
-    /// AES-GCM key bytes (16 or 32); the salt adds 4.
+    /// AES key bytes (16 or 32); GCM's salt adds 4.
     pub encr_key: usize,
+    /// `None`: AES-GCM-16 (AEAD, RFC 5282); else AES-CBC with this integrity.
+    pub integ: Option<Integ>,
     pub prf: u16,
     pub group: u16,
 }
 
 impl Suite {
-    /// Encryption key length with the salt (RFC 5282 §7).
+    /// Encryption key length (with the salt for GCM, RFC 5282 §7).
     pub fn encr_len(&self) -> usize {
-        self.encr_key + 4
+        match self.integ {
+            None => self.encr_key + 4,
+            Some(_) => self.encr_key,
+        }
+    }
+
+    /// Integrity key length (none for GCM).
+    pub fn integ_len(&self) -> usize {
+        self.integ.map_or(0, Integ::key_len)
+    }
+
+    pub fn sk_alg(&self) -> SkAlg {
+        self.integ.map_or(SkAlg::AesGcm16, SkAlg::AesCbc)
+    }
+
+    fn encr_transform(&self) -> Transform {
+        let id = if self.integ.is_some() { ENCR_AES_CBC } else { ENCR_AES_GCM_16 };
+        let attributes = vec![Attribute::Tv { kind: ATTR_KEY_LENGTH, value: (self.encr_key * 8) as u16 }];
+        Transform { kind: transform::ENCR, id, attributes }
     }
 
     /// This suite as a proposal (number 1, protocol IKE).
     pub fn proposal(&self, spi: Vec<u8>) -> Proposal {
-        Proposal {
-            number: 1,
-            protocol: 1,
-            spi,
-            transforms: vec![
-                Transform {
-                    kind: transform::ENCR,
-                    id: ENCR_AES_GCM_16,
-                    attributes: vec![Attribute::Tv { kind: ATTR_KEY_LENGTH, value: (self.encr_key * 8) as u16 }],
-                },
-                Transform { kind: transform::PRF, id: self.prf, attributes: vec![] },
-                Transform { kind: transform::KE, id: self.group, attributes: vec![] },
-            ],
+        let mut transforms = vec![self.encr_transform()];
+        if let Some(i) = self.integ {
+            transforms.push(Transform { kind: transform::INTEG, id: i.id(), attributes: vec![] });
+        }
+        transforms.push(Transform { kind: transform::PRF, id: self.prf, attributes: vec![] });
+        transforms.push(Transform { kind: transform::KE, id: self.group, attributes: vec![] });
+        Proposal { number: 1, protocol: 1, spi, transforms }
+    }
+
+    /// Its name, strongSwan's way: `aes128gcm16-prfsha256-x25519`,
+    /// `aes256-sha256-prfsha256-ecp384`.
+    pub fn name(&self) -> String {
+        let group = GROUPS.iter().find(|(_, g)| *g == self.group).map_or("?", |(n, _)| n);
+        match self.integ {
+            None => format!("aes{}gcm16-prfsha256-{group}", self.encr_key * 8),
+            Some(i) => {
+                let integ = if i == Integ::HmacSha1_96 { "sha1" } else { "sha256" };
+                format!("aes{}-{integ}-prfsha256-{group}", self.encr_key * 8)
+            }
         }
     }
 
-    /// Its name, strongSwan's way: `aes128gcm16-prfsha256-x25519`.
-    pub fn name(&self) -> String {
-        let group = GROUPS.iter().find(|(_, g)| *g == self.group).map_or("?", |(n, _)| n);
-        format!("aes{}gcm16-prfsha256-{group}", self.encr_key * 8)
-    }
-
     /// Suites from a proposal written strongSwan's way: one or more
-    /// encryption algorithms (`aes128gcm16`, `aes256gcm16`), the PRF
-    /// (`prfsha256`, the default), one or more groups (`x25519`,
-    /// `ecp256`, `ecp384`, `modp2048`), joined by `-`; every combination,
-    /// in the order written.
+    /// encryption algorithms (`aes128gcm16`, `aes256gcm16`, or AES-CBC
+    /// `aes128`, `aes256` with an integrity `sha256` or `sha1`), the PRF
+    /// (`prfsha256`, the only one, the default), one or more groups
+    /// (`x25519`, `ecp256`, `ecp384`, `modp2048`), joined by `-`; every
+    /// combination: by encryption, then group, in the order written.
     pub fn parse(text: &str) -> Result<Vec<Suite>, String> {
-        let (mut encrs, mut groups) = (Vec::new(), Vec::new());
+        let (mut encrs, mut integs, mut groups) = (Vec::new(), Vec::new(), Vec::new());
         for token in text.split('-') {
             match token {
-                "aes128gcm16" | "aes128gcm" => encrs.push(16),
-                "aes256gcm16" | "aes256gcm" => encrs.push(32),
+                "aes128gcm16" | "aes128gcm" => encrs.push((16, true)),
+                "aes256gcm16" | "aes256gcm" => encrs.push((32, true)),
+                "aes128" => encrs.push((16, false)),
+                "aes256" => encrs.push((32, false)),
+                "sha256" => integs.push(Integ::HmacSha256_128),
+                "sha1" => integs.push(Integ::HmacSha1_96),
                 "prfsha256" => {}
                 t => match GROUPS.iter().find(|(n, _)| *n == t) {
                     Some((_, g)) => groups.push(*g),
                     None => {
                         let groups = GROUPS.map(|(n, _)| n).join(", ");
                         return Err(format!(
-                            "{t:?} in {text:?}: aes128gcm16, aes256gcm16, prfsha256, or a group ({groups})"
+                            "{t:?} in {text:?}: aes128gcm16, aes256gcm16, aes128, aes256, sha256, sha1, prfsha256, or a group ({groups})"
                         ));
                     }
                 },
@@ -207,30 +232,78 @@ impl Suite {
         if encrs.is_empty() || groups.is_empty() {
             return Err(format!("{text:?}: an encryption algorithm and a Diffie-Hellman group at least"));
         }
-        Ok(encrs
-            .iter()
-            .flat_map(|e| groups.iter().map(|g| Suite { encr_key: *e, prf: PRF_HMAC_SHA2_256, group: *g }))
-            .collect())
+        if encrs.iter().any(|(_, aead)| !aead) == integs.is_empty() {
+            return Err(format!(
+                "{text:?}: AES-CBC (aes128, aes256) takes an integrity algorithm (sha256, sha1), AES-GCM none"
+            ));
+        }
+        let mut out = Vec::new();
+        for (encr_key, aead) in &encrs {
+            let with: Vec<Option<Integ>> = if *aead { vec![None] } else { integs.iter().copied().map(Some).collect() };
+            for integ in with {
+                out.extend(groups.iter().map(|g| Suite {
+                    encr_key: *encr_key,
+                    integ,
+                    prf: PRF_HMAC_SHA2_256,
+                    group: *g,
+                }));
+            }
+        }
+        Ok(out)
     }
 }
 
-/// Everything we run, in our order of preference (AES-128 before
-/// AES-256, Curve25519 first), for a connection that says nothing.
-pub const SUITES: [Suite; 8] = {
-    const fn s(encr_key: usize, group: u16) -> Suite {
-        Suite { encr_key, prf: PRF_HMAC_SHA2_256, group }
+/// Everything we run, in our order of preference (AES-GCM before
+/// AES-CBC, AES-128 before AES-256, Curve25519 first), for a connection
+/// that says nothing.
+pub const SUITES: [Suite; 16] = {
+    const fn s(encr_key: usize, integ: Option<Integ>, group: u16) -> Suite {
+        Suite { encr_key, integ, prf: PRF_HMAC_SHA2_256, group }
     }
+    const SHA256: Option<Integ> = Some(Integ::HmacSha256_128);
     [
-        s(16, GROUP_X25519),
-        s(32, GROUP_X25519),
-        s(16, GROUP_ECP256),
-        s(32, GROUP_ECP256),
-        s(16, GROUP_ECP384),
-        s(32, GROUP_ECP384),
-        s(16, GROUP_MODP2048),
-        s(32, GROUP_MODP2048),
+        s(16, None, GROUP_X25519),
+        s(32, None, GROUP_X25519),
+        s(16, None, GROUP_ECP256),
+        s(32, None, GROUP_ECP256),
+        s(16, None, GROUP_ECP384),
+        s(32, None, GROUP_ECP384),
+        s(16, None, GROUP_MODP2048),
+        s(32, None, GROUP_MODP2048),
+        s(16, SHA256, GROUP_X25519),
+        s(32, SHA256, GROUP_X25519),
+        s(16, SHA256, GROUP_ECP256),
+        s(32, SHA256, GROUP_ECP256),
+        s(16, SHA256, GROUP_ECP384),
+        s(32, SHA256, GROUP_ECP384),
+        s(16, SHA256, GROUP_MODP2048),
+        s(32, SHA256, GROUP_MODP2048),
     ]
 };
+
+/// Our offer: the suites packed into as few proposals as RFC 7296 §3.3
+/// allows (one AEAD proposal and one with integrity, each listing every
+/// transform once, in our order of preference; a responder picks one of
+/// each type).
+pub fn offer(suites: &[Suite]) -> Vec<Proposal> {
+    let mut out: Vec<Proposal> = Vec::new();
+    for aead in [true, false] {
+        let mut p = Proposal { number: 0, protocol: 1, spi: vec![], transforms: vec![] };
+        for s in suites.iter().filter(|s| s.integ.is_none() == aead) {
+            for t in s.proposal(vec![]).transforms {
+                if !p.transforms.contains(&t) {
+                    p.transforms.push(t);
+                }
+            }
+        }
+        if !p.transforms.is_empty() {
+            p.transforms.sort_by_key(|t| t.kind);
+            p.number = out.len() as u8 + 1;
+            out.push(p);
+        }
+    }
+    out
+}
 
 /// The first offered IKE proposal we can run with one of `ours` (§2.7: the
 /// responder picks one proposal and one transform of each type from it),
@@ -239,14 +312,16 @@ pub const SUITES: [Suite; 8] = {
 pub fn choose(offered: &[Proposal], ours: &[Suite], ke_group: Option<u16>) -> Option<(u8, Suite)> {
     offered.iter().filter(|p| p.protocol == 1).find_map(|p| {
         let has = |kind: u8, id: u16| p.transforms.iter().any(|t| t.kind == kind && t.id == id);
-        // Any integrity transform beside an AEAD makes the proposal unusable for us.
-        if p.transforms.iter().any(|t| t.kind == transform::INTEG && t.id != 0) {
-            return None;
-        }
+        // An AEAD goes without integrity (or with NONE), AES-CBC with ours.
+        let integrity = p.transforms.iter().any(|t| t.kind == transform::INTEG && t.id != 0);
         let fits = |s: &&Suite| {
-            p.transforms.iter().any(|t| {
-                t.kind == transform::ENCR && t.id == ENCR_AES_GCM_16 && t.key_length() == Some((s.encr_key * 8) as u16)
-            }) && has(transform::PRF, s.prf)
+            let e = s.encr_transform();
+            p.transforms.iter().any(|t| t.kind == transform::ENCR && t.id == e.id && t.key_length() == e.key_length())
+                && match s.integ {
+                    None => !integrity,
+                    Some(i) => has(transform::INTEG, i.id()),
+                }
+                && has(transform::PRF, s.prf)
                 && has(transform::KE, s.group)
         };
         let mut candidates = ours.iter().filter(fits);
@@ -387,6 +462,16 @@ pub struct Established {
     pub peer_fragments: bool,
 }
 
+impl Established {
+    /// The keys of the Encrypted payloads the initiator (`from_initiator`)
+    /// or the responder sends.
+    pub fn sk(&self, from_initiator: bool) -> SkKey<'_> {
+        let k = &self.keys;
+        let (encr, integ) = if from_initiator { (&k.sk_ei, &k.sk_ai) } else { (&k.sk_er, &k.sk_ar) };
+        SkKey { alg: self.suite.sk_alg(), encr, integ }
+    }
+}
+
 impl std::fmt::Debug for Established {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Established")
@@ -426,7 +511,7 @@ impl Initiator {
         let spi_i = random_spi()?;
         let dh = Dh::generate(first.group)?;
         let ni = nonce()?;
-        let proposals = offer.iter().zip(1u8..).map(|(s, n)| Proposal { number: n, ..s.proposal(vec![]) }).collect();
+        let proposals = self::offer(offer);
         let mut payloads = vec![
             Payload::Sa(proposals),
             Payload::Ke { group: first.group, data: dh.public().to_vec() },
@@ -484,12 +569,16 @@ impl Initiator {
         let Some([one]) = chosen.map(Vec::as_slice) else { return Err(InitError::Invalid("one proposal expected")) };
         // One of ours, exactly as offered, with the group of our KE (§2.7).
         let suite = match choose(std::slice::from_ref(one), &self.offer, Some(self.dh.group())) {
-            Some((_, s)) if s.group == self.dh.group() && one.transforms.len() == 3 => s,
+            Some((_, s))
+                if s.group == self.dh.group() && one.transforms.len() == s.proposal(vec![]).transforms.len() =>
+            {
+                s
+            }
             _ => return Err(InitError::Invalid("the responder chose a suite we did not offer")),
         };
         let (ke, nr) = ke_and_nonce(&m, suite.group).ok_or(InitError::Invalid("KE or nonce missing"))?;
         let g_ir = self.dh.agree(ke)?;
-        let keys = IkeKeys::derive(&self.ni, nr, &g_ir, self.spi_i, h.spi_r, suite.encr_len(), 0);
+        let keys = IkeKeys::derive(&self.ni, nr, &g_ir, self.spi_i, h.spi_r, suite.encr_len(), suite.integ_len());
         let nat = nat_status(&m, h.spi_r, self.local, self.remote);
         let (peer_hashes, peer_fragments) = peer_capabilities(&m);
         Ok(Established {
@@ -591,7 +680,7 @@ pub fn respond(
     let public = dh.public().to_vec();
     let g_ir = dh.agree(ke)?;
     let nr = nonce()?;
-    let keys = IkeKeys::derive(ni, &nr, &g_ir, h.spi_i, spi_r, suite.encr_len(), 0);
+    let keys = IkeKeys::derive(ni, &nr, &g_ir, h.spi_i, spi_r, suite.encr_len(), suite.integ_len());
     let nat = nat_status(&m, 0, local, remote);
     let mut chosen = suite.proposal(vec![]);
     chosen.number = number;

@@ -245,6 +245,59 @@ mod crypto {
         assert_eq!(Dh::generate(GROUP_X25519).unwrap().agree(&[0; 31]).err(), Some(IkeCryptoError::BadKe));
     }
 
+    /// The Encrypted payload with AES-CBC and HMAC-SHA256-128 / HMAC-SHA1-96
+    /// (RFC 7296 §3.14) both ways with pyca/cryptography: the IV random and
+    /// padding to the block on our side; any flipped byte is refused.
+    #[test]
+    fn cbc_encrypted_payload_interoperates_and_is_authenticated() {
+        for (integ, name, alen, ekey_len) in
+            [(Integ::HmacSha256_128, "sha256", 32, 16), (Integ::HmacSha1_96, "sha1", 20, 32)]
+        {
+            let (ek, ak): (Vec<u8>, Vec<u8>) = ((0..ekey_len).map(|i| i as u8 * 5).collect(), vec![0x33; alen]);
+            let key = SkKey { alg: SkAlg::AesCbc(integ), encr: &ek, integ: &ak };
+            let header = Header {
+                spi_i: 1,
+                spi_r: 2,
+                minor: 0,
+                exchange: exchange::IKE_AUTH,
+                flags: flags::INITIATOR,
+                message_id: 1,
+            };
+            let inner = vec![
+                Payload::Id { initiator: true, id_type: 2, data: b"espgw.example".to_vec() },
+                Payload::Auth { method: 2, data: vec![0x42; 32] },
+            ];
+            let ours = encrypt_message(header, &inner, key, [9; 8]).unwrap();
+            let again = encrypt_message(header, &inner, key, [9; 8]).unwrap();
+            assert_ne!(ours, again, "a fresh random IV each time");
+            let opened = oracle(&["open_cbc", name, &hex::encode(&ek), &hex::encode(&ak), &hex::encode(&ours)]);
+            let mut chain = Vec::new();
+            encode_chain(&inner, &mut chain);
+            assert_eq!(opened["chain"].as_str().unwrap(), hex::encode(&chain), "{name}");
+            let theirs = oracle(&[
+                "seal_cbc",
+                name,
+                &hex::encode(&ek),
+                &hex::encode(&ak),
+                "1",
+                "2",
+                "35",
+                "32",
+                "1",
+                &kind::IDI.to_string(),
+                &hex::encode(&chain),
+            ]);
+            let theirs = hex::decode(theirs["message"].as_str().unwrap()).unwrap();
+            let (m, back) = decrypt_message(&theirs, key).unwrap();
+            assert_eq!((m.header.flags, back), (flags::RESPONSE, inner));
+            for i in 0..ours.len() {
+                let mut bad = ours.clone();
+                bad[i] ^= 0x01;
+                assert!(decrypt_message(&bad, key).is_err(), "{name}: byte {i} flipped and accepted");
+            }
+        }
+    }
+
     /// ECP-256/384 (RFC 5903: KE data x | y, g^ir the x coordinate) and
     /// MODP-2048 (RFC 3526, values of the prime's length) against
     /// pyca/cryptography; values off the curve or outside 1 < y < p - 1
@@ -284,19 +337,20 @@ mod crypto {
     #[test]
     fn fragments_are_the_rfcs() {
         use super::super::crypto::{fragment, Reassembly};
-        let key = [0x42u8; 20];
+        let key_bytes = [0x42u8; 20];
+        let key = SkKey::gcm(&key_bytes);
         let inner = vec![Payload::VendorId(vec![0x61; 1500]), Payload::Nonce(vec![0x62; 64])];
         let h = Header { spi_i: 1, spi_r: 2, minor: 0, exchange: 35, flags: 0x08, message_id: 1 };
-        let whole = encrypt_message(h, &inner, &key, [1; 8]).unwrap();
+        let whole = encrypt_message(h, &inner, key, [1; 8]).unwrap();
         let mut n = 10u64;
-        let frags = fragment(&whole, &key, 600, || {
+        let frags = fragment(&whole, key, 600, || {
             n += 1;
             n.to_be_bytes()
         })
         .unwrap();
         assert_eq!(frags.len(), 3);
         assert!(frags.iter().all(|f| f.len() <= 600));
-        let mut args = vec!["frag".to_string(), hex::encode(key)];
+        let mut args = vec!["frag".to_string(), hex::encode(key_bytes)];
         args.extend(frags.iter().map(hex::encode));
         let theirs = oracle(&args.iter().map(String::as_str).collect::<Vec<_>>());
         let mut chain = Vec::new();
@@ -307,16 +361,29 @@ mod crypto {
         let mut slot = None;
         let mut forged = frags[1].clone();
         *forged.last_mut().unwrap() ^= 1;
-        assert!(Reassembly::add(&mut slot, &forged, &key).is_err(), "integrity checked per fragment");
-        assert!(Reassembly::add(&mut slot, &frags[2], &key).unwrap().is_none());
-        assert!(Reassembly::add(&mut slot, &frags[2], &key).unwrap().is_none());
-        assert!(Reassembly::add(&mut slot, &frags[0], &key).unwrap().is_none());
-        let done = Reassembly::add(&mut slot, &frags[1], &key).unwrap().expect("complete");
-        let (hdr, got) = super::super::crypto::Inbound::Reassembled(&done).open(&key).unwrap();
-        assert_eq!((hdr.message_id, got), (1, inner));
+        assert!(Reassembly::add(&mut slot, &forged, key).is_err(), "integrity checked per fragment");
+        assert!(Reassembly::add(&mut slot, &frags[2], key).unwrap().is_none());
+        assert!(Reassembly::add(&mut slot, &frags[2], key).unwrap().is_none());
+        assert!(Reassembly::add(&mut slot, &frags[0], key).unwrap().is_none());
+        let done = Reassembly::add(&mut slot, &frags[1], key).unwrap().expect("complete");
+        let (hdr, got) = super::super::crypto::Inbound::Reassembled(&done).open(key).unwrap();
+        assert_eq!((hdr.message_id, got), (1, inner.clone()));
         assert!(slot.is_none());
         // A small message goes whole.
-        assert_eq!(fragment(&whole, &key, 4000, || [0; 8]).unwrap(), vec![whole]);
+        assert_eq!(fragment(&whole, key, 4000, || [0; 8]).unwrap(), vec![whole]);
+        // AES-CBC + HMAC: fragments each sealed and checked on their own as well.
+        let (ek, ak) = ([7u8; 32], [9u8; 32]);
+        let cbc = SkKey { alg: SkAlg::AesCbc(Integ::HmacSha256_128), encr: &ek, integ: &ak };
+        let whole = encrypt_message(h, &inner, cbc, [0; 8]).unwrap();
+        let frags = fragment(&whole, cbc, 500, || [0; 8]).unwrap();
+        assert!(frags.len() >= 4 && frags.iter().all(|f| f.len() <= 500));
+        let mut slot = None;
+        let mut done = None;
+        for f in frags.iter().rev() {
+            done = Reassembly::add(&mut slot, f, cbc).unwrap();
+        }
+        let done = done.expect("complete");
+        assert_eq!(super::super::crypto::Inbound::Reassembled(&done).open(cbc).unwrap().1, inner);
     }
 
     /// The Encrypted payload (RFC 5282 AES-GCM) both ways with
@@ -337,13 +404,13 @@ mod crypto {
             Payload::Auth { method: 2, data: vec![0x42; 32] },
             Payload::Notify { protocol: 0, spi: vec![], kind: 16384, data: vec![] },
         ];
-        let ours = encrypt_message(header, &inner, &ks, [9; 8]).unwrap();
+        let ours = encrypt_message(header, &inner, SkKey::gcm(&ks), [9; 8]).unwrap();
         let opened = oracle(&["open", &hex::encode(&ks), &hex::encode(&ours)]);
         let mut chain = Vec::new();
         encode_chain(&inner, &mut chain);
         assert_eq!(opened["chain"].as_str().unwrap(), hex::encode(&chain));
         assert_eq!(opened["first"].as_u64(), Some(u64::from(kind::IDI)));
-        let (m, back) = decrypt_message(&ours, &ks).unwrap();
+        let (m, back) = decrypt_message(&ours, SkKey::gcm(&ks)).unwrap();
         assert_eq!((m.header, back), (header, inner.clone()));
         // Theirs, opened here.
         let theirs = oracle(&[
@@ -359,16 +426,16 @@ mod crypto {
             &hex::encode(&chain),
         ]);
         let theirs = hex::decode(theirs["message"].as_str().unwrap()).unwrap();
-        let (m, back) = decrypt_message(&theirs, &ks).unwrap();
+        let (m, back) = decrypt_message(&theirs, SkKey::gcm(&ks)).unwrap();
         assert_eq!((m.header.exchange, m.header.flags, back), (exchange::IKE_AUTH, flags::RESPONSE, inner));
         for i in 0..ours.len() {
             let mut bad = ours.clone();
             bad[i] ^= 0x01;
-            assert!(decrypt_message(&bad, &ks).is_err(), "byte {i} flipped and accepted");
+            assert!(decrypt_message(&bad, SkKey::gcm(&ks)).is_err(), "byte {i} flipped and accepted");
         }
         let mut wrong = ks.clone();
         wrong[0] ^= 1;
-        assert_eq!(decrypt_message(&ours, &wrong).err(), Some(IkeCryptoError::Integrity));
+        assert_eq!(decrypt_message(&ours, SkKey::gcm(&wrong)).err(), Some(IkeCryptoError::Integrity));
     }
 }
 
@@ -525,14 +592,14 @@ mod sa_init {
         let suite = SUITES[0];
         let (_, req) = Initiator::start(&[suite], addr("192.0.2.1:500"), addr("198.51.100.1:500")).unwrap();
         let mut m = Message::decode(&req).unwrap();
-        // AES-CBC + HMAC only: no proposal chosen.
+        // 3DES + HMAC-SHA1 only: no proposal chosen.
         m.payloads[0] = Payload::Sa(vec![Proposal {
             number: 1,
             protocol: 1,
             spi: vec![],
             transforms: vec![
-                Transform { kind: 1, id: 12, attributes: vec![Attribute::Tv { kind: ATTR_KEY_LENGTH, value: 128 }] },
-                Transform { kind: 3, id: 12, attributes: vec![] },
+                Transform { kind: 1, id: 3, attributes: vec![] },
+                Transform { kind: 3, id: 2, attributes: vec![] },
                 Transform { kind: 2, id: 5, attributes: vec![] },
                 Transform { kind: 4, id: 31, attributes: vec![] },
             ],
@@ -799,7 +866,7 @@ mod ike_auth {
             panic!()
         };
         assert_eq!(complete(&l, &ci, 1000, &response).err(), Some(AuthError::ChildRefused(notify::NO_PROPOSAL_CHOSEN)));
-        let (_, inner) = super::super::crypto::decrypt_message(&response, &l.keys.sk_er).unwrap();
+        let (_, inner) = super::super::crypto::decrypt_message(&response, l.sk(false)).unwrap();
         assert!(inner.iter().any(|p| matches!(p, super::super::message::Payload::Id { initiator: false, .. })));
         assert!(inner.iter().any(|p| matches!(p, super::super::message::Payload::Auth { .. })));
         // A response from another IKE SA does not decrypt.

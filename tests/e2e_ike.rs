@@ -139,10 +139,11 @@ impl Lab {
 
     /// espgw in the gateway namespace with one `[[connection]]` (`extra` appended to it).
     fn espgw(&self, s: &Scratch, psk: &str, extra: &str) -> (Gw, std::path::PathBuf) {
-        self.espgw_auth(s, &format!("psk = \"{psk}\""), extra)
+        let auth = format!("local_id = \"west.example\"\nremote_id = \"east.example\"\npsk = \"{psk}\"");
+        self.espgw_auth(s, &auth, extra)
     }
 
-    /// [`Self::espgw`] with `auth` (psk or cert lines) for the connection.
+    /// [`Self::espgw`] with `auth` (identities, psk or cert lines) for the connection.
     fn espgw_auth(&self, s: &Scratch, auth: &str, extra: &str) -> (Gw, std::path::PathBuf) {
         let cfg = format!(
             r#"
@@ -182,8 +183,6 @@ port = "public"
 name = "east"
 local = "203.0.113.1"
 remote = "203.0.113.2"
-local_id = "west.example"
-remote_id = "east.example"
 {auth}
 local_ts = ["10.0.1.0/24"]
 remote_ts = ["10.0.2.0/24"]
@@ -589,8 +588,8 @@ fn certificates_authenticate_both_ways_in_fragments() {
     let creds =
         [("x509", "east.crt", east.cert.as_str()), ("x509ca", "ca.crt", &ca.pem), ("pkcs8", "east.key", &east.key)];
     let charon = lab.charon_with_creds("unused", "", "", &edits, &creds);
-    let (gw, report) =
-        lab.espgw_auth(&s, "cert = \"west.crt\"\nkey = \"west.key\"\nca = \"ca.crt\"", "wireshark_keys = \"keys\"");
+    let certs = "local_id = \"west.example\"\nremote_id = \"east.example\"\ncert = \"west.crt\"\nkey = \"west.key\"\nca = \"ca.crt\"";
+    let (gw, report) = lab.espgw_auth(&s, certs, "wireshark_keys = \"keys\"");
     wait_ready(&s);
     let ctx = || format!("\n--- charon ---\n{}", charon.log_text());
 
@@ -821,4 +820,55 @@ fn two_children_with_strongswan_both_ways() {
     let ike = &run.report()["ike"];
     assert_eq!(ike["established"], 2, "{ike}");
     assert!(ike["child_installed"].as_u64().unwrap() >= 4, "{ike}");
+}
+
+/// Distinguished names as identities, strongSwan's default with
+/// certificates: charon names itself by its certificate's subject (no
+/// `id`), espgw by its own (`local_id` omitted, the certificate has no
+/// subjectAltName), each expects the other's DN — written differently from
+/// how the certificate encodes it (case, spacing).
+#[test]
+fn distinguished_names_with_strongswan() {
+    use test_pki::{Ca, KeyKind};
+    let _heavy = heavy_test_lock();
+    let lab = Lab::new("d");
+    let s = Scratch::new();
+    let ca = Ca::new("espgw test CA");
+    let subject = |cn: &str| {
+        let cn = cn.to_string();
+        ca.issue(&[&cn], KeyKind::P256, |p| {
+            p.subject_alt_names.clear();
+            p.distinguished_name.push(rcgen::DnType::OrganizationName, "espgw test");
+        })
+    };
+    let (west, east) = (subject("west.example"), subject("east.example"));
+    for (name, text) in [("ca.crt", &ca.pem), ("west.crt", &west.cert), ("west.key", &west.key)] {
+        std::fs::write(s.path(name), text).unwrap();
+    }
+    let edits = [
+        ("local { auth = psk\n id = east.example }", "local { auth = pubkey\n certs = east.crt }"),
+        (
+            "remote { auth = psk\n id = west.example }",
+            "remote { auth = pubkey\n cacerts = ca.crt\n id = \"CN=west.example, O=espgw test\" }",
+        ),
+    ];
+    let creds =
+        [("x509", "east.crt", east.cert.as_str()), ("x509ca", "ca.crt", &ca.pem), ("pkcs8", "east.key", &east.key)];
+    let charon = lab.charon_with_creds("unused", "", "", &edits, &creds);
+    let auth = "remote_id = \"cn=east.example,o=ESPGW TEST\"\ncert = \"west.crt\"\nkey = \"west.key\"\nca = \"ca.crt\"";
+    let (gw, report) = lab.espgw_auth(&s, auth, "");
+    wait_ready(&s);
+    let ctx = || format!("\n--- charon ---\n{}", charon.log_text());
+    let (ok, out) = charon.swanctl(&["--initiate", "--child", "net", "--timeout", "20"]);
+    assert!(ok, "charon could not initiate: {out}{}", ctx());
+    assert!(lab.wait_for_tunnel(Duration::from_secs(10)), "no tunnel{}", ctx());
+    let log = charon.log_text();
+    assert!(log.contains("authentication of 'CN=west.example, O=espgw test' with"), "{}", ctx());
+    let _ = charon.swanctl(&["--terminate", "--ike", "espgw", "--timeout", "10"]);
+    let (ok, out) = espgwctl(&s, &["ike", "initiate", "east"]);
+    assert!(ok, "{out}");
+    assert!(lab.wait_for_tunnel(Duration::from_secs(20)), "no tunnel after espgw's initiate{}", ctx());
+    let run = stop(gw, &report);
+    run.assert_ok();
+    assert_eq!(run.report()["ike"]["established"], 2, "{}", run.report()["ike"]);
 }

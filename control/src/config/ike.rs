@@ -6,7 +6,8 @@
 //! name = "east"
 //! local = "192.0.2.1"            # one of the gateway's port addresses
 //! remote = "203.0.113.2"         # the peer
-//! local_id = "west.example"      # FQDN, user@FQDN, or an IP address (default: local)
+//! local_id = "west.example"      # FQDN, user@FQDN, an IP address, or with a certificate
+//!                                #   a DN "CN=west, O=Example" (default: local)
 //! remote_id = "east.example"     # default: remote
 //! psk = "shared secret"          # or psk_file = "east.psk" (relative to the config), or
 //! # cert = "west.crt"            #   certificates (PEM, relative to the config): ours (then
@@ -42,7 +43,7 @@ use toml::Spanned;
 use zeroize::Zeroizing;
 
 use super::{ConfigError, Locator};
-use crate::ike::cert::Credentials;
+use crate::ike::cert::{dn_der, Credentials, ID_DER_ASN1_DN};
 use crate::ike::esp_suite::{ChildPolicy, EspSuite};
 use crate::ike::ike_auth::{Credential, Identity};
 use crate::ike::sa_init::{Suite, SUITES};
@@ -143,14 +144,17 @@ pub(super) struct RawChild {
 }
 
 /// An identity as written: an IP address (ID_IPV4_ADDR / ID_IPV6_ADDR), a
-/// user@FQDN (ID_RFC822_ADDR), or an FQDN (ID_FQDN), RFC 7296 §3.5.
-pub fn identity(s: &str) -> Identity {
-    match s.parse::<IpAddr>() {
+/// distinguished name `CN=east, O=Example` (ID_DER_ASN1_DN; with
+/// certificates), a user@FQDN (ID_RFC822_ADDR), or an FQDN (ID_FQDN),
+/// RFC 7296 §3.5; `None` for a DN we cannot write.
+pub fn identity(s: &str) -> Option<Identity> {
+    Some(match s.parse::<IpAddr>() {
         Ok(IpAddr::V4(a)) => Identity { id_type: 1, data: a.octets().to_vec() },
         Ok(IpAddr::V6(a)) => Identity { id_type: 5, data: a.octets().to_vec() },
+        Err(_) if s.contains('=') => Identity { id_type: ID_DER_ASN1_DN, data: dn_der(s)? },
         Err(_) if s.contains('@') => Identity { id_type: 3, data: s.as_bytes().to_vec() },
         Err(_) => Identity::fqdn(s),
-    }
+    })
 }
 
 pub(super) fn validate(
@@ -330,9 +334,15 @@ pub(super) fn validate(
         let rekey_seconds = seconds(&r.rekey_seconds, "rekey_seconds", 3600)?;
         let dpd_seconds = seconds(&r.dpd_seconds, "dpd_seconds", 30)?;
         let ike_rekey_seconds = seconds(&r.ike_rekey_seconds, "ike_rekey_seconds", 14_400)?;
-        let id = |v: &Option<Spanned<String>>, default: IpAddr| match v {
-            Some(s) if !s.get_ref().trim().is_empty() => identity(s.get_ref().trim()),
-            _ => identity(&default.to_string()),
+        let id = |v: &Option<Spanned<String>>, default: IpAddr, field: &str| match v {
+            Some(s) if !s.get_ref().trim().is_empty() => identity(s.get_ref().trim()).ok_or_else(|| {
+                loc.at(
+                    s,
+                    f(field),
+                    "a distinguished name of CN, C, L, ST, O, OU, SN, serialNumber, E, DC: CN=east, O=Example",
+                )
+            }),
+            _ => identity(&default.to_string()).ok_or_else(|| loc.at(&r.name, f(field), "no identity")),
         };
         let local_id = match (&credential, &r.local_id) {
             // With a certificate our identity is one it carries (RFC 4945 §3.1).
@@ -343,30 +353,38 @@ pub(super) fn validate(
                         loc.at(
                             r.cert.as_ref().unwrap_or(&r.name),
                             f("cert"),
-                            "the certificate has no subjectAltName to be our identity",
+                            "the certificate names nothing to be our identity",
                         )
                     })?,
                     Some(s) => {
-                        let want = id(given, local);
-                        if !names.contains(&want) {
+                        let want = id(given, local, "local_id")?;
+                        // A DN is sent as the certificate has it (RFC 4945 §3.1.5).
+                        let Some(found) = names.iter().find(|n| n.matches(&want)).cloned() else {
                             return Err(loc.at(
                                 s,
                                 f("local_id"),
-                                format!("{want} is not among our certificate's subjectAltNames"),
+                                format!("{want} is neither among our certificate's subjectAltNames nor its subject"),
                             ));
-                        }
-                        want
+                        };
+                        found
                     }
                 }
             }
-            (Credential::Psk(_), given) => id(given, local),
+            (Credential::Psk(_), given) => {
+                let me = id(given, local, "local_id")?;
+                if me.id_type == ID_DER_ASN1_DN {
+                    let s = given.as_ref().unwrap_or(&r.name);
+                    return Err(loc.at(s, f("local_id"), "a distinguished name goes with a certificate"));
+                }
+                me
+            }
         };
         out.push(ConnectionSpec {
             name,
             local,
             remote,
             local_id,
-            remote_id: id(&r.remote_id, remote),
+            remote_id: id(&r.remote_id, remote, "remote_id")?,
             credential,
             ike,
             children,
@@ -502,7 +520,7 @@ mod tests {
                 "cert = \"w.crt\"\nkey = \"w.key\"\nca = \"ca.crt\"\nlocal_id = \"gw.example\"",
                 16,
                 "connection[0].local_id",
-                "not among our certificate's subjectAltNames",
+                "neither among our certificate's subjectAltNames nor its subject",
             ),
         ];
         for (to, line, field, reason) in cases {

@@ -259,7 +259,7 @@ impl Credentials {
         let inter: Vec<CertificateDer<'_>> = intermediates.iter().map(|c| CertificateDer::from(*c)).collect();
         ee.verify_for_usage(CHAIN_ALGS, &anchors, &inter, now, IkeEku, None, None)
             .map_err(|e| CertError::Untrusted(format!("{e:?}")))?;
-        if !cert_identities(leaf).contains(id) {
+        if !cert_identities(leaf).iter().any(|c| c.matches(id)) {
             return Err(CertError::IdentityNotInCert(id.to_string()));
         }
         let (alg, sig) = split_auth(auth).ok_or(CertError::BadAuth)?;
@@ -292,12 +292,101 @@ pub fn certreq<'a>(cas: impl Iterator<Item = &'a [u8]>) -> Payload {
     Payload::CertReq { encoding: CERT_X509_SIGNATURE, data }
 }
 
+/// ID_DER_ASN1_DN (§3.5).
+pub const ID_DER_ASN1_DN: u8 = 9;
+
+/// The short names of the DN attributes we spell out.
+const DN_NAMES: [(&str, &str); 10] = [
+    ("CN", "2.5.4.3"),
+    ("C", "2.5.4.6"),
+    ("L", "2.5.4.7"),
+    ("ST", "2.5.4.8"),
+    ("O", "2.5.4.10"),
+    ("OU", "2.5.4.11"),
+    ("SN", "2.5.4.4"),
+    ("serialNumber", "2.5.4.5"),
+    ("E", "1.2.840.113549.1.9.1"),
+    ("DC", "0.9.2342.19200300.100.1.25"),
+];
+
+/// A distinguished name in one comparable form: `TYPE=value` pairs in
+/// order, the type's short name (or dotted OID), compared case-blind and
+/// whatever ASN.1 string type held the value (as strongSwan compares).
+pub fn dn_canonical(text: &str) -> Option<String> {
+    let mut out = Vec::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (t, v) = part.split_once('=')?;
+        let t = t.trim();
+        let t = DN_NAMES.iter().find(|(n, o)| n.eq_ignore_ascii_case(t) || *o == t).map_or(t, |(n, _)| n);
+        let t = if t.eq_ignore_ascii_case("emailAddress") { "E" } else { t };
+        out.push(format!("{}={}", t.to_ascii_uppercase(), v.trim().to_lowercase()));
+    }
+    (!out.is_empty()).then(|| out.join(","))
+}
+
+/// The DER of a DN written `CN=east, O=Example` (the attribute types of
+/// [`DN_NAMES`], values as UTF8String), for a configured identity.
+pub fn dn_der(text: &str) -> Option<Vec<u8>> {
+    const OIDS: [(&str, &[u8]); 10] = [
+        ("CN", &[0x55, 4, 3]),
+        ("C", &[0x55, 4, 6]),
+        ("L", &[0x55, 4, 7]),
+        ("ST", &[0x55, 4, 8]),
+        ("O", &[0x55, 4, 10]),
+        ("OU", &[0x55, 4, 11]),
+        ("SN", &[0x55, 4, 4]),
+        ("SERIALNUMBER", &[0x55, 4, 5]),
+        ("E", &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 1, 9, 1]),
+        ("DC", &[0x09, 0x92, 0x26, 0x89, 0x93, 0xf2, 0x2c, 0x64, 1, 0x19]),
+    ];
+    fn tlv(tag: u8, body: &[u8]) -> Vec<u8> {
+        let mut out = vec![tag];
+        match body.len() {
+            n if n < 0x80 => out.push(n as u8),
+            n if n < 0x100 => out.extend([0x81, n as u8]),
+            n => out.extend([0x82, (n >> 8) as u8, n as u8]),
+        }
+        out.extend_from_slice(body);
+        out
+    }
+    let mut rdns = Vec::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (t, v) = part.split_once('=')?;
+        let t = t.trim().to_ascii_uppercase();
+        let t = if t == "EMAILADDRESS" { "E".to_string() } else { t };
+        let (_, oid) = OIDS.iter().find(|(n, _)| *n == t)?;
+        let atv = tlv(0x30, &[tlv(0x06, oid), tlv(0x0c, v.trim().as_bytes())].concat());
+        rdns.extend(tlv(0x31, &atv));
+    }
+    (!rdns.is_empty()).then(|| tlv(0x30, &rdns))
+}
+
+/// The comparable form of a DER-encoded Name (an ID_DER_ASN1_DN payload,
+/// a certificate's subject).
+pub fn dn_canonical_der(der: &[u8]) -> Option<String> {
+    use x509_parser::prelude::FromDer;
+    let (rest, name) = x509_parser::x509::X509Name::from_der(der).ok()?;
+    if !rest.is_empty() {
+        return None;
+    }
+    let mut text = Vec::new();
+    for rdn in name.iter() {
+        for a in rdn.iter() {
+            let oid = a.attr_type().to_id_string();
+            let t = DN_NAMES.iter().find(|(_, o)| *o == oid).map_or(oid.clone(), |(n, _)| n.to_string());
+            text.push(format!("{t}={}", a.as_str().ok()?));
+        }
+    }
+    dn_canonical(&text.join(","))
+}
+
 /// The identities a certificate vouches for: its subjectAltNames of the
-/// ID types we speak (FQDN, RFC822, IPv4, IPv6).
+/// ID types we speak (FQDN, RFC822, IPv4, IPv6), then its subject (a DN).
 fn cert_identities(der: &[u8]) -> Vec<Identity> {
     use x509_parser::extensions::GeneralName;
     let Ok(cert) = parse(der) else { return vec![] };
-    let Ok(Some(san)) = cert.subject_alternative_name() else { return vec![] };
+    let subject = Identity { id_type: ID_DER_ASN1_DN, data: cert.subject().as_raw().to_vec() };
+    let Ok(Some(san)) = cert.subject_alternative_name() else { return vec![subject] };
     san.value
         .general_names
         .iter()
@@ -308,6 +397,7 @@ fn cert_identities(der: &[u8]) -> Vec<Identity> {
             GeneralName::IPAddress(a) if a.len() == 16 => Some(Identity { id_type: 5, data: a.to_vec() }),
             _ => None,
         })
+        .chain([subject])
         .collect()
 }
 

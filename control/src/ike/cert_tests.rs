@@ -209,3 +209,48 @@ fn certificates_that_must_not_authenticate() {
     let r = auth(&west(issue(&|_| {})), &cfg("east.example", "west.example", e));
     assert_eq!(r, Err("initiator: Refused(24)".to_string()), "rogue responder");
 }
+
+/// Distinguished names as identities (ID_DER_ASN1_DN, strongSwan's default
+/// with certificates): written `CN=..., O=...` in the config, compared
+/// with what the peer sends however it is encoded (string type, case),
+/// bound to the certificate's subject.
+#[test]
+fn distinguished_names_as_identities() {
+    use super::cert::{dn_canonical, dn_canonical_der, dn_der, ID_DER_ASN1_DN};
+    let der = dn_der("CN=west.example, O=espgw test, C=ZZ").unwrap();
+    assert_eq!(dn_canonical_der(&der), dn_canonical("cn=WEST.example,o=espgw test,c=zz"));
+    assert_eq!(dn_der("CN=x, XX=y"), None, "an attribute type we cannot write");
+    let ca = Ca::new("Test CA");
+    // Certificates without subjectAltNames: the subject is the identity.
+    let no_san = |name: &str| {
+        let name = name.to_string();
+        creds(
+            &ca.issue(&[&name], KeyKind::P256, |p| {
+                p.subject_alt_names.clear();
+                p.distinguished_name.push(rcgen::DnType::OrganizationName, "espgw test");
+            }),
+            &ca,
+        )
+    };
+    let (w, e) = (no_san("west.example"), no_san("east.example"));
+    assert_eq!(w.identities().len(), 1);
+    assert_eq!(w.identities()[0].id_type, ID_DER_ASN1_DN);
+    let dn = |s: &str| Identity { id_type: ID_DER_ASN1_DN, data: dn_der(s).unwrap() };
+    let (w_id, e_id) = (w.identities()[0].clone(), e.identities()[0].clone());
+    let west = AuthConfig {
+        me: w_id,
+        peer: dn("CN=east.example, O=espgw test"),
+        credential: Credential::Cert(Arc::new(w)),
+        child: Default::default(),
+    };
+    let east = |peer: Identity, e: Credentials| AuthConfig {
+        me: e_id.clone(),
+        peer,
+        credential: Credential::Cert(Arc::new(e)),
+        child: Default::default(),
+    };
+    assert_eq!(auth(&west, &east(dn("cn=west.example,o=ESPGW TEST"), no_san("east.example"))), Ok(()));
+    let refused = Err("responder refused 24".to_string());
+    assert_eq!(auth(&west, &east(dn("CN=west.example, O=other"), no_san("east.example"))), refused, "another DN");
+    assert_eq!(auth(&west, &east(Identity::fqdn("west.example"), no_san("east.example"))), refused, "an FQDN");
+}

@@ -35,6 +35,19 @@ impl Identity {
     pub fn fqdn(name: &str) -> Self {
         Identity { id_type: 2, data: name.as_bytes().to_vec() }
     }
+
+    /// Is `other` this identity? Exactly, or for distinguished names
+    /// (ID_DER_ASN1_DN) the same name however it was encoded: what a peer
+    /// sends is compared with what we configured or its certificate says.
+    pub fn matches(&self, other: &Identity) -> bool {
+        use super::cert::{dn_canonical_der, ID_DER_ASN1_DN};
+        match (self.id_type, other.id_type) {
+            (ID_DER_ASN1_DN, ID_DER_ASN1_DN) => {
+                self == other || dn_canonical_der(&self.data).is_some_and(|a| Some(a) == dn_canonical_der(&other.data))
+            }
+            _ => self == other,
+        }
+    }
 }
 
 impl std::fmt::Display for Identity {
@@ -47,6 +60,9 @@ impl std::fmt::Display for Identity {
                 write!(f, "{}", std::net::Ipv6Addr::from(<[u8; 16]>::try_from(d).unwrap_or([0; 16])))
             }
             (2 | 3, d) => write!(f, "{}", String::from_utf8_lossy(d)),
+            (9, d) => {
+                write!(f, "{}", super::cert::dn_canonical_der(d).unwrap_or_else(|| "a distinguished name".into()))
+            }
             (t, d) => write!(f, "id type {t} ({} bytes)", d.len()),
         }
     }
@@ -250,7 +266,7 @@ pub fn respond<'a>(
     });
     let Some(id) = id else { return refuse(notify::AUTHENTICATION_FAILED) };
     // The identity must be the configured peer's, and the AUTH must verify (§2.15).
-    if id != cfg.peer {
+    if !cfg.peer.matches(&id) {
         tracing::info!(target: "espgw::ike", peer_id = %id, "IKE_AUTH: not the configured peer identity");
         return refuse(notify::AUTHENTICATION_FAILED);
     }
@@ -323,7 +339,7 @@ pub fn complete<'a>(
         return Err(AuthError::Refused(kind));
     }
     let Some(id) = id else { return Err(AuthError::Invalid("IDr missing")) };
-    if id != cfg.peer {
+    if !cfg.peer.matches(&id) {
         tracing::info!(target: "espgw::ike", peer_id = %id, "IKE_AUTH: not the configured peer identity");
         return Err(AuthError::Refused(notify::AUTHENTICATION_FAILED));
     }

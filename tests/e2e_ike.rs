@@ -495,7 +495,7 @@ fn wrong_identity_and_proposals_are_refused_and_counted() {
         ("id-2 = east.example", "id-2 = mallory.example"),
     ]);
     let (ike_ok, ike_log) =
-        attempt(&[("proposals = aes128gcm16-prfsha256-x25519", "proposals = aes256gcm16-prfsha384-ecp384")]);
+        attempt(&[("proposals = aes128gcm16-prfsha256-x25519", "proposals = aes256gcm16-prfsha512-ecp521")]);
     let (esp_ok, esp_log) = attempt(&[("esp_proposals = aes128gcm16", "esp_proposals = aes256-sha256")]);
     let (good, good_log) = attempt(&[]);
     let run = stop(gw, &report);
@@ -663,6 +663,13 @@ fn ike_groups_interoperate_with_strongswan() {
             "AES_GCM_16_256/PRF_HMAC_SHA2_256/CURVE_25519",
             "aes256gcm16-prfsha256-x25519",
         ),
+        // PRF-HMAC-SHA384 / -SHA512 (SK_d, SK_p of their length; AUTH and KEYMAT with them).
+        ("aes256gcm16-prfsha384-ecp384", "AES_GCM_16_256/PRF_HMAC_SHA2_384/ECP_384", "aes256gcm16-prfsha384-ecp384"),
+        (
+            "aes128gcm16-prfsha512-x25519",
+            "AES_GCM_16_128/PRF_HMAC_SHA2_512/CURVE_25519",
+            "aes128gcm16-prfsha512-x25519",
+        ),
         // AES-CBC with HMAC-SHA256-128 (strongSwan derives PRF-SHA256 from it).
         (
             "aes128-sha256-x25519",
@@ -713,7 +720,7 @@ fn ike_groups_interoperate_with_strongswan() {
         "{list}"
     );
     let ike = &run.report()["ike"];
-    assert!(ike["established"].as_u64().unwrap() >= 7, "{ike}");
+    assert!(ike["established"].as_u64().unwrap() >= 9, "{ike}");
 }
 
 /// Both sides rekey the child SA on the same schedule (espgw every 4 s,

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """IKEv2 crypto done independently with pyca/cryptography, for espgw's tests.
 
-  keys NI NR GIR SPII SPIR ENCR_LEN INTEG_LEN   SKEYSEED and the 7 keys (RFC 7296 §2.14)
+  keys NI NR GIR SPII SPIR ENCR_LEN INTEG_LEN [PRF]   SKEYSEED and the 7 keys (RFC 7296 §2.14); PRF sha256 (default), sha384, sha512
   keymat SKD NI NR LEN                          child SA KEYMAT (§2.17)
   x25519 PEER_PUB                               our public key and the shared secret
   ecp GROUP PEER_PUB                            the same for ECP-256 (19) / ECP-384 (20): x | y (RFC 5903)
@@ -36,8 +36,11 @@ MODP2048_P = int(
     "15728E5A8AACAA68FFFFFFFFFFFFFFFF", 16)
 
 
+PRF = hashes.SHA256
+
+
 def prf(k, d):
-    h = hmac.HMAC(k, hashes.SHA256())
+    h = hmac.HMAC(k, PRF())
     h.update(d)
     return h.finalize()
 
@@ -55,10 +58,13 @@ def main():
     a = sys.argv[1:]
     x = bytes.fromhex
     if a[0] == "keys":
+        global PRF
+        PRF = {"sha256": hashes.SHA256, "sha384": hashes.SHA384, "sha512": hashes.SHA512}[a[8] if len(a) > 8 else "sha256"]
         ni, nr, gir = x(a[1]), x(a[2]), x(a[3])
         spii, spir, el, il = int(a[4], 16), int(a[5], 16), int(a[6]), int(a[7])
         seed = prf(ni + nr, gir)
-        lens = [32, il, il, el, el, 32, 32]
+        pl = PRF.digest_size
+        lens = [pl, il, il, el, el, pl, pl]
         km = prf_plus(seed, ni + nr + struct.pack(">QQ", spii, spir), sum(lens))
         names = ["sk_d", "sk_ai", "sk_ar", "sk_ei", "sk_er", "sk_pi", "sk_pr"]
         out, at = {}, 0

@@ -15,7 +15,7 @@
 //! # ca = "ca.crt"                #   the CA(s) the peer's must chain to; local_id defaults
 //!                                #   to our certificate's first subjectAltName
 //! ike = ["aes128gcm16-prfsha256-x25519"]  # the IKE SA's proposals (default: AES-GCM,
-//!                                #   then AES-CBC + sha256; prfsha256; x25519, ecp256, ecp384, modp2048)
+//!                                #   then AES-CBC + sha256; prfsha256/384/512; x25519, ecp256, ecp384, modp2048)
 //! esp = ["aes128gcm16"]          # the child SAs' suites in our order: aes128gcm16,
 //!                                #   aes256gcm16, chacha20poly1305, aes128-sha1, aes256-sha1
 //! esn = false                    # extended sequence numbers when the peer agrees
@@ -46,7 +46,7 @@ use super::{ConfigError, Locator};
 use crate::ike::cert::{dn_der, Credentials, ID_DER_ASN1_DN};
 use crate::ike::esp_suite::{ChildPolicy, EspSuite};
 use crate::ike::ike_auth::{Credential, Identity};
-use crate::ike::sa_init::{Suite, SUITES};
+use crate::ike::sa_init::{all_suites, Suite};
 
 /// When a connection's IKE SA is set up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -255,7 +255,7 @@ pub(super) fn validate(
                     suites.first(),
                     Some(EspSuite::Aes256Gcm16 | EspSuite::Aes256Sha1 | EspSuite::Chacha20Poly1305)
                 );
-                let mut all = SUITES.to_vec();
+                let mut all = all_suites();
                 if strong {
                     all.sort_by_key(|s| std::cmp::Reverse(s.encr_key));
                 }

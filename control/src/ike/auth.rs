@@ -8,7 +8,7 @@ use std::net::IpAddr;
 
 use zeroize::Zeroizing;
 
-use super::crypto::{prf, IkeKeys};
+use super::crypto::{prf, IkeKeys, Prf};
 use super::message::TrafficSelector;
 
 /// AUTH method: shared key message integrity code (§3.8).
@@ -26,8 +26,15 @@ fn id_body(id_type: u8, id: &[u8]) -> Vec<u8> {
 /// The octets an AUTH covers (§2.15), a PSK MAC as a signature: this
 /// side's IKE_SA_INIT message | the peer's nonce | prf(SK_p of this side,
 /// this side's ID body).
-pub fn signed_octets(own_init_message: &[u8], peer_nonce: &[u8], sk_p: &[u8], id_type: u8, id: &[u8]) -> Vec<u8> {
-    let maced_id = prf(sk_p, &id_body(id_type, id));
+pub fn signed_octets(
+    alg: Prf,
+    own_init_message: &[u8],
+    peer_nonce: &[u8],
+    sk_p: &[u8],
+    id_type: u8,
+    id: &[u8],
+) -> Vec<u8> {
+    let maced_id = prf(alg, sk_p, &id_body(id_type, id));
     let mut signed = own_init_message.to_vec();
     signed.extend_from_slice(peer_nonce);
     signed.extend_from_slice(&maced_id);
@@ -36,6 +43,7 @@ pub fn signed_octets(own_init_message: &[u8], peer_nonce: &[u8], sk_p: &[u8], id
 
 /// `AUTH = prf(prf(PSK, "Key Pad for IKEv2"), <SignedOctets>)`.
 pub fn psk_auth(
+    alg: Prf,
     psk: &[u8],
     own_init_message: &[u8],
     peer_nonce: &[u8],
@@ -43,12 +51,12 @@ pub fn psk_auth(
     id_type: u8,
     id: &[u8],
 ) -> Zeroizing<Vec<u8>> {
-    psk_mac(psk, &signed_octets(own_init_message, peer_nonce, sk_p, id_type, id))
+    psk_mac(alg, psk, &signed_octets(alg, own_init_message, peer_nonce, sk_p, id_type, id))
 }
 
 /// A PSK AUTH value over `signed` octets.
-pub fn psk_mac(psk: &[u8], signed: &[u8]) -> Zeroizing<Vec<u8>> {
-    prf(&prf(psk, KEY_PAD), signed)
+pub fn psk_mac(alg: Prf, psk: &[u8], signed: &[u8]) -> Zeroizing<Vec<u8>> {
+    prf(alg, &prf(alg, psk, KEY_PAD), signed)
 }
 
 /// Check a peer's PSK AUTH value in constant time.
@@ -67,7 +75,7 @@ pub fn initiator_auth(
     id_type: u8,
     id: &[u8],
 ) -> Zeroizing<Vec<u8>> {
-    psk_auth(psk, request, nr, &keys.sk_pi, id_type, id)
+    psk_auth(keys.prf, psk, request, nr, &keys.sk_pi, id_type, id)
 }
 
 /// The responder's AUTH (signs its IKE_SA_INIT response, the initiator's
@@ -80,7 +88,7 @@ pub fn responder_auth(
     id_type: u8,
     id: &[u8],
 ) -> Zeroizing<Vec<u8>> {
-    psk_auth(psk, response, ni, &keys.sk_pr, id_type, id)
+    psk_auth(keys.prf, psk, response, ni, &keys.sk_pr, id_type, id)
 }
 
 fn addr_bits(a: IpAddr) -> u128 {

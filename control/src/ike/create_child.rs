@@ -13,7 +13,7 @@
 use zeroize::Zeroizing;
 
 use super::auth::split_child_keys;
-use super::crypto::{child_keymat, encrypt_message, Dh, IkeCryptoError, Inbound, GROUP_X25519};
+use super::crypto::{encrypt_message, Dh, IkeCryptoError, Inbound, GROUP_X25519};
 use super::esp_suite::{self, ChildPolicy};
 use super::ike_auth::ChildSa;
 use super::ike_rekey::IkeRekeyAnswer;
@@ -198,7 +198,7 @@ impl Rekey {
             None => None,
         };
         let len = chosen.suite.keymat_len();
-        let km = child_keymat(&sa.keys.sk_d, g_ir.as_deref().map(|g| g.as_slice()), &self.ni, &nr, 2 * len);
+        let km = sa.keys.child_keymat(g_ir.as_deref().map(|g| g.as_slice()), &self.ni, &nr, 2 * len);
         let (i2r, r2i) = split_child_keys(&km, len).ok_or(RekeyError::Invalid("key material"))?;
         Ok(ChildSa {
             spi_in: self.spi_in,
@@ -329,7 +329,7 @@ pub fn respond<'a>(
     out.push(Payload::Ts { initiator: false, selectors: tsr.clone() });
     let response = encrypt_message(header, &out, send, iv)?;
     let len = chosen.suite.keymat_len();
-    let km = child_keymat(&sa.keys.sk_d, g_ir.as_deref().map(|g| g.as_slice()), &ni, &nr, 2 * len);
+    let km = sa.keys.child_keymat(g_ir.as_deref().map(|g| g.as_slice()), &ni, &nr, 2 * len);
     let (i2r, r2i) = split_child_keys(&km, len).ok_or(RekeyError::Invalid("key material"))?;
     let (spi_out, suite, esn) = (chosen.spi, chosen.suite, chosen.esn);
     let lowest_nonce = lowest(&ni, &nr);

@@ -20,7 +20,7 @@ use zeroize::Zeroizing;
 
 use super::message::{self, kind, Header, Message, Payload, HEADER_LEN, PAYLOAD_HEADER_LEN};
 
-/// PRF_HMAC_SHA2_256 (RFC 4868), the one PRF offered so far.
+/// PRF_HMAC_SHA2_256 (RFC 4868).
 pub const PRF_HMAC_SHA2_256: u16 = 5;
 /// ENCR_AES_GCM_16 (RFC 5282).
 pub const ENCR_AES_GCM_16: u16 = 20;
@@ -51,15 +51,63 @@ pub enum IkeCryptoError {
     Decode(#[from] message::IkeError),
 }
 
-/// `prf(key, data)`: HMAC-SHA-256.
-pub fn prf(key: &[u8], data: &[u8]) -> Zeroizing<Vec<u8>> {
-    let k = hmac::Key::new(hmac::HMAC_SHA256, key);
+/// The PRFs of an IKE SA (RFC 4868): HMAC-SHA-256, -384, -512.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Prf {
+    HmacSha256,
+    HmacSha384,
+    HmacSha512,
+}
+
+/// PRF_HMAC_SHA2_384 and PRF_HMAC_SHA2_512 (RFC 4868).
+pub const PRF_HMAC_SHA2_384: u16 = 6;
+pub const PRF_HMAC_SHA2_512: u16 = 7;
+
+impl Prf {
+    pub fn from_id(id: u16) -> Option<Self> {
+        match id {
+            PRF_HMAC_SHA2_256 => Some(Prf::HmacSha256),
+            PRF_HMAC_SHA2_384 => Some(Prf::HmacSha384),
+            PRF_HMAC_SHA2_512 => Some(Prf::HmacSha512),
+            _ => None,
+        }
+    }
+
+    pub fn id(self) -> u16 {
+        match self {
+            Prf::HmacSha256 => PRF_HMAC_SHA2_256,
+            Prf::HmacSha384 => PRF_HMAC_SHA2_384,
+            Prf::HmacSha512 => PRF_HMAC_SHA2_512,
+        }
+    }
+
+    /// Its output (and SK_d / SK_p) length.
+    pub fn len(self) -> usize {
+        match self {
+            Prf::HmacSha256 => 32,
+            Prf::HmacSha384 => 48,
+            Prf::HmacSha512 => 64,
+        }
+    }
+
+    fn alg(self) -> hmac::Algorithm {
+        match self {
+            Prf::HmacSha256 => hmac::HMAC_SHA256,
+            Prf::HmacSha384 => hmac::HMAC_SHA384,
+            Prf::HmacSha512 => hmac::HMAC_SHA512,
+        }
+    }
+}
+
+/// `prf(key, data)`.
+pub fn prf(alg: Prf, key: &[u8], data: &[u8]) -> Zeroizing<Vec<u8>> {
+    let k = hmac::Key::new(alg.alg(), key);
     Zeroizing::new(hmac::sign(&k, data).as_ref().to_vec())
 }
 
 /// `prf+(key, seed)` to `len` bytes: T1 = prf(K, S | 0x01), Tn = prf(K, Tn-1 | S | n).
-pub fn prf_plus(key: &[u8], seed: &[u8], len: usize) -> Zeroizing<Vec<u8>> {
-    let k = hmac::Key::new(hmac::HMAC_SHA256, key);
+pub fn prf_plus(alg: Prf, key: &[u8], seed: &[u8], len: usize) -> Zeroizing<Vec<u8>> {
+    let k = hmac::Key::new(alg.alg(), key);
     let mut out = Zeroizing::new(Vec::with_capacity(len + 32));
     let mut t: Vec<u8> = Vec::new();
     let mut n: u8 = 1;
@@ -79,6 +127,8 @@ pub fn prf_plus(key: &[u8], seed: &[u8], len: usize) -> Zeroizing<Vec<u8>> {
 /// An IKE SA's keys (§2.14). For AEAD the integrity keys are empty and the
 /// encryption keys carry their salt at the end (RFC 5282 §7).
 pub struct IkeKeys {
+    /// The PRF they were made with (and that SK_d and SK_p key).
+    pub prf: Prf,
     pub sk_d: Zeroizing<Vec<u8>>,
     pub sk_ai: Zeroizing<Vec<u8>>,
     pub sk_ar: Zeroizing<Vec<u8>>,
@@ -98,6 +148,7 @@ impl IkeKeys {
     /// Derive the keys: `encr_len` bytes per encryption key (with salt),
     /// `integ_len` per integrity key, the PRF's output size for SK_d/SK_p.
     pub fn derive(
+        prf_alg: Prf,
         ni: &[u8],
         nr: &[u8],
         g_ir: &[u8],
@@ -106,16 +157,18 @@ impl IkeKeys {
         encr_len: usize,
         integ_len: usize,
     ) -> Self {
-        let skeyseed = prf(&[ni, nr].concat(), g_ir);
-        Self::expand(&skeyseed, ni, nr, spi_i, spi_r, encr_len, integ_len)
+        let skeyseed = prf(prf_alg, &[ni, nr].concat(), g_ir);
+        Self::expand(prf_alg, &skeyseed, ni, nr, spi_i, spi_r, encr_len, integ_len)
     }
 
-    /// The keys of an IKE SA that rekeys `old_sk_d`'s (§2.18): SKEYSEED =
-    /// prf(SK_d (old), g^ir (new) | Ni | Nr) with this exchange's nonces,
-    /// then the same expansion with the new SPIs.
+    /// The keys of an IKE SA that rekeys `old`'s (§2.18): SKEYSEED =
+    /// prf(SK_d (old), g^ir (new) | Ni | Nr) with this exchange's nonces
+    /// and the old SA's PRF (as strongSwan does), then the expansion with
+    /// the new SA's PRF and SPIs.
     #[allow(clippy::too_many_arguments)]
     pub fn derive_rekey(
-        old_sk_d: &[u8],
+        prf_alg: Prf,
+        old: &IkeKeys,
         g_ir: &[u8],
         ni: &[u8],
         nr: &[u8],
@@ -124,12 +177,14 @@ impl IkeKeys {
         encr_len: usize,
         integ_len: usize,
     ) -> Self {
-        let skeyseed = prf(old_sk_d, &[g_ir, ni, nr].concat());
-        Self::expand(&skeyseed, ni, nr, spi_i, spi_r, encr_len, integ_len)
+        let skeyseed = prf(old.prf, &old.sk_d, &[g_ir, ni, nr].concat());
+        Self::expand(prf_alg, &skeyseed, ni, nr, spi_i, spi_r, encr_len, integ_len)
     }
 
     /// {SK_d | SK_ai | SK_ar | SK_ei | SK_er | SK_pi | SK_pr} = prf+(SKEYSEED, Ni | Nr | SPIi | SPIr).
+    #[allow(clippy::too_many_arguments)]
     fn expand(
+        prf_alg: Prf,
         skeyseed: &[u8],
         ni: &[u8],
         nr: &[u8],
@@ -141,9 +196,9 @@ impl IkeKeys {
         let mut seed = [ni, nr].concat();
         seed.extend_from_slice(&spi_i.to_be_bytes());
         seed.extend_from_slice(&spi_r.to_be_bytes());
-        let prf_len = 32;
+        let prf_len = prf_alg.len();
         let lens = [prf_len, integ_len, integ_len, encr_len, encr_len, prf_len, prf_len];
-        let all = prf_plus(skeyseed, &seed, lens.iter().sum());
+        let all = prf_plus(prf_alg, skeyseed, &seed, lens.iter().sum());
         let mut at = 0;
         let mut next = |n: usize| {
             let k = Zeroizing::new(all[at..at + n].to_vec());
@@ -151,6 +206,7 @@ impl IkeKeys {
             k
         };
         IkeKeys {
+            prf: prf_alg,
             sk_d: next(lens[0]),
             sk_ai: next(lens[1]),
             sk_ar: next(lens[2]),
@@ -162,11 +218,26 @@ impl IkeKeys {
     }
 }
 
-/// A child SA's key material (§2.17): `len` bytes, the initiator-to-responder
-/// keys first; `g_ir` is the new shared secret of a CREATE_CHILD_SA with PFS.
-pub fn child_keymat(sk_d: &[u8], g_ir: Option<&[u8]>, ni: &[u8], nr: &[u8], len: usize) -> Zeroizing<Vec<u8>> {
+impl IkeKeys {
+    /// A child SA's key material (§2.17): `len` bytes, the initiator-to-
+    /// responder keys first; `g_ir` is the new shared secret of a
+    /// CREATE_CHILD_SA with PFS.
+    pub fn child_keymat(&self, g_ir: Option<&[u8]>, ni: &[u8], nr: &[u8], len: usize) -> Zeroizing<Vec<u8>> {
+        child_keymat(self.prf, &self.sk_d, g_ir, ni, nr, len)
+    }
+}
+
+/// KEYMAT = prf+(SK_d, [g^ir] | Ni | Nr) (§2.17).
+pub fn child_keymat(
+    alg: Prf,
+    sk_d: &[u8],
+    g_ir: Option<&[u8]>,
+    ni: &[u8],
+    nr: &[u8],
+    len: usize,
+) -> Zeroizing<Vec<u8>> {
     let seed = [g_ir.unwrap_or_default(), ni, nr].concat();
-    prf_plus(sk_d, &seed, len)
+    prf_plus(alg, sk_d, &seed, len)
 }
 
 /// Diffie-Hellman groups (RFC 7296 §3.3.2, IANA "Transform Type 4").

@@ -683,12 +683,12 @@ fn a_connection_with_two_children() {
     }
 }
 
-/// An IKE SA with AES-CBC and HMAC-SHA256-128 (what many peers default
-/// to): negotiated, used for the child SA, rekeyed (the new SA's keys
-/// with integrity keys too), its children rekeyed on it.
+/// An IKE SA with AES-CBC, HMAC-SHA256-128 and PRF-HMAC-SHA384:
+/// negotiated, used for the child SA, rekeyed (the new SA's keys with
+/// integrity keys and 48-byte SK_d/SK_p too), its children rekeyed on it.
 #[test]
 fn an_aes_cbc_ike_sa_negotiates_and_rekeys() {
-    let ike = "ike = \"aes256-sha256-prfsha256-ecp384\"";
+    let ike = "ike = \"aes256-sha256-prfsha384-ecp384\"";
     let mut a = side(config(
         "192.0.2.1",
         "198.51.100.1",
@@ -701,7 +701,7 @@ fn an_aes_cbc_ike_sa_negotiates_and_rekeys() {
     let t0 = Instant::now();
     rounds(&mut a, &mut b, t0);
     let l = a.daemon.list(t0);
-    assert_eq!((l[0].state, l[0].proposal.as_str()), ("established", "aes256-sha256-prfsha256-ecp384"));
+    assert_eq!((l[0].state, l[0].proposal.as_str()), ("established", "aes256-sha256-prfsha384-ecp384"));
     crosswise(&a, &b);
     let t1 = t0 + Duration::from_secs(61);
     rounds(&mut a, &mut b, t1);
@@ -712,7 +712,7 @@ fn an_aes_cbc_ike_sa_negotiates_and_rekeys() {
     assert_eq!(a.daemon.counters.ike_rekeyed, 1, "{:?}", a.daemon.list(t2));
     let l = a.daemon.list(t2);
     assert_eq!(l.len(), 1, "{l:?}");
-    assert_eq!(l[0].proposal, "aes256-sha256-prfsha256-ecp384");
+    assert_eq!(l[0].proposal, "aes256-sha256-prfsha384-ecp384");
     // The rekeyed IKE SA works: a child rekey on it.
     let before = a.daemon.counters.child_rekeyed;
     rounds(&mut a, &mut b, t2 + Duration::from_secs(125));

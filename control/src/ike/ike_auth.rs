@@ -12,7 +12,7 @@ use zeroize::Zeroizing;
 
 use super::auth::{narrow, psk_mac, signed_octets, split_child_keys, verify_psk_auth, ChildKey, AUTH_PSK};
 use super::cert::{CertError, Credentials, AUTH_DIGITAL_SIGNATURE, CERT_X509_SIGNATURE};
-use super::crypto::{child_keymat, encrypt_message, IkeCryptoError, Inbound};
+use super::crypto::{encrypt_message, IkeCryptoError, Inbound};
 use super::esp_suite::{self, ChildPolicy, EspSuite};
 use super::message::{exchange, flags, selectors, Header, Payload, TrafficSelector};
 use super::sa_init::Established;
@@ -87,8 +87,8 @@ enum Side {
 
 fn octets(sa: &Established, side: Side, id: &Identity) -> Vec<u8> {
     match side {
-        Side::Initiator => signed_octets(&sa.request, &sa.nr, &sa.keys.sk_pi, id.id_type, &id.data),
-        Side::Responder => signed_octets(&sa.response, &sa.ni, &sa.keys.sk_pr, id.id_type, &id.data),
+        Side::Initiator => signed_octets(sa.keys.prf, &sa.request, &sa.nr, &sa.keys.sk_pi, id.id_type, &id.data),
+        Side::Responder => signed_octets(sa.keys.prf, &sa.response, &sa.ni, &sa.keys.sk_pr, id.id_type, &id.data),
     }
 }
 
@@ -97,7 +97,9 @@ impl Credential {
     fn prove(&self, sa: &Established, side: Side, me: &Identity) -> Result<(Vec<Payload>, Payload), AuthError> {
         let signed = octets(sa, side, me);
         Ok(match self {
-            Credential::Psk(psk) => (vec![], Payload::Auth { method: AUTH_PSK, data: psk_mac(psk, &signed).to_vec() }),
+            Credential::Psk(psk) => {
+                (vec![], Payload::Auth { method: AUTH_PSK, data: psk_mac(sa.keys.prf, psk, &signed).to_vec() })
+            }
             Credential::Cert(c) => {
                 let data = c.sign(&signed, &sa.peer_hashes).map_err(AuthError::Credential)?;
                 (c.cert_payloads(), Payload::Auth { method: AUTH_DIGITAL_SIGNATURE, data })
@@ -117,7 +119,7 @@ impl Credential {
         };
         match self {
             Credential::Psk(psk) => match auth(AUTH_PSK) {
-                Some(got) if verify_psk_auth(got, &psk_mac(psk, &signed)) => Ok(()),
+                Some(got) if verify_psk_auth(got, &psk_mac(sa.keys.prf, psk, &signed)) => Ok(()),
                 _ => Err(CertError::BadSignature),
             },
             Credential::Cert(c) => {
@@ -300,7 +302,7 @@ pub fn respond<'a>(
         return refuse_child(notify::TS_UNACCEPTABLE);
     }
     let len = chosen.suite.keymat_len();
-    let km = child_keymat(&sa.keys.sk_d, None, &sa.ni, &sa.nr, 2 * len);
+    let km = sa.keys.child_keymat(None, &sa.ni, &sa.nr, 2 * len);
     let (i2r, r2i) = split_child_keys(&km, len).ok_or(AuthError::Invalid("key material"))?;
     let mut out = proof;
     out.extend([
@@ -357,7 +359,7 @@ pub fn complete<'a>(
     });
     let Some(chosen) = chosen else { return Err(AuthError::Invalid("no acceptable ESP proposal chosen")) };
     let len = chosen.suite.keymat_len();
-    let km = child_keymat(&sa.keys.sk_d, None, &sa.ni, &sa.nr, 2 * len);
+    let km = sa.keys.child_keymat(None, &sa.ni, &sa.nr, 2 * len);
     let (i2r, r2i) = split_child_keys(&km, len).ok_or(AuthError::Invalid("key material"))?;
     Ok(ChildSa {
         spi_in,

@@ -83,7 +83,8 @@ impl IkeRekey {
         let (nr, ke) = nonce_and_ke(&inner, self.suite.group).ok_or(RekeyError::Invalid("nonce or KE missing"))?;
         let g_ir = self.dh.agree(&ke)?;
         let keys = IkeKeys::derive_rekey(
-            &sa.keys.sk_d,
+            self.suite.prf,
+            &sa.keys,
             &g_ir,
             &self.ni,
             &nr,
@@ -154,7 +155,8 @@ pub fn respond(
     let (spi_r, dh, nr) = (random_spi()?, Dh::generate(suite.group)?, nonce()?);
     let public = dh.public().to_vec();
     let g_ir = dh.agree(&ke)?;
-    let keys = IkeKeys::derive_rekey(&sa.keys.sk_d, &g_ir, &ni, &nr, spi_i, spi_r, suite.encr_len(), suite.integ_len());
+    let keys =
+        IkeKeys::derive_rekey(suite.prf, &sa.keys, &g_ir, &ni, &nr, spi_i, spi_r, suite.encr_len(), suite.integ_len());
     let mut chosen = suite.proposal(spi_r.to_be_bytes().to_vec());
     chosen.number = number;
     let out =

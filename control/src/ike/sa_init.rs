@@ -16,8 +16,8 @@ use ring::{digest, rand::SecureRandom};
 use zeroize::Zeroizing;
 
 use super::crypto::{
-    Dh, IkeCryptoError, IkeKeys, Integ, SkAlg, SkKey, ENCR_AES_CBC, ENCR_AES_GCM_16, GROUPS, GROUP_ECP256,
-    GROUP_ECP384, GROUP_MODP2048, GROUP_X25519, PRF_HMAC_SHA2_256,
+    Dh, IkeCryptoError, IkeKeys, Integ, Prf, SkAlg, SkKey, ENCR_AES_CBC, ENCR_AES_GCM_16, GROUPS, GROUP_ECP256,
+    GROUP_ECP384, GROUP_MODP2048, GROUP_X25519,
 };
 use super::message::{exchange, flags, Attribute, Header, Message, Payload, Proposal, Transform, ATTR_KEY_LENGTH};
 
@@ -149,7 +149,7 @@ pub struct Suite {
     pub encr_key: usize,
     /// `None`: AES-GCM-16 (AEAD, RFC 5282); else AES-CBC with this integrity.
     pub integ: Option<Integ>,
-    pub prf: u16,
+    pub prf: Prf,
     pub group: u16,
 }
 
@@ -183,7 +183,7 @@ impl Suite {
         if let Some(i) = self.integ {
             transforms.push(Transform { kind: transform::INTEG, id: i.id(), attributes: vec![] });
         }
-        transforms.push(Transform { kind: transform::PRF, id: self.prf, attributes: vec![] });
+        transforms.push(Transform { kind: transform::PRF, id: self.prf.id(), attributes: vec![] });
         transforms.push(Transform { kind: transform::KE, id: self.group, attributes: vec![] });
         Proposal { number: 1, protocol: 1, spi, transforms }
     }
@@ -192,23 +192,29 @@ impl Suite {
     /// `aes256-sha256-prfsha256-ecp384`.
     pub fn name(&self) -> String {
         let group = GROUPS.iter().find(|(_, g)| *g == self.group).map_or("?", |(n, _)| n);
+        let prf = match self.prf {
+            Prf::HmacSha256 => "prfsha256",
+            Prf::HmacSha384 => "prfsha384",
+            Prf::HmacSha512 => "prfsha512",
+        };
         match self.integ {
-            None => format!("aes{}gcm16-prfsha256-{group}", self.encr_key * 8),
+            None => format!("aes{}gcm16-{prf}-{group}", self.encr_key * 8),
             Some(i) => {
                 let integ = if i == Integ::HmacSha1_96 { "sha1" } else { "sha256" };
-                format!("aes{}-{integ}-prfsha256-{group}", self.encr_key * 8)
+                format!("aes{}-{integ}-{prf}-{group}", self.encr_key * 8)
             }
         }
     }
 
     /// Suites from a proposal written strongSwan's way: one or more
     /// encryption algorithms (`aes128gcm16`, `aes256gcm16`, or AES-CBC
-    /// `aes128`, `aes256` with an integrity `sha256` or `sha1`), the PRF
-    /// (`prfsha256`, the only one, the default), one or more groups
-    /// (`x25519`, `ecp256`, `ecp384`, `modp2048`), joined by `-`; every
-    /// combination: by encryption, then group, in the order written.
+    /// `aes128`, `aes256` with an integrity `sha256` or `sha1`), one or
+    /// more PRFs (`prfsha256`, the default, `prfsha384`, `prfsha512`), one
+    /// or more groups (`x25519`, `ecp256`, `ecp384`, `modp2048`), joined by
+    /// `-`; every combination: by encryption, then PRF, then group, in the
+    /// order written.
     pub fn parse(text: &str) -> Result<Vec<Suite>, String> {
-        let (mut encrs, mut integs, mut groups) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut encrs, mut integs, mut prfs, mut groups) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for token in text.split('-') {
             match token {
                 "aes128gcm16" | "aes128gcm" => encrs.push((16, true)),
@@ -217,13 +223,15 @@ impl Suite {
                 "aes256" => encrs.push((32, false)),
                 "sha256" => integs.push(Integ::HmacSha256_128),
                 "sha1" => integs.push(Integ::HmacSha1_96),
-                "prfsha256" => {}
+                "prfsha256" => prfs.push(Prf::HmacSha256),
+                "prfsha384" => prfs.push(Prf::HmacSha384),
+                "prfsha512" => prfs.push(Prf::HmacSha512),
                 t => match GROUPS.iter().find(|(n, _)| *n == t) {
                     Some((_, g)) => groups.push(*g),
                     None => {
                         let groups = GROUPS.map(|(n, _)| n).join(", ");
                         return Err(format!(
-                            "{t:?} in {text:?}: aes128gcm16, aes256gcm16, aes128, aes256, sha256, sha1, prfsha256, or a group ({groups})"
+                            "{t:?} in {text:?}: aes128gcm16, aes256gcm16, aes128, aes256, sha256, sha1, prfsha256, prfsha384, prfsha512, or a group ({groups})"
                         ));
                     }
                 },
@@ -237,16 +245,16 @@ impl Suite {
                 "{text:?}: AES-CBC (aes128, aes256) takes an integrity algorithm (sha256, sha1), AES-GCM none"
             ));
         }
+        if prfs.is_empty() {
+            prfs.push(Prf::HmacSha256);
+        }
         let mut out = Vec::new();
         for (encr_key, aead) in &encrs {
             let with: Vec<Option<Integ>> = if *aead { vec![None] } else { integs.iter().copied().map(Some).collect() };
             for integ in with {
-                out.extend(groups.iter().map(|g| Suite {
-                    encr_key: *encr_key,
-                    integ,
-                    prf: PRF_HMAC_SHA2_256,
-                    group: *g,
-                }));
+                for prf in &prfs {
+                    out.extend(groups.iter().map(|g| Suite { encr_key: *encr_key, integ, prf: *prf, group: *g }));
+                }
             }
         }
         Ok(out)
@@ -258,7 +266,7 @@ impl Suite {
 /// that says nothing.
 pub const SUITES: [Suite; 16] = {
     const fn s(encr_key: usize, integ: Option<Integ>, group: u16) -> Suite {
-        Suite { encr_key, integ, prf: PRF_HMAC_SHA2_256, group }
+        Suite { encr_key, integ, prf: Prf::HmacSha256, group }
     }
     const SHA256: Option<Integ> = Some(Integ::HmacSha256_128);
     [
@@ -280,6 +288,15 @@ pub const SUITES: [Suite; 16] = {
         s(32, SHA256, GROUP_MODP2048),
     ]
 };
+
+/// Everything we run with every PRF: [`SUITES`] with PRF-HMAC-SHA256, then
+/// with SHA-384 and SHA-512 (a connection's default).
+pub fn all_suites() -> Vec<Suite> {
+    [Prf::HmacSha256, Prf::HmacSha384, Prf::HmacSha512]
+        .into_iter()
+        .flat_map(|prf| SUITES.iter().map(move |s| Suite { prf, ..*s }))
+        .collect()
+}
 
 /// Our offer: the suites packed into as few proposals as RFC 7296 §3.3
 /// allows (one AEAD proposal and one with integrity, each listing every
@@ -321,7 +338,7 @@ pub fn choose(offered: &[Proposal], ours: &[Suite], ke_group: Option<u16>) -> Op
                     None => !integrity,
                     Some(i) => has(transform::INTEG, i.id()),
                 }
-                && has(transform::PRF, s.prf)
+                && has(transform::PRF, s.prf.id())
                 && has(transform::KE, s.group)
         };
         let mut candidates = ours.iter().filter(fits);
@@ -578,7 +595,8 @@ impl Initiator {
         };
         let (ke, nr) = ke_and_nonce(&m, suite.group).ok_or(InitError::Invalid("KE or nonce missing"))?;
         let g_ir = self.dh.agree(ke)?;
-        let keys = IkeKeys::derive(&self.ni, nr, &g_ir, self.spi_i, h.spi_r, suite.encr_len(), suite.integ_len());
+        let keys =
+            IkeKeys::derive(suite.prf, &self.ni, nr, &g_ir, self.spi_i, h.spi_r, suite.encr_len(), suite.integ_len());
         let nat = nat_status(&m, h.spi_r, self.local, self.remote);
         let (peer_hashes, peer_fragments) = peer_capabilities(&m);
         Ok(Established {
@@ -680,7 +698,7 @@ pub fn respond(
     let public = dh.public().to_vec();
     let g_ir = dh.agree(ke)?;
     let nr = nonce()?;
-    let keys = IkeKeys::derive(ni, &nr, &g_ir, h.spi_i, spi_r, suite.encr_len(), suite.integ_len());
+    let keys = IkeKeys::derive(suite.prf, ni, &nr, &g_ir, h.spi_i, spi_r, suite.encr_len(), suite.integ_len());
     let nat = nat_status(&m, 0, local, remote);
     let mut chosen = suite.proposal(vec![]);
     chosen.number = number;

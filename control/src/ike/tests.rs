@@ -199,13 +199,20 @@ mod crypto {
         // RFC 4231 §4.2 (HMAC-SHA-256 test case 1): the PRF itself.
         let k = [0x0b; 20];
         assert_eq!(
-            hex::encode(&*prf(&k, b"Hi There")),
+            hex::encode(&*prf(Prf::HmacSha256, &k, b"Hi There")),
             "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7"
         );
         let (ni, nr, gir) = ((0..32).collect::<Vec<u8>>(), (32..64).collect::<Vec<u8>>(), vec![0x5a; 32]);
         let (spi_i, spi_r) = (0x1122_3344_5566_7788u64, 0x99aa_bbcc_ddee_ff00u64);
-        for (encr, integ) in [(20usize, 0usize), (36, 0), (16, 32)] {
-            let ours = IkeKeys::derive(&ni, &nr, &gir, spi_i, spi_r, encr, integ);
+        for (alg, name, encr, integ) in [
+            (Prf::HmacSha256, "sha256", 20usize, 0usize),
+            (Prf::HmacSha256, "sha256", 36, 0),
+            (Prf::HmacSha256, "sha256", 16, 32),
+            (Prf::HmacSha384, "sha384", 36, 0),
+            (Prf::HmacSha512, "sha512", 32, 20),
+        ] {
+            let ours = IkeKeys::derive(alg, &ni, &nr, &gir, spi_i, spi_r, encr, integ);
+            assert_eq!(ours.sk_d.len(), alg.len());
             let theirs = oracle(&[
                 "keys",
                 &hex::encode(&ni),
@@ -215,6 +222,7 @@ mod crypto {
                 &format!("{spi_r:016x}"),
                 &encr.to_string(),
                 &integ.to_string(),
+                name,
             ]);
             for (name, key) in [
                 ("sk_d", &ours.sk_d),
@@ -229,7 +237,7 @@ mod crypto {
             }
             assert!(!format!("{ours:?}").contains(&hex::encode(&*ours.sk_d)), "keys are never printed");
         }
-        let km = child_keymat(&[7; 32], None, &ni, &nr, 72);
+        let km = child_keymat(Prf::HmacSha256, &[7; 32], None, &ni, &nr, 72);
         let theirs = oracle(&["keymat", &hex::encode([7u8; 32]), &hex::encode(&ni), &hex::encode(&nr), "72"]);
         assert_eq!(hex::encode(&*km), theirs["keymat"].as_str().unwrap());
     }
@@ -567,7 +575,7 @@ mod sa_init {
         let (_, req) = Initiator::start(&Suite::parse("aes256gcm16-modp2048-x25519").unwrap(), peer, me).unwrap();
         let (_, r) = accept(respond(&req, me, peer, None, None, &SUITES).unwrap());
         assert_eq!((r.suite.group, r.suite.encr_key), (GROUP_MODP2048, 32), "no round trip: the KE's group");
-        assert!(Suite::parse("aes128gcm16-prfsha384-x25519").unwrap_err().contains("prfsha384"));
+        assert!(Suite::parse("aes128gcm16-prfmd5-x25519").unwrap_err().contains("prfmd5"));
         assert!(Suite::parse("aes128gcm16").unwrap_err().contains("group"));
     }
 
@@ -641,7 +649,6 @@ mod sa_init {
 
 mod auth {
     use super::super::auth::*;
-    use super::super::crypto::child_keymat;
     use super::super::message::TrafficSelector;
     use super::super::sa_init::*;
 
@@ -661,7 +668,7 @@ mod auth {
     fn psk_auth_is_the_rfcs_and_both_sides_verify() {
         let (psk, msg, nonce, skp, id) =
             (b"secret psk".to_vec(), vec![0x11; 60], vec![0x22; 32], vec![0x33; 32], b"gw.example");
-        let ours = psk_auth(&psk, &msg, &nonce, &skp, 2, id);
+        let ours = psk_auth(super::super::crypto::Prf::HmacSha256, &psk, &msg, &nonce, &skp, 2, id);
         let py = std::process::Command::new("python3")
             .args([
                 "-c",
@@ -698,8 +705,7 @@ mod auth {
         assert!(verify_psk_auth(&from_r, &responder_auth(&l.keys, psk, &l.response, &l.ni, 2, b"east")));
         assert_ne!(from_i, from_r, "each side signs its own message");
         // The child SA's keys: the same KEYMAT on both sides, split in order.
-        let (ki, kr) =
-            (child_keymat(&l.keys.sk_d, None, &l.ni, &l.nr, 40), child_keymat(&r.keys.sk_d, None, &r.ni, &r.nr, 40));
+        let (ki, kr) = (l.keys.child_keymat(None, &l.ni, &l.nr, 40), r.keys.child_keymat(None, &r.ni, &r.nr, 40));
         assert_eq!(ki, kr);
         let (i2r, r2i) = split_child_keys(&ki, 20).unwrap();
         assert_eq!((&i2r[..], &r2i[..]), (&ki[..20], &ki[20..]));

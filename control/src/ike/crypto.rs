@@ -82,7 +82,7 @@ impl Prf {
     }
 
     /// Its output (and SK_d / SK_p) length.
-    pub fn len(self) -> usize {
+    pub fn output_len(self) -> usize {
         match self {
             Prf::HmacSha256 => 32,
             Prf::HmacSha384 => 48,
@@ -147,6 +147,7 @@ impl std::fmt::Debug for IkeKeys {
 impl IkeKeys {
     /// Derive the keys: `encr_len` bytes per encryption key (with salt),
     /// `integ_len` per integrity key, the PRF's output size for SK_d/SK_p.
+    #[allow(clippy::too_many_arguments)]
     pub fn derive(
         prf_alg: Prf,
         ni: &[u8],
@@ -196,7 +197,7 @@ impl IkeKeys {
         let mut seed = [ni, nr].concat();
         seed.extend_from_slice(&spi_i.to_be_bytes());
         seed.extend_from_slice(&spi_r.to_be_bytes());
-        let prf_len = prf_alg.len();
+        let prf_len = prf_alg.output_len();
         let lens = [prf_len, integ_len, integ_len, encr_len, encr_len, prf_len, prf_len];
         let all = prf_plus(prf_alg, skeyseed, &seed, lens.iter().sum());
         let mut at = 0;

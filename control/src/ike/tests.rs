@@ -212,7 +212,7 @@ mod crypto {
             (Prf::HmacSha512, "sha512", 32, 20),
         ] {
             let ours = IkeKeys::derive(alg, &ni, &nr, &gir, spi_i, spi_r, encr, integ);
-            assert_eq!(ours.sk_d.len(), alg.len());
+            assert_eq!(ours.sk_d.len(), alg.output_len());
             let theirs = oracle(&[
                 "keys",
                 &hex::encode(&ni),

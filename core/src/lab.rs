@@ -817,7 +817,7 @@ mod tests {
         let mut names: Vec<String> = TARGETS
             .iter()
             .map(|t| t.0.to_string())
-            .chain(["api", "config", "ike", "ike_daemon"].map(String::from))
+            .chain(["api", "config", "ike", "ike_daemon", "ike_fragments"].map(String::from))
             .collect();
         names.sort();
         assert_eq!(files, names);

@@ -569,27 +569,14 @@ fn certificates_authenticate_both_ways_in_fragments() {
         ca.issue(&["west.example"], KeyKind::Rsa(4096), |_| {}),
         ca.issue(&["east.example"], KeyKind::Rsa(4096), |_| {}),
     );
-    for (name, text) in [
-        ("ca.crt", &ca.pem),
-        ("west.crt", &west.cert),
-        ("west.key", &west.key),
-        ("east.crt", &east.cert),
-        ("east.key", &east.key),
-    ] {
-        std::fs::write(s.path(name), text).unwrap();
-    }
-    let edits = [
-        ("local { auth = psk\n id = east.example }", "local { auth = pubkey\n certs = east.crt\n id = east.example }"),
-        (
-            "remote { auth = psk\n id = west.example }",
-            "remote { auth = pubkey\n cacerts = ca.crt\n id = west.example }",
-        ),
-    ];
-    let creds =
-        [("x509", "east.crt", east.cert.as_str()), ("x509ca", "ca.crt", &ca.pem), ("pkcs8", "east.key", &east.key)];
-    let charon = lab.charon_with_creds("unused", "", "", &edits, &creds);
-    let certs = "local_id = \"west.example\"\nremote_id = \"east.example\"\ncert = \"west.crt\"\nkey = \"west.key\"\nca = \"ca.crt\"";
-    let (gw, report) = lab.espgw_auth(&s, certs, "wireshark_keys = \"keys\"");
+    let (charon, gw, report) = with_certificates(
+        &lab,
+        &s,
+        (&ca, &west, &east),
+        ("\n id = east.example", "id = west.example"),
+        "local_id = \"west.example\"\nremote_id = \"east.example\"",
+        "wireshark_keys = \"keys\"",
+    );
     wait_ready(&s);
     let ctx = || format!("\n--- charon ---\n{}", charon.log_text());
 
@@ -849,21 +836,15 @@ fn distinguished_names_with_strongswan() {
         })
     };
     let (west, east) = (subject("west.example"), subject("east.example"));
-    for (name, text) in [("ca.crt", &ca.pem), ("west.crt", &west.cert), ("west.key", &west.key)] {
-        std::fs::write(s.path(name), text).unwrap();
-    }
-    let edits = [
-        ("local { auth = psk\n id = east.example }", "local { auth = pubkey\n certs = east.crt }"),
-        (
-            "remote { auth = psk\n id = west.example }",
-            "remote { auth = pubkey\n cacerts = ca.crt\n id = \"CN=west.example, O=espgw test\" }",
-        ),
-    ];
-    let creds =
-        [("x509", "east.crt", east.cert.as_str()), ("x509ca", "ca.crt", &ca.pem), ("pkcs8", "east.key", &east.key)];
-    let charon = lab.charon_with_creds("unused", "", "", &edits, &creds);
-    let auth = "remote_id = \"cn=east.example,o=ESPGW TEST\"\ncert = \"west.crt\"\nkey = \"west.key\"\nca = \"ca.crt\"";
-    let (gw, report) = lab.espgw_auth(&s, auth, "");
+    // charon names itself by its subject (no id), expects ours.
+    let (charon, gw, report) = with_certificates(
+        &lab,
+        &s,
+        (&ca, &west, &east),
+        ("", "id = \"CN=west.example, O=espgw test\""),
+        "remote_id = \"cn=east.example,o=ESPGW TEST\"",
+        "",
+    );
     wait_ready(&s);
     let ctx = || format!("\n--- charon ---\n{}", charon.log_text());
     let (ok, out) = charon.swanctl(&["--initiate", "--child", "net", "--timeout", "20"]);
@@ -878,4 +859,34 @@ fn distinguished_names_with_strongswan() {
     let run = stop(gw, &report);
     run.assert_ok();
     assert_eq!(run.report()["ike"]["established"], 2, "{}", run.report()["ike"]);
+}
+
+/// charon (east.example) and espgw (west.example) with certificates of
+/// `ca`: `east_ids` go into charon's local section (after its `certs`) and
+/// remote one (after `cacerts`), `west_ids` into espgw's connection.
+fn with_certificates(
+    lab: &Lab,
+    s: &Scratch,
+    (ca, west, east): (&test_pki::Ca, &test_pki::Issued, &test_pki::Issued),
+    east_ids: (&str, &str),
+    west_ids: &str,
+    extra: &str,
+) -> (Charon, Gw, std::path::PathBuf) {
+    for (name, text) in [("ca.crt", &ca.pem), ("west.crt", &west.cert), ("west.key", &west.key)] {
+        std::fs::write(s.path(name), text).unwrap();
+    }
+    let (local, remote) = (
+        format!("local {{ auth = pubkey\n certs = east.crt{} }}", east_ids.0),
+        format!("remote {{ auth = pubkey\n cacerts = ca.crt\n {} }}", east_ids.1),
+    );
+    let edits = [
+        ("local { auth = psk\n id = east.example }", local.as_str()),
+        ("remote { auth = psk\n id = west.example }", &remote),
+    ];
+    let creds =
+        [("x509", "east.crt", east.cert.as_str()), ("x509ca", "ca.crt", &ca.pem), ("pkcs8", "east.key", &east.key)];
+    let charon = lab.charon_with_creds("unused", "", "", &edits, &creds);
+    let auth = format!("{west_ids}\ncert = \"west.crt\"\nkey = \"west.key\"\nca = \"ca.crt\"");
+    let (gw, report) = lab.espgw_auth(s, &auth, extra);
+    (charon, gw, report)
 }

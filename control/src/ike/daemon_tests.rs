@@ -101,6 +101,14 @@ fn sa_names(s: &Side) -> Vec<String> {
     v
 }
 
+/// A (192.0.2.1, 10.0.1.0/24) and B (198.51.100.1, 10.0.2.0/24), each
+/// connection with its `extra` lines.
+fn sides(extra_a: &str, extra_b: &str) -> (Side, Side) {
+    let a = side(config("192.0.2.1", "198.51.100.1", "10.0.1.0/24", "10.0.2.0/24", "secret", extra_a));
+    let b = side(config("198.51.100.1", "192.0.2.1", "10.0.2.0/24", "10.0.1.0/24", "secret", extra_b));
+    (a, b)
+}
+
 fn pair(psk_b: &str, extra_a: &str) -> (Side, Side) {
     let a = side(config("192.0.2.1", "198.51.100.1", "10.0.1.0/24", "10.0.2.0/24", "secret", extra_a));
     let b = side(config("198.51.100.1", "192.0.2.1", "10.0.2.0/24", "10.0.1.0/24", psk_b, ""));
@@ -235,9 +243,7 @@ fn lost_packets_are_retransmitted_and_a_dead_peer_is_given_up() {
 /// as the initiator of the second.
 #[test]
 fn the_ike_sa_rekeys_and_keeps_its_children() {
-    let mut a = side(config("192.0.2.1", "198.51.100.1", "10.0.1.0/24", "10.0.2.0/24", "secret", "start = \"start\""));
-    let mut b =
-        side(config("198.51.100.1", "192.0.2.1", "10.0.2.0/24", "10.0.1.0/24", "secret", "ike_rekey_seconds = 100"));
+    let (mut a, mut b) = sides("start = \"start\"", "ike_rekey_seconds = 100");
     let t0 = Instant::now();
     rounds(&mut a, &mut b, t0);
     let before = (sa_names(&a), sa_names(&b));
@@ -356,8 +362,7 @@ fn every_child_suite_negotiates_and_interoperates() {
     for (name, suite) in EspSuite::ALL {
         let a = format!("start = \"start\"\nesp = [\"{name}\", \"aes128gcm16\"]\nesn = true");
         let b = format!("esp = [\"{name}\"]\nesn = true");
-        let mut a = side(config("192.0.2.1", "198.51.100.1", "10.0.1.0/24", "10.0.2.0/24", "secret", &a));
-        let mut b = side(config("198.51.100.1", "192.0.2.1", "10.0.2.0/24", "10.0.1.0/24", "secret", &b));
+        let (mut a, mut b) = sides(&a, &b);
         rounds(&mut a, &mut b, Instant::now());
         let sas = a.control.store().sas();
         assert_eq!(sas.len(), 2, "{name}: {:?}", a.daemon.counters);
@@ -368,16 +373,7 @@ fn every_child_suite_negotiates_and_interoperates() {
         crosswise(&b, &a);
     }
     // Nothing in common: NO_PROPOSAL_CHOSEN, nothing installed.
-    let mut a = side(config(
-        "192.0.2.1",
-        "198.51.100.1",
-        "10.0.1.0/24",
-        "10.0.2.0/24",
-        "secret",
-        "start = \"start\"\nesp = \"aes256-sha1\"",
-    ));
-    let mut b =
-        side(config("198.51.100.1", "192.0.2.1", "10.0.2.0/24", "10.0.1.0/24", "secret", "esp = \"chacha20poly1305\""));
+    let (mut a, mut b) = sides("start = \"start\"\nesp = \"aes256-sha1\"", "esp = \"chacha20poly1305\"");
     rounds(&mut a, &mut b, Instant::now());
     assert_eq!(b.daemon.counters.no_proposal, 1, "{:?}", b.daemon.counters);
     assert!(sa_names(&a).is_empty() && sa_names(&b).is_empty());
@@ -459,16 +455,7 @@ fn two_daemons_with_certificates_fragment_ike_auth() {
 /// peer that runs nothing A offers gets NO_PROPOSAL_CHOSEN.
 #[test]
 fn the_responders_group_wins_after_one_round_trip() {
-    let a = side(config("192.0.2.1", "198.51.100.1", "10.0.1.0/24", "10.0.2.0/24", "secret", "start = \"start\""));
-    let b = side(config(
-        "198.51.100.1",
-        "192.0.2.1",
-        "10.0.2.0/24",
-        "10.0.1.0/24",
-        "secret",
-        "ike = \"aes128gcm16-prfsha256-modp2048\"",
-    ));
-    let (mut a, mut b) = (a, b);
+    let (mut a, mut b) = sides("start = \"start\"", "ike = \"aes128gcm16-prfsha256-modp2048\"");
     let t0 = Instant::now();
     rounds(&mut a, &mut b, t0);
     let (la, lb) = (a.daemon.list(t0), b.daemon.list(t0));
@@ -479,22 +466,10 @@ fn the_responders_group_wins_after_one_round_trip() {
     assert_eq!(b.daemon.counters.no_proposal, 1, "the INVALID_KE_PAYLOAD answer");
     crosswise(&a, &b);
 
-    let mut a = side(config(
-        "192.0.2.1",
-        "198.51.100.1",
-        "10.0.1.0/24",
-        "10.0.2.0/24",
-        "secret",
+    let (mut a, mut b) = sides(
         "start = \"start\"\nike = [\"aes256gcm16-prfsha256-ecp384\"]",
-    ));
-    let mut b = side(config(
-        "198.51.100.1",
-        "192.0.2.1",
-        "10.0.2.0/24",
-        "10.0.1.0/24",
-        "secret",
         "ike = \"aes128gcm16-prfsha256-x25519-ecp256\"",
-    ));
+    );
     rounds(&mut a, &mut b, t0);
     assert!(a.daemon.list(t0).is_empty() && b.daemon.list(t0).is_empty());
     assert_eq!((a.daemon.counters.no_proposal, b.daemon.counters.no_proposal), (1, 1));
@@ -555,15 +530,7 @@ fn the_debug_key_export_writes_wiresharks_tables() {
 fn simultaneous_rekeys_leave_exactly_one_pair() {
     for round in 0..6 {
         let rekey = "rekey_seconds = 60\ndpd_seconds = 0";
-        let mut a = side(config(
-            "192.0.2.1",
-            "198.51.100.1",
-            "10.0.1.0/24",
-            "10.0.2.0/24",
-            "secret",
-            &format!("start = \"start\"\n{rekey}"),
-        ));
-        let mut b = side(config("198.51.100.1", "192.0.2.1", "10.0.2.0/24", "10.0.1.0/24", "secret", rekey));
+        let (mut a, mut b) = sides(&format!("start = \"start\"\n{rekey}"), rekey);
         let t0 = Instant::now();
         rounds(&mut a, &mut b, t0);
         let (old_a, old_b) = (spis(&a, "out"), spis(&b, "out"));
@@ -628,9 +595,7 @@ fn a_connection_with_two_children() {
         format!("\n[[connection.child]]\nname = \"voice\"\nlocal_ts = [\"{mine}\"]\nremote_ts = [\"{theirs}\"]\n")
     };
     let a_extra = format!("start = \"start\"\nrekey_seconds = 60{}", voice("10.0.3.0/24", "10.0.4.0/24"));
-    let mut a = side(config("192.0.2.1", "198.51.100.1", "10.0.1.0/24", "10.0.2.0/24", "secret", &a_extra));
-    let b_extra = voice("10.0.4.0/24", "10.0.3.0/24");
-    let mut b = side(config("198.51.100.1", "192.0.2.1", "10.0.2.0/24", "10.0.1.0/24", "secret", &b_extra));
+    let (mut a, mut b) = sides(&a_extra, &voice("10.0.4.0/24", "10.0.3.0/24"));
     assert_eq!(a.daemon.connections()[0].eroutes, ["ike-peer", "ike-peer-voice"]);
     let t0 = Instant::now();
     rounds(&mut a, &mut b, t0);
@@ -689,15 +654,7 @@ fn a_connection_with_two_children() {
 #[test]
 fn an_aes_cbc_ike_sa_negotiates_and_rekeys() {
     let ike = "ike = \"aes256-sha256-prfsha384-ecp384\"";
-    let mut a = side(config(
-        "192.0.2.1",
-        "198.51.100.1",
-        "10.0.1.0/24",
-        "10.0.2.0/24",
-        "secret",
-        &format!("start = \"start\"\n{ike}\nike_rekey_seconds = 100\nrekey_seconds = 60"),
-    ));
-    let mut b = side(config("198.51.100.1", "192.0.2.1", "10.0.2.0/24", "10.0.1.0/24", "secret", ike));
+    let (mut a, mut b) = sides(&format!("start = \"start\"\n{ike}\nike_rekey_seconds = 100\nrekey_seconds = 60"), ike);
     let t0 = Instant::now();
     rounds(&mut a, &mut b, t0);
     let l = a.daemon.list(t0);

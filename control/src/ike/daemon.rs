@@ -1112,11 +1112,10 @@ impl Daemon {
                         }
                     }
                     (Ok(child), Some(col)) => self.resolve_collision(control, i, child, old, col, nat, now),
-                    (Err(_), Some(col)) => {
+                    (Err(_), Some(_)) => {
                         // Ours failed, the peer's stands: the old SA is the peer's to delete.
                         tracing::info!(target: "espgw::ike", conn = %c.name, "our colliding rekey failed; the peer's stands");
                         self.sas[i].children.push(Child { retiring: true, ..old });
-                        let _ = col;
                     }
                     (Err(e), None) => {
                         // Tried again after another rekey_seconds, not at every poll; after

@@ -41,12 +41,11 @@ pub const HASH_SHA2_512: u16 = 4;
 /// The hashes we verify, as we announce them.
 pub const OUR_HASHES: [u16; 3] = [HASH_SHA2_256, HASH_SHA2_384, HASH_SHA2_512];
 
-/// The signature AlgorithmIdentifiers of RFC 7427 Appendix A (DER), the
-/// hash each uses, and the webpki algorithms that verify it (the right one
-/// is the one that fits the certificate's key).
+/// The signature AlgorithmIdentifiers of RFC 7427 Appendix A (DER), each
+/// with a hash of [`OUR_HASHES`], and the webpki algorithms that verify it
+/// (the right one is the one that fits the certificate's key).
 struct SigAlg {
     der: &'static [u8],
-    hash: u16,
     verify: &'static [&'static dyn SignatureVerificationAlgorithm],
 }
 
@@ -57,19 +56,11 @@ const RSA_SHA384: &[u8] = &[0x30, 0x0d, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7
 const RSA_SHA512: &[u8] = &[0x30, 0x0d, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0d, 0x05, 0x00];
 
 const SIG_ALGS: [SigAlg; 5] = [
-    SigAlg {
-        der: ECDSA_SHA256,
-        hash: HASH_SHA2_256,
-        verify: &[webpki::ring::ECDSA_P256_SHA256, webpki::ring::ECDSA_P384_SHA256],
-    },
-    SigAlg {
-        der: ECDSA_SHA384,
-        hash: HASH_SHA2_384,
-        verify: &[webpki::ring::ECDSA_P384_SHA384, webpki::ring::ECDSA_P256_SHA384],
-    },
-    SigAlg { der: RSA_SHA256, hash: HASH_SHA2_256, verify: &[webpki::ring::RSA_PKCS1_2048_8192_SHA256] },
-    SigAlg { der: RSA_SHA384, hash: HASH_SHA2_384, verify: &[webpki::ring::RSA_PKCS1_2048_8192_SHA384] },
-    SigAlg { der: RSA_SHA512, hash: HASH_SHA2_512, verify: &[webpki::ring::RSA_PKCS1_2048_8192_SHA512] },
+    SigAlg { der: ECDSA_SHA256, verify: &[webpki::ring::ECDSA_P256_SHA256, webpki::ring::ECDSA_P384_SHA256] },
+    SigAlg { der: ECDSA_SHA384, verify: &[webpki::ring::ECDSA_P384_SHA384, webpki::ring::ECDSA_P256_SHA384] },
+    SigAlg { der: RSA_SHA256, verify: &[webpki::ring::RSA_PKCS1_2048_8192_SHA256] },
+    SigAlg { der: RSA_SHA384, verify: &[webpki::ring::RSA_PKCS1_2048_8192_SHA384] },
+    SigAlg { der: RSA_SHA512, verify: &[webpki::ring::RSA_PKCS1_2048_8192_SHA512] },
 ];
 
 /// What a chain may be signed with.
@@ -264,7 +255,6 @@ impl Credentials {
         }
         let (alg, sig) = split_auth(auth).ok_or(CertError::BadAuth)?;
         let a = SIG_ALGS.iter().find(|a| a.der == alg).ok_or(CertError::BadAuth)?;
-        debug_assert!(OUR_HASHES.contains(&a.hash));
         if a.verify.iter().any(|v| ee.verify_signature(*v, octets, sig).is_ok()) {
             Ok(())
         } else {
@@ -296,18 +286,26 @@ pub fn certreq<'a>(cas: impl Iterator<Item = &'a [u8]>) -> Payload {
 pub const ID_DER_ASN1_DN: u8 = 9;
 
 /// The short names of the DN attributes we spell out.
-const DN_NAMES: [(&str, &str); 10] = [
-    ("CN", "2.5.4.3"),
-    ("C", "2.5.4.6"),
-    ("L", "2.5.4.7"),
-    ("ST", "2.5.4.8"),
-    ("O", "2.5.4.10"),
-    ("OU", "2.5.4.11"),
-    ("SN", "2.5.4.4"),
-    ("serialNumber", "2.5.4.5"),
-    ("E", "1.2.840.113549.1.9.1"),
-    ("DC", "0.9.2342.19200300.100.1.25"),
+/// The DN attributes we spell out: short name, dotted OID, OID in DER.
+const DN_NAMES: [(&str, &str, &[u8]); 10] = [
+    ("CN", "2.5.4.3", &[0x55, 4, 3]),
+    ("C", "2.5.4.6", &[0x55, 4, 6]),
+    ("L", "2.5.4.7", &[0x55, 4, 7]),
+    ("ST", "2.5.4.8", &[0x55, 4, 8]),
+    ("O", "2.5.4.10", &[0x55, 4, 10]),
+    ("OU", "2.5.4.11", &[0x55, 4, 11]),
+    ("SN", "2.5.4.4", &[0x55, 4, 4]),
+    ("serialNumber", "2.5.4.5", &[0x55, 4, 5]),
+    ("E", "1.2.840.113549.1.9.1", &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 1, 9, 1]),
+    ("DC", "0.9.2342.19200300.100.1.25", &[0x09, 0x92, 0x26, 0x89, 0x93, 0xf2, 0x2c, 0x64, 1, 0x19]),
 ];
+
+/// A DN attribute type as written (short name, `emailAddress`, or dotted
+/// OID): its entry in [`DN_NAMES`].
+fn dn_attribute(t: &str) -> Option<&'static (&'static str, &'static str, &'static [u8])> {
+    let t = if t.eq_ignore_ascii_case("emailAddress") { "E" } else { t };
+    DN_NAMES.iter().find(|(n, o, _)| n.eq_ignore_ascii_case(t) || *o == t)
+}
 
 /// A distinguished name in one comparable form: `TYPE=value` pairs in
 /// order, the type's short name (or dotted OID), compared case-blind and
@@ -316,9 +314,7 @@ pub fn dn_canonical(text: &str) -> Option<String> {
     let mut out = Vec::new();
     for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let (t, v) = part.split_once('=')?;
-        let t = t.trim();
-        let t = DN_NAMES.iter().find(|(n, o)| n.eq_ignore_ascii_case(t) || *o == t).map_or(t, |(n, _)| n);
-        let t = if t.eq_ignore_ascii_case("emailAddress") { "E" } else { t };
+        let t = dn_attribute(t.trim()).map_or(t.trim(), |(n, _, _)| n);
         out.push(format!("{}={}", t.to_ascii_uppercase(), v.trim().to_lowercase()));
     }
     (!out.is_empty()).then(|| out.join(","))
@@ -327,18 +323,6 @@ pub fn dn_canonical(text: &str) -> Option<String> {
 /// The DER of a DN written `CN=east, O=Example` (the attribute types of
 /// [`DN_NAMES`], values as UTF8String), for a configured identity.
 pub fn dn_der(text: &str) -> Option<Vec<u8>> {
-    const OIDS: [(&str, &[u8]); 10] = [
-        ("CN", &[0x55, 4, 3]),
-        ("C", &[0x55, 4, 6]),
-        ("L", &[0x55, 4, 7]),
-        ("ST", &[0x55, 4, 8]),
-        ("O", &[0x55, 4, 10]),
-        ("OU", &[0x55, 4, 11]),
-        ("SN", &[0x55, 4, 4]),
-        ("SERIALNUMBER", &[0x55, 4, 5]),
-        ("E", &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 1, 9, 1]),
-        ("DC", &[0x09, 0x92, 0x26, 0x89, 0x93, 0xf2, 0x2c, 0x64, 1, 0x19]),
-    ];
     fn tlv(tag: u8, body: &[u8]) -> Vec<u8> {
         let mut out = vec![tag];
         match body.len() {
@@ -352,9 +336,7 @@ pub fn dn_der(text: &str) -> Option<Vec<u8>> {
     let mut rdns = Vec::new();
     for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let (t, v) = part.split_once('=')?;
-        let t = t.trim().to_ascii_uppercase();
-        let t = if t == "EMAILADDRESS" { "E".to_string() } else { t };
-        let (_, oid) = OIDS.iter().find(|(n, _)| *n == t)?;
+        let (_, _, oid) = dn_attribute(t.trim())?;
         let atv = tlv(0x30, &[tlv(0x06, oid), tlv(0x0c, v.trim().as_bytes())].concat());
         rdns.extend(tlv(0x31, &atv));
     }
@@ -373,7 +355,7 @@ pub fn dn_canonical_der(der: &[u8]) -> Option<String> {
     for rdn in name.iter() {
         for a in rdn.iter() {
             let oid = a.attr_type().to_id_string();
-            let t = DN_NAMES.iter().find(|(_, o)| *o == oid).map_or(oid.clone(), |(n, _)| n.to_string());
+            let t = dn_attribute(&oid).map_or(oid.clone(), |(n, _, _)| n.to_string());
             text.push(format!("{t}={}", a.as_str().ok()?));
         }
     }

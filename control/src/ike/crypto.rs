@@ -647,11 +647,20 @@ pub fn decrypt_message(bytes: &[u8], key: SkKey<'_>) -> Result<(Message, Vec<Pay
 }
 
 /// A protected message as it reaches an exchange: one datagram with an SK
-/// payload, or a fragmented one put back together (RFC 7383).
+/// payload, a fragmented one put back together (RFC 7383), or one the
+/// daemon opened already (to see which child it is about).
 #[derive(Clone, Copy)]
 pub enum Inbound<'a> {
     Datagram(&'a [u8]),
     Reassembled(&'a Reassembled),
+    Opened(&'a Opened),
+}
+
+/// A message decrypted and checked: its header and inner payloads.
+#[derive(Debug)]
+pub struct Opened {
+    pub header: Header,
+    pub inner: Vec<Payload>,
 }
 
 impl<'a> From<&'a [u8]> for Inbound<'a> {
@@ -679,6 +688,7 @@ impl<'a> Inbound<'a> {
         match self {
             Inbound::Datagram(b) => decrypt_message(b, key).map(|(m, inner)| (m.header, inner)),
             Inbound::Reassembled(r) => Ok((r.header, message::decode_chain(r.first, &r.plain)?)),
+            Inbound::Opened(o) => Ok((o.header, o.inner.clone())),
         }
     }
 
@@ -686,7 +696,7 @@ impl<'a> Inbound<'a> {
     pub fn datagram(self) -> Option<&'a [u8]> {
         match self {
             Inbound::Datagram(b) => Some(b),
-            Inbound::Reassembled(_) => None,
+            Inbound::Reassembled(_) | Inbound::Opened(_) => None,
         }
     }
 }

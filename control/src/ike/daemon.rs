@@ -37,11 +37,11 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::create_child::{self, Rekey, RekeyTarget};
-use super::crypto::{self, Inbound, Reassembled, Reassembly};
+use super::crypto::{self, Inbound, Opened, Reassembled, Reassembly};
 use super::ike_auth::{self, AuthConfig, AuthError, ChildSa};
 use super::ike_rekey;
 use super::informational::{self, PROTO_ESP, PROTO_IKE};
-use super::key_log;
+use super::key_log::{self, hex};
 use super::message::{exchange, selectors, Header, Message, Payload, TrafficSelector};
 use super::sa_init::{self, Established, Initiator, Response};
 use crate::config::{ConnectionSpec, Start};
@@ -164,11 +164,12 @@ const HELD_MAX: Duration = Duration::from_secs(5);
 
 /// What we wait for from the peer.
 enum Waiting {
-    /// `cookies`: how often the responder asked for a cookie (§2.6) so far.
+    /// `retries`: how often the responder had us send it again (a cookie,
+    /// §2.6, or another group, §1.2) so far; at most [`INIT_RETRIES`].
     Init {
         init: Initiator,
         request: Vec<u8>,
-        cookies: u8,
+        retries: u8,
     },
     Auth {
         spi_in: u32,
@@ -190,6 +191,11 @@ enum Waiting {
         spec: usize,
     },
 }
+
+/// How often a responder may have our IKE_SA_INIT sent again (cookie,
+/// another group) before we give up: a peer or an attacker on the path
+/// cannot keep us going round.
+const INIT_RETRIES: u8 = 3;
 
 /// After a failed CREATE_CHILD_SA for a connection's further child, when we try again.
 const NEW_CHILD_RETRY: Duration = Duration::from_secs(30);
@@ -540,7 +546,7 @@ impl Daemon {
             bytes,
             sent: now,
             tries: 0,
-            waiting: Waiting::Init { init, request, cookies: 0 },
+            waiting: Waiting::Init { init, request, retries: 0 },
         });
         self.sas.push(sa);
         let i = self.sas.len() - 1;
@@ -793,13 +799,15 @@ impl Daemon {
         let cfg = auth_config(&c);
         let spi_in = self.alloc_spi();
         let iv = self.sas[i].next_iv();
-        // Which child the peer asks for: the first whose selectors its own narrow into.
-        let peer_ts = msg.open(est.sk(true)).map(|(_, inner)| (selectors(&inner, true), selectors(&inner, false)));
-        let (spec, allowed_i, allowed_r) = match &peer_ts {
-            Ok((tsi, tsr)) => pick_child(&c, tsi, tsr),
-            Err(_) => pick_child(&c, &[], &[]),
+        // Opened once: which child the peer asks for (the first whose
+        // selectors its own narrow into), then the exchange.
+        let Ok((header, inner)) = msg.open(est.sk(true)) else {
+            self.counters.malformed += 1;
+            return None;
         };
-        match ike_auth::respond(est, &cfg, msg, spi_in, &allowed_i, &allowed_r, iv) {
+        let (spec, allowed_i, allowed_r) = pick_child(&c, &selectors(&inner, true), &selectors(&inner, false));
+        let opened = Opened { header, inner };
+        match ike_auth::respond(est, &cfg, Inbound::Opened(&opened), spi_in, &allowed_i, &allowed_r, iv) {
             Ok((resp, child)) => {
                 // Installed before the answer leaves: the peer sends at once.
                 let (remote_ts, local_ts) = (child.tsi.clone(), child.tsr.clone());
@@ -882,24 +890,24 @@ impl Daemon {
         };
         let initiator = self.sas[i].initiator;
         // A rekey keeps its child's selectors; a new child is one of the connection's.
-        let recv = est.sk(!initiator);
-        let opened = msg.open(recv).ok();
-        let rekeyed_spec = opened.as_ref().and_then(|(_, inner)| {
-            inner.iter().find_map(|p| match p {
-                Payload::Notify { kind: create_child::REKEY_SA, protocol: 3, spi, .. } => {
-                    let spi = u32::from_be_bytes(<[u8; 4]>::try_from(spi.as_slice()).ok()?);
-                    let s = &self.sas[i];
-                    s.children.iter().chain(s.pending_child()).find(|c| c.spi_out == spi).map(|c| c.spec)
-                }
-                _ => None,
-            })
+        let Ok((header, inner)) = msg.open(est.sk(!initiator)) else {
+            self.counters.malformed += 1;
+            return None;
+        };
+        let rekeyed_spec = inner.iter().find_map(|p| match p {
+            Payload::Notify { kind: create_child::REKEY_SA, protocol: 3, spi, .. } => {
+                let spi = u32::from_be_bytes(<[u8; 4]>::try_from(spi.as_slice()).ok()?);
+                let s = &self.sas[i];
+                s.children.iter().chain(s.pending_child()).find(|c| c.spi_out == spi).map(|c| c.spec)
+            }
+            _ => None,
         });
-        let (tsi, tsr) =
-            opened.map(|(_, inner)| (selectors(&inner, true), selectors(&inner, false))).unwrap_or_default();
         let (spec, allowed_i, allowed_r) = match rekeyed_spec {
             Some(k) => (k, vec![ts_of(&c.children[k].remote_ts)], vec![ts_of(&c.children[k].local_ts)]),
-            None => pick_child(&c, &tsi, &tsr),
+            None => pick_child(&c, &selectors(&inner, true), &selectors(&inner, false)),
         };
+        let opened = Opened { header, inner };
+        let msg = Inbound::Opened(&opened);
         let r = create_child::respond(
             est, initiator, msg, target, true, spi_in, &c.child, &c.ike, &allowed_i, &allowed_r, iv,
         );
@@ -997,32 +1005,26 @@ impl Daemon {
         let Some(p) = self.sas[i].pending.take() else { return };
         let c = self.conns[self.sas[i].conn].clone();
         match p.waiting {
-            Waiting::Init { init, request, cookies }
-                if cookies < 3 && msg.datagram().and_then(sa_init::cookie_asked).is_some() =>
+            Waiting::Init { init, request, retries }
+                if retries < INIT_RETRIES && msg.datagram().and_then(sa_init::cookie_asked).is_some() =>
             {
                 // §2.6: the same request again with the responder's cookie first.
                 let retry =
                     msg.datagram().and_then(sa_init::cookie_asked).and_then(|c| sa_init::with_cookie(&request, &c));
                 match retry {
-                    Some(r) => {
-                        let waiting = Waiting::Init { init, request: r.clone(), cookies: cookies + 1 };
-                        self.sas[i].pending =
-                            Some(Pending { message_id: 0, bytes: r.clone(), sent: now, tries: 0, waiting });
-                        self.send(i, &r);
-                    }
+                    Some(r) => self.init_again(i, init, r, retries + 1, now),
                     None => self.remove_sa(control, i, "IKE_SA_INIT cookie unusable"),
                 }
             }
-            Waiting::Init { init, request, cookies } if msg.datagram().and_then(sa_init::group_asked).is_some() => {
+            Waiting::Init { init, request, retries }
+                if retries < INIT_RETRIES && msg.datagram().and_then(sa_init::group_asked).is_some() =>
+            {
                 // §1.2: the responder wants another of the groups we offered.
                 let group = msg.datagram().and_then(sa_init::group_asked).unwrap_or_default();
                 match init.with_group(&request, group) {
                     Some((init, r)) => {
                         tracing::info!(target: "espgw::ike", conn = %c.name, group, "the peer asked for another group");
-                        let waiting = Waiting::Init { init, request: r.clone(), cookies };
-                        self.sas[i].pending =
-                            Some(Pending { message_id: 0, bytes: r.clone(), sent: now, tries: 0, waiting });
-                        self.send(i, &r);
+                        self.init_again(i, init, r, retries + 1, now);
                     }
                     None => {
                         self.counters.no_proposal += 1;
@@ -1221,6 +1223,15 @@ impl Daemon {
         }
         let conn = self.sas[i].conn;
         self.reroute(control, conn, spec);
+    }
+
+    /// Our IKE_SA_INIT once more, as the responder asked (`request` the new
+    /// bytes, `retries` how often now).
+    fn init_again(&mut self, i: usize, init: Initiator, request: Vec<u8>, retries: u8, now: Instant) {
+        let bytes = request.clone();
+        let waiting = Waiting::Init { init, request, retries };
+        self.sas[i].pending = Some(Pending { message_id: 0, bytes: bytes.clone(), sent: now, tries: 0, waiting });
+        self.send(i, &bytes);
     }
 
     fn delete_child(&mut self, i: usize, old: Child, now: Instant) {
@@ -1486,7 +1497,8 @@ impl Daemon {
                     self.rekey(i, rekey, now);
                 } else if let Some(k) = missing {
                     self.new_child(i, k, now);
-                } else if s.missing_after.is_some() && missing.is_none() && s.missing_after.is_some_and(|t| now >= t) {
+                } else if s.missing_after.is_some_and(|t| now >= t) {
+                    // Every child is there: nothing more to make.
                     self.sas[i].missing_after = None;
                 } else if c.dpd_seconds > 0 && now.duration_since(s.last_heard) >= dpd {
                     self.dpd(i, now);
@@ -1724,10 +1736,6 @@ fn auth_config(c: &ConnectionSpec) -> AuthConfig {
         credential: c.credential.clone(),
         child: c.child.clone(),
     }
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// The daemon, shared between the main thread (which polls it) and the API.

@@ -677,3 +677,30 @@ fn an_aes_cbc_ike_sa_negotiates_and_rekeys() {
     assert_eq!((a.daemon.counters.malformed, b.daemon.counters.malformed), (0, 0));
     crosswise(&a, &b);
 }
+
+/// A responder (or someone on the path) that keeps answering
+/// INVALID_KE_PAYLOAD, naming the other offered group each time, gets our
+/// IKE_SA_INIT again at most three times; then we give up.
+#[test]
+fn invalid_ke_ping_pong_is_bounded() {
+    use super::message::{Message, Payload};
+    let (mut a, _) = sides("start = \"start\"\nike = \"aes128gcm16-prfsha256-x25519-ecp256\"", "");
+    let t0 = Instant::now();
+    a.daemon.poll(&a.control, t0);
+    let mut sent = 0;
+    let mut group: u16 = 19;
+    for _ in 0..8 {
+        let Some(d) = a.queues.from_control.pop() else { break };
+        sent += 1;
+        let req = Message::decode(d.payload()).unwrap();
+        let header = super::message::Header { spi_r: 0, flags: super::message::flags::RESPONSE, ..req.header };
+        let n = Payload::Notify { protocol: 0, spi: vec![], kind: 17, data: group.to_be_bytes().to_vec() };
+        let answer = Message { header, payloads: vec![n] }.encode();
+        a.queues.to_control.push(IkeDatagram::new(d.remote, d.local, &answer).unwrap()).unwrap();
+        a.daemon.poll(&a.control, t0);
+        group = if group == 19 { 31 } else { 19 };
+    }
+    assert_eq!(sent, 4, "the first request and three more");
+    assert!(a.daemon.list(t0).is_empty(), "given up");
+    assert_eq!(a.daemon.counters.no_proposal, 1);
+}

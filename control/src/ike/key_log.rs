@@ -30,7 +30,8 @@ fn esp_names(suite: EspSuite) -> (&'static str, &'static str) {
     }
 }
 
-fn hex(b: &[u8]) -> String {
+/// Lower-case hex, no prefix.
+pub(super) fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 

@@ -119,6 +119,9 @@ struct Datagram<B> {
     active: bool,
     key: Key,
     started_ms: u64,
+    /// Arrival order among all datagrams: "oldest" must not depend on how
+    /// many arrive within one millisecond (a flood fills one easily).
+    seq: u64,
     pieces: Vec<Piece<B>>,
     /// Known once the last fragment (MF clear) arrives.
     total: Option<usize>,
@@ -155,6 +158,8 @@ pub struct Reassembler<B> {
     free: Vec<usize>,
     buffers: usize,
     bytes: usize,
+    /// The next datagram's arrival number.
+    next_seq: u64,
 }
 
 impl<B: PacketBuf> Reassembler<B> {
@@ -166,6 +171,7 @@ impl<B: PacketBuf> Reassembler<B> {
                 active: false,
                 key: Key { src: IpAddr::from([0u8; 4]), dst: IpAddr::from([0u8; 4]), id: 0, proto: 0 },
                 started_ms: 0,
+                seq: 0,
                 pieces: Vec::with_capacity(cfg.max_fragments),
                 total: None,
                 have: 0,
@@ -178,7 +184,7 @@ impl<B: PacketBuf> Reassembler<B> {
         index.reserve(n);
         let mut by_source = FxHashMap::default();
         by_source.reserve(n);
-        Reassembler { cfg, slots, index, by_source, free: (0..n).rev().collect(), buffers: 0, bytes: 0 }
+        Reassembler { cfg, slots, index, by_source, free: (0..n).rev().collect(), buffers: 0, bytes: 0, next_seq: 0 }
     }
 
     /// The limits in force.
@@ -312,7 +318,7 @@ impl<B: PacketBuf> Reassembler<B> {
             .iter()
             .enumerate()
             .filter(|(i, d)| d.active && *i != keep && src.is_none_or(|s| d.key.src == s))
-            .min_by_key(|(_, d)| d.started_ms)
+            .min_by_key(|(_, d)| d.seq)
             .map(|(i, _)| i)
     }
 
@@ -429,6 +435,8 @@ impl<B: PacketBuf> Reassembler<B> {
         d.active = true;
         d.key = fi.key;
         d.started_ms = now_ms;
+        d.seq = self.next_seq;
+        self.next_seq += 1;
         d.total = None;
         d.have = 0;
         d.held_bytes = 0;

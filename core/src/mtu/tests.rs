@@ -660,3 +660,37 @@ fn datagrams_past_64k_are_refused() {
         ReasmOutcome::Dropped { reason: ReasmDrop::Malformed, fragments: 1 }
     ));
 }
+
+/// A full table evicts the datagram that arrived first even when all of
+/// them arrived in the same millisecond (a flood at line rate fills one):
+/// the good datagram that came after the flood's is not the one to go.
+#[test]
+fn eviction_is_by_arrival_within_one_millisecond() {
+    let cfg = ReasmConfig {
+        max_datagrams: 4,
+        max_fragments: 8,
+        max_buffers: 1000,
+        max_buffer_bytes: 1000 * 2400,
+        max_buffers_per_source: 1000,
+        timeout_ms: 1000,
+    };
+    let mut r = Reassembler::<VecBuf>::new(cfg);
+    let mut ev = Freed::default();
+    let first = |id: u16| frag_set(id, 1500, 600).1.into_iter().next().unwrap();
+    for id in 0..4 {
+        assert!(matches!(r.push(first(id), 0, &mut VecAlloc, &mut ev), ReasmOutcome::Held));
+    }
+    let (pkt, mut good) = frag_set(100, 1500, 600);
+    let rest = good.split_off(1);
+    assert!(matches!(r.push(good.remove(0), 0, &mut VecAlloc, &mut ev), ReasmOutcome::Held));
+    // Two more flood datagrams, same millisecond: flood ones 1 and 2 go.
+    for id in 4..6 {
+        assert!(matches!(r.push(first(id), 0, &mut VecAlloc, &mut ev), ReasmOutcome::Held));
+    }
+    assert_eq!(ev.evicted, 3);
+    let out = push_all(&mut r, rest, 0, &mut ev);
+    assert!(
+        matches!(out.last(), Some(ReasmOutcome::Complete(b)) if b.data() == &pkt[..]),
+        "the good datagram survived"
+    );
+}

@@ -530,7 +530,22 @@ fn check_host_output(f: &[u8]) -> Result<(), String> {
 fn is_fragment(f: &[u8]) -> bool {
     match f.get(12..14) {
         Some([8, 0]) => f.get(20..22).is_some_and(|b| u16::from_be_bytes([b[0], b[1]]) & 0x3fff != 0),
-        Some([0x86, 0xdd]) => f.get(20) == Some(&44),
+        Some([0x86, 0xdd]) => {
+            // Walk the extension headers (the gateway may hold a fragment
+            // whose Fragment header follows Hop-by-Hop or Destination Options).
+            let (mut nh, mut off) = (f.get(20).copied(), 54);
+            for _ in 0..8 {
+                match nh {
+                    Some(44) => return true,
+                    Some(0 | 43 | 60) => {
+                        nh = f.get(off).copied();
+                        off += (usize::from(f.get(off + 1).copied().unwrap_or(0)) + 1) * 8;
+                    }
+                    _ => return false,
+                }
+            }
+            false
+        }
         _ => false,
     }
 }

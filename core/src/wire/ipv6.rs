@@ -47,8 +47,16 @@ impl<T: AsRef<[u8]>> Ipv6Packet<T> {
         let mut nh_field = 6;
         let mut off = HEADER_LEN;
         let mut fragment = None;
+        let mut routing = false;
         for _ in 0..MAX_EXT {
             match nh {
+                // RFC 8200 §4.1: Hop-by-Hop Options only right after the IPv6
+                // header, Routing and Fragment at most once. A chain that
+                // breaks this is refused, as Linux refuses it, not guessed at
+                // (a second Fragment header would hide one datagram in another).
+                proto::HOPOPT if nh_field != 6 => return Err(WireError::Malformed),
+                proto::ROUTING if std::mem::replace(&mut routing, true) => return Err(WireError::Malformed),
+                proto::FRAGMENT if fragment.is_some() => return Err(WireError::Malformed),
                 proto::HOPOPT | proto::ROUTING | proto::DSTOPTS => {
                     let h = b.get(off..off + 2).filter(|_| off + 2 <= total).ok_or(WireError::Truncated)?;
                     let len = (usize::from(h[1]) + 1) * 8;
@@ -160,6 +168,27 @@ mod tests {
             long.extend_from_slice(&[proto::DSTOPTS, 0, 0, 0, 0, 0, 0, 0]);
         }
         assert_eq!(Ipv6Packet::new_checked(&long[..]).err(), Some(WireError::Malformed));
+    }
+
+    #[test]
+    fn refuses_chains_rfc_8200_forbids() {
+        let chain = |hdrs: &[u8]| {
+            let mut p = vec![0x60, 0, 0, 0, 0, (hdrs.len() * 8 + 8) as u8, hdrs[0], 64];
+            p.extend_from_slice(&[0; 32]);
+            for (i, _) in hdrs.iter().enumerate() {
+                p.extend_from_slice(&[*hdrs.get(i + 1).unwrap_or(&proto::UDP), 0, 0, 0, 0, 0, 0, 0]);
+            }
+            p.extend_from_slice(&[0; 8]);
+            Ipv6Packet::new_checked(p).map(|v| v.layout().l4_proto)
+        };
+        let (hbh, rt, frag, dst) = (proto::HOPOPT, proto::ROUTING, proto::FRAGMENT, proto::DSTOPTS);
+        assert_eq!(chain(&[hbh, dst, rt, frag, dst]), Ok(proto::UDP));
+        // Hop-by-Hop anywhere but first (the fuzzer's input: HBH, HBH, Fragment
+        // was held for reassembly by a walker that took it).
+        assert_eq!(chain(&[hbh, hbh, frag]), Err(WireError::Malformed));
+        assert_eq!(chain(&[dst, hbh]), Err(WireError::Malformed));
+        assert_eq!(chain(&[frag, frag]), Err(WireError::Malformed));
+        assert_eq!(chain(&[rt, dst, rt]), Err(WireError::Malformed));
     }
 
     #[test]

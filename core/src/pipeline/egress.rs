@@ -16,7 +16,7 @@
 
 use std::net::IpAddr;
 
-use super::{addr_of, decrement_ttl, BurstCtx, Origin, Pipeline, Pkt, PortRole, TxSink};
+use super::{decrement_ttl, BurstCtx, Origin, Pipeline, Pkt, PortRole, TxSink};
 use crate::mtu::{self, BufAlloc};
 use crate::packet::{HwChecksum, Meta, PacketBuf};
 use crate::policy::Verdict;
@@ -44,6 +44,7 @@ impl PassPermit {
 impl<B: PacketBuf> Pipeline<B> {
     /// Forward a cleartext packet to its destination (see the module doc).
     /// The record is taken where it lies (`meta`), not moved.
+    #[inline]
     pub(super) fn forward_clear<A, S>(
         &mut self,
         mut buf: B,
@@ -61,7 +62,7 @@ impl<B: PacketBuf> Pipeline<B> {
             cx.stats.drop_one(DropReason::TtlExpired);
             return;
         }
-        let nh = match cx.routes.next_hop(addr_of(m.key.v6, m.key.dst)) {
+        let nh = match cx.routes.next_hop_bits(m.key.v6, m.key.dst) {
             Ok(nh) => nh,
             Err(e) => return self.solicit(e, cx),
         };
@@ -70,31 +71,8 @@ impl<B: PacketBuf> Pipeline<B> {
             self.defer(Pkt { buf, meta: *meta, origin }, cx.stats);
             return;
         }
-        let mtu = port.mtu;
-        if m.total_len > mtu {
-            if m.df {
-                return self.refuse(&Pkt { buf, meta: *meta, origin }, mtu, nh.port, cx);
-            }
-            // RFC 791: a router fragments what does not fit and may be fragmented.
-            if hop {
-                decrement_ttl(&mut buf, meta);
-            }
-            let (dst_mac, src_mac) = (nh.mac, port.mac);
-            let mut n = 0u64;
-            let mut room_failed = false;
-            let r = mtu::fragment_ipv4(buf.data(), usize::from(mtu), cx.alloc, |mut f| {
-                n += 1;
-                if push_l2(&mut f, ETHERTYPE_IPV4, dst_mac, src_mac) {
-                    cx.tx.send(nh.port, f);
-                } else {
-                    room_failed = true;
-                }
-            });
-            if r.is_err() || room_failed {
-                cx.stats.drop_one(DropReason::NoBuffer);
-            }
-            cx.stats.event(Event::ClearFragmentsMade, n);
-            return;
+        if m.total_len > port.mtu {
+            return self.forward_too_big(buf, meta, origin, nh, cx);
         }
         let et = if m.key.v6 { ETHERTYPE_IPV6 } else { ETHERTYPE_IPV4 };
         let (dst_mac, src_mac) = (nh.mac, port.mac);
@@ -108,8 +86,53 @@ impl<B: PacketBuf> Pipeline<B> {
         }
     }
 
+    /// [`Self::forward_clear`] for a packet over its egress MTU: refused with
+    /// ICMP when DF is set, else fragmented (RFC 791).
+    #[cold]
+    #[inline(never)]
+    fn forward_too_big<A, S>(
+        &mut self,
+        mut buf: B,
+        meta: &mut Meta,
+        origin: Origin,
+        nh: NextHop,
+        cx: &mut BurstCtx<'_, A, S>,
+    ) where
+        A: BufAlloc<Buf = B>,
+        S: TxSink<B>,
+    {
+        let m = &*meta;
+        let hop = origin.is_hop();
+        let port = &self.ports[nh.port];
+        let mtu = port.mtu;
+        if m.df {
+            return self.refuse(&Pkt { buf, meta: *meta, origin }, mtu, nh.port, cx);
+        }
+        // RFC 791: a router fragments what does not fit and may be fragmented.
+        if hop {
+            decrement_ttl(&mut buf, meta);
+        }
+        let (dst_mac, src_mac) = (nh.mac, port.mac);
+        let mut n = 0u64;
+        let mut room_failed = false;
+        let r = mtu::fragment_ipv4(buf.data(), usize::from(mtu), cx.alloc, |mut f| {
+            n += 1;
+            if push_l2(&mut f, ETHERTYPE_IPV4, dst_mac, src_mac) {
+                cx.tx.send(nh.port, f);
+            } else {
+                room_failed = true;
+            }
+        });
+        if r.is_err() || room_failed {
+            cx.stats.drop_one(DropReason::NoBuffer);
+        }
+        cx.stats.event(Event::ClearFragmentsMade, n);
+    }
+
     /// Send an ESP packet we built (the buffer starts at the outer header):
-    /// fragmented after encryption when it exceeds `limit`.
+    /// fragmented after encryption when it exceeds `limit`. The common case
+    /// (it fits) is inlined into the encryption loop; fragmenting is not.
+    #[inline(always)]
     pub(super) fn send_esp<A, S>(
         &mut self,
         mut buf: B,
@@ -121,17 +144,28 @@ impl<B: PacketBuf> Pipeline<B> {
         A: BufAlloc<Buf = B>,
         S: TxSink<B>,
     {
+        if buf.len() > usize::from(limit) {
+            return self.send_esp_fragments(buf, outer_v6, nh, limit, cx);
+        }
+        let et = if outer_v6 { ETHERTYPE_IPV6 } else { ETHERTYPE_IPV4 };
+        if push_l2(&mut buf, et, nh.mac, self.ports[nh.port].mac) {
+            cx.tx.send(nh.port, buf);
+        } else {
+            cx.stats.drop_one(DropReason::EspNoRoom);
+        }
+    }
+
+    /// [`Self::send_esp`] for a packet over its limit: the KLIPS lesson,
+    /// fragments of the encrypted packet.
+    #[inline(never)]
+    fn send_esp_fragments<A, S>(&mut self, buf: B, outer_v6: bool, nh: NextHop, limit: u16, cx: &mut BurstCtx<'_, A, S>)
+    where
+        A: BufAlloc<Buf = B>,
+        S: TxSink<B>,
+    {
         let limit = usize::from(limit);
         let (src_mac, dst_mac) = (self.ports[nh.port].mac, nh.mac);
         let et = if outer_v6 { ETHERTYPE_IPV6 } else { ETHERTYPE_IPV4 };
-        if buf.len() <= limit {
-            if push_l2(&mut buf, et, dst_mac, src_mac) {
-                cx.tx.send(nh.port, buf);
-            } else {
-                cx.stats.drop_one(DropReason::EspNoRoom);
-            }
-            return;
-        }
         let d = buf.data();
         let mut n = 0u64;
         let mut room_failed = false;

@@ -26,7 +26,11 @@ impl<B: PacketBuf> Pipeline<B> {
         A: BufAlloc<Buf = B>,
         S: TxSink<B>,
     {
-        let mut buf = self.neighbor_traffic(in_port, buf, cx.now_ms, cx.tx, cx.stats)?;
+        let mut buf = if super::neighbor::may_be_neighbor(buf.data()) {
+            self.neighbor_traffic(in_port, buf, cx.now_ms, cx.tx, cx.stats)?
+        } else {
+            buf
+        };
         let (v6, mac) = {
             let Ok(eth) = EthernetFrame::new_checked(buf.data()) else {
                 cx.stats.drop_one(DropReason::BadIp);

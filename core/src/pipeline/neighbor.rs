@@ -23,9 +23,28 @@ use crate::wire::{EthernetFrame, ETHERTYPE_ARP, ETHERTYPE_IPV6, ETH_HLEN};
 /// How long after asking an answer is accepted.
 const ANSWER_WINDOW_MS: u64 = 3000;
 
+/// Could this frame be ARP or neighbour discovery? A test of two header
+/// bytes, so that data packets skip [`Pipeline::neighbor_traffic`] (an
+/// out-of-line call with its own Ethernet parse) and are parsed once, at
+/// ingress. ND is ICMPv6 with hop limit 255 (RFC 4861 §7.1) right after the
+/// IPv6 header (a router's ND carries no extension headers).
+#[inline(always)]
+pub(super) fn may_be_neighbor(frame: &[u8]) -> bool {
+    match frame.get(12..14) {
+        Some(et) if et == ETHERTYPE_ARP.to_be_bytes() => true,
+        Some(et) if et == ETHERTYPE_IPV6.to_be_bytes() => {
+            frame.get(ETH_HLEN + 6..ETH_HLEN + 8) == Some(&[proto::ICMPV6, 255])
+        }
+        _ => false,
+    }
+}
+
 impl<B: PacketBuf> Pipeline<B> {
     /// ARP and neighbour discovery frames: answered or learned from, and
-    /// consumed (`None`); anything else is given back.
+    /// consumed (`None`); anything else is given back. Only frames that
+    /// [`may_be_neighbor`] come here.
+    #[cold]
+    #[inline(never)]
     pub(super) fn neighbor_traffic<S: TxSink<B>>(
         &mut self,
         in_port: usize,

@@ -55,8 +55,7 @@ impl<B: PacketBuf> Pipeline<B> {
         let Burst { bufs, metas, origins } = pkts;
         for (i, buf) in bufs.drain(..).enumerate() {
             let (meta, origin) = (&mut metas[i], origins[i]);
-            let k = meta.key;
-            if self.is_own(k.v6, k.dst) {
+            if self.is_own(meta.key.v6, meta.key.dst) {
                 // For the gateway: the kernel's (never forwarded); our own
                 // packets to ourselves have nowhere to go.
                 if origin.is_hop() {
@@ -67,7 +66,7 @@ impl<B: PacketBuf> Pipeline<B> {
                 }
                 continue;
             }
-            let verdict = snap.outbound(&k);
+            let verdict = snap.outbound(&meta.key);
             if origin == Origin::Host && matches!(verdict, Verdict::Drop { eroute: None }) {
                 // The gateway's own traffic that no eroute covers leaves in clear.
                 cx.stats.event(Event::Passed, 1);
@@ -111,7 +110,7 @@ impl<B: PacketBuf> Pipeline<B> {
                 Verdict::Trap { eroute } => {
                     cx.stats.drop_one(DropReason::PolicyTrap);
                     if let Some(q) = &self.acquires {
-                        let _ = q.push((eroute.id, k)); // full: lossy by design
+                        let _ = q.push((eroute.id, meta.key)); // full: lossy by design
                     }
                 }
             }

@@ -46,9 +46,6 @@ impl Prefix {
     pub(crate) fn bits(&self) -> u128 {
         self.addr
     }
-    pub(crate) fn mask_bits(&self) -> u128 {
-        self.mask
-    }
 
     /// Does the prefix contain `a` (same family, bits as from `to_u128`)?
     #[inline]

@@ -1,9 +1,11 @@
 //! Longest-prefix routes to (egress port, next hop), and next-hop MACs.
 //!
-//! Like ipsec-secgw's `rt` and `neigh` lines: a small table per family,
-//! longest prefix first. The pipeline looks up the *outer* destination after
+//! Like ipsec-secgw's `rt` and `neigh` lines, looked up like its rte_lpm:
+//! a longest-prefix trie per family ([`lpm`]). The pipeline looks up the *outer* destination after
 //! encapsulation (so the egress port's MTU is the one that counts) and the
 //! inner destination after decapsulation or for pass traffic.
+
+mod lpm;
 
 use std::net::IpAddr;
 
@@ -28,24 +30,41 @@ pub struct NextHop {
     pub mac: [u8; 6],
 }
 
-/// One route as the lookup reads it: the prefix as bits, and the next hop's
-/// MAC resolved when the table was built (a `via` route's gateway does not
-/// change per packet; on-link destinations are looked up per packet).
+/// One route as the lookup returns it, with the next hop's MAC resolved
+/// when the table was built (a `via` route's gateway does not change per
+/// packet; on-link destinations are looked up per packet).
 #[derive(Debug, Clone, Copy)]
 struct Entry {
-    addr: u128,
-    mask: u128,
     route: Route,
     via_mac: Option<[u8; 6]>,
 }
 
+/// One family's routes, their trie (indexes into `entries`) and the
+/// neighbours on its links, keyed by address bits (`u32` for IPv4).
+#[derive(Debug, Clone)]
+struct Family<K> {
+    entries: Vec<Entry>,
+    lpm: lpm::Lpm<K>,
+    neighbors: FxHashMap<K, [u8; 6]>,
+}
+
+impl<K: lpm::LpmKey + Eq + std::hash::Hash> Family<K> {
+    fn new(entries: Vec<Entry>, neighbors: FxHashMap<K, [u8; 6]>) -> Family<K> {
+        let prefixes: Vec<(u128, u8)> = entries.iter().map(|e| (e.route.prefix.bits(), e.route.prefix.len())).collect();
+        Family { lpm: lpm::Lpm::new(&prefixes), entries, neighbors }
+    }
+
+    #[inline]
+    fn entry(&self, dst: K) -> Option<&Entry> {
+        self.lpm.lookup(dst).and_then(|i| self.entries.get(i))
+    }
+}
+
 /// Routes and neighbours, immutable once built (rebuilt and republished on change).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct RouteTable {
-    /// Longest prefix first, per family.
-    v4: Vec<Entry>,
-    v6: Vec<Entry>,
-    neighbors: FxHashMap<IpAddr, [u8; 6]>,
+    v4: Family<u32>,
+    v6: Family<u128>,
     /// Per port: the MAC to use when no neighbour entry matches (a
     /// point-to-point peer, or the upstream router).
     port_default_mac: Vec<Option<[u8; 6]>>,
@@ -54,57 +73,81 @@ pub struct RouteTable {
 impl RouteTable {
     /// Build from routes, neighbour entries and per-port default next-hop MACs.
     pub fn new(
-        mut routes: Vec<Route>,
+        routes: Vec<Route>,
         neighbors: impl IntoIterator<Item = (IpAddr, [u8; 6])>,
         port_default_mac: Vec<Option<[u8; 6]>>,
     ) -> Self {
-        routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
-        let neighbors: FxHashMap<IpAddr, [u8; 6]> = neighbors.into_iter().collect();
+        let (mut n4, mut n6) = (FxHashMap::default(), FxHashMap::default());
+        for (ip, mac) in neighbors {
+            match ip {
+                IpAddr::V4(a) => n4.insert(u32::from(a), mac),
+                IpAddr::V6(a) => n6.insert(u128::from(a), mac),
+            };
+        }
         let resolve = |nh: IpAddr, port: usize| {
-            neighbors.get(&nh).copied().or_else(|| port_default_mac.get(port).copied().flatten())
+            let known = match nh {
+                IpAddr::V4(a) => n4.get(&u32::from(a)),
+                IpAddr::V6(a) => n6.get(&u128::from(a)),
+            };
+            known.copied().or_else(|| port_default_mac.get(port).copied().flatten())
         };
         let (mut v4, mut v6) = (Vec::new(), Vec::new());
         for route in routes {
-            let e = Entry {
-                addr: route.prefix.bits(),
-                mask: route.prefix.mask_bits(),
-                route,
-                via_mac: route.via.and_then(|v| resolve(v, route.port)),
-            };
+            let e = Entry { route, via_mac: route.via.and_then(|v| resolve(v, route.port)) };
             if route.prefix.is_v6() {
                 v6.push(e)
             } else {
                 v4.push(e)
             }
         }
-        RouteTable { v4, v6, neighbors, port_default_mac }
-    }
-
-    #[inline]
-    fn entry(&self, dst: IpAddr) -> Option<&Entry> {
-        let (t, a) = match dst {
-            IpAddr::V4(a) => (&self.v4, u128::from(u32::from(a))),
-            IpAddr::V6(a) => (&self.v6, u128::from(a)),
-        };
-        t.iter().find(|e| a & e.mask == e.addr)
+        RouteTable { v4: Family::new(v4, n4), v6: Family::new(v6, n6), port_default_mac }
     }
 
     /// The longest-prefix route for `dst`.
     #[inline]
     pub fn route(&self, dst: IpAddr) -> Option<&Route> {
-        self.entry(dst).map(|e| &e.route)
+        match dst {
+            IpAddr::V4(a) => self.v4.entry(u32::from(a)),
+            IpAddr::V6(a) => self.v6.entry(u128::from(a)),
+        }
+        .map(|e| &e.route)
     }
 
     /// Egress port and destination MAC for `dst`.
     #[inline]
     pub fn next_hop(&self, dst: IpAddr) -> Result<NextHop, NextHopError> {
-        let e = self.entry(dst).ok_or(NextHopError::NoRoute)?;
+        match dst {
+            IpAddr::V4(a) => self.next_hop_in(&self.v4, u32::from(a), dst),
+            IpAddr::V6(a) => self.next_hop_in(&self.v6, u128::from(a), dst),
+        }
+    }
+
+    /// [`Self::next_hop`] for an address in the selector encoding (family +
+    /// bits), as packet records hold it.
+    #[inline]
+    pub fn next_hop_bits(&self, v6: bool, dst: u128) -> Result<NextHop, NextHopError> {
+        if v6 {
+            self.next_hop_in(&self.v6, dst, IpAddr::V6(dst.into()))
+        } else {
+            self.next_hop_in(&self.v4, dst as u32, IpAddr::V4((dst as u32).into()))
+        }
+    }
+
+    #[inline(always)]
+    fn next_hop_in<K: lpm::LpmKey + Eq + std::hash::Hash>(
+        &self,
+        family: &Family<K>,
+        key: K,
+        dst: IpAddr,
+    ) -> Result<NextHop, NextHopError> {
+        let e = family.entry(key).ok_or(NextHopError::NoRoute)?;
         let port = e.route.port;
         let (nh, mac) = match e.route.via {
             Some(via) => (via, e.via_mac),
-            None => {
-                (dst, self.neighbors.get(&dst).copied().or_else(|| self.port_default_mac.get(port).copied().flatten()))
-            }
+            None => (
+                dst,
+                family.neighbors.get(&key).copied().or_else(|| self.port_default_mac.get(port).copied().flatten()),
+            ),
         };
         let mac = mac.ok_or(NextHopError::NoNeighbor { port, ip: nh })?;
         Ok(NextHop { port, mac })
@@ -120,6 +163,12 @@ pub enum NextHopError {
         port: usize,
         ip: IpAddr,
     },
+}
+
+impl Default for RouteTable {
+    fn default() -> Self {
+        RouteTable::new(Vec::new(), [], Vec::new())
+    }
 }
 
 #[cfg(test)]

@@ -55,16 +55,6 @@ impl MbAlgorithm {
 /// Largest burst one call takes.
 pub const MAX_BURST: usize = sys::ESPGW_IMB_MAX_BURST as usize;
 
-/// What happened to one packet of a burst.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MbStatus {
-    Ok,
-    /// Opening: the ICV did not verify.
-    AuthFailed,
-    /// Too short, not whole cipher blocks, or the library refused the job.
-    Error,
-}
-
 /// A thread's multi-buffer manager.
 struct Mgr(NonNull<std::ffi::c_void>);
 
@@ -154,9 +144,19 @@ impl MbKeys {
     /// Seal (`encrypt`) or open ESP packets in place, up to [`MAX_BURST`] per
     /// call (longer slices are done in chunks). Each buffer runs from the ESP
     /// header to the end of the ICV, IV and trailer in place. `seq_hi`: the
-    /// ESN high halves, one per buffer, or `None`.
-    pub fn burst(&self, encrypt: bool, bufs: &mut [&mut [u8]], seq_hi: Option<&[u32]>, status: &mut [MbStatus]) {
-        let n = bufs.len().min(status.len()).min(seq_hi.map_or(usize::MAX, |s| s.len()));
+    /// ESN high halves, one per buffer, or `None`. `results[i]` says what
+    /// happened to `bufs[i]` (written straight into the caller's slots: no
+    /// status array mapped again layer by layer).
+    pub fn burst(
+        &self,
+        encrypt: bool,
+        bufs: &mut [&mut [u8]],
+        seq_hi: Option<&[u32]>,
+        results: &mut [Result<(), CryptoError>],
+    ) {
+        let n = bufs.len().min(results.len()).min(seq_hi.map_or(usize::MAX, |s| s.len()));
+        // A refused buffer had the wrong shape.
+        let refused = if self.alg.is_aead() { CryptoError::TooShort } else { CryptoError::BadBlockLength };
         let (iv, icv) = self.alg.iv_icv();
         let block = if self.alg.is_aead() { 1 } else { 16 };
         let mut start = 0;
@@ -173,7 +173,7 @@ impl MbKeys {
                 let fits =
                     len >= 8 + iv + icv && len <= u32::MAX as usize && (len - 8 - iv - icv).is_multiple_of(block);
                 if !fits || (!self.alg.is_aead() && seq_hi.is_some() && len < 8 + iv + 12) {
-                    status[i] = MbStatus::Error;
+                    results[i] = Err(refused);
                     continue;
                 }
                 ptrs[k] = bufs[i].as_mut_ptr();
@@ -205,10 +205,10 @@ impl MbKeys {
                     true
                 });
                 for j in 0..k {
-                    status[idx[j]] = match (done, u32::from(st[j])) {
-                        (true, sys::ESPGW_IMB_OK) => MbStatus::Ok,
-                        (true, sys::ESPGW_IMB_AUTH_FAILED) => MbStatus::AuthFailed,
-                        _ => MbStatus::Error,
+                    results[idx[j]] = match (done, u32::from(st[j])) {
+                        (true, sys::ESPGW_IMB_OK) => Ok(()),
+                        (true, sys::ESPGW_IMB_AUTH_FAILED) => Err(CryptoError::AuthFailed),
+                        _ => Err(refused),
                     };
                 }
             }
@@ -269,29 +269,6 @@ struct MbTransform {
     iv_gen: Option<Box<aes::Aes128>>,
 }
 
-impl MbTransform {
-    fn run(&self, seal: bool, bufs: &mut [&mut [u8]], seq_hi: Option<&[u32]>, results: &mut [Result<(), CryptoError>]) {
-        let mut status = [MbStatus::Error; MAX_BURST];
-        let n = bufs.len().min(results.len());
-        let mut start = 0;
-        while start < n {
-            let end = (start + MAX_BURST).min(n);
-            let his = seq_hi.map(|h| &h[start..end]);
-            self.keys.burst(seal, &mut bufs[start..end], his, &mut status[..end - start]);
-            for (r, &st) in results[start..end].iter_mut().zip(&status) {
-                *r = match st {
-                    MbStatus::Ok => Ok(()),
-                    MbStatus::AuthFailed => Err(CryptoError::AuthFailed),
-                    // A refused buffer had the wrong shape.
-                    MbStatus::Error if self.keys.alg.is_aead() => Err(CryptoError::TooShort),
-                    MbStatus::Error => Err(CryptoError::BadBlockLength),
-                };
-            }
-            start = end;
-        }
-    }
-}
-
 impl EspTransform for MbTransform {
     fn make_iv(&self, seq: u64, iv: &mut [u8]) {
         match &self.iv_gen {
@@ -301,10 +278,10 @@ impl EspTransform for MbTransform {
     }
 
     fn seal_burst(&self, bufs: &mut [&mut [u8]], seq_hi: Option<&[u32]>, results: &mut [Result<(), CryptoError>]) {
-        self.run(true, bufs, seq_hi, results)
+        self.keys.burst(true, bufs, seq_hi, results)
     }
 
     fn open_burst(&self, bufs: &mut [&mut [u8]], seq_hi: Option<&[u32]>, results: &mut [Result<(), CryptoError>]) {
-        self.run(false, bufs, seq_hi, results)
+        self.keys.burst(false, bufs, seq_hi, results)
     }
 }

@@ -28,13 +28,48 @@ impl Sa {
     }
 
     /// Decapsulate a burst of this SA's packets. On success `pkts[i]` holds
-    /// the inner packet (tunnel) or the restored packet (transport).
+    /// the inner packet (tunnel) or the restored packet (transport). The
+    /// outer headers are parsed here; the pipeline, which parsed them at
+    /// ingress, calls [`Self::decap_burst_meta`] instead.
     pub fn decap_burst<B: PacketBuf>(&self, pkts: &mut [B], results: &mut [Result<Decapped, EspError>]) {
         let n = pkts.len().min(results.len());
         let mut start = 0;
         while start < n {
             let end = (start + BATCH).min(n);
-            start += self.decap_batch(&mut pkts[start..end], &mut results[start..end]);
+            let mut outers = [OuterRecord::default(); BATCH];
+            let mut bad: [Option<EspError>; BATCH] = [None; BATCH];
+            for (i, p) in pkts[start..end].iter().enumerate() {
+                match outer_record(p.data()) {
+                    Ok(o) => outers[i] = o,
+                    // The default record is refused before any crypto (not
+                    // ESP); the parse error replaces that verdict below.
+                    Err(e) => bad[i] = Some(e),
+                }
+            }
+            let taken = self.decap_batch(&mut pkts[start..end], &outers[..end - start], &mut results[start..end]);
+            for (r, b) in results[start..start + taken].iter_mut().zip(bad) {
+                if let Some(e) = b {
+                    *r = Err(e);
+                }
+            }
+            start += taken;
+        }
+    }
+
+    /// [`Self::decap_burst`] for packets whose outer headers ingress parsed
+    /// (`outers[i]` describes `pkts[i]`, trimmed to its IP length): the
+    /// outer header is not parsed again.
+    pub fn decap_burst_outer<B: PacketBuf>(
+        &self,
+        pkts: &mut [B],
+        outers: &[OuterRecord],
+        results: &mut [Result<Decapped, EspError>],
+    ) {
+        let n = pkts.len().min(results.len()).min(outers.len());
+        let mut start = 0;
+        while start < n {
+            let end = (start + BATCH).min(n);
+            start += self.decap_batch(&mut pkts[start..end], &outers[start..end], &mut results[start..end]);
         }
     }
 
@@ -42,14 +77,19 @@ impl Sa {
     /// verifies and decrypts them all, then trailers, window and lifetime.
     /// Returns how many packets it took (fewer than given when an ESN
     /// inference must wait for the window to move; never 0).
-    fn decap_batch<B: PacketBuf>(&self, pkts: &mut [B], results: &mut [Result<Decapped, EspError>]) -> usize {
+    fn decap_batch<B: PacketBuf>(
+        &self,
+        pkts: &mut [B],
+        outers: &[OuterRecord],
+        results: &mut [Result<Decapped, EspError>],
+    ) -> usize {
         let mut pre: [Option<DecapPre>; BATCH] = [None; BATCH];
         let top = self.replay.top();
         // The window's top with the batch's earlier packets counted as accepted.
         let mut provisional = top;
         let mut taken = 0;
-        for (i, p) in pkts.iter_mut().enumerate() {
-            let outer = match self.parse_outer(p) {
+        for (i, (p, o)) in pkts.iter_mut().zip(outers).enumerate() {
+            let outer = match self.parse_outer(p, o) {
                 Ok(o) => o,
                 Err(e) => {
                     results[i] = Err(e);
@@ -111,42 +151,19 @@ impl Sa {
         }
     }
 
-    /// The outer header: where ESP starts, SPI and the low sequence half.
+    /// The outer header, from its record: where ESP starts, SPI and the low
+    /// sequence half.
     #[inline]
-    fn parse_outer<B: PacketBuf>(&self, pkt: &mut B) -> Result<Outer, EspError> {
+    fn parse_outer<B: PacketBuf>(&self, pkt: &mut B, o: &OuterRecord) -> Result<Outer, EspError> {
         let a = self.algorithm;
         let (iv_len, icv_len) = (a.iv_len(), a.icv_len());
-        let (esp_off, total_len, nh_field, v4, outer_tos) = {
-            let d = pkt.data();
-            match ip::version(d) {
-                Some(4) => {
-                    let i = ip::parse_ipv4(d).ok_or(if d.len() < IPV4_HDR_LEN {
-                        EspError::Truncated
-                    } else {
-                        EspError::BadLength
-                    })?;
-                    if i.is_fragment() {
-                        return Err(EspError::Fragment);
-                    }
-                    self.check_proto(i.protocol)?;
-                    (i.header_len, i.total_len, 9, true, i.tos)
-                }
-                Some(6) => {
-                    let i = ip::parse_ipv6(d).ok_or(if d.len() < IPV6_HDR_LEN {
-                        EspError::Truncated
-                    } else {
-                        EspError::BadLength
-                    })?;
-                    if i.fragment {
-                        return Err(EspError::Fragment);
-                    }
-                    self.check_proto(i.l4_proto)?;
-                    (i.l4_offset, i.total_len, i.nh_field, false, i.traffic_class)
-                }
-                _ => return Err(EspError::Truncated),
-            }
-        };
-        pkt.trim(pkt.len() - total_len).map_err(|_| EspError::BadLength)?;
+        if o.fragment {
+            return Err(EspError::Fragment);
+        }
+        self.check_proto(o.proto)?;
+        let (esp_off, total_len, nh_field, v4, outer_tos) =
+            (usize::from(o.l4_off), usize::from(o.total_len), usize::from(o.nh_field), !o.v6, o.tos);
+        pkt.trim(pkt.len().checked_sub(total_len).ok_or(EspError::BadLength)?).map_err(|_| EspError::BadLength)?;
         // ESP in UDP: the UDP header must describe the rest of the packet and
         // arrive on the SA's port.
         let udp = natt::encap_len(self.encap);
@@ -168,7 +185,8 @@ impl Sa {
         if esp_len < ESP_HDR_LEN + iv_len + min_ct + icv_len {
             return Err(EspError::Truncated);
         }
-        let e = &pkt.data()[esp_off..];
+        // One bounds check for SPI and sequence number (the length was checked above).
+        let e: &[u8; 8] = pkt.data().get(esp_off..).and_then(|e| e.first_chunk()).ok_or(EspError::Truncated)?;
         let spi = u32::from_be_bytes([e[0], e[1], e[2], e[3]]);
         if spi != self.spi {
             return Err(EspError::WrongSpi);
@@ -292,6 +310,47 @@ impl Sa {
         (out.seq, out.next_header, out.payload_len) = (seq, next_header, payload_len);
         Ok(())
     }
+}
+
+/// What decapsulation needs of an ESP packet's outer IP header, taken from
+/// the record ingress made ([`OuterRecord::of`]): 10 bytes that an inbound
+/// SA group collects per packet instead of the whole 64-byte record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct OuterRecord {
+    /// Where the header after IP starts (ESP, or UDP for NAT-T).
+    l4_off: u16,
+    total_len: u16,
+    nh_field: u16,
+    proto: u8,
+    tos: u8,
+    v6: bool,
+    fragment: bool,
+}
+
+impl OuterRecord {
+    #[inline]
+    pub fn of(m: &Meta) -> OuterRecord {
+        OuterRecord {
+            l4_off: m.l4_off,
+            total_len: m.total_len,
+            nh_field: m.nh_field,
+            proto: m.key.proto,
+            tos: m.tos,
+            v6: m.is_v6(),
+            fragment: m.is_fragment(),
+        }
+    }
+}
+
+/// The outer header's record for [`Sa::decap_burst`] (no checksum check:
+/// that is ingress's), with its failures as ESP errors.
+fn outer_record(d: &[u8]) -> Result<OuterRecord, EspError> {
+    Meta::parse(d, HwChecksum::Good).map(|m| OuterRecord::of(&m)).map_err(|r| match (r, ip::version(d)) {
+        (DropReason::BadFragment, _) => EspError::Fragment,
+        (_, Some(4)) if d.len() >= IPV4_HDR_LEN => EspError::BadLength,
+        (_, Some(6)) if d.len() >= IPV6_HDR_LEN => EspError::BadLength,
+        _ => EspError::Truncated,
+    })
 }
 
 /// The outer header of an ESP packet.

@@ -36,7 +36,7 @@ use zeroize::Zeroizing;
 
 use crate::crypto::{Algorithm, Backend, CryptoError, Transform, ESP_HDR_LEN};
 use crate::packet::ip::{IPV4_HDR_LEN, IPV6_HDR_LEN};
-pub use decap::Decapped;
+pub use decap::{Decapped, OuterRecord};
 pub use lifetime::{Lifetime, TimeState, Usage};
 pub use natt::UdpEncap;
 pub use pmtu::{PathMtu, PmtuUpdate};

@@ -12,7 +12,7 @@ use arrayvec::ArrayVec;
 use super::host::HostKind;
 use super::{addr_of, BurstCtx, NatMapping, Origin, Pipeline, Pkt, TxSink, BURST, MAX_GROUPS};
 use crate::esp::natt::{self, NattKind};
-use crate::esp::{Decapped, EspError, Mode, PmtuUpdate};
+use crate::esp::{Decapped, EspError, Mode, OuterRecord, PmtuUpdate};
 use crate::mtu::{self, BufAlloc, Freed, ReasmOutcome};
 use crate::packet::ip::proto;
 use crate::packet::{HwChecksum, Meta, PacketBuf};
@@ -20,10 +20,12 @@ use crate::policy::{Action, InboundSa, SaEntry, Snapshot};
 use crate::stats::{DropReason, Event};
 use crate::wire::EspHeader;
 
-/// One inbound SA's packets of a burst.
+/// One inbound SA's packets of a burst, with what ESP needs of their outer
+/// headers (from the ingress record: the outer header is not parsed again).
 struct InGroup<'s, B> {
     isa: &'s InboundSa,
     bufs: ArrayVec<B, BURST>,
+    outers: ArrayVec<OuterRecord, BURST>,
 }
 
 /// Where an ESP-in-UDP packet of the burst came from (the outer source and
@@ -113,7 +115,7 @@ impl<B: PacketBuf> Pipeline<B> {
                             let mut g = groups.swap_remove(0);
                             self.decrypt_group(&mut g, &mut udp_arrivals, cx);
                         }
-                        groups.push(InGroup { isa, bufs: ArrayVec::new() });
+                        groups.push(InGroup { isa, bufs: ArrayVec::new(), outers: ArrayVec::new() });
                         groups.len() - 1
                     }
                 };
@@ -123,6 +125,7 @@ impl<B: PacketBuf> Pipeline<B> {
                     udp_arrivals.push(Arrival { sa: sa_key(isa), pos, v6, src, sport });
                 }
                 g.bufs.push(buf);
+                g.outers.push(OuterRecord::of(&meta));
                 continue;
             }
             if matches!(k.proto, proto::ICMP | proto::ICMPV6) {
@@ -211,7 +214,8 @@ impl<B: PacketBuf> Pipeline<B> {
         let sa = &isa.entry.sa;
         let mut results: [Result<Decapped, EspError>; BURST] = [Err(EspError::Truncated); BURST];
         let n = g.bufs.len();
-        sa.decap_burst(&mut g.bufs, &mut results[..n]);
+        sa.decap_burst_outer(&mut g.bufs, &g.outers, &mut results[..n]);
+        g.outers.clear();
         let mut decrypted = 0;
         // By reference: zipping the results array by value would copy all of it.
         for (i, (buf, r)) in g.bufs.drain(..).zip(results.iter_mut()).enumerate() {

@@ -210,6 +210,10 @@ pub struct Pipeline<B: PacketBuf> {
     solicit_limit: RequestLimiter,
     /// Packets for the outbound policy after this burst.
     deferred: ArrayVec<Pkt<B>, { 2 * BURST }>,
+    /// The cleartext burst's arrays, kept between bursts: making them anew
+    /// wrote 2 KiB of default records per burst that ingress overwrites
+    /// anyway (each slot is written whole before it is pushed).
+    spare: Option<Box<Burst<B>>>,
 }
 
 impl<B: PacketBuf> Pipeline<B> {
@@ -240,6 +244,7 @@ impl<B: PacketBuf> Pipeline<B> {
             ike: None,
             solicit_limit: RequestLimiter::new(256, 1000),
             deferred: ArrayVec::new(),
+            spare: Some(Box::new(Burst::new())),
             ports,
         }
     }
@@ -309,7 +314,7 @@ impl<B: PacketBuf> Pipeline<B> {
     {
         match self.ports[in_port].role {
             PortRole::Cleartext => {
-                let mut pkts: Burst<B> = Burst::new();
+                let mut pkts = self.spare.take().unwrap_or_else(|| Box::new(Burst::new()));
                 for b in burst {
                     self.ingress_into(in_port, b, &mut pkts, cx);
                     if pkts.is_full() {
@@ -317,6 +322,7 @@ impl<B: PacketBuf> Pipeline<B> {
                     }
                 }
                 self.outbound(&mut pkts, snap, cx);
+                self.spare = Some(pkts);
             }
             PortRole::Protected => self.inbound(in_port, burst, snap, cx),
             PortRole::Host => self.kernel_burst(in_port, burst, snap, cx),

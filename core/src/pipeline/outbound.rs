@@ -52,6 +52,9 @@ impl<B: PacketBuf> Pipeline<B> {
         S: TxSink<B>,
     {
         let mut groups: ArrayVec<Group<'s, B>, MAX_GROUPS> = ArrayVec::new();
+        // Counted for the burst, added once (each add is a load and a store
+        // to the worker's counters).
+        let mut passed = 0;
         let Burst { bufs, metas, origins } = pkts;
         for (i, buf) in bufs.drain(..).enumerate() {
             let (meta, origin) = (&mut metas[i], origins[i]);
@@ -69,7 +72,7 @@ impl<B: PacketBuf> Pipeline<B> {
             let verdict = snap.outbound(&meta.key);
             if origin == Origin::Host && matches!(verdict, Verdict::Drop { eroute: None }) {
                 // The gateway's own traffic that no eroute covers leaves in clear.
-                cx.stats.event(Event::Passed, 1);
+                passed += 1;
                 self.forward_clear(buf, meta, origin, Some(PassPermit::bypass()), cx);
                 continue;
             }
@@ -103,7 +106,7 @@ impl<B: PacketBuf> Pipeline<B> {
                     g.origins.push(origin);
                 }
                 Verdict::Pass { .. } => {
-                    cx.stats.event(Event::Passed, 1);
+                    passed += 1;
                     self.forward_clear(buf, meta, origin, PassPermit::of(&verdict), cx);
                 }
                 Verdict::Drop { .. } => cx.stats.drop_one(DropReason::PolicyDrop),
@@ -115,6 +118,7 @@ impl<B: PacketBuf> Pipeline<B> {
                 }
             }
         }
+        cx.stats.event(Event::Passed, passed);
         for g in groups.iter_mut() {
             self.encrypt_group(g, cx);
         }

@@ -309,8 +309,16 @@ impl Transform {
     /// all GCM needs). CBC: AES under a random per-SA key of the sequence
     /// number — unique and unpredictable to anyone without that key, as
     /// RFC 3602 requires, with no random-number call per packet.
+    /// The AEAD rule is applied here, for every backend (one place decides
+    /// nonce uniqueness, and the hot path makes no backend call for it).
     #[inline]
     pub fn make_iv(&self, seq: u64, iv: &mut [u8]) {
+        if self.algorithm.is_aead() {
+            if let Some(iv) = iv.first_chunk_mut::<8>() {
+                *iv = seq.to_be_bytes();
+            }
+            return;
+        }
         match &self.imp {
             Imp::Builtin(b) => b.make_iv(seq, iv),
             Imp::External(x) => x.make_iv(seq, iv),

@@ -119,9 +119,14 @@ impl Sa {
                 match c {
                     Err(e) => results[i] = Err((*e).into()),
                     Ok(()) => {
-                        // The record is written into its slot (no temporary
-                        // to copy: the copy stalled on store forwarding).
-                        results[i] = Ok(Decapped::default());
+                        // The record is written into its slot. A slot that is
+                        // already `Ok` (the pipeline passes such) is reused as
+                        // it is: building a default record on the stack and
+                        // copying it in stalled on store forwarding (12 % of
+                        // the inbound group's cycles in perf).
+                        if results[i].is_err() {
+                            results[i] = Ok(Decapped::default());
+                        }
                         if let Ok(slot) = &mut results[i] {
                             if let Err(e) = self.decap_post(&mut pkts[i], x, slot) {
                                 results[i] = Err(e);

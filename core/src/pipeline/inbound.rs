@@ -61,6 +61,9 @@ impl<B: PacketBuf> Pipeline<B> {
         let mut groups: ArrayVec<InGroup<'s, B>, MAX_GROUPS> = ArrayVec::new();
         let mut udp_arrivals: ArrayVec<Arrival, BURST> = ArrayVec::new();
         let mut meta = Meta::default();
+        // The last SPI looked up in this burst and what it found: a burst is
+        // mostly one SA's packets, and the snapshot does not change within it.
+        let mut last_sa: Option<((u32, bool, u128), &'s InboundSa)> = None;
         for buf in burst {
             let Some((mut buf, origin)) = self.ingress_meta(in_port, buf, &mut meta, cx) else { continue };
             if meta.is_fragment() {
@@ -104,10 +107,15 @@ impl<B: PacketBuf> Pipeline<B> {
                 None
             };
             if let Some(spi) = spi {
-                let Some(isa) = snap.inbound_sa(spi, addr_of(k.v6, k.dst)) else {
+                let found = match last_sa {
+                    Some((key, isa)) if key == (spi, k.v6, k.dst) => Some(isa),
+                    _ => snap.inbound_sa(spi, addr_of(k.v6, k.dst)),
+                };
+                let Some(isa) = found else {
                     cx.stats.drop_one(DropReason::NoSa);
                     continue;
                 };
+                last_sa = Some(((spi, k.v6, k.dst), isa));
                 let gi = match groups.iter().position(|g| Arc::ptr_eq(&g.isa.entry, &isa.entry)) {
                     Some(i) => i,
                     None => {
@@ -212,7 +220,8 @@ impl<B: PacketBuf> Pipeline<B> {
     {
         let isa = g.isa;
         let sa = &isa.entry.sa;
-        let mut results: [Result<Decapped, EspError>; BURST] = [Err(EspError::Truncated); BURST];
+        // `Ok` slots: decapsulation writes each record into its slot in place.
+        let mut results: [Result<Decapped, EspError>; BURST] = [Ok(Decapped::default()); BURST];
         let n = g.bufs.len();
         sa.decap_burst_outer(&mut g.bufs, &g.outers, &mut results[..n]);
         g.outers.clear();

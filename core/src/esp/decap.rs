@@ -30,7 +30,7 @@ impl Sa {
     /// Decapsulate a burst of this SA's packets. On success `pkts[i]` holds
     /// the inner packet (tunnel) or the restored packet (transport). The
     /// outer headers are parsed here; the pipeline, which parsed them at
-    /// ingress, calls [`Self::decap_burst_meta`] instead.
+    /// ingress, calls [`Self::decap_burst_outer`] instead.
     pub fn decap_burst<B: PacketBuf>(&self, pkts: &mut [B], results: &mut [Result<Decapped, EspError>]) {
         let n = pkts.len().min(results.len());
         let mut start = 0;

@@ -208,16 +208,17 @@ impl<B: PacketBuf> Pipeline<B> {
         g.metas.clear();
         g.origins.clear();
         let mut encrypted = 0;
-        for ((buf, fate), r) in g.bufs.drain(..).zip(fates).zip(results) {
-            let Fate::Encrypt(nh, limit, outer_v6) = fate else { continue };
+        // Fates and results by reference: zipping the arrays by value copies them whole.
+        for ((buf, fate), r) in g.bufs.drain(..).zip(&fates).zip(&results) {
+            let Fate::Encrypt(nh, limit, outer_v6) = *fate else { continue };
             match r {
                 Ok(()) => {
                     encrypted += 1;
                     self.send_esp(buf, outer_v6, nh, limit, cx)
                 }
                 Err(e) => {
-                    cx.stats.drop_one(DropReason::from(e));
-                    sa.drops().count(e);
+                    cx.stats.drop_one(DropReason::from(*e));
+                    sa.drops().count(*e);
                 }
             }
         }

@@ -221,10 +221,16 @@ pub fn check_auth(state: &ControlState<'_>, req: &ApiRequest) -> Option<ApiRespo
         None => {
             Some(challenge(ApiResponse::error(401, "this API needs a bearer token (Authorization: Bearer ...)", None)))
         }
-        Some(h) => match h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")) {
-            None => Some(challenge(ApiResponse::error(401, "only bearer tokens are accepted", None))),
-            Some(t) if constant_time_eq(t.trim().as_bytes(), token.as_bytes()) => None,
-            Some(_) => Some(ApiResponse::error(403, "the bearer token is not valid", None)),
+        // RFC 6750 §2.1: "Bearer" 1*SP token; the scheme is case-blind (RFC 7235 §2.1).
+        Some(h) => match h.split_once(' ') {
+            Some((scheme, t)) if scheme.eq_ignore_ascii_case("bearer") => {
+                if constant_time_eq(t.trim().as_bytes(), token.as_bytes()) {
+                    None
+                } else {
+                    Some(ApiResponse::error(403, "the bearer token is not valid", None))
+                }
+            }
+            _ => Some(challenge(ApiResponse::error(401, "only bearer tokens are accepted", None))),
         },
     }
 }

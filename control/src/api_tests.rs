@@ -265,6 +265,14 @@ fn a_token_guards_every_endpoint() {
     }
     let (s, v) = call_raw(&st, "GET", "/api/v1/health", None, Some(&format!("Bearer {token}")), None);
     assert_eq!((s, v["status"].as_str()), (200, Some("starting")));
+    // RFC 6750 §2.1 / RFC 7235 §2.1: one or more spaces, a case-blind scheme
+    // (the API fuzzer sent two spaces; its oracle had only known one).
+    for h in [format!("Bearer  {token}"), format!("bearer {token}"), format!("BEARER {token}")] {
+        assert_eq!(call_raw(&st, "GET", "/api/v1/health", None, Some(&h), None).0, 200, "{h}");
+    }
+    for (h, want) in [(format!("Bearer{token}"), 401), (format!("Bearer {token}x"), 403), ("Bearer".into(), 401)] {
+        assert_eq!(call_raw(&st, "GET", "/api/v1/health", None, Some(&h), None).0, want, "{h}");
+    }
     let r = handle(&st, &ApiRequest { method: "GET".into(), path: "/api/v1/sas".into(), ..Default::default() });
     assert!(r.headers.iter().any(|(k, v)| *k == "WWW-Authenticate" && v.starts_with("Bearer")));
     // Over the control socket the file permissions decided: no token.

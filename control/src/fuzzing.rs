@@ -222,7 +222,11 @@ pub fn check_answer(state: &ControlState<'_>, req: &ApiRequest, held: &[String])
     if !matches!(r.status, 200 | 201 | 204 | 400 | 401 | 403 | 404 | 405 | 409 | 413 | 415 | 422 | 429 | 503) {
         return Err(format!("unexpected status: {what}"));
     }
-    let authorised = req.via_socket || req.authorization.as_deref() == Some(&format!("Bearer {TOKEN}"));
+    // RFC 6750 §2.1 credentials: a case-blind "Bearer", one or more spaces, the token.
+    let authorised = req.via_socket
+        || req.authorization.as_deref().and_then(|h| h.trim().split_once(' ')).is_some_and(|(scheme, t)| {
+            scheme.eq_ignore_ascii_case("bearer") && t.trim_start_matches(' ').trim_end() == TOKEN
+        });
     if changed && (!authorised || r.status >= 400 || matches!(req.method.as_str(), "GET" | "HEAD")) {
         return Err(format!("state changed by a request that may not change it: {what}"));
     }

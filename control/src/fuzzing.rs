@@ -77,14 +77,20 @@ pub fn gateway() -> ControlState<'static> {
 /// echoed. (A run that also appears in, say, a port name may rightly be
 /// quoted as that name.)
 fn keys_in(text: &str) -> Vec<String> {
-    // The text without the key values themselves.
+    let elsewhere = outside_key_values(text);
+    let mut keys = hex_runs_on_key_lines(text);
+    keys.retain(|k| !elsewhere.contains(&k.to_ascii_lowercase()));
+    keys
+}
+
+/// The text (lowercased) without the values of its key fields: what a
+/// client sent as something else than a key.
+fn outside_key_values(text: &str) -> String {
     let mut elsewhere = text.to_ascii_lowercase();
     for v in text.lines().filter_map(key_value) {
         elsewhere = elsewhere.replacen(&v.to_ascii_lowercase(), "", 1);
     }
-    let mut keys = hex_runs_on_key_lines(text);
-    keys.retain(|k| !elsewhere.contains(&k.to_ascii_lowercase()));
-    keys
+    elsewhere
 }
 
 /// The value part of a line that sets a key (`enc_key = ...`,
@@ -231,14 +237,16 @@ pub fn check_answer(state: &ControlState<'_>, req: &ApiRequest, held: &[String])
         return Err(format!("state changed by a request that may not change it: {what}"));
     }
     // The keys held and this request's own, unless the client put the key
-    // in the path, query or a header itself (a 404 quotes the path it was
-    // given, a 415 the content type).
+    // in the path, query, a header or a body field that is not a key itself
+    // (a 404 quotes the path it was given, a 415 the content type, a 400 the
+    // bad value of a field).
     let target = format!(
-        "{}?{} {} {}",
+        "{}?{} {} {} {}",
         req.path,
         req.query,
         req.content_type.as_deref().unwrap_or_default(),
-        req.authorization.as_deref().unwrap_or_default()
+        req.authorization.as_deref().unwrap_or_default(),
+        outside_key_values(&String::from_utf8_lossy(&req.body)),
     )
     .to_ascii_lowercase();
     let lower = r.body.to_ascii_lowercase();

@@ -271,9 +271,9 @@ struct MbTransform {
 
 impl EspTransform for MbTransform {
     fn make_iv(&self, seq: u64, iv: &mut [u8]) {
-        match &self.iv_gen {
-            None => iv[..8].copy_from_slice(&seq.to_be_bytes()),
-            Some(g) => cbc_iv(g, seq, iv),
+        // CBC only: AEAD IVs are written by the core's Transform.
+        if let Some(g) = &self.iv_gen {
+            cbc_iv(g, seq, iv);
         }
     }
 

@@ -113,18 +113,17 @@ impl Builtin {
         }
     }
 
-    /// See [`super::Transform::make_iv`].
+    /// The CBC IV ([`super::Transform::make_iv`] writes AEAD IVs itself).
     #[inline]
     pub fn make_iv(&self, seq: u64, iv: &mut [u8]) {
         match self {
-            // GCM and ChaCha20-Poly1305 need a unique IV per key (RFC 4106
-            // §3.1, RFC 7634 §2): the sequence number is one.
+            Builtin::Cbc128 { iv_gen, .. } | Builtin::Cbc256 { iv_gen, .. } => cbc_iv(iv_gen, seq, iv),
+            // AEAD IVs are the sequence number, written by the Transform; NULL has none.
             Builtin::AeadRing { .. }
             | Builtin::Gcm128Rc { .. }
             | Builtin::Gcm256Rc { .. }
-            | Builtin::ChachaRc { .. } => iv[..8].copy_from_slice(&seq.to_be_bytes()),
-            Builtin::Cbc128 { iv_gen, .. } | Builtin::Cbc256 { iv_gen, .. } => cbc_iv(iv_gen, seq, iv),
-            Builtin::Null { .. } => {}
+            | Builtin::ChachaRc { .. }
+            | Builtin::Null { .. } => {}
         }
     }
 

@@ -185,8 +185,9 @@ pub enum CryptoError {
 /// worker, so it is `Send + Sync` and keeps per-thread state (a multi-buffer
 /// manager) itself.
 pub trait EspTransform: Send + Sync {
-    /// The IV for sequence number `seq` (GCM: the number; CBC: unique and
-    /// unpredictable).
+    /// The IV of a CBC packet with sequence number `seq` (unique and
+    /// unpredictable). AEAD IVs never come here: [`Transform::make_iv`]
+    /// writes the sequence number itself.
     fn make_iv(&self, seq: u64, iv: &mut [u8]);
     /// Seal `bufs[i]` (ESP header to end of ICV space, as for
     /// [`Transform::seal`]); `seq_hi` one per buffer with ESN.
@@ -305,12 +306,13 @@ impl Transform {
 
     /// The IV for the packet with 64-bit sequence number `seq`.
     ///
-    /// GCM: the sequence number itself (RFC 4106 §3: unique per key, which is
-    /// all GCM needs). CBC: AES under a random per-SA key of the sequence
-    /// number — unique and unpredictable to anyone without that key, as
-    /// RFC 3602 requires, with no random-number call per packet.
-    /// The AEAD rule is applied here, for every backend (one place decides
-    /// nonce uniqueness, and the hot path makes no backend call for it).
+    /// AEAD (GCM, ChaCha20-Poly1305): the sequence number itself (RFC 4106
+    /// §3, RFC 7634 §2: unique per key, which is all they need), written
+    /// here for every backend, so that one place decides nonce uniqueness and
+    /// the hot path makes no backend call for it. CBC: the backend's AES
+    /// under a random per-SA key of the sequence number — unique and
+    /// unpredictable to anyone without that key, as RFC 3602 requires, with
+    /// no random-number call per packet.
     #[inline]
     pub fn make_iv(&self, seq: u64, iv: &mut [u8]) {
         if self.algorithm.is_aead() {

@@ -36,23 +36,11 @@ impl Sa {
         let mut start = 0;
         while start < n {
             let end = (start + BATCH).min(n);
-            let mut outers = [OuterRecord::default(); BATCH];
-            let mut bad: [Option<EspError>; BATCH] = [None; BATCH];
-            for (i, p) in pkts[start..end].iter().enumerate() {
-                match outer_record(p.data()) {
-                    Ok(o) => outers[i] = o,
-                    // The default record is refused before any crypto (not
-                    // ESP); the parse error replaces that verdict below.
-                    Err(e) => bad[i] = Some(e),
-                }
+            let mut outers = [Ok(OuterRecord::default()); BATCH];
+            for (o, p) in outers.iter_mut().zip(&pkts[start..end]) {
+                *o = outer_record(p.data());
             }
-            let taken = self.decap_batch(&mut pkts[start..end], &outers[..end - start], &mut results[start..end]);
-            for (r, b) in results[start..start + taken].iter_mut().zip(bad) {
-                if let Some(e) = b {
-                    *r = Err(e);
-                }
-            }
-            start += taken;
+            start += self.decap_batch(&mut pkts[start..end], &outers[..end - start], &mut results[start..end]);
         }
     }
 
@@ -77,10 +65,12 @@ impl Sa {
     /// verifies and decrypts them all, then trailers, window and lifetime.
     /// Returns how many packets it took (fewer than given when an ESN
     /// inference must wait for the window to move; never 0).
-    fn decap_batch<B: PacketBuf>(
+    /// `outers[i]` is `pkts[i]`'s outer record (ingress's) or, for
+    /// [`Self::decap_burst`], the reason it has none.
+    fn decap_batch<B: PacketBuf, O: OuterOf>(
         &self,
         pkts: &mut [B],
-        outers: &[OuterRecord],
+        outers: &[O],
         results: &mut [Result<Decapped, EspError>],
     ) -> usize {
         let mut pre: [Option<DecapPre>; BATCH] = [None; BATCH];
@@ -89,7 +79,7 @@ impl Sa {
         let mut provisional = top;
         let mut taken = 0;
         for (i, (p, o)) in pkts.iter_mut().zip(outers).enumerate() {
-            let outer = match self.parse_outer(p, o) {
+            let outer = match o.outer().and_then(|o| self.parse_outer(p, o)) {
                 Ok(o) => o,
                 Err(e) => {
                     results[i] = Err(e);
@@ -344,6 +334,25 @@ impl OuterRecord {
             v6: m.is_v6(),
             fragment: m.is_fragment(),
         }
+    }
+}
+
+/// An outer record, or why a packet has none: what [`Sa::decap_batch`]
+/// reads per packet (the pipeline's records are always there).
+trait OuterOf {
+    fn outer(&self) -> Result<&OuterRecord, EspError>;
+}
+
+impl OuterOf for OuterRecord {
+    #[inline(always)]
+    fn outer(&self) -> Result<&OuterRecord, EspError> {
+        Ok(self)
+    }
+}
+
+impl OuterOf for Result<OuterRecord, EspError> {
+    fn outer(&self) -> Result<&OuterRecord, EspError> {
+        self.as_ref().map_err(|e| *e)
     }
 }
 

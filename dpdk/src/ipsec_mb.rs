@@ -204,12 +204,20 @@ impl MbKeys {
                     };
                     true
                 });
-                for j in 0..k {
-                    results[idx[j]] = match (done, u32::from(st[j])) {
-                        (true, sys::ESPGW_IMB_OK) => Ok(()),
-                        (true, sys::ESPGW_IMB_AUTH_FAILED) => Err(CryptoError::AuthFailed),
-                        _ => Err(refused),
-                    };
+                let verdict = |s: u8| match (done, u32::from(s)) {
+                    (true, sys::ESPGW_IMB_OK) => Ok(()),
+                    (true, sys::ESPGW_IMB_AUTH_FAILED) => Err(CryptoError::AuthFailed),
+                    _ => Err(refused),
+                };
+                if k == end - start {
+                    // Nothing refused (the common case): the statuses are the slots' in order.
+                    for (r, &s) in results[start..end].iter_mut().zip(&st[..k]) {
+                        *r = verdict(s);
+                    }
+                } else {
+                    for j in 0..k {
+                        results[idx[j]] = verdict(st[j]);
+                    }
                 }
             }
             start = end;

@@ -12,6 +12,8 @@
 //! (authenticated) window. Forged packets cannot steer the inference of
 //! genuine ones; at worst they split a batch.
 
+use arrayvec::ArrayVec;
+
 use super::replay::{infer_esn_high, ReplayError};
 use super::{natt, EspError, Mode, Sa, BATCH};
 use crate::crypto::ESP_HDR_LEN;
@@ -73,12 +75,16 @@ impl Sa {
         outers: &[O],
         results: &mut [Result<Decapped, EspError>],
     ) -> usize {
-        let mut pre: [Option<DecapPre>; BATCH] = [None; BATCH];
+        // The packets that passed the checks: their index and record, and
+        // their slices for the crypto call, collected in the same pass.
+        let mut pres: ArrayVec<(u8, DecapPre), BATCH> = ArrayVec::new();
+        let mut bufs: [&mut [u8]; BATCH] = std::array::from_fn(|_| &mut [][..]);
+        let mut his = [0u32; BATCH];
         let top = self.replay.top();
         // The window's top with the batch's earlier packets counted as accepted.
         let mut provisional = top;
         let mut taken = 0;
-        for (i, (p, o)) in pkts.iter_mut().zip(outers).enumerate() {
+        for (i, (p, o)) in pkts.iter_mut().zip(outers).enumerate().take(BATCH) {
             let outer = match o.outer().and_then(|o| self.parse_outer(p, o)) {
                 Ok(o) => o,
                 Err(e) => {
@@ -96,31 +102,33 @@ impl Sa {
             match self.decap_check(outer, top) {
                 Ok(x) => {
                     provisional = provisional.max(x.seq);
-                    pre[i] = Some(x);
+                    let k = pres.len();
+                    bufs[k] = p.data_mut().get_mut(x.esp_off..).unwrap_or_default();
+                    his[k] = x.seq_hi;
+                    pres.push((i as u8, x));
                 }
                 Err(e) => results[i] = Err(e),
             }
         }
-        let pkts = &mut pkts[..taken];
-        let prep = std::array::from_fn(|i| pre[i].map(|x| (x.esp_off, x.seq_hi)));
-        let crypt = self.crypt_batch(false, pkts, &prep);
-        for (i, c) in crypt.iter().enumerate().take(taken) {
-            if let (Some(c), Some(x)) = (c, &pre[i]) {
-                match c {
-                    Err(e) => results[i] = Err((*e).into()),
-                    Ok(()) => {
-                        // The record is written into its slot. A slot that is
-                        // already `Ok` (the pipeline passes such) is reused as
-                        // it is: building a default record on the stack and
-                        // copying it in stalled on store forwarding (12 % of
-                        // the inbound group's cycles in perf).
-                        if results[i].is_err() {
-                            results[i] = Ok(Decapped::default());
-                        }
-                        if let Ok(slot) = &mut results[i] {
-                            if let Err(e) = self.decap_post(&mut pkts[i], x, slot) {
-                                results[i] = Err(e);
-                            }
+        let k = pres.len();
+        let mut res = [Ok(()); BATCH];
+        self.transform.open_burst(&mut bufs[..k], self.esn.then_some(&his[..k]), &mut res[..k]);
+        for ((i, x), c) in pres.iter().zip(&res[..k]) {
+            let i = usize::from(*i);
+            match c {
+                Err(e) => results[i] = Err((*e).into()),
+                Ok(()) => {
+                    // The record is written into its slot. A slot that is
+                    // already `Ok` (the pipeline passes such) is reused as
+                    // it is: building a default record on the stack and
+                    // copying it in stalled on store forwarding (12 % of
+                    // the inbound group's cycles in perf).
+                    if results[i].is_err() {
+                        results[i] = Ok(Decapped::default());
+                    }
+                    if let Ok(slot) = &mut results[i] {
+                        if let Err(e) = self.decap_post(&mut pkts[i], x, slot) {
+                            results[i] = Err(e);
                         }
                     }
                 }

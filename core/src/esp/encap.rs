@@ -3,7 +3,7 @@
 //! batch (multi-buffer backends interleave the packets).
 
 use super::{natt, pad_len, seq::SeqError, DfPolicy, EspError, Mode, Outer, Sa, BATCH};
-use crate::crypto::{CryptoError, ESP_HDR_LEN};
+use crate::crypto::ESP_HDR_LEN;
 use crate::packet::ip::{self, proto, IPV4_HDR_LEN, IPV6_HDR_LEN};
 use crate::packet::{Meta, PacketBuf};
 use crate::wire::Ipv6Repr;
@@ -107,7 +107,10 @@ impl Sa {
     }
 
     /// Up to [`BATCH`] packets with sequence numbers `first..`: headers and
-    /// trailers one by one, then one call that seals them all.
+    /// trailers one by one, each packet's sealing slice collected in the
+    /// same pass, then one call that seals them all. When every packet was
+    /// prepared (the common case) the transform's results are the packets'
+    /// in order; otherwise `idx` maps them back.
     fn encap_batch<B: PacketBuf>(
         &self,
         pkts: &mut [B],
@@ -115,27 +118,41 @@ impl Sa {
         first: u64,
         results: &mut [Result<(), EspError>],
     ) {
-        let mut prep: [Option<(usize, u32)>; BATCH] = [None; BATCH];
-        for (i, (p, m)) in pkts.iter_mut().zip(metas).enumerate() {
+        let mut bufs: [&mut [u8]; BATCH] = std::array::from_fn(|_| &mut [][..]);
+        let mut his = [0u32; BATCH];
+        let mut idx = [0u8; BATCH];
+        let mut offs = [0u16; BATCH];
+        let mut k = 0;
+        for (i, (p, m)) in pkts.iter_mut().zip(metas).enumerate().take(BATCH) {
             let seq = first + i as u64;
             match self.encap_prepare(p, seq, m) {
-                Ok(off) => prep[i] = Some((off, (seq >> 32) as u32)),
+                Ok(off) => {
+                    bufs[k] = p.data_mut().get_mut(off..).unwrap_or_default();
+                    his[k] = (seq >> 32) as u32;
+                    idx[k] = i as u8;
+                    offs[k] = off as u16;
+                    k += 1;
+                }
                 Err(e) => results[i] = Err(e),
             }
         }
-        let crypt = self.crypt_batch(true, pkts, &prep);
-        for (i, c) in crypt.iter().enumerate().take(pkts.len()) {
-            if let Some(c) = c {
-                results[i] = c.map_err(EspError::from);
+        let mut res = [Ok(()); BATCH];
+        self.transform.seal_burst(&mut bufs[..k], self.esn.then_some(&his[..k]), &mut res[..k]);
+        if k == pkts.len().min(BATCH) {
+            for (r, c) in results.iter_mut().zip(&res[..k]) {
+                *r = c.map_err(EspError::from);
+            }
+        } else {
+            for (&i, c) in idx[..k].iter().zip(&res[..k]) {
+                results[usize::from(i)] = c.map_err(EspError::from);
             }
         }
         // ESP in UDP over IPv6: the checksum covers the sealed payload.
         if self.encap.is_some() {
-            for (i, p) in pkts.iter_mut().enumerate() {
-                if let (Some((esp_off, _)), Ok(())) = (prep[i], results[i]) {
-                    if ip::version(p.data()) == Some(6) {
-                        natt::set_udp_checksum_v6(p.data_mut(), esp_off - natt::UDP_HDR_LEN);
-                    }
+            for j in 0..k {
+                let (i, esp_off) = (usize::from(idx[j]), usize::from(offs[j]));
+                if results[i].is_ok() && ip::version(pkts[i].data()) == Some(6) {
+                    natt::set_udp_checksum_v6(pkts[i].data_mut(), esp_off - natt::UDP_HDR_LEN);
                 }
             }
         }
@@ -252,41 +269,6 @@ impl Sa {
         esp[t + pad] = pad as u8;
         esp[t + pad + 1] = next_header;
         Ok(())
-    }
-
-    /// One transform call over the packets of a batch that are ready for
-    /// crypto: `prep[i]` is `(ESP header offset, ESN high half)` for those.
-    /// Returns each prepared packet's result at its own index.
-    pub(super) fn crypt_batch<B: PacketBuf>(
-        &self,
-        seal: bool,
-        pkts: &mut [B],
-        prep: &[Option<(usize, u32)>; BATCH],
-    ) -> [Option<Result<(), CryptoError>>; BATCH] {
-        let mut bufs: [&mut [u8]; BATCH] = std::array::from_fn(|_| &mut [][..]);
-        let mut his = [0u32; BATCH];
-        let mut idx = [0usize; BATCH];
-        let mut k = 0;
-        for (i, p) in pkts.iter_mut().enumerate() {
-            if let Some((off, hi)) = prep[i] {
-                bufs[k] = &mut p.data_mut()[off..];
-                his[k] = hi;
-                idx[k] = i;
-                k += 1;
-            }
-        }
-        let mut res = [Ok(()); BATCH];
-        let seq_hi = self.esn.then_some(&his[..k]);
-        if seal {
-            self.transform.seal_burst(&mut bufs[..k], seq_hi, &mut res[..k]);
-        } else {
-            self.transform.open_burst(&mut bufs[..k], seq_hi, &mut res[..k]);
-        }
-        let mut out = [None; BATCH];
-        for j in 0..k {
-            out[idx[j]] = Some(res[j]);
-        }
-        out
     }
 }
 

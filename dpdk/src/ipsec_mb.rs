@@ -170,8 +170,7 @@ impl MbKeys {
             for i in start..end {
                 let len = bufs[i].len();
                 // The shim trusts these checks (it does not bound-check).
-                let fits =
-                    len >= 8 + iv + icv && len <= u32::MAX as usize && (len - 8 - iv - icv).is_multiple_of(block);
+                let fits = len >= 8 + iv + icv && len <= u32::MAX as usize && (len - 8 - iv - icv) & (block - 1) == 0;
                 if !fits || (!self.alg.is_aead() && seq_hi.is_some() && len < 8 + iv + 12) {
                     results[i] = Err(refused);
                     continue;

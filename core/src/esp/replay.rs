@@ -38,7 +38,10 @@ pub struct ReplayWindow {
     size: u64,
     /// On its own cache line: written as the window moves, read per packet.
     top: crossbeam_utils::CachePadded<AtomicU64>,
+    /// A power of two in length, so that a block finds its slot with a
+    /// mask (a 64-bit division per check and per update before).
     slots: Box<[AtomicU64]>,
+    mask: usize,
 }
 
 impl ReplayWindow {
@@ -46,12 +49,14 @@ impl ReplayWindow {
     pub fn new(size: u32) -> Self {
         let size = size.clamp(MIN_WINDOW, MAX_WINDOW) as u64;
         // Enough slots that every block inside the window has its own slot,
-        // plus one for the block being filled and one of slack.
-        let n = (size as usize).div_ceil(32) + 2;
+        // plus one for the block being filled and one of slack, rounded up
+        // to a power of two.
+        let n = ((size as usize).div_ceil(32) + 2).next_power_of_two();
         ReplayWindow {
             size,
             top: crossbeam_utils::CachePadded::new(AtomicU64::new(0)),
             slots: (0..n).map(|_| AtomicU64::new(0)).collect(),
+            mask: n - 1,
         }
     }
 
@@ -68,8 +73,13 @@ impl ReplayWindow {
     #[inline]
     fn slot(&self, seq: u64) -> (&AtomicU64, u32, u64) {
         let block = seq / 32;
-        let slot = &self.slots[(block % self.slots.len() as u64) as usize];
-        (slot, block as u32, 1u64 << (seq % 32))
+        (self.slot_of(block), block as u32, 1u64 << (seq % 32))
+    }
+
+    #[inline]
+    fn slot_of(&self, block: u64) -> &AtomicU64 {
+        // `mask` is the ring's length - 1: always in bounds.
+        &self.slots[(block as usize) & self.mask]
     }
 
     /// May `seq` be accepted? Read-only; call before decrypting.
@@ -153,8 +163,7 @@ impl ReplayWindow {
         for block in lowest / 32..=top / 32 {
             // Every bit of the block up to `top` (numbers above it are new).
             let bits = if block == top / 32 { u32::MAX >> (31 - top % 32) } else { u32::MAX };
-            let slot = &w.slots[(block % w.slots.len() as u64) as usize];
-            slot.store((u64::from(block as u32) << 32) | u64::from(bits), Ordering::Relaxed);
+            w.slot_of(block).store((u64::from(block as u32) << 32) | u64::from(bits), Ordering::Relaxed);
         }
         w
     }

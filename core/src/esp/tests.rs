@@ -978,3 +978,16 @@ fn transport_checksum_is_fixed_up_behind_a_nat() {
         assert_eq!(&b.data()[hl + 8..], &orig[hl + 8..], "the payload did not");
     }
 }
+
+/// Padding by masks equals RFC 4303 §2.4's modular definition for both
+/// alignments in use.
+#[test]
+fn pad_len_is_the_modular_padding() {
+    for align in [4usize, 16] {
+        for payload in 0..4096 {
+            let pad = pad_len(payload, align);
+            assert!(pad < align);
+            assert_eq!((payload + pad + 2) % align, 0, "payload {payload} align {align}");
+        }
+    }
+}

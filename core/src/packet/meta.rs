@@ -11,7 +11,7 @@
 use crate::drops::DropReason;
 use crate::packet::HwChecksum;
 use crate::policy::FlowKey;
-use crate::wire::{ipv6, l4, Ipv4Packet, Ipv6Packet, L4Ports, WireError};
+use crate::wire::{ipv4, ipv6, l4, Ipv4Packet, Ipv6Packet, L4Ports, WireError};
 
 /// Whether a packet is a fragment, and which.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -90,6 +90,15 @@ impl Meta {
 
     #[inline(always)]
     fn parse_v4_into(ip: &[u8], hw: HwChecksum, out: &mut Meta) -> Result<(), DropReason> {
+        match Self::parse_v4_plain(ip, hw, out) {
+            Some(r) => r,
+            None => Self::parse_v4_general(ip, hw, out),
+        }
+    }
+
+    /// Any IPv4 packet: options, fragments, short packets.
+    #[inline]
+    fn parse_v4_general(ip: &[u8], hw: HwChecksum, out: &mut Meta) -> Result<(), DropReason> {
         let p = Ipv4Packet::new_checked(ip).map_err(bad_ip)?;
         let ok = match hw {
             HwChecksum::Good => true,
@@ -131,6 +140,51 @@ impl Meta {
         out.df = p.df();
         out.frag = frag;
         Ok(())
+    }
+
+    /// The common IPv4 packet in one step: a 20-byte header, not a
+    /// fragment, at least 24 bytes long (so that the ports, when its
+    /// protocol has them, lie inside it). Reads one fixed 24-byte chunk: one
+    /// bounds check instead of one per accessor, and the checksum summed
+    /// in line. `None` for every other packet, which the general path
+    /// takes; the two agree on every input (unit test and the `wire` fuzz
+    /// test `the_plain_path_agrees_with_the_general_one`).
+    #[inline(always)]
+    fn parse_v4_plain(ip: &[u8], hw: HwChecksum, out: &mut Meta) -> Option<Result<(), DropReason>> {
+        let h: &[u8; 24] = ip.first_chunk()?;
+        let total = usize::from(u16::from_be_bytes([h[2], h[3]]));
+        let flags_frag = u16::from_be_bytes([h[6], h[7]]);
+        if h[0] != 0x45 || total < 24 || total > ip.len() || flags_frag & !ipv4::DF != 0 {
+            return None;
+        }
+        let ok = match hw {
+            HwChecksum::Good => true,
+            HwChecksum::Bad => false,
+            HwChecksum::Unknown => h.first_chunk().is_some_and(ipv4::header_sum_ok),
+        };
+        if !ok {
+            return Some(Err(DropReason::BadIpChecksum));
+        }
+        let proto = h[9];
+        let (sport, dport) = if l4::has_ports(proto) {
+            (u16::from_be_bytes([h[20], h[21]]), u16::from_be_bytes([h[22], h[23]]))
+        } else {
+            (0, 0)
+        };
+        out.key.v6 = false;
+        out.key.src = u128::from(u32::from_be_bytes([h[12], h[13], h[14], h[15]]));
+        out.key.dst = u128::from(u32::from_be_bytes([h[16], h[17], h[18], h[19]]));
+        out.key.proto = proto;
+        out.key.sport = sport;
+        out.key.dport = dport;
+        out.total_len = total as u16;
+        out.l4_off = ipv4::HEADER_LEN as u16;
+        out.nh_field = 9;
+        out.tos = h[1];
+        out.ttl = h[8];
+        out.df = flags_frag & ipv4::DF != 0;
+        out.frag = Frag::No;
+        Some(Ok(()))
     }
 
     fn parse_v6(ip: &[u8]) -> Result<Meta, DropReason> {
@@ -261,6 +315,45 @@ mod tests {
         assert_eq!(Meta::parse(&f6, HwChecksum::Unknown), Err(DropReason::BadFragment));
         f6[42..44].copy_from_slice(&0x0100u16.to_be_bytes());
         assert_eq!(Meta::parse(&f6, HwChecksum::Unknown).unwrap().frag, Frag::Later);
+    }
+
+    /// The one-step IPv4 path and the general one give the same record or
+    /// the same refusal on every packet the one-step path takes, over
+    /// headers mutated byte by byte around the shapes that matter (IHL,
+    /// lengths, flags, offset, protocol, checksum).
+    #[test]
+    fn the_plain_path_agrees_with_the_general_one() {
+        let mut x = 0x2545_f491u32;
+        let mut rnd = move || {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x
+        };
+        let mut taken = 0;
+        for case in 0..200_000 {
+            let len = [20, 23, 24, 25, 40, 60, 64][case % 7];
+            let mut p = v4(len.max(28), [0, ipv4::DF, ipv4::MF, 8, 0x8000][case % 5], (case % 256) as u8);
+            p[9] = [proto::UDP, proto::TCP, proto::ICMP, proto::ESP, 132, 0][case % 6];
+            ip::ipv4_set_checksum(&mut p[..20]);
+            p.truncate(len.max(20));
+            for _ in 0..case % 3 {
+                let at = rnd() as usize % p.len().min(24);
+                p[at] ^= 1 << (rnd() % 8);
+            }
+            for hw in [HwChecksum::Unknown, HwChecksum::Good, HwChecksum::Bad] {
+                let mut plain = Meta::default();
+                let Some(r) = Meta::parse_v4_plain(&p, hw, &mut plain) else { continue };
+                taken += 1;
+                let mut general = Meta::default();
+                let g = Meta::parse_v4_general(&p, hw, &mut general);
+                assert_eq!(r, g, "{p:02x?} {hw:?}");
+                if r.is_ok() {
+                    assert_eq!(plain, general, "{p:02x?}");
+                }
+            }
+        }
+        assert!(taken > 50_000, "the one-step path took only {taken}");
     }
 
     #[test]

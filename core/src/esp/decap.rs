@@ -158,8 +158,8 @@ impl Sa {
     /// sequence half.
     #[inline]
     fn parse_outer<B: PacketBuf>(&self, pkt: &mut B, o: &OuterRecord) -> Result<Outer, EspError> {
-        let a = self.algorithm;
-        let (iv_len, icv_len) = (a.iv_len(), a.icv_len());
+        let f = &self.framing;
+        let (iv_len, icv_len) = (f.iv, f.icv);
         if o.fragment {
             return Err(EspError::Fragment);
         }
@@ -169,7 +169,7 @@ impl Sa {
         pkt.trim(pkt.len().checked_sub(total_len).ok_or(EspError::BadLength)?).map_err(|_| EspError::BadLength)?;
         // ESP in UDP: the UDP header must describe the rest of the packet and
         // arrive on the SA's port.
-        let udp = natt::encap_len(self.encap);
+        let udp = f.udp;
         if let Some(e) = self.encap {
             let d = pkt.data();
             let h = d.get(esp_off..esp_off + natt::UDP_HDR_LEN).ok_or(EspError::Truncated)?;
@@ -184,7 +184,7 @@ impl Sa {
         let esp_len = total_len.checked_sub(esp_off).ok_or(EspError::Truncated)?;
         // Header + IV + at least one alignment unit of ciphertext (which holds
         // the 2-byte trailer) + ICV.
-        let min_ct = a.pad_align().max(4);
+        let min_ct = f.align.max(4);
         if esp_len < ESP_HDR_LEN + iv_len + min_ct + icv_len {
             return Err(EspError::Truncated);
         }
@@ -236,7 +236,7 @@ impl Sa {
     /// Everything after a verified decryption: replay update, trailer, inner packet.
     #[inline]
     fn decap_post<B: PacketBuf>(&self, pkt: &mut B, pre: &DecapPre, out: &mut Decapped) -> Result<(), EspError> {
-        let (iv_len, icv_len) = (self.algorithm.iv_len(), self.algorithm.icv_len());
+        let (iv_len, icv_len) = (self.framing.iv, self.framing.icv);
         let DecapPre { esp_off, total_len, nh_field, v4, outer_tos, seq, .. } = *pre;
         if self.anti_replay {
             self.replay.update(seq).map_err(replay_err)?;

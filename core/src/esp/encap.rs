@@ -4,7 +4,7 @@
 
 use super::{natt, pad_len, seq::SeqError, DfPolicy, EspError, Mode, Outer, Sa, BATCH};
 use crate::crypto::ESP_HDR_LEN;
-use crate::packet::ip::{self, proto, IPV4_HDR_LEN, IPV6_HDR_LEN};
+use crate::packet::ip::{self, proto, IPV6_HDR_LEN};
 use crate::packet::{Meta, PacketBuf};
 use crate::wire::Ipv6Repr;
 
@@ -179,15 +179,15 @@ impl Sa {
         outer_v4: bool,
         inner: &Meta,
     ) -> Result<usize, EspError> {
-        let a = self.algorithm;
+        let f = &self.framing;
         let inner_len = usize::from(inner.total_len);
         let next_header = if inner.is_v6() { proto::IPV6 } else { proto::IPV4 };
-        let ip_len = if outer_v4 { IPV4_HDR_LEN } else { IPV6_HDR_LEN };
+        let ip_len = f.outer_ip;
         // ESP starts after the outer IP header and, for NAT-T, a UDP header.
-        let outer_len = ip_len + natt::encap_len(self.encap);
-        let pad = pad_len(inner_len, a.pad_align());
-        let head = outer_len + ESP_HDR_LEN + a.iv_len();
-        let tail = pad + 2 + a.icv_len();
+        let outer_len = ip_len + f.udp;
+        let pad = pad_len(inner_len, f.align);
+        let head = f.head();
+        let tail = pad + 2 + f.icv;
         let total = head + inner_len + tail;
         grow(pkt, head, tail, total, outer_v4)?;
         let buf = pkt.data_mut();
@@ -218,14 +218,14 @@ impl Sa {
             // RFC 4303 §3.3: transport mode never applies to fragments.
             return Err(EspError::Fragment);
         }
-        let a = self.algorithm;
+        let f = &self.framing;
         let (hdr_len, total_len, nh_field, v4) =
             (inner.header_len(), usize::from(inner.total_len), usize::from(inner.nh_field), !inner.is_v6());
         let payload_len = total_len - hdr_len;
-        let pad = pad_len(payload_len, a.pad_align());
-        let udp = natt::encap_len(self.encap);
-        let head = udp + ESP_HDR_LEN + a.iv_len();
-        let tail = pad + 2 + a.icv_len();
+        let pad = pad_len(payload_len, f.align);
+        let udp = f.udp;
+        let head = f.head();
+        let tail = pad + 2 + f.icv;
         let total = total_len + head + tail;
         grow(pkt, head, tail, total, v4)?;
         let buf = pkt.data_mut();
@@ -258,7 +258,7 @@ impl Sa {
         pad: usize,
         next_header: u8,
     ) -> Result<(), EspError> {
-        let iv_len = self.algorithm.iv_len();
+        let iv_len = self.framing.iv;
         esp[..4].copy_from_slice(&self.spi.to_be_bytes());
         esp[4..8].copy_from_slice(&(seq as u32).to_be_bytes());
         self.transform.make_iv(seq, &mut esp[ESP_HDR_LEN..ESP_HDR_LEN + iv_len]);

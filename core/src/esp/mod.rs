@@ -225,6 +225,46 @@ pub struct Sa {
     outer: Outer,
     /// ESP in UDP: the ports.
     encap: Option<UdpEncap>,
+    /// Sizes of the framing, fixed at creation.
+    framing: Framing,
+}
+
+/// The sizes of an SA's ESP framing, fixed by its algorithm, mode and
+/// encapsulation: per-packet code reads them instead of matching on the
+/// algorithm, mode and encapsulation each time.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Framing {
+    /// Outer IP header (tunnel mode; 0 in transport mode).
+    pub outer_ip: usize,
+    /// UDP header of ESP in UDP (0 without).
+    pub udp: usize,
+    pub iv: usize,
+    pub icv: usize,
+    /// Payload + padding + 2 is a multiple of this (a power of two).
+    pub align: usize,
+}
+
+impl Framing {
+    fn of(a: Algorithm, mode: Mode, encap: Option<UdpEncap>) -> Framing {
+        Framing {
+            outer_ip: match mode {
+                Mode::Tunnel { local: IpAddr::V4(_), .. } => IPV4_HDR_LEN,
+                Mode::Tunnel { local: IpAddr::V6(_), .. } => IPV6_HDR_LEN,
+                Mode::Transport => 0,
+            },
+            udp: natt::encap_len(encap),
+            iv: a.iv_len(),
+            icv: a.icv_len(),
+            align: a.pad_align(),
+        }
+    }
+
+    /// Bytes in front of the payload from the start of the outer IP header
+    /// (tunnel) or the end of the packet's own header (transport).
+    #[inline]
+    pub fn head(&self) -> usize {
+        self.outer_ip + self.udp + ESP_HDR_LEN + self.iv
+    }
 }
 
 /// A tunnel SA's outer header, prepared at creation.
@@ -295,6 +335,7 @@ impl Sa {
             drops: SaDrops::default(),
             pmtu: PathMtu::default(),
             encap: cfg.encap,
+            framing: Framing::of(cfg.algorithm, cfg.mode, cfg.encap),
             outer: match cfg.mode {
                 Mode::Tunnel { local: IpAddr::V4(s), remote: IpAddr::V4(d) } => {
                     Outer::V4(crate::wire::ipv4::Ipv4Template::new(s, d, outer_proto, cfg.ttl))
@@ -379,15 +420,10 @@ impl Sa {
     /// whole inner packet; transport mode: what follows the IP header): outer
     /// header in tunnel mode, UDP header when encapsulated, ESP header, IV,
     /// padding, trailer, ICV — exact.
+    #[inline]
     pub fn overhead(&self, payload_len: usize) -> usize {
-        let a = self.algorithm;
-        let outer = match self.mode {
-            Mode::Tunnel { local: IpAddr::V4(_), .. } => IPV4_HDR_LEN,
-            Mode::Tunnel { local: IpAddr::V6(_), .. } => IPV6_HDR_LEN,
-            Mode::Transport => 0,
-        };
-        let pad = pad_len(payload_len, a.pad_align());
-        outer + natt::encap_len(self.encap) + ESP_HDR_LEN + a.iv_len() + pad + 2 + a.icv_len()
+        let f = &self.framing;
+        f.head() + pad_len(payload_len, f.align) + 2 + f.icv
     }
 
     /// The largest packet this SA can carry so that the ESP packet is at most
@@ -395,17 +431,12 @@ impl Sa {
     /// the packet including its own IP header of `transport_hdr_len` bytes.
     /// Exact for every algorithm: it inverts [`Sa::overhead`], padding included.
     pub fn max_inner_len(&self, limit: usize, transport_hdr_len: usize) -> usize {
-        let a = self.algorithm;
-        let (outer, kept) = match self.mode {
-            Mode::Tunnel { local: IpAddr::V4(_), .. } => (IPV4_HDR_LEN, 0),
-            Mode::Tunnel { local: IpAddr::V6(_), .. } => (IPV6_HDR_LEN, 0),
-            Mode::Transport => (transport_hdr_len, transport_hdr_len),
-        };
-        // outer + UDP + ESP hdr + IV + roundup(payload + 2, align) + ICV <= limit
-        let fixed = outer + natt::encap_len(self.encap) + ESP_HDR_LEN + a.iv_len() + a.icv_len();
-        let Some(room) = limit.checked_sub(fixed) else { return 0 };
-        let align = a.pad_align();
-        ((room / align) * align).saturating_sub(2) + kept
+        let f = &self.framing;
+        // Transport mode: the packet's own header stays in front.
+        let kept = if f.outer_ip == 0 { transport_hdr_len } else { 0 };
+        // head (outer + UDP + ESP hdr + IV) + roundup(payload + 2, align) + ICV <= limit
+        let Some(room) = limit.checked_sub(kept + f.head() + f.icv) else { return 0 };
+        (room & !(f.align - 1)).saturating_sub(2) + kept
     }
 
     /// The learned path MTU, if one is in force at `now_ms`.

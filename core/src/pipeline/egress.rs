@@ -22,7 +22,7 @@ use crate::packet::{HwChecksum, Meta, PacketBuf};
 use crate::policy::Verdict;
 use crate::route::NextHop;
 use crate::stats::{DropReason, Event};
-use crate::wire::{EthernetFrame, ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETH_HLEN};
+use crate::wire::{ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETH_HLEN};
 
 /// Proof that the outbound policy allowed exactly this packet to leave in
 /// clear (a pass eroute, or a pass default). Only [`PassPermit::of`] makes
@@ -267,11 +267,10 @@ pub(super) fn push_l2<B: PacketBuf>(pkt: &mut B, ethertype: u16, dst: [u8; 6], s
     if pkt.prepend(ETH_HLEN).is_err() {
         return false;
     }
-    match EthernetFrame::new_checked(pkt.data_mut()) {
-        Ok(mut f) => {
-            f.emit(dst, src, ethertype);
-            true
-        }
-        Err(_) => false,
-    }
+    // One bounds check for the 14 bytes (the prepend made them).
+    let Some(h) = pkt.data_mut().first_chunk_mut::<ETH_HLEN>() else { return false };
+    h[..6].copy_from_slice(&dst);
+    h[6..12].copy_from_slice(&src);
+    h[12..].copy_from_slice(&ethertype.to_be_bytes());
+    true
 }

@@ -23,7 +23,29 @@ impl<'a> L4Ports<'a> {
     }
 }
 
-/// Do packets of `protocol` carry ports selectors can match?
+/// Do packets of `protocol` carry ports selectors can match? (One table
+/// load: asked twice per inbound packet, outer and inner.)
+#[inline]
 pub fn has_ports(protocol: u8) -> bool {
-    matches!(protocol, proto::TCP | proto::UDP | proto::SCTP)
+    PORTED[usize::from(protocol)]
+}
+
+/// The protocols with ports, by number.
+const PORTED: [bool; 256] = {
+    let mut t = [false; 256];
+    t[proto::TCP as usize] = true;
+    t[proto::UDP as usize] = true;
+    t[proto::SCTP as usize] = true;
+    t
+};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exactly_tcp_udp_and_sctp_have_ports() {
+        let ported: Vec<u8> = (0..=255u8).filter(|&p| has_ports(p)).collect();
+        assert_eq!(ported, [proto::TCP, proto::UDP, proto::SCTP]);
+    }
 }

@@ -54,6 +54,23 @@ impl Mbuf<'_> {
         self.raw().pkt_len
     }
 
+    /// Ask the CPU to fetch the packet's first cache line (the headers that
+    /// ingress reads) while the burst's earlier packets are processed, as
+    /// DPDK's l3fwd does. A hint: it changes nothing but timing.
+    #[inline]
+    pub fn prefetch_data(&self) {
+        let m = self.raw();
+        let p = (m.buf_addr as *const u8).wrapping_add(usize::from(m.data_off));
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: a prefetch never faults and reads nothing the program sees;
+        // the address is the start of this mbuf's data anyway.
+        unsafe {
+            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p as *const i8)
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = p;
+    }
+
     /// The port the packet arrived on.
     pub fn in_port(&self) -> u16 {
         self.raw().port

@@ -48,7 +48,9 @@ impl Sa {
 
     /// [`Self::decap_burst`] for packets whose outer headers ingress parsed
     /// (`outers[i]` describes `pkts[i]`, trimmed to its IP length): the
-    /// outer header is not parsed again.
+    /// outer header is not parsed again. Every slot of `results[..n]` is
+    /// written: an error, or a record written whole, so slots may be reused
+    /// from an earlier burst whatever they hold.
     pub fn decap_burst_outer<B: PacketBuf>(
         &self,
         pkts: &mut [B],

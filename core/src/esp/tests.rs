@@ -991,3 +991,49 @@ fn pad_len_is_the_modular_padding() {
         }
     }
 }
+
+/// Result slots may come from an earlier burst (the pipeline keeps them):
+/// whatever an `Ok` slot held, a success overwrites all of it, and every
+/// slot ends as this packet's result — the same as with fresh slots.
+#[test]
+fn decap_overwrites_reused_slots_whole() {
+    for mode in [tunnel4(), tunnel6(), Mode::Transport] {
+        let (out, inn) = sa_pair(Algorithm::AesGcm128, mode, false, Backend::RustCrypto);
+        let (_, inn2) = sa_pair(Algorithm::AesGcm128, mode, false, Backend::RustCrypto);
+        let plain: Vec<Vec<u8>> = (0..12)
+            .map(|i| if i % 3 == 2 { udp6(80 + i * 9, 0, i as u8) } else { udp4(60 + i * 7, 0, false, i as u8) })
+            .collect();
+        let mut sealed: Vec<VecBuf> = plain.iter().map(|p| VecBuf::from_slice(p)).collect();
+        let mut r = vec![Ok(()); plain.len()];
+        out.encap_burst(&mut sealed, &mut r);
+        // One forged packet among them: its slot must end as an error.
+        let mut bytes: Vec<Vec<u8>> = sealed.iter().map(VecBuf::to_vec).collect();
+        let last = bytes[5].len() - 1;
+        bytes[5][last] ^= 1;
+        let decap = |sa: &Sa, slot: Result<Decapped, EspError>| {
+            let mut bufs: Vec<VecBuf> = bytes.iter().map(|b| VecBuf::from_slice(b)).collect();
+            let mut res = vec![slot; bufs.len()];
+            sa.decap_burst(&mut bufs, &mut res);
+            (res, bufs.iter().map(VecBuf::to_vec).collect::<Vec<_>>())
+        };
+        let stale = Decapped {
+            seq: u64::MAX,
+            next_header: 0xee,
+            payload_len: 9999,
+            inner: crate::packet::Meta {
+                key: crate::policy::FlowKey { v6: true, src: u128::MAX, dst: 7, proto: 99, sport: 1, dport: 2 },
+                total_len: 1,
+                l4_off: 2,
+                nh_field: 3,
+                tos: 4,
+                ttl: 5,
+                df: false,
+                frag: crate::packet::Frag::Later,
+            },
+        };
+        let fresh = decap(&inn, Ok(Decapped::default()));
+        let reused = decap(&inn2, Ok(stale));
+        assert_eq!(fresh, reused, "{mode:?}");
+        assert!(fresh.0[5].is_err() && fresh.0.iter().filter(|r| r.is_ok()).count() == 11, "{mode:?}: {:?}", fresh.0);
+    }
+}

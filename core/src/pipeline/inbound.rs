@@ -12,7 +12,7 @@ use arrayvec::ArrayVec;
 use super::host::HostKind;
 use super::{addr_of, BurstCtx, NatMapping, Origin, Pipeline, Pkt, TxSink, BURST, MAX_GROUPS};
 use crate::esp::natt::{self, NattKind};
-use crate::esp::{Decapped, EspError, Mode, OuterRecord, PmtuUpdate};
+use crate::esp::{Decapped, Mode, OuterRecord, PmtuUpdate};
 use crate::mtu::{self, BufAlloc, Freed, ReasmOutcome};
 use crate::packet::ip::proto;
 use crate::packet::{HwChecksum, Meta, PacketBuf};
@@ -220,12 +220,14 @@ impl<B: PacketBuf> Pipeline<B> {
     {
         let isa = g.isa;
         let sa = &isa.entry.sa;
-        // `Ok` slots: decapsulation writes each record into its slot in place.
-        let mut results: [Result<Decapped, EspError>; BURST] = [Ok(Decapped::default()); BURST];
+        // Decapsulation writes each record into its slot in place; the slots
+        // are the pipeline's, kept from group to group.
+        let mut results = self.decap_slots.take().unwrap_or_else(|| Box::new([Ok(Decapped::default()); BURST]));
         let n = g.bufs.len();
         sa.decap_burst_outer(&mut g.bufs, &g.outers, &mut results[..n]);
         g.outers.clear();
         let mut decrypted = 0;
+        let (me, mut cursor) = (sa_key(isa), 0);
         // By reference: zipping the results array by value would copy all of it.
         for (i, (buf, r)) in g.bufs.drain(..).zip(results.iter_mut()).enumerate() {
             let d = match r {
@@ -244,8 +246,16 @@ impl<B: PacketBuf> Pipeline<B> {
             }
             decrypted += 1;
             if !udp_arrivals.is_empty() {
-                let me = sa_key(isa);
-                if let Some(from) = udp_arrivals.iter().find(|a| a.sa == me && usize::from(a.pos) == i) {
+                // This SA's arrivals were recorded in position order: one
+                // forward scan per group finds each (a search per packet was
+                // quadratic in the burst: 150 instructions per packet).
+                while let Some(a) = udp_arrivals.get(cursor) {
+                    if a.sa == me && usize::from(a.pos) >= i {
+                        break;
+                    }
+                    cursor += 1;
+                }
+                if let Some(from) = udp_arrivals.get(cursor).filter(|a| a.sa == me && usize::from(a.pos) == i) {
                     self.check_nat_mapping(&isa.entry, *from, d.seq, cx.stats);
                 }
             }
@@ -257,8 +267,8 @@ impl<B: PacketBuf> Pipeline<B> {
             }
             self.forward_clear(buf, &mut d.inner, Origin::Tunnel, None, cx);
         }
+        self.decap_slots = Some(results);
         if !udp_arrivals.is_empty() {
-            let me = sa_key(isa);
             udp_arrivals.retain(|a| a.sa != me);
         }
         cx.stats.event(Event::Decrypted, decrypted);

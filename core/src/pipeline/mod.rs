@@ -214,7 +214,15 @@ pub struct Pipeline<B: PacketBuf> {
     /// wrote 2 KiB of default records per burst that ingress overwrites
     /// anyway (each slot is written whole before it is pushed).
     spare: Option<Box<Burst<B>>>,
+    /// The inbound SA group's result slots, kept between groups: making
+    /// them anew wrote 3 KiB of default records per group. A slot left `Ok`
+    /// by an earlier packet is overwritten whole by the next success
+    /// (see `Sa::decap_burst_outer`).
+    decap_slots: Option<Box<DecapSlots>>,
 }
+
+/// One result slot per packet of an inbound SA group.
+pub(crate) type DecapSlots = [Result<crate::esp::Decapped, crate::esp::EspError>; BURST];
 
 impl<B: PacketBuf> Pipeline<B> {
     pub fn new(ports: Vec<PortInfo>, reasm: ReasmConfig, pmtu_ageing_ms: u64) -> Self {
@@ -245,6 +253,7 @@ impl<B: PacketBuf> Pipeline<B> {
             solicit_limit: RequestLimiter::new(256, 1000),
             deferred: ArrayVec::new(),
             spare: Some(Box::new(Burst::new())),
+            decap_slots: Some(Box::new([Ok(crate::esp::Decapped::default()); BURST])),
             ports,
         }
     }

@@ -855,6 +855,27 @@ fn nat_rebinding_is_reported_only_for_authentic_new_packets() {
     b.run(PROT, vec![nat(&sealed[1], [203, 0, 113, 8], 33000)], 0);
     assert_eq!(b.drops(DropReason::ReplayDuplicate), 1);
     assert!(q.pop().is_none());
+
+    // Within one burst each packet is judged by its own arrival: packets
+    // 4-7 arrive as [4 own, 5 forged from :32000, 6 own, 7 from :31500];
+    // only 7, the newest, is reported, with its own port.
+    let more: Vec<VecBuf> = (3..7)
+        .map(|i| a.run(CLEAR, vec![eth(&from_host_a(80, false, false, i), MAC_A_CLEAR, MAC_HOST_A)], 0).remove(0).1)
+        .collect();
+    let mut forged = nat(&more[1], [203, 0, 113, 7], 32000);
+    let n = forged.len();
+    forged.data_mut()[n - 1] ^= 1;
+    let burst = vec![more[0].clone(), forged, more[2].clone(), nat(&more[3], [203, 0, 113, 7], 31500)];
+    assert_eq!(b.run(PROT, burst, 0).len(), 3);
+    let m = q.pop().expect("reported");
+    assert_eq!((m.addr, m.port), ("203.0.113.7".parse().unwrap(), 31500));
+    assert!(q.pop().is_none());
+    // [8 from :30000, 9 own]: 8 is not the newest of its burst, not reported.
+    let last: Vec<VecBuf> = (7..9)
+        .map(|i| a.run(CLEAR, vec![eth(&from_host_a(80, false, false, i), MAC_A_CLEAR, MAC_HOST_A)], 0).remove(0).1)
+        .collect();
+    assert_eq!(b.run(PROT, vec![nat(&last[0], [203, 0, 113, 7], 30000), last[1].clone()], 0).len(), 2);
+    assert!(q.pop().is_none());
 }
 
 const HOST: usize = 2;

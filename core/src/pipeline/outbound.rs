@@ -140,6 +140,14 @@ impl<B: PacketBuf> Pipeline<B> {
             }
             Mode::Transport => None,
         };
+        // The common case: a tunnel whose egress is known and every packet
+        // of the group encrypted as it is. Checked without side effects
+        // first, so that the general path below starts from scratch if not.
+        if let Some(Ok((nh, limit, outer_v6))) = group_hop {
+            if g.metas.iter().all(|m| Self::encrypts_as_is(sa, limit, m, g.options)) {
+                return self.encrypt_group_as_is(g, nh, limit, outer_v6, cx);
+            }
+        }
         // 1. Decide each packet's fate in place (records read where they are).
         let mut fates: ArrayVec<Fate, BURST> = ArrayVec::new();
         let mut all_encrypt = true;
@@ -211,6 +219,66 @@ impl<B: PacketBuf> Pipeline<B> {
         // Fates and results by reference: zipping the arrays by value copies them whole.
         for ((buf, fate), r) in g.bufs.drain(..).zip(&fates).zip(&results) {
             let Fate::Encrypt(nh, limit, outer_v6) = *fate else { continue };
+            match r {
+                Ok(()) => {
+                    encrypted += 1;
+                    self.send_esp(buf, outer_v6, nh, limit, cx)
+                }
+                Err(e) => {
+                    cx.stats.drop_one(DropReason::from(*e));
+                    sa.drops().count(*e);
+                }
+            }
+        }
+        cx.stats.event(Event::Encrypted, encrypted);
+    }
+
+    /// Is this packet encrypted as it is under `limit` (it fits, or its ESP
+    /// packet is fragmented afterwards)? Exactly the `Fate::Encrypt` case of
+    /// the general path.
+    #[inline]
+    fn encrypts_as_is(sa: &Sa, limit: u16, m: &Meta, options: ProtectOptions) -> bool {
+        match mtu::decide(sa, limit, m) {
+            TooBig::Fits => true,
+            TooBig::FragmentOuter => !options.fragment_before_encryption || m.is_v6(),
+            TooBig::Refuse { .. } => false,
+        }
+    }
+
+    /// [`Self::encrypt_group`] when every packet goes to the group's one
+    /// egress as it is: no per-packet fate, one hop for all.
+    #[inline]
+    fn encrypt_group_as_is<A, S>(
+        &mut self,
+        g: &mut Group<'_, B>,
+        nh: NextHop,
+        limit: u16,
+        outer_v6: bool,
+        cx: &mut BurstCtx<'_, A, S>,
+    ) where
+        A: BufAlloc<Buf = B>,
+        S: TxSink<B>,
+    {
+        let entry: &Arc<SaEntry> = g.sa;
+        let sa = &entry.sa;
+        for ((buf, m), origin) in g.bufs.iter_mut().zip(g.metas.iter_mut()).zip(&g.origins) {
+            if g.options.mss_clamp {
+                let inner_mtu = mtu::tunnel_mtu(sa, limit, m);
+                if mtu::clamp_mss(buf.data_mut(), m, mtu::mss_for(inner_mtu.into(), m.key.v6)).is_some() {
+                    cx.stats.event(Event::MssClamped, 1);
+                }
+            }
+            if origin.is_hop() {
+                decrement_ttl(buf, m);
+            }
+        }
+        let n = g.bufs.len();
+        let mut results = [Ok(()); BURST];
+        sa.encap_burst_meta(&mut g.bufs, &g.metas, &mut results[..n]);
+        g.metas.clear();
+        g.origins.clear();
+        let mut encrypted = 0;
+        for (buf, r) in g.bufs.drain(..).zip(&results) {
             match r {
                 Ok(()) => {
                     encrypted += 1;

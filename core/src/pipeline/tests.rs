@@ -262,6 +262,56 @@ fn df_refused_with_exact_mtu_else_fragmented_after_encryption() {
     assert_eq!(b.event(Event::Reassembled), 3);
 }
 
+/// One SA group holding every fate at once, then one holding only packets
+/// encrypted as they are (the group's fast path): the same packets come out
+/// either way, each treated as alone — DF refused with ICMP, no-DF
+/// fragmented after encryption, a SYN's MSS clamped, TTLs decremented once.
+#[test]
+fn a_group_with_mixed_fates_equals_its_packets_alone() {
+    let opts = ProtectOptions { fragment_before_encryption: false, mss_clamp: true };
+    let syn = {
+        let mut syn = from_host_a(44, true, false, 0);
+        syn[9] = proto::TCP;
+        let t = &mut syn[20..];
+        t.fill(0);
+        t[12] = 6 << 4;
+        t[13] = 0x02;
+        t[20..24].copy_from_slice(&[2, 4, 0x05, 0xb4]);
+        ip::ipv4_set_checksum(&mut syn[..20]);
+        syn
+    };
+    let small = |i: u8| from_host_a(100 + usize::from(i), false, false, i);
+    let mixed =
+        vec![small(1), from_host_a(1500, true, false, 2), syn.clone(), from_host_a(3000, false, false, 3), small(4)];
+    let only_as_is = vec![small(5), syn.clone(), small(6)];
+    for burst in [mixed, only_as_is] {
+        // Each packet alone through a fresh pair, then all in one burst.
+        let mut alone = Vec::new();
+        for p in &burst {
+            let (mut a, mut b) = pair(Algorithm::AesGcm128, opts, 1500, 9000);
+            let out = a.run(CLEAR, vec![eth(p, MAC_A_CLEAR, MAC_HOST_A)], 0);
+            let (to_b, back): (Vec<_>, Vec<_>) = out.into_iter().partition(|(port, _)| *port == PROT);
+            let got = b.run(PROT, to_b.into_iter().map(|(_, f)| f).collect(), 0);
+            alone.push((
+                back.iter().map(|(_, f)| l3(f).to_vec()).collect::<Vec<_>>(),
+                got.iter().map(|(_, f)| l3(f).to_vec()).collect::<Vec<_>>(),
+                a.event(Event::MssClamped),
+            ));
+        }
+        let (mut a, mut b) = pair(Algorithm::AesGcm128, opts, 1500, 9000);
+        let out = a.run(CLEAR, burst.iter().map(|p| eth(p, MAC_A_CLEAR, MAC_HOST_A)).collect(), 0);
+        let (to_b, back): (Vec<_>, Vec<_>) = out.into_iter().partition(|(port, _)| *port == PROT);
+        let got: Vec<Vec<u8>> =
+            b.run(PROT, to_b.into_iter().map(|(_, f)| f).collect(), 0).iter().map(|(_, f)| l3(f).to_vec()).collect();
+        let back: Vec<Vec<u8>> = back.iter().map(|(_, f)| l3(f).to_vec()).collect();
+        assert_eq!(back, alone.iter().flat_map(|x| x.0.clone()).collect::<Vec<_>>(), "ICMP errors");
+        assert_eq!(got, alone.iter().flat_map(|x| x.1.clone()).collect::<Vec<_>>(), "delivered");
+        assert_eq!(a.event(Event::MssClamped), alone.iter().map(|x| x.2).sum::<u64>());
+        assert_eq!(a.event(Event::MssClamped), 1, "the SYN's MSS");
+        assert_eq!(got.len(), burst.len() - usize::from(burst.len() == 5), "all but the refused DF packet");
+    }
+}
+
 #[test]
 fn fragment_before_encryption_needs_no_reassembly_at_the_peer() {
     let opts = ProtectOptions { fragment_before_encryption: true, mss_clamp: false };

@@ -194,8 +194,10 @@ impl<B> Burst<B> {
 /// limiters, the gateway's own addresses, settings.
 pub struct Pipeline<B: PacketBuf> {
     ports: Vec<PortInfo>,
-    /// Every address of the gateway (selector encoding: family + bits).
-    own: ArrayVec<(bool, u128), 16>,
+    /// Every address of the gateway, per family (asked for every packet:
+    /// 32-bit compares for IPv4).
+    own_v4: ArrayVec<u32, 16>,
+    own_v6: ArrayVec<u128, 16>,
     reasm: Reassembler<B>,
     icmp_limit: IcmpRateLimiter,
     icmp_id: u16,
@@ -226,17 +228,18 @@ pub(crate) type DecapSlots = [Result<crate::esp::Decapped, crate::esp::EspError>
 
 impl<B: PacketBuf> Pipeline<B> {
     pub fn new(ports: Vec<PortInfo>, reasm: ReasmConfig, pmtu_ageing_ms: u64) -> Self {
-        let mut own = ArrayVec::new();
+        let (mut own_v4, mut own_v6) = (ArrayVec::new(), ArrayVec::new());
         for p in &ports {
             if let Some(a) = p.addr_v4 {
-                let _ = own.try_push((false, u128::from(u32::from(a))));
+                let _ = own_v4.try_push(u32::from(a));
             }
             if let Some(a) = p.addr_v6 {
-                let _ = own.try_push((true, u128::from(a)));
+                let _ = own_v6.try_push(u128::from(a));
             }
         }
         Pipeline {
-            own,
+            own_v4,
+            own_v6,
             reasm: Reassembler::new(reasm),
             icmp_limit: IcmpRateLimiter::new(1024, 100, 20),
             icmp_id: 1,
@@ -307,9 +310,19 @@ impl<B: PacketBuf> Pipeline<B> {
     }
 
     /// Is this the gateway's own address?
+    /// (`iter().any`, not `contains`: on these few-entry arrays the
+    /// slice `contains` specialisation measured ~15 instructions dearer.)
     #[inline]
+    #[allow(clippy::manual_contains)]
     fn is_own(&self, v6: bool, a: u128) -> bool {
-        self.own.iter().any(|&(f, x)| f == v6 && x == a)
+        if v6 {
+            self.own_v6.iter().any(|&x| x == a)
+        } else {
+            // IPv4 in the selector encoding: the low 32 bits (records
+            // built from IPv4 headers have the rest zero).
+            let a4 = a as u32;
+            self.own_v4.iter().any(|&x| x == a4)
+        }
     }
 
     /// Process one burst received on `in_port`.

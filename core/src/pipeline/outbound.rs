@@ -167,16 +167,7 @@ impl<B: PacketBuf> Pipeline<B> {
                 },
             };
             if let Fate::Encrypt(_, limit, _) = fate {
-                let buf = &mut g.bufs[i];
-                if g.options.mss_clamp {
-                    let inner_mtu = mtu::tunnel_mtu(sa, limit, m);
-                    if mtu::clamp_mss(buf.data_mut(), m, mtu::mss_for(inner_mtu.into(), m.key.v6)).is_some() {
-                        cx.stats.event(Event::MssClamped, 1);
-                    }
-                }
-                if g.origins[i].is_hop() {
-                    decrement_ttl(buf, m);
-                }
+                Self::ready_for_encryption(sa, limit, g.options, &mut g.bufs[i], m, g.origins[i], cx.stats);
             } else {
                 all_encrypt = false;
             }
@@ -206,19 +197,62 @@ impl<B: PacketBuf> Pipeline<B> {
             }
             fates = kept;
         }
+        // 3. One sequence reservation and one crypto call for the group.
+        // (Fates by reference: copying the array whole cost more than reading it.)
+        self.seal_and_send(g, cx, |i| match fates.get(i) {
+            Some(&Fate::Encrypt(nh, limit, outer_v6)) => Some((nh, limit, outer_v6)),
+            _ => None,
+        });
+    }
+
+    /// MSS clamping and the TTL of a packet about to be encrypted under `limit`.
+    #[inline(always)]
+    fn ready_for_encryption(
+        sa: &Sa,
+        limit: u16,
+        options: ProtectOptions,
+        buf: &mut B,
+        m: &mut Meta,
+        origin: Origin,
+        stats: &crate::stats::WorkerStats,
+    ) {
+        if options.mss_clamp {
+            let inner_mtu = mtu::tunnel_mtu(sa, limit, m);
+            if mtu::clamp_mss(buf.data_mut(), m, mtu::mss_for(inner_mtu.into(), m.key.v6)).is_some() {
+                stats.event(Event::MssClamped, 1);
+            }
+        }
+        if origin.is_hop() {
+            decrement_ttl(buf, m);
+        }
+    }
+
+    /// Encrypt the group's packets (one sequence reservation, one crypto
+    /// call) and send each by the hop `hop_of(i)` gives (`None`: it is not
+    /// one to send; the caller has already dealt with it).
+    #[inline(always)]
+    fn seal_and_send<A, S>(
+        &mut self,
+        g: &mut Group<'_, B>,
+        cx: &mut BurstCtx<'_, A, S>,
+        hop_of: impl Fn(usize) -> Option<(NextHop, u16, bool)>,
+    ) where
+        A: BufAlloc<Buf = B>,
+        S: TxSink<B>,
+    {
         let n = g.bufs.len();
         if n == 0 {
             return;
         }
-        // 3. One sequence reservation and one crypto call for the group.
+        let entry: &Arc<SaEntry> = g.sa;
+        let sa = &entry.sa;
         let mut results = [Ok(()); BURST];
         sa.encap_burst_meta(&mut g.bufs, &g.metas, &mut results[..n]);
         g.metas.clear();
         g.origins.clear();
         let mut encrypted = 0;
-        // Fates and results by reference: zipping the arrays by value copies them whole.
-        for ((buf, fate), r) in g.bufs.drain(..).zip(&fates).zip(&results) {
-            let Fate::Encrypt(nh, limit, outer_v6) = *fate else { continue };
+        for (i, (buf, r)) in g.bufs.drain(..).zip(&results).enumerate() {
+            let Some((nh, limit, outer_v6)) = hop_of(i) else { continue };
             match r {
                 Ok(()) => {
                     encrypted += 1;
@@ -262,35 +296,9 @@ impl<B: PacketBuf> Pipeline<B> {
         let entry: &Arc<SaEntry> = g.sa;
         let sa = &entry.sa;
         for ((buf, m), origin) in g.bufs.iter_mut().zip(g.metas.iter_mut()).zip(&g.origins) {
-            if g.options.mss_clamp {
-                let inner_mtu = mtu::tunnel_mtu(sa, limit, m);
-                if mtu::clamp_mss(buf.data_mut(), m, mtu::mss_for(inner_mtu.into(), m.key.v6)).is_some() {
-                    cx.stats.event(Event::MssClamped, 1);
-                }
-            }
-            if origin.is_hop() {
-                decrement_ttl(buf, m);
-            }
+            Self::ready_for_encryption(sa, limit, g.options, buf, m, *origin, cx.stats);
         }
-        let n = g.bufs.len();
-        let mut results = [Ok(()); BURST];
-        sa.encap_burst_meta(&mut g.bufs, &g.metas, &mut results[..n]);
-        g.metas.clear();
-        g.origins.clear();
-        let mut encrypted = 0;
-        for (buf, r) in g.bufs.drain(..).zip(&results) {
-            match r {
-                Ok(()) => {
-                    encrypted += 1;
-                    self.send_esp(buf, outer_v6, nh, limit, cx)
-                }
-                Err(e) => {
-                    cx.stats.drop_one(DropReason::from(*e));
-                    sa.drops().count(*e);
-                }
-            }
-        }
-        cx.stats.event(Event::Encrypted, encrypted);
+        self.seal_and_send(g, cx, |_| Some((nh, limit, outer_v6)));
     }
 
     /// Egress port, next-hop MAC and the limit an outer packet to `outer_dst`

@@ -50,7 +50,13 @@ impl Prefix {
     /// Does the prefix contain `a` (same family, bits as from `to_u128`)?
     #[inline]
     pub fn contains_bits(&self, v6: bool, a: u128) -> bool {
-        self.v6 == v6 && a & self.mask == self.addr
+        if v6 {
+            self.v6 && a & self.mask == self.addr
+        } else {
+            // An IPv4 prefix's mask and bits live in the low 32 bits, so the
+            // 128-bit test is this 32-bit one (asked for every packet).
+            !self.v6 && (a as u32) & (self.mask as u32) == self.addr as u32
+        }
     }
 
     /// Does the prefix contain `ip`?
@@ -221,5 +227,45 @@ pub struct FlowKey {
 impl FlowKey {
     pub fn new(src: IpAddr, dst: IpAddr, proto: u8, sport: u16, dport: u16) -> FlowKey {
         FlowKey { v6: dst.is_ipv6(), src: to_u128(src), dst: to_u128(dst), proto, sport, dport }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The per-family test equals the plain 128-bit one for prefixes of
+    /// both families at every length, against addresses of both families
+    /// (IPv4 keys with stray high bits included).
+    #[test]
+    fn contains_bits_equals_the_128_bit_test() {
+        let mut x = 0x0123_4567_89ab_cdefu64;
+        let mut rnd = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for _ in 0..20_000 {
+            let v6 = rnd() % 2 == 0;
+            let bits = (u128::from(rnd()) << 64) | u128::from(rnd());
+            let (addr, len): (IpAddr, u8) = if v6 {
+                (IpAddr::V6(bits.into()), (rnd() % 129) as u8)
+            } else {
+                (IpAddr::V4((bits as u32).into()), (rnd() % 33) as u8)
+            };
+            let p = Prefix::new(addr, len).unwrap();
+            for _ in 0..8 {
+                let a_v6 = rnd() % 2 == 0;
+                let near = to_u128(addr) ^ (u128::from(rnd() % 4) << (rnd() % 32));
+                let a = match rnd() % 3 {
+                    0 => near,
+                    1 => (u128::from(rnd()) << 64) | u128::from(rnd()),
+                    _ => near | (u128::from(rnd()) << 64),
+                };
+                let plain = p.v6 == a_v6 && a & p.mask == p.addr;
+                assert_eq!(p.contains_bits(a_v6, a), plain, "{addr}/{len} {a:#x} v6={a_v6}");
+            }
+        }
     }
 }

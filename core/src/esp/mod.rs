@@ -433,7 +433,10 @@ impl Sa {
     pub fn max_inner_len(&self, limit: usize, transport_hdr_len: usize) -> usize {
         let f = &self.framing;
         // Transport mode: the packet's own header stays in front.
-        let kept = if f.outer_ip == 0 { transport_hdr_len } else { 0 };
+        let kept = match self.mode {
+            Mode::Tunnel { .. } => 0,
+            Mode::Transport => transport_hdr_len,
+        };
         // head (outer + UDP + ESP hdr + IV) + roundup(payload + 2, align) + ICV <= limit
         let Some(room) = limit.checked_sub(kept + f.head() + f.icv) else { return 0 };
         (room & !(f.align - 1)).saturating_sub(2) + kept

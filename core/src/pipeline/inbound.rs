@@ -12,7 +12,7 @@ use arrayvec::ArrayVec;
 use super::host::HostKind;
 use super::{addr_of, BurstCtx, NatMapping, Origin, Pipeline, Pkt, TxSink, BURST, MAX_GROUPS};
 use crate::esp::natt::{self, NattKind};
-use crate::esp::{Decapped, Mode, OuterRecord, PmtuUpdate};
+use crate::esp::{Mode, OuterRecord, PmtuUpdate};
 use crate::mtu::{self, BufAlloc, Freed, ReasmOutcome};
 use crate::packet::ip::proto;
 use crate::packet::{HwChecksum, Meta, PacketBuf};
@@ -222,7 +222,8 @@ impl<B: PacketBuf> Pipeline<B> {
         let sa = &isa.entry.sa;
         // Decapsulation writes each record into its slot in place; the slots
         // are the pipeline's, kept from group to group.
-        let mut results = self.decap_slots.take().unwrap_or_else(|| Box::new([Ok(Decapped::default()); BURST]));
+        // (Never empty here: every group puts them back.)
+        let mut results = self.decap_slots.take().unwrap_or_else(super::new_decap_slots);
         let n = g.bufs.len();
         sa.decap_burst_outer(&mut g.bufs, &g.outers, &mut results[..n]);
         g.outers.clear();

@@ -226,6 +226,11 @@ pub struct Pipeline<B: PacketBuf> {
 /// One result slot per packet of an inbound SA group.
 pub(crate) type DecapSlots = [Result<crate::esp::Decapped, crate::esp::EspError>; BURST];
 
+/// Fresh result slots (`Ok`: decapsulation writes each record in place).
+pub(crate) fn new_decap_slots() -> Box<DecapSlots> {
+    Box::new([Ok(crate::esp::Decapped::default()); BURST])
+}
+
 impl<B: PacketBuf> Pipeline<B> {
     pub fn new(ports: Vec<PortInfo>, reasm: ReasmConfig, pmtu_ageing_ms: u64) -> Self {
         let (mut own_v4, mut own_v6) = (ArrayVec::new(), ArrayVec::new());
@@ -256,7 +261,7 @@ impl<B: PacketBuf> Pipeline<B> {
             solicit_limit: RequestLimiter::new(256, 1000),
             deferred: ArrayVec::new(),
             spare: Some(Box::new(Burst::new())),
-            decap_slots: Some(Box::new([Ok(crate::esp::Decapped::default()); BURST])),
+            decap_slots: Some(new_decap_slots()),
             ports,
         }
     }

@@ -105,8 +105,8 @@ impl Sa {
                 Ok(x) => {
                     provisional = provisional.max(x.seq);
                     let k = pres.len();
-                    bufs[k] = p.data_mut().get_mut(x.esp_off..).unwrap_or_default();
-                    his[k] = x.seq_hi;
+                    bufs[k] = p.data_mut().get_mut(usize::from(x.esp_off)..).unwrap_or_default();
+                    his[k] = (x.seq >> 32) as u32;
                     pres.push((i as u8, x));
                 }
                 Err(e) => results[i] = Err(e),
@@ -224,14 +224,14 @@ impl Sa {
         if self.usage.hard_expired() {
             return Err(EspError::HardLifetime);
         }
+        // Offsets within a packet whose length an IP header gave fit in 16 bits.
         Ok(DecapPre {
-            esp_off: o.esp_off,
-            total_len: o.total_len,
-            nh_field: o.nh_field,
+            esp_off: o.esp_off as u16,
+            total_len: o.total_len as u16,
+            nh_field: o.nh_field as u16,
             v4: o.v4,
             outer_tos: o.outer_tos,
             seq,
-            seq_hi,
         })
     }
 
@@ -239,7 +239,9 @@ impl Sa {
     #[inline]
     fn decap_post<B: PacketBuf>(&self, pkt: &mut B, pre: &DecapPre, out: &mut Decapped) -> Result<(), EspError> {
         let (iv_len, icv_len) = (self.framing.iv, self.framing.icv);
-        let DecapPre { esp_off, total_len, nh_field, v4, outer_tos, seq, .. } = *pre;
+        let DecapPre { v4, outer_tos, seq, .. } = *pre;
+        let (esp_off, total_len, nh_field) =
+            (usize::from(pre.esp_off), usize::from(pre.total_len), usize::from(pre.nh_field));
         if self.anti_replay {
             self.replay.update(seq).map_err(replay_err)?;
         }
@@ -389,16 +391,17 @@ struct Outer {
     seq_lo: u32,
 }
 
-/// What [`Sa::decap_check`] found, for the steps after decryption.
+/// What [`Sa::decap_check`] found, for the steps after decryption. Kept
+/// per packet across the crypto call, so kept small (16 bytes).
 #[derive(Debug, Clone, Copy)]
 struct DecapPre {
-    esp_off: usize,
-    total_len: usize,
-    nh_field: usize,
+    esp_off: u16,
+    total_len: u16,
+    nh_field: u16,
     v4: bool,
     outer_tos: u8,
+    /// Full sequence number (its high half is the ESN the ICV covers).
     seq: u64,
-    seq_hi: u32,
 }
 
 /// What a successful decapsulation found.

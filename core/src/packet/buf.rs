@@ -77,9 +77,21 @@ pub trait PacketBuf {
 }
 
 /// A heap-backed packet buffer with fixed capacity, laid out like an mbuf:
-/// `[headroom | data | tailroom]`. Used by tests and offline tools.
+/// `[headroom | data | tailroom]`. Used by tests, offline tools and the
+/// instruction-count loop (`perf/instructions.py`).
+///
+/// Like an mbuf, the buffer is a pointer-sized handle to a header holding
+/// the offsets: the pipeline moves buffers through bursts, groups and the
+/// TX sink by value, and a handle the size of an mbuf pointer makes those
+/// moves cost what they cost in the gateway (the three-word-plus-offsets
+/// struct this used to be cost ~10 instructions per packet per move).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct VecBuf {
+pub struct VecBuf(Box<Room>);
+
+/// What a [`VecBuf`] points at: its bytes and where the packet lies in them
+/// (`start <= end <= mem.len()`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Room {
     mem: Vec<u8>,
     start: usize,
     end: usize,
@@ -94,25 +106,27 @@ impl VecBuf {
     /// An empty buffer with `headroom` bytes in front and `capacity` in all.
     pub fn with_room(headroom: usize, capacity: usize) -> Self {
         let headroom = headroom.min(capacity);
-        VecBuf { mem: vec![0; capacity], start: headroom, end: headroom }
+        VecBuf(Box::new(Room { mem: vec![0; capacity], start: headroom, end: headroom }))
     }
 
     /// A buffer holding `bytes`, with default headroom and at least default capacity.
     pub fn from_slice(bytes: &[u8]) -> Self {
         let cap = (Self::DEFAULT_HEADROOM + bytes.len() + 256).max(Self::DEFAULT_CAPACITY);
         let mut b = Self::with_room(Self::DEFAULT_HEADROOM, cap);
-        b.end = b.start + bytes.len();
-        b.mem[b.start..b.end].copy_from_slice(bytes);
+        let r = &mut *b.0;
+        r.end = r.start + bytes.len();
+        r.mem[r.start..r.end].copy_from_slice(bytes);
         b
     }
 
     /// Make this buffer hold `bytes` again, with default headroom, without
     /// allocating (benchmarks recycle buffers). `bytes` must fit.
     pub fn refill(&mut self, bytes: &[u8]) {
-        self.start = Self::DEFAULT_HEADROOM.min(self.mem.len());
-        self.end = (self.start + bytes.len()).min(self.mem.len());
-        let n = self.end - self.start;
-        self.mem[self.start..self.end].copy_from_slice(&bytes[..n]);
+        let r = &mut *self.0;
+        r.start = Self::DEFAULT_HEADROOM.min(r.mem.len());
+        r.end = (r.start + bytes.len()).min(r.mem.len());
+        let n = r.end - r.start;
+        r.mem[r.start..r.end].copy_from_slice(&bytes[..n]);
     }
 
     /// The packet as an owned vector.
@@ -123,43 +137,43 @@ impl VecBuf {
 
 impl PacketBuf for VecBuf {
     fn data(&self) -> &[u8] {
-        &self.mem[self.start..self.end]
+        &self.0.mem[self.0.start..self.0.end]
     }
     fn data_mut(&mut self) -> &mut [u8] {
-        &mut self.mem[self.start..self.end]
+        &mut self.0.mem[self.0.start..self.0.end]
     }
     fn headroom(&self) -> usize {
-        self.start
+        self.0.start
     }
     fn tailroom(&self) -> usize {
-        self.mem.len() - self.end
+        self.0.mem.len() - self.0.end
     }
     fn prepend(&mut self, n: usize) -> Result<(), BufError> {
-        if n > self.start {
+        if n > self.0.start {
             return Err(BufError::NoHeadroom);
         }
-        self.start -= n;
+        self.0.start -= n;
         Ok(())
     }
     fn append(&mut self, n: usize) -> Result<(), BufError> {
         if n > self.tailroom() {
             return Err(BufError::NoTailroom);
         }
-        self.end += n;
+        self.0.end += n;
         Ok(())
     }
     fn adj(&mut self, n: usize) -> Result<(), BufError> {
-        if n > self.end - self.start {
+        if n > self.0.end - self.0.start {
             return Err(BufError::TooShort);
         }
-        self.start += n;
+        self.0.start += n;
         Ok(())
     }
     fn trim(&mut self, n: usize) -> Result<(), BufError> {
-        if n > self.end - self.start {
+        if n > self.0.end - self.0.start {
             return Err(BufError::TooShort);
         }
-        self.end -= n;
+        self.0.end -= n;
         Ok(())
     }
 }

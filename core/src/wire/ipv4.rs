@@ -3,7 +3,7 @@
 use std::net::Ipv4Addr;
 
 use super::WireError;
-use crate::packet::ip::{checksum, checksum_adjust, fold, sum16};
+use crate::packet::ip::{checksum, fold, sum16};
 
 pub const HEADER_LEN: usize = 20;
 /// "Don't fragment" in the flags/offset word.
@@ -120,13 +120,17 @@ pub fn header_sum_ok(h: &[u8; HEADER_LEN]) -> bool {
 }
 
 /// Decrement the TTL of a checked header (its first 20 bytes) and fix the
-/// checksum incrementally (RFC 1624 eqn. 3).
+/// checksum incrementally. RFC 1624 eqn. 3 with the TTL's word going down
+/// by 0x0100 reduces to adding 0x0100 to the checksum with an end-around
+/// carry (what Linux's `ip_decrease_ttl` does): two adds instead of the
+/// general update's complements and folds. The result equals eqn. 3's for
+/// every checksum (tested exhaustively).
 #[inline]
 pub fn decrement_ttl_in(h: &mut [u8; HEADER_LEN]) {
-    let old = u16::from_be_bytes([h[8], h[9]]);
     h[8] = h[8].wrapping_sub(1);
-    let c = checksum_adjust(u16::from_be_bytes([h[10], h[11]]), old, old.wrapping_sub(0x0100));
-    h[10..12].copy_from_slice(&c.to_be_bytes());
+    let c = u32::from(u16::from_be_bytes([h[10], h[11]])) + 0x0100;
+    let c = c + u32::from(c >= 0xffff);
+    h[10..12].copy_from_slice(&(c as u16).to_be_bytes());
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
@@ -225,6 +229,26 @@ impl Ipv4Template {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::packet::ip::checksum_adjust;
+
+    #[test]
+    fn ttl_decrement_matches_rfc1624_for_every_checksum() {
+        for csum in 0..=u16::MAX {
+            for ttl in [2u8, 3, 64, 128, 255] {
+                for proto in [1u8, 6, 17, 50] {
+                    let mut h = [0u8; HEADER_LEN];
+                    h[8] = ttl;
+                    h[9] = proto;
+                    h[10..12].copy_from_slice(&csum.to_be_bytes());
+                    decrement_ttl_in(&mut h);
+                    let old = u16::from_be_bytes([ttl, proto]);
+                    let want = checksum_adjust(csum, old, old - 0x0100);
+                    assert_eq!(h[8], ttl - 1);
+                    assert_eq!(u16::from_be_bytes([h[10], h[11]]), want, "checksum {csum:#06x}, ttl {ttl}");
+                }
+            }
+        }
+    }
 
     /// The remainder test agrees with the plain RFC 1071 checksum on valid
     /// headers, on headers one bit off, and on the all-zero and all-ones

@@ -172,6 +172,34 @@ impl PacketBuf for Mbuf<'_> {
         m.pkt_len -= n as u32;
         Ok(())
     }
+    // The one-step reshapes: the offsets written once, as the trait's
+    // composed defaults would leave them. Single-segment mbufs only (the
+    // worker linearizes chains before the pipeline sees them): on a chain
+    // both refuse, where the defaults would act on the first segment.
+    fn narrow(&mut self, off: usize, len: usize) -> Result<(), BufError> {
+        let m = self.raw_mut();
+        if m.nb_segs != 1 || off.saturating_add(len) > m.data_len as usize {
+            return Err(BufError::TooShort);
+        }
+        m.data_off += off as u16;
+        m.data_len = len as u16;
+        m.pkt_len = len as u32;
+        Ok(())
+    }
+    fn reframe(&mut self, head: usize, len: usize) -> Result<(), BufError> {
+        let m = self.raw_mut();
+        if head > m.data_off as usize {
+            return Err(BufError::NoHeadroom);
+        }
+        let off = m.data_off as usize - head;
+        if m.nb_segs != 1 || len > m.buf_len as usize - off {
+            return Err(BufError::NoTailroom);
+        }
+        m.data_off = off as u16;
+        m.data_len = len as u16;
+        m.pkt_len = len as u32;
+        Ok(())
+    }
 }
 
 impl Drop for Mbuf<'_> {

@@ -270,8 +270,7 @@ impl Sa {
                     proto::NONE => return Err(EspError::Dummy),
                     _ => return Err(EspError::BadNextHeader),
                 };
-                pkt.trim(total_len - payload_end).map_err(|_| EspError::BadLength)?;
-                pkt.adj(ct_start).map_err(|_| EspError::BadLength)?;
+                pkt.narrow(ct_start, payload_len).map_err(|_| EspError::BadLength)?;
                 let d = pkt.data_mut();
                 // The inner packet is an ingress of its own: checked once, here.
                 let m = &mut out.inner;

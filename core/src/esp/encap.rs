@@ -163,9 +163,11 @@ impl Sa {
     /// header (the buffer then runs to the end of the ICV).
     #[inline]
     fn encap_prepare<B: PacketBuf>(&self, pkt: &mut B, seq: u64, inner: &Meta) -> Result<usize, EspError> {
-        let total_len = usize::from(inner.total_len);
-        // Link-layer padding beyond the IP length goes.
-        pkt.trim(pkt.len().checked_sub(total_len).ok_or(EspError::BadInner)?).map_err(|_| EspError::BadInner)?;
+        // The buffer holds at least the IP packet (link-layer padding beyond
+        // its length goes when ESP reshapes the buffer).
+        if pkt.len() < usize::from(inner.total_len) {
+            return Err(EspError::BadInner);
+        }
         match self.mode {
             Mode::Tunnel { local, .. } => self.encap_tunnel(pkt, seq, local.is_ipv4(), inner),
             Mode::Transport => self.encap_transport(pkt, seq, inner),
@@ -189,7 +191,7 @@ impl Sa {
         let head = f.head();
         let tail = pad + 2 + f.icv;
         let total = head + inner_len + tail;
-        grow(pkt, head, tail, total, outer_v4)?;
+        grow(pkt, head, total, outer_v4)?;
         let buf = pkt.data_mut();
         // ESP header, IV, trailer.
         self.write_esp(&mut buf[outer_len..], seq, inner_len, pad, next_header)?;
@@ -227,7 +229,7 @@ impl Sa {
         let head = f.head();
         let tail = pad + 2 + f.icv;
         let total = total_len + head + tail;
-        grow(pkt, head, tail, total, v4)?;
+        grow(pkt, head, total, v4)?;
         let buf = pkt.data_mut();
         // Move the IP header (and IPv6 extension headers) to the new front.
         buf.copy_within(head..head + hdr_len, 0);
@@ -272,16 +274,13 @@ impl Sa {
     }
 }
 
-/// Make room for ESP: `head` bytes in front, `tail` behind, for a packet of
-/// `total` bytes once encapsulated (which its IP length field must hold).
+/// Make room for ESP: `head` bytes in front and the packet `total` bytes
+/// long from there (trailer behind, link padding gone), `total` being what
+/// its IP length field must hold. One reshape of the buffer, checked once.
 #[inline]
-fn grow<B: PacketBuf>(pkt: &mut B, head: usize, tail: usize, total: usize, v4: bool) -> Result<(), EspError> {
+fn grow<B: PacketBuf>(pkt: &mut B, head: usize, total: usize, v4: bool) -> Result<(), EspError> {
     if total > usize::from(u16::MAX) + if v4 { 0 } else { IPV6_HDR_LEN } {
         return Err(EspError::TooBig);
     }
-    if pkt.headroom() < head || pkt.tailroom() < tail {
-        return Err(EspError::NoRoom);
-    }
-    pkt.prepend(head).map_err(|_| EspError::NoRoom)?;
-    pkt.append(tail).map_err(|_| EspError::NoRoom)
+    pkt.reframe(head, total).map_err(|_| EspError::NoRoom)
 }

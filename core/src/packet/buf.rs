@@ -52,6 +52,35 @@ pub trait PacketBuf {
     /// Remove `n` bytes from the back.
     fn trim(&mut self, n: usize) -> Result<(), BufError>;
 
+    /// Keep only the `len` bytes that start `off` bytes into the packet (a
+    /// header stripped and link padding dropped in one step). Equivalent to
+    /// `trim(self.len() - off - len)` then `adj(off)`, checked once.
+    fn narrow(&mut self, off: usize, len: usize) -> Result<(), BufError> {
+        let cut = self.len().checked_sub(off).and_then(|r| r.checked_sub(len)).ok_or(BufError::TooShort)?;
+        self.trim(cut)?;
+        self.adj(off)
+    }
+
+    /// Open `head` bytes in front of the packet and make it `len` bytes long
+    /// from its new start (ESP: headers in front, trailer behind, link
+    /// padding gone). Equivalent to `prepend(head)` then growing or trimming
+    /// the back, checked once; on error nothing changed.
+    fn reframe(&mut self, head: usize, len: usize) -> Result<(), BufError> {
+        if head > self.headroom() {
+            return Err(BufError::NoHeadroom);
+        }
+        let now = self.len() + head;
+        if len > now && len - now > self.tailroom() {
+            return Err(BufError::NoTailroom);
+        }
+        self.prepend(head)?;
+        if len >= now {
+            self.append(len - now)
+        } else {
+            self.trim(now - len)
+        }
+    }
+
     /// The NIC's verdict on the IPv4 header checksum, where it offers one.
     fn hw_ip_checksum(&self) -> HwChecksum {
         HwChecksum::Unknown
@@ -176,6 +205,28 @@ impl PacketBuf for VecBuf {
         self.0.end -= n;
         Ok(())
     }
+    fn narrow(&mut self, off: usize, len: usize) -> Result<(), BufError> {
+        let r = &mut *self.0;
+        if off.checked_add(len).is_none_or(|n| n > r.end - r.start) {
+            return Err(BufError::TooShort);
+        }
+        r.start += off;
+        r.end = r.start + len;
+        Ok(())
+    }
+    fn reframe(&mut self, head: usize, len: usize) -> Result<(), BufError> {
+        let r = &mut *self.0;
+        if head > r.start {
+            return Err(BufError::NoHeadroom);
+        }
+        let start = r.start - head;
+        if len > r.mem.len() - start {
+            return Err(BufError::NoTailroom);
+        }
+        r.start = start;
+        r.end = start + len;
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -197,6 +248,63 @@ mod tests {
         assert_eq!(b.data(), &[2, 3]);
         assert_eq!(b.set_len(4), Ok(()));
         assert_eq!(b.len(), 4);
+    }
+
+    /// The one-step `narrow` and `reframe` of `VecBuf` against the trait's
+    /// composed defaults (run on a wrapper that keeps them), on every small
+    /// case: same bytes, same room, same error (and nothing changed on one).
+    #[test]
+    fn one_step_reshapes_equal_the_composed_ones() {
+        struct Composed(VecBuf);
+        impl PacketBuf for Composed {
+            fn data(&self) -> &[u8] {
+                self.0.data()
+            }
+            fn data_mut(&mut self) -> &mut [u8] {
+                self.0.data_mut()
+            }
+            fn headroom(&self) -> usize {
+                self.0.headroom()
+            }
+            fn tailroom(&self) -> usize {
+                self.0.tailroom()
+            }
+            fn prepend(&mut self, n: usize) -> Result<(), BufError> {
+                self.0.prepend(n)
+            }
+            fn append(&mut self, n: usize) -> Result<(), BufError> {
+                self.0.append(n)
+            }
+            fn adj(&mut self, n: usize) -> Result<(), BufError> {
+                self.0.adj(n)
+            }
+            fn trim(&mut self, n: usize) -> Result<(), BufError> {
+                self.0.trim(n)
+            }
+        }
+        let fresh = |headroom: usize, len: usize| {
+            let mut b = VecBuf::with_room(headroom, 12);
+            b.append(len).unwrap();
+            for (i, x) in b.data_mut().iter_mut().enumerate() {
+                *x = i as u8 + 1;
+            }
+            b
+        };
+        let state = |b: &VecBuf| (b.data().to_vec(), b.headroom(), b.tailroom());
+        for headroom in 0..=6 {
+            for len in 0..=12 - headroom {
+                for a in 0..=13 {
+                    for n in 0..=13 {
+                        let (mut one, mut two) = (fresh(headroom, len), Composed(fresh(headroom, len)));
+                        assert_eq!(one.narrow(a, n), two.narrow(a, n), "narrow({a}, {n}) of {headroom}+{len}");
+                        assert_eq!(state(&one), state(&two.0));
+                        let (mut one, mut two) = (fresh(headroom, len), Composed(fresh(headroom, len)));
+                        assert_eq!(one.reframe(a, n), two.reframe(a, n), "reframe({a}, {n}) of {headroom}+{len}");
+                        assert_eq!(state(&one), state(&two.0));
+                    }
+                }
+            }
+        }
     }
 
     #[test]

@@ -234,8 +234,7 @@ impl<B: PacketBuf> Pipeline<B> {
                 cx.stats.drop_one(DropReason::BadIp);
                 continue;
             }
-            let padding = buf.len() - ETH_HLEN - usize::from(meta.total_len);
-            if buf.adj(ETH_HLEN).is_err() || buf.trim(padding).is_err() {
+            if buf.narrow(ETH_HLEN, usize::from(meta.total_len)).is_err() {
                 cx.stats.drop_one(DropReason::BadIp);
                 continue;
             }

@@ -55,8 +55,7 @@ impl<B: PacketBuf> Pipeline<B> {
             return None;
         }
         // The IP packet is the buffer from here on; padding beyond its length goes.
-        let padding = buf.len() - ETH_HLEN - usize::from(meta.total_len);
-        if buf.adj(ETH_HLEN).is_err() || buf.trim(padding).is_err() {
+        if buf.narrow(ETH_HLEN, usize::from(meta.total_len)).is_err() {
             cx.stats.drop_one(DropReason::BadIp);
             return None;
         }

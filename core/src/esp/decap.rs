@@ -281,7 +281,7 @@ impl Sa {
                 if (m.is_v6() != (inner_v == 6)) || usize::from(m.total_len) != payload_len {
                     return Err(EspError::BadInner);
                 }
-                m.tos = super::ecn::decap(d, inner_v, outer_tos)?;
+                m.tos = super::ecn::decap(d, inner_v, m.tos, outer_tos)?;
             }
             Mode::Transport => {
                 if next_header == proto::NONE {

@@ -5,13 +5,14 @@ use super::EspError;
 use crate::packet::ip;
 
 /// Fold the outer ECN (`outer_tos & 3`) into `inner` (an IPv4 or IPv6
-/// header, `version` 4 or 6); the IPv4 checksum is updated incrementally.
-/// Returns the inner TOS / traffic class as it now is.
-pub(super) fn decap(inner: &mut [u8], version: u8, outer_tos: u8) -> Result<u8, EspError> {
+/// header, `version` 4 or 6, whose TOS / traffic class is `tos`, as its
+/// record holds it); the IPv4 checksum is updated incrementally. Returns
+/// the inner TOS / traffic class as it now is. The header is only written
+/// when the ECN field changes (rare): the common case reads nothing.
+pub(super) fn decap(inner: &mut [u8], version: u8, tos: u8, outer_tos: u8) -> Result<u8, EspError> {
     const CE: u8 = 3;
     const ECT1: u8 = 1;
     let outer = outer_tos & 3;
-    let tos = if version == 4 { inner[1] } else { (inner[0] << 4) | (inner[1] >> 4) };
     let inner_ecn = tos & 3;
     let new_ecn = match (inner_ecn, outer) {
         (0, CE) => return Err(EspError::EcnDrop),

@@ -126,8 +126,8 @@ impl Sa {
         for (i, (p, m)) in pkts.iter_mut().zip(metas).enumerate().take(BATCH) {
             let seq = first + i as u64;
             match self.encap_prepare(p, seq, m) {
-                Ok(off) => {
-                    bufs[k] = p.data_mut().get_mut(off..).unwrap_or_default();
+                Ok((off, esp)) => {
+                    bufs[k] = esp;
                     his[k] = (seq >> 32) as u32;
                     idx[k] = i as u8;
                     offs[k] = off as u16;
@@ -160,9 +160,15 @@ impl Sa {
 
     /// Everything but the crypto: headers, IV, padding, trailer, from the
     /// inner packet's record (no parse). Returns the offset of the ESP
-    /// header (the buffer then runs to the end of the ICV).
+    /// header and the packet from there to the end of the ICV (what the
+    /// crypto call seals; handed back so that it is not looked up again).
     #[inline]
-    fn encap_prepare<B: PacketBuf>(&self, pkt: &mut B, seq: u64, inner: &Meta) -> Result<usize, EspError> {
+    fn encap_prepare<'p, B: PacketBuf>(
+        &self,
+        pkt: &'p mut B,
+        seq: u64,
+        inner: &Meta,
+    ) -> Result<(usize, &'p mut [u8]), EspError> {
         // The buffer holds at least the IP packet (link-layer padding beyond
         // its length goes when ESP reshapes the buffer).
         if pkt.len() < usize::from(inner.total_len) {
@@ -174,13 +180,13 @@ impl Sa {
         }
     }
 
-    fn encap_tunnel<B: PacketBuf>(
+    fn encap_tunnel<'p, B: PacketBuf>(
         &self,
-        pkt: &mut B,
+        pkt: &'p mut B,
         seq: u64,
         outer_v4: bool,
         inner: &Meta,
-    ) -> Result<usize, EspError> {
+    ) -> Result<(usize, &'p mut [u8]), EspError> {
         let f = &self.framing;
         let inner_len = usize::from(inner.total_len);
         let next_header = if inner.is_v6() { proto::IPV6 } else { proto::IPV4 };
@@ -212,10 +218,15 @@ impl Sa {
             Outer::V6(r) => Ipv6Repr { traffic_class: inner.tos, payload_len: total - IPV6_HDR_LEN, ..*r }.emit(buf),
             Outer::None => return Err(EspError::BadInner), // tunnel SAs always have one
         }
-        Ok(outer_len)
+        Ok((outer_len, &mut buf[outer_len..]))
     }
 
-    fn encap_transport<B: PacketBuf>(&self, pkt: &mut B, seq: u64, inner: &Meta) -> Result<usize, EspError> {
+    fn encap_transport<'p, B: PacketBuf>(
+        &self,
+        pkt: &'p mut B,
+        seq: u64,
+        inner: &Meta,
+    ) -> Result<(usize, &'p mut [u8]), EspError> {
         if inner.is_fragment() {
             // RFC 4303 §3.3: transport mode never applies to fragments.
             return Err(EspError::Fragment);
@@ -246,7 +257,7 @@ impl Sa {
         } else {
             buf[4..6].copy_from_slice(&((total - IPV6_HDR_LEN) as u16).to_be_bytes());
         }
-        Ok(hdr_len + udp)
+        Ok((hdr_len + udp, &mut buf[hdr_len + udp..]))
     }
 
     /// Fill ESP header, IV and trailer around a payload already in place at

@@ -65,23 +65,20 @@ fn eal_mempool_mbuf_port_ownership() {
                 *x = i as u8;
             }
         };
+        type Reshape = fn(&mut dyn PacketBuf, usize, usize) -> Result<(), BufError>;
+        let ops: [(&str, Reshape); 2] = [("narrow", |b, a, n| b.narrow(a, n)), ("reframe", |b, a, n| b.reframe(a, n))];
         let sizes = [0, 1, 13, 14, 100, 127, 128, 129, 199, 200, 201, 2000, 2175, 2176, 2177, 4096];
-        for &a in &sizes {
-            for &n in &sizes {
-                let mut m = pool.alloc().unwrap();
-                let mut v = VecBuf::with_room(128, 2176);
-                fill(&mut m);
-                fill(&mut v);
-                assert_eq!(m.narrow(a, n), v.narrow(a, n), "narrow({a}, {n})");
-                assert_eq!(state(&m), state(&v), "narrow({a}, {n})");
-                assert_eq!(m.pkt_len() as usize, m.len());
-                let mut m = pool.alloc().unwrap();
-                let mut v = VecBuf::with_room(128, 2176);
-                fill(&mut m);
-                fill(&mut v);
-                assert_eq!(m.reframe(a, n), v.reframe(a, n), "reframe({a}, {n})");
-                assert_eq!(state(&m), state(&v), "reframe({a}, {n})");
-                assert_eq!(m.pkt_len() as usize, m.len());
+        for (name, op) in ops {
+            for &a in &sizes {
+                for &n in &sizes {
+                    let mut m = pool.alloc().unwrap();
+                    let mut v = VecBuf::with_room(128, 2176);
+                    fill(&mut m);
+                    fill(&mut v);
+                    assert_eq!(op(&mut m, a, n), op(&mut v, a, n), "{name}({a}, {n})");
+                    assert_eq!(state(&m), state(&v), "{name}({a}, {n})");
+                    assert_eq!(m.pkt_len() as usize, m.len());
+                }
             }
         }
     }

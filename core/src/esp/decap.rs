@@ -224,7 +224,7 @@ impl Sa {
         if self.usage.hard_expired() {
             return Err(EspError::HardLifetime);
         }
-        // Offsets within a packet whose length an IP header gave fit in 16 bits.
+        // Offsets within the packet, whose record holds its length in 16 bits.
         Ok(DecapPre {
             esp_off: o.esp_off as u16,
             total_len: o.total_len as u16,

@@ -191,6 +191,11 @@ impl Meta {
         let p = Ipv6Packet::new_checked(ip).map_err(bad_ip)?;
         let l = p.layout();
         let total = p.total_len();
+        // 40 + a payload length reaches 65 575; the record (and every
+        // buffer the gateway receives) holds 16 bits.
+        if total > usize::from(u16::MAX) {
+            return Err(DropReason::BadIp);
+        }
         let frag = match l.fragment {
             None => Frag::No,
             Some((at, offset, more)) => {
@@ -268,6 +273,26 @@ mod tests {
         p[20..24].copy_from_slice(&[0x12, 0x34, 0x00, 0x35]);
         ip::ipv4_set_checksum(&mut p[..20]);
         p
+    }
+
+    /// An IPv6 packet longer than 65 535 bytes in all (40 + a payload length
+    /// above 65 495) cannot be recorded in 16 bits: refused, not truncated.
+    #[test]
+    fn ipv6_longer_than_16_bits_is_refused() {
+        for payload in [65_495usize, 65_496, 65_535] {
+            let mut p = vec![0u8; 40 + payload];
+            p[0] = 0x60;
+            p[4..6].copy_from_slice(&(payload as u16).to_be_bytes());
+            p[6] = proto::UDP;
+            p[7] = 64;
+            p[40..48].copy_from_slice(&[0x12, 0x34, 0x00, 0x35, 0, 8, 0, 0]);
+            let r = Meta::parse(&p, HwChecksum::Unknown);
+            if 40 + payload <= 65_535 {
+                assert_eq!(r.map(|m| usize::from(m.total_len)), Ok(40 + payload));
+            } else {
+                assert_eq!(r, Err(DropReason::BadIp), "payload {payload}");
+            }
+        }
     }
 
     #[test]

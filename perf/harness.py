@@ -497,8 +497,10 @@ via = "198.51.100.254"
 
 def profile():
     """Instructions per packet (callgrind counts are repeatable where times
-    are not): the whole pipeline on plain buffers, run for two packet counts;
-    the difference divided by the extra packets removes the setup."""
+    are not): the whole loop of `pipeline_loop` (the gateway's pipeline over
+    mbufs, plus the loop's own mbuf handling; `perf/instructions.py` splits
+    the two), run for two packet counts; the difference divided by the extra
+    packets removes the setup."""
     rows = []
     for name, mode, alg in [("bypass (pass eroute)", "bypass", "aes128-gcm16"),
                             ("AES-128-GCM outbound", "out", "aes128-gcm16"),

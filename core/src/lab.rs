@@ -778,13 +778,7 @@ mod tests {
     /// (deterministic seed) through every invariant.
     #[test]
     fn random_operation_sequences_hold_every_invariant() {
-        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-        let mut next = || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut next = crate::test_rng::xorshift(0x9e37_79b9_7f4a_7c15);
         // ESPGW_LAB_CASES=N runs longer (make fuzz-lab).
         let cases: u64 = std::env::var("ESPGW_LAB_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(300);
         for case in 0..cases {
@@ -795,12 +789,12 @@ mod tests {
                 let mut body: Vec<u8> = (0..len).map(|_| next() as u8).collect();
                 // Mostly well-formed headers, so the deeper paths are reached.
                 if tag == 2 && len >= 28 {
-                    let net = if next() % 4 == 0 { 9 } else { 2 }; // sometimes the pass eroute's flow
+                    let net = if next().is_multiple_of(4) { 9 } else { 2 }; // sometimes the pass eroute's flow
                     body[..28].copy_from_slice(&udp4([10, 0, 1, 5], [10, 0, net, (next() % 255) as u8], 28, false));
                 }
                 if tag == 3 && len >= 30 {
                     body[2..30].copy_from_slice(&udp4([10, 0, 2, 7], [10, 0, 1, (next() % 255) as u8], 28, false));
-                    if next() % 2 == 0 {
+                    if next().is_multiple_of(2) {
                         body[..2].copy_from_slice(&[0, 0]);
                     }
                 }

@@ -18,4 +18,6 @@ pub mod policy;
 pub mod route;
 pub mod stats;
 mod sync;
+#[cfg(test)]
+mod test_rng;
 pub mod wire;

@@ -508,13 +508,7 @@ mod tests {
     /// A small fuzz run of every driver in the normal suite (deterministic).
     #[test]
     fn random_inputs_hold_every_invariant() {
-        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
-        let mut next = || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut next = crate::test_rng::xorshift(0x2545_f491_4f6c_dd1d);
         let inner = udp_b_to_a(200, 1, 0);
         for case in 0..200 {
             let mut input = Vec::new();
@@ -522,7 +516,7 @@ mod tests {
                 let tag = next() as u8;
                 let len = (next() % 300) as usize;
                 let mut body: Vec<u8> = (0..len).map(|_| next() as u8).collect();
-                if next() % 2 == 0 {
+                if next().is_multiple_of(2) {
                     body.splice(body.len().min(4).., inner.iter().copied());
                 }
                 input.extend(op(tag, &body));

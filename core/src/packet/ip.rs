@@ -220,13 +220,11 @@ mod tests {
     /// The 20-byte fast path agrees with the generic sum, carries included.
     #[test]
     fn header_fast_path_matches_generic() {
-        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut rnd = crate::test_rng::xorshift(0x9e37_79b9_7f4a_7c15);
         for round in 0..5000 {
             let mut h = [0u8; IPV4_HDR_LEN];
             for b in h.iter_mut() {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
+                let x = rnd();
                 *b = if round % 3 == 0 { 0xff } else { x as u8 };
             }
             let mut fast = h;
@@ -280,14 +278,9 @@ mod tests {
             }
             !(a as u16)
         }
-        let mut x = 0x9e37_79b9u32;
+        let mut rnd = crate::test_rng::xorshift(0x9e37_79b9);
         let edges = [0, 1, 0xffff, 0x1_0000, 0x1_fffe, 0xffff_ffff, 0xffff_0000, 0x0001_ffff, 0xfffe_ffff];
-        for a in edges.into_iter().chain((0..100_000).map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x
-        })) {
+        for a in edges.into_iter().chain((0..100_000).map(|_| rnd() as u32)) {
             assert_eq!(fold(a), looped(a), "{a:#x}");
         }
     }

@@ -348,13 +348,8 @@ mod tests {
     /// lengths, flags, offset, protocol, checksum).
     #[test]
     fn the_plain_path_agrees_with_the_general_one() {
-        let mut x = 0x2545_f491u32;
-        let mut rnd = move || {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x
-        };
+        let mut rnd64 = crate::test_rng::xorshift(0x2545_f491);
+        let mut rnd = move || rnd64() as u32;
         let mut taken = 0;
         for case in 0..200_000 {
             let len = [20, 23, 24, 25, 40, 60, 64][case % 7];

@@ -239,15 +239,9 @@ mod tests {
     /// (IPv4 keys with stray high bits included).
     #[test]
     fn contains_bits_equals_the_128_bit_test() {
-        let mut x = 0x0123_4567_89ab_cdefu64;
-        let mut rnd = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut rnd = crate::test_rng::xorshift(0x0123_4567_89ab_cdef);
         for _ in 0..20_000 {
-            let v6 = rnd() % 2 == 0;
+            let v6 = rnd().is_multiple_of(2);
             let bits = (u128::from(rnd()) << 64) | u128::from(rnd());
             let (addr, len): (IpAddr, u8) = if v6 {
                 (IpAddr::V6(bits.into()), (rnd() % 129) as u8)
@@ -256,7 +250,7 @@ mod tests {
             };
             let p = Prefix::new(addr, len).unwrap();
             for _ in 0..8 {
-                let a_v6 = rnd() % 2 == 0;
+                let a_v6 = rnd().is_multiple_of(2);
                 let near = to_u128(addr) ^ (u128::from(rnd() % 4) << (rnd() % 32));
                 let a = match rnd() % 3 {
                     0 => near,

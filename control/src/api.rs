@@ -385,7 +385,9 @@ pub fn handle(state: &ControlState<'_>, req: &ApiRequest) -> ApiResponse {
         }
     }
     let name = name.unwrap_or_default();
-    let result = match (req.method.as_str(), pattern) {
+    // HEAD is GET without the body (the server drops it).
+    let method = if req.method == "HEAD" { "GET" } else { req.method.as_str() };
+    let result = match (method, pattern) {
         (_, "/api/v1/health") => health(state),
         (_, "/api/v1/openapi.json") => Ok(ApiResponse {
             status: 200,
@@ -439,11 +441,16 @@ pub fn handle(state: &ControlState<'_>, req: &ApiRequest) -> ApiResponse {
                 headers: Vec::new(),
             }
         }),
-        ("GET", "/api/v1/events") => Err(ApiResponse::error(
-            400,
-            "the event stream is served by the HTTP server (GET /api/v1/events over the socket or TCP)",
-            None,
-        )),
+        // The HTTP server streams a GET itself (it never ends, so it is not
+        // the router's); what reaches the router is a HEAD (the stream's
+        // headers) or a direct caller: an event stream that holds only a
+        // comment saying where the events are.
+        ("GET", "/api/v1/events") => Ok(ApiResponse {
+            status: 200,
+            content_type: "text/event-stream",
+            body: ": events are streamed by the HTTP server (GET /api/v1/events over the socket or TCP)\n\n".into(),
+            headers: Vec::new(),
+        }),
         _ => Err(ApiResponse::error(405, "method not allowed", None)),
     };
     result.unwrap_or_else(|e| e)

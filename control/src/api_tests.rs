@@ -679,3 +679,35 @@ fn ike_endpoints_list_and_command_the_daemon() {
     assert_eq!((s, &v["connections"]), (200, &json!([])));
     assert_eq!(call(&plain, "POST", "/api/v1/ike/east/initiate", Some(json!({}))).0, 404);
 }
+
+/// The event stream's GET is the HTTP server's (it never ends); a HEAD
+/// reaches the router and gets the stream's status and type, as the OpenAPI
+/// document says (the API fuzzer once sent the router a GET and got an
+/// undocumented 400).
+#[test]
+fn the_event_stream_through_the_router_is_a_documented_stream() {
+    let st = state(None);
+    for method in ["GET", "HEAD"] {
+        let req = ApiRequest { method: method.into(), path: "/api/v1/events".into(), ..Default::default() };
+        let r = handle(&st, &req);
+        assert_eq!((r.status, r.content_type), (200, "text/event-stream"), "{method}: {}", r.body);
+        check_response("GET", "/api/v1/events", r.status, r.content_type, &r.body).unwrap();
+        assert!(r.body.lines().all(|l| l.is_empty() || l.starts_with(':')), "only SSE comments: {}", r.body);
+    }
+}
+
+/// HEAD is answered as GET on every GET route (the server drops the body);
+/// it was matched to the route and then refused with a 405 everywhere but
+/// health and the OpenAPI document.
+#[test]
+fn head_answers_as_get_on_every_get_route() {
+    let st = state(None);
+    for (m, p) in ROUTES.iter().filter(|(m, _)| *m == "GET") {
+        let path = p.replace("{name}", "to-b");
+        let ask =
+            |method: &str| handle(&st, &ApiRequest { method: method.into(), path: path.clone(), ..Default::default() });
+        let (get, head) = (ask(m), ask("HEAD"));
+        assert_eq!((head.status, head.content_type), (get.status, get.content_type), "HEAD {path}: {}", head.body);
+        assert_ne!(head.status, 405, "HEAD {path}");
+    }
+}

@@ -11,7 +11,7 @@ use arrayvec::ArrayVec;
 
 use super::egress::PassPermit;
 use super::{addr_of, decrement_ttl, Burst, BurstCtx, Origin, Pipeline, Pkt, TxSink, BURST, MAX_GROUPS};
-use crate::esp::{Mode, Sa};
+use crate::esp::{EspError, Mode, Sa};
 use crate::mtu::{self, BufAlloc, TooBig};
 use crate::packet::{HwChecksum, Meta, PacketBuf};
 use crate::policy::{ProtectOptions, SaEntry, Snapshot, Verdict};
@@ -251,16 +251,19 @@ impl<B: PacketBuf> Pipeline<B> {
         g.metas.clear();
         g.origins.clear();
         let mut encrypted = 0;
-        for (i, (buf, r)) in g.bufs.drain(..).zip(&results).enumerate() {
+        for (i, buf) in g.bufs.drain(..).enumerate() {
             let Some((nh, limit, outer_v6)) = hop_of(i) else { continue };
-            match r {
+            // (Indexed, not zipped: the zipped iterators' state spilled to
+            // the stack around `send_esp`, ~12 instructions a packet. There
+            // is a result for every packet; fail closed all the same.)
+            match results.get(i).copied().unwrap_or(Err(EspError::NoRoom)) {
                 Ok(()) => {
                     encrypted += 1;
                     self.send_esp(buf, outer_v6, nh, limit, cx)
                 }
                 Err(e) => {
-                    cx.stats.drop_one(DropReason::from(*e));
-                    sa.drops().count(*e);
+                    cx.stats.drop_one(DropReason::from(e));
+                    sa.drops().count(e);
                 }
             }
         }

@@ -229,8 +229,14 @@ impl<B: PacketBuf> Pipeline<B> {
         g.outers.clear();
         let mut decrypted = 0;
         let (me, mut cursor) = (sa_key(isa), 0);
-        // By reference: zipping the results array by value would copy all of it.
-        for (i, (buf, r)) in g.bufs.drain(..).zip(results.iter_mut()).enumerate() {
+        // Indexed, not zipped: the zipped iterators' state spilled to the
+        // stack around forwarding (as outbound's did). There is a slot for
+        // every packet; without one the packet would be dropped all the same.
+        for (i, buf) in g.bufs.drain(..).enumerate() {
+            let Some(r) = results.get_mut(i) else {
+                cx.stats.drop_one(DropReason::EspNoRoom);
+                continue;
+            };
             let d = match r {
                 Ok(d) => d,
                 Err(e) => {

@@ -340,6 +340,18 @@ fn live_sa_add_and_delete_steer_traffic() {
     assert_eq!(status, 200);
     assert!(ct.starts_with("text/plain"));
     assert!(metrics.contains("espgw_drops_total{reason=\"policy_trap\",worker=\"0\"}"), "{metrics}");
+    // HEAD is GET's headers, over the real server too (the event stream's
+    // HEAD included: the server streams only a GET).
+    for path in ["/metrics", "/api/v1/sas", "/api/v1/events"] {
+        let (status, ct, body) = api.request("HEAD", path, None);
+        let (get_status, get_ct) = if path == "/api/v1/events" {
+            (200, "text/event-stream".to_string())
+        } else {
+            let (s, c, _) = api.request("GET", path, None);
+            (s, c)
+        };
+        assert_eq!((status, ct.as_str(), body.as_str()), (get_status, get_ct.as_str(), ""), "HEAD {path}");
+    }
 
     let run = stop_espgw(child, &report);
     run.assert_ok();

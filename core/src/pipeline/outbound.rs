@@ -254,7 +254,7 @@ impl<B: PacketBuf> Pipeline<B> {
         for (i, buf) in g.bufs.drain(..).enumerate() {
             let Some((nh, limit, outer_v6)) = hop_of(i) else { continue };
             // (Indexed, not zipped: the zipped iterators' state spilled to
-            // the stack around `send_esp`, ~12 instructions a packet. There
+            // the stack around `send_esp`, ~10 instructions a packet. There
             // is a result for every packet; fail closed all the same.)
             match results.get(i).copied().unwrap_or(Err(EspError::NoRoom)) {
                 Ok(()) => {

@@ -362,12 +362,13 @@ pub fn handle(state: &ControlState<'_>, req: &ApiRequest) -> ApiResponse {
     if let Some(denied) = check_auth(state, req) {
         return denied;
     }
+    let method = route_method(&req.method);
     let mut allowed = Vec::new();
     let mut route = None;
     for (m, p) in ROUTES {
         if let Some(name) = matches(p, &req.path) {
             allowed.push(*m);
-            if *m == req.method || (req.method == "HEAD" && *m == "GET") {
+            if *m == method {
                 route = Some((*p, name));
             }
         }
@@ -385,8 +386,6 @@ pub fn handle(state: &ControlState<'_>, req: &ApiRequest) -> ApiResponse {
         }
     }
     let name = name.unwrap_or_default();
-    // HEAD is GET without the body (the server drops it).
-    let method = if req.method == "HEAD" { "GET" } else { req.method.as_str() };
     let result = match (method, pattern) {
         (_, "/api/v1/health") => health(state),
         (_, "/api/v1/openapi.json") => Ok(ApiResponse {
@@ -599,6 +598,16 @@ fn stats(state: &ControlState<'_>) -> Result<ApiResponse, ApiResponse> {
             "mempools": l.pools(),
         }),
     ))
+}
+
+/// The method a request is routed and documented as: HEAD is GET without
+/// the body (the server drops it).
+pub fn route_method(method: &str) -> &str {
+    if method == "HEAD" {
+        "GET"
+    } else {
+        method
+    }
 }
 
 /// The route pattern a request path falls under (for contract checks).

@@ -266,8 +266,7 @@ pub fn check_answer(state: &ControlState<'_>, req: &ApiRequest, held: &[String])
             return Err(format!("error body without error/reason: {what}"));
         }
     }
-    // HEAD is documented as its GET (the server sends the headers only).
-    let method = if req.method == "HEAD" { "GET" } else { req.method.as_str() };
+    let method = crate::api::route_method(&req.method);
     if let Some(pattern) = route_pattern(method, &req.path) {
         if r.status != 405 {
             espgw_testkit::openapi::check_response(method, pattern, r.status, r.content_type, &r.body)
